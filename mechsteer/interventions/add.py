@@ -1,0 +1,52 @@
+"""`add`: the paper's steering. Row l of a vector set is added to the residual stream after decoder block l
+(the output of block l), which is exactly a bias on block l's `mlp.down_proj` (tested). Positions default to
+all tokens, prompt and generated, as in the paper; a selector narrows them using the position tracker.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from mechsteer.errors import CompileError
+from mechsteer.interventions.base import INTERVENTIONS, SteeringContext
+from mechsteer.models.adapters import decoder_output_tensor, replace_decoder_output
+
+
+def selector_value(positions):
+    """Spec selector -> tracker selector: "all" | "prompt" | "generated" | int k."""
+    if isinstance(positions, str):
+        return positions
+    return positions.first_k_generated
+
+
+def add_hook(vec: torch.Tensor, selector, ctx: SteeringContext):
+    """A forward hook adding `vec` to a module's hidden-state output at the selected positions."""
+    tracker = ctx.positions() if selector != "all" else None
+
+    def hook(module, args, output):
+        h = decoder_output_tensor(output)
+        v = vec if vec.dtype == h.dtype and vec.device == h.device else vec.to(h.device, h.dtype)
+        if tracker is None:
+            h = h + v
+        else:
+            h = h + tracker.mask(selector, h.device).to(h.dtype) * v
+        return replace_decoder_output(output, h)
+
+    return hook
+
+
+@INTERVENTIONS.register("add")
+def attach_add(spec, ctx: SteeringContext) -> None:
+    vs = ctx.vector(spec.vector)
+    if spec.layer == "all":
+        layers = list(vs.layers)
+    else:
+        layers = ctx.layers(spec.layer, f"add.layer of vector set {spec.vector!r}")
+        missing = [i for i in layers if i not in vs.layers]
+        if missing:
+            raise CompileError(f"vector set {spec.vector!r} has no rows for layers {missing}",
+                               hint=f"its rows: {vs.layers}")
+    selector = selector_value(spec.positions)
+    for i in layers:
+        vec = (vs.vectors[i] * spec.scale).to(ctx.device, ctx.dtype)
+        ctx.scope.forward_hook(ctx.adapter.layer(ctx.model, i), add_hook(vec, selector, ctx))

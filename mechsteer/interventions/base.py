@@ -1,0 +1,89 @@
+"""The steering context and the intervention registry.
+
+An intervention implementation is a function `attach(spec, ctx)` that registers hooks through
+`ctx.scope` (never directly on the model) and may declare prompt changes (a forced prefix). `steering()`
+opens one HookScope for a whole condition, so every hook of every intervention is removed when the
+condition ends, whatever happens inside.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import torch
+from torch import nn
+
+from mechsteer.errors import CompileError
+from mechsteer.hooks import HookScope
+from mechsteer.models.adapters import ArchitectureAdapter
+from mechsteer.positions import PositionTracker
+from mechsteer.spec.layers import LayerResolutionError, resolve_layers
+from mechsteer.spec.models import ModelShape
+from mechsteer.registry import Registry
+from mechsteer.vectors.vector_set import VectorSet
+
+INTERVENTIONS: Registry[Callable] = Registry("intervention kind")
+
+
+@dataclass
+class SteeringContext:
+    """Per-condition state shared by the interventions of that condition; dies with the condition."""
+
+    model: nn.Module
+    adapter: ArchitectureAdapter
+    vectors: dict[str, VectorSet]
+    scope: HookScope
+    tokenizer: object | None = None
+    prompt_suffix: str = ""
+    """Text appended after the generation prompt (the forced assistant opening of `prefix_token`)."""
+    extras: dict = field(default_factory=dict)
+    """Values interventions expose to readouts (e.g. lora1 magnitudes)."""
+    _tracker: PositionTracker | None = None
+
+    @property
+    def shape(self) -> ModelShape:
+        return self.adapter.shape(self.model)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def layers(self, sel, what: str) -> list[int]:
+        try:
+            return resolve_layers(sel, self.shape.n_layers)
+        except LayerResolutionError as e:
+            raise CompileError(f"{what}: {e}") from None
+
+    def vector(self, name: str) -> VectorSet:
+        if name not in self.vectors:
+            raise CompileError(f"unknown vector set {name!r}; built: {', '.join(sorted(self.vectors)) or 'none'}")
+        return self.vectors[name]
+
+    def positions(self) -> PositionTracker:
+        """The position tracker, attached on first use (only conditions that select positions pay for it)."""
+        if self._tracker is None:
+            self._tracker = PositionTracker()
+            self._tracker.attach(self.scope, self.adapter.base_model(self.model))
+        return self._tracker
+
+    def begin(self, prompt_lengths=None) -> None:
+        """Tell position-selective interventions that new sequences start (see PositionTracker.begin)."""
+        if self._tracker is not None:
+            self._tracker.begin(prompt_lengths)
+
+
+@contextmanager
+def steering(model: nn.Module, adapter: ArchitectureAdapter, interventions: list, vectors: dict[str, VectorSet],
+             tokenizer=None) -> Iterator[SteeringContext]:
+    """Apply a condition (a list of intervention specs) for the duration of the block."""
+    with HookScope("condition") as scope:
+        ctx = SteeringContext(model=model, adapter=adapter, vectors=vectors, scope=scope, tokenizer=tokenizer)
+        for spec in interventions:
+            INTERVENTIONS.get(spec.kind)(spec, ctx)
+        yield ctx

@@ -1,0 +1,1 @@
+"""Model loading (hub, local directory, embedded GGUF) and architecture adapters."""

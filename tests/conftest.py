@@ -1,0 +1,88 @@
+"""Shared fixtures: tiny random-init Llama and Qwen2 models (GQA, larger init so attention is not uniform)
+and the hook-leak guard that fails any test leaving a hook on any model it built."""
+
+from __future__ import annotations
+
+import gc
+import os
+import weakref
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path(os.environ.get("MECHSTEER_DATA_DIR", REPO.parent / "shared" / "data"))
+
+_MODELS: list[weakref.ref] = []
+
+
+def _tiny_config(arch: str, **over):
+    from transformers import LlamaConfig, Qwen2Config
+
+    common = dict(
+        vocab_size=97,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        initializer_range=0.3,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=False,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
+    common.update(over)
+    return LlamaConfig(**common) if arch == "llama" else Qwen2Config(**common)
+
+
+def make_tiny_model(arch: str = "llama", dtype=torch.float32, seed: int = 0, **over):
+    """A tiny random-init causal LM; registered with the hook-leak guard."""
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = _tiny_config(arch, **over)
+    cfg._attn_implementation = "eager"
+    model = AutoModelForCausalLM.from_config(cfg, dtype=dtype).eval()
+    _MODELS.append(weakref.ref(model))
+    return model
+
+
+@pytest.fixture(params=["llama", "qwen2"])
+def tiny_model(request):
+    return make_tiny_model(request.param)
+
+
+@pytest.fixture
+def tiny_llama():
+    return make_tiny_model("llama")
+
+
+@pytest.fixture(autouse=True)
+def hook_leak_guard():
+    """Every model built through make_tiny_model (or registered via register_model) must end the test with
+    no hooks at all: mechsteer never leaves hooks behind, even when a test fails midway."""
+    from mechsteer.hooks import count_hooks
+
+    yield
+    leaked = []
+    for ref in list(_MODELS):
+        m = ref()
+        if m is not None and count_hooks(m) != 0:
+            leaked.append((type(m).__name__, count_hooks(m)))
+    _MODELS.clear()
+    gc.collect()
+    assert not leaked, f"hooks leaked on models after the test: {leaked}"
+
+
+def register_model(model):
+    """Put an externally built model under the hook-leak guard."""
+    _MODELS.append(weakref.ref(model))
+    return model
