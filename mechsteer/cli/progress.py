@@ -1,0 +1,48 @@
+"""A rich progress display for `mechsteer run`: one bar for cells (with ETA) and one for the current cell."""
+
+from __future__ import annotations
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from mechsteer.cli.output import console
+
+
+class RichProgress:
+    def __init__(self, total_cells: int):
+        self.progress = Progress(
+            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console, transient=False,
+        )
+        self.total = total_cells
+        self.cells = None
+        self.inner = None
+
+    def __enter__(self):
+        self.progress.__enter__()
+        self.cells = self.progress.add_task("cells", total=self.total)
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.__exit__(*exc)
+
+    def start_cell(self, cell, index, total):
+        if self.inner is not None:
+            self.progress.remove_task(self.inner)
+        desc = f"{cell.model} · {cell.condition} · {cell.measurement.id} · seed {cell.seed}"
+        self.inner = self.progress.add_task(f"  {desc}", total=None)
+
+    def advance(self, n, total=None):
+        if self.inner is None:
+            return
+        if total is not None:
+            self.progress.update(self.inner, total=total)
+        if n:
+            self.progress.advance(self.inner, n)
+
+    def end_cell(self, cell, seconds):
+        self.progress.advance(self.cells, 1)
+        self.progress.console.print(f"  [green]done[/] {cell.short} {cell.condition} · {cell.measurement.id} "
+                                    f"({seconds:.1f} s)")
+
+    def message(self, text):
+        self.progress.console.print(f"[dim]{text}[/]")

