@@ -42,13 +42,18 @@ class PositionTracker:
         ids = kwargs.get("input_ids", args[0] if args else None)
         ref = ids if ids is not None else kwargs["inputs_embeds"]
         b, t = ref.shape[0], ref.shape[1]
-        past = kwargs.get("past_key_values")
+        # transformers 5.x names the cache kwarg `cache`; 4.x `past_key_values`.
+        past = kwargs.get("cache", kwargs.get("past_key_values"))
         past_len = past.get_seq_length() if past is not None and hasattr(past, "get_seq_length") else 0
         mask = kwargs.get("attention_mask")
+        pos_ids = kwargs.get("position_ids")
         if mask is not None and mask.dim() == 2:
             m = mask.long()
             idx = (m.cumsum(dim=1) - 1)[:, -t:]
             idx = torch.where(m[:, -t:].bool(), idx, torch.full_like(idx, -1))
+        elif pos_ids is not None:
+            # generate drops an all-ones mask; position ids then count tokens (no padding to exclude).
+            idx = pos_ids.expand(b, t)
         else:
             idx = (torch.arange(t, device=ref.device) + past_len).unsqueeze(0).expand(b, t)
         self.index = idx
@@ -62,7 +67,7 @@ class PositionTracker:
 
     def mask(self, selector, device: torch.device) -> torch.Tensor:
         """A (b, T, 1) boolean mask of the current chunk's positions chosen by `selector`:
-        "all", "prompt", "generated", or an int k = the first k generated tokens."""
+        "all", "prompt", "generated", "last_prompt", or an int k = the first k generated tokens."""
         if self.index is None or self.prompt_len is None:
             raise RuntimeError("position tracker saw no forward call; this is a mechsteer bug")
         idx = self.index.to(device)
@@ -72,6 +77,8 @@ class PositionTracker:
             sel = valid & (idx < plen)
         elif selector == "generated":
             sel = valid & (idx >= plen)
+        elif selector == "last_prompt":
+            sel = valid & (idx == plen - 1)
         elif isinstance(selector, int):
             sel = valid & (idx >= plen) & (idx < plen + selector)
         else:

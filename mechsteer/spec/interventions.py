@@ -22,10 +22,13 @@ class FirstKGenerated(StrictModel):
     first_k_generated: int = Field(gt=0)
 
 
-PositionSelector = Union[Literal["all", "prompt", "generated"], FirstKGenerated]
-"""Which token positions an additive intervention touches. Positions are counted per sequence from the
-attention mask (padding is never a position) and across decode steps (correct with the KV cache).
-`all` is every position, prompt and generated, as in the paper."""
+PositionSelector = Union[Literal["all", "prompt", "generated", "last_prompt"], FirstKGenerated]
+"""Which input token positions an additive intervention touches. Positions are counted per sequence from
+the attention mask (padding is never a position) and across decode steps (correct with the KV cache).
+`all` is every position, prompt and generated, as in the paper. Note the off-by-one that bit CAA: the
+distribution of the first generated token is computed at the LAST PROMPT position (`last_prompt`);
+`first_k_generated: k` selects the positions of the first k generated tokens, which shape the tokens after
+them."""
 
 
 class InterventionBase(StrictModel):

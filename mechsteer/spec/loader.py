@@ -8,6 +8,7 @@ Nothing here imports torch.
 from __future__ import annotations
 
 import copy
+import difflib
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -225,9 +226,19 @@ def _validation_problems(err: ValidationError, raw: Any, file: str, positions: d
             if m not in msgs:
                 msgs.append(m)
         msg = msgs[0] if len(msgs) == 1 else f"invalid value {errs[0].get('input')!r}: " + "; or ".join(msgs[:4])
+        bad = errs[0].get("input")
+        if isinstance(bad, (str, int, float)) and not isinstance(bad, bool) and repr(bad) not in msg:
+            msg += f" (got {bad!r})"
         hint = _HINTS.get(errs[0]["type"])
+        expected = (errs[0].get("ctx") or {}).get("expected")
+        if isinstance(bad, str) and isinstance(expected, str):
+            options = [o.strip().strip("'") for o in expected.replace(" or ", ",").split(",") if o.strip()]
+            close = difflib.get_close_matches(bad, options, n=1)
+            if close:
+                hint = f"did you mean {close[0]!r}?"
         line, col = _locate(positions, path, profile)
-        problems.append(Problem(msg, file=file, field=format_path(path), line=line, col=col, hint=hint))
+        fld = format_path(path) + (f" (profile {profile})" if profile else "")
+        problems.append(Problem(msg, file=file, field=fld, line=line, col=col, hint=hint))
     return problems
 
 
