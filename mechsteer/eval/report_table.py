@@ -1,0 +1,131 @@
+"""The paper-shaped benchmark table: rows = conditions (per model), columns = benchmarks + Average.
+
+Each cell is mean ± std over evaluation seeds (pandas std, ddof 1; a single seed shows the mean only), in
+percent. `Average` is the paper's six-benchmark average (AIME24, AIME25, AMC23, MATH500, Minerva,
+OlympiadBench), computed per seed and then averaged over seeds, and only for seeds where all six are present
+(it is never an average of whatever subset happened to run). Benchmarks use the recorded per-task metric:
+avg@k where the protocol samples k > 1 completions (AIME24/AIME25/AMC23 under `paper`), else single-sample
+accuracy, exactly the numbers the paper's table uses.
+
+Two tables: `acc_boxed` (the paper's metric: last \\boxed{} verified with math-verify, no box = wrong) and
+`acc_lenient` (boxed, or else the last number), written as CSV and Markdown into the report folder and
+returned as a section of report.md (registered in `mechsteer.report.REPORT_SECTIONS` on import).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from mechsteer.spec.evaluation import KNOWN_TASKS, PAPER_AVERAGE_TASKS
+
+LABELS = {"aime24": "AIME24", "aime25": "AIME25", "amc23": "AMC23", "math500": "MATH500",
+          "minerva_math": "Minerva", "olympiadbench": "OlympiadBench", "gsm8k": "GSM8K", "mini": "mini"}
+AVERAGE = "Average"
+TABLES = {"boxed": ("acc_boxed", "Boxed accuracy (the paper's metric: last \\boxed{} verified with math-verify; "
+                                 "no box = wrong)"),
+          "lenient": ("acc_lenient", "Lenient accuracy (boxed, or else the last number in the completion)")}
+
+
+def per_seed(df: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Rows (model, condition, seed), columns = tasks (+ Average when the six paper tasks are all present).
+
+    `df` has the columns of `mechsteer.report.long_table` restricted to eval cells (`measurement` = task)."""
+    d = df[(df.kind == "eval") & (df.metric == metric)]
+    if d.empty:
+        return pd.DataFrame()
+    wide = d.pivot_table(index=["model", "condition", "seed"], columns="measurement", values="value",
+                         aggfunc="first")
+    if all(t in wide.columns for t in PAPER_AVERAGE_TASKS):
+        six = wide[list(PAPER_AVERAGE_TASKS)]
+        wide[AVERAGE] = six.mean(axis=1).where(six.notna().all(axis=1))
+    return wide
+
+
+def summarise(wide: pd.DataFrame, task_order: list[str], condition_order: list[str]) -> pd.DataFrame:
+    """Mean, std and seed count per (model, condition) and column, in the study's task/condition order.
+
+    Columns: a MultiIndex (column, stat) with stat in mean/std/seeds; NaN values (e.g. no Average for a
+    seed) are left out of the statistics."""
+    if wide.empty:
+        return pd.DataFrame()
+    g = wide.groupby(level=["model", "condition"], sort=False)
+    stats = pd.concat({"mean": g.mean(), "std": g.std(ddof=1), "seeds": g.count()}, axis=1)
+    stats = stats.swaplevel(0, 1, axis=1)
+    cols = [t for t in task_order if t in wide.columns] + [c for c in wide.columns if c not in task_order]
+    if AVERAGE in cols:
+        cols = [c for c in cols if c != AVERAGE] + [AVERAGE]
+    stats = stats[[(c, s) for c in cols for s in ("mean", "std", "seeds")]]
+    rank = {c: i for i, c in enumerate(condition_order)}
+    order = sorted(range(len(stats)), key=lambda i: (stats.index[i][0], rank.get(stats.index[i][1], len(rank))))
+    return stats.iloc[order]
+
+
+def format_cell(mean: float, std: float, seeds: float) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "-"
+    text = f"{mean * 100:.1f}"
+    if seeds and seeds > 1 and not math.isnan(std):
+        text += f" ± {std * 100:.1f}"
+    return text
+
+
+def to_markdown(stats: pd.DataFrame) -> str:
+    cols = list(dict.fromkeys(c for c, _ in stats.columns))
+    rows = []
+    for (model, condition), row in stats.iterrows():
+        rows.append({"model": model, "condition": condition,
+                     **{LABELS.get(c, c): format_cell(row[(c, "mean")], row[(c, "std")], row[(c, "seeds")])
+                        for c in cols}})
+    return pd.DataFrame(rows).to_markdown(index=False)
+
+
+def to_csv(stats: pd.DataFrame) -> str:
+    flat = stats.copy()
+    flat.columns = [c if s == "mean" else f"{c}_{s}" for c, s in stats.columns]
+    return flat.reset_index().to_csv(index=False)
+
+
+def paper_table_section(plan) -> list[str]:
+    """Report section (Markdown lines) + CSV/Markdown files; empty when the study has no evaluation."""
+    from mechsteer.engine.store import atomic_write_text
+    from mechsteer.report import long_table
+
+    ev = plan.loaded.spec.evaluation
+    if ev is None:
+        return []
+    df = long_table(plan)
+    if df.empty:
+        return []
+    out_dir = plan.output_dir / "report"
+    task_order = [t for t in ev.tasks if t in KNOWN_TASKS]
+    conditions = list(plan.loaded.spec.conditions)
+    seeds = ev.resolved_seeds()
+    lines = ["## Benchmark accuracy (paper layout)", "",
+             f"Protocol `{ev.protocol}`; % as mean ± std over seeds {seeds}. Multi-sample tasks show avg@k "
+             "(the per-problem mean over its samples); `Average` is the six-benchmark average computed per seed, "
+             "shown only where all six benchmarks ran.", ""]
+    markdown = []
+    for key, (metric, title) in TABLES.items():
+        stats = summarise(per_seed(df, metric), task_order, conditions)
+        if stats.empty:
+            continue
+        atomic_write_text(out_dir / f"paper_table_{key}.csv", to_csv(stats))
+        block = [f"### {title}", "", to_markdown(stats), ""]
+        markdown += block
+    if not markdown:
+        return []
+    atomic_write_text(out_dir / "paper_table.md", "\n".join(lines + markdown))
+    return lines + markdown + ["Files: `paper_table_boxed.csv`, `paper_table_lenient.csv`, `paper_table.md`.", ""]
+
+
+def _register() -> None:
+    from mechsteer.report import REPORT_SECTIONS
+
+    ident = (__name__, "paper_table_section")  # by name: a reloaded module must not register twice
+    if not any((getattr(f, "__module__", None), getattr(f, "__name__", None)) == ident for f in REPORT_SECTIONS):
+        REPORT_SECTIONS.append(paper_table_section)
+
+
+_register()
