@@ -40,10 +40,13 @@ def validate(files: Annotated[list[Path], typer.Argument(help="Study files to ch
     failed = 0
     for f in files:
         try:
-            ls = load_study(f)
+            from mechsteer.spec.training import is_training_file, load_train_spec
+
+            load = load_train_spec if is_training_file(f) else load_study  # studies and training files
+            ls = load(f)
             profiles = list(ls.spec.profiles)
             for p in profiles:
-                load_study(f, p)
+                load(f, p)
             extra = f" (profiles: {', '.join(profiles)})" if profiles else ""
             console.print(f"[green]ok[/] {f}{extra}")
         except MechsteerError as e:

@@ -16,6 +16,7 @@ from mechsteer.spec import evaluation as _evaluation  # noqa: F401
 from mechsteer.spec import interventions as _interventions  # noqa: F401
 from mechsteer.spec import readouts as _readouts  # noqa: F401
 from mechsteer.spec import vectors as _vectors  # noqa: F401
+from mechsteer.spec import vector_sources as _vector_sources  # noqa: F401
 from mechsteer.spec.base import StrictModel
 from mechsteer.spec.evaluation import EvaluationSpec
 from mechsteer.spec.kinds import INTERVENTION_KINDS, READOUT_KINDS, VECTOR_KINDS, discriminated_union

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -26,6 +26,9 @@ class BuildContext:
     specs: dict
     resolve_path: Callable[[str], Path]
     model_id: str = ""
+    lm: Any = None
+    """The loaded model (`mechsteer.models.loading.LoadedModel`: model, tokenizer, adapter), or a zero-argument
+    callable returning it; only builders that compute vectors with the model (`mean_diff`) read it."""
     built: dict[str, VectorSet] = field(default_factory=dict)
     _building: list[str] = field(default_factory=list)
 
@@ -106,3 +109,7 @@ def build_random(spec, ctx: BuildContext) -> VectorSet:
 def build_scaled(spec, ctx: BuildContext) -> VectorSet:
     ref = ctx.get(spec.of)
     return VectorSet(ref.vectors * spec.factor, ref.layers, {**ref.meta, "source": f"scaled({spec.of}, {spec.factor})"})
+
+
+# More kinds (mean_diff, lm_eval_steered, gguf_control) register on import.
+from mechsteer.vectors import more_sources as _more_sources  # noqa: E402,F401
