@@ -44,6 +44,7 @@ class CellStore:
               files: dict[str, bytes] | None = None) -> Path:
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=self.root, prefix=f".tmp-{h[:12]}-"))
+        tmp.chmod(0o755)  # mkdtemp makes 0700; results are meant to be shared and read
         try:
             with open(tmp / "samples.jsonl", "w", encoding="utf-8") as f:
                 for s in samples:
