@@ -140,7 +140,7 @@ def test_seed_drives_sampling(lm):
 def test_prompt_is_the_papers_chat_prompt_plus_forced_opening(lm):
     from mechsteer.eval.templates import build_prompt
 
-    r = run(lm, limit=2, suffix="To")
+    r = run(lm, limit=2, suffix="To", protocol="paper", samples=3)  # repeats share one request object
     for s in r.samples:
         assert s["arguments"][0][0] == build_prompt(lm.tokenizer, s["doc"]["problem"]) + "To"
     assert r.info["chat_template"] is True
@@ -210,12 +210,13 @@ def test_bridge_generation_matches_mechsteer_generate_with_position_selective_st
     assert completions(unsteered) != completions(via_lm_eval)
 
 
-def _loglikelihoods(lm, interventions, vectors, requests):
+def _loglikelihoods(lm, interventions, vectors, requests, suffix=""):
     from lm_eval.api.instance import Instance
 
     from mechsteer.eval.lm_eval_bridge import SteeredHFLM
 
     with steering(lm.model, lm.adapter, interventions, vectors, tokenizer=lm.tokenizer) as ctx:
+        ctx.prompt_suffix = suffix
         bridge = SteeredHFLM(lm.model, lm.tokenizer, ctx, batch_size=4, max_length=256)
         inst = [Instance(request_type="loglikelihood", doc={}, arguments=r, idx=0) for r in requests]
         return [ll for ll, _ in bridge.loglikelihood(inst, disable_tqdm=True)]
@@ -232,6 +233,14 @@ def test_loglikelihood_sees_context_as_prompt_and_continuation_as_generated():
     assert gen[0] == pytest.approx(base[0], abs=1e-12) and gen[2] == pytest.approx(base[2], abs=1e-12)
     assert abs(gen[1] - base[1]) > 1e-6
     assert all(abs(a - b) > 1e-6 for a, b in zip(allpos, base))
+
+
+def test_forced_opening_precedes_scored_continuations():
+    lm = tiny_lm(dtype=torch.float64)
+    with_suffix = _loglikelihoods(lm, [], {}, [("What is 2 + 3?", " 5")], suffix="To")
+    spelled_out = _loglikelihoods(lm, [], {}, [("What is 2 + 3?To", " 5")])
+    plain = _loglikelihoods(lm, [], {}, [("What is 2 + 3?", " 5")])
+    assert with_suffix == pytest.approx(spelled_out, abs=1e-12) and with_suffix != pytest.approx(plain)
 
 
 # ----------------------------------------------------------------------------------------------- caching
@@ -270,3 +279,33 @@ def test_missing_hub_data_offline_is_a_clear_error(lm):
 
     with pytest.raises(MechsteerError, match="data-dir|data_dir"):
         run(lm, task="aime24", limit=2)
+
+
+# ----------------------------------------------------------------------------------------------- real model
+
+
+@pytest.mark.slow
+def test_embedded_model_through_lm_eval_prompt_zero_vector_and_steering():
+    """The embedded SmolLM2-135M-Instruct (its own ChatML template with a default system prompt, eos = pad =
+    <|im_end|>): lm-eval renders exactly the paper's prompt, a zero vector reproduces the unsteered run and a
+    random vector after block 15 changes it."""
+    from mechsteer.eval.templates import QWEN_MATH_SYSTEM, build_prompt
+    from mechsteer.models.loading import load_model
+
+    lm = load_model("smol", ModelSpec(id="smollm2-135m", dtype="float32", device="cpu"))
+    register_model(lm.model)
+    n_layers, d = lm.shape.n_layers, lm.shape.d_model
+    g = torch.Generator().manual_seed(0)
+    rows = torch.zeros(n_layers, d)
+    rows[15] = torch.nn.functional.normalize(torch.randn(d, generator=g), dim=0) * 32.0
+    steer_vs = VectorSet(rows, [15])
+    zero_vs = VectorSet(torch.zeros(n_layers, d), list(range(n_layers)))
+    opts = dict(limit=3, max_new_tokens=12, batch_size=3)
+    base = run(lm, **opts)
+    zero = run(lm, [AddSpec(vector="z")], {"z": zero_vs}, **opts)
+    steered = run(lm, [AddSpec(vector="v", layer=[15])], {"v": steer_vs}, **opts)
+    for s in base.samples:
+        prompt = s["arguments"][0][0]
+        assert prompt == build_prompt(lm.tokenizer, s["doc"]["problem"]) and QWEN_MATH_SYSTEM in prompt
+    assert completions(zero) == completions(base)
+    assert completions(steered) != completions(base)

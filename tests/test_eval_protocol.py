@@ -165,6 +165,9 @@ def test_table_formats_percent_mean_and_std_and_orders_conditions():
     vals = {("z", "math500", 0): 0.5, ("a", "math500", 0): 0.25, ("a", "math500", 1): 0.75}
     stats = summarise(per_seed(_long(vals), "acc_boxed"), ["math500"], ["z", "a"])
     assert [c for _, c in stats.index] == ["z", "a"]
+    two = pd.concat([_long(vals), _long(vals).assign(model="b")])
+    ordered = summarise(per_seed(two, "acc_boxed"), ["math500"], ["z", "a"], ["m", "b"])
+    assert list(ordered.index) == [("m", "z"), ("m", "a"), ("b", "z"), ("b", "a")]
     md = to_markdown(stats)
     assert "MATH500" in md and "50.0 ± 35.4" in md
     assert to_csv(stats).splitlines()[0] == "model,condition,math500,math500_std,math500_seeds"

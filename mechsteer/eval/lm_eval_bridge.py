@@ -10,7 +10,7 @@ and adds exactly what steering needs on top of HFLM, so everything else lm-eval 
   right prompt/generated split. For a loglikelihood request the context is the "prompt" and the scored
   continuation is the "generated" part, exactly as if the model had generated it.
 * **forced opening**: `ctx.prompt_suffix` (the `prefix_token` intervention) is appended to every context
-  after lm-eval has rendered it (chat template included). Not lm-eval's `gen_prefix`: that one inserts a
+  (generation and loglikelihood requests) after lm-eval has rendered it (chat template included). Not lm-eval's `gen_prefix`: that one inserts a
   space delimiter in plain prompts and goes through `continue_final_message`, which some chat templates trim.
 * **explicit sampling**: generation uses a fresh GenerationConfig with the task's settings and neutral values
   for everything else, never the checkpoint's `generation_config` defaults (Qwen's ships top_k/top_p/
@@ -76,11 +76,12 @@ class SteeredHFLM(HFLM):
         return getattr(self.ctx, "prompt_suffix", "") or ""
 
     def _with_suffix(self, requests) -> None:
-        """Append the forced opening to each request's context, in place, so lm-eval logs the real prompt."""
+        """Append the forced opening to each request's context, in place, so lm-eval logs the real prompt.
+        lm-eval lists a request once per repeat (the same object), so each object is changed once."""
         suffix = self.prompt_suffix
         if not suffix:
             return
-        for req in requests:
+        for req in {id(r): r for r in requests}.values():
             args = tuple(req.arguments)
             req.arguments = (args[0] + suffix, *args[1:])
 
@@ -89,6 +90,11 @@ class SteeredHFLM(HFLM):
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
         self._with_suffix(requests)
         return super().generate_until(requests, disable_tqdm=disable_tqdm or self.on_batch is not None)
+
+    def loglikelihood(self, requests, disable_tqdm: bool = False):
+        # The continuation is scored after the forced opening, as a generation would follow it.
+        self._with_suffix(requests)
+        return super().loglikelihood(requests, disable_tqdm=disable_tqdm)
 
     def tok_batch_encode(self, strings, padding_side: str = "left", left_truncate_len: int | None = None,
                          truncation: bool = False):

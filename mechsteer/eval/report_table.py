@@ -43,8 +43,9 @@ def per_seed(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     return wide
 
 
-def summarise(wide: pd.DataFrame, task_order: list[str], condition_order: list[str]) -> pd.DataFrame:
-    """Mean, std and seed count per (model, condition) and column, in the study's task/condition order.
+def summarise(wide: pd.DataFrame, task_order: list[str], condition_order: list[str],
+              model_order: list[str] | None = None) -> pd.DataFrame:
+    """Mean, std and seed count per (model, condition) and column, in the study's model/task/condition order.
 
     Columns: a MultiIndex (column, stat) with stat in mean/std/seeds; NaN values (e.g. no Average for a
     seed) are left out of the statistics."""
@@ -58,7 +59,9 @@ def summarise(wide: pd.DataFrame, task_order: list[str], condition_order: list[s
         cols = [c for c in cols if c != AVERAGE] + [AVERAGE]
     stats = stats[[(c, s) for c in cols for s in ("mean", "std", "seeds")]]
     rank = {c: i for i, c in enumerate(condition_order)}
-    order = sorted(range(len(stats)), key=lambda i: (stats.index[i][0], rank.get(stats.index[i][1], len(rank))))
+    mrank = {m: i for i, m in enumerate(model_order or [])}
+    order = sorted(range(len(stats)), key=lambda i: (mrank.get(stats.index[i][0], len(mrank)), stats.index[i][0],
+                                                     rank.get(stats.index[i][1], len(rank))))
     return stats.iloc[order]
 
 
@@ -108,7 +111,7 @@ def paper_table_section(plan) -> list[str]:
              "shown only where all six benchmarks ran.", ""]
     markdown = []
     for key, (metric, title) in TABLES.items():
-        stats = summarise(per_seed(df, metric), task_order, conditions)
+        stats = summarise(per_seed(df, metric), task_order, conditions, list(plan.loaded.spec.models))
         if stats.empty:
             continue
         atomic_write_text(out_dir / f"paper_table_{key}.csv", to_csv(stats))
