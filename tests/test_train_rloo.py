@@ -171,3 +171,31 @@ def test_learnable_reward_goes_up(tmp_path):
     assert after > before + 0.25, (before, after)
     assert sum(rewards[-3:]) / 3 > sum(rewards[:3]) / 3
     assert all(torch.isfinite(vs.vectors).all() for _ in [0]) and vs.vectors.norm() > 0
+
+
+@pytest.mark.parametrize("setup", [{"at_place": {"layer": 1, "place": "self_attn"}}, {"lora1": [1, 3]}, "full"])
+def test_every_setup_trains_and_exports(tmp_path, setup):
+    from safetensors.torch import load_file
+
+    from mechsteer.train.trainer import Trainer
+    from mechsteer.vectors.vector_set import load_vector_set
+
+    lm = tiny_lm(make_tiny_model("llama", vocab_size=VOCAB))
+    before = {n: p.detach().clone() for n, p in lm.model.named_parameters()}
+    spec = train_spec(setup=setup, rloo={"group_size": 4, "prompts_per_step": 2, "steps": 2, "lr": 0.05,
+                                         "max_new_tokens": 2})
+    res = Trainer(spec, lm=lm, output_dir=tmp_path, rows=rows(4), progress=False,
+                  reward_fn=lambda c: 1.0 if c.token_ids and c.token_ids[0] % 2 else -1.0).run()
+    changed = [n for n, p in lm.model.named_parameters() if not torch.equal(p, before[n])]
+    assert all(not p.requires_grad for p in lm.model.parameters())  # frozen again after training
+    if setup == "full":
+        assert res.final_path is None and changed
+        return
+    assert not changed
+    if "at_place" in setup:
+        vs = load_vector_set(res.final_path)
+        assert vs.layers == [1] and vs.meta["place"] == "self_attn" and vs.vectors[1].norm() > 0
+    else:
+        t = load_file(str(res.final_path))
+        assert t["layers"].tolist() == [1, 3] and t["A"].shape == (4, 64) and t["B"].shape == (4, 32)
+        assert t["B"][[1, 3]].norm() > 0 and t["B"][[0, 2]].norm() == 0

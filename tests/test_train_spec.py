@@ -39,7 +39,7 @@ def test_paper_file_holds_the_papers_values():
 def test_profile_replaces_setup_and_merges_the_rest():
     s = load_train_spec(REPO / "studies/train_mini.yaml", "last").spec
     assert resolve_setup(s.setup, 30).layers == (29,)
-    assert s.rloo.lr == 1e-2 and s.rloo.group_size == 8
+    assert s.rloo.lr == 0.1 and s.rloo.group_size == 8 and s.rloo.max_new_tokens == 64
     assert load_train_spec(REPO / "studies/train_mini.yaml", "last").output_dir().name == "train_mini-last"
 
 

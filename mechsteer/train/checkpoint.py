@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from mechsteer.errors import MechsteerError
+from mechsteer.train.metrics import default_mode
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
 
@@ -71,6 +72,9 @@ def save_checkpoint(root: Path, step: int, params: dict[str, torch.nn.Parameter]
                  "opt_scalars": scalars, **info}
         (tmp / "state.json").write_text(json.dumps(state, indent=1, sort_keys=True))
         write_extra(tmp)
+        for f in tmp.iterdir():
+            os.chmod(f, default_mode())
+        os.chmod(tmp, default_mode(directory=True))
         final = checkpoint_dir(root, step)
         if final.exists():
             shutil.rmtree(final)

@@ -13,6 +13,14 @@ import tempfile
 from pathlib import Path
 
 
+def default_mode(directory: bool = False) -> int:
+    """Permissions a normally created file (0o666) or folder (0o777) gets under the current umask; mkstemp and
+    mkdtemp create 0o600 / 0o700, which would make outputs unreadable to other users."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return (0o777 if directory else 0o666) & ~mask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> Path:
     """Write via a temporary file in the same folder and rename (never a half-written file)."""
     path = Path(path)
@@ -21,6 +29,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> Path:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, default_mode())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -103,6 +112,7 @@ def plot_metrics(records: list[dict], path: Path, title: str = "") -> Path:
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=110)
+        os.chmod(tmp, default_mode())
         os.replace(tmp, path)
     finally:
         plt.close(fig)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +32,7 @@ from mechsteer.spec.layers import LayerResolutionError
 from mechsteer.spec.training import LoadedTrainSpec, TrainSpec, resolve_setup
 from mechsteer.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from mechsteer.train.data import PromptPool, build_pool, encode_prompts
-from mechsteer.train.metrics import MetricsLog, atomic_write_text, plot_metrics
+from mechsteer.train.metrics import MetricsLog, atomic_write_text, default_mode, plot_metrics
 from mechsteer.train.params import BlockVectors, FullModel, Lora1, Parameterisation, PlaceVector, build_parameterisation
 from mechsteer.train.rewards import Completion, custom_reward, named_reward
 from mechsteer.train.rloo import rloo_advantages, rloo_loss_backward
@@ -80,7 +81,7 @@ class Trainer:
 
     def __init__(self, spec: TrainSpec | LoadedTrainSpec, *, lm=None, output_dir: Path | None = None,
                  base_dir: Path | None = None, steps: int | None = None, reward_fn=None, rows: list[dict] | None = None,
-                 eval_rows: list[dict] | None = None, console=None, progress: bool = True):
+                 eval_rows: list[dict] | None = None, console=None, progress: bool = True, run_eval: bool = True):
         if isinstance(spec, LoadedTrainSpec):
             self.loaded = spec
             spec, base_dir = spec.spec, spec.base_dir
@@ -88,6 +89,8 @@ class Trainer:
         else:
             self.loaded = None
         self.spec = spec
+        self.eval_spec = spec.eval if run_eval else None
+        """The held-out evaluation in force (None: `run_eval=False` or no `eval:` block)."""
         self.base_dir = Path(base_dir) if base_dir is not None else Path(".")
         self.output_dir = Path(output_dir) if output_dir is not None else Path("outputs") / "train" / spec.name
         self.steps_override = steps
@@ -141,7 +144,7 @@ class Trainer:
                                  lr=r.lr, betas=tuple(r.betas), eps=r.eps, weight_decay=r.weight_decay)
 
     def _eval_data(self, eval_rows):
-        ev = self.spec.eval
+        ev = self.eval_spec
         if ev is None:
             return [], []
         if eval_rows is None:
@@ -207,15 +210,15 @@ class Trainer:
             "tokens_per_s": ro.n_tokens / max(t_sample, 1e-9),
         }
 
-    def _param_norm(self) -> float:
+    def _param_norm(self) -> float | None:
         if isinstance(self.params, FullModel):
-            return float("nan")
+            return None  # the norm of every weight says nothing about the update
         return float(torch.sqrt(sum((p.detach().float() ** 2).sum() for p in self.trainable.values())))
 
     # ------------------------------------------------------------------ evaluation / export
     def evaluate(self) -> dict | None:
         """Held-out accuracy with the current parameters active (the hooks must be attached)."""
-        ev = self.spec.eval
+        ev = self.eval_spec
         if ev is None or not self.eval_rows:
             return None
         from mechsteer.train.evaluate import evaluate
@@ -251,12 +254,16 @@ class Trainer:
         from mechsteer.vectors.vector_set import save_vector_set
 
         if isinstance(self.params, (BlockVectors, PlaceVector)):
-            return save_vector_set(self.params.to_vector_set(), folder / "vectors.safetensors", **meta)
-        if isinstance(self.params, Lora1):
+            path = save_vector_set(self.params.to_vector_set(), folder / "vectors.safetensors", **meta)
+        elif isinstance(self.params, Lora1):
             path = folder / "lora1.safetensors"
-            save_file(self.params.tensors(), str(path), metadata={**meta, "format": "mechsteer.lora1/1"})
-            return path
-        return None  # full fine-tuning: the weights live in the checkpoint state
+            tmp = folder / ".lora1.safetensors.tmp"
+            save_file(self.params.tensors(), str(tmp), metadata={**meta, "format": "mechsteer.lora1/1"})
+            os.replace(tmp, path)
+        else:
+            return None  # full fine-tuning: the weights live in the checkpoint state
+        os.chmod(path, default_mode())  # the vector-set writer's temp file is 0600
+        return path
 
     # ------------------------------------------------------------------ the loop
     def run(self, resume: bool = False) -> TrainResult:
@@ -292,7 +299,7 @@ class Trainer:
                 else:
                     self.metrics.reset()
                     self._write_run_info()
-                    if spec.eval is not None and spec.eval.before:
+                    if self.eval_spec is not None and self.eval_spec.before:
                         eval_before = last_eval = self._eval_record(0)
                         records.append(eval_before)
                 records += self._loop(start, ckpt_root, fp, train_seconds, last_eval)
@@ -331,7 +338,7 @@ class Trainer:
                     f"signal {rec['groups_with_signal']}/{rec['groups']} {rec['t_step']:.1f} s{skipped}")
                 done = rec["step"]
                 final = done == self.total_steps
-                ev = spec.eval
+                ev = self.eval_spec
                 if ev is not None and (final or (ev.every and done % ev.every == 0)):
                     last_eval = self._eval_record(done)
                     out.append(last_eval)
@@ -348,7 +355,8 @@ class Trainer:
                                lambda folder: self.write_params(folder, meta))
 
     def _progress(self):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                   TimeRemainingColumn)
 
         return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TextColumn("eta"),

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from mechsteer.errors import VectorError
+from mechsteer.train.metrics import default_mode
 from mechsteer.vectors.vector_set import VectorSet
 
 LM_EVAL_KEY = re.compile(r"^layers\.(\d+)$")
@@ -42,7 +43,8 @@ def _stack(rows: dict[int, torch.Tensor], n_layers: int, d_model: int, path: Pat
     out = torch.zeros(n_layers, d_model)
     for i, v in rows.items():
         if v.numel() != d_model:
-            raise VectorError(f"{path}: the vector for layer {i} has {v.numel()} values; the model's d_model is {d_model}")
+            raise VectorError(f"{path}: the vector for layer {i} has {v.numel()} values; "
+                              f"the model's d_model is {d_model}")
         out[i] = v.reshape(-1).float()
     if not torch.isfinite(out).all():
         raise VectorError(f"{path}: contains NaN or inf")
@@ -100,6 +102,7 @@ def save_lm_eval_steered(vs: VectorSet, path: str | Path, *, coefficient: float 
     tmp = _atomic_target(path)
     try:
         torch.save(payload, tmp)
+        os.chmod(tmp, default_mode())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -138,7 +141,8 @@ def load_gguf_control(path: str | Path, n_layers: int, d_model: int, *, scale: f
     return _stack(rows, n_layers, d_model, path, meta)
 
 
-def save_gguf_control(vs: VectorSet, path: str | Path, *, model_hint: str = "llama", include_layer0: bool = False) -> Path:
+def save_gguf_control(vs: VectorSet, path: str | Path, *, model_hint: str = "llama",
+                      include_layer0: bool = False) -> Path:
     """Write `vs` as a GGUF control vector (`llama-cli --control-vector FILE`, repeng `import_gguf`).
 
     llama.cpp rejects `direction.0`: a set with a layer-0 row raises unless `include_layer0=True` (for repeng),
@@ -161,6 +165,7 @@ def save_gguf_control(vs: VectorSet, path: str | Path, *, model_hint: str = "lla
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
         writer.close()
+        os.chmod(tmp, default_mode())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

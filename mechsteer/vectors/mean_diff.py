@@ -75,7 +75,8 @@ def mean_diff_generations(lm, problems: list[dict], prompt_ids: list[list[int]],
 
     device = next(lm.model.parameters()).device
     gen = torch.Generator(device=device).manual_seed(seed)
-    sums = {True: {i: torch.zeros(lm.shape.d_model) for i in layers}, False: {i: torch.zeros(lm.shape.d_model) for i in layers}}
+    d = lm.shape.d_model
+    sums = {ok: {i: torch.zeros(d) for i in layers} for ok in (True, False)}
     counts = {True: 0, False: 0}
     stops, pad = stop_token_ids(lm), lm.tokenizer.pad_token_id
     for s in range(0, len(problems), batch_size):
@@ -96,8 +97,8 @@ def mean_diff_generations(lm, problems: list[dict], prompt_ids: list[list[int]],
             for i in layers:
                 sums[ok][i] += acts[i][r, width: width + n].sum(dim=0).cpu()
     if not counts[True] or not counts[False]:
-        raise VectorError(f"mean_diff generations: {counts[True]} correct and {counts[False]} incorrect generated tokens; "
-                          "both groups are needed", hint="use more problems or samples, or a different grader")
+        raise VectorError(f"mean_diff generations: {counts[True]} correct and {counts[False]} incorrect generated "
+                          "tokens; both groups are needed", hint="use more problems or samples, or another grader")
     out = torch.zeros(lm.shape.n_layers, lm.shape.d_model)
     for i in layers:
         out[i] = sums[True][i] / counts[True] - sums[False][i] / counts[False]
