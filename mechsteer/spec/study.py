@@ -12,8 +12,12 @@ from typing import Any, Literal
 from pydantic import Field
 
 # Import every built-in kind module so it registers before the unions are built.
+from mechsteer.spec import circuit as _circuit  # noqa: F401
+from mechsteer.spec import combine as _combine  # noqa: F401
 from mechsteer.spec import evaluation as _evaluation  # noqa: F401
 from mechsteer.spec import interventions as _interventions  # noqa: F401
+from mechsteer.spec import placement as _placement  # noqa: F401
+from mechsteer.spec import prompting as _prompting  # noqa: F401
 from mechsteer.spec import readouts as _readouts  # noqa: F401
 from mechsteer.spec import vectors as _vectors  # noqa: F401
 from mechsteer.spec import vector_sources as _vector_sources  # noqa: F401

@@ -1,0 +1,34 @@
+"""`add_at_place`: row l of a vector set added to the output of a named submodule of block l (paper
+Appendix C): after input_layernorm (attention input only), self_attn (attention output, on the residual),
+post_attention_layernorm (MLP input only) or mlp (= a down_proj bias = `add`). The adapter maps place names
+to modules; the hook is `add`'s (same position selectors, tuple outputs of self_attn handled). Without
+`place`, the vector set's metadata `place` (written by `mechsteer train` for `at_place` setups) is used.
+"""
+
+from __future__ import annotations
+
+from mechsteer.errors import CompileError
+from mechsteer.interventions.add import add_hook, selector_value
+from mechsteer.interventions.base import INTERVENTIONS, SteeringContext
+
+
+@INTERVENTIONS.register("add_at_place")
+def attach_add_at_place(spec, ctx: SteeringContext) -> None:
+    vs = ctx.vector(spec.vector)
+    if spec.layer == "all":
+        layers = list(vs.layers)
+    else:
+        layers = ctx.layers(spec.layer, f"add_at_place.layer of vector set {spec.vector!r}")
+        missing = [i for i in layers if i not in vs.layers]
+        if missing:
+            raise CompileError(f"vector set {spec.vector!r} has no rows for layers {missing}",
+                               hint=f"its rows: {vs.layers}")
+    place = spec.place or vs.meta.get("place")
+    if place is None:
+        raise CompileError(f"add_at_place: no `place` given and vector set {spec.vector!r} records none",
+                           hint="set place: input_layernorm | self_attn | post_attention_layernorm | mlp")
+    selector = selector_value(spec.positions)
+    for i in layers:
+        module = ctx.adapter.place_module(ctx.model, i, place)
+        vec = (vs.vectors[i] * spec.scale).to(ctx.device, ctx.dtype)
+        ctx.scope.forward_hook(module, add_hook(vec, selector, ctx))

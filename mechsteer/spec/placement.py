@@ -1,0 +1,84 @@
+"""Specs that put a vector somewhere other than the block output: `add_at_place` (after a submodule inside a
+block, paper Appendix C) and `lora1` (a rank-1 LoRA on `down_proj`, i.e. a direction with a token-wise
+magnitude alpha_t, paper section 4.12).
+
+Torch implementations: `mechsteer.interventions.place` and `mechsteer.interventions.lora1`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from mechsteer.spec.interventions import InterventionBase, PositionSelector
+from mechsteer.spec.kinds import intervention_kind
+from mechsteer.spec.layers import LayerSelection
+from mechsteer.spec.models import ModelShape
+
+Place = Literal["input_layernorm", "self_attn", "post_attention_layernorm", "pre_feedforward_layernorm", "mlp"]
+"""Submodules of a decoder block after which `add_at_place` adds (pre_feedforward_layernorm: Gemma3 only)."""
+
+NO_DOWN_PROJ = frozenset({
+    "GPT2LMHeadModel", "GPTNeoXForCausalLM", "GPTJForCausalLM", "OPTForCausalLM", "BloomForCausalLM",
+    "FalconForCausalLM", "PhiForCausalLM", "GPTNeoForCausalLM", "MptForCausalLM",
+})
+"""Architectures known to have no `mlp.down_proj` (their MLP output projection has another name)."""
+
+
+@intervention_kind("add_at_place")
+class AddAtPlaceSpec(InterventionBase):
+    """Row l of a vector set added to the output of a submodule of block l. After `input_layernorm` it
+    changes only the attention input; after `self_attn` the attention output (residual); after
+    `post_attention_layernorm` only the MLP input; after `mlp` it equals `add` (a down_proj bias)."""
+
+    kind: Literal["add_at_place"] = "add_at_place"
+    vector: str
+    """Name of a vector set in `vectors:`; row l is used in block l."""
+    place: Place | None = None
+    """The submodule after which the vector is added; null = the place recorded in the vector set's metadata
+    (`mechsteer train` with an `at_place` setup writes it). An explicit place wins over the metadata."""
+    layer: LayerSelection = "all"
+    """Blocks to steer; `all` = every row the vector set has."""
+    scale: float = 1.0
+    """Multiplier applied to the vector."""
+    positions: PositionSelector = "all"
+    """Token positions to steer: all (default), prompt, generated, or {first_k_generated: k}."""
+
+    def vector_refs(self) -> list[str]:
+        return [self.vector]
+
+    def layer_refs(self):
+        return [] if self.layer == "all" else [("layer", self.layer)]
+
+
+@intervention_kind("lora1")
+class Lora1Spec(InterventionBase):
+    """A rank-1 LoRA on `mlp.down_proj`: for the down_proj input z_t (SiLU(gate) * up) the block output gains
+    B (A z_t) = alpha_t * B/||B||, with the token-wise magnitude alpha_t = (A z_t) * ||B||, which is exposed
+    to readouts. File: safetensors with `A` [n_layers, d_ff], `B` [n_layers, d_model] and `layers` [k]
+    (int64, the rows present)."""
+
+    kind: Literal["lora1"] = "lora1"
+    path: str = Field(min_length=1)
+    """The adapter file, relative to the study file (see `with_base_dir`)."""
+    layer: LayerSelection = "all"
+    """Blocks to adapt; `all` = every row the file has."""
+    scale: float = 1.0
+    """The LoRA scaling (PEFT alpha / r; 1 in the paper)."""
+
+    def layer_refs(self):
+        return [] if self.layer == "all" else [("layer", self.layer)]
+
+    def shape_problems(self, shape: ModelShape) -> list[tuple[tuple, str]]:
+        out = super().shape_problems(shape)
+        if shape.architecture in NO_DOWN_PROJ:
+            out.append((("kind",), f"lora1 needs mlp.down_proj, which {shape.architecture} does not have"))
+        return out
+
+    def with_base_dir(self, resolve: Callable[[str], Path]) -> Lora1Spec:
+        """A copy whose `path` is absolute (`resolve` = `LoadedStudy.resolve_path`); the compiler calls this
+        so that the torch side never depends on the working directory."""
+        return self.model_copy(update={"path": str(resolve(self.path))})

@@ -1,0 +1,34 @@
+"""`prefix_token`: force the assistant turn to open with a token (paper section 4.5: "To" for Qwen, "Step"
+for Llama, which the last-layer vector mostly boosts). No hooks: the text is appended right after the chat
+generation prompt by the generation engine (`SteeringContext.prompt_suffix`). Torch side:
+`mechsteer.interventions.prefix`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from mechsteer.spec.interventions import InterventionBase
+from mechsteer.spec.kinds import intervention_kind
+from mechsteer.spec.models import ModelSpec
+
+
+@intervention_kind("prefix_token")
+class PrefixTokenSpec(InterventionBase):
+    """Append `token` after the generation prompt, so generation continues after it."""
+
+    kind: Literal["prefix_token"] = "prefix_token"
+    token: str | None = Field(default=None, min_length=1)
+    """The forced opening ("To", "Step"); null = the model's `prefix_token` (see `with_model_default`)."""
+    single_token: bool = True
+    """Require the text to be exactly one token of the model's tokenizer (the paper's experiment); false
+    allows a longer forced opening."""
+
+    def with_model_default(self, model: ModelSpec) -> PrefixTokenSpec:
+        """This spec with `token` filled from the model entry's `prefix_token` when it names none (the
+        compiler calls this per model, since Qwen and Llama want different openings)."""
+        if self.token is not None or model.prefix_token is None:
+            return self
+        return self.model_copy(update={"token": model.prefix_token})

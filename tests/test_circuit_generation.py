@@ -1,0 +1,107 @@
+"""Every circuit kind under `generate`: cached and uncached greedy decoding give the same per-step scores
+(float32, atol 1e-5) on a left-padded batch, a second generate call in the same condition repeats the first
+(side KV caches reset per call), and the padded row matches the same prompt generated alone."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from circuit_reference import one_thread  # noqa: F401
+from conftest import make_tiny_model
+from pydantic import TypeAdapter
+from safetensors.torch import save_file
+
+from mechsteer.interventions import steering
+from mechsteer.models.adapters import adapter_for
+from mechsteer.spec.study import InterventionSpec
+from mechsteer.vectors.vector_set import VectorSet
+
+_IV = TypeAdapter(InterventionSpec)
+STEPS = 6
+
+KINDS = {
+    "skip_attn": dict(kind="skip_attn", vector="pen"),
+    "skip_attn_residual": dict(kind="skip_attn", vector="pen", patch_path="residual"),
+    "skip_layer": dict(kind="skip_layer", vector="pen"),
+    "qkv_k_remove": dict(kind="qkv", vector="pen", proj="k", heads=[1]),
+    "qkv_v_steer_only_mlp": dict(kind="qkv", vector="pen", proj="v", heads=[0], mode="steer_only", patch_path="mlp"),
+    "qkv_q_middle": dict(kind="qkv", vector="pen", layer=2, proj="q", heads=[2], mode="steer_only"),
+    "head_skip": dict(kind="head", vector="pen", heads=[1]),
+    "head_steer_group_residual": dict(kind="head", vector="pen", groups=[0], mode="steer_only",
+                                      patch_path="residual"),
+    "head_middle_mlp": dict(kind="head", vector="pen", layer=1, heads=[0, 2], patch_path="mlp"),
+    "add_at_place_attn": dict(kind="add_at_place", vector="pen", place="self_attn", layer=[1, 3]),
+    "add_at_place_ln1": dict(kind="add_at_place", vector="pen", place="input_layernorm", layer=2),
+    "compose": dict(kind="compose", parts=[{"vector": "pen", "layer": 0}, {"vector": "other", "layer": 2}]),
+    "transfer": dict(kind="transfer", vector="other"),
+    "lora1": dict(kind="lora1", path="LORA"),
+}
+
+
+@pytest.fixture(scope="module")
+def lora_path(tmp_path_factory):
+    gen = torch.Generator().manual_seed(5)
+    path = tmp_path_factory.mktemp("lora") / "lora1.safetensors"
+    save_file({"A": torch.randn(4, 64, generator=gen) * 0.3, "B": torch.randn(4, 32, generator=gen) * 0.3,
+               "layers": torch.tensor([1, 3])}, str(path))
+    return str(path)
+
+
+def _generate(model, specs, vectors, ids, mask, use_cache):
+    with torch.no_grad(), steering(model, adapter_for(model), specs, vectors):
+        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=STEPS, min_new_tokens=STEPS,
+                             do_sample=False, use_cache=use_cache, output_scores=True,
+                             return_dict_in_generate=True, pad_token_id=0)
+    return torch.stack(out.scores, dim=1), out.sequences
+
+
+def _generate_twice(model, specs, vectors, ids, mask):
+    """Two cached generate calls in ONE condition: the side caches must start afresh for the second."""
+    with torch.no_grad(), steering(model, adapter_for(model), specs, vectors):
+        outs = [model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=STEPS, min_new_tokens=STEPS,
+                               do_sample=False, output_scores=True, return_dict_in_generate=True, pad_token_id=0)
+                for _ in range(2)]
+    return [torch.stack(o.scores, dim=1) for o in outs]
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_cached_equals_uncached_for_every_kind(arch, lora_path):
+    model = make_tiny_model(arch)
+    gen = torch.Generator().manual_seed(6)
+    vectors = {"pen": VectorSet(torch.randn(4, 32, generator=gen) * 2.0, [0, 1, 2, 3]),
+               "other": VectorSet(torch.randn(4, 32, generator=gen) * 2.0, [0, 1, 2, 3])}
+    ids = torch.tensor([[0, 0, 0, 11, 12, 13, 14], [21, 22, 23, 24, 25, 26, 27]])
+    mask = (ids != 0).long()
+    base, _ = _generate(model, [], vectors, ids, mask, use_cache=True)
+    for name, fields in KINDS.items():
+        fields = {k: (lora_path if v == "LORA" else v) for k, v in fields.items()}
+        specs = [_IV.validate_python(fields)]
+        cached, seq_c = _generate(model, specs, vectors, ids, mask, use_cache=True)
+        uncached, seq_u = _generate(model, specs, vectors, ids, mask, use_cache=False)
+        assert not torch.allclose(cached, base, atol=1e-3), f"{name}: no effect on generation"
+        torch.testing.assert_close(cached, uncached, atol=1e-5, rtol=1e-5, msg=lambda m, n=name: f"{n}: {m}")
+        assert torch.equal(seq_c, seq_u), name
+        first, second = _generate_twice(model, specs, vectors, ids, mask)
+        torch.testing.assert_close(first, cached, atol=1e-6, rtol=0)
+        torch.testing.assert_close(second, cached, atol=1e-6, rtol=0, msg=lambda m, n=name: f"{n} (2nd call): {m}")
+        alone, _ = _generate(model, specs, vectors, ids[:1, 3:], mask[:1, 3:], use_cache=True)
+        torch.testing.assert_close(alone, cached[:1], atol=1e-5, rtol=1e-5,
+                                   msg=lambda m, n=name: f"{n} (padded row vs alone): {m}")
+
+
+def test_reused_cache_is_reported():
+    """A cache filled outside the condition cannot be followed by the vanilla pass: clear error."""
+    from transformers import DynamicCache
+
+    from mechsteer.errors import MechsteerError
+
+    model = make_tiny_model("llama")
+    vectors = {"pen": VectorSet(torch.randn(4, 32), [2])}
+    ids = torch.tensor([[5, 6, 7, 8]])
+    cache = DynamicCache(config=model.config)
+    with torch.no_grad():
+        model(input_ids=ids[:, :3], cache=cache, use_cache=True)
+        with steering(model, adapter_for(model), [_IV.validate_python(dict(kind="head", vector="pen", heads=[0]))],
+                      vectors):
+            with pytest.raises(MechsteerError, match="already holds 3 positions"):
+                model(input_ids=ids[:, 3:], cache=cache, use_cache=True)
