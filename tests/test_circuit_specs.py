@@ -42,6 +42,7 @@ def _study(tmp_path, conditions: str, extra_model: str = "") -> str:
 
 
 def test_valid_circuit_study_loads(tmp_path):
+    (tmp_path / "lora1.safetensors").write_bytes(b"")  # validate checks that referenced files exist
     ls = load_study(_study(tmp_path, """\
         steer_pen:  [{kind: add, layer: penultimate, vector: pen}]
         skip_attn:  [{kind: skip_attn, layer: last, vector: pen}]
@@ -59,6 +60,13 @@ def test_valid_circuit_study_loads(tmp_path):
     """))
     kinds = {c: [iv.kind for iv in ivs] for c, ivs in ls.spec.conditions.items()}
     assert kinds["v_only"] == ["qkv"] and ls.spec.conditions["v_only"][0].proj == ["v"]
+
+
+def test_missing_lora1_file_is_reported_at_validate(tmp_path):
+    with pytest.raises(SpecError, match=r"conditions.lora\[0\].path: file not found"):
+        load_study(_study(tmp_path, """\
+        lora:       [{kind: lora1, path: nope.safetensors, layer: 27}]
+    """))
 
 
 def test_validate_reports_every_shape_problem(tmp_path):

@@ -179,3 +179,17 @@ def test_offline_hub_id_is_a_clear_error(tmp_path, monkeypatch):
     r = CliRunner().invoke(app, ["run", str(p), "-o", str(tmp_path / "out"), "--quiet"])
     assert r.exit_code == 1, r.output
     assert "HF_HUB_OFFLINE=1" in r.output and "local" in r.output and "Traceback" not in r.output
+
+
+def test_prefix_token_takes_the_model_default(tmp_path, tiny_model_dir):
+    study = _study(tmp_path, tiny_model_dir)
+    doc = yaml.safe_load(study.read_text())
+    doc["models"]["tiny"]["prefix_token"] = "T"
+    doc["conditions"] = {"base": [], "prefixed": [{"kind": "prefix_token"}]}
+    doc["readouts"] = {"gen": doc["readouts"]["gen"]}
+    study.write_text(yaml.safe_dump(doc, sort_keys=False))
+    plan = compile_study(load_study(study), output_root=tmp_path / "out")
+    execute_plan(plan)
+    store = CellStore(plan.cells_dir)
+    prompts = {c.condition: store.read_record(c.hash)["info"]["prompt_example"] for c in plan.cells}
+    assert prompts["prefixed"] == prompts["base"] + "T"

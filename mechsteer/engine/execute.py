@@ -36,6 +36,16 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def bind_intervention(iv, model_spec, resolve_path):
+    """Fill in what an intervention takes from its context: the model's default prefix token
+    (`prefix_token` without `token`) and paths relative to the study file (`lora1.path`)."""
+    if hasattr(iv, "with_model_default"):
+        iv = iv.with_model_default(model_spec)
+    if hasattr(iv, "with_base_dir"):
+        iv = iv.with_base_dir(resolve_path)
+    return iv
+
+
 def execute_plan(plan: Plan, *, force: bool = False, progress=None) -> RunSummary:
     from mechsteer.engine.measurements import MEASUREMENTS, MeasurementTask
     from mechsteer.interventions import steering
@@ -67,8 +77,10 @@ def execute_plan(plan: Plan, *, force: bool = False, progress=None) -> RunSummar
         for cell in cells:
             index = len(summary.executed) + 1
             progress.start_cell(cell, index, len(todo))
-            interventions = ls.spec.conditions[cell.condition]
-            vectors = {n: bctx.get(n) for n in sorted({r for iv in interventions for r in iv.vector_refs()})}
+            interventions = [bind_intervention(iv, lm.spec, ls.resolve_path) for iv in ls.spec.conditions[cell.condition]]
+            transfer_only = {r for iv in interventions if iv.kind == "transfer" for r in iv.vector_refs()}
+            vectors = {n: bctx.get(n, check_shape=n not in transfer_only)
+                       for n in sorted({r for iv in interventions for r in iv.vector_refs()})}
             started, t_cell = _now(), time.perf_counter()
             with steering(lm.model, lm.adapter, interventions, vectors, tokenizer=lm.tokenizer) as ctx:
                 task = MeasurementTask(lm=lm, ctx=ctx, options=cell.measurement.options, seed=cell.seed, study=ls,

@@ -104,6 +104,15 @@ def vector_fingerprint(ls: LoadedStudy, name: str, _seen: tuple = ()) -> dict:
     return fp
 
 
+def _intervention_fingerprint(ls: LoadedStudy, iv) -> dict:
+    """An intervention's spec plus the sha256 of any file it reads directly (e.g. `lora1.path`)."""
+    fp = iv.model_dump(mode="json")
+    path = getattr(iv, "path", None)
+    if isinstance(path, str) and ls.resolve_path(path).is_file():
+        fp["file_sha256"] = sha256_file(ls.resolve_path(path))
+    return fp
+
+
 def model_fingerprint(ls: LoadedStudy, model: str) -> dict:
     ms = ls.spec.models[model]
     fp = ms.model_dump(mode="json", exclude={"device"})
@@ -180,7 +189,7 @@ def compile_study(ls: LoadedStudy, *, limit: int | None = None, output_root: str
     for model in spec.models:
         mfp = model_fingerprint(ls, model)
         for cond, interventions in spec.conditions.items():
-            ivs = [iv.model_dump(mode="json") for iv in interventions]
+            ivs = [_intervention_fingerprint(ls, iv) for iv in interventions]
             vec_names = sorted({ref for iv in interventions for ref in iv.vector_refs()})
             vfp = {n: vector_fingerprint(ls, n) for n in vec_names}
             for meas, seeds in measurements:

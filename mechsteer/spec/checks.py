@@ -52,6 +52,10 @@ def check_study(ls: LoadedStudy) -> list[Problem]:
     for cname, interventions in spec.conditions.items():
         for i, iv in enumerate(interventions):
             base = ("conditions", cname, i)
+            ipath = getattr(iv, "path", None)
+            if isinstance(ipath, str) and not ls.resolve_path(ipath).is_file():
+                out.append(ls.problem(base + ("path",), f"file not found: {ls.resolve_path(ipath)}",
+                                      hint="paths are relative to the study file"))
             for ref in iv.vector_refs():
                 if ref not in vec_names:
                     out.append(ls.problem(base + ("vector",), f"unknown vector set {ref!r}",

@@ -32,7 +32,9 @@ class BuildContext:
     built: dict[str, VectorSet] = field(default_factory=dict)
     _building: list[str] = field(default_factory=list)
 
-    def get(self, name: str) -> VectorSet:
+    def get(self, name: str, *, check_shape: bool = True) -> VectorSet:
+        """Build (once) the named set. `check_shape=False` is for sets applied through `transfer`, which
+        checks donor/recipient shapes itself and may map layers by relative depth."""
         if name in self.built:
             return self.built[name]
         if name not in self.specs:
@@ -43,7 +45,8 @@ class BuildContext:
         try:
             spec = self.specs[name]
             vs = VECTOR_BUILDERS.get(spec.kind)(spec, self)
-            vs.check_fits(self.n_layers, self.d_model, f"model {self.model_id or '?'}")
+            if check_shape:
+                vs.check_fits(self.n_layers, self.d_model, f"model {self.model_id or '?'}")
             vs.meta.setdefault("name", name)
             self.built[name] = vs
             return vs
@@ -65,6 +68,8 @@ def _subset(vs: VectorSet, sel, ctx: BuildContext, what: str) -> VectorSet:
 def build_file(spec, ctx: BuildContext) -> VectorSet:
     vs = load_vector_set(ctx.resolve_path(spec.path))
     vs.meta.setdefault("source", "file")
+    if spec.layers is None:
+        return vs  # the caller checks the shape (or, for transfer, the intervention does)
     vs.check_fits(ctx.n_layers, ctx.d_model, f"model {ctx.model_id or '?'} (file {spec.path})")
     return _subset(vs, spec.layers, ctx, f"vector file {spec.path}")
 
