@@ -71,7 +71,8 @@ class MetricsLog:
 
 
 def plot_metrics(records: list[dict], path: Path, title: str = "") -> Path:
-    """Reward, training accuracy, loss / grad norm and held-out accuracy against step, as one PNG."""
+    """Reward, loss / grad norm, and accuracy (training rollouts; held-out evaluations as markers) against step,
+    as one PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -92,6 +93,7 @@ def plot_metrics(records: list[dict], path: Path, title: str = "") -> Path:
     axes[1].set_title("loss / grad norm")
     axes[1].legend(loc="upper left", fontsize=8)
     ax2.legend(loc="upper right", fontsize=8)
+    axes[2].plot(x, [r["accuracy"] for r in steps], color="grey", alpha=0.6, label="training rollouts (lenient)")
     for key, label in (("greedy", "greedy"), ("sampled", "T=1")):
         pts = [(r["step"], r[key]["lenient"]) for r in evals if key in r]
         if pts:
@@ -101,9 +103,8 @@ def plot_metrics(records: list[dict], path: Path, title: str = "") -> Path:
             axes[2].plot(*zip(*pts), marker="x", linestyle="--", label=f"{label} boxed")
     axes[2].set_ylim(-0.02, 1.02)
     axes[2].set_xlabel("step")
-    axes[2].set_title("held-out accuracy")
-    if evals:
-        axes[2].legend(fontsize=8)
+    axes[2].set_title("accuracy (held-out: markers)")
+    axes[2].legend(fontsize=8)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
