@@ -121,3 +121,32 @@ def test_trained_vectors_through_add_reproduce_the_trainer_forward(tmp_path, dty
         plain = model(input_ids=ids).logits
     assert torch.equal(mine, theirs)
     assert not torch.equal(mine, plain)
+
+
+@pytest.mark.parametrize("setup", ["lora1", "at_place"])
+def test_lora1_and_at_place_exports_reproduce_the_trainer_forward(tmp_path, setup):
+    """The `lora1` and `add_at_place` interventions read what the trainer writes and give its logits."""
+    from mechsteer.hooks import HookScope
+    from mechsteer.interventions import steering
+    from mechsteer.spec.placement import AddAtPlaceSpec, Lora1Spec
+
+    model = make_tiny_model("llama", vocab_size=VOCAB)
+    lm = tiny_lm(model)
+    spec = train_spec(setup={"lora1": [1, 3]} if setup == "lora1" else {"at_place": {"layer": 2, "place": "self_attn"}},
+                      rloo={"group_size": 4, "prompts_per_step": 2, "steps": 2, "lr": 0.1, "max_new_tokens": 3})
+    tr = Trainer(spec, lm=lm, output_dir=tmp_path, rows=rows(4), progress=False, reward_fn=_reward)
+    res = tr.run()
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10], [11, 12, 13, 14, 15, 16]])
+    with HookScope("trainer") as scope, torch.no_grad():
+        tr.params.attach(scope)
+        mine = model(input_ids=ids).logits
+    if setup == "lora1":
+        ivs, vectors = [Lora1Spec(path=str(res.final_path))], {}
+    else:
+        ivs, vectors = [AddAtPlaceSpec(vector="v")], {"v": load_vector_set(res.final_path)}
+    with steering(model, lm.adapter, ivs, vectors), torch.no_grad():
+        theirs = model(input_ids=ids).logits
+    with torch.no_grad():
+        plain = model(input_ids=ids).logits
+    assert torch.allclose(mine, theirs, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(mine, plain, atol=1e-4)
