@@ -97,6 +97,7 @@ def save_vector_set(vs: VectorSet, path: str | Path, **meta: object) -> Path:
     os.close(fd)
     try:
         save_file({"vectors": vs.vectors, "layers": torch.tensor(vs.layers, dtype=torch.int64)}, tmp, metadata=md)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; vector files are meant to be shared
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
