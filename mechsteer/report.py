@@ -11,7 +11,8 @@ from pathlib import Path
 import pandas as pd
 
 from mechsteer.engine.plan import Plan
-from mechsteer.engine.store import CellStore, atomic_write_text
+from mechsteer.atomic import atomic_write_text
+from mechsteer.engine.store import CellStore
 
 HEADLINE = {
     "generate": ["acc_lenient", "acc_boxed", "boxed_rate", "mean_len"],

@@ -137,8 +137,6 @@ def data_fingerprint(ls: LoadedStudy, task: str, data_dir: str | None) -> dict:
         return {"task": "mini", "generator": "mechsteer.eval.mini_task", "code": mechsteer.__version__}
     if data_dir:
         d = ls.resolve_path(data_dir)
-        from mechsteer.spec.evaluation import KNOWN_TASKS  # noqa: F401 - task names are folder names
-
         f = d / task / "test.jsonl"
         return {"task": task, "data_sha256": sha256_file(f) if f.is_file() else f"missing:{f}"}
     return {"task": task, "source": "hub"}

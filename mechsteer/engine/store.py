@@ -10,24 +10,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
+from mechsteer.atomic import temp_dir
+
 REQUIRED = ("cell.json", "metrics.json")
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 class CellStore:
@@ -44,8 +32,7 @@ class CellStore:
     def write(self, h: str, record: dict, metrics: dict, samples: Iterable[dict],
               files: dict[str, bytes] | None = None) -> Path:
         self.root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=self.root, prefix=f".tmp-{h[:12]}-"))
-        tmp.chmod(0o755)  # mkdtemp makes 0700; results are meant to be shared and read
+        tmp = temp_dir(self.root, prefix=f".tmp-{h[:12]}-")
         try:
             with open(tmp / "samples.jsonl", "w", encoding="utf-8") as f:
                 for s in samples:

@@ -92,7 +92,7 @@ def to_csv(stats: pd.DataFrame) -> str:
 
 def paper_table_section(plan) -> list[str]:
     """Report section (Markdown lines) + CSV/Markdown files; empty when the study has no evaluation."""
-    from mechsteer.engine.store import atomic_write_text
+    from mechsteer.atomic import atomic_write_text
     from mechsteer.report import long_table
 
     ev = plan.loaded.spec.evaluation

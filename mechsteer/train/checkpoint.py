@@ -19,13 +19,12 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
 from mechsteer.errors import MechsteerError
-from mechsteer.train.metrics import default_mode
+from mechsteer.atomic import default_mode, temp_dir
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
 
@@ -52,7 +51,7 @@ def save_checkpoint(root: Path, step: int, params: dict[str, torch.nn.Parameter]
     from safetensors.torch import save_file
 
     root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".step-{step:06d}."))
+    tmp = temp_dir(root, prefix=f".step-{step:06d}.")
     try:
         tensors: dict[str, torch.Tensor] = {}
         names = list(params)

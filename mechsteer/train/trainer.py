@@ -32,7 +32,8 @@ from mechsteer.spec.layers import LayerResolutionError
 from mechsteer.spec.training import LoadedTrainSpec, TrainSpec, resolve_setup
 from mechsteer.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from mechsteer.train.data import PromptPool, build_pool, encode_prompts
-from mechsteer.train.metrics import MetricsLog, atomic_write_text, default_mode, plot_metrics
+from mechsteer.atomic import atomic_write_text, default_mode
+from mechsteer.train.metrics import MetricsLog, plot_metrics
 from mechsteer.train.params import BlockVectors, FullModel, Lora1, Parameterisation, PlaceVector, build_parameterisation
 from mechsteer.train.rewards import Completion, custom_reward, named_reward
 from mechsteer.train.rloo import rloo_advantages, rloo_loss_backward

@@ -13,27 +13,18 @@ when a file needs more. Exports contain nothing else, so both tools read them.
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import torch
 
+from mechsteer.atomic import atomic_path
 from mechsteer.errors import VectorError
-from mechsteer.train.metrics import default_mode
 from mechsteer.vectors.vector_set import VectorSet
 
 LM_EVAL_KEY = re.compile(r"^layers\.(\d+)$")
 GGUF_KEY = re.compile(r"^direction\.(\d+)$")
 GGUF_ARCH = "controlvector"
-
-
-def _atomic_target(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    return tmp
 
 
 def _stack(rows: dict[int, torch.Tensor], n_layers: int, d_model: int, path: Path, meta: dict) -> VectorSet:
@@ -99,14 +90,8 @@ def save_lm_eval_steered(vs: VectorSet, path: str | Path, *, coefficient: float 
                         "action": "add", "bias": None, "head_index": None}
         for i in vs.layers
     }
-    tmp = _atomic_target(path)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(payload, tmp)
-        os.chmod(tmp, default_mode())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 
@@ -154,8 +139,7 @@ def save_gguf_control(vs: VectorSet, path: str | Path, *, model_hint: str = "lla
     if 0 in layers and not include_layer0:
         raise VectorError("llama.cpp cannot load a control vector for block 0 (`direction.0` is rejected)",
                           hint="drop row 0 (vs.select(layers[1:])) or pass include_layer0=True for repeng")
-    tmp = _atomic_target(path)
-    try:
+    with atomic_path(path) as tmp:
         writer = gguf.GGUFWriter(tmp, GGUF_ARCH)
         writer.add_string(f"{GGUF_ARCH}.model_hint", model_hint)
         writer.add_uint32(f"{GGUF_ARCH}.layer_count", len(layers))
@@ -165,9 +149,4 @@ def save_gguf_control(vs: VectorSet, path: str | Path, *, model_hint: str = "lla
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
         writer.close()
-        os.chmod(tmp, default_mode())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from mechsteer.atomic import atomic_path
 from mechsteer.errors import VectorError
 
 FORMAT = "mechsteer.vectors/1"
@@ -93,15 +92,8 @@ def save_vector_set(vs: VectorSet, path: str | Path, **meta: object) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     md = {**vs.meta, **{k: str(v) for k, v in meta.items()}}
     md.update(format=FORMAT, n_layers=str(vs.n_layers), d_model=str(vs.d_model), sha256=vs.sha256())
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         save_file({"vectors": vs.vectors, "layers": torch.tensor(vs.layers, dtype=torch.int64)}, tmp, metadata=md)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; vector files are meant to be shared
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 
