@@ -27,6 +27,7 @@ class PositionTracker:
         self._explicit: torch.Tensor | None = None
         self._await_prompt = False
         self._managed = False
+        self._masks: dict = {}  # per-forward cache: every hooked layer of a step asks for the same mask
 
     def begin(self, prompt_lengths: torch.Tensor | list[int] | None = None) -> None:
         """Start new sequences (see class docstring)."""
@@ -57,6 +58,7 @@ class PositionTracker:
         else:
             idx = (torch.arange(t, device=ref.device) + past_len).unsqueeze(0).expand(b, t)
         self.index = idx
+        self._masks = {}
         if self._explicit is not None:
             self.prompt_len, self._explicit = self._explicit.to(idx.device), None
         elif self._await_prompt or (not self._managed and past_len == 0):
@@ -65,7 +67,16 @@ class PositionTracker:
             self._await_prompt = False
         return None
 
-    def mask(self, selector, device: torch.device) -> torch.Tensor:
+    def mask(self, selector, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """The selector's mask for the current chunk (see `_compute_mask`), cast to `dtype` when given;
+        computed once per forward call and shared by every layer that asks."""
+        key = (str(selector), device, dtype)
+        if key not in self._masks:
+            m = self._compute_mask(selector, device)
+            self._masks[key] = m if dtype is None else m.to(dtype)
+        return self._masks[key]
+
+    def _compute_mask(self, selector, device: torch.device) -> torch.Tensor:
         """A (b, T, 1) boolean mask of the current chunk's positions chosen by `selector`:
         "all", "prompt", "generated", "last_prompt", or an int k = the first k generated tokens."""
         if self.index is None or self.prompt_len is None:

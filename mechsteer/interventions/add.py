@@ -29,7 +29,7 @@ def add_hook(vec: torch.Tensor, selector, ctx: SteeringContext):
         if tracker is None:
             h = h + v
         else:
-            h = h + tracker.mask(selector, h.device).to(h.dtype) * v
+            h = h + tracker.mask(selector, h.device, h.dtype) * v
         return replace_decoder_output(output, h)
 
     return hook
