@@ -22,10 +22,11 @@ from mechsteer.errors import Problem, ProblemList, SpecError
 from mechsteer.spec.study import StudySpec
 
 @dataclass
-class LoadedStudy:
-    """A validated study plus what is needed to report problems and resolve relative paths."""
+class LoadedSpecFile:
+    """A validated spec file (study or training file) plus what is needed to report problems at their
+    line and column and to resolve paths relative to the file."""
 
-    spec: StudySpec
+    spec: Any
     file: Path
     profile: str | None
     positions: dict[tuple, tuple[int, int]] = field(repr=False, default_factory=dict)
@@ -45,6 +46,13 @@ class LoadedStudy:
     def problem(self, path: tuple, message: str, hint: str | None = None) -> Problem:
         line, col = self.locate(path)
         return Problem(message, file=str(self.file), field=format_path(path), line=line, col=col, hint=hint)
+
+
+@dataclass
+class LoadedStudy(LoadedSpecFile):
+    """A validated study file."""
+
+    spec: StudySpec
 
     def spec_hash(self) -> str:
         return hashlib.sha256(canonical_json(self.spec.model_dump(mode="json")).encode()).hexdigest()
@@ -159,13 +167,15 @@ def deep_merge(base: Any, patch: Any) -> Any:
     return copy.deepcopy(patch)
 
 
-def apply_profile(raw: dict, profile: str, file: str, positions: dict) -> dict:
+def apply_profile(raw: dict, profile: str, file: str, positions: dict, *, what: str = "study",
+                  replace: tuple[str, ...] = ()) -> dict:
+    """Merge the named profile onto the raw document; keys in `replace` are replaced instead of merged."""
     profiles = raw.get("profiles") or {}
     if not isinstance(profiles, dict) or profile not in profiles:
         known = ", ".join(sorted(profiles)) if isinstance(profiles, dict) and profiles else "none"
         raise SpecError(
             Problem(
-                f"profile {profile!r} is not defined in this study",
+                f"profile {profile!r} is not defined in this {what}",
                 file=file,
                 field="profiles",
                 line=positions.get(("profiles",), (None, None))[0],
@@ -173,7 +183,9 @@ def apply_profile(raw: dict, profile: str, file: str, positions: dict) -> dict:
             )
         )
     patch = {k: v for k, v in (profiles[profile] or {}).items() if k != "description"}
-    return deep_merge(raw, patch)
+    merged = deep_merge(raw, {k: v for k, v in patch.items() if k not in replace})
+    merged.update({k: patch[k] for k in replace if k in patch})
+    return merged
 
 
 # ---------------------------------------------------------------- validation
@@ -242,31 +254,38 @@ def _validation_problems(err: ValidationError, raw: Any, file: str, positions: d
     return problems
 
 
-def load_study(path: str | Path, profile: str | None = None, *, check_refs: bool = True) -> LoadedStudy:
-    """Read, merge the profile, validate and cross-check a study file. Raises SpecError listing every problem."""
-    file = Path(path)
-    fname = str(path)
+def read_spec_file(path: str | Path, what: str, keys: str, example: str) -> tuple[dict, dict]:
+    """Read a YAML spec file into (data, positions), with clear errors for a missing, unreadable, malformed
+    or non-mapping file. `what` names the kind of file, `keys` its main keys, `example` a file to look at."""
+    file, fname = Path(path), str(path)
     if not file.is_file():
-        raise SpecError(Problem("study file not found", file=fname, hint="check the path; studies live in studies/"))
+        raise SpecError(Problem(f"{what} not found", file=fname, hint=f"check the path; see {example}"))
     try:
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
-        raise SpecError(Problem(f"cannot read study file: {e}", file=fname)) from None
+        raise SpecError(Problem(f"cannot read {what}: {e}", file=fname)) from None
     raw, positions = parse_yaml(text, fname)
     if not isinstance(raw, dict):
-        raise SpecError(
-            Problem(
-                "a study file must be a YAML mapping (name:, models:, conditions:, ...)",
-                file=fname,
-                line=1,
-                hint="see studies/quickstart.yaml for a minimal study",
-            )
-        )
-    merged = apply_profile(raw, profile, fname, positions) if profile else raw
+        raise SpecError(Problem(f"a {what} must be a YAML mapping ({keys})", file=fname, line=1,
+                                hint=f"see {example}"))
+    return raw, positions
+
+
+def validate_document(model: type, merged: dict, fname: str, positions: dict, profile: str | None):
+    """`model.model_validate(merged)`, with every schema problem located in the file."""
     try:
-        spec = StudySpec.model_validate(merged)
+        return model.model_validate(merged)
     except ValidationError as e:
         raise SpecError(_validation_problems(e, merged, fname, positions, profile)) from None
+
+
+def load_study(path: str | Path, profile: str | None = None, *, check_refs: bool = True) -> LoadedStudy:
+    """Read, merge the profile, validate and cross-check a study file. Raises SpecError listing every problem."""
+    file, fname = Path(path), str(path)
+    raw, positions = read_spec_file(path, "study file", "name:, models:, conditions:, ...",
+                                    "studies/quickstart.yaml for a minimal study")
+    merged = apply_profile(raw, profile, fname, positions) if profile else raw
+    spec = validate_document(StudySpec, merged, fname, positions, profile)
     loaded = LoadedStudy(spec=spec, file=file, profile=profile, positions=positions)
     if check_refs:
         from mechsteer.spec.checks import check_study

@@ -19,16 +19,16 @@ run. Validation reports every problem as `file:line:col: field: message (hint)`.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import Discriminator, Field, Tag, ValidationError, model_validator
+from pydantic import Discriminator, Field, Tag, model_validator
 
 from mechsteer.errors import Problem, ProblemList, SpecError
 from mechsteer.spec.base import StrictModel
 from mechsteer.spec.layers import LayerResolutionError, LayerSelection, resolve_layers
-from mechsteer.spec.loader import _locate, _validation_problems, deep_merge, format_path, parse_yaml
+from mechsteer.spec.loader import LoadedSpecFile, apply_profile, read_spec_file, validate_document
 from mechsteer.spec.models import ModelSpec, known_shape
 
 TRAIN_SCHEMA_VERSION = 1
@@ -358,26 +358,10 @@ def json_schema() -> dict:
 
 
 @dataclass
-class LoadedTrainSpec:
-    """A validated training file plus what is needed to report problems and resolve relative paths."""
+class LoadedTrainSpec(LoadedSpecFile):
+    """A validated training file."""
 
     spec: TrainSpec
-    file: Path
-    profile: str | None
-    positions: dict[tuple, tuple[int, int]] = field(repr=False, default_factory=dict)
-
-    @property
-    def base_dir(self) -> Path:
-        return self.file.parent
-
-    def resolve_path(self, p: str) -> Path:
-        """A path from the spec, relative to the training file."""
-        path = Path(p).expanduser()
-        return path if path.is_absolute() else (self.base_dir / path)
-
-    def problem(self, path: tuple, message: str, hint: str | None = None) -> Problem:
-        line, col = _locate(self.positions, path, self.profile)
-        return Problem(message, file=str(self.file), field=format_path(path), line=line, col=col, hint=hint)
 
     def output_dir(self) -> Path:
         if self.spec.output:
@@ -387,21 +371,6 @@ class LoadedTrainSpec:
     def total_steps(self, n_prompts: int) -> int:
         """Optimizer steps: `rloo.steps`, or one epoch of `n_prompts` prompts."""
         return self.spec.rloo.steps or max(1, math.ceil(n_prompts / self.spec.rloo.prompts_per_step))
-
-
-def apply_train_profile(raw: dict, profile: str, file: str, positions: dict) -> dict:
-    """Merge the named profile onto the raw file (`setup` replaces, everything else deep-merges)."""
-    profiles = raw.get("profiles") or {}
-    if not isinstance(profiles, dict) or profile not in profiles:
-        known = ", ".join(sorted(profiles)) if isinstance(profiles, dict) and profiles else "none"
-        raise SpecError(Problem(f"profile {profile!r} is not defined in this training file", file=file,
-                                field="profiles", line=positions.get(("profiles",), (None, None))[0],
-                                hint=f"defined profiles: {known}"))
-    patch = {k: v for k, v in (profiles[profile] or {}).items() if k != "description"}
-    merged = deep_merge(raw, {k: v for k, v in patch.items() if k != "setup"})
-    if "setup" in patch:
-        merged["setup"] = patch["setup"]
-    return merged
 
 
 def is_training_file(path: str | Path) -> bool:
@@ -424,24 +393,11 @@ def is_training_file(path: str | Path) -> bool:
 
 def load_train_spec(path: str | Path, profile: str | None = None) -> LoadedTrainSpec:
     """Read, merge the profile, validate and cross-check a training file; SpecError lists every problem."""
-    file = Path(path)
-    fname = str(path)
-    if not file.is_file():
-        raise SpecError(Problem("training file not found", file=fname,
-                                hint="check the path; see studies/train_mini.yaml"))
-    try:
-        text = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise SpecError(Problem(f"cannot read training file: {e}", file=fname)) from None
-    raw, positions = parse_yaml(text, fname)
-    if not isinstance(raw, dict):
-        raise SpecError(Problem("a training file must be a YAML mapping (name:, model:, data:, ...)", file=fname,
-                                line=1, hint="see studies/train_mini.yaml"))
-    merged = apply_train_profile(raw, profile, fname, positions) if profile else raw
-    try:
-        spec = TrainSpec.model_validate(merged)
-    except ValidationError as e:
-        raise SpecError(_validation_problems(e, merged, fname, positions, profile)) from None
+    file, fname = Path(path), str(path)
+    raw, positions = read_spec_file(path, "training file", "name:, model:, data:, ...", "studies/train_mini.yaml")
+    # `setup` is replaced, not merged: {single_layer: 27} merged onto {layers: [...]} would be both.
+    merged = apply_profile(raw, profile, fname, positions, what="training file", replace=("setup",)) if profile else raw
+    spec = validate_document(TrainSpec, merged, fname, positions, profile)
     loaded = LoadedTrainSpec(spec=spec, file=file, profile=profile, positions=positions)
     ProblemList(check_train_spec(loaded)).raise_if_any(SpecError)
     return loaded
