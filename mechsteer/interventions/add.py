@@ -35,17 +35,22 @@ def add_hook(vec: torch.Tensor, selector, ctx: SteeringContext):
     return hook
 
 
-@INTERVENTIONS.register("add")
-def attach_add(spec, ctx: SteeringContext) -> None:
+def vector_rows(spec, ctx: SteeringContext):
+    """(vector set, layers) of an intervention with `vector` and `layer` fields: `all` = every row the set
+    has; named layers must all be rows of the set."""
     vs = ctx.vector(spec.vector)
     if spec.layer == "all":
-        layers = list(vs.layers)
-    else:
-        layers = ctx.layers(spec.layer, f"add.layer of vector set {spec.vector!r}")
-        missing = [i for i in layers if i not in vs.layers]
-        if missing:
-            raise CompileError(f"vector set {spec.vector!r} has no rows for layers {missing}",
-                               hint=f"its rows: {vs.layers}")
+        return vs, list(vs.layers)
+    layers = ctx.layers(spec.layer, f"{spec.kind}.layer of vector set {spec.vector!r}")
+    missing = [i for i in layers if i not in vs.layers]
+    if missing:
+        raise CompileError(f"vector set {spec.vector!r} has no rows for layers {missing}", hint=f"its rows: {vs.layers}")
+    return vs, layers
+
+
+@INTERVENTIONS.register("add")
+def attach_add(spec, ctx: SteeringContext) -> None:
+    vs, layers = vector_rows(spec, ctx)
     selector = selector_value(spec.positions)
     for i in layers:
         vec = (vs.vectors[i] * spec.scale).to(ctx.device, ctx.dtype)

@@ -8,21 +8,13 @@ to modules; the hook is `add`'s (same position selectors, tuple outputs of self_
 from __future__ import annotations
 
 from mechsteer.errors import CompileError
-from mechsteer.interventions.add import add_hook, selector_value
+from mechsteer.interventions.add import add_hook, selector_value, vector_rows
 from mechsteer.interventions.base import INTERVENTIONS, SteeringContext
 
 
 @INTERVENTIONS.register("add_at_place")
 def attach_add_at_place(spec, ctx: SteeringContext) -> None:
-    vs = ctx.vector(spec.vector)
-    if spec.layer == "all":
-        layers = list(vs.layers)
-    else:
-        layers = ctx.layers(spec.layer, f"add_at_place.layer of vector set {spec.vector!r}")
-        missing = [i for i in layers if i not in vs.layers]
-        if missing:
-            raise CompileError(f"vector set {spec.vector!r} has no rows for layers {missing}",
-                               hint=f"its rows: {vs.layers}")
+    vs, layers = vector_rows(spec, ctx)
     place = spec.place or vs.meta.get("place")
     if place is None:
         raise CompileError(f"add_at_place: no `place` given and vector set {spec.vector!r} records none",
