@@ -19,9 +19,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from transformers import DynamicCache
-
-from mechsteer.train.rollout import Prompts, Rollouts, cache_kwargs
+from mechsteer.train.rollout import Prompts, Rollouts, prefill_groups
 
 
 def rloo_advantages(rewards: torch.Tensor) -> torch.Tensor:
@@ -38,23 +36,14 @@ def sequence_logprobs(model, prompts: Prompts, tokens: torch.Tensor, mask: torch
     """Sum over t of log pi(y_t | x, y_<t) for each response row (P*G rows), differentiable.
 
     `prompts` holds P prompts; row p*G + g of `tokens`/`mask` is a response to prompt p."""
-    G = group_size
-    cache = DynamicCache()
-    ckw = cache_kwargs(model, cache)
-    pos = prompts.positions()
-    out = model(input_ids=prompts.ids, attention_mask=prompts.mask, position_ids=pos, use_cache=True,
-                logits_to_keep=1, **ckw)
-    first = out.logits[:, -1:].repeat_interleave(G, dim=0)  # predicts y_0
+    pre = prefill_groups(model, prompts, group_size)
+    first = pre.logits[:, None]  # predicts y_0
     R = tokens.shape[1]
     if R > 1:
-        if G > 1:
-            cache.batch_repeat_interleave(G)
-        pmask = prompts.mask.repeat_interleave(G, dim=0)
-        full_mask = torch.cat([pmask, mask[:, :-1].to(pmask.dtype)], dim=1)
-        start = pos[:, -1:].repeat_interleave(G, dim=0) + 1
-        rpos = start + torch.arange(R - 1, device=tokens.device).unsqueeze(0)
+        full_mask = torch.cat([pre.mask, mask[:, :-1].to(pre.mask.dtype)], dim=1)
+        rpos = pre.next_pos + torch.arange(R - 1, device=tokens.device).unsqueeze(0)
         rest = model(input_ids=tokens[:, :-1], attention_mask=full_mask, position_ids=rpos, use_cache=True,
-                     **ckw).logits  # predicts y_1..y_{R-1}
+                     **pre.cache_kwargs).logits  # predicts y_1..y_{R-1}
         logits = torch.cat([first, rest], dim=1)
     else:
         logits = first

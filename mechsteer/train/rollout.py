@@ -82,6 +82,31 @@ def _pick(logits: torch.Tensor, temperature: float, generator: torch.Generator |
     return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
 
+@dataclass
+class GroupPrefill:
+    """P prompts run once, their state repeated G times (rows of one prompt adjacent)."""
+
+    cache_kwargs: dict
+    logits: torch.Tensor  # (P*G, vocab): last prompt position, predicts y_0
+    mask: torch.Tensor  # (P*G, T_prompt)
+    next_pos: torch.Tensor  # (P*G, 1): position id of y_0
+
+
+def prefill_groups(model, prompts: Prompts, group_size: int) -> GroupPrefill:
+    """Prefill the prompt batch once and repeat the KV cache, last logits, mask and positions G times: the
+    shared prompt of a group is computed once (rollouts and the loss forward both use this)."""
+    cache = DynamicCache()
+    ckw = cache_kwargs(model, cache)
+    pos = prompts.positions()
+    out = model(input_ids=prompts.ids, attention_mask=prompts.mask, position_ids=pos, use_cache=True,
+                logits_to_keep=1, **ckw)
+    if group_size > 1:
+        cache.batch_repeat_interleave(group_size)
+    return GroupPrefill(ckw, out.logits[:, -1].repeat_interleave(group_size, dim=0),
+                        prompts.mask.repeat_interleave(group_size, dim=0),
+                        pos[:, -1:].repeat_interleave(group_size, dim=0) + 1)
+
+
 @torch.no_grad()
 def sample(model, prompts: Prompts, *, group_size: int, max_new_tokens: int, temperature: float,
            stop_ids: list[int], pad_id: int, generator: torch.Generator | None = None) -> Rollouts:
@@ -93,16 +118,8 @@ def sample(model, prompts: Prompts, *, group_size: int, max_new_tokens: int, tem
         raise ValueError("max_new_tokens must be positive")
     device = prompts.ids.device
     G = group_size
-    cache = DynamicCache()
-    ckw = cache_kwargs(model, cache)
-    pos = prompts.positions()
-    out = model(input_ids=prompts.ids, attention_mask=prompts.mask, position_ids=pos, use_cache=True,
-                logits_to_keep=1, **ckw)
-    if G > 1:
-        cache.batch_repeat_interleave(G)
-    logits = out.logits[:, -1].repeat_interleave(G, dim=0)
-    mask = prompts.mask.repeat_interleave(G, dim=0)
-    next_pos = pos[:, -1:].repeat_interleave(G, dim=0) + 1
+    pre = prefill_groups(model, prompts, G)
+    ckw, logits, mask, next_pos = pre.cache_kwargs, pre.logits, pre.mask, pre.next_pos
     n = logits.shape[0]
     stop = torch.tensor(sorted(set(stop_ids)), dtype=torch.long, device=device)
     done = torch.zeros(n, dtype=torch.bool, device=device)
