@@ -50,3 +50,24 @@ def test_plan_needs_no_model(tmp_path):
     r = CliRunner().invoke(app, ["plan", str(REPO / "studies" / "quickstart.yaml"), "-o", str(tmp_path)])
     assert r.exit_code == 0, r.output
     assert "to run" in r.output and "quickstart" in r.output
+
+
+def test_data_dir_option_points_evaluation_at_local_data(tmp_path):
+    data = tmp_path / "data"
+    (data / "math500").mkdir(parents=True)
+    (data / "math500" / "test.jsonl").write_text('{"problem": "1+1?", "answer": "2"}\n')
+    study = tmp_path / "s.yaml"
+    study.write_text(
+        "name: t\nmodels: {m: {id: smollm2-135m}}\nconditions: {base: []}\n"
+        "evaluation: {tasks: [math500]}\nreadouts: {r: {kind: first_token, task: math500}}\n"
+    )
+    from mechsteer.engine.plan import compile_study
+    from mechsteer.spec.loader import load_study
+
+    ls = load_study(study, data_dir=data)
+    assert ls.spec.evaluation.data_dir == str(data.resolve())
+    assert ls.spec.readouts["r"].data_dir == str(data.resolve())
+    keys = [c.key["measurement"]["data"] for c in compile_study(ls, output_root=tmp_path).cells]
+    assert all("data_sha256" in k for k in keys)  # the local file's content is in every cell hash
+    r = CliRunner().invoke(app, ["plan", str(study), "--data-dir", str(tmp_path / "nope"), "-o", str(tmp_path)])
+    assert r.exit_code == 1 and "is not a folder" in r.output

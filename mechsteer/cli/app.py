@@ -26,6 +26,8 @@ StudyFile = Annotated[Path, typer.Argument(help="Study YAML file.", show_default
 ProfileOpt = Annotated[Optional[str], typer.Option("--profile", "-p", help="Profile to merge (e.g. mini, paper).")]
 LimitOpt = Annotated[Optional[int], typer.Option("--limit", min=1, help="At most N problems/prompts per measurement.")]
 OutputOpt = Annotated[Path, typer.Option("--output-dir", "-o", help="Root folder for results.")]
+DataDirOpt = Annotated[Optional[Path], typer.Option("--data-dir", help="Local benchmark folder with <task>/test.jsonl "
+                                                    "files; overrides evaluation.data_dir and readouts' data_dir.")]
 
 SCHEMA_DIR = Path("schemas")
 
@@ -94,7 +96,7 @@ def schemas() -> dict[str, dict]:
 @app.command()
 @handle_errors
 def plan(study: StudyFile, profile: ProfileOpt = None, limit: LimitOpt = None,
-         output_dir: OutputOpt = Path("outputs")) -> None:
+         output_dir: OutputOpt = Path("outputs"), data_dir: DataDirOpt = None) -> None:
     """Show the compiled cells (model x condition x measurement x seed), their hashes and cache state."""
     from rich.table import Table
 
@@ -102,7 +104,7 @@ def plan(study: StudyFile, profile: ProfileOpt = None, limit: LimitOpt = None,
     from mechsteer.engine.store import CellStore
     from mechsteer.spec.loader import load_study
 
-    p = compile_study(load_study(study, profile), limit=limit, output_root=output_dir)
+    p = compile_study(load_study(study, profile, data_dir=data_dir), limit=limit, output_root=output_dir)
     store = CellStore(p.cells_dir)
     t = Table(title=f"{p.study}" + (f" [{p.profile}]" if p.profile else "") + f" -> {p.output_dir}")
     for col in ("cell", "model", "condition", "measurement", "seed", "status"):
@@ -121,7 +123,7 @@ def plan(study: StudyFile, profile: ProfileOpt = None, limit: LimitOpt = None,
 @app.command()
 @handle_errors
 def run(study: StudyFile, profile: ProfileOpt = None, limit: LimitOpt = None,
-        output_dir: OutputOpt = Path("outputs"),
+        output_dir: OutputOpt = Path("outputs"), data_dir: DataDirOpt = None,
         force: Annotated[bool, typer.Option("--force", help="Re-run cells even when cached.")] = False,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False) -> None:
     """Run every cell of a study that is not cached yet, then write its tables."""
@@ -131,7 +133,7 @@ def run(study: StudyFile, profile: ProfileOpt = None, limit: LimitOpt = None,
     from mechsteer.report import write_report
     from mechsteer.spec.loader import load_study
 
-    p = compile_study(load_study(study, profile), limit=limit, output_root=output_dir)
+    p = compile_study(load_study(study, profile, data_dir=data_dir), limit=limit, output_root=output_dir)
     store = CellStore(p.cells_dir)
     todo = [c for c in p.unique_cells() if force or not store.is_done(c.hash)]
     console.print(f"[bold]{p.study}[/]" + (f" (profile {p.profile})" if p.profile else "")
@@ -152,13 +154,13 @@ def run(study: StudyFile, profile: ProfileOpt = None, limit: LimitOpt = None,
 @app.command()
 @handle_errors
 def report(study: StudyFile, profile: ProfileOpt = None, limit: LimitOpt = None,
-           output_dir: OutputOpt = Path("outputs")) -> None:
+           output_dir: OutputOpt = Path("outputs"), data_dir: DataDirOpt = None) -> None:
     """Rebuild a study's tables from its recorded cells (no model is loaded)."""
     from mechsteer.engine.plan import compile_study
     from mechsteer.report import write_report
     from mechsteer.spec.loader import load_study
 
-    p = compile_study(load_study(study, profile), limit=limit, output_root=output_dir)
+    p = compile_study(load_study(study, profile, data_dir=data_dir), limit=limit, output_root=output_dir)
     path = write_report(p)
     typer.echo((path.parent / "table.md").read_text())
     console.print(f"report: {path}")

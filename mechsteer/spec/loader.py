@@ -279,12 +279,32 @@ def validate_document(model: type, merged: dict, fname: str, positions: dict, pr
         raise SpecError(_validation_problems(e, merged, fname, positions, profile)) from None
 
 
-def load_study(path: str | Path, profile: str | None = None, *, check_refs: bool = True) -> LoadedStudy:
-    """Read, merge the profile, validate and cross-check a study file. Raises SpecError listing every problem."""
+def with_data_dir(doc: dict, data_dir: str | Path) -> dict:
+    """Point the evaluation and every task-based readout (except the generated `mini`) at a local data folder
+    (the CLI's --data-dir); the path is made absolute so it does not depend on the study file's folder."""
+    d = str(Path(data_dir).expanduser().resolve())
+    out = dict(doc)
+    if isinstance(out.get("evaluation"), dict):
+        out["evaluation"] = {**out["evaluation"], "data_dir": d}
+    if isinstance(out.get("readouts"), dict):
+        out["readouts"] = {k: ({**r, "data_dir": d} if isinstance(r, dict) and r.get("task") not in (None, "mini") else r)
+                           for k, r in out["readouts"].items()}
+    return out
+
+
+def load_study(path: str | Path, profile: str | None = None, *, check_refs: bool = True,
+               data_dir: str | Path | None = None) -> LoadedStudy:
+    """Read, merge the profile, validate and cross-check a study file. Raises SpecError listing every problem.
+    `data_dir` overrides where benchmark data is read from (see `with_data_dir`)."""
     file, fname = Path(path), str(path)
     raw, positions = read_spec_file(path, "study file", "name:, models:, conditions:, ...",
                                     "studies/quickstart.yaml for a minimal study")
     merged = apply_profile(raw, profile, fname, positions) if profile else raw
+    if data_dir is not None:
+        if not Path(data_dir).expanduser().is_dir():
+            raise SpecError(Problem(f"--data-dir {data_dir} is not a folder",
+                                    hint="give the folder holding <task>/test.jsonl files"))
+        merged = with_data_dir(merged, data_dir)
     spec = validate_document(StudySpec, merged, fname, positions, profile)
     loaded = LoadedStudy(spec=spec, file=file, profile=profile, positions=positions)
     if check_refs:
