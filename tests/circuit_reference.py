@@ -9,21 +9,10 @@ test.
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from mechsteer.interventions import steering
 from mechsteer.models.adapters import adapter_for
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one intra-op thread; with two threads on a shared 2-core machine a 32x32
-    matmul can take milliseconds of spin-waiting. Restored after the module."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

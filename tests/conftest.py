@@ -65,6 +65,16 @@ def tiny_llama():
     return make_tiny_model("llama")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """Every test model here is tiny: one intra-op thread is far faster than two spin-waiting OpenMP threads
+    on a shared 2-core machine. Restored at the end of the session."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(autouse=True)
 def hook_leak_guard():
     """Every model built through make_tiny_model (or registered via register_model) must end the test with

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from circuit_reference import one_thread  # noqa: F401
 from conftest import make_tiny_model
 from pydantic import TypeAdapter
 from safetensors.torch import save_file

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from circuit_reference import one_thread  # noqa: F401
 from conftest import make_tiny_model
 
 from mechsteer.errors import CompileError, ModelLoadError

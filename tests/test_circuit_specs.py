@@ -8,7 +8,6 @@ import textwrap
 
 import pytest
 import torch
-from circuit_reference import one_thread  # noqa: F401
 from conftest import make_tiny_model
 from pydantic import TypeAdapter, ValidationError
 

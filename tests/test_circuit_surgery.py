@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from circuit_reference import Reference, one_thread, steered_logits, surgery_block  # noqa: F401
+from circuit_reference import Reference, steered_logits, surgery_block
 from conftest import make_tiny_model, register_model
 from pydantic import TypeAdapter
 

@@ -7,7 +7,7 @@ import copy
 
 import pytest
 import torch
-from circuit_reference import Reference, one_thread, steered_logits  # noqa: F401
+from circuit_reference import Reference, steered_logits
 from conftest import make_tiny_model
 from pydantic import TypeAdapter
 from safetensors.torch import save_file

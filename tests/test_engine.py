@@ -3,7 +3,6 @@ resume after an interrupted run with nothing lost or half-written, and the repor
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest

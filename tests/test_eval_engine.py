@@ -8,18 +8,9 @@ import json
 import textwrap
 
 import pytest
-import torch
 
 from conftest import make_tiny_model, register_model
 from tiny_tokenizer import VOCAB_SIZE, make_tiny_tokenizer
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 STUDY = """\

@@ -23,15 +23,6 @@ from mechsteer.vectors import VectorSet
 N_LAYERS, D = 4, 32
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matmuls on 2 shared, busy cores are ~50x faster single-threaded (no OpenMP contention)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class _Study:
     """The part of LoadedStudy run_eval uses."""
 

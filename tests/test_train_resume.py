@@ -14,9 +14,8 @@ from mechsteer.errors import MechsteerError
 from mechsteer.train.checkpoint import latest_checkpoint
 from mechsteer.train.trainer import Trainer
 from mechsteer.vectors.vector_set import load_vector_set
-from train_helpers import VOCAB, one_thread, rows, tiny_lm, train_spec
+from train_helpers import VOCAB, rows, tiny_lm, train_spec
 
-_one_thread = pytest.fixture(autouse=True)(one_thread)
 
 TIMING = {"t_sample", "t_reward", "t_update", "t_step", "tokens_per_s", "train_seconds", "seconds"}
 

@@ -11,9 +11,8 @@ from mechsteer.hooks import HookScope
 from mechsteer.train.params import BlockVectors, Lora1, PlaceVector
 from mechsteer.train.rloo import rloo_advantages, rloo_loss_backward
 from mechsteer.train.rollout import Rollouts, pad_prompts, sample
-from train_helpers import VOCAB, one_thread, rows, tiny_lm, train_spec
+from train_helpers import VOCAB, rows, tiny_lm, train_spec
 
-_one_thread = pytest.fixture(autouse=True)(one_thread)
 
 
 def test_advantages_are_leave_one_out():

@@ -12,9 +12,8 @@ from mechsteer.vectors.io_formats import (load_gguf_control, load_lm_eval_steere
                                           save_lm_eval_steered)
 from mechsteer.vectors.sources import BuildContext
 from mechsteer.vectors.vector_set import VectorSet
-from train_helpers import VOCAB, one_thread, tiny_lm
+from train_helpers import VOCAB, tiny_lm
 
-_one_thread = pytest.fixture(autouse=True)(one_thread)
 
 
 def _vs(layers=(1, 3, 5), n=6, d=8, seed=0):

@@ -8,7 +8,7 @@ from safetensors.torch import save_file
 
 from mechsteer.errors import VectorError
 from mechsteer.vectors import VectorSet, load_vector_set, save_vector_set
-from mechsteer.vectors.sources import BuildContext, VECTOR_BUILDERS  # noqa: F401
+from mechsteer.vectors.sources import BuildContext
 from mechsteer.spec.vectors import RandomVectors, ScaledVectors, ZeroVectors
 
 

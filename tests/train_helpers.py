@@ -64,15 +64,3 @@ def train_spec(**over):
 
 def rows(n: int = 6) -> list[dict]:
     return [{"id": str(i), "problem": f"what is {i} + {i + 1}?", "answer": str(2 * i + 1)} for i in range(n)]
-
-
-def one_thread():
-    """Generator for an autouse fixture: tiny models run far faster on one thread (no OpenMP contention)."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
