@@ -8,6 +8,7 @@ permissions a normally created file or folder would have under the current umask
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,6 +47,25 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+@contextmanager
+def atomic_dir(target: str | Path, prefix: str) -> Iterator[Path]:
+    """Yield a temporary folder beside `target`; once the block completes, its files are made readable and it
+    replaces `target` (a stale one is removed) in one rename; on failure it is removed. A reader therefore
+    sees the folder complete or not at all."""
+    target = Path(target)
+    tmp = temp_dir(target.parent, prefix)
+    try:
+        yield tmp
+        for f in tmp.rglob("*"):
+            f.chmod(default_mode(directory=f.is_dir()))
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def temp_dir(parent: str | Path, prefix: str) -> Path:

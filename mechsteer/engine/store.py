@@ -8,12 +8,11 @@ next run resumes with every finished cell intact.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any, Iterable
 
-from mechsteer.atomic import temp_dir
+from mechsteer.atomic import atomic_dir
 
 REQUIRED = ("cell.json", "metrics.json")
 
@@ -31,9 +30,8 @@ class CellStore:
 
     def write(self, h: str, record: dict, metrics: dict, samples: Iterable[dict],
               files: dict[str, bytes] | None = None) -> Path:
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = temp_dir(self.root, prefix=f".tmp-{h[:12]}-")
-        try:
+        target = self.dir(h)
+        with atomic_dir(target, prefix=f".tmp-{h[:12]}-") as tmp:
             with open(tmp / "samples.jsonl", "w", encoding="utf-8") as f:
                 for s in samples:
                     f.write(json.dumps(s, ensure_ascii=False, default=_json_default) + "\n")
@@ -43,14 +41,7 @@ class CellStore:
             (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_json_default))
             # cell.json last: its presence (with metrics.json) marks a complete cell.
             (tmp / "cell.json").write_text(json.dumps(record, indent=2, ensure_ascii=False, default=_json_default))
-            target = self.dir(h)
-            if target.exists():  # a stale incomplete cell from an older layout: replace it
-                shutil.rmtree(target)
-            os.replace(tmp, target)
-            return target
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+        return target
 
     def read_metrics(self, h: str) -> dict:
         return json.loads((self.dir(h) / "metrics.json").read_text())

@@ -16,15 +16,13 @@ half-written checkpoint that `--resume` could pick up.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 from pathlib import Path
 
 import torch
 
 from mechsteer.errors import MechsteerError
-from mechsteer.atomic import default_mode, temp_dir
+from mechsteer.atomic import atomic_dir
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
 
@@ -51,8 +49,8 @@ def save_checkpoint(root: Path, step: int, params: dict[str, torch.nn.Parameter]
     from safetensors.torch import save_file
 
     root.mkdir(parents=True, exist_ok=True)
-    tmp = temp_dir(root, prefix=f".step-{step:06d}.")
-    try:
+    final = checkpoint_dir(root, step)
+    with atomic_dir(final, prefix=f".step-{step:06d}.") as tmp:
         tensors: dict[str, torch.Tensor] = {}
         names = list(params)
         for n, p in params.items():
@@ -71,17 +69,7 @@ def save_checkpoint(root: Path, step: int, params: dict[str, torch.nn.Parameter]
                  "opt_scalars": scalars, **info}
         (tmp / "state.json").write_text(json.dumps(state, indent=1, sort_keys=True))
         write_extra(tmp)
-        for f in tmp.iterdir():
-            os.chmod(f, default_mode())
-        os.chmod(tmp, default_mode(directory=True))
-        final = checkpoint_dir(root, step)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        return final
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    return final
 
 
 def load_checkpoint(path: Path, params: dict[str, torch.nn.Parameter], optimizer: torch.optim.Optimizer) -> dict:
