@@ -41,7 +41,7 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-from mechsteer.engine.measurements import MeasurementTask  # noqa: E402
+from mechsteer.measurement import MeasurementTask  # noqa: E402
 from mechsteer.eval.lm_eval_tasks import TaskSettings, build_task_config, lm_eval_task_name, load_problems  # noqa: E402
 from mechsteer.eval.runner import evaluate_task, flatten_metrics, run_eval, total_length  # noqa: E402
 from mechsteer.interventions import steering  # noqa: E402

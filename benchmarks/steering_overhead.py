@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from mechsteer.engine.generation import render_prompts, tokenize
+from mechsteer.generation import render_prompts, tokenize
 from mechsteer.interventions import steering
 from mechsteer.models.loading import load_model
 from mechsteer.spec.interventions import AddSpec

@@ -47,7 +47,7 @@ def bind_intervention(iv, model_spec, resolve_path):
 
 
 def execute_plan(plan: Plan, *, force: bool = False, progress=None) -> RunSummary:
-    from mechsteer.engine.measurements import MEASUREMENTS, MeasurementTask
+    from mechsteer.measurement import MEASUREMENTS, MeasurementTask
     from mechsteer.interventions import steering
     from mechsteer.models.loading import load_model
     from mechsteer.vectors.sources import BuildContext

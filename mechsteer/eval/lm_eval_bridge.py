@@ -32,6 +32,8 @@ import torch
 from lm_eval.models.huggingface import HFLM
 from lm_eval.models.utils_hf import stop_sequences_criteria
 
+from mechsteer.generation import stop_token_ids
+
 
 class _RowBudget:
     """Stopping criterion: row i is done once it has generated `budget[i]` tokens (per-row length cap)."""
@@ -41,15 +43,6 @@ class _RowBudget:
 
     def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
         return (input_ids.shape[1] - self.start) >= self.budget.to(input_ids.device)
-
-
-def model_stop_token_ids(model, tokenizer) -> list[int]:
-    """Every stop token id: the generation config's eos ids (Llama-3.1 has three) and the tokenizer's eos."""
-    ids = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    ids = list(ids) if isinstance(ids, (list, tuple)) else ([ids] if ids is not None else [])
-    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
-        ids.append(tokenizer.eos_token_id)
-    return ids
 
 
 class SteeredHFLM(HFLM):
@@ -65,7 +58,7 @@ class SteeredHFLM(HFLM):
                          **hflm_kwargs)
         self.ctx = ctx
         self.on_batch = on_batch
-        self.stop_ids = model_stop_token_ids(model, self.tokenizer)
+        self.stop_ids = stop_token_ids(model, self.tokenizer)
         self._stop_texts = {self.tokenizer.decode([i], skip_special_tokens=False) for i in self.stop_ids}
         self._prompt_len_by_input: dict[tuple, int] = {}
 

@@ -18,7 +18,7 @@ import logging
 from contextlib import contextmanager
 from typing import Iterator
 
-from mechsteer.engine.measurements import MeasurementResult, MeasurementTask
+from mechsteer.measurement import MeasurementResult, MeasurementTask
 from mechsteer.errors import MechsteerError
 from mechsteer.eval import report_table as _report_table  # noqa: F401 - registers the paper-shaped table
 from mechsteer.eval.lm_eval_tasks import (
@@ -118,7 +118,7 @@ def json_safe(obj):
 def run_eval(task: MeasurementTask) -> MeasurementResult:
     from lm_eval import __version__ as lm_eval_version
 
-    from mechsteer.engine.generation import uses_chat_template
+    from mechsteer.generation import uses_chat_template
     from mechsteer.eval.datasets import DatasetUnavailableError
     from mechsteer.eval.lm_eval_bridge import SteeredHFLM
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import torch
 
-from mechsteer.engine.generation import render_prompts, tokenize
-from mechsteer.engine.measurements import MeasurementResult, MeasurementTask
+from mechsteer.generation import render_prompts, tokenize
+from mechsteer.measurement import MeasurementResult, MeasurementTask
 from mechsteer.errors import MechsteerError
 from mechsteer.readouts.prompts import load_problems
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections import Counter
 from statistics import mean
 
-from mechsteer.engine.generation import generate, render_prompts
-from mechsteer.engine.measurements import MeasurementResult, MeasurementTask
+from mechsteer.generation import generate, render_prompts
+from mechsteer.measurement import MeasurementResult, MeasurementTask
 from mechsteer.readouts.prompts import load_problems
 
 

@@ -84,7 +84,7 @@ def _read_hub(data) -> list[dict]:
 
 def encode_prompts(lm, problems: list[str], template: str, prefix: str | None) -> list[list[int]]:
     """Render with the paper's template (and forced prefix) and tokenize each prompt without padding."""
-    from mechsteer.engine.generation import render_prompts, uses_chat_template
+    from mechsteer.generation import render_prompts, uses_chat_template
 
     texts = render_prompts(lm, problems, template, prefix or "")
     add_special = not uses_chat_template(lm)

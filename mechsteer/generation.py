@@ -56,11 +56,13 @@ class _NoChat:
         return getattr(self._tok, name)
 
 
-def stop_token_ids(lm: LoadedModel) -> list[int]:
-    ids = getattr(lm.model.generation_config, "eos_token_id", None)
-    ids = ids if isinstance(ids, list) else ([ids] if ids is not None else [])
-    if lm.tokenizer.eos_token_id is not None and lm.tokenizer.eos_token_id not in ids:
-        ids.append(lm.tokenizer.eos_token_id)
+def stop_token_ids(model, tokenizer) -> list[int]:
+    """Every stop token id: the generation config's eos ids (Llama-3.1 has three) and the tokenizer's eos.
+    The one definition used by generation, the lm-eval bridge, training rollouts and vector builders."""
+    ids = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids = list(ids) if isinstance(ids, (list, tuple)) else ([ids] if ids is not None else [])
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        ids.append(tokenizer.eos_token_id)
     return ids
 
 
@@ -87,7 +89,7 @@ def generate(
     """Generate `samples` completions per prompt. Returns completions in prompt order."""
     from transformers import GenerationConfig
 
-    stops = stop_token_ids(lm)
+    stops = stop_token_ids(lm.model, lm.tokenizer)
     cfg = GenerationConfig(
         max_new_tokens=max_new_tokens,
         do_sample=temperature > 0,

@@ -14,7 +14,7 @@ from conftest import make_tiny_model
 from tiny_tokenizer import VOCAB_SIZE, make_tiny_tokenizer
 from mechsteer.cli.app import app
 from mechsteer.engine.execute import execute_plan
-from mechsteer.engine.measurements import MEASUREMENTS
+from mechsteer.measurement import MEASUREMENTS
 from mechsteer.engine.plan import compile_study
 from mechsteer.engine.store import CellStore
 from mechsteer.spec.loader import load_study

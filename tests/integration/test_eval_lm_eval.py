@@ -12,7 +12,7 @@ import torch
 
 from conftest import make_tiny_model, register_model
 from tiny_tokenizer import VOCAB_SIZE, make_tiny_tokenizer
-from mechsteer.engine.measurements import MeasurementTask
+from mechsteer.measurement import MeasurementTask
 from mechsteer.interventions import steering
 from mechsteer.models.adapters import adapter_for
 from mechsteer.models.loading import LoadedModel
@@ -177,7 +177,7 @@ def test_bridge_generation_matches_mechsteer_generate_with_position_selective_st
     """`positions: generated` steering through lm-eval (left-padded batches of 4) equals mechsteer's own
     generation one prompt at a time, and the bridge calls begin() before every generate batch.
     (float32: transformers 5 returns NaN logits for left-padded float64 batches.)"""
-    from mechsteer.engine.generation import generate, render_prompts
+    from mechsteer.generation import generate, render_prompts
     from mechsteer.eval.lm_eval_tasks import load_problems
     from mechsteer.interventions.base import SteeringContext
 
