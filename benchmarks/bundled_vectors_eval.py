@@ -45,12 +45,12 @@ def main() -> None:
     from mechsteer.eval.mini_task import generate_mini
     from mechsteer.interventions import steering
     from mechsteer.models.loading import load_model
-    from mechsteer.spec.interventions import AddSpec
+    from mechsteer.spec.kinds.interventions import AddSpec
     from mechsteer.spec.models import ModelSpec
-    from mechsteer.spec.vectors import BundledVectors, RandomVectors
+    from mechsteer.spec.kinds.vectors import BundledVectors, RandomVectors
     from mechsteer.train.data import encode_prompts
     from mechsteer.train.evaluate import evaluate
-    from mechsteer.vectors.sources import BuildContext
+    from mechsteer.builders.context import BuildContext
 
     t_start = time.perf_counter()
     lm = load_model("policy", ModelSpec(id="smollm2-135m", dtype="bfloat16"))

@@ -46,7 +46,7 @@ from mechsteer.eval.lm_eval_tasks import TaskSettings, build_task_config, lm_eva
 from mechsteer.eval.runner import evaluate_task, flatten_metrics, run_eval, total_length  # noqa: E402
 from mechsteer.interventions import steering  # noqa: E402
 from mechsteer.models.loading import load_model  # noqa: E402
-from mechsteer.spec.interventions import AddSpec  # noqa: E402
+from mechsteer.spec.kinds.interventions import AddSpec  # noqa: E402
 from mechsteer.spec.models import ModelSpec  # noqa: E402
 from mechsteer.vectors import VectorSet  # noqa: E402
 

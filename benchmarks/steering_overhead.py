@@ -21,7 +21,7 @@ import torch
 from mechsteer.generation import render_prompts, tokenize
 from mechsteer.interventions import steering
 from mechsteer.models.loading import load_model
-from mechsteer.spec.interventions import AddSpec
+from mechsteer.spec.kinds.interventions import AddSpec
 from mechsteer.spec.models import ModelSpec
 from mechsteer.vectors import VectorSet
 

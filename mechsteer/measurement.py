@@ -1,27 +1,29 @@
-"""The registry of measurement runners, keyed by measurement kind ("eval", "generate", "first_token", ...).
+"""What a measurement runner gets and returns.
 
-A runner is `run(task: MeasurementTask) -> MeasurementResult`. It runs inside the cell's steering scope and
-must call `task.ctx.begin()` before each generate / forward batch (the generation helper does).
+A runner is `run(task: MeasurementTask) -> MeasurementResult`, named by its spec class's registration in
+`mechsteer.spec.kinds.MEASUREMENT_KINDS` (readout kinds and `eval`). It runs inside the cell's steering scope,
+reads its typed spec (`task.spec`: the readout's spec class or `EvalTaskSpec`, with limits resolved and data
+folders absolute) and must call `task.ctx.begin()` before each generate / forward batch (the generation
+helpers do).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 from mechsteer.interventions.base import SteeringContext
 from mechsteer.models.loading import LoadedModel
-from mechsteer.registry import Registry
-from mechsteer.spec.loader import LoadedStudy
+from mechsteer.spec.kinds import MEASUREMENT_KINDS
 
 
 @dataclass
 class MeasurementTask:
     lm: LoadedModel
     ctx: SteeringContext
-    options: dict
+    spec: Any
+    """The typed measurement spec."""
     seed: int
-    study: LoadedStudy
     progress: Callable[[int, int | None], None] = lambda advance, total=None: None
     """progress(advance, total): advance the cell's progress bar; pass total once when known."""
 
@@ -35,7 +37,6 @@ class MeasurementResult:
     """Non-numeric facts recorded in cell.json (e.g. lm-eval configs, prompt examples)."""
 
 
-MEASUREMENTS: Registry[Callable[[MeasurementTask], MeasurementResult]] = Registry("measurement kind")
-MEASUREMENTS.register("generate", "mechsteer.readouts.generate:run_generate")
-MEASUREMENTS.register("first_token", "mechsteer.readouts.first_token:run_first_token")
-MEASUREMENTS.register("eval", "mechsteer.eval.runner:run_eval")
+def runner_for(kind: str) -> Callable[[MeasurementTask], MeasurementResult]:
+    """The runner of a measurement kind (imported on first use)."""
+    return MEASUREMENT_KINDS.impl(kind)

@@ -100,24 +100,29 @@ def plan(study: StudyFile, profile: ProfileOpt = None, limit: LimitOpt = None,
     """Show the compiled cells (model x condition x measurement x seed), their hashes and cache state."""
     from rich.table import Table
 
-    from mechsteer.engine.plan import compile_study
-    from mechsteer.engine.store import CellStore
-    from mechsteer.spec.loader import load_study
+    from mechsteer.api import load_study, plan_status
 
-    p = compile_study(load_study(study, profile, data_dir=data_dir), limit=limit, output_root=output_dir)
-    store = CellStore(p.cells_dir)
+    st = load_study(study, profile, data_dir=data_dir)
+    p = st.plan(limit, output_dir)
+    status = plan_status(p)
     t = Table(title=f"{p.study}" + (f" [{p.profile}]" if p.profile else "") + f" -> {p.output_dir}")
     for col in ("cell", "model", "condition", "measurement", "seed", "status"):
         t.add_column(col)
-    seen = set()
-    for c in p.cells:
-        status = "cached" if store.is_done(c.hash) else ("shared" if c.hash in seen else "to run")
-        seen.add(c.hash)
-        t.add_row(c.short, c.model, c.condition, c.measurement.id, str(c.seed), status)
+    for r in status.itertuples():
+        t.add_row(r.cell, r.model, r.condition, r.measurement, str(r.seed), _STATUS_TEXT[r.state])
     console.print(t)
-    uniq = p.unique_cells()
-    done = sum(store.is_done(c.hash) for c in uniq)
-    console.print(f"{len(uniq)} unique cells: {done} cached, {len(uniq) - done} to run")
+    uniq = status.drop_duplicates("hash")
+    counts = uniq.state.value_counts()
+    stale = uniq[uniq.state.isin(["stale", "damaged"])]
+    console.print(f"{len(uniq)} unique cells: {counts.get('fresh', 0)} cached, "
+                  f"{len(uniq) - counts.get('fresh', 0)} to run"
+                  + (f" ({len(stale)} stale or damaged)" if len(stale) else ""))
+    for r in stale.itertuples():
+        console.print(f"  {r.cell} {r.state}: {r.reason}")
+
+
+_STATUS_TEXT = {"fresh": "cached", "missing": "to run", "shared": "shared", "stale": "stale (to run)",
+                "damaged": "damaged (to run)"}
 
 
 @app.command()
@@ -125,45 +130,66 @@ def plan(study: StudyFile, profile: ProfileOpt = None, limit: LimitOpt = None,
 def run(study: StudyFile, profile: ProfileOpt = None, limit: LimitOpt = None,
         output_dir: OutputOpt = Path("outputs"), data_dir: DataDirOpt = None,
         force: Annotated[bool, typer.Option("--force", help="Re-run cells even when cached.")] = False,
+        reuse_stale: Annotated[bool, typer.Option("--reuse-stale", help="Keep cells computed by other code or "
+                                                  "package versions (recorded in each reused cell).")] = False,
+        threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads for torch (1 is "
+                                                       "often fastest on a busy 2-core machine).")] = None,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False) -> None:
     """Run every cell of a study that is not cached yet, then write its tables."""
-    from mechsteer.engine.execute import execute_plan
-    from mechsteer.engine.plan import compile_study
-    from mechsteer.engine.store import CellStore
-    from mechsteer.report import write_report
-    from mechsteer.spec.loader import load_study
+    import time
 
-    p = compile_study(load_study(study, profile, data_dir=data_dir), limit=limit, output_root=output_dir)
-    store = CellStore(p.cells_dir)
-    todo = [c for c in p.unique_cells() if force or not store.is_done(c.hash)]
+    from mechsteer.api import load_study, plan_status, run_plan
+
+    t0 = time.perf_counter()
+    p = load_study(study, profile, data_dir=data_dir).plan(limit, output_dir)
+    status = plan_status(p).drop_duplicates("hash")
+    todo = len(status) if force else int((status.state != "fresh").sum())
+    if reuse_stale and not force:
+        todo -= int((status.state == "stale").sum())
     console.print(f"[bold]{p.study}[/]" + (f" (profile {p.profile})" if p.profile else "")
-                  + f": {len(p.unique_cells())} cells, {len(todo)} to run -> {p.output_dir}")
-    if quiet or not todo:
-        summary = execute_plan(p, force=force)
-    else:
-        from mechsteer.cli.progress import RichProgress
-
-        with RichProgress(len(todo)) as prog:
-            summary = execute_plan(p, force=force, progress=prog)
-    report = write_report(p)
-    console.print(f"ran {len(summary.executed)} cells, {len(summary.cached)} cached, in {summary.seconds:.0f} s")
-    typer.echo((report.parent / "table.md").read_text())  # plain echo: Markdown tables must not wrap
-    console.print(f"report: {report}")
+                  + f": {len(status)} cells, {todo} to run -> {p.output_dir}")
+    results = run_plan(p, force=force, reuse_stale=reuse_stale, threads=threads, progress=not quiet)
+    console.print(f"ran {todo} cells, {len(status) - todo} cached, in {time.perf_counter() - t0:.0f} s")
+    typer.echo((results.output_dir / "report" / "table.md").read_text())  # plain echo: tables must not wrap
+    console.print(f"report: {results.output_dir / 'report' / 'report.md'}")
 
 
 @app.command()
 @handle_errors
-def report(study: StudyFile, profile: ProfileOpt = None, limit: LimitOpt = None,
+def report(target: Annotated[Path, typer.Argument(help="A study file, or an output folder of a run.",
+                                                  show_default=False)],
+           profile: ProfileOpt = None, limit: LimitOpt = None,
            output_dir: OutputOpt = Path("outputs"), data_dir: DataDirOpt = None) -> None:
     """Rebuild a study's tables from its recorded cells (no model is loaded)."""
-    from mechsteer.engine.plan import compile_study
+    from mechsteer.api import load_results, load_study
     from mechsteer.report import write_report
-    from mechsteer.spec.loader import load_study
+    from mechsteer.results import Results
 
-    p = compile_study(load_study(study, profile, data_dir=data_dir), limit=limit, output_root=output_dir)
-    path = write_report(p)
+    if target.is_dir():
+        results = load_results(target)
+    else:
+        results = Results.from_plan(load_study(target, profile, data_dir=data_dir).plan(limit, output_dir))
+    path = write_report(results)
     typer.echo((path.parent / "table.md").read_text())
     console.print(f"report: {path}")
+
+
+@app.command("diff")
+@handle_errors
+def diff_command(a: Annotated[Path, typer.Argument(help="Output folder of one run.", show_default=False)],
+                 b: Annotated[Path, typer.Argument(help="Output folder of another run of the same study.",
+                                                   show_default=False)],
+                 fmt: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table") -> None:
+    """Compare two runs of the same study: per model, condition, measurement and metric, b - a."""
+    from mechsteer.api import diff
+
+    d = diff(a, b)
+    if fmt == "json":
+        typer.echo(d.to_json(orient="records", indent=1))
+    elif fmt == "csv":
+        typer.echo(d.to_csv(index=False))
+    else:
+        typer.echo(d.to_markdown(index=False, floatfmt=".4f"))
 
 
 def _register_optional_commands() -> None:

@@ -1,30 +1,48 @@
 """Execute a Plan: load each model once, build its vector sets once, run every cell that is not cached
 inside its condition's steering scope, and record it atomically.
 
-Interrupting (Ctrl-C) or crashing loses at most the cell in progress; finished cells are complete on disk
-and the next run skips them (`resume` is simply running again).
+The executor reads only the plan (never the study file): each cell carries its bound interventions and its
+typed measurement spec; the measurement's runner comes from its kind's registration. Interrupting (Ctrl-C)
+or crashing loses at most the cell in progress; finished cells are complete on disk and the next run skips
+them (`resume` is simply running again). A cell recorded by other code is stale (`code_version`) and is
+recomputed unless `reuse_stale` is set, in which case its record notes the reuse.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import Literal
 
-from mechsteer.engine.plan import Cell, Plan
+from mechsteer.engine.code_version import stale_reason
+from mechsteer.engine.plan import Cell, ModelEntry, Plan
 from mechsteer.engine.provenance import environment
 from mechsteer.engine.store import CellStore
+
+State = Literal["missing", "fresh", "stale", "damaged"]
+
+
+@dataclass(frozen=True)
+class CellState:
+    """A cell's cache state: `missing` (never run), `fresh` (recorded by this code), `stale` (recorded by
+    other code or package versions; `reason` says which), `damaged` (its folder is unreadable)."""
+
+    state: State
+    reason: str | None = None
 
 
 @dataclass
 class RunSummary:
     executed: list[str] = field(default_factory=list)
     cached: list[str] = field(default_factory=list)
+    reused_stale: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
 
 class NullProgress:
-    """Progress sink used when no display is wanted (tests, --quiet)."""
+    """Progress sink used when no display is wanted (tests, --quiet, the Python API by default)."""
 
     def start_cell(self, cell: Cell, index: int, total: int) -> None: ...
     def advance(self, n: int, total: int | None = None) -> None: ...
@@ -36,79 +54,117 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def bind_intervention(iv, model_spec, resolve_path):
-    """Fill in what an intervention takes from its context: the model's default prefix token
-    (`prefix_token` without `token`) and paths relative to the study file (`lora1.path`)."""
-    if hasattr(iv, "with_model_default"):
-        iv = iv.with_model_default(model_spec)
-    if hasattr(iv, "with_base_dir"):
-        iv = iv.with_base_dir(resolve_path)
-    return iv
+def cell_state(plan: Plan, store: CellStore, h: str) -> CellState:
+    """The cache state of one cell hash."""
+    if not store.dir(h).exists():
+        return CellState("missing")
+    try:
+        record = store.read_record(h)
+        store.read_metrics(h)
+    except (OSError, ValueError) as e:
+        return CellState("damaged", f"{store.dir(h)}: {type(e).__name__}: {e}")
+    reason = stale_reason(record.get("code"), plan.code)
+    return CellState("stale", reason) if reason else CellState("fresh")
 
 
-def execute_plan(plan: Plan, *, force: bool = False, progress=None) -> RunSummary:
-    from mechsteer.measurement import MEASUREMENTS, MeasurementTask
-    from mechsteer.interventions import steering
-    from mechsteer.models.loading import load_model
-    from mechsteer.vectors.sources import BuildContext
+def cell_states(plan: Plan, store: CellStore | None = None) -> dict[str, CellState]:
+    """The cache state of every unique cell of the plan, by hash."""
+    store = store or CellStore(plan.cells_dir)
+    return {c.hash: cell_state(plan, store, c.hash) for c in plan.unique_cells()}
 
+
+def _note_reuse(store: CellStore, h: str, plan: Plan) -> None:
+    """Record in a stale cell that a run reused it under other code (atomically rewrites cell.json)."""
+    from mechsteer.atomic import atomic_write_text
+
+    record = store.read_record(h)
+    record.setdefault("reused_stale", []).append({"at": _now(), "code": plan.code})
+    atomic_write_text(store.dir(h) / "cell.json", json.dumps(record, indent=2, ensure_ascii=False))
+
+
+def execute_plan(plan: Plan, *, force: bool = False, reuse_stale: bool = False, progress=None) -> RunSummary:
+    """Run the plan's cells that are missing, damaged or stale (all of them with `force`)."""
     progress = progress or NullProgress()
     store = CellStore(plan.cells_dir)
     store.clean_temp()
-    ls = plan.loaded
     summary = RunSummary()
     t0 = time.perf_counter()
     todo: list[Cell] = []
     for c in plan.unique_cells():
-        if store.is_done(c.hash) and not force:
-            summary.cached.append(c.hash)
-        else:
+        st = cell_state(plan, store, c.hash)
+        if force or st.state in ("missing", "damaged"):
+            if st.state == "damaged":
+                progress.message(f"cell {c.short} is damaged ({st.reason}); running it again")
             todo.append(c)
+        elif st.state == "stale" and not reuse_stale:
+            progress.message(f"cell {c.short} is stale ({st.reason}); running it again")
+            todo.append(c)
+        else:
+            if st.state == "stale":
+                _note_reuse(store, c.hash, plan)
+                summary.reused_stale.append(c.hash)
+            summary.cached.append(c.hash)
+    plan.write_summary()
     env = environment()
-    for model_name in ls.spec.models:
+    for model_name, entry in plan.models.items():
         cells = [c for c in todo if c.model == model_name]
-        if not cells:
-            continue
-        progress.message(f"loading model {model_name} ({ls.spec.models[model_name].id})")
-        lm = load_model(model_name, ls.spec.models[model_name], ls.base_dir)
-        bctx = BuildContext(n_layers=lm.shape.n_layers, d_model=lm.shape.d_model, specs=ls.spec.vectors,
-                            resolve_path=lambda p: ls.resolve_path(p), model_id=lm.spec.id)
-        bctx.lm = lm  # builders that need the model (e.g. mean_diff) read it here
-        for cell in cells:
-            index = len(summary.executed) + 1
-            progress.start_cell(cell, index, len(todo))
-            interventions = [bind_intervention(iv, lm.spec, ls.resolve_path) for iv in ls.spec.conditions[cell.condition]]
-            transfer_only = {r for iv in interventions if iv.kind == "transfer" for r in iv.vector_refs()}
-            vectors = {n: bctx.get(n, check_shape=n not in transfer_only)
-                       for n in sorted({r for iv in interventions for r in iv.vector_refs()})}
-            started, t_cell = _now(), time.perf_counter()
-            with steering(lm.model, lm.adapter, interventions, vectors, tokenizer=lm.tokenizer) as ctx:
-                task = MeasurementTask(lm=lm, ctx=ctx, options=cell.measurement.options, seed=cell.seed, study=ls,
-                                       progress=progress.advance)
-                result = MEASUREMENTS.get(cell.measurement.kind)(task)
-            seconds = time.perf_counter() - t_cell
-            record = {
-                "hash": cell.hash,
-                "study": ls.spec.name,
-                "profile": ls.profile,
-                "model": cell.model,
-                "conditions": plan.conditions_of(cell.hash),
-                "measurement": cell.measurement.id,
-                "seed": cell.seed,
-                "key": cell.key,
-                "spec_file": str(ls.file),
-                "spec_hash": ls.spec_hash(),
-                "resolved_spec": ls.spec.model_dump(mode="json"),
-                "model_provenance": lm.provenance(),
-                "vectors": {n: {"sha256": v.sha256(), "layers": v.layers, "norms": v.norms(), "meta": v.meta}
-                            for n, v in vectors.items()},
-                "environment": env,
-                "timing": {"started": started, "finished": _now(), "seconds": round(seconds, 3)},
-                "info": result.info,
-            }
-            store.write(cell.hash, record, result.metrics, result.samples, result.files)
-            summary.executed.append(cell.hash)
-            progress.end_cell(cell, seconds)
-        del lm
+        if cells:
+            run_model_cells(plan, entry, cells, store, progress=progress, summary=summary, total=len(todo), env=env)
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def run_model_cells(plan: Plan, entry: ModelEntry, cells: list[Cell], store: CellStore, *, progress=None,
+                    summary: RunSummary | None = None, total: int | None = None, env: dict | None = None) -> list[str]:
+    """Load one model once and run the given cells of it, recording each atomically. Returns the hashes run.
+    This is the unit of work of every executor (local, Ray)."""
+    from mechsteer.builders.context import BuildContext
+    from mechsteer.interventions import steering
+    from mechsteer.measurement import MeasurementTask, runner_for
+    from mechsteer.models.loading import load_model
+
+    progress = progress or NullProgress()
+    summary = summary or RunSummary()
+    env = env or environment()
+    progress.message(f"loading model {entry.name} ({entry.spec.id})")
+    lm = load_model(entry.name, entry.spec, entry.base_dir)
+    bctx = BuildContext(n_layers=lm.shape.n_layers, d_model=lm.shape.d_model, specs=plan.vectors,
+                        model_id=lm.spec.id, lm=lm)
+    done = []
+    for cell in cells:
+        progress.start_cell(cell, len(summary.executed) + 1, total or len(cells))
+        foreign = {r for iv in cell.interventions if not iv.checks_vector_shape for r in iv.vector_refs()}
+        vectors = {n: bctx.get(n, check_shape=n not in foreign) for n in cell.vector_names()}
+        started, t_cell = _now(), time.perf_counter()
+        with steering(lm.model, lm.adapter, list(cell.interventions), vectors, tokenizer=lm.tokenizer) as ctx:
+            task = MeasurementTask(lm=lm, ctx=ctx, spec=cell.measurement.spec, seed=cell.seed,
+                                   progress=progress.advance)
+            result = runner_for(cell.measurement.kind)(task)
+        seconds = time.perf_counter() - t_cell
+        record = {
+            "hash": cell.hash,
+            "study": plan.study,
+            "profile": plan.profile,
+            "model": cell.model,
+            "conditions": plan.conditions_of(cell.hash),
+            "measurement": cell.measurement.id,
+            "seed": cell.seed,
+            "key": cell.key,
+            "code": plan.code,
+            "interventions": [iv.model_dump(mode="json") for iv in cell.interventions],
+            "spec_file": plan.spec_file,
+            "spec_hash": plan.spec_hash,
+            "resolved_spec": plan.resolved_spec,
+            "model_provenance": lm.provenance(),
+            "vectors": {n: {"sha256": v.sha256(), "layers": v.layers, "norms": v.norms(), "meta": v.meta}
+                        for n, v in vectors.items()},
+            "environment": env,
+            "timing": {"started": started, "finished": _now(), "seconds": round(seconds, 3)},
+            "info": result.info,
+        }
+        store.write(cell.hash, record, result.metrics, result.samples, result.files)
+        summary.executed.append(cell.hash)
+        done.append(cell.hash)
+        progress.end_cell(cell, seconds)
+    del lm
+    return done

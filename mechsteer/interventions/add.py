@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from mechsteer.errors import CompileError
-from mechsteer.interventions.base import INTERVENTIONS, SteeringContext
+from mechsteer.interventions.base import SteeringContext
 from mechsteer.models.adapters import decoder_output_tensor, replace_decoder_output
 
 
@@ -48,7 +48,6 @@ def vector_rows(spec, ctx: SteeringContext):
     return vs, layers
 
 
-@INTERVENTIONS.register("add")
 def attach_add(spec, ctx: SteeringContext) -> None:
     vs, layers = vector_rows(spec, ctx)
     selector = selector_value(spec.positions)

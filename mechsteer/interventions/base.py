@@ -1,9 +1,10 @@
-"""The steering context and the intervention registry.
+"""The steering context and `steering()`, which applies a condition's interventions.
 
 An intervention implementation is a function `attach(spec, ctx)` that registers hooks through
-`ctx.scope` (never directly on the model) and may declare prompt changes (a forced prefix). `steering()`
-opens one HookScope for a whole condition, so every hook of every intervention is removed when the
-condition ends, whatever happens inside.
+`ctx.scope` (never directly on the model) and may declare prompt changes (a forced prefix). It is named by
+its spec class's registration (`mechsteer.spec.kinds.INTERVENTION_KINDS`), so there is no second registry
+here. `steering()` opens one HookScope for a whole condition, so every hook of every intervention is
+removed when the condition ends, whatever happens inside.
 """
 
 from __future__ import annotations
@@ -19,13 +20,10 @@ from mechsteer.errors import CompileError
 from mechsteer.hooks import HookScope
 from mechsteer.models.adapters import ArchitectureAdapter
 from mechsteer.positions import PositionTracker
-from mechsteer.spec.layers import LayerResolutionError, resolve_layers
+from mechsteer.spec.kinds import INTERVENTION_KINDS
+from mechsteer.spec.layers import resolve_layers_or_raise
 from mechsteer.spec.models import ModelShape
-from mechsteer.registry import Registry
 from mechsteer.vectors.vector_set import VectorSet
-
-INTERVENTIONS: Registry[Callable] = Registry("intervention kind")
-
 
 @dataclass
 class SteeringContext:
@@ -55,10 +53,7 @@ class SteeringContext:
         return next(self.model.parameters()).device
 
     def layers(self, sel, what: str) -> list[int]:
-        try:
-            return resolve_layers(sel, self.shape.n_layers)
-        except LayerResolutionError as e:
-            raise CompileError(f"{what}: {e}") from None
+        return resolve_layers_or_raise(sel, self.shape.n_layers, what, CompileError)
 
     def vector(self, name: str) -> VectorSet:
         if name not in self.vectors:
@@ -85,5 +80,5 @@ def steering(model: nn.Module, adapter: ArchitectureAdapter, interventions: list
     with HookScope("condition") as scope:
         ctx = SteeringContext(model=model, adapter=adapter, vectors=vectors, scope=scope, tokenizer=tokenizer)
         for spec in interventions:
-            INTERVENTIONS.get(spec.kind)(spec, ctx)
+            INTERVENTION_KINDS.impl(spec.kind)(spec, ctx)
         yield ctx

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 from mechsteer.errors import CompileError
 from mechsteer.interventions.add import add_hook
-from mechsteer.interventions.base import INTERVENTIONS, SteeringContext
+from mechsteer.interventions.base import SteeringContext
 
 
-@INTERVENTIONS.register("compose")
 def attach_compose(spec, ctx: SteeringContext) -> None:
     for i, part in enumerate(spec.parts):
         vs = ctx.vector(part.vector)

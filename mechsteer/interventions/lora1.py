@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from mechsteer.errors import CompileError, VectorError
-from mechsteer.interventions.base import INTERVENTIONS, SteeringContext
+from mechsteer.interventions.base import SteeringContext
 
 
 def load_lora1(path: str | Path) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
@@ -28,7 +28,7 @@ def load_lora1(path: str | Path) -> tuple[torch.Tensor, torch.Tensor, list[int]]
     if not path.is_file():
         raise VectorError(f"lora1 file not found: {path}",
                           hint="a relative path is read from the working directory unless the compiler made it "
-                               "absolute with Lora1Spec.with_base_dir")
+                               "absolute (InterventionBase.bind)")
     try:
         with safe_open(str(path), framework="pt") as f:
             keys = set(f.keys())
@@ -75,7 +75,6 @@ def _lora_hook(a: torch.Tensor, b: torch.Tensor, scale: float, record: dict):
     return hook
 
 
-@INTERVENTIONS.register("lora1")
 def attach_lora1(spec, ctx: SteeringContext) -> None:
     sh = ctx.shape
     a, b, rows = load_lora1(spec.path)

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from mechsteer.errors import CompileError
 from mechsteer.interventions.add import add_hook, selector_value, vector_rows
-from mechsteer.interventions.base import INTERVENTIONS, SteeringContext
+from mechsteer.interventions.base import SteeringContext
 
 
-@INTERVENTIONS.register("add_at_place")
 def attach_add_at_place(spec, ctx: SteeringContext) -> None:
     vs, layers = vector_rows(spec, ctx)
     place = spec.place or vs.meta.get("place")

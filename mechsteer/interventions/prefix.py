@@ -7,13 +7,13 @@ prompt (checked in context, since tokenizers may merge text across the boundary)
 one (unit tests) it is skipped.
 
 A spec without `token` takes the model entry's `prefix_token`: the compiler must apply
-`PrefixTokenSpec.with_model_default(model_spec)` per model; otherwise attaching reports the missing token.
+`PrefixTokenSpec.bind(model_spec, ...)` per model; otherwise attaching reports the missing token.
 """
 
 from __future__ import annotations
 
 from mechsteer.errors import CompileError
-from mechsteer.interventions.base import INTERVENTIONS, SteeringContext
+from mechsteer.interventions.base import SteeringContext
 
 
 def _generation_prompt(tokenizer) -> str:
@@ -38,7 +38,6 @@ def appended_token_ids(tokenizer, text: str) -> list[int]:
     return ids1[len(ids0):]
 
 
-@INTERVENTIONS.register("prefix_token")
 def attach_prefix_token(spec, ctx: SteeringContext) -> None:
     if spec.token is None:
         raise CompileError("prefix_token names no token and the model entry has no `prefix_token`",

@@ -1,6 +1,6 @@
 """Attach functions of the block-surgery kinds (`skip_attn`, `skip_layer`, `qkv`, `head`): each turns its spec
 into a `SplicePlan` (which heads of which projection take the vanilla value) and hands it to a
-`BlockSplicer` (mechanism: `mechsteer.interventions.splice`; semantics: `mechsteer.spec.circuit`).
+`BlockSplicer` (mechanism: `mechsteer.interventions.splice`; semantics: `mechsteer.spec.kinds.circuit`).
 
 The vector s is row B-1 of the named vector set for spliced block B.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from mechsteer.errors import CompileError
-from mechsteer.interventions.base import INTERVENTIONS, SteeringContext
+from mechsteer.interventions.base import SteeringContext
 from mechsteer.interventions.splice import BlockSplicer, SplicePlan
 
 _BLOCKS_KEY = "surgery.blocks"
@@ -56,7 +56,6 @@ def _apply(plan: SplicePlan, spec, ctx: SteeringContext, b: int) -> None:
     BlockSplicer(plan, _vector(spec, ctx, b), ctx).attach(ctx.scope)
 
 
-@INTERVENTIONS.register("skip_attn")
 def attach_skip_attn(spec, ctx: SteeringContext) -> None:
     b = _check(spec, ctx)
     sh = ctx.shape
@@ -64,13 +63,11 @@ def attach_skip_attn(spec, ctx: SteeringContext) -> None:
     _apply(SplicePlan(b, van, spec.patch_path), spec, ctx, b)
 
 
-@INTERVENTIONS.register("skip_layer")
 def attach_skip_layer(spec, ctx: SteeringContext) -> None:
     b = _check(spec, ctx)
     _apply(SplicePlan(b, skip_layer=True), spec, ctx, b)
 
 
-@INTERVENTIONS.register("qkv")
 def attach_qkv(spec, ctx: SteeringContext) -> None:
     b = _check(spec, ctx)
     sh = ctx.shape
@@ -85,7 +82,6 @@ def attach_qkv(spec, ctx: SteeringContext) -> None:
     _apply(SplicePlan(b, van, spec.patch_path), spec, ctx, b)
 
 
-@INTERVENTIONS.register("head")
 def attach_head(spec, ctx: SteeringContext) -> None:
     b = _check(spec, ctx)
     sh = ctx.shape

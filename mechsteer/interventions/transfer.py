@@ -12,11 +12,10 @@ from __future__ import annotations
 
 from mechsteer.errors import CompileError
 from mechsteer.interventions.add import add_hook
-from mechsteer.interventions.base import INTERVENTIONS, SteeringContext
-from mechsteer.spec.combine import depth_map, transfer_problem
+from mechsteer.interventions.base import SteeringContext
+from mechsteer.spec.kinds.combine import depth_map, transfer_problem
 
 
-@INTERVENTIONS.register("transfer")
 def attach_transfer(spec, ctx: SteeringContext) -> None:
     vs = ctx.vector(spec.vector)
     sh = ctx.shape

@@ -26,13 +26,13 @@ def tracked_token_ids(tokenizer, strings: list[str]) -> dict[str, int]:
 
 @torch.no_grad()
 def run_first_token(task: MeasurementTask) -> MeasurementResult:
-    o, lm = task.options, task.lm
-    problems = load_problems(o, task.study)
-    prompts = render_prompts(lm, [p["problem"] for p in problems], o.get("template", "qwen_math"), task.ctx.prompt_suffix)
-    tracked = tracked_token_ids(lm.tokenizer, o.get("track", []))
+    o, lm = task.spec, task.lm
+    problems = load_problems(o)
+    prompts = render_prompts(lm, [p["problem"] for p in problems], o.template, task.ctx.prompt_suffix)
+    tracked = tracked_token_ids(lm.tokenizer, o.track)
     task.progress(0, len(prompts))
     samples = []
-    bs = o.get("batch_size", 8)
+    bs = o.batch_size
     for start in range(0, len(prompts), bs):
         batch = prompts[start : start + bs]
         enc = tokenize(lm, batch)
@@ -40,7 +40,7 @@ def run_first_token(task: MeasurementTask) -> MeasurementResult:
         logits = lm.model(**enc).logits[:, -1, :].float()  # left padding: the last column is the next token
         logp = torch.log_softmax(logits, dim=-1)
         probs = logp.exp()
-        top = probs.topk(o.get("top_k", 5), dim=-1)
+        top = probs.topk(o.top_k, dim=-1)
         entropy = -(probs * logp).sum(-1)
         for r in range(len(batch)):
             prob = problems[start + r]

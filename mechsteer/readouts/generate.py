@@ -24,13 +24,13 @@ def _mean(xs) -> float:
 def run_generate(task: MeasurementTask) -> MeasurementResult:
     from mechsteer.eval.grading import grade
 
-    o = task.options
-    problems = load_problems(o, task.study)
-    prompts = render_prompts(task.lm, [p["problem"] for p in problems], o.get("template", "qwen_math"),
+    o = task.spec
+    problems = load_problems(o)
+    prompts = render_prompts(task.lm, [p["problem"] for p in problems], o.template,
                              task.ctx.prompt_suffix)
     task.progress(0, len(prompts))
-    outs = generate(task.lm, task.ctx, prompts, max_new_tokens=o["max_new_tokens"], temperature=o["temperature"],
-                    samples=o["samples"], seed=task.seed, batch_size=o["batch_size"],
+    outs = generate(task.lm, task.ctx, prompts, max_new_tokens=o.max_new_tokens, temperature=o.temperature,
+                    samples=o.samples, seed=task.seed, batch_size=o.batch_size,
                     on_batch=lambda n: task.progress(n, None))
     samples, graded = [], []
     for prob, prompt, comps in zip(problems, prompts, outs):

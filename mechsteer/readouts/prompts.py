@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 from mechsteer.errors import MechsteerError
-from mechsteer.spec.loader import LoadedStudy
 
 
-def load_problems(opts: dict, study: LoadedStudy) -> list[dict]:
-    """[{id, problem, answer|None}] for a readout's options (after compile: `limit` is resolved)."""
-    if opts.get("prompts") is not None:
-        return [{"id": i, "problem": p, "answer": None} for i, p in enumerate(opts["prompts"])]
-    task, limit = opts["task"], opts.get("limit")
-    if task == "mini":
-        from mechsteer.eval.mini_task import generate_mini
+def load_problems(spec) -> list[dict]:
+    """[{id, problem, answer|None}] for a compiled readout spec (a `PromptSource`: `limit` resolved and
+    `data_dir` absolute by the compiler)."""
+    if spec.prompts is not None:
+        return [{"id": i, "problem": p, "answer": None} for i, p in enumerate(spec.prompts)]
+    from mechsteer.eval.datasets import DatasetUnavailableError
+    from mechsteer.eval.lm_eval_tasks import load_problems as load_task_problems
 
-        return generate_mini(split=opts.get("split", "test"), n=limit or 64)
-    from mechsteer.eval.datasets import DatasetUnavailableError, load_benchmark
-
-    data_dir = opts.get("data_dir")
     try:
-        return load_benchmark(task, study.resolve_path(data_dir) if data_dir else None, limit=limit)
+        return load_task_problems(spec.task, spec.data_dir, spec.limit, split=spec.split)
     except DatasetUnavailableError as e:
         raise MechsteerError(str(e)) from None

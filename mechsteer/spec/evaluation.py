@@ -11,6 +11,9 @@ from mechsteer.spec.base import StrictModel
 KNOWN_TASKS = ("aime24", "aime25", "amc23", "math500", "minerva_math", "olympiadbench", "gsm8k", "mini")
 """Tasks mechsteer ships definitions for. The six paper benchmarks form the paper's Average."""
 
+MINI_DEFAULT_N = 64
+"""Problems of the bundled `mini` task an evaluation or readout uses when no limit is given."""
+
 PAPER_AVERAGE_TASKS = ("aime24", "aime25", "amc23", "math500", "minerva_math", "olympiadbench")
 PAPER_MULTI_SAMPLE_TASKS = {"aime24": 32, "aime25": 32, "amc23": 32}
 """avg@32 on AIME24/AIME25/AMC23 under the paper protocol; one sample elsewhere."""

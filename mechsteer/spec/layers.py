@@ -128,3 +128,12 @@ def resolve_layers(sel: LayerSelection, n_layers: int) -> list[int]:
     if len(set(out)) != len(out):
         raise LayerResolutionError(f"layer selection {sel!r} names the same layer twice: {out}")
     return sorted(out)
+
+
+def resolve_layers_or_raise(sel: LayerSelection, n_layers: int, what: str, error: type[Exception]) -> list[int]:
+    """`resolve_layers`, re-raised as `error(f"{what}: {problem}")`: the one place that turns a layer
+    resolution problem into the caller's user-facing error type (CompileError, VectorError, ...)."""
+    try:
+        return resolve_layers(sel, n_layers)
+    except LayerResolutionError as e:
+        raise error(f"{what}: {e}") from None

@@ -45,7 +45,12 @@ class LoadedSpecFile:
 
     def problem(self, path: tuple, message: str, hint: str | None = None) -> Problem:
         line, col = self.locate(path)
-        return Problem(message, file=str(self.file), field=format_path(path), line=line, col=col, hint=hint)
+        return Problem(message, file=self.display_name, field=format_path(path), line=line, col=col, hint=hint)
+
+    @property
+    def display_name(self) -> str:
+        """How problems name this file (`<in-memory study>` for a study built with `load_study_dict`)."""
+        return self.file.name if self.file.name.startswith("<") else str(self.file)
 
 
 @dataclass
@@ -296,9 +301,27 @@ def load_study(path: str | Path, profile: str | None = None, *, check_refs: bool
                data_dir: str | Path | None = None) -> LoadedStudy:
     """Read, merge the profile, validate and cross-check a study file. Raises SpecError listing every problem.
     `data_dir` overrides where benchmark data is read from (see `with_data_dir`)."""
-    file, fname = Path(path), str(path)
     raw, positions = read_spec_file(path, "study file", "name:, models:, conditions:, ...",
                                     "studies/quickstart.yaml for a minimal study")
+    return _load_document(raw, positions, Path(path), profile, check_refs=check_refs, data_dir=data_dir)
+
+
+def load_study_dict(doc: dict, profile: str | None = None, *, base_dir: str | Path | None = None,
+                    data_dir: str | Path | None = None, check_refs: bool = True) -> LoadedStudy:
+    """A study built in memory (the same document a YAML file holds); relative paths in it are resolved
+    against `base_dir` (default: the working directory). Problems name the study `<in-memory study>`."""
+    if not isinstance(doc, dict):
+        raise SpecError(Problem(f"a study must be a mapping (name, models, conditions, ...), got {type(doc).__name__}"))
+    file = Path(base_dir or ".").resolve() / IN_MEMORY
+    return _load_document(copy.deepcopy(doc), {}, file, profile, check_refs=check_refs, data_dir=data_dir)
+
+
+IN_MEMORY = "<in-memory study>"
+
+
+def _load_document(raw: dict, positions: dict, file: Path, profile: str | None, *, check_refs: bool,
+                   data_dir: str | Path | None) -> LoadedStudy:
+    fname = str(file) if file.name != IN_MEMORY else IN_MEMORY
     merged = apply_profile(raw, profile, fname, positions) if profile else raw
     if data_dir is not None:
         if not Path(data_dir).expanduser().is_dir():

@@ -1,8 +1,7 @@
 """The study spec: the root of a YAML study file.
 
 The discriminated unions for vectors, interventions and readouts are built from the kind registries in
-`spec.kinds` after every built-in kind module has been imported, so adding a kind needs no edit here
-beyond its import.
+`spec.kinds` after `load_all()` has imported every kind module, so adding a kind needs no edit here.
 """
 
 from __future__ import annotations
@@ -11,20 +10,12 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-# Import every built-in kind module so it registers before the unions are built.
-from mechsteer.spec import circuit as _circuit  # noqa: F401
-from mechsteer.spec import combine as _combine  # noqa: F401
-from mechsteer.spec import evaluation as _evaluation  # noqa: F401
-from mechsteer.spec import interventions as _interventions  # noqa: F401
-from mechsteer.spec import placement as _placement  # noqa: F401
-from mechsteer.spec import prompting as _prompting  # noqa: F401
-from mechsteer.spec import readouts as _readouts  # noqa: F401
-from mechsteer.spec import vectors as _vectors  # noqa: F401
-from mechsteer.spec import vector_sources as _vector_sources  # noqa: F401
 from mechsteer.spec.base import StrictModel
 from mechsteer.spec.evaluation import EvaluationSpec
-from mechsteer.spec.kinds import INTERVENTION_KINDS, READOUT_KINDS, VECTOR_KINDS, discriminated_union
+from mechsteer.spec.kinds import INTERVENTION_KINDS, READOUT_KINDS, VECTOR_KINDS, discriminated_union, load_all
 from mechsteer.spec.models import ModelSpec
+
+load_all()  # every kind registers before the unions below are built
 
 SCHEMA_VERSION = 1
 

@@ -67,6 +67,15 @@ class VectorSet:
         v[layers] = self.vectors[layers]
         return VectorSet(v, list(layers), dict(self.meta))
 
+    @classmethod
+    def load(cls, path: str | Path) -> "VectorSet":
+        """Read a mechsteer safetensors vector set (see `load_vector_set`)."""
+        return load_vector_set(path)
+
+    def save(self, path: str | Path, **meta: object) -> Path:
+        """Write this set atomically as safetensors with metadata (see `save_vector_set`)."""
+        return save_vector_set(self, path, **meta)
+
     def check_fits(self, n_layers: int, d_model: int, what: str = "model") -> None:
         if (self.n_layers, self.d_model) != (n_layers, d_model):
             raise VectorError(

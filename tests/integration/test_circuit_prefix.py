@@ -3,6 +3,8 @@ chat template, a tiny Llama with its vocabulary), is checked to be one token, an
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from conftest import make_tiny_model
@@ -11,7 +13,7 @@ from mechsteer.errors import CompileError, ModelLoadError
 from mechsteer.interventions import steering
 from mechsteer.models.adapters import adapter_for
 from mechsteer.spec.models import ModelSpec
-from mechsteer.spec.prompting import PrefixTokenSpec
+from mechsteer.spec.kinds.prompting import PrefixTokenSpec
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +68,8 @@ def test_single_token_check(tokenizer):
 def test_token_defaults_and_misuse():
     model = make_tiny_model("llama")
     spec = PrefixTokenSpec()
-    assert spec.with_model_default(ModelSpec(id="x", prefix_token="Step")).token == "Step"
-    assert PrefixTokenSpec(token="To").with_model_default(ModelSpec(id="x", prefix_token="Step")).token == "To"
+    assert spec.bind(ModelSpec(id="x", prefix_token="Step"), None, Path).token == "Step"
+    assert PrefixTokenSpec(token="To").bind(ModelSpec(id="x", prefix_token="Step"), None, Path).token == "To"
     with pytest.raises(CompileError, match="names no token"):
         with steering(model, adapter_for(model), [spec], {}):
             pass

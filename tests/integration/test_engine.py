@@ -14,7 +14,7 @@ from conftest import make_tiny_model
 from tiny_tokenizer import VOCAB_SIZE, make_tiny_tokenizer
 from mechsteer.cli.app import app
 from mechsteer.engine.execute import execute_plan
-from mechsteer.measurement import MEASUREMENTS
+from mechsteer import measurement
 from mechsteer.engine.plan import compile_study
 from mechsteer.engine.store import CellStore
 from mechsteer.spec.loader import load_study
@@ -103,7 +103,8 @@ def test_changing_a_condition_reruns_only_its_cells(tmp_path, tiny_model_dir):
 def test_interrupted_run_keeps_finished_cells_and_resumes(tmp_path, tiny_model_dir, monkeypatch):
     study = _study(tmp_path, tiny_model_dir)
     plan = compile_study(load_study(study), output_root=tmp_path / "out")
-    real = MEASUREMENTS.get("first_token")
+    real_runner_for = measurement.runner_for
+    real = real_runner_for("first_token")
     calls = {"n": 0}
 
     def interrupt_on_second_call(task):
@@ -112,7 +113,8 @@ def test_interrupted_run_keeps_finished_cells_and_resumes(tmp_path, tiny_model_d
             raise KeyboardInterrupt
         return real(task)
 
-    monkeypatch.setitem(MEASUREMENTS._items, "first_token", interrupt_on_second_call)
+    monkeypatch.setattr(measurement, "runner_for",
+                        lambda kind: interrupt_on_second_call if kind == "first_token" else real_runner_for(kind))
     with pytest.raises(KeyboardInterrupt):
         execute_plan(plan)
     store = CellStore(plan.cells_dir)
@@ -122,7 +124,7 @@ def test_interrupted_run_keeps_finished_cells_and_resumes(tmp_path, tiny_model_d
     dirs = [p for p in plan.cells_dir.iterdir()]
     assert all(store.is_done(p.name) for p in dirs if not p.name.startswith(".")), dirs
     assert not [p for p in dirs if p.name.startswith(".")]
-    monkeypatch.setitem(MEASUREMENTS._items, "first_token", real)
+    monkeypatch.setattr(measurement, "runner_for", real_runner_for)
     resumed = execute_plan(plan)
     assert sorted(resumed.cached) == sorted(done)
     assert len(resumed.executed) == 8 - len(done)
@@ -149,7 +151,7 @@ def test_limit_changes_the_cells(tmp_path, tiny_model_dir):
     a = compile_study(load_study(study), output_root=tmp_path / "out")
     b = compile_study(load_study(study), limit=1, output_root=tmp_path / "out")
     assert {c.hash for c in a.cells}.isdisjoint({c.hash for c in b.cells})
-    assert b.cells[0].measurement.options["prompts"] == ["ab"]
+    assert b.cells[0].measurement.spec.prompts == ["ab"]
 
 
 def test_wrong_vector_shape_is_a_clear_error(tmp_path, tiny_model_dir):

@@ -16,22 +16,12 @@ from mechsteer.measurement import MeasurementTask
 from mechsteer.interventions import steering
 from mechsteer.models.adapters import adapter_for
 from mechsteer.models.loading import LoadedModel
-from mechsteer.spec.interventions import AddSpec
+from mechsteer.spec.kinds.eval_task import EvalTaskSpec
+from mechsteer.spec.kinds.interventions import AddSpec
 from mechsteer.spec.models import ModelSpec
 from mechsteer.vectors import VectorSet
 
 N_LAYERS, D = 4, 32
-
-
-class _Study:
-    """The part of LoadedStudy run_eval uses."""
-
-    def __init__(self, base: Path | None = None):
-        self.base = base or Path.cwd()
-
-    def resolve_path(self, p: str) -> Path:
-        path = Path(p)
-        return path if path.is_absolute() else self.base / path
 
 
 def tiny_lm(dtype=torch.float32, chat: bool | None = None, max_length: int | None = None) -> LoadedModel:
@@ -43,11 +33,11 @@ def tiny_lm(dtype=torch.float32, chat: bool | None = None, max_length: int | Non
                        "local", None)
 
 
-def options(**over) -> dict:
+def options(**over) -> EvalTaskSpec:
     o = {"task": "mini", "protocol": "greedy", "samples": 1, "limit": 6, "max_new_tokens": 5, "batch_size": 4,
          "template": "qwen_math", "data_dir": None}
     o.update(over)
-    return o
+    return EvalTaskSpec(**o)
 
 
 def random_vs(seed: int = 0, scale: float = 3.0) -> VectorSet:
@@ -63,7 +53,7 @@ def run(lm, interventions=(), vectors=None, seed: int = 0, suffix: str = "", **o
 
     with steering(lm.model, lm.adapter, list(interventions), vectors or {}, tokenizer=lm.tokenizer) as ctx:
         ctx.prompt_suffix = suffix
-        return run_eval(MeasurementTask(lm=lm, ctx=ctx, options=options(**opts), seed=seed, study=_Study()))
+        return run_eval(MeasurementTask(lm=lm, ctx=ctx, spec=options(**opts), seed=seed))
 
 
 def completions(result) -> list[list[str]]:

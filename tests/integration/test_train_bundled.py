@@ -31,10 +31,10 @@ def test_bundled_sets_are_documented_and_listed():
 
 
 def test_bundled_kind_and_norm_matched_control_build(tmp_path: Path):
-    from mechsteer.spec.vectors import BundledVectors, RandomVectors
-    from mechsteer.vectors.sources import BuildContext
+    from mechsteer.spec.kinds.vectors import BundledVectors, RandomVectors
+    from mechsteer.builders.context import BuildContext
 
-    ctx = BuildContext(n_layers=30, d_model=576, resolve_path=lambda p: tmp_path / p,
+    ctx = BuildContext(n_layers=30, d_model=576,
                        specs={"s": BundledVectors(name="smollm2-135m/last"), "r": RandomVectors(norm_like="s")})
     s, r = ctx.get("s"), ctx.get("r")
     assert r.layers == [29] and r.norms()[29] == pytest.approx(s.norms()[29], rel=1e-5)

@@ -100,7 +100,7 @@ def test_resume_refuses_a_different_spec_or_no_checkpoint(tmp_path):
 def test_trained_vectors_through_add_reproduce_the_trainer_forward(tmp_path, dtype):
     from mechsteer.hooks import HookScope
     from mechsteer.interventions import steering
-    from mechsteer.spec.interventions import AddSpec
+    from mechsteer.spec.kinds.interventions import AddSpec
 
     model = make_tiny_model("qwen2", vocab_size=VOCAB, dtype=dtype)
     lm = tiny_lm(model, dtype="bfloat16" if dtype == torch.bfloat16 else "float32")
@@ -127,7 +127,7 @@ def test_lora1_and_at_place_exports_reproduce_the_trainer_forward(tmp_path, setu
     """The `lora1` and `add_at_place` interventions read what the trainer writes and give its logits."""
     from mechsteer.hooks import HookScope
     from mechsteer.interventions import steering
-    from mechsteer.spec.placement import AddAtPlaceSpec, Lora1Spec
+    from mechsteer.spec.kinds.placement import AddAtPlaceSpec, Lora1Spec
 
     model = make_tiny_model("llama", vocab_size=VOCAB)
     lm = tiny_lm(model)

@@ -10,7 +10,7 @@ from conftest import make_tiny_model
 from mechsteer.errors import VectorError
 from mechsteer.vectors.io_formats import (load_gguf_control, load_lm_eval_steered, save_gguf_control,
                                           save_lm_eval_steered)
-from mechsteer.vectors.sources import BuildContext
+from mechsteer.builders.context import BuildContext
 from mechsteer.vectors.vector_set import VectorSet
 from train_helpers import VOCAB, tiny_lm
 
@@ -25,11 +25,11 @@ def _vs(layers=(1, 3, 5), n=6, d=8, seed=0):
 
 
 def _ctx(specs, tmp_path, n=6, d=8, lm=None):
-    return BuildContext(n_layers=n, d_model=d, specs=specs, resolve_path=lambda p: tmp_path / p, lm=lm)
+    return BuildContext(n_layers=n, d_model=d, specs=specs, lm=lm)
 
 
 def test_lm_eval_steered_round_trip_and_coefficient(tmp_path):
-    from mechsteer.spec.vector_sources import LmEvalSteeredVectors
+    from mechsteer.spec.kinds.vector_sources import LmEvalSteeredVectors
 
     vs = _vs()
     path = save_lm_eval_steered(vs, tmp_path / "v.pt", coefficient=2.0)
@@ -37,7 +37,7 @@ def test_lm_eval_steered_round_trip_and_coefficient(tmp_path):
     assert set(raw) == {"layers.1", "layers.3", "layers.5"} and raw["layers.3"]["action"] == "add"
     back = load_lm_eval_steered(path, 6, 8)
     assert back.layers == vs.layers and torch.equal(back.vectors, vs.vectors * 2.0)
-    spec = LmEvalSteeredVectors(path="v.pt", apply_coefficient=False, layers=[3, 5])
+    spec = LmEvalSteeredVectors(path=str(tmp_path / "v.pt"), apply_coefficient=False, layers=[3, 5])
     built = _ctx({"x": spec}, tmp_path).get("x")
     assert built.layers == [3, 5] and torch.equal(built.vectors[3], vs.vectors[3])
 
@@ -66,7 +66,7 @@ def test_lm_eval_steered_never_unpickles_objects(tmp_path):
 def test_gguf_control_round_trip_scale_and_layer0(tmp_path):
     import gguf
 
-    from mechsteer.spec.vector_sources import GgufControlVectors
+    from mechsteer.spec.kinds.vector_sources import GgufControlVectors
 
     vs = _vs()
     path = save_gguf_control(vs, tmp_path / "v.gguf", model_hint="llama")
@@ -75,7 +75,7 @@ def test_gguf_control_round_trip_scale_and_layer0(tmp_path):
     back = load_gguf_control(path, 6, 8)
     assert back.layers == vs.layers and torch.equal(back.vectors, vs.vectors)
     assert back.meta["model_hint"] == "llama"
-    built = _ctx({"g": GgufControlVectors(path="v.gguf", scale=-0.5)}, tmp_path).get("g")
+    built = _ctx({"g": GgufControlVectors(path=str(tmp_path / "v.gguf"), scale=-0.5)}, tmp_path).get("g")
     assert torch.equal(built.vectors, vs.vectors * -0.5)
     with pytest.raises(VectorError, match="direction.0"):
         save_gguf_control(_vs(layers=(0, 2)), tmp_path / "w.gguf")
@@ -94,12 +94,12 @@ def _hand_block_outputs(model, ids: list[int]) -> list[torch.Tensor]:
 
 @pytest.mark.parametrize("position", ["last", "mean"])
 def test_mean_diff_matches_hand_computation(position, tmp_path):
-    from mechsteer.spec.vector_sources import MeanDiffVectors
+    from mechsteer.spec.kinds.vector_sources import MeanDiffVectors
 
     lm = tiny_lm(make_tiny_model("llama", vocab_size=VOCAB))
     pos, neg = ["what is 2 + 2?", "3 * 4 = ?", "calculate 9 + 1."], ["hello there", "a b c d e f g"]
     spec = MeanDiffVectors(positive=pos, negative=neg, layers=[0, 1, 2], position=position, batch_size=2)
-    vs = BuildContext(n_layers=4, d_model=32, specs={"m": spec}, resolve_path=lambda p: tmp_path / p,
+    vs = BuildContext(n_layers=4, d_model=32, specs={"m": spec},
                       lm=lambda: lm).get("m")
     assert vs.layers == [0, 1, 2]
 
@@ -118,7 +118,7 @@ def test_mean_diff_matches_hand_computation(position, tmp_path):
 
 
 def test_mean_diff_needs_the_model(tmp_path):
-    from mechsteer.spec.vector_sources import MeanDiffVectors
+    from mechsteer.spec.kinds.vector_sources import MeanDiffVectors
 
     spec = MeanDiffVectors(positive=["a"], negative=["b"])
     with pytest.raises(VectorError, match="no model"):
@@ -128,7 +128,7 @@ def test_mean_diff_needs_the_model(tmp_path):
 
 
 def test_mean_diff_generations_contrasts_correct_and_incorrect():
-    from mechsteer.vectors.mean_diff import mean_diff_generations
+    from mechsteer.builders.mean_diff import mean_diff_generations
 
     lm = tiny_lm(make_tiny_model("llama", vocab_size=VOCAB))
     problems = [{"answer": "x"}, {"answer": "y"}]

@@ -11,7 +11,7 @@ import torch
 from conftest import make_tiny_model
 from mechsteer.interventions import steering
 from mechsteer.models.adapters import adapter_for
-from mechsteer.spec.interventions import AddSpec
+from mechsteer.spec.kinds.interventions import AddSpec
 from mechsteer.vectors import VectorSet
 
 N_LAYERS, D = 4, 32

@@ -14,7 +14,7 @@ from pydantic import TypeAdapter, ValidationError
 from mechsteer.errors import CompileError, SpecError
 from mechsteer.interventions import steering
 from mechsteer.models.adapters import adapter_for
-from mechsteer.spec.combine import compose_pairs
+from mechsteer.spec.kinds.combine import compose_pairs
 from mechsteer.spec.loader import load_study
 from mechsteer.spec.study import InterventionSpec
 from mechsteer.vectors.vector_set import VectorSet

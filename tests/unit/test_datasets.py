@@ -21,7 +21,7 @@ from mechsteer.eval.datasets import (
 )
 from mechsteer.eval.grading import grade_boxed
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DATA_DIR = Path(os.environ.get("MECHSTEER_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
 
 EXPECTED_SIZES = {

@@ -71,9 +71,9 @@ def test_study_compiles_to_one_eval_cell_per_condition_task_seed(tmp_path):
     cells = [c for c in plan.cells if c.measurement.kind == "eval"]
     assert len(cells) == 3 * 2 * 3
     assert len({c.hash for c in cells}) == len(cells), "conditions, vectors, tasks and seeds all change the hash"
-    aime = [c for c in cells if c.measurement.options["task"] == "aime24"]
-    assert {c.measurement.options["samples"] for c in aime} == {32}
-    assert {c.measurement.options["protocol"] for c in cells} == {"paper"}
+    aime = [c for c in cells if c.measurement.spec.task == "aime24"]
+    assert {c.measurement.spec.samples for c in aime} == {32}
+    assert {c.measurement.spec.protocol for c in cells} == {"paper"}
     greedy = compile_study(load_study(tmp_path / "s.yaml", "greedy"), output_root=tmp_path / "out")
     g_cells = [c for c in greedy.cells if c.measurement.kind == "eval"]
     assert len(g_cells) == 3 * 2 * 1 and not {c.hash for c in g_cells} & {c.hash for c in cells}
@@ -125,7 +125,7 @@ def _long(values: dict) -> pd.DataFrame:
 
 
 def test_average_is_per_seed_over_all_six_then_mean_and_std_over_seeds():
-    from mechsteer.eval.report_table import AVERAGE, per_seed, summarise
+    from mechsteer.report.paper_table import AVERAGE, per_seed, summarise
 
     vals = {}
     for seed, shift in ((0, 0.0), (1, 0.06)):
@@ -144,7 +144,7 @@ def test_average_is_per_seed_over_all_six_then_mean_and_std_over_seeds():
 
 
 def test_average_needs_all_six_benchmarks():
-    from mechsteer.eval.report_table import AVERAGE, per_seed, summarise
+    from mechsteer.report.paper_table import AVERAGE, per_seed, summarise
 
     vals = {("base", t, 0): 0.5 for t in SIX}
     vals.update({("base", t, 1): 0.5 for t in SIX[:-1]})  # seed 1 lacks OlympiadBench
@@ -157,7 +157,7 @@ def test_average_needs_all_six_benchmarks():
 
 
 def test_table_formats_percent_mean_and_std_and_orders_conditions():
-    from mechsteer.eval.report_table import format_cell, per_seed, summarise, to_csv, to_markdown
+    from mechsteer.report.paper_table import format_cell, per_seed, summarise, to_csv, to_markdown
 
     assert format_cell(0.4567, 0.0123, 3) == "45.7 ± 1.2"
     assert format_cell(0.5, float("nan"), 1) == "50.0"

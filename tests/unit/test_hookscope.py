@@ -10,7 +10,7 @@ from conftest import make_tiny_model
 from mechsteer.hooks import HookScope, count_hooks
 from mechsteer.interventions import steering
 from mechsteer.models.adapters import adapter_for
-from mechsteer.spec.interventions import AddSpec
+from mechsteer.spec.kinds.interventions import AddSpec
 from mechsteer.vectors import VectorSet
 
 

@@ -136,7 +136,7 @@ def test_rollouts_share_the_prompt_and_stop_at_eos():
 def _first_token_prob(lm, vs, token: int, prompts: list[list[int]]) -> float:
     """Mean probability of `token` as the first generated token, with `vs` applied through `add`."""
     from mechsteer.interventions import steering
-    from mechsteer.spec.interventions import AddSpec
+    from mechsteer.spec.kinds.interventions import AddSpec
 
     p = pad_prompts(prompts, 0)
     with steering(lm.model, lm.adapter, [AddSpec(vector="v")], {"v": vs}), torch.no_grad():

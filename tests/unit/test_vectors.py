@@ -8,8 +8,8 @@ from safetensors.torch import save_file
 
 from mechsteer.errors import VectorError
 from mechsteer.vectors import VectorSet, load_vector_set, save_vector_set
-from mechsteer.vectors.sources import BuildContext
-from mechsteer.spec.vectors import RandomVectors, ScaledVectors, ZeroVectors
+from mechsteer.builders.context import BuildContext
+from mechsteer.spec.kinds.vectors import RandomVectors, ScaledVectors, ZeroVectors
 
 
 def test_round_trip_keeps_rows_values_and_metadata(tmp_path):
@@ -53,7 +53,7 @@ def test_shape_mismatch_names_both_shapes():
 
 
 def _ctx(specs):
-    return BuildContext(n_layers=4, d_model=16, specs=specs, resolve_path=lambda p: p)
+    return BuildContext(n_layers=4, d_model=16, specs=specs)
 
 
 def test_random_norm_like_copies_rows_and_norms_and_is_seeded():

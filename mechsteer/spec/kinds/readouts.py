@@ -37,7 +37,7 @@ class PromptSource(StrictModel):
         return self
 
 
-@readout_kind("generate")
+@readout_kind("generate", impl="mechsteer.readouts.generate:run_generate")
 class GenerateReadout(PromptSource):
     """Generate completions under each condition; grade them when the prompts come from a task."""
 
@@ -58,7 +58,7 @@ class GenerateReadout(PromptSource):
         return self
 
 
-@readout_kind("first_token")
+@readout_kind("first_token", impl="mechsteer.readouts.first_token:run_first_token")
 class FirstTokenReadout(PromptSource):
     """The next-token distribution at the end of the prompt (the first generated token): top-k tokens and
     the probability of tracked tokens such as "To" or "Step" (the paper's last-layer finding)."""

@@ -1,7 +1,7 @@
 """Vector-set sources: where a study's named steering vectors come from.
 
 A vector set is an `[n_layers, d_model]` stack (rows may be absent). Sources here are torch-free specs;
-`mechsteer.vectors.sources` builds the tensors.
+`mechsteer.builders.context` builds the tensors.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from mechsteer.spec.kinds import vector_kind
 from mechsteer.spec.layers import LayerSelection
 
 
-@vector_kind("file")
+@vector_kind("file", impl="mechsteer.builders.basic:build_file")
 class FileVectors(StrictModel):
     """A safetensors vector set written by mechsteer (`mechsteer train`, export) or by hand."""
 
@@ -26,7 +26,7 @@ class FileVectors(StrictModel):
     """Keep only these rows (e.g. `penultimate` of an all-layer set); null keeps every row in the file."""
 
 
-@vector_kind("bundled")
+@vector_kind("bundled", impl="mechsteer.builders.basic:build_bundled")
 class BundledVectors(StrictModel):
     """A vector set shipped inside the mechsteer package (trained for the embedded model)."""
 
@@ -37,7 +37,7 @@ class BundledVectors(StrictModel):
     """Keep only these rows; null keeps every row."""
 
 
-@vector_kind("random")
+@vector_kind("random", impl="mechsteer.builders.basic:build_random")
 class RandomVectors(StrictModel):
     """Random Gaussian directions: the control every steering result needs.
 
@@ -55,7 +55,7 @@ class RandomVectors(StrictModel):
     """Rows to fill (ignored with `norm_like`, which copies the other set's rows)."""
 
 
-@vector_kind("zeros")
+@vector_kind("zeros", impl="mechsteer.builders.basic:build_zeros")
 class ZeroVectors(StrictModel):
     """All-zero vectors: steering that must reproduce the unsteered model exactly (a sanity control)."""
 
@@ -64,7 +64,7 @@ class ZeroVectors(StrictModel):
     """Rows to create."""
 
 
-@vector_kind("scaled")
+@vector_kind("scaled", impl="mechsteer.builders.basic:build_scaled")
 class ScaledVectors(StrictModel):
     """Another vector set multiplied by a factor (the paper's unpublished magnitude sweep)."""
 

@@ -6,14 +6,16 @@ are generic: a new kind gets them by implementing the two methods.
 
 from __future__ import annotations
 
-from typing import Literal, Union
+from collections.abc import Callable
+from pathlib import Path
+from typing import ClassVar, Literal, Union
 
 from pydantic import Field
 
 from mechsteer.spec.base import StrictModel
 from mechsteer.spec.kinds import intervention_kind
 from mechsteer.spec.layers import LayerResolutionError, LayerSelection, resolve_layers
-from mechsteer.spec.models import ModelShape
+from mechsteer.spec.models import ModelShape, ModelSpec
 
 
 class FirstKGenerated(StrictModel):
@@ -32,6 +34,10 @@ them."""
 
 
 class InterventionBase(StrictModel):
+    checks_vector_shape: ClassVar[bool] = True
+    """Whether the vector sets this intervention reads must have the model's shape (False for `transfer`,
+    whose donor vectors may come from a model of another depth and are checked by the intervention)."""
+
     def vector_refs(self) -> list[str]:
         """Names of the study's vector sets this intervention reads."""
         return []
@@ -52,8 +58,28 @@ class InterventionBase(StrictModel):
                 out.append(((fname,), str(e)))
         return out
 
+    def bind(self, model: ModelSpec, shape: ModelShape | None, resolve_path: Callable[[str], Path]):
+        """This intervention made self-contained for one model (the compiler calls it per model and cell):
+        a `path` made absolute, and layer references (`penultimate`, `-1`, `{depth: 0.5}`) resolved to block
+        indices when the model's shape is known. `all` stays symbolic where it means "every row of the vector
+        set". Kinds that take defaults from the model entry extend this (`prefix_token`)."""
+        update: dict = {}
+        if "path" in type(self).model_fields and isinstance(getattr(self, "path"), str):
+            update["path"] = str(resolve_path(self.path))
+        if shape is not None:
+            for fname, sel in self.layer_refs():
+                if fname in type(self).model_fields and sel != "all":
+                    update[fname] = resolved_selection(sel, shape.n_layers)
+        return self.model_copy(update=update) if update else self
 
-@intervention_kind("add")
+
+def resolved_selection(sel: LayerSelection, n_layers: int):
+    """A layer selection as indices: one index for a single reference, a list for a list (or `all`)."""
+    layers = resolve_layers(sel, n_layers)
+    return layers[0] if not isinstance(sel, list) and len(layers) == 1 else layers
+
+
+@intervention_kind("add", impl="mechsteer.interventions.add:attach_add")
 class AddSpec(InterventionBase):
     """The paper's steering: row l of a vector set is added to the residual stream after block l (identical to
     a bias on block l's `mlp.down_proj`)."""

@@ -10,25 +10,25 @@ from typing import Literal
 
 from pydantic import Field
 
-from mechsteer.spec.interventions import InterventionBase
+from mechsteer.spec.kinds.interventions import InterventionBase
 from mechsteer.spec.kinds import intervention_kind
 from mechsteer.spec.models import ModelSpec
 
 
-@intervention_kind("prefix_token")
+@intervention_kind("prefix_token", impl="mechsteer.interventions.prefix:attach_prefix_token")
 class PrefixTokenSpec(InterventionBase):
     """Append `token` after the generation prompt, so generation continues after it."""
 
     kind: Literal["prefix_token"] = "prefix_token"
     token: str | None = Field(default=None, min_length=1)
-    """The forced opening ("To", "Step"); null = the model's `prefix_token` (see `with_model_default`)."""
+    """The forced opening ("To", "Step"); null = the model's `prefix_token` (the compiler binds it: `bind`)."""
     single_token: bool = True
     """Require the text to be exactly one token of the model's tokenizer (the paper's experiment); false
     allows a longer forced opening."""
 
-    def with_model_default(self, model: ModelSpec) -> PrefixTokenSpec:
-        """This spec with `token` filled from the model entry's `prefix_token` when it names none (the
-        compiler calls this per model, since Qwen and Llama want different openings)."""
+    def bind(self, model: ModelSpec, shape, resolve_path):
+        """`token` filled from the model entry's `prefix_token` when it names none (Qwen and Llama want
+        different openings)."""
         if self.token is not None or model.prefix_token is None:
             return self
         return self.model_copy(update={"token": model.prefix_token})

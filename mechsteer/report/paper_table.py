@@ -9,7 +9,7 @@ accuracy, exactly the numbers the paper's table uses.
 
 Two tables: `acc_boxed` (the paper's metric: last \\boxed{} verified with math-verify, no box = wrong) and
 `acc_lenient` (boxed, or else the last number), written as CSV and Markdown into the report folder and
-returned as a section of report.md (registered in `mechsteer.report.REPORT_SECTIONS` on import).
+returned as a section of report.md.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ TABLES = {"boxed": ("acc_boxed", "Boxed accuracy (the paper's metric: last \\box
 def per_seed(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Rows (model, condition, seed), columns = tasks (+ Average when the six paper tasks are all present).
 
-    `df` has the columns of `mechsteer.report.long_table` restricted to eval cells (`measurement` = task)."""
+    `df` has the columns of `Results.table()` restricted to eval cells (`measurement` = task)."""
     d = df[(df.kind == "eval") & (df.metric == metric)]
     if d.empty:
         return pd.DataFrame()
@@ -90,45 +90,29 @@ def to_csv(stats: pd.DataFrame) -> str:
     return flat.reset_index().to_csv(index=False)
 
 
-def paper_table_section(plan) -> list[str]:
+def paper_table_section(results, out_dir) -> list[str]:
     """Report section (Markdown lines) + CSV/Markdown files; empty when the study has no evaluation."""
     from mechsteer.atomic import atomic_write_text
-    from mechsteer.report import long_table
 
-    ev = plan.loaded.spec.evaluation
+    ev = results.evaluation
     if ev is None:
         return []
-    df = long_table(plan)
+    df = results.table()
     if df.empty:
         return []
-    out_dir = plan.output_dir / "report"
-    task_order = [t for t in ev.tasks if t in KNOWN_TASKS]
-    conditions = list(plan.loaded.spec.conditions)
-    seeds = ev.resolved_seeds()
+    task_order = [t for t in ev["tasks"] if t in KNOWN_TASKS]
     lines = ["## Benchmark accuracy (paper layout)", "",
-             f"Protocol `{ev.protocol}`; % as mean ± std over seeds {seeds}. Multi-sample tasks show avg@k "
+             f"Protocol `{ev['protocol']}`; % as mean ± std over seeds {ev['seeds']}. Multi-sample tasks show avg@k "
              "(the per-problem mean over its samples); `Average` is the six-benchmark average computed per seed, "
              "shown only where all six benchmarks ran.", ""]
     markdown = []
     for key, (metric, title) in TABLES.items():
-        stats = summarise(per_seed(df, metric), task_order, conditions, list(plan.loaded.spec.models))
+        stats = summarise(per_seed(df, metric), task_order, results.conditions, results.models)
         if stats.empty:
             continue
         atomic_write_text(out_dir / f"paper_table_{key}.csv", to_csv(stats))
-        block = [f"### {title}", "", to_markdown(stats), ""]
-        markdown += block
+        markdown += [f"### {title}", "", to_markdown(stats), ""]
     if not markdown:
         return []
     atomic_write_text(out_dir / "paper_table.md", "\n".join(lines + markdown))
     return lines + markdown + ["Files: `paper_table_boxed.csv`, `paper_table_lenient.csv`, `paper_table.md`.", ""]
-
-
-def _register() -> None:
-    from mechsteer.report import REPORT_SECTIONS
-
-    ident = (__name__, "paper_table_section")  # by name: a reloaded module must not register twice
-    if not any((getattr(f, "__module__", None), getattr(f, "__name__", None)) == ident for f in REPORT_SECTIONS):
-        REPORT_SECTIONS.append(paper_table_section)
-
-
-_register()

@@ -1,5 +1,5 @@
 """Cheaper vector sources (torch-free specs): activation differences computed with the model, and imports of
-other tools' steering files. Builders live in `mechsteer.vectors.more_sources`.
+other tools' steering files. Builders live in `mechsteer.builders.imports`.
 
 * `mean_diff`: mean residual-stream activation after each chosen block on prompts A minus prompts B
   (contrastive activation addition), or on the model's own correct minus incorrect generations;
@@ -41,7 +41,7 @@ class CorrectVsIncorrect(StrictModel):
     """Sampling seed."""
 
 
-@vector_kind("mean_diff")
+@vector_kind("mean_diff", impl="mechsteer.builders.mean_diff:build_mean_diff")
 class MeanDiffVectors(StrictModel):
     """Mean activation difference at chosen blocks (the output of block l, where `add` adds row l).
 
@@ -73,7 +73,7 @@ class MeanDiffVectors(StrictModel):
         return self
 
 
-@vector_kind("lm_eval_steered")
+@vector_kind("lm_eval_steered", impl="mechsteer.builders.imports:build_lm_eval_steered")
 class LmEvalSteeredVectors(StrictModel):
     """Import the `.pt` steering file of lm-evaluation-harness's `steered` model.
 
@@ -90,7 +90,7 @@ class LmEvalSteeredVectors(StrictModel):
     """Keep only these rows; null keeps every row in the file."""
 
 
-@vector_kind("gguf_control")
+@vector_kind("gguf_control", impl="mechsteer.builders.imports:build_gguf_control")
 class GgufControlVectors(StrictModel):
     """Import a llama.cpp / repeng control vector (GGUF with 1-D float tensors `direction.N`, N = block)."""
 

@@ -8,12 +8,12 @@ Torch implementations: `mechsteer.interventions.transfer` and `mechsteer.interve
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from mechsteer.spec.base import StrictModel
-from mechsteer.spec.interventions import InterventionBase
+from mechsteer.spec.kinds.interventions import InterventionBase, resolved_selection
 from mechsteer.spec.kinds import intervention_kind
 from mechsteer.spec.layers import LayerResolutionError, LayerSelection, resolve_layers
 from mechsteer.spec.models import ModelShape, known_shape
@@ -50,13 +50,14 @@ def transfer_problem(donor: str, n_from: int, d_from: int, recipient: str, n_to:
     return None
 
 
-@intervention_kind("transfer")
+@intervention_kind("transfer", impl="mechsteer.interventions.transfer:attach_transfer")
 class TransferSpec(InterventionBase):
     """Apply a vector set trained on another model (the donor): row l is added after the recipient's block l,
     as the paper copies `down_proj` biases layer by layer. Donor and recipient need the same width and, with
     `layer_map: same_index`, the same depth; anything else is a clear error naming both shapes."""
 
     kind: Literal["transfer"] = "transfer"
+    checks_vector_shape: ClassVar[bool] = False
     vector: str
     """Name of the donor's vector set in `vectors:`."""
     donor: str | None = None
@@ -101,7 +102,7 @@ class ComposePart(StrictModel):
         return v
 
 
-@intervention_kind("compose")
+@intervention_kind("compose", impl="mechsteer.interventions.compose:attach_compose")
 class ComposeSpec(InterventionBase):
     """Several single-layer vectors from different vector sets applied together (paper Appendix D: s_i and
     s_j trained in isolation, inserted at layers i and j). Two parts may share a layer (their sum is added);
@@ -126,6 +127,13 @@ class ComposeSpec(InterventionBase):
 
     def layer_refs(self):
         return [(f"parts[{i}].layer", p.layer) for i, p in enumerate(self.parts)]
+
+    def bind(self, model, shape, resolve_path):
+        """Each part's layer resolved to its block index when the model's shape is known."""
+        if shape is None:
+            return self
+        parts = [p.model_copy(update={"layer": resolved_selection(p.layer, shape.n_layers)}) for p in self.parts]
+        return self.model_copy(update={"parts": parts})
 
     def shape_problems(self, shape: ModelShape) -> list[tuple[tuple, str]]:
         out = []

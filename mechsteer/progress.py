@@ -1,14 +1,16 @@
-"""A rich progress display for `mechsteer run`: one bar for cells (with ETA) and one for the current cell."""
+"""A rich progress display for study runs (CLI and notebooks): one bar for cells (with ETA) and one for the
+current cell. It implements the executor's progress protocol (start_cell, advance, end_cell, message)."""
 
 from __future__ import annotations
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from mechsteer.cli.output import console
+from rich.console import Console
 
 
 class RichProgress:
-    def __init__(self, total_cells: int):
+    def __init__(self, total_cells: int, console: Console | None = None):
+        console = console or Console(highlight=False)
         self.progress = Progress(
             SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
             TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console, transient=False,

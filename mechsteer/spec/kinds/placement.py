@@ -7,13 +7,11 @@ Torch implementations: `mechsteer.interventions.place` and `mechsteer.interventi
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 
-from mechsteer.spec.interventions import InterventionBase, PositionSelector
+from mechsteer.spec.kinds.interventions import InterventionBase, PositionSelector
 from mechsteer.spec.kinds import intervention_kind
 from mechsteer.spec.layers import LayerSelection
 from mechsteer.spec.models import ModelShape
@@ -28,7 +26,7 @@ NO_DOWN_PROJ = frozenset({
 """Architectures known to have no `mlp.down_proj` (their MLP output projection has another name)."""
 
 
-@intervention_kind("add_at_place")
+@intervention_kind("add_at_place", impl="mechsteer.interventions.place:attach_add_at_place")
 class AddAtPlaceSpec(InterventionBase):
     """Row l of a vector set added to the output of a submodule of block l. After `input_layernorm` it
     changes only the attention input; after `self_attn` the attention output (residual); after
@@ -54,7 +52,7 @@ class AddAtPlaceSpec(InterventionBase):
         return [] if self.layer == "all" else [("layer", self.layer)]
 
 
-@intervention_kind("lora1")
+@intervention_kind("lora1", impl="mechsteer.interventions.lora1:attach_lora1")
 class Lora1Spec(InterventionBase):
     """A rank-1 LoRA on `mlp.down_proj`: for the down_proj input z_t (SiLU(gate) * up) the block output gains
     B (A z_t) = alpha_t * B/||B||, with the token-wise magnitude alpha_t = (A z_t) * ||B||, which is exposed
@@ -63,7 +61,7 @@ class Lora1Spec(InterventionBase):
 
     kind: Literal["lora1"] = "lora1"
     path: str = Field(min_length=1)
-    """The adapter file, relative to the study file (see `with_base_dir`)."""
+    """The adapter file, relative to the study file (made absolute by the compiler)."""
     layer: LayerSelection = "all"
     """Blocks to adapt; `all` = every row the file has."""
     scale: float = 1.0
@@ -77,8 +75,3 @@ class Lora1Spec(InterventionBase):
         if shape.architecture in NO_DOWN_PROJ:
             out.append((("kind",), f"lora1 needs mlp.down_proj, which {shape.architecture} does not have"))
         return out
-
-    def with_base_dir(self, resolve: Callable[[str], Path]) -> Lora1Spec:
-        """A copy whose `path` is absolute (`resolve` = `LoadedStudy.resolve_path`); the compiler calls this
-        so that the torch side never depends on the working directory."""
-        return self.model_copy(update={"path": str(resolve(self.path))})

@@ -17,6 +17,7 @@ from mechsteer.errors import VectorError
 from mechsteer.hooks import HookScope
 from mechsteer.models.adapters import decoder_output_tensor
 from mechsteer.train.rollout import pad_prompts, sample
+from mechsteer.builders.context import BuildContext
 from mechsteer.vectors.vector_set import VectorSet
 
 
@@ -104,3 +105,36 @@ def mean_diff_generations(lm, problems: list[dict], prompt_ids: list[list[int]],
         out[i] = sums[True][i] / counts[True] - sums[False][i] / counts[False]
     return VectorSet(out, layers, {"source": "mean_diff(correct - incorrect generations)",
                                    "tokens_correct": str(counts[True]), "tokens_incorrect": str(counts[False])})
+
+
+def _need_lm(ctx: BuildContext, what: str):
+    lm = ctx.lm() if callable(ctx.lm) else ctx.lm
+    if lm is None:
+        raise VectorError(f"{what} computes vectors with the model, but no model was given to the vector builder",
+                          hint="this is a mechsteer bug when it happens inside `mechsteer run`")
+    return lm
+
+
+def build_mean_diff(spec, ctx: BuildContext) -> VectorSet:
+    from mechsteer.train.data import encode_prompts
+
+    lm = _need_lm(ctx, "mean_diff")
+    layers = ctx.layers(spec.layers, "mean_diff.layers")
+    if spec.generations is None:
+        pos = encode_prompts(lm, spec.positive, spec.template, None)
+        neg = encode_prompts(lm, spec.negative, spec.template, None)
+        return mean_diff_prompts(lm, pos, neg, layers, spec.position, spec.batch_size)
+    g = spec.generations
+    from mechsteer.eval.mini_task import generate_mini
+    from mechsteer.train.rewards import Completion, named_reward
+
+    problems = generate_mini(split=g.split, n=g.n)
+    ids = encode_prompts(lm, [p["problem"] for p in problems], spec.template, None)
+    grader = named_reward(g.grader)
+
+    def correct(text: str, gold: str) -> bool:
+        return grader(Completion(text, gold, (), True)).reward > 0
+
+    return mean_diff_generations(lm, problems, ids, layers, samples=g.samples, temperature=g.temperature,
+                                 max_new_tokens=g.max_new_tokens, grade=correct, seed=g.seed,
+                                 batch_size=spec.batch_size)

@@ -17,7 +17,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from mechsteer.spec.interventions import InterventionBase
+from mechsteer.spec.kinds.interventions import InterventionBase
 from mechsteer.spec.kinds import intervention_kind
 from mechsteer.spec.layers import LayerSelection, resolve_layers
 from mechsteer.spec.models import ModelShape
@@ -104,7 +104,7 @@ class AttentionSurgeryBase(SurgeryBase):
     (the residual gets the fully steered attention)."""
 
 
-@intervention_kind("skip_attn")
+@intervention_kind("skip_attn", impl="mechsteer.interventions.surgery:attach_skip_attn")
 class SkipAttnSpec(AttentionSurgeryBase):
     """Skip-Attn: the spliced block's attention runs on the vanilla stream (Q, K, V all vanilla), while the
     steered residual h + s still reaches the MLP and the block output (paper `all_attn`)."""
@@ -112,7 +112,7 @@ class SkipAttnSpec(AttentionSurgeryBase):
     kind: Literal["skip_attn"] = "skip_attn"
 
 
-@intervention_kind("skip_layer")
+@intervention_kind("skip_layer", impl="mechsteer.interventions.surgery:attach_skip_layer")
 class SkipLayerSpec(SurgeryBase):
     """Skip-Layer: attention and MLP of the spliced block both run on the unsteered stream; s is added after
     the block (only the direct path to the final norm and unembedding remains; paper `all_layer`)."""
@@ -120,7 +120,7 @@ class SkipLayerSpec(SurgeryBase):
     kind: Literal["skip_layer"] = "skip_layer"
 
 
-@intervention_kind("qkv")
+@intervention_kind("qkv", impl="mechsteer.interventions.surgery:attach_qkv")
 class QKVSpec(AttentionSurgeryBase):
     """Q/K/V splicing (paper `q_proj`, `inverse_q_proj`, `all_v_proj`, ...). The residual stays steered.
 
@@ -166,7 +166,7 @@ class QKVSpec(AttentionSurgeryBase):
         return out
 
 
-@intervention_kind("head")
+@intervention_kind("head", impl="mechsteer.interventions.surgery:attach_head")
 class HeadSpec(AttentionSurgeryBase):
     """Per-head splicing of the attention output before o_proj (paper `head` / `inverse_head`, `group*`).
 

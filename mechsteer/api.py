@@ -1,0 +1,218 @@
+"""The Python API (`import mechsteer as ms`): studies, runs and results from notebooks and scripts, and the
+building blocks a researcher uses directly. Every CLI command is a few lines over this module.
+
+    study = ms.load_study("studies/quickstart.yaml", profile=None)   # or ms.Study.from_dict({...})
+    plan = study.plan(limit=16)        # cells, hashes, cache state; no model loaded
+    results = study.run(limit=16)      # the same cells and cache as `mechsteer run`
+    results.table(); results.wide(); results.delta(); results.samples(condition="steered", measurement="t1")
+    ms.load_results("outputs/quickstart")     # a finished run, without its study file
+    ms.diff(results_a, results_b)              # metric differences, as a DataFrame
+
+Errors are raised as `mechsteer.errors.MechsteerError` subclasses carrying the same located problems the CLI
+prints (`file:line:col: field: message (hint)`); nothing here prints or exits.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import pandas as pd
+
+from mechsteer.engine.execute import CellState, cell_states, execute_plan
+from mechsteer.engine.plan import Plan, compile_study
+from mechsteer.errors import MechsteerError, Problem, SpecError
+from mechsteer.results import Results
+from mechsteer.spec.loader import LoadedStudy, load_study_dict
+from mechsteer.spec.loader import load_study as _load_study_file
+
+
+class Study:
+    """A validated study (from a file or a dict), with a profile merged in."""
+
+    def __init__(self, loaded: LoadedStudy):
+        self.loaded = loaded
+
+    @classmethod
+    def from_dict(cls, doc: dict, *, profile: str | None = None, base_dir: str | Path | None = None,
+                  data_dir: str | Path | None = None) -> Study:
+        """A study built in memory: the same document a YAML study file holds. Relative paths are resolved
+        against `base_dir` (default: the working directory)."""
+        return cls(load_study_dict(doc, profile, base_dir=base_dir, data_dir=data_dir))
+
+    @property
+    def spec(self):
+        """The validated `StudySpec` (a frozen pydantic model)."""
+        return self.loaded.spec
+
+    @property
+    def name(self) -> str:
+        return self.loaded.spec.name
+
+    @property
+    def profile(self) -> str | None:
+        return self.loaded.profile
+
+    def plan(self, limit: int | None = None, output_dir: str | Path = "outputs") -> Plan:
+        """The compiled cells (model x condition x measurement x seed) with their hashes; loads no model."""
+        return compile_study(self.loaded, limit=limit, output_root=output_dir)
+
+    def status(self, limit: int | None = None, output_dir: str | Path = "outputs") -> pd.DataFrame:
+        """One row per cell of the plan with its cache state (missing, fresh, stale, damaged, shared) and the
+        reason of a stale or damaged state: what `mechsteer plan` prints."""
+        return plan_status(self.plan(limit, output_dir))
+
+    def run(self, limit: int | None = None, output_dir: str | Path = "outputs", *, force: bool = False,
+            reuse_stale: bool = False, progress: Any = False, threads: int | None = None,
+            report: bool = True) -> Results:
+        """Run the cells that are not cached (all with `force`), write the report (unless `report=False`) and
+        return the results. `progress=True` shows a rich progress display (terminals and notebooks), or pass
+        any object with the executor's progress methods. `threads` sets torch's CPU threads."""
+        plan = self.plan(limit, output_dir)
+        return run_plan(plan, force=force, reuse_stale=reuse_stale, progress=progress, threads=threads,
+                        report=report)
+
+    def __repr__(self) -> str:
+        return f"Study({self.name!r}, profile={self.profile!r}, file={self.loaded.display_name!r})"
+
+
+def load_study(path: str | Path, profile: str | None = None, *, data_dir: str | Path | None = None) -> Study:
+    """Read, merge `profile` into and validate a study file (SpecError lists every problem)."""
+    return Study(_load_study_file(path, profile, data_dir=data_dir))
+
+
+def plan_status(plan: Plan) -> pd.DataFrame:
+    """The cells of a plan with their cache states (see `Study.status`)."""
+    states: dict[str, CellState] = cell_states(plan)
+    rows, seen = [], set()
+    for c in plan.cells:
+        st = states[c.hash]
+        state = "shared" if c.hash in seen and st.state != "fresh" else st.state
+        seen.add(c.hash)
+        rows.append({**c.row(), "cell": c.short, "state": state, "reason": st.reason})
+    return pd.DataFrame(rows, columns=["cell", "model", "condition", "measurement", "kind", "seed", "state",
+                                       "reason", "hash"])
+
+
+def set_threads(threads: int | None) -> None:
+    """Set torch's intra-op CPU threads (None leaves torch's choice)."""
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(int(threads))
+
+
+def run_plan(plan: Plan, *, force: bool = False, reuse_stale: bool = False, progress: Any = False,
+             threads: int | None = None, report: bool = True) -> Results:
+    """Execute a compiled plan (see `Study.run`). torch is imported only when a cell has to run."""
+    todo = sum(st.state != "fresh" for st in cell_states(plan).values()) if not force else len(plan.unique_cells())
+    if todo:
+        set_threads(threads)
+    if progress is True and todo:
+        from mechsteer.progress import RichProgress
+
+        with RichProgress(todo) as prog:
+            execute_plan(plan, force=force, reuse_stale=reuse_stale, progress=prog)
+    else:
+        execute_plan(plan, force=force, reuse_stale=reuse_stale, progress=progress or None)
+    results = Results.from_plan(plan)
+    if report:
+        from mechsteer.report import write_report
+
+        write_report(results)
+    return results
+
+
+def load_results(path: str | Path) -> Results:
+    """The results of a finished run from its output folder alone (outputs/<study>[-<profile>])."""
+    return Results.load(path)
+
+
+def diff(a: Results | str | Path, b: Results | str | Path) -> pd.DataFrame:
+    """Metric differences between two runs of the same study: one row per (model, condition, measurement,
+    metric) present in both, with the mean over seeds of each run and `delta = b - a`. Conditions are
+    matched by name. Runs of different studies, or with nothing in common, are an error."""
+    a = a if isinstance(a, Results) else Results.load(a)
+    b = b if isinstance(b, Results) else Results.load(b)
+    if a.study != b.study:
+        raise MechsteerError(f"cannot diff runs of different studies: {a.study!r} ({a.output_dir}) vs "
+                             f"{b.study!r} ({b.output_dir})", hint="diff two output folders of the same study")
+    keys = ["model", "condition", "measurement", "metric"]
+    ma = a.table().groupby(keys)["value"].mean().rename("a")
+    mb = b.table().groupby(keys)["value"].mean().rename("b")
+    out = pd.concat([ma, mb], axis=1, join="inner").reset_index()
+    if out.empty:
+        raise MechsteerError(f"{a.output_dir} and {b.output_dir} share no recorded (model, condition, measurement)",
+                             hint="run both with the same conditions and measurements")
+    out["delta"] = out["b"] - out["a"]
+    return out
+
+
+def load_model(model: str | dict | Any, *, name: str | None = None, dtype: str | None = None,
+               device: str | None = None, base_dir: str | Path | None = None):
+    """Load a model as mechsteer does for a study: a hub id, a local directory, the embedded `smollm2-135m`,
+    a model-entry dict or a `ModelSpec`. Returns a `LoadedModel` (.model, .tokenizer, .adapter, .shape)."""
+    from mechsteer.models.loading import load_model as _load
+    from mechsteer.spec.models import ModelSpec
+
+    if isinstance(model, str):
+        model = {"id": model}
+    if isinstance(model, dict):
+        model = {**model, **({"dtype": dtype} if dtype else {}), **({"device": device} if device else {})}
+        model = _validate(ModelSpec, model, "model")
+    return _load(name or model.id, model, Path(base_dir) if base_dir else Path.cwd())
+
+
+def _validate(cls, value: Any, what: str):
+    from pydantic import ValidationError
+
+    try:
+        return cls.model_validate(value) if hasattr(cls, "model_validate") else cls.validate_python(value)
+    except ValidationError as e:
+        raise SpecError([Problem(err["msg"], field=f"{what}." + ".".join(map(str, err["loc"])))
+                         for err in e.errors(include_url=False)]) from None
+
+
+@contextmanager
+def steering(model: Any, interventions: list, vectors: dict | None = None, *, tokenizer=None) -> Iterator[Any]:
+    """Apply interventions to any supported HF causal LM (or a LoadedModel) for the duration of the block:
+
+        with ms.steering(model, [{"kind": "add", "vector": "v", "layer": 12}], {"v": vector_set}):
+            model.generate(...)
+
+    `interventions` are dicts (as in a study's condition) or spec objects; `vectors` maps names to VectorSets
+    or `[n_layers, d_model]` tensors. Every hook is removed on exit, whatever happens inside. Yields the
+    SteeringContext (`ctx.begin()` before each generate call keeps position selectors right)."""
+    from pydantic import TypeAdapter
+
+    from mechsteer.interventions import steering as _steering
+    from mechsteer.vectors.vector_set import VectorSet
+    from mechsteer.models.adapters import adapter_for
+    from mechsteer.spec.study import InterventionSpec
+
+    lm = model if hasattr(model, "adapter") and hasattr(model, "model") else None
+    hf = lm.model if lm else model
+    tokenizer = tokenizer or (lm.tokenizer if lm else None)
+    adapter = lm.adapter if lm else adapter_for(hf)
+    specs = [iv if not isinstance(iv, dict) else _validate(TypeAdapter(InterventionSpec), iv, f"interventions[{i}]")
+             for i, iv in enumerate(interventions)]
+    sets = {k: (v if isinstance(v, VectorSet) else _as_vector_set(v)) for k, v in (vectors or {}).items()}
+    with _steering(hf, adapter, specs, sets, tokenizer=tokenizer) as ctx:
+        yield ctx
+
+
+def _as_vector_set(v):
+    """A `[n_layers, d_model]` tensor as a VectorSet; rows that are all zero count as absent."""
+    from mechsteer.vectors.vector_set import VectorSet
+
+    rows = v.detach().float().cpu()
+    if rows.dim() != 2:
+        raise MechsteerError(f"a steering vector stack must be [n_layers, d_model], got shape {tuple(rows.shape)}",
+                             hint="pass a VectorSet, or a 2-D tensor with one row per layer")
+    present = [i for i in range(rows.shape[0]) if bool(rows[i].any())]
+    return VectorSet(rows, present)
+
+
+__all__ = ["Study", "load_study", "load_results", "diff", "load_model", "steering", "Results",
+           "Plan", "plan_status", "run_plan", "set_threads"]

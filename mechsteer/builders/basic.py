@@ -1,0 +1,57 @@
+"""Builders of the basic vector kinds (`file`, `bundled`, `zeros`, `random`, `scaled`), named by their spec
+classes' registrations in `mechsteer.spec.kinds.vectors`."""
+
+from __future__ import annotations
+
+import torch
+
+from mechsteer.builders.context import BuildContext, subset
+from mechsteer.errors import VectorError
+from mechsteer.vectors.vector_set import VectorSet, load_vector_set
+
+
+def build_file(spec, ctx: BuildContext) -> VectorSet:
+    vs = load_vector_set(spec.path)
+    vs.meta.setdefault("source", "file")
+    if spec.layers is None:
+        return vs  # the caller checks the shape (or, for transfer, the intervention does)
+    vs.check_fits(ctx.n_layers, ctx.d_model, f"model {ctx.model_id or '?'} (file {spec.path})")
+    return subset(vs, spec.layers, ctx, f"vector file {spec.path}")
+
+
+def build_bundled(spec, ctx: BuildContext) -> VectorSet:
+    from mechsteer.spec.checks import BUNDLED_VECTOR_DIR, bundled_vector_names
+
+    path = BUNDLED_VECTOR_DIR / f"{spec.name}.safetensors"
+    if not path.is_file():
+        raise VectorError(f"no bundled vector set {spec.name!r}; bundled: {', '.join(bundled_vector_names()) or 'none'}")
+    vs = load_vector_set(path)
+    return subset(vs, spec.layers, ctx, f"bundled vector set {spec.name}")
+
+
+def build_zeros(spec, ctx: BuildContext) -> VectorSet:
+    return VectorSet(torch.zeros(ctx.n_layers, ctx.d_model), ctx.layers(spec.layers, "zeros"), {"source": "zeros"})
+
+
+def build_random(spec, ctx: BuildContext) -> VectorSet:
+    """Gaussian directions from a CPU generator (identical on every device), scaled per row."""
+    if spec.norm_like is not None:
+        ref = ctx.get(spec.norm_like)
+        layers, norms = ref.layers, ref.norms()
+    else:
+        if spec.norm is None:
+            raise VectorError("random vectors need `norm` or `norm_like`")
+        layers = ctx.layers(spec.layers, "random")
+        norms = {i: spec.norm for i in layers}
+    gen = torch.Generator(device="cpu").manual_seed(spec.seed)
+    dirs = torch.randn(ctx.n_layers, ctx.d_model, generator=gen, dtype=torch.float32)
+    out = torch.zeros(ctx.n_layers, ctx.d_model)
+    for i in layers:
+        out[i] = dirs[i] / dirs[i].norm() * norms[i]
+    src = f"random(seed={spec.seed}, " + (f"norm_like={spec.norm_like})" if spec.norm_like else f"norm={spec.norm})")
+    return VectorSet(out, layers, {"source": src})
+
+
+def build_scaled(spec, ctx: BuildContext) -> VectorSet:
+    ref = ctx.get(spec.of)
+    return VectorSet(ref.vectors * spec.factor, ref.layers, {**ref.meta, "source": f"scaled({spec.of}, {spec.factor})"})

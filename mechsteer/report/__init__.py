@@ -1,0 +1,67 @@
+"""The study report: tables (CSV + Markdown) and plots from recorded cells only, linked from `report.md`.
+
+Sections, in order: the generic results table (rows = conditions, mean ± std over seeds), the difference from
+the unsteered baseline, the paper-shaped benchmark table (when the study has an `evaluation:`), then one
+section per readout kind present whose registration names a report function
+(`@readout_kind(..., report="module:attr")`, called as `fn(results, out_dir) -> list of Markdown lines`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from mechsteer.atomic import atomic_write_text
+from mechsteer.report.paper_table import paper_table_section
+from mechsteer.report.tables import is_rate
+from mechsteer.results import Results
+from mechsteer.spec.kinds import READOUT_KINDS
+
+
+def write_report(results) -> Path:
+    """Write `report/` for a Results (or a Plan, read through its recorded cells); returns report.md's path."""
+    if not isinstance(results, Results):
+        results = Results.from_plan(results)
+    out = results.output_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    df = results.table()
+    atomic_write_text(out / "results.csv", df.to_csv(index=False))
+    means, text = results.wide(), results.wide(text=True)
+    title = f"# {results.study}" + (f" (profile {results.profile})" if results.profile else "")
+    lines = [title, ""]
+    if results.summary.get("description"):
+        lines += [results.summary["description"].strip(), ""]
+    n_done = df.cell.nunique() if not df.empty else 0
+    n_cells = len({c["hash"] for c in results.cells})
+    lines += [f"{n_done} of {n_cells} cells recorded. Values are mean ± std over seeds; rates in %.",
+              "", "## Results", ""]
+    if not text.empty:
+        atomic_write_text(out / "table.csv", means.to_csv())
+        lines += [text.reset_index().to_markdown(index=False), ""]
+        delta = results.delta()
+        if not delta.empty:
+            atomic_write_text(out / "delta.csv", delta.to_csv())
+            lines += [f"## Difference from the baseline condition `{results.baseline}`", "",
+                      "(percentage points for rates)", "", _format_delta(delta).reset_index().to_markdown(index=False), ""]
+    lines += paper_table_section(results, out)
+    for kind in sorted({c["kind"] for c in results.recorded()}):
+        section = READOUT_KINDS.report(kind) if kind in READOUT_KINDS else None
+        if section is not None:
+            lines += section(results, out)
+    lines += ["## Files", "", "- `results.csv`: one row per model x condition x measurement x seed x metric",
+              "- `table.csv`, `delta.csv`: the tables above as numbers", f"- cells: `{results.store.root}`", ""]
+    atomic_write_text(out / "report.md", "\n".join(lines))
+    atomic_write_text(out / "table.md", "\n".join(lines[: lines.index("## Files")]))
+    return out / "report.md"
+
+
+def _format_delta(delta: pd.DataFrame) -> pd.DataFrame:
+    shown = delta.copy().astype(object)
+    for col in delta.columns:
+        rate = is_rate(col)
+        shown[col] = [("-" if pd.isna(v) else (f"{v * 100:+.1f}" if rate else f"{v:+.2f}")) for v in delta[col]]
+    return shown
+
+
+__all__ = ["write_report"]

@@ -1,0 +1,145 @@
+"""`Results`: the recorded cells of one study run, as pandas tables. Read from a Plan (right after a run) or
+from an output folder alone (`Results.load("outputs/quickstart")`, via the plan.json every run writes), so a
+finished run can be analysed without its study file.
+
+Tables are views of the cell records, never the only copy:
+* `table()`: long form, one row per model x condition x measurement x seed x metric;
+* `wide()`: rows (model, condition), columns `measurement/metric`, mean over seeds (`wide(text=True)`: the
+  formatted mean ± std the report shows);
+* `delta()`: each condition's means minus the baseline condition's, per model;
+* `samples(cell)`: a cell's per-sample records; `record(cell)`: its cell.json.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cached_property
+from pathlib import Path
+
+import pandas as pd
+
+from mechsteer.engine.plan import PLAN_FILE, Plan
+from mechsteer.engine.store import CellStore
+from mechsteer.errors import MechsteerError
+
+COLUMNS = ["model", "condition", "measurement", "kind", "seed", "metric", "value", "cell"]
+
+
+class Results:
+    """The recorded cells of one run (see the module docstring)."""
+
+    def __init__(self, summary: dict, output_dir: str | Path):
+        self.summary = summary
+        self.output_dir = Path(output_dir)
+        self.store = CellStore(self.output_dir / "cells")
+
+    # ------------------------------------------------------------------ constructors
+    @classmethod
+    def from_plan(cls, plan: Plan) -> Results:
+        return cls(plan.summary(), plan.output_dir)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Results:
+        """Results of the run whose output folder is `path` (the folder holding plan.json and cells/)."""
+        path = Path(path)
+        f = path / PLAN_FILE
+        if not f.is_file():
+            raise MechsteerError(f"{path}: no {PLAN_FILE} here, so this is not a mechsteer output folder",
+                                 hint="give the folder `mechsteer run` printed (outputs/<study>[-<profile>])")
+        try:
+            summary = json.loads(f.read_text())
+        except (OSError, ValueError) as e:
+            raise MechsteerError(f"{f}: unreadable ({e})", hint="run the study again to rewrite it") from None
+        return cls(summary, path)
+
+    # ------------------------------------------------------------------ facts
+    @property
+    def study(self) -> str:
+        return self.summary["study"]
+
+    @property
+    def profile(self) -> str | None:
+        return self.summary.get("profile")
+
+    @property
+    def conditions(self) -> list[str]:
+        return list(self.summary["conditions"])
+
+    @property
+    def models(self) -> list[str]:
+        return list(self.summary["models"])
+
+    @property
+    def baseline(self) -> str | None:
+        return self.summary.get("baseline")
+
+    @property
+    def evaluation(self) -> dict | None:
+        return self.summary.get("evaluation")
+
+    @property
+    def cells(self) -> list[dict]:
+        """Plan rows (hash, model, condition, measurement, kind, seed), one per model x condition x ..."""
+        return list(self.summary["cells"])
+
+    def recorded(self) -> list[dict]:
+        """Plan rows of the cells that are recorded."""
+        return [c for c in self.cells if self.store.is_done(c["hash"])]
+
+    # ------------------------------------------------------------------ tables
+    @cached_property
+    def _long(self) -> pd.DataFrame:
+        rows = []
+        for c in self.recorded():
+            for metric, value in self.store.read_metrics(c["hash"]).items():
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    continue
+                rows.append({"model": c["model"], "condition": c["condition"],
+                             "measurement": c["measurement"].split(":", 1)[1], "kind": c["kind"],
+                             "seed": c["seed"], "metric": metric, "value": float(value), "cell": c["hash"][:12]})
+        return pd.DataFrame(rows, columns=COLUMNS)
+
+    def table(self) -> pd.DataFrame:
+        """Long form: one row per model x condition x measurement x seed x metric."""
+        return self._long.copy()
+
+    def wide(self, text: bool = False) -> pd.DataFrame:
+        """Rows (model, condition), columns `measurement/metric`: means over seeds, or formatted mean ± std."""
+        from mechsteer.report.tables import wide_table
+
+        means, formatted = wide_table(self._long, self.conditions)
+        return formatted if text else means
+
+    def delta(self) -> pd.DataFrame:
+        """Each condition's means minus the baseline condition's, per model (empty without a baseline)."""
+        from mechsteer.report.tables import delta_table
+
+        return delta_table(self.wide(), self.baseline) if self.baseline else pd.DataFrame()
+
+    # ------------------------------------------------------------------ cells
+    def find(self, cell: str | None = None, **where) -> dict:
+        """The one plan row matching a hash (or unique prefix) and/or fields (model=, condition=,
+        measurement=, seed=); an error lists the candidates otherwise."""
+        rows = self.cells
+        if cell:
+            rows = [c for c in rows if c["hash"].startswith(cell)]
+        for k, v in where.items():
+            rows = [c for c in rows if c[k] == v or (k == "measurement" and c[k].split(":", 1)[1] == v)]
+        hashes = {c["hash"] for c in rows}
+        if len(hashes) != 1:
+            shown = ", ".join(sorted(h[:12] for h in hashes)[:8]) or "none"
+            raise MechsteerError(f"{len(hashes)} cells match {cell or ''} {where or ''}: {shown}",
+                                 hint="give a longer hash prefix or more fields (model, condition, measurement, seed)")
+        return rows[0]
+
+    def record(self, cell: str | None = None, **where) -> dict:
+        """A cell's cell.json (provenance, resolved spec, timings)."""
+        return self.store.read_record(self.find(cell, **where)["hash"])
+
+    def samples(self, cell: str | None = None, **where) -> pd.DataFrame:
+        """A cell's per-sample records (samples.jsonl) as a DataFrame."""
+        return pd.DataFrame(self.store.read_samples(self.find(cell, **where)["hash"]))
+
+    def __repr__(self) -> str:
+        return (f"Results({self.study!r}, profile={self.profile!r}, {len(self.recorded())}/"
+                f"{len({c['hash'] for c in self.cells})} cells recorded, {self.output_dir})")

@@ -1,0 +1,36 @@
+"""The `eval` measurement: one benchmark task of a study's `evaluation:` block, as the compiler hands it to a
+cell (the study-level block lists several tasks, seeds and per-task sample counts; a cell measures one task
+with everything resolved). Not a readout: it is not written in `readouts:` and not part of the study schema.
+Runner: `mechsteer.eval.runner.run_eval`."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from mechsteer.spec.base import StrictModel
+from mechsteer.spec.kinds import measurement_kind
+
+
+@measurement_kind("eval", impl="mechsteer.eval.runner:run_eval")
+class EvalTaskSpec(StrictModel):
+    """One benchmark task under the evaluation protocol, with limits and sample counts resolved."""
+
+    kind: Literal["eval"] = "eval"
+    task: str
+    """mechsteer task name (aime24, ..., gsm8k, mini)."""
+    protocol: Literal["paper", "greedy"]
+    """`paper` (temperature 1, top_p 1) or `greedy`."""
+    samples: int = Field(gt=0)
+    """Completions per problem."""
+    limit: int | None = Field(default=None, gt=0)
+    """At most this many problems."""
+    max_new_tokens: int | None = Field(default=None, gt=0)
+    """Cap on generated tokens (null = the model's max_length minus the prompt)."""
+    batch_size: int = Field(default=8, gt=0)
+    """Sequences per generate call."""
+    template: Literal["qwen_math", "r1"] = "qwen_math"
+    """Prompt template."""
+    data_dir: str | None = None
+    """Absolute folder with `<task>/test.jsonl` (null = hub datasets)."""
