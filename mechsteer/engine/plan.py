@@ -33,6 +33,7 @@ from mechsteer.spec.kinds import MEASUREMENT_KINDS
 from mechsteer.spec.kinds.eval_task import EvalTaskSpec
 from mechsteer.spec.loader import LoadedStudy, canonical_json
 from mechsteer.spec.models import ModelShape, ModelSpec, known_shape
+from mechsteer.spec.paths import resolve_path
 
 PLAN_FILE = "plan.json"
 """Written into the output folder by every run, so results can be read back without the study file."""
@@ -209,8 +210,7 @@ def model_fingerprint(entry: ModelEntry) -> dict:
 
 
 def _local_model_dir(entry: ModelEntry) -> Path | None:
-    p = Path(entry.spec.id).expanduser()
-    p = p if p.is_absolute() else entry.base_dir / p
+    p = resolve_path(entry.spec.id, entry.base_dir)
     return p if (p / "config.json").is_file() else None
 
 

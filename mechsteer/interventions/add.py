@@ -19,20 +19,23 @@ def selector_value(positions):
     return positions.first_k_generated
 
 
-def add_hook(vec: torch.Tensor, selector, ctx: SteeringContext):
-    """A forward hook adding `vec` to a module's hidden-state output at the selected positions."""
-    tracker = ctx.positions() if selector != "all" else None
+def add_hook(vec: torch.Tensor, tracker=None, selector="all"):
+    """A forward hook adding `vec` to a module's hidden-state output: at every position, or, with a position
+    tracker, at the positions `selector` picks. `vec` may be a trainable parameter (training uses this same
+    hook; the cast to the activation dtype keeps the gradient flowing to it)."""
 
     def hook(module, args, output):
         h = decoder_output_tensor(output)
         v = vec if vec.dtype == h.dtype and vec.device == h.device else vec.to(h.device, h.dtype)
-        if tracker is None:
-            h = h + v
-        else:
-            h = h + tracker.mask(selector, h.device, h.dtype) * v
+        h = h + v if tracker is None else h + tracker.mask(selector, h.device, h.dtype) * v
         return replace_decoder_output(output, h)
 
     return hook
+
+
+def selected_add_hook(vec: torch.Tensor, selector, ctx: SteeringContext):
+    """`add_hook` for a spec's position selector (the tracker is attached only when positions matter)."""
+    return add_hook(vec, ctx.positions() if selector != "all" else None, selector)
 
 
 def vector_rows(spec, ctx: SteeringContext):
@@ -53,4 +56,4 @@ def attach_add(spec, ctx: SteeringContext) -> None:
     selector = selector_value(spec.positions)
     for i in layers:
         vec = (vs.vectors[i] * spec.scale).to(ctx.device, ctx.dtype)
-        ctx.scope.forward_hook(ctx.adapter.layer(ctx.model, i), add_hook(vec, selector, ctx))
+        ctx.scope.forward_hook(ctx.adapter.layer(ctx.model, i), selected_add_hook(vec, selector, ctx))

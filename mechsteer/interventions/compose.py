@@ -17,4 +17,4 @@ def attach_compose(spec, ctx: SteeringContext) -> None:
             raise CompileError(f"compose.parts[{i}]: vector set {part.vector!r} has no row for layer {layer}",
                                hint=f"its rows: {vs.layers}")
         vec = (vs.vectors[layer] * part.scale).to(ctx.device, ctx.dtype)
-        ctx.scope.forward_hook(ctx.adapter.layer(ctx.model, layer), add_hook(vec, "all", ctx))
+        ctx.scope.forward_hook(ctx.adapter.layer(ctx.model, layer), add_hook(vec))

@@ -49,28 +49,23 @@ def load_lora1(path: str | Path) -> tuple[torch.Tensor, torch.Tensor, list[int]]
     return a, b, sorted(int(i) for i in layers)
 
 
-def _down_proj(ctx: SteeringContext, layer: int) -> torch.nn.Module:
-    try:
-        return ctx.adapter.layer(ctx.model, layer).get_submodule("mlp.down_proj")
-    except AttributeError:
-        raise CompileError(f"lora1 needs mlp.down_proj, which {type(ctx.model).__name__} does not have "
-                           f"(block {layer})") from None
-
-
-def _lora_hook(a: torch.Tensor, b: torch.Tensor, scale: float, record: dict):
-    b_norm = b.norm()
-    b_hat = b / b_norm if b_norm > 0 else torch.zeros_like(b)  # an untrained adapter has B = 0
+def lora_hook(a: torch.Tensor, b: torch.Tensor, scale: float = 1.0, record: dict | None = None):
+    """A forward hook on down_proj adding scale * B (A . z_t) to its output m_t (z_t = its input), computed in
+    float32. `a` [d_ff] and `b` [d_model] may be trainable parameters (training uses this same hook).
+    With `record`, each call stores alpha_t, ||m_t|| and cos(m_t, B^) there (detached, float32)."""
 
     def hook(module, args, output):
         z = args[0]
-        coef = z.float() @ a  # [batch, tokens]: A . z_t (float32 whatever the model dtype)
-        delta = ((scale * coef).unsqueeze(-1) * b).to(output.dtype)
-        with torch.no_grad():
-            m = output.float()
-            record["alpha"] = (scale * coef * b_norm).detach()
-            record["mlp_norm"] = m.norm(dim=-1)
-            record["cos"] = torch.nn.functional.cosine_similarity(m, b_hat.to(m.device).expand_as(m), dim=-1)
-        return output + delta
+        coef = z.to(a.dtype) @ a  # [batch, tokens]: A . z_t
+        if record is not None:
+            with torch.no_grad():
+                b_norm = b.norm()
+                b_hat = b / b_norm if b_norm > 0 else torch.zeros_like(b)  # an untrained adapter has B = 0
+                m = output.float()
+                record["alpha"] = (scale * coef * b_norm).detach()
+                record["mlp_norm"] = m.norm(dim=-1)
+                record["cos"] = torch.nn.functional.cosine_similarity(m, b_hat.to(m.device).expand_as(m), dim=-1)
+        return output + ((scale * coef).unsqueeze(-1) * b).to(output.dtype)
 
     return hook
 
@@ -90,12 +85,12 @@ def attach_lora1(spec, ctx: SteeringContext) -> None:
             raise CompileError(f"lora1 file {spec.path} has no rows for layers {missing}", hint=f"its rows: {rows}")
     store = ctx.extras.setdefault("lora1", {})
     for i in layers:
-        down = _down_proj(ctx, i)
+        down = ctx.adapter.down_proj(ctx.model, i, "lora1")
         if down.in_features != a.shape[1]:
             raise CompileError(f"lora1 file {spec.path}: A has d_ff {a.shape[1]}, block {i}'s down_proj takes "
                                f"{down.in_features}")
         if i in store:
             raise CompileError(f"block {i} already has a lora1 adapter in this condition")
         record = store[i] = {}
-        hook = _lora_hook(a[i].to(ctx.device), b[i].to(ctx.device), spec.scale, record)
+        hook = lora_hook(a[i].to(ctx.device), b[i].to(ctx.device), spec.scale, record)
         ctx.scope.forward_hook(down, hook)

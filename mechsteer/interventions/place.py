@@ -8,7 +8,7 @@ to modules; the hook is `add`'s (same position selectors, tuple outputs of self_
 from __future__ import annotations
 
 from mechsteer.errors import CompileError
-from mechsteer.interventions.add import add_hook, selector_value, vector_rows
+from mechsteer.interventions.add import selected_add_hook, selector_value, vector_rows
 from mechsteer.interventions.base import SteeringContext
 
 
@@ -22,4 +22,4 @@ def attach_add_at_place(spec, ctx: SteeringContext) -> None:
     for i in layers:
         module = ctx.adapter.place_module(ctx.model, i, place)
         vec = (vs.vectors[i] * spec.scale).to(ctx.device, ctx.dtype)
-        ctx.scope.forward_hook(module, add_hook(vec, selector, ctx))
+        ctx.scope.forward_hook(module, selected_add_hook(vec, selector, ctx))

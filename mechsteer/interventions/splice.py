@@ -35,7 +35,6 @@ from mechsteer.errors import CompileError
 from mechsteer.interventions.side_cache import SideCaches
 from mechsteer.models.adapters import decoder_output_tensor, replace_decoder_output
 
-SUPPORTED_ADAPTERS = ("llama", "qwen2")
 PROJS = ("q", "k", "v")
 
 
@@ -61,9 +60,9 @@ class BlockSplicer:
 
     def __init__(self, plan: SplicePlan, s: torch.Tensor, ctx):
         ad, model, b = ctx.adapter, ctx.model, plan.layer
-        if ad.name not in SUPPORTED_ADAPTERS:
-            raise CompileError(f"block surgery supports the {', '.join(SUPPORTED_ADAPTERS)} block layout; "
-                               f"this model uses the {ad.name!r} adapter")
+        if not ad.supports_surgery:
+            raise CompileError(f"block surgery supports the pre-norm block layout (Llama, Qwen2); this model "
+                               f"uses the {ad.name!r} adapter with the {ad.layout!r} layout")
         self.plan = plan
         self.s = s.to(ctx.device, ctx.dtype)
         self.block = ad.layer(model, b)

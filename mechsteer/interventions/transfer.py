@@ -34,6 +34,6 @@ def attach_transfer(spec, ctx: SteeringContext) -> None:
         targets[dst] = src
     for dst, src in sorted(targets.items()):
         vec = (vs.vectors[src] * spec.scale).to(ctx.device, ctx.dtype)
-        ctx.scope.forward_hook(ctx.adapter.layer(ctx.model, dst), add_hook(vec, "all", ctx))
+        ctx.scope.forward_hook(ctx.adapter.layer(ctx.model, dst), add_hook(vec))
     ctx.extras.setdefault("transfer", []).append(
         {"vector": spec.vector, "donor": donor, "layer_map": {src: dst for dst, src in targets.items()}})

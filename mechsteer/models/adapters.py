@@ -1,9 +1,11 @@
-"""Architecture adapters: explicit site tables mapping abstract sites to module paths per model family.
+"""Architecture adapters: explicit tables mapping abstract sites to module paths per model family.
 
 Sites (see design.md): resid_pre, resid_post, ln1, attn.q, attn.k, attn.v, attn.pre_o, attn.out, ln2, mlp.in,
 mlp.out, mlp.down_in, final_norm, unembed. Each maps to (module path with `{layer}`, which side of the module:
-"input" = a forward pre-hook sees it, "output" = a forward hook sees it). Layer names are never guessed with
-regexes: an unknown architecture or site is an error listing what exists.
+"input" = a forward pre-hook sees it, "output" = a forward hook sees it). Structural paths (the decoder
+stack `base`, its block list `blocks`, each block's MLP output projection `down_proj`) and the block `layout`
+come from the same table, so everything an intervention or readout finds inside a model is one table look-up.
+Layer names are never guessed with regexes: an unknown architecture or site is an error listing what exists.
 """
 
 from __future__ import annotations
@@ -45,26 +47,43 @@ _PRE_NORM_SITES: dict[str, Site] = {
 }
 
 
+Layout = Literal["pre_norm", "sandwich"]
+"""`pre_norm` (Llama, Qwen2): h + Attn(LN1 h), then + MLP(LN2 .), so a vector added after the MLP equals a
+down_proj bias and the block can be spliced. `sandwich` (Gemma3): extra norms after attention and after the
+MLP (post_feedforward_layernorm), so `add` after the block is NOT a down_proj bias and surgery is not
+supported."""
+
+_PRE_NORM_PATHS = {"base": "model", "blocks": "model.layers", "down_proj": "mlp.down_proj"}
+"""Structural paths: the decoder stack, its block list, and the MLP output projection inside a block."""
+
+
 @dataclass(frozen=True)
 class ArchitectureAdapter:
-    """How to find things inside one model family."""
+    """How to find things inside one model family (all of it from its tables)."""
 
     name: str
     architectures: tuple[str, ...]
     sites: dict[str, Site] = field(default_factory=lambda: dict(_PRE_NORM_SITES))
     places: dict[str, str] = field(default_factory=dict)
     """`add_at_place` names -> submodule path relative to the block (paper Appendix C)."""
+    paths: dict[str, str] = field(default_factory=lambda: dict(_PRE_NORM_PATHS))
+    layout: Layout = "pre_norm"
+
+    @property
+    def supports_surgery(self) -> bool:
+        """Whether block surgery (Skip-Attn, Q/K/V and head splicing) knows this block layout."""
+        return self.layout == "pre_norm"
 
     # -- structure
     def layers(self, model: nn.Module) -> nn.ModuleList:
-        return model.get_submodule("model.layers")
+        return model.get_submodule(self.paths["blocks"])
 
     def layer(self, model: nn.Module, i: int) -> nn.Module:
         return self.layers(model)[i]
 
     def base_model(self, model: nn.Module) -> nn.Module:
         """The decoder stack (receives input_ids/attention_mask/past_key_values before any layer runs)."""
-        return model.get_submodule("model")
+        return model.get_submodule(self.paths["base"])
 
     def shape(self, model: nn.Module) -> ModelShape:
         cfg = model.config
@@ -100,8 +119,14 @@ class ArchitectureAdapter:
             raise CompileError(f"architecture {self.name!r} has no place {place!r}; places: {', '.join(sorted(self.places))}")
         return self.layer(model, layer).get_submodule(self.places[place])
 
-    def down_proj(self, model: nn.Module, layer: int) -> nn.Linear:
-        return self.layer(model, layer).get_submodule("mlp.down_proj")
+    def down_proj(self, model: nn.Module, layer: int, what: str = "this intervention") -> nn.Linear:
+        """Block `layer`'s MLP output projection (where the paper's bias and lora1 live); `what` names the
+        caller in the error for models without one."""
+        try:
+            return self.layer(model, layer).get_submodule(self.paths["down_proj"])
+        except AttributeError:
+            raise CompileError(f"{what} needs {self.paths['down_proj']}, which {type(model).__name__} does not "
+                               f"have (block {layer})") from None
 
 
 _LLAMA_PLACES = {
@@ -121,6 +146,7 @@ for _a in (
         sites={**_PRE_NORM_SITES, "ln2": Site("model.layers.{layer}.pre_feedforward_layernorm", "output")},
         places={**_LLAMA_PLACES, "post_attention_layernorm": "post_attention_layernorm",
                 "pre_feedforward_layernorm": "pre_feedforward_layernorm"},
+        layout="sandwich",
     ),
 ):
     for _arch in _a.architectures:

@@ -14,6 +14,7 @@ import torch
 
 from mechsteer.errors import ModelLoadError
 from mechsteer.models.adapters import ArchitectureAdapter, adapter_for
+from mechsteer.spec.paths import resolve_path
 from mechsteer.spec.models import EMBEDDED_MODELS, KNOWN_SHAPES, ModelShape, ModelSpec
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
@@ -61,9 +62,9 @@ def _locate(spec: ModelSpec, base_dir: Path | None) -> tuple[str, str]:
         from mechsteer.models.embedded import embedded_dir
 
         return str(embedded_dir()), "embedded"
-    p = Path(spec.id).expanduser()
-    if not p.is_absolute() and base_dir is not None and (base_dir / p).exists():
-        p = base_dir / p
+    p = resolve_path(spec.id, base_dir)
+    if not p.exists():
+        p = Path(spec.id).expanduser()  # a folder relative to the working directory
     if p.exists():
         if not (p / "config.json").is_file():
             raise ModelLoadError(f"local model directory {p} has no config.json",

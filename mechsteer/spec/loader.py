@@ -19,6 +19,7 @@ import yaml
 from pydantic import ValidationError
 
 from mechsteer.errors import Problem, ProblemList, SpecError
+from mechsteer.spec.paths import resolve_path
 from mechsteer.spec.study import StudySpec
 
 @dataclass
@@ -37,8 +38,7 @@ class LoadedSpecFile:
 
     def resolve_path(self, p: str) -> Path:
         """A path from the spec, relative to the study file."""
-        path = Path(p).expanduser()
-        return path if path.is_absolute() else (self.base_dir / path)
+        return resolve_path(p, self.base_dir)
 
     def locate(self, path: tuple) -> tuple[int | None, int | None]:
         return _locate(self.positions, path, self.profile)

@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import Field
 
 from mechsteer.spec.base import StrictModel
+from mechsteer.spec.paths import resolve_path
 
 EMBEDDED_MODELS = ("smollm2-135m",)
 """Aliases of models shipped inside PyPI packages (usable offline)."""
@@ -85,10 +86,7 @@ def known_shape(model_id: str, base_dir: Path | None = None) -> ModelShape | Non
     """The shape of a model when it can be known cheaply: embedded/known id, or a local config.json."""
     if model_id in KNOWN_SHAPES:
         return KNOWN_SHAPES[model_id]
-    path = Path(model_id)
-    if base_dir is not None and not path.is_absolute():
-        path = base_dir / path
-    cfg = path / "config.json"
+    cfg = resolve_path(model_id, base_dir) / "config.json"
     if cfg.is_file():
         try:
             return shape_from_config_dict(json.loads(cfg.read_text()))

@@ -27,7 +27,7 @@ from pydantic import Discriminator, Field, Tag, model_validator
 
 from mechsteer.errors import Problem, ProblemList, SpecError
 from mechsteer.spec.base import StrictModel
-from mechsteer.spec.layers import LayerResolutionError, LayerSelection, resolve_layers
+from mechsteer.spec.layers import LayerResolutionError, LayerSelection, resolve_layer, resolve_layers
 from mechsteer.spec.loader import LoadedSpecFile, apply_profile, read_spec_file, validate_document
 from mechsteer.spec.models import ModelSpec, known_shape
 
@@ -413,9 +413,10 @@ def check_train_spec(ls: LoadedTrainSpec) -> list[Problem]:
         except LayerResolutionError as e:
             out.append(ls.problem(("setup",), f"{e} (model {spec.model.id})"))
         for k in spec.rloo.lr_per_layer or {}:
-            if not -shape.n_layers <= k < shape.n_layers:
-                out.append(ls.problem(("rloo", "lr_per_layer", k),
-                                      f"block {k} is out of range for {spec.model.id} ({shape.n_layers} blocks)"))
+            try:
+                resolve_layer(k, shape.n_layers)
+            except LayerResolutionError as e:
+                out.append(ls.problem(("rloo", "lr_per_layer", k), f"{e} ({spec.model.id})"))
     if spec.setup == "full" and spec.model.dtype != "float32" and spec.rloo.lr < 1e-5:
         out.append(ls.problem(("rloo", "lr"), f"lr {spec.rloo.lr} is below {spec.model.dtype} resolution for full "
                               "fine-tuning: the updates would round away",

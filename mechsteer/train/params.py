@@ -23,7 +23,9 @@ import torch
 from torch import nn
 
 from mechsteer.hooks import HookScope
-from mechsteer.models.adapters import ArchitectureAdapter, decoder_output_tensor, replace_decoder_output
+from mechsteer.interventions.add import add_hook
+from mechsteer.interventions.lora1 import lora_hook
+from mechsteer.models.adapters import ArchitectureAdapter
 from mechsteer.vectors.vector_set import VectorSet
 
 
@@ -31,16 +33,6 @@ def freeze(model: nn.Module) -> None:
     """Set requires_grad=False on every model weight."""
     for p in model.parameters():
         p.requires_grad_(False)
-
-
-def _add_hook(vec: nn.Parameter):
-    """Forward hook adding `vec` (cast to the activation dtype) to a module's output at every position."""
-
-    def hook(module, args, output):
-        h = decoder_output_tensor(output)
-        return replace_decoder_output(output, h + vec.to(h.dtype))
-
-    return hook
 
 
 class Parameterisation:
@@ -92,7 +84,7 @@ class BlockVectors(Parameterisation):
 
     def attach(self, scope: HookScope) -> None:
         for i, p in self.vectors.items():
-            scope.forward_hook(self.adapter.layer(self.model, i), _add_hook(p))
+            scope.forward_hook(self.adapter.layer(self.model, i), add_hook(p))
 
     def to_vector_set(self, **meta: object) -> VectorSet:
         """The trained vectors as a mechsteer VectorSet ([n_layers, d_model], rows = trained blocks)."""
@@ -128,7 +120,7 @@ class PlaceVector(Parameterisation):
         return self.layer
 
     def attach(self, scope: HookScope) -> None:
-        scope.forward_hook(self.module, _add_hook(self.vector))
+        scope.forward_hook(self.module, add_hook(self.vector))
 
     def to_vector_set(self, **meta: object) -> VectorSet:
         """Row `layer` holds the vector; metadata `place` says where it belongs (not after the block)."""
@@ -175,15 +167,7 @@ class Lora1(Parameterisation):
 
     def attach(self, scope: HookScope) -> None:
         for i in self.layers:
-            scope.forward_hook(self.adapter.down_proj(self.model, i), self._hook(self.A[i], self.B[i]))
-
-    @staticmethod
-    def _hook(A: nn.Parameter, B: nn.Parameter):
-        def hook(module, args, output):
-            x = args[0]
-            return output + ((x.to(A.dtype) @ A.t()) @ B.t()).to(output.dtype)
-
-        return hook
+            scope.forward_hook(self.adapter.down_proj(self.model, i), lora_hook(self.A[i][0], self.B[i][:, 0]))
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """The `lora1` intervention's file layout: A [n_layers, d_ff], B [n_layers, d_model], layers [k]

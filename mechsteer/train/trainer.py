@@ -28,7 +28,8 @@ import torch
 
 from mechsteer.errors import CompileError, MechsteerError
 from mechsteer.hooks import HookScope
-from mechsteer.spec.layers import LayerResolutionError
+from mechsteer.spec.layers import LayerResolutionError, resolve_layer
+from mechsteer.spec.paths import resolve_path
 from mechsteer.spec.training import LoadedTrainSpec, TrainSpec, resolve_setup
 from mechsteer.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from mechsteer.train.data import PromptPool, build_pool, encode_prompts
@@ -130,13 +131,12 @@ class Trainer:
 
     # ------------------------------------------------------------------ set-up helpers
     def _resolve(self, p: str) -> Path:
-        path = Path(p).expanduser()
-        return path if path.is_absolute() else self.base_dir / path
+        return resolve_path(p, self.base_dir)
 
     def _optimizer(self) -> torch.optim.AdamW:
         r = self.spec.rloo
         n_layers = self.lm.shape.n_layers
-        table = {(k + n_layers if k < 0 else k): v for k, v in (r.lr_per_layer or {}).items()}
+        table = {resolve_layer(k, n_layers)[0]: v for k, v in (r.lr_per_layer or {}).items()}
         groups: dict[float, list] = {}
         for name, p in self.trainable.items():
             block = self.params.block_of(name)

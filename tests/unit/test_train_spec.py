@@ -79,7 +79,7 @@ def test_layer_and_lr_table_ranges_are_checked_against_the_model(tmp_path):
     with pytest.raises(SpecError) as e:
         load_train_spec(p)
     text = str(e.value)
-    assert "setup: layer 30 is out of range" in text and "4:42: rloo.lr_per_layer[40]: block 40 is out of range" in text
+    assert "setup: layer 30 is out of range" in text and "4:42: rloo.lr_per_layer[40]: layer 40 is out of range for a model with 30 layers" in text
 
 
 def test_missing_length_and_missing_file(tmp_path):
