@@ -50,7 +50,7 @@ def main() -> None:
     from mechsteer.spec.kinds.vectors import BundledVectors, RandomVectors
     from mechsteer.train.data import encode_prompts
     from mechsteer.train.evaluate import evaluate
-    from mechsteer.builders.context import BuildContext
+    from mechsteer.engine.vectors import BuildContext
 
     t_start = time.perf_counter()
     lm = load_model("policy", ModelSpec(id="smollm2-135m", dtype="bfloat16"))

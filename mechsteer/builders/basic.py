@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from mechsteer.builders.context import BuildContext, subset
+from mechsteer.engine.vectors import BuildContext, subset
 from mechsteer.errors import VectorError
 from mechsteer.vectors.vector_set import VectorSet, load_vector_set
 

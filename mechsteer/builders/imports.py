@@ -1,12 +1,12 @@
 """Builders for the `mean_diff`, `lm_eval_steered` and `gguf_control` vector kinds (specs in
-`mechsteer.spec.kinds.vector_sources`). Imported at the end of `mechsteer.builders.context` so they register with
+`mechsteer.spec.kinds.vector_sources`). Imported at the end of `mechsteer.engine.vectors` so they register with
 VECTOR_BUILDERS. `mean_diff` needs the model: it reads `BuildContext.lm` (a LoadedModel or a callable
 returning one), which the engine sets when it loads each model.
 """
 
 from __future__ import annotations
 
-from mechsteer.builders.context import BuildContext, subset
+from mechsteer.engine.vectors import BuildContext, subset
 from mechsteer.vectors.vector_set import VectorSet
 
 

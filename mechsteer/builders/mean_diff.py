@@ -17,7 +17,7 @@ from mechsteer.errors import VectorError
 from mechsteer.hooks import HookScope
 from mechsteer.models.adapters import decoder_output_tensor
 from mechsteer.train.rollout import pad_prompts, sample
-from mechsteer.builders.context import BuildContext
+from mechsteer.engine.vectors import BuildContext
 from mechsteer.vectors.vector_set import VectorSet
 
 

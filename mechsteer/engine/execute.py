@@ -118,7 +118,7 @@ def run_model_cells(plan: Plan, entry: ModelEntry, cells: list[Cell], store: Cel
                     summary: RunSummary | None = None, total: int | None = None, env: dict | None = None) -> list[str]:
     """Load one model once and run the given cells of it, recording each atomically. Returns the hashes run.
     This is the unit of work of every executor (local, Ray)."""
-    from mechsteer.builders.context import BuildContext
+    from mechsteer.engine.vectors import BuildContext
     from mechsteer.interventions import steering
     from mechsteer.measurement import MeasurementTask, runner_for
     from mechsteer.models.loading import load_model

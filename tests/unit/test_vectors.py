@@ -8,7 +8,7 @@ from safetensors.torch import save_file
 
 from mechsteer.errors import VectorError
 from mechsteer.vectors import VectorSet, load_vector_set, save_vector_set
-from mechsteer.builders.context import BuildContext
+from mechsteer.engine.vectors import BuildContext
 from mechsteer.spec.kinds.vectors import RandomVectors, ScaledVectors, ZeroVectors
 
 

@@ -1,7 +1,7 @@
 """Vector-set sources: where a study's named steering vectors come from.
 
 A vector set is an `[n_layers, d_model]` stack (rows may be absent). Sources here are torch-free specs;
-`mechsteer.builders.context` builds the tensors.
+`mechsteer.engine.vectors` builds the tensors.
 """
 
 from __future__ import annotations

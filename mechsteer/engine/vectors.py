@@ -1,5 +1,6 @@
-"""The context a vector builder gets: the target model's shape, the condition's vector specs, the loaded
-model (for builders that compute vectors with it), and memoised dependencies (`norm_like`, `of`).
+"""Building a cell's vector sets. `BuildContext` is what a vector builder gets: the target model's shape, the
+vector specs by name, the loaded model (for builders that compute vectors with it), and memoised
+dependencies (`norm_like`, `of`).
 
 A builder is a function `build(spec, ctx) -> VectorSet`, named by its spec class's registration in
 `mechsteer.spec.kinds.VECTOR_KINDS` (paths in specs are already absolute: the compiler binds them)."""

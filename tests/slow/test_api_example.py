@@ -1,0 +1,47 @@
+"""The README's Python API example runs as written on the embedded model, and gives the same cells (hashes)
+and tables as `mechsteer run` on the same study."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def readme_example() -> str:
+    text = (REPO / "README.md").read_text()
+    m = re.search(r"<!-- api-example -->\s*```python\n(.*?)```", text, re.S)
+    assert m, "README.md has no <!-- api-example --> python block"
+    return m.group(1)
+
+
+def test_readme_api_example_matches_the_cli(tmp_path, monkeypatch):
+    from mechsteer.cli.app import app
+
+    (tmp_path / "studies").mkdir()
+    shutil.copy(REPO / "studies" / "quickstart.yaml", tmp_path / "studies")
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(readme_example(), "README.md api-example", "exec"), scope)  # noqa: S102 - our own README
+    results = scope["results"]
+    assert results.output_dir == Path("outputs/quickstart")
+    assert scope["ms"].diff(results, scope["again"])["delta"].abs().max() == 0
+
+    limit = int(re.search(r"limit=(\d+)", readme_example()).group(1))
+    r = CliRunner().invoke(app, ["run", "studies/quickstart.yaml", "--limit", str(limit), "-o", "cli", "-q"])
+    assert r.exit_code == 0, r.output
+    api_cells = sorted(p.name for p in Path("outputs/quickstart/cells").iterdir() if not p.name.startswith("."))
+    cli_cells = sorted(p.name for p in Path("cli/quickstart/cells").iterdir() if not p.name.startswith("."))
+    assert api_cells == cli_cells and len(api_cells) == len({c["hash"] for c in results.cells})
+    api_table = pd.read_csv("outputs/quickstart/report/table.csv")
+    cli_table = pd.read_csv("cli/quickstart/report/table.csv")
+    pd.testing.assert_frame_equal(api_table, cli_table)
+    assert not results.wide().empty and not results.delta().empty
