@@ -65,13 +65,15 @@ class Study:
 
     def run(self, limit: int | None = None, output_dir: str | Path = "outputs", *, force: bool = False,
             reuse_stale: bool = False, progress: Any = False, threads: int | None = None,
-            report: bool = True) -> Results:
+            report: bool = True, executor: str = "local", address: str | None = None) -> Results:
         """Run the cells that are not cached (all with `force`), write the report (unless `report=False`) and
         return the results. `progress=True` shows a rich progress display (terminals and notebooks), or pass
-        any object with the executor's progress methods. `threads` sets torch's CPU threads."""
+        any object with the executor's progress methods. `threads` sets torch's CPU threads (per worker with
+        Ray: its CPU share). `executor="ray"` runs the cells as Ray tasks (`address`: a cluster; default a
+        local Ray instance)."""
         plan = self.plan(limit, output_dir)
         return run_plan(plan, force=force, reuse_stale=reuse_stale, progress=progress, threads=threads,
-                        report=report)
+                        report=report, executor=executor, address=address)
 
     def __repr__(self) -> str:
         return f"Study({self.name!r}, profile={self.profile!r}, file={self.loaded.display_name!r})"
@@ -104,18 +106,28 @@ def set_threads(threads: int | None) -> None:
 
 
 def run_plan(plan: Plan, *, force: bool = False, reuse_stale: bool = False, progress: Any = False,
-             threads: int | None = None, report: bool = True) -> Results:
+             threads: int | None = None, report: bool = True, executor: str = "local",
+             address: str | None = None) -> Results:
     """Execute a compiled plan (see `Study.run`). torch is imported only when a cell has to run."""
+    if executor not in ("local", "ray"):
+        raise MechsteerError(f"unknown executor {executor!r}", hint="use local or ray")
     todo = sum(st.state != "fresh" for st in cell_states(plan).values()) if not force else len(plan.unique_cells())
-    if todo:
-        set_threads(threads)
+    if executor == "ray":
+        from mechsteer.engine.ray_executor import execute_plan_ray
+
+        run = lambda prog: execute_plan_ray(plan, address=address, force=force, reuse_stale=reuse_stale,  # noqa: E731
+                                            progress=prog, cpus_per_worker=threads)
+    else:
+        if todo:
+            set_threads(threads)
+        run = lambda prog: execute_plan(plan, force=force, reuse_stale=reuse_stale, progress=prog)  # noqa: E731
     if progress is True and todo:
         from mechsteer.progress import RichProgress
 
         with RichProgress(todo) as prog:
-            execute_plan(plan, force=force, reuse_stale=reuse_stale, progress=prog)
+            run(prog)
     else:
-        execute_plan(plan, force=force, reuse_stale=reuse_stale, progress=progress or None)
+        run(progress or None)
     results = Results.from_plan(plan)
     if report:
         from mechsteer.report import write_report

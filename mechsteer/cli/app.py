@@ -133,7 +133,11 @@ def run(study: StudyFile, profile: ProfileOpt = None, limit: LimitOpt = None,
         reuse_stale: Annotated[bool, typer.Option("--reuse-stale", help="Keep cells computed by other code or "
                                                   "package versions (recorded in each reused cell).")] = False,
         threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads for torch (1 is "
-                                                       "often fastest on a busy 2-core machine).")] = None,
+                                                       "often fastest on a busy 2-core machine; with Ray: per "
+                                                       "worker).")] = None,
+        executor: Annotated[str, typer.Option("--executor", help="local (this process) or ray.")] = "local",
+        address: Annotated[Optional[str], typer.Option("--address", help="Ray cluster address (default: a local "
+                                                       "Ray instance).")] = None,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False) -> None:
     """Run every cell of a study that is not cached yet, then write its tables."""
     import time
@@ -148,7 +152,8 @@ def run(study: StudyFile, profile: ProfileOpt = None, limit: LimitOpt = None,
         todo -= int((status.state == "stale").sum())
     console.print(f"[bold]{p.study}[/]" + (f" (profile {p.profile})" if p.profile else "")
                   + f": {len(status)} cells, {todo} to run -> {p.output_dir}")
-    results = run_plan(p, force=force, reuse_stale=reuse_stale, threads=threads, progress=not quiet)
+    results = run_plan(p, force=force, reuse_stale=reuse_stale, threads=threads, progress=not quiet,
+                       executor=executor, address=address)
     console.print(f"ran {todo} cells, {len(status) - todo} cached, in {time.perf_counter() - t0:.0f} s")
     typer.echo((results.output_dir / "report" / "table.md").read_text())  # plain echo: tables must not wrap
     console.print(f"report: {results.output_dir / 'report' / 'report.md'}")

@@ -82,13 +82,10 @@ def _note_reuse(store: CellStore, h: str, plan: Plan) -> None:
     atomic_write_text(store.dir(h) / "cell.json", json.dumps(record, indent=2, ensure_ascii=False))
 
 
-def execute_plan(plan: Plan, *, force: bool = False, reuse_stale: bool = False, progress=None) -> RunSummary:
-    """Run the plan's cells that are missing, damaged or stale (all of them with `force`)."""
-    progress = progress or NullProgress()
-    store = CellStore(plan.cells_dir)
-    store.clean_temp()
-    summary = RunSummary()
-    t0 = time.perf_counter()
+def select_todo(plan: Plan, store: CellStore, *, force: bool, reuse_stale: bool, progress,
+                summary: RunSummary) -> list[Cell]:
+    """The unique cells to run (missing, damaged, stale unless reused; all with `force`); cached ones are
+    added to `summary`, reused stale ones get a note in their record. Shared by every executor."""
     todo: list[Cell] = []
     for c in plan.unique_cells():
         st = cell_state(plan, store, c.hash)
@@ -104,6 +101,17 @@ def execute_plan(plan: Plan, *, force: bool = False, reuse_stale: bool = False, 
                 _note_reuse(store, c.hash, plan)
                 summary.reused_stale.append(c.hash)
             summary.cached.append(c.hash)
+    return todo
+
+
+def execute_plan(plan: Plan, *, force: bool = False, reuse_stale: bool = False, progress=None) -> RunSummary:
+    """Run the plan's cells that are missing, damaged or stale (all of them with `force`), in this process."""
+    progress = progress or NullProgress()
+    store = CellStore(plan.cells_dir)
+    store.clean_temp()
+    summary = RunSummary()
+    t0 = time.perf_counter()
+    todo = select_todo(plan, store, force=force, reuse_stale=reuse_stale, progress=progress, summary=summary)
     plan.write_summary()
     env = environment()
     for model_name, entry in plan.models.items():
