@@ -28,11 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from mechsteer.engine.code_version import code_fingerprint
+from mechsteer.errors import CompileError
 from mechsteer.spec.evaluation import MINI_DEFAULT_N
 from mechsteer.spec.kinds import MEASUREMENT_KINDS
 from mechsteer.spec.kinds.eval_task import EvalTaskSpec
 from mechsteer.spec.loader import LoadedStudy, canonical_json
 from mechsteer.spec.models import ModelShape, ModelSpec, known_shape
+from mechsteer.spec.study import expanded_conditions
 from mechsteer.spec.paths import resolve_path
 
 PLAN_FILE = "plan.json"
@@ -270,6 +272,14 @@ def _measurement_key(m: Measurement) -> dict:
 # ------------------------------------------------------------------------------------------- compile
 
 
+def _conditions_for(ls: LoadedStudy, model: str, entry: ModelEntry) -> dict[str, list]:
+    """The study's conditions for one model, sweeps expanded against its shape."""
+    try:
+        return expanded_conditions(ls.spec, entry.shape)
+    except ValueError as e:
+        raise CompileError(ls.problem(("conditions",), f"{e} (model {model!r}: {entry.spec.id})")) from None
+
+
 def bind_vectors(ls: LoadedStudy) -> dict:
     """The study's vector specs with every `path` absolute (the executor never resolves paths)."""
     out = {}
@@ -290,9 +300,14 @@ def compile_study(ls: LoadedStudy, *, limit: int | None = None, output_root: str
     for meas, _ in measurements:
         MEASUREMENT_KINDS.kind(meas.kind)  # every measurement has a registered runner
     cells: list[Cell] = []
+    order: dict[str, None] = {}
+    baseline = None
     for mname, entry in models.items():
         mfp = model_fingerprint(entry)
-        for cond, interventions in spec.conditions.items():
+        conditions = _conditions_for(ls, mname, entry)
+        order.update(dict.fromkeys(conditions))
+        baseline = baseline or next((c for c, ivs in conditions.items() if not ivs), None)
+        for cond, interventions in conditions.items():
             bound = tuple(iv.bind(entry.spec, entry.shape, resolve) for iv in interventions)
             ivs = [_content_fingerprint(iv) for iv in bound]
             vec_names = sorted({ref for iv in bound for ref in iv.vector_refs()})
@@ -303,10 +318,9 @@ def compile_study(ls: LoadedStudy, *, limit: int | None = None, output_root: str
                     key = {"model": mfp, "interventions": ivs, "vectors": vfp, "measurement": mkey, "seed": seed}
                     cells.append(Cell(mname, cond, bound, meas, seed, key, _hash(key)))
     name = spec.name + (f"-{ls.profile}" if ls.profile else "")
-    baseline = next((c for c, ivs in spec.conditions.items() if not ivs), None)
     evaluation = spec.evaluation.model_dump(mode="json") | {"seeds": spec.evaluation.resolved_seeds()} \
         if spec.evaluation else None
     return Plan(study=spec.name, profile=ls.profile, output_dir=Path(output_root) / name, models=models,
-                vectors=vectors, conditions=list(spec.conditions), baseline=baseline, cells=cells,
+                vectors=vectors, conditions=list(order), baseline=baseline, cells=cells,
                 code=code_fingerprint(), description=spec.description, evaluation=evaluation,
                 spec_file=str(ls.file), spec_hash=ls.spec_hash(), resolved_spec=spec.model_dump(mode="json"))

@@ -8,8 +8,9 @@ from pathlib import Path
 from mechsteer.errors import Problem
 from mechsteer.spec.evaluation import KNOWN_TASKS
 from mechsteer.spec.layers import LayerResolutionError, resolve_layers
-from mechsteer.spec.loader import LoadedStudy
+from mechsteer.spec.loader import LoadedStudy, doc_path
 from mechsteer.spec.models import known_shape
+from mechsteer.spec.sweeps import SweepSpec, check_name, sample_env, substitute
 
 BUNDLED_VECTOR_DIR = Path(__file__).resolve().parent.parent / "data" / "vectors"
 
@@ -47,24 +48,14 @@ def check_study(ls: LoadedStudy) -> list[Problem]:
                                   hint=f"bundled sets: {', '.join(bundled_vector_names()) or 'none'}"))
     out.extend(_cycles(ls))
 
-    # conditions: references and shapes
+    # conditions: references and shapes (a sweep is checked on a sample expansion, then per known model)
     shapes = {m: known_shape(ms.id, ls.base_dir) for m, ms in spec.models.items()}
-    for cname, interventions in spec.conditions.items():
-        for i, iv in enumerate(interventions):
-            base = ("conditions", cname, i)
-            ipath = getattr(iv, "path", None)
-            if isinstance(ipath, str) and not ls.resolve_path(ipath).is_file():
-                out.append(ls.problem(base + ("path",), f"file not found: {ls.resolve_path(ipath)}",
-                                      hint="paths are relative to the study file"))
-            for ref in iv.vector_refs():
-                if ref not in vec_names:
-                    out.append(ls.problem(base + ("vector",), f"unknown vector set {ref!r}",
-                                          hint=f"define it under `vectors:`; defined: {', '.join(sorted(vec_names)) or 'none'}"))
-            for mname, shape in shapes.items():
-                if shape is None:
-                    continue
-                for sub, msg in iv.shape_problems(shape):
-                    out.append(ls.problem(base + sub, f"{msg} (model {mname!r}: {spec.models[mname].id})"))
+    for cname, cond in spec.conditions.items():
+        if isinstance(cond, SweepSpec):
+            out.extend(_check_sweep(ls, cname, cond, shapes, vec_names))
+            continue
+        for i, iv in enumerate(cond):
+            out.extend(_check_intervention(ls, ("conditions", cname, i), iv, shapes, vec_names))
 
     for name, v in spec.vectors.items():
         sel = getattr(v, "layers", None)
@@ -86,6 +77,68 @@ def check_study(ls: LoadedStudy) -> list[Problem]:
         if task is not None and task != "mini" and getattr(r, "split", "test") != "test":
             out.append(ls.problem(("readouts", rname, "split"), "benchmarks only have a test split",
                                   hint="use split: test (only the bundled `mini` task has a train split)"))
+    return out
+
+
+def _check_intervention(ls: LoadedStudy, base: tuple, iv, shapes: dict, vec_names: set,
+                        expanded: str = "") -> list[Problem]:
+    spec, out = ls.spec, []
+    ipath = getattr(iv, "path", None)
+    if isinstance(ipath, str) and not ls.resolve_path(ipath).is_file():
+        out.append(ls.problem(base + ("path",), f"file not found: {ls.resolve_path(ipath)}",
+                              hint="paths are relative to the study file"))
+    for ref in iv.vector_refs():
+        if ref not in vec_names:
+            out.append(ls.problem(base + ("vector",), f"unknown vector set {ref!r}",
+                                  hint=f"define it under `vectors:`; defined: {', '.join(sorted(vec_names)) or 'none'}"))
+    for mname, shape in shapes.items():
+        if shape is None:
+            continue
+        for sub, msg in iv.shape_problems(shape):
+            out.append(ls.problem(base + sub, f"{expanded}{msg} (model {mname!r}: {spec.models[mname].id})"))
+    return out
+
+
+def _check_sweep(ls: LoadedStudy, cname: str, sweep: SweepSpec, shapes: dict, vec_names: set) -> list[Problem]:
+    """A sweep's name template, a sample expansion validated as interventions (located in the file), and its
+    full expansion against every model whose shape is known."""
+    from pydantic import ValidationError
+
+    from mechsteer.spec.study import expanded_conditions, intervention_list
+
+    base = ("conditions", cname)
+    msg = check_name(cname, sweep)
+    if msg:
+        return [ls.problem(base, msg)]
+    raw = substitute(sweep.interventions, sample_env(sweep))
+    try:
+        sample = intervention_list(raw)
+    except ValidationError as e:
+        return [ls.problem(base + ("interventions",) + doc_path(tuple(err["loc"]), raw),
+                           err["msg"].removeprefix("Value error, ") + " (in the sweep's template)",
+                           hint="placeholders like \"{layer}\" are filled per model; check the fields around them")
+                for err in e.errors(include_url=False)[:5]]
+    out = []
+    for i, iv in enumerate(sample):
+        out.extend(p for p in _check_intervention(ls, base + ("interventions", i), iv, {}, vec_names))
+    single = ls.spec.model_copy(update={"conditions": {cname: sweep}})
+    for mname, shape in shapes.items():
+        if shape is None:
+            if any(isinstance(r, str) for r in sweep.sweep.values()):
+                continue  # named ranges resolve when the model is loaded; checked at compile time
+        try:
+            expanded = expanded_conditions(single, shape)
+        except ValueError as e:
+            out.append(ls.problem(base, f"{e} (model {mname!r})"))
+            continue
+        if shape is None:
+            continue
+        for ename, ivs in list(expanded.items()):
+            problems = [p for i, iv in enumerate(ivs) for p in _check_intervention(
+                ls, base + ("interventions", i), iv, {mname: shape}, vec_names, expanded=f"{ename}: ")]
+            if problems:
+                out.extend(problems)
+                break  # the first failing expansion says it; the others repeat it
     return out
 
 

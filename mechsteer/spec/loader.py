@@ -196,7 +196,7 @@ def apply_profile(raw: dict, profile: str, file: str, positions: dict, *, what: 
 # ---------------------------------------------------------------- validation
 
 
-def _doc_path(loc: tuple, raw: Any) -> tuple:
+def doc_path(loc: tuple, raw: Any) -> tuple:
     """Map a pydantic error loc onto a path in the document, dropping union-member tags pydantic inserts."""
     out: list = []
     cur = raw
@@ -234,7 +234,7 @@ _HINTS = {
 def _validation_problems(err: ValidationError, raw: Any, file: str, positions: dict, profile: str | None):
     grouped: dict[tuple, list[dict]] = {}
     for e in err.errors(include_url=False):
-        grouped.setdefault(_doc_path(tuple(e["loc"]), raw), []).append(e)
+        grouped.setdefault(doc_path(tuple(e["loc"]), raw), []).append(e)
     problems = []
     for path, errs in grouped.items():
         msgs = []

@@ -6,14 +6,15 @@ The discriminated unions for vectors, interventions and readouts are built from 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import Field
+from pydantic import Discriminator, Field, Tag, TypeAdapter, ValidationError
 
 from mechsteer.spec.base import StrictModel
 from mechsteer.spec.evaluation import EvaluationSpec
 from mechsteer.spec.kinds import INTERVENTION_KINDS, READOUT_KINDS, VECTOR_KINDS, discriminated_union, load_all
-from mechsteer.spec.models import ModelSpec
+from mechsteer.spec.models import ModelShape, ModelSpec
+from mechsteer.spec.sweeps import SweepSpec, expand
 
 load_all()  # every kind registers before the unions below are built
 
@@ -22,6 +23,22 @@ SCHEMA_VERSION = 1
 VectorSpec = discriminated_union(VECTOR_KINDS)
 InterventionSpec = discriminated_union(INTERVENTION_KINDS)
 ReadoutSpec = discriminated_union(READOUT_KINDS)
+
+def _condition_tag(v: Any) -> str | None:
+    if isinstance(v, (list, tuple)):
+        return "List"  # capitalised: the error locator drops union tags like this one from field paths
+    if isinstance(v, (dict, SweepSpec)):
+        return "SweepSpec"
+    return None
+
+
+Condition = Annotated[
+    Union[Annotated[list[InterventionSpec], Tag("List")], Annotated[SweepSpec, Tag("SweepSpec")]],  # type: ignore[valid-type]
+    Discriminator(_condition_tag, custom_error_type="invalid_condition",
+                  custom_error_message="a condition is a list of interventions ([] = unsteered), or a sweep "
+                  "{sweep: {var: range}, interventions: [...]}"),
+]
+"""A condition: a list of interventions applied together, or a sweep expanded per model (`spec.sweeps`)."""
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
@@ -56,8 +73,10 @@ class StudySpec(StrictModel):
     """Named models."""
     vectors: dict[str, VectorSpec] = Field(default_factory=dict)  # type: ignore[valid-type]
     """Named steering-vector sets."""
-    conditions: dict[str, list[InterventionSpec]] = Field(min_length=1)  # type: ignore[valid-type]
-    """Named conditions, each a list of interventions applied together; `[]` is the unsteered baseline."""
+    conditions: dict[str, Condition] = Field(min_length=1)  # type: ignore[valid-type]
+    """Named conditions, each a list of interventions applied together (`[]` is the unsteered baseline), or a
+    sweep: `{sweep: {layer: layers}, interventions: [...]}` under a name template such as `single_{layer}`,
+    expanded per model (layers, query_heads, kv_heads, lists, {start, stop, step}; `where: [i < j]`)."""
     evaluation: EvaluationSpec | None = None
     """Benchmark evaluation through lm-eval."""
     readouts: dict[str, ReadoutSpec] = Field(default_factory=dict)  # type: ignore[valid-type]
@@ -74,3 +93,31 @@ def json_schema() -> dict:
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "mechsteer study"
     return schema
+
+
+_INTERVENTION_LIST = TypeAdapter(list[InterventionSpec])  # type: ignore[valid-type]
+
+
+def intervention_list(raw: list) -> list:
+    """Validate raw intervention dicts (pydantic ValidationError on a problem)."""
+    return _INTERVENTION_LIST.validate_python(raw)
+
+
+def expanded_conditions(spec: StudySpec, shape: ModelShape | None) -> dict[str, list]:
+    """The study's conditions for one model, sweeps expanded against its shape, in study order; each
+    expanded intervention validated. Raises ValueError naming the condition on a problem."""
+    out: dict[str, list] = {}
+    for name, cond in spec.conditions.items():
+        if not isinstance(cond, SweepSpec):
+            out[name] = list(cond)
+            continue
+        for cname, raw in expand(name, cond, shape).items():
+            if cname in out:
+                raise ValueError(f"sweep {name!r} expands to {cname!r}, which is already a condition")
+            try:
+                out[cname] = _INTERVENTION_LIST.validate_python(raw)
+            except ValidationError as e:
+                err = e.errors(include_url=False)[0]
+                raise ValueError(f"sweep {name!r} expands to condition {cname!r}, whose interventions are "
+                                 f"invalid at {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+    return out
