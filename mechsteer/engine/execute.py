@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+from mechsteer.engine.claims import claimed
 from mechsteer.engine.plan import Cell, Plan
 from mechsteer.engine.provenance import environment
 from mechsteer.engine.store import CellStore
@@ -67,14 +68,15 @@ def execute_plan(plan: Plan, *, force: bool = False, progress=None) -> RunSummar
     env = environment()
     for model_name in ls.spec.models:
         cells = [c for c in todo if c.model == model_name]
-        if not cells:
-            continue
-        progress.message(f"loading model {model_name} ({ls.spec.models[model_name].id})")
-        lm = load_model(model_name, ls.spec.models[model_name], ls.base_dir)
-        bctx = BuildContext(n_layers=lm.shape.n_layers, d_model=lm.shape.d_model, specs=ls.spec.vectors,
-                            resolve_path=lambda p: ls.resolve_path(p), model_id=lm.spec.id)
-        bctx.lm = lm  # builders that need the model (e.g. mean_diff) read it here
-        for cell in cells:
+        lm = None
+        # claimed: only cells no other run (sharing this output folder) computes; the model loads lazily
+        for cell in claimed(store, cells, force, reused=summary.cached.append, notify=progress.message):
+            if lm is None:
+                progress.message(f"loading model {model_name} ({ls.spec.models[model_name].id})")
+                lm = load_model(model_name, ls.spec.models[model_name], ls.base_dir)
+                bctx = BuildContext(n_layers=lm.shape.n_layers, d_model=lm.shape.d_model, specs=ls.spec.vectors,
+                                    resolve_path=lambda p: ls.resolve_path(p), model_id=lm.spec.id)
+                bctx.lm = lm  # builders that need the model (e.g. mean_diff) read it here
             index = len(summary.executed) + 1
             progress.start_cell(cell, index, len(todo))
             interventions = [bind_intervention(iv, lm.spec, ls.resolve_path) for iv in ls.spec.conditions[cell.condition]]
