@@ -18,7 +18,8 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING
 
 try:
     import fcntl
@@ -67,14 +68,14 @@ class Claim:
     def held(self) -> bool:
         return self._fd is not None
 
-    def __enter__(self) -> "Claim":
+    def __enter__(self) -> Claim:
         return self
 
     def __exit__(self, *exc) -> None:
         self.release()
 
 
-def _stamp(store: "CellStore", h: str) -> tuple[int, int] | None:
+def _stamp(store: CellStore, h: str) -> tuple[int, int] | None:
     """Identity of a cell's record file (inode, mtime): a cell rewritten by another run gets a new one."""
     try:
         st = (store.dir(h) / "cell.json").stat()
@@ -83,7 +84,7 @@ def _stamp(store: "CellStore", h: str) -> tuple[int, int] | None:
     return st.st_ino, st.st_mtime_ns
 
 
-def claimed(store: "CellStore", cells: Iterable, force: bool = False, *,
+def claimed(store: CellStore, cells: Iterable, force: bool = False, *,
             reused: Callable[[str], None] | None = None,
             notify: Callable[[str], None] | None = None) -> Iterator:
     """Yield the cells (objects with a `.hash`) this process must compute, holding each one's claim until the

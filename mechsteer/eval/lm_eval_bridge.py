@@ -49,7 +49,8 @@ def quiet_git_commit_hash() -> str | None:
     folder, with git's stderr captured; None outside a git checkout; lm-eval's own reading of `.git/HEAD`
     when git is not installed."""
     try:
-        done = subprocess.run(["git", "describe", "--always"], capture_output=True, text=True, timeout=10)
+        done = subprocess.run(["git", "describe", "--always"], capture_output=True, text=True, timeout=10,
+                              check=False)
     except FileNotFoundError:
         return get_commit_from_path(os.getcwd())
     except (OSError, subprocess.SubprocessError):

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from test_engine import _study, tiny_model_dir  # noqa: F401 - the tiny saved model fixture
+from test_engine import _study, tiny_model_dir  # noqa: F401 - the tiny saved model fixture (module scope)
 from mechsteer.cli.app import app
 from mechsteer.engine.execute import execute_plan
 from mechsteer.engine.plan import compile_study
@@ -71,7 +71,7 @@ def test_two_runs_sharing_an_output_folder_compute_each_cell_once(tmp_path, tiny
     assert set(per_cell) == hashes and set(per_cell.values()) == {1}, per_cell  # every cell computed once
     ran = []
     for stdout, _ in results:
-        summary = re.search(r"^ran (\d+) cells, (\d+) cached", stdout, re.M)
+        summary = re.search(r"^ran (\d+) cells, (\d+) cached", stdout, re.MULTILINE)
         executed, cached = int(summary[1]), int(summary[2])
         assert executed + cached == 4, summary  # each run accounts for every cell ...
         ran.append(executed)
