@@ -1,18 +1,27 @@
 """Atomic file output, shared by every writer in mechsteer (cells, reports, vectors, checkpoints, plots).
 
 A file is written under a temporary name in its target folder and renamed into place in one step, so a
-crash or Ctrl-C never leaves a half-written file. mkstemp/mkdtemp create 0600/0700 entries; outputs get the
+crash or Ctrl-C never leaves a half-written file; a folder replaces an existing one without a moment in which
+neither exists (`replace_dir`). A full disk becomes one OutputError line naming what was being written. mkstemp/mkdtemp create 0600/0700 entries; outputs get the
 permissions a normally created file or folder would have under the current umask, so others can read them.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import functools
+import glob
 import os
+import secrets
 import shutil
+import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
+
+from mechsteer.errors import OutputError
 
 
 def default_mode(directory: bool = False) -> int:
@@ -31,9 +40,13 @@ def atomic_path(path: str | Path, suffix: str = ".tmp") -> Iterator[str]:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
     os.close(fd)
     try:
-        yield tmp
-        os.chmod(tmp, default_mode())
-        os.replace(tmp, path)
+        try:
+            yield tmp
+            os.chmod(tmp, default_mode())
+            os.replace(tmp, path)
+        except OSError as e:
+            _raise_if_disk_full(e, path)
+            raise
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -52,20 +65,121 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 @contextmanager
 def atomic_dir(target: str | Path, prefix: str) -> Iterator[Path]:
     """Yield a temporary folder beside `target`; once the block completes, its files are made readable and it
-    replaces `target` (a stale one is removed) in one rename; on failure it is removed. A reader therefore
-    sees the folder complete or not at all."""
+    takes the place of `target` in one step; on failure it is removed. A reader therefore sees the folder
+    complete or not at all, and an existing `target` (a re-run with --force) is never absent: see
+    `replace_dir`. A full disk or quota while writing becomes an OutputError naming the folder."""
     target = Path(target)
+    recover_dir(target)
     tmp = temp_dir(target.parent, prefix)
     try:
-        yield tmp
-        for f in tmp.rglob("*"):
-            f.chmod(default_mode(directory=f.is_dir()))
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
+        try:
+            yield tmp
+            for f in tmp.rglob("*"):
+                f.chmod(default_mode(directory=f.is_dir()))
+            replace_dir(tmp, target)
+        except OSError as e:
+            _raise_if_disk_full(e, target)
+            raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- replacing a folder without a window
+
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2  # linux/fs.h
+_TRASH = ".old-"
+
+
+def _renameat2_exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically with Linux renameat2(RENAME_EXCHANGE). False where the OS, libc or file
+    system does not offer it (then the caller falls back); other errors raise."""
+    fn = _libc_renameat2()
+    if fn is None:
+        return False
+    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(a), None, str(b))
+
+
+@functools.lru_cache(maxsize=1)
+def _libc_renameat2():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2  # glibc >= 2.28, musl >= 1.2.3
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+def _raise_if_disk_full(e: OSError, where: Path) -> None:
+    """A full disk or quota becomes one clear OutputError line naming the file or folder being written."""
+    if e.errno in _DISK_FULL:
+        raise OutputError(f"cannot write {where}: {os.strerror(e.errno).lower()}",
+                          hint="free space on that disk (or quota), or write the outputs elsewhere (-o); "
+                          "everything completed before is kept") from None
+
+
+def trash_name(target: Path) -> Path:
+    """Where the fallback parks the old `target` while the new one is renamed in."""
+    return target.parent / f".{target.name}{_TRASH}{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def replace_dir(new: Path, target: Path) -> None:
+    """Put folder `new` in the place of `target` so that `target` is never missing.
+
+    Linux: renameat2(RENAME_EXCHANGE) swaps the two in one step, then the old folder (now at `new`) is
+    deleted. Elsewhere, or on a file system without RENAME_EXCHANGE, the fallback renames the old folder to a
+    trash name beside it (`.<name>.old-<pid>-<random>`), renames `new` in and deletes the trash; a crash
+    between the two renames leaves the old folder under the trash name, which `recover_dir` (run by the next
+    writer of `target`) renames back."""
+    new, target = Path(new), Path(target)
+    if not target.exists():
+        os.rename(new, target)
+        return
+    if _renameat2_exchange(new, target):
+        shutil.rmtree(new, ignore_errors=True)
+        return
+    trash = trash_name(target)
+    os.rename(target, trash)
+    try:
+        os.rename(new, target)
+    except BaseException:
+        os.rename(trash, target)  # put the old folder back
+        raise
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def leftover_trash(target: Path) -> list[Path]:
+    """Trash folders of `target` left by a crash inside the fallback of `replace_dir`."""
+    target = Path(target)
+    if not target.parent.is_dir():
+        return []
+    return sorted(target.parent.glob(f".{glob.escape(target.name)}{_TRASH}*"))
+
+
+def recover_dir(target: str | Path) -> bool:
+    """Undo what a crash inside `replace_dir`'s fallback left: when `target` is missing and a trash folder of
+    it exists, rename that back (returns True); trash folders beside an existing `target` are deleted. Only the
+    one process allowed to write `target` may call this (the cell store holds the cell's claim)."""
+    target = Path(target)
+    restored = False
+    for trash in leftover_trash(target):
+        if not target.exists():
+            os.rename(trash, target)
+            restored = True
+        else:
+            shutil.rmtree(trash, ignore_errors=True)
+    return restored
 
 
 def temp_dir(parent: str | Path, prefix: str) -> Path:

@@ -64,6 +64,10 @@ class VectorError(MechsteerError):
     """A steering-vector file is missing, malformed or has the wrong shape/dtype."""
 
 
+class OutputError(MechsteerError):
+    """An output could not be written (disk full, quota); what was complete before is kept."""
+
+
 @dataclass
 class ProblemList:
     """Collects problems and raises them together (validation reports all errors, not the first)."""

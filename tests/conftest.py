@@ -76,6 +76,19 @@ def one_thread():
 
 
 @pytest.fixture(autouse=True)
+def no_hub_probe(monkeypatch):
+    """Tests never touch the network: mechsteer's hub probe (mechsteer.hub) answers "reachable" without a
+    connection; the Hugging Face libraries stay offline through HF_HUB_OFFLINE above. Tests of the probe
+    replace this stand-in with their own."""
+    from mechsteer import hub
+
+    monkeypatch.setattr(hub, "tcp_reachable", lambda host, port, timeout: True)
+    hub.forget()
+    yield
+    hub.forget()
+
+
+@pytest.fixture(autouse=True)
 def hook_leak_guard():
     """Every model built through make_tiny_model (or registered via register_model) must end the test with
     no hooks at all: mechsteer never leaves hooks behind, even when a test fails midway."""

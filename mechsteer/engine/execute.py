@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Literal
 
+from mechsteer.engine.claims import claimed
 from mechsteer.engine.code_version import stale_reason
 from mechsteer.engine.plan import Cell, ModelEntry, Plan
 from mechsteer.engine.provenance import environment
@@ -58,10 +59,12 @@ def cell_state(plan: Plan, store: CellStore, h: str) -> CellState:
     """The cache state of one cell hash."""
     if not store.dir(h).exists():
         return CellState("missing")
+    damage = store.damage(h)
+    if damage is not None:
+        return CellState("damaged", f"{store.dir(h)}: {damage}")
     try:
         record = store.read_record(h)
-        store.read_metrics(h)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError) as e:  # removed or rewritten between the two reads
         return CellState("damaged", f"{store.dir(h)}: {type(e).__name__}: {e}")
     reason = stale_reason(record.get("code"), plan.code)
     return CellState("stale", reason) if reason else CellState("fresh")
@@ -117,15 +120,20 @@ def execute_plan(plan: Plan, *, force: bool = False, reuse_stale: bool = False, 
     for model_name, entry in plan.models.items():
         cells = [c for c in todo if c.model == model_name]
         if cells:
-            run_model_cells(plan, entry, cells, store, progress=progress, summary=summary, total=len(todo), env=env)
+            run_model_cells(plan, entry, cells, store, force=force, progress=progress, summary=summary,
+                            total=len(todo), env=env)
     summary.seconds = time.perf_counter() - t0
     return summary
 
 
-def run_model_cells(plan: Plan, entry: ModelEntry, cells: list[Cell], store: CellStore, *, progress=None,
-                    summary: RunSummary | None = None, total: int | None = None, env: dict | None = None) -> list[str]:
-    """Load one model once and run the given cells of it, recording each atomically. Returns the hashes run.
-    This is the unit of work of every executor (local, Ray)."""
+def run_model_cells(plan: Plan, entry: ModelEntry, cells: list[Cell], store: CellStore, *, force: bool = False,
+                    progress=None, summary: RunSummary | None = None, total: int | None = None,
+                    env: dict | None = None) -> list[str]:
+    """Load one model (once, and only if a cell needs it) and run the given cells of it, recording each
+    atomically. Returns the hashes run. This is the unit of work of every executor (local, Ray).
+
+    Cells are taken through per-cell claims (`claims.claimed`), so runs sharing the output folder never
+    compute a cell twice: a cell another run finished meanwhile (fresh under this code) is counted as cached."""
     from mechsteer.engine.vectors import BuildContext
     from mechsteer.interventions import steering
     from mechsteer.measurement import MeasurementTask, runner_for
@@ -134,12 +142,15 @@ def run_model_cells(plan: Plan, entry: ModelEntry, cells: list[Cell], store: Cel
     progress = progress or NullProgress()
     summary = summary or RunSummary()
     env = env or environment()
-    progress.message(f"loading model {entry.name} ({entry.spec.id})")
-    lm = load_model(entry.name, entry.spec, entry.base_dir)
-    bctx = BuildContext(n_layers=lm.shape.n_layers, d_model=lm.shape.d_model, specs=plan.vectors,
-                        model_id=lm.spec.id, lm=lm)
+    lm = bctx = None
     done = []
-    for cell in cells:
+    stale = lambda h: cell_state(plan, store, h).state == "stale"  # noqa: E731 - re-read under the claim
+    for cell in claimed(store, cells, force, needs_run=stale, reused=summary.cached.append, notify=progress.message):
+        if lm is None:
+            progress.message(f"loading model {entry.name} ({entry.spec.id})")
+            lm = load_model(entry.name, entry.spec, entry.base_dir)
+            bctx = BuildContext(n_layers=lm.shape.n_layers, d_model=lm.shape.d_model, specs=plan.vectors,
+                                model_id=lm.spec.id, lm=lm)
         progress.start_cell(cell, len(summary.executed) + 1, total or len(cells))
         foreign = {r for iv in cell.interventions if not iv.checks_vector_shape for r in iv.vector_refs()}
         vectors = {n: bctx.get(n, check_shape=n not in foreign) for n in cell.vector_names()}

@@ -27,16 +27,21 @@ def package_versions() -> dict[str, str]:
 
 @lru_cache(maxsize=1)
 def git_revision() -> dict[str, object]:
+    """The commit of the mechsteer checkout and whether it has uncommitted changes; outside a git checkout
+    (an installed package) or without git, `commit` is None and `note` says why. git's own messages are
+    captured, never printed."""
     repo = Path(__file__).resolve().parents[2]
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=5)
         if commit.returncode != 0:
-            return {"commit": None, "dirty": None}
+            return {"commit": None, "dirty": None, "note": "no git checkout"}
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
                                capture_output=True, text=True, timeout=5)
         return {"commit": commit.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+    except FileNotFoundError:
+        return {"commit": None, "dirty": None, "note": "git not installed"}
     except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None}
+        return {"commit": None, "dirty": None, "note": "git failed"}
 
 
 def environment() -> dict:

@@ -53,7 +53,7 @@ def _run_share(plan: Plan, model: str, hashes: list[str], threads: int, force: b
     cells = [by_hash[h] for h in hashes if force or cell_state(plan, store, h).state != "fresh"]
     if not cells:
         return []
-    return run_model_cells(plan, plan.models[model], cells, store, env=environment())
+    return run_model_cells(plan, plan.models[model], cells, store, force=force, env=environment())
 
 
 def shares(cells: list[Cell], workers: int) -> list[list[Cell]]:

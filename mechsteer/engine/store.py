@@ -1,8 +1,13 @@
 """The on-disk cell store: outputs/<study>/cells/<hash>/{cell.json, metrics.json, samples.jsonl, ...}.
 
-A cell directory is assembled in a temporary sibling directory and renamed into place in one step, so a
-crash or Ctrl-C never leaves a half-written cell: a cell either exists completely or not at all, and the
-next run resumes with every finished cell intact.
+A cell directory is assembled in a temporary sibling directory (`.tmp-<hash>-*`) and renamed into place in
+one step, so a crash or Ctrl-C never leaves a half-written cell: a cell either exists completely or not at
+all, and the next run resumes with every finished cell intact. A re-run (--force) swaps the new folder in
+without a moment in which the cell is missing (`mechsteer.atomic.replace_dir`).
+
+A cell counts as done only when both `cell.json` (a record of this very hash) and `metrics.json` parse; a
+folder damaged by hand is reported (`damage`) and computed again. Temporary folders and the fallback's trash
+folders belong to whoever holds the cell's claim (`mechsteer.engine.claims`): only that process removes them.
 """
 
 from __future__ import annotations
@@ -12,9 +17,11 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterable
 
-from mechsteer.atomic import atomic_dir
+from mechsteer.atomic import atomic_dir, recover_dir
+from mechsteer.engine.claims import Claim
 
 REQUIRED = ("cell.json", "metrics.json")
+TMP = ".tmp-"
 
 
 class CellStore:
@@ -25,13 +32,32 @@ class CellStore:
         return self.root / h
 
     def is_done(self, h: str) -> bool:
+        """The cell folder exists and its record and metrics are readable (see `damage`)."""
+        return self.dir(h).is_dir() and self.damage(h) is None
+
+    def damage(self, h: str) -> str | None:
+        """What is wrong with an existing cell folder (a file missing, not JSON, a record of another cell),
+        or None when it is complete or does not exist at all."""
         d = self.dir(h)
-        return all((d / f).is_file() for f in REQUIRED)
+        if not d.is_dir():
+            return None
+        for name in REQUIRED:
+            try:
+                data = json.loads((d / name).read_text(encoding="utf-8"))
+            except FileNotFoundError:
+                return f"{name} is missing"
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+                return f"{name} is not valid JSON: {e}"
+            if not isinstance(data, dict):
+                return f"{name} is not a JSON object"
+            if name == "cell.json" and data.get("hash") != h:
+                return f"cell.json records cell {str(data.get('hash'))[:12]}, not this one"
+        return None
 
     def write(self, h: str, record: dict, metrics: dict, samples: Iterable[dict],
               files: dict[str, bytes] | None = None) -> Path:
         target = self.dir(h)
-        with atomic_dir(target, prefix=f".tmp-{h[:12]}-") as tmp:
+        with atomic_dir(target, prefix=f"{TMP}{h}-") as tmp:
             with open(tmp / "samples.jsonl", "w", encoding="utf-8") as f:
                 for s in samples:
                     f.write(json.dumps(s, ensure_ascii=False, default=_json_default) + "\n")
@@ -55,13 +81,33 @@ class CellStore:
             return []
         return [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
 
-    def clean_temp(self) -> int:
-        """Remove temporary directories left by a killed run (SIGKILL skips `finally`)."""
+    def recover(self, h: str) -> int:
+        """Clean up after a crashed writer of cell `h`: remove its temporary folders and restore the old cell
+        from a trash folder the --force fallback left (`mechsteer.atomic.recover_dir`). Only the holder of
+        the cell's claim may call this. Returns the number of temporary folders removed."""
         n = 0
         if self.root.is_dir():
-            for p in self.root.glob(".tmp-*"):
-                shutil.rmtree(p, ignore_errors=True)
-                n += 1
+            # `.tmp-<hash>-*`, and `.tmp-<first 12>-*` as written before the full hash was used
+            for pattern in (f"{TMP}{h}-*", f"{TMP}{h[:12]}-*"):
+                for p in self.root.glob(pattern):
+                    shutil.rmtree(p, ignore_errors=True)
+                    n += 1
+        recover_dir(self.dir(h))
+        return n
+
+    def clean_temp(self) -> int:
+        """Remove what killed runs left (SIGKILL skips `finally`): the temporary and trash folders of every cell
+        whose claim is free. A folder whose cell another running process holds is its work in progress and
+        stays. Returns the number of temporary folders removed."""
+        if not self.root.is_dir():
+            return 0
+        owners = {p.name[len(TMP):].rsplit("-", 1)[0] for p in self.root.glob(f"{TMP}*")}
+        owners |= {p.name[1:].split(".old-", 1)[0] for p in self.root.glob(".*.old-*")}
+        n = 0
+        for h in sorted(owners):
+            with Claim(self.root, h) as claim:
+                if claim.acquire(blocking=False):
+                    n += self.recover(h)
         return n
 
 

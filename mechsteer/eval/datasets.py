@@ -15,7 +15,8 @@ Sources, as in the authors' `eval/eval.py:get_ds` (paper digest section 5):
 | olympiadbench | knoveleng/OlympiadBench      | -                         | train | `final_answer[0]`            |
 | gsm8k         | openai/gsm8k                 | main                      | test  | text after `#### `           |
 
-Offline (the hub unreachable, or `HF_HUB_OFFLINE` / `HF_DATASETS_OFFLINE` set), pass a data directory
+Offline (the hub unreachable, or `HF_HUB_OFFLINE` / `HF_DATASETS_OFFLINE` set: both detected at once, without
+waiting for download retries), pass a data directory
 holding `<folder>/test.jsonl` per benchmark; the copies in the project's shared data folder load as they are.
 The project never ships these test sets itself.
 
@@ -228,6 +229,14 @@ def hub_offline() -> bool:
     return any(os.environ.get(v, "").strip().lower() in _TRUE_ENV for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
 
 
+def _no_hub_reason() -> str | None:
+    """Why hub datasets cannot be downloaded now (offline setting or no connection; probed once per
+    process, see `mechsteer.hub`), or None."""
+    from mechsteer.hub import hub_unreachable
+
+    return hub_unreachable(("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+
+
 def _read_jsonl(path: Path, bench: Benchmark) -> list[Row]:
     """Parse a jsonl file; blank lines are skipped, bad lines raise DatasetFormatError with the line."""
     rows: list[Row] = []
@@ -256,6 +265,12 @@ def _load_hub(bench: Benchmark) -> list[Row]:
         raise DatasetUnavailableError(
             f"benchmark {bench.name!r}: the Hugging Face hub is switched off (HF_HUB_OFFLINE / "
             f"HF_DATASETS_OFFLINE is set), so {bench.hub_id} cannot be downloaded (hint: {_fix_hint(bench)})"
+        )
+    reason = _no_hub_reason()
+    if reason:
+        raise DatasetUnavailableError(
+            f"benchmark {bench.name!r}: the Hugging Face hub is unreachable ({reason}), so {bench.hub_id} "
+            f"cannot be downloaded (hint: {_fix_hint(bench)})"
         )
     try:
         import datasets

@@ -14,8 +14,10 @@ Nothing here imports torch; `math_verify` (and through it sympy) is imported laz
 importing this module stays cheap.
 
 math-verify enforces its time limits with `signal.alarm`, which only works on the main thread (it raises
-`ValueError` elsewhere). lm-eval and thread pools may call graders from worker threads, so off the main
-thread the time limits are switched off (`None`) instead of failing every answer.
+`ValueError` elsewhere). On the main thread math-verify runs here with its limits. lm-eval and thread pools
+may call graders from worker threads; there math-verify runs in a helper process (on that process's main
+thread, limits on) and the caller waits at most `OFF_THREAD_LIMIT_S`, so a pathological answer cannot hang a
+grading worker: an answer that overruns counts as not verified (`mechsteer.eval.helper_process`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,11 @@ from fractions import Fraction
 MATH_VERIFY_TIMEOUT_S = 5
 # The authors retried the gold parse up to 5 times (a parse that times out returns an empty list).
 GOLD_PARSE_ATTEMPTS = 5
+# Off the main thread: wall-clock seconds one verification may take in the helper process (every parse and the
+# verify may each use their own limit inside it), after which the answer counts as not verified.
+OFF_THREAD_LIMIT_S = (GOLD_PARSE_ATTEMPTS + 2) * MATH_VERIFY_TIMEOUT_S
+# What the helper process runs ("module:function"); tests point it at deliberately slow stand-ins.
+VERIFY_IN_HELPER = "mechsteer.eval.grading:verify_in_helper"
 
 # `\boxed` or `\fbox` as a whole command name (not `\boxedfoo`).
 _BOX_COMMAND = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
@@ -157,13 +164,6 @@ def _as_fraction(value: object) -> Fraction | None:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _timeout_for_this_thread() -> int | None:
-    """math-verify's signal-based time limit where it works (main thread), None (no limit) elsewhere."""
-    if threading.current_thread() is threading.main_thread():
-        return MATH_VERIFY_TIMEOUT_S
-    return None
-
-
 def _parse_gold(gold: str, timeout: int | None) -> list:
     """`math_verify.parse("\\boxed{gold}")`, retried while it comes back empty (as the authors did)."""
     import math_verify
@@ -186,12 +186,30 @@ def canonical_box(box: str) -> str:
 
 
 def verify_box(box: str, gold: object) -> bool:
-    """math-verify equivalence of a box string (e.g. `\\boxed{0.5}`) and a gold answer; never raises."""
+    """math-verify equivalence of a box string (e.g. `\\boxed{0.5}`) and a gold answer; never raises and,
+    off the main thread, never takes longer than `OFF_THREAD_LIMIT_S` (see the module docstring)."""
+    if threading.current_thread() is threading.main_thread():
+        return _verify(box, str(gold), MATH_VERIFY_TIMEOUT_S)
+    from mechsteer.eval.helper_process import HelperUnavailable, helper_pool
+
+    try:
+        return bool(helper_pool().call(VERIFY_IN_HELPER, [box, str(gold)], OFF_THREAD_LIMIT_S))
+    except TimeoutError:
+        return False  # overran: not verified
+    except HelperUnavailable:
+        return _verify(box, str(gold), None)  # no helper process here: grade in this thread, unbounded
+
+
+def verify_in_helper(box: str, gold: str) -> bool:
+    """`verify_box` as the helper process runs it: on its main thread, with math-verify's own limits."""
+    return _verify(box, gold, MATH_VERIFY_TIMEOUT_S)
+
+
+def _verify(box: str, gold: str, timeout: int | None) -> bool:
     try:
         import math_verify
 
-        timeout = _timeout_for_this_thread()
-        gold_parsed = _parse_gold(str(gold), timeout)
+        gold_parsed = _parse_gold(gold, timeout)
         pred_parsed = math_verify.parse(canonical_box(box), parsing_timeout=timeout)
         return bool(math_verify.verify(gold_parsed, pred_parsed, timeout_seconds=timeout))
     except Exception:  # noqa: BLE001 - a grader must score weird input as wrong, never crash an eval

@@ -19,6 +19,11 @@ and adds exactly what steering needs on top of HFLM, so everything else lm-eval 
   left-truncates every context to `max_length - max_gen_toks`; here contexts are only cut when they alone
   exceed the max length, and each row generates at most `min(max_gen_toks, max_length - its prompt length)`.
 
+**quiet git probe**: lm-eval records the git commit of the current folder with `git describe`, whose stderr
+goes to the terminal, so a study run outside a git checkout printed `fatal: not a git repository` once per
+cell. Importing this module replaces that probe (in lm-eval's evaluator, where it is called) with a quiet one:
+the same commit where there is one, `None` ("no git") otherwise, and nothing printed.
+
 No request cache: this LM is never wrapped in lm-eval's `CachingLM` and the runner never passes `use_cache`
 or `cache_requests`, because lm-eval keys its caches on the request text only; with a cache, a steered
 condition would silently reuse the unsteered condition's outputs for identical prompts.
@@ -26,13 +31,34 @@ condition would silently reuse the unsteered condition's outputs for identical p
 
 from __future__ import annotations
 
+import os
+import subprocess
 from typing import Callable
 
+import lm_eval.evaluator
 import torch
+from lm_eval.loggers.utils import get_commit_from_path
 from lm_eval.models.huggingface import HFLM
 from lm_eval.models.utils_hf import stop_sequences_criteria
 
 from mechsteer.generation import stop_token_ids
+
+
+def quiet_git_commit_hash() -> str | None:
+    """lm-eval's `get_git_commit_hash` without its terminal output: `git describe --always` in the current
+    folder, with git's stderr captured; None outside a git checkout; lm-eval's own reading of `.git/HEAD`
+    when git is not installed."""
+    try:
+        done = subprocess.run(["git", "describe", "--always"], capture_output=True, text=True, timeout=10,
+                              check=False)
+    except FileNotFoundError:
+        return get_commit_from_path(os.getcwd())
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (done.stdout.strip() or None) if done.returncode == 0 else None
+
+
+lm_eval.evaluator.get_git_commit_hash = quiet_git_commit_hash
 
 
 class _RowBudget:

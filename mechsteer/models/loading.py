@@ -1,18 +1,19 @@
 """Load a study's model: embedded alias, local directory, or Hugging Face hub id.
 
 Device and dtype are explicit: `auto` device resolves to cuda when available, else cpu, and the resolved
-values are recorded. Hub problems (offline, missing, gated) become one clear ModelLoadError.
+values are recorded. Hub problems (offline, missing, gated) become one clear ModelLoadError; with the hub
+unreachable (`mechsteer.hub`) only the local cache is tried, so that error comes at once.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from mechsteer.errors import ModelLoadError
+from mechsteer.hub import hub_unreachable
 from mechsteer.models.adapters import ArchitectureAdapter, adapter_for
 from mechsteer.spec.paths import resolve_path
 from mechsteer.spec.models import EMBEDDED_MODELS, KNOWN_SHAPES, ModelShape, ModelSpec
@@ -82,18 +83,23 @@ def load_model(name: str, spec: ModelSpec, base_dir: Path | None = None) -> Load
     device = resolve_device(spec.device)
     dtype = DTYPES[spec.dtype]
     kwargs = {"revision": spec.revision} if source == "hub" and spec.revision else {}
+    # Hub unreachable (offline setting, or no connection: probed once per process): load from the local
+    # cache only, and fail at once instead of after huggingface_hub's retries.
+    unreachable = hub_unreachable() if source == "hub" else None
+    if unreachable:
+        kwargs["local_files_only"] = True
     try:
         tokenizer = AutoTokenizer.from_pretrained(where, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype, **kwargs)
     except (OSError, ValueError) as e:
         if source != "hub":
             raise ModelLoadError(f"cannot load model {spec.id!r} from {where}: {e}") from None
-        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
         raise ModelLoadError(
             f"cannot load {spec.id!r} from the Hugging Face hub"
-            + (" (HF_HUB_OFFLINE=1 and it is not in the local cache)" if offline else f": {str(e).splitlines()[0]}"),
+            + (f" (unreachable: {unreachable}; it is not in the local cache)" if unreachable
+               else f": {str(e).splitlines()[0]}"),
             hint="download it where the hub is reachable (`hf download ID --local-dir DIR`) and set the model's "
-            "`id` to that directory, or check the id, revision and access token",
+            "`id` to that local directory, or check the id, revision and access token",
         ) from None
     model.to(device).eval()
     for p in model.parameters():

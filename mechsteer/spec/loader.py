@@ -11,6 +11,7 @@ import copy
 import difflib
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from pydantic import ValidationError
 
 from mechsteer.errors import Problem, ProblemList, SpecError
 from mechsteer.spec.paths import resolve_path
-from mechsteer.spec.study import StudySpec
+from mechsteer.spec.study import NAME_PATTERN, StudySpec
 
 @dataclass
 class LoadedSpecFile:
@@ -172,9 +173,29 @@ def deep_merge(base: Any, patch: Any) -> Any:
     return copy.deepcopy(patch)
 
 
+_NAME_HINT = "use letters, digits, `_`, `.` and `-`, starting with a letter or digit (it becomes part of the output folder's name)"
+
+
+def profile_name_problems(raw: dict, file: str, positions: dict) -> list[Problem]:
+    """Profile names join the output path (`outputs/<name>-<profile>`), so they follow the study-name rule:
+    `../../x` or `a/b` would write outside the output folder."""
+    profiles = raw.get("profiles")
+    if not isinstance(profiles, dict):
+        return []
+    out = []
+    for name in profiles:
+        if not (isinstance(name, str) and re.fullmatch(NAME_PATTERN, name)):
+            line, col = positions.get(("profiles", name), (None, None))
+            out.append(Problem(f"invalid profile name {name!r}", file=file, field=f"profiles.{name}", line=line,
+                               col=col, hint=_NAME_HINT))
+    return out
+
+
 def apply_profile(raw: dict, profile: str, file: str, positions: dict, *, what: str = "study",
                   replace: tuple[str, ...] = ()) -> dict:
     """Merge the named profile onto the raw document; keys in `replace` are replaced instead of merged."""
+    if not re.fullmatch(NAME_PATTERN, profile):
+        raise SpecError(Problem(f"invalid profile name {profile!r} (--profile)", file=file, hint=_NAME_HINT))
     profiles = raw.get("profiles") or {}
     if not isinstance(profiles, dict) or profile not in profiles:
         known = ", ".join(sorted(profiles)) if isinstance(profiles, dict) and profiles else "none"
@@ -273,6 +294,7 @@ def read_spec_file(path: str | Path, what: str, keys: str, example: str) -> tupl
     if not isinstance(raw, dict):
         raise SpecError(Problem(f"a {what} must be a YAML mapping ({keys})", file=fname, line=1,
                                 hint=f"see {example}"))
+    ProblemList(profile_name_problems(raw, fname, positions)).raise_if_any(SpecError)
     return raw, positions
 
 

@@ -65,6 +65,18 @@ def _read_jsonl(path: Path, pf: str, af: str) -> list[dict]:
 
 
 def _read_hub(data) -> list[dict]:
+    from mechsteer.hub import hub_unreachable, offline_setting
+
+    # An offline setting lets `datasets` use its local cache (no retries then); without one, no connection
+    # (probed once per process) fails at once instead of after the download retries.
+    offline = offline_setting(("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+    reason = None if offline else hub_unreachable(())
+    if reason:
+        raise MechsteerError(
+            f"cannot load hub dataset {data.id!r} (split {data.split!r}): the Hugging Face hub is unreachable "
+            f"({reason})",
+            hint="download it where the hub is reachable and use `data: {kind: jsonl, path: ...}`",
+        )
     try:
         import datasets
 

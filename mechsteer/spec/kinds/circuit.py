@@ -1,6 +1,10 @@
 """Block-surgery intervention specs (paper section 4.6): Skip-Attn, Skip-Layer, Q/K/V splicing, and per-head
 splicing before o_proj (Skip-Head / Steer-Head), with the patch paths of the attention output.
 
+Two options go beyond what the authors ran for the paper: `patch_path` (other than `all`) on `skip_attn` and
+`qkv`, and `groups` on `head`. Their code has `patch_path` and KV-group combinations only in its HF Llama
+head-patching code; mechsteer offers both everywhere, and the field descriptions say so.
+
 Every kind here splices ONE decoder block B (`layer`, any block >= 1). The vector s is row B-1 of the named
 vector set: the paper moves s_{B-1} from block B-1's output to block B's input (the same stream), and then
 runs two copies of block B's internals, a vanilla one on the residual h and a steered one on h + s, and
@@ -99,15 +103,19 @@ class AttentionSurgeryBase(SurgeryBase):
     """Surgery kinds that splice the attention output, which can then be routed by `patch_path`."""
 
     patch_path: PatchPath = "all"
-    """Where the spliced attention output goes (paper `patch_path`): `all` = residual and MLP input;
-    `residual` = only the residual (the MLP sees the fully steered attention); `mlp` = only the MLP input
-    (the residual gets the fully steered attention)."""
+    """Where the spliced attention output goes: `all` = residual and MLP input (the only behaviour of the
+    authors' Skip-Attn and Q/K/V splicing); `residual` = only the residual (the MLP sees the fully steered
+    attention); `mlp` = only the MLP input (the residual gets the fully steered attention). In the authors'
+    code `patch_path` exists only in their HF Llama head-patching code (kind `head`); their vLLM Q/K/V
+    splicing has none, so `residual` / `mlp` on `skip_attn` and `qkv` are a mechsteer extension that no paper
+    number used."""
 
 
 @intervention_kind("skip_attn", impl="mechsteer.interventions.surgery:attach_skip_attn")
 class SkipAttnSpec(AttentionSurgeryBase):
     """Skip-Attn: the spliced block's attention runs on the vanilla stream (Q, K, V all vanilla), while the
-    steered residual h + s still reaches the MLP and the block output (paper `all_attn`)."""
+    steered residual h + s still reaches the MLP and the block output (paper `all_attn`; `patch_path` other
+    than `all` goes beyond the authors' code, see there)."""
 
     kind: Literal["skip_attn"] = "skip_attn"
 
@@ -122,7 +130,8 @@ class SkipLayerSpec(SurgeryBase):
 
 @intervention_kind("qkv", impl="mechsteer.interventions.surgery:attach_qkv")
 class QKVSpec(AttentionSurgeryBase):
-    """Q/K/V splicing (paper `q_proj`, `inverse_q_proj`, `all_v_proj`, ...). The residual stays steered.
+    """Q/K/V splicing (paper `q_proj`, `inverse_q_proj`, `all_v_proj`, ...). The residual stays steered
+    (`patch_path` other than `all` goes beyond the authors' code, see there).
 
     `remove_from`: everything steered except the named projections' selected heads, which are vanilla
     ("remove steering from Q of head 5"). `steer_only`: Q, K and V all vanilla except the named projections'
@@ -168,7 +177,8 @@ class QKVSpec(AttentionSurgeryBase):
 
 @intervention_kind("head", impl="mechsteer.interventions.surgery:attach_head")
 class HeadSpec(AttentionSurgeryBase):
-    """Per-head splicing of the attention output before o_proj (paper `head` / `inverse_head`, `group*`).
+    """Per-head splicing of the attention output before o_proj (paper `head` / `inverse_head`; `groups`
+    extends it, see there).
 
     `remove_from` = Skip-Head: the selected heads' outputs come from the vanilla attention pass, the others
     from the steered pass. `steer_only` = Steer-Head: all vanilla except the selected heads. The residual
@@ -178,8 +188,11 @@ class HeadSpec(AttentionSurgeryBase):
     heads: HeadList | None = None
     """Query-head indices (0..n_heads-1), or `all`."""
     groups: list[HeadIndex] | None = None
-    """KV groups (0..n_kv_heads-1): group g = the query heads sharing KV head g. Combined with `heads`
-    (union), so `groups: [7], heads: [1]` is the paper's `group7_and1`."""
+    """KV groups (0..n_kv_heads-1): group g = the query heads sharing KV head g, combined with `heads`
+    (union). Beyond the paper: group patching and its combinations (`group7_and1`, ...) exist only in the
+    authors' HF Llama head-patching code (Llama-3.1-8B, last block), not in their vLLM code or the paper's
+    figures; here they work on every architecture and block, so results with `groups` are mechsteer's
+    extension, not a reproduction. `groups: [7], heads: [1]` corresponds to that code's `group7_and1`."""
     mode: SpliceMode = "remove_from"
     """`remove_from` (Skip-Head) or `steer_only` (Steer-Head)."""
 

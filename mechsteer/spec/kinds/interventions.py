@@ -81,8 +81,11 @@ def resolved_selection(sel: LayerSelection, n_layers: int):
 
 @intervention_kind("add", impl="mechsteer.interventions.add:attach_add")
 class AddSpec(InterventionBase):
-    """The paper's steering: row l of a vector set is added to the residual stream after block l (identical to
-    a bias on block l's `mlp.down_proj`)."""
+    """The paper's steering: row l of a vector set is added to the residual stream after block l (block l's
+    output + v, i.e. the next block's input). On Llama and Qwen2 this is identical to a bias on block l's
+    `mlp.down_proj` (the authors' implementation). Not on Gemma3: it normalises the MLP output
+    (`post_feedforward_layernorm`) before adding it to the residual, so a down_proj bias there would be
+    rescaled by that norm, while `add` still adds v itself to the block's output."""
 
     kind: Literal["add"] = "add"
     vector: str
