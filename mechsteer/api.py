@@ -125,10 +125,11 @@ def run_plan(plan: Plan, *, force: bool = False, reuse_stale: bool = False, prog
         from mechsteer.progress import RichProgress
 
         with RichProgress(todo) as prog:
-            run(prog)
+            summary = run(prog)
     else:
-        run(progress or None)
+        summary = run(progress or None)
     results = Results.from_plan(plan)
+    results.run_summary = summary
     if report:
         from mechsteer.report import write_report
 

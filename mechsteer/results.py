@@ -32,6 +32,9 @@ class Results:
         self.summary = summary
         self.output_dir = Path(output_dir)
         self.store = CellStore(self.output_dir / "cells")
+        self.run_summary = None
+        """The executor's RunSummary (executed, cached, reused stale, seconds) when these results come from
+        a run in this process; None when read from disk."""
 
     # ------------------------------------------------------------------ constructors
     @classmethod

@@ -154,7 +154,10 @@ def run(study: StudyFile, profile: ProfileOpt = None, limit: LimitOpt = None,
                   + f": {len(status)} cells, {todo} to run -> {p.output_dir}")
     results = run_plan(p, force=force, reuse_stale=reuse_stale, threads=threads, progress=not quiet,
                        executor=executor, address=address)
-    console.print(f"ran {todo} cells, {len(status) - todo} cached, in {time.perf_counter() - t0:.0f} s")
+    ran = results.run_summary
+    console.print(f"ran {len(ran.executed)} cells, {len(ran.cached)} cached"
+                  + (f" ({len(ran.reused_stale)} stale reused)" if ran.reused_stale else "")
+                  + f", in {time.perf_counter() - t0:.0f} s")
     typer.echo((results.output_dir / "report" / "table.md").read_text())  # plain echo: tables must not wrap
     console.print(f"report: {results.output_dir / 'report' / 'report.md'}")
 

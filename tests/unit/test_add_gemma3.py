@@ -13,7 +13,7 @@ import torch
 from conftest import register_model
 from mechsteer.interventions import steering
 from mechsteer.models.adapters import adapter_for, decoder_output_tensor
-from mechsteer.spec.interventions import AddSpec
+from mechsteer.spec.kinds.interventions import AddSpec
 from mechsteer.vectors import VectorSet
 
 N_LAYERS, D, STEERED = 4, 32, 1

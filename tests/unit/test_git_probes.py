@@ -21,8 +21,8 @@ def _no_git_folder(tmp_path, monkeypatch) -> Path:
 
 def test_git_revision_outside_a_checkout_is_quiet(tmp_path, monkeypatch, capfd):
     folder = _no_git_folder(tmp_path, monkeypatch)
-    (folder / "mechsteer").mkdir()
-    monkeypatch.setattr(mechsteer, "__file__", str(folder / "mechsteer" / "__init__.py"))
+    (folder / "mechsteer" / "engine").mkdir(parents=True)
+    monkeypatch.setattr(provenance, "__file__", str(folder / "mechsteer" / "engine" / "provenance.py"))
     provenance.git_revision.cache_clear()
     try:
         assert provenance.git_revision() == {"commit": None, "dirty": None, "note": "no git checkout"}

@@ -12,7 +12,7 @@ from package_modules import PACKAGE, modules
 
 LAYERS: list[tuple[int, tuple[str, ...]]] = [
     (1, ("mechsteer.errors", "mechsteer.registry", "mechsteer.atomic", "mechsteer.hooks", "mechsteer.vectors",
-         "mechsteer.progress")),
+         "mechsteer.progress", "mechsteer.hub", "mechsteer.machine")),
     (2, ("mechsteer.spec",)),
     (3, ("mechsteer.models",)),
     (4, ("mechsteer.interventions", "mechsteer.positions", "mechsteer.capture", "mechsteer.replay")),
