@@ -1,58 +1,26 @@
 """`dtype: auto`: the compute dtype that suits the machine, decided without importing torch when possible.
 
 bfloat16 is the paper's dtype and fast where the hardware has it: CUDA GPUs from Ampere on, and x86 CPUs with
-AVX512-BF16 or AMX-BF16. On a CPU without native bf16 (AVX2 only), every bf16 matmul is emulated and
-SmolLM2-135M ran 5.6x slower in prefill and 2.2x slower in generation than in float32 (issue 10), so `auto`
-picks float32 there. The decision and its reason are recorded in the cell (LoadedModel.provenance()); the
+AVX512-BF16 or AMX-BF16. On a CPU without native bf16 (AVX2 only), bf16 matmuls are emulated and several
+times slower than float32 (issue 10; benchmarks/cpu_dtype.py measures the ratio), so `auto` picks float32
+there. The decision and its reason are recorded in the cell (LoadedModel.provenance()); the
 compiler hashes the resolved name, so a cell computed in float32 is never reused for a bfloat16 run.
 
 `resolve_dtype` imports torch only when the answer depends on a CUDA device (device `cuda...`, or `auto`
-when an NVIDIA driver is present), i.e. only when the run will need torch anyway.
+when an NVIDIA GPU is visible), i.e. only when the run will need torch anyway.
 """
 
 from __future__ import annotations
 
-import platform
-from pathlib import Path
+from mechsteer import machine
 
 EXPLICIT = ("bfloat16", "float16", "float32")
-CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
-"""/proc/cpuinfo flags of native bfloat16 arithmetic on x86 (Cooper Lake / Sapphire Rapids and later, Zen 4+)."""
-
-
-def read_cpu_flags() -> set[str] | None:
-    """The CPU feature flags of /proc/cpuinfo (Linux), or None when they cannot be read (other systems)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text(errors="replace")
-    except OSError:
-        return None
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        if sep and key.strip() in ("flags", "Features"):
-            return set(value.split())
-    return None
-
-
-def cpu_has_native_bf16() -> tuple[bool, str]:
-    """(native bf16?, why), from the CPU flags; unknown = no (float32 is never the slow choice)."""
-    flags = read_cpu_flags()
-    if flags is None:
-        return False, f"CPU flags unreadable on {platform.system() or 'this system'}"
-    found = sorted(f for f in CPU_BF16_FLAGS if f in flags)
-    if found:
-        return True, "CPU has native bfloat16 (" + ", ".join(found) + ")"
-    return False, "CPU lacks native bfloat16 (no avx512_bf16/amx_bf16 flag)"
-
-
-def nvidia_driver_present() -> bool:
-    """An NVIDIA driver is loaded (torch-free; whether CUDA is usable is decided by torch when it matters)."""
-    return Path("/proc/driver/nvidia/version").exists() or Path("/dev/nvidiactl").exists()
 
 
 def _cuda_available() -> bool:
-    # `device: auto` resolves exactly like models.loading.resolve_device; torch is imported only when a driver
-    # is there (then the run needs torch anyway), so a CPU-only machine decides without torch.
-    if not nvidia_driver_present():
+    # `device: auto` resolves exactly like models.loading.resolve_device; torch is imported only when a GPU
+    # is visible (then the run needs torch anyway), so a CPU-only machine decides without torch.
+    if not machine.nvidia_gpu_present():
         return False
     import torch
 
@@ -86,5 +54,5 @@ def resolve_dtype(dtype: str, device: str = "auto") -> tuple[str, str]:
     if on_cuda:
         name, why = _cuda_bf16("cuda" if device == "auto" else device)
         return name, "auto: " + why
-    ok, why = cpu_has_native_bf16()
+    ok, why = machine.cpu_has_native_bf16()
     return ("bfloat16" if ok else "float32"), "auto: " + why
