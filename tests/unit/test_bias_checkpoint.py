@@ -11,7 +11,7 @@ import torch
 
 from conftest import make_tiny_model, register_model
 from mechsteer.backends.bias_checkpoint import compile_bias_checkpoint, condition_bias, vllm_expressible
-from mechsteer.errors import CompileError
+from mechsteer.errors import CompileError, MechsteerError
 from mechsteer.interventions import steering
 from mechsteer.models.adapters import adapter_for
 from mechsteer.spec.circuit import SkipAttnSpec
@@ -165,3 +165,18 @@ def test_expressible_conditions():
     assert vllm_expressible([]) == (True, "no intervention: the base model")
     ok, why = vllm_expressible([AddSpec(vector="v", scale=-3.0), AddSpec(vector="w", layer=[1])])
     assert ok and "down_proj" in why
+
+
+def test_loaded_model_compiles_from_its_directory(tmp_path):
+    from mechsteer.eval.vllm_backend import compile_condition
+    from mechsteer.models.loading import load_model
+    from mechsteer.spec.models import ModelSpec
+
+    _, src = _save(tmp_path, "qwen2")
+    lm = load_model("q", ModelSpec(id=str(src), device="cpu", dtype="float32"))
+    register_model(lm.model)
+    vecs = _vectors()
+    out = compile_condition(lm, CONDITION, vecs)
+    assert str(compile_bias_checkpoint(src, condition_bias(CONDITION, vecs, N_LAYERS, D))) == out
+    with pytest.raises(MechsteerError, match="cannot run on vLLM: add with positions 'prompt' is position-selective"):
+        compile_condition(lm, [AddSpec(vector="v", positions="prompt")], vecs)
