@@ -92,9 +92,9 @@ def plan_status(plan: Plan) -> pd.DataFrame:
         st = states[c.hash]
         state = "shared" if c.hash in seen and st.state != "fresh" else st.state
         seen.add(c.hash)
-        rows.append({**c.row(), "cell": c.short, "state": state, "reason": st.reason})
+        rows.append({**c.row(), "cell": c.short, "state": state, "reason": st.reason, "backend_note": c.backend_note})
     return pd.DataFrame(rows, columns=["cell", "model", "condition", "measurement", "kind", "seed", "state",
-                                       "reason", "hash"])
+                                       "reason", "backend", "backend_note", "hash"])
 
 
 def set_threads(threads: int | None) -> None:

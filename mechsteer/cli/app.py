@@ -119,6 +119,11 @@ def plan(study: StudyFile, profile: ProfileOpt = None, limit: LimitOpt = None,
                   + (f" ({len(stale)} stale or damaged)" if len(stale) else ""))
     for r in stale.itertuples():
         console.print(f"  {r.cell} {r.state}: {r.reason}")
+    if (status.backend == "vllm").any() or status.backend_note.notna().any():
+        on = uniq[uniq.backend == "vllm"]
+        console.print(f"backend vllm: {len(on)} evaluation cells run on bias-compiled checkpoints")
+        for cond, note in uniq[uniq.backend_note.notna()].groupby("condition").backend_note.first().items():
+            console.print(f"  {cond} stays on HF: {note}")
 
 
 _STATUS_TEXT = {"fresh": "cached", "missing": "to run", "shared": "shared", "stale": "stale (to run)",

@@ -158,7 +158,12 @@ def run_model_cells(plan: Plan, entry: ModelEntry, cells: list[Cell], store: Cel
         with steering(lm.model, lm.adapter, list(cell.interventions), vectors, tokenizer=lm.tokenizer) as ctx:
             task = MeasurementTask(lm=lm, ctx=ctx, spec=cell.measurement.spec, seed=cell.seed,
                                    progress=progress.advance)
-            result = runner_for(cell.measurement.kind)(task)
+            if cell.backend == "vllm":
+                from mechsteer.eval.vllm_backend import run_eval_vllm
+
+                result = run_eval_vllm(task, list(cell.interventions))
+            else:
+                result = runner_for(cell.measurement.kind)(task)
         seconds = time.perf_counter() - t_cell
         record = {
             "hash": cell.hash,
@@ -185,5 +190,9 @@ def run_model_cells(plan: Plan, entry: ModelEntry, cells: list[Cell], store: Cel
         summary.executed.append(cell.hash)
         done.append(cell.hash)
         progress.end_cell(cell, seconds)
+    if any(c.backend == "vllm" for c in cells):
+        from mechsteer.eval.vllm_backend import release_engine
+
+        release_engine()
     del lm
     return done

@@ -27,8 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mechsteer.backends.expressible import vllm_expressible
 from mechsteer.engine.code_version import code_fingerprint
 from mechsteer.errors import CompileError
+from mechsteer.models.dtype import resolve_dtype
 from mechsteer.spec.evaluation import MINI_DEFAULT_N
 from mechsteer.spec.kinds import MEASUREMENT_KINDS
 from mechsteer.spec.kinds.eval_task import EvalTaskSpec
@@ -80,6 +82,10 @@ class Cell:
     seed: int
     key: dict = field(hash=False, compare=False, repr=False)
     hash: str = ""
+    backend: str = "hf"
+    """`vllm` for an evaluation cell that runs on a bias-compiled checkpoint, else `hf`."""
+    backend_note: str | None = None
+    """Why a cell of a `backend: vllm` model stays on HF (None otherwise)."""
 
     @property
     def short(self) -> str:
@@ -91,7 +97,8 @@ class Cell:
     def row(self) -> dict:
         """The plain record of this cell in plan.json (what results readers need)."""
         return {"hash": self.hash, "model": self.model, "condition": self.condition,
-                "measurement": self.measurement.id, "kind": self.measurement.kind, "seed": self.seed}
+                "measurement": self.measurement.id, "kind": self.measurement.kind, "seed": self.seed,
+                "backend": self.backend}
 
 
 @dataclass
@@ -194,8 +201,10 @@ def vector_fingerprint(vectors: dict, name: str, _seen: tuple = ()) -> dict:
 
 def model_fingerprint(entry: ModelEntry) -> dict:
     ms = entry.spec
-    fp = ms.model_dump(mode="json", exclude={"device"})
-    # The device is recorded in provenance, not hashed: a rerun on another device reuses results.
+    # The device is recorded in provenance, not hashed: a rerun on another device reuses results. The dtype
+    # is hashed as resolved (`auto` never reaches the hash); the backend only for cells that use it.
+    fp = ms.model_dump(mode="json", exclude={"device", "backend"})
+    fp["dtype"] = resolve_dtype(ms.dtype, ms.device)[0]
     local = _local_model_dir(entry)
     if local is not None:
         fp["id"] = local.name
@@ -312,11 +321,18 @@ def compile_study(ls: LoadedStudy, *, limit: int | None = None, output_root: str
             ivs = [_content_fingerprint(iv) for iv in bound]
             vec_names = sorted({ref for iv in bound for ref in iv.vector_refs()})
             vfp = {n: vector_fingerprint(vectors, n) for n in vec_names}
+            wants_vllm = (entry.spec.backend or spec.backend or "hf") == "vllm"
+            expressible, why = vllm_expressible(bound) if wants_vllm else (False, None)
             for meas, seeds in measurements:
                 mkey = _measurement_key(meas)
+                on_vllm = wants_vllm and meas.kind == "eval" and expressible
+                note = None if on_vllm or not wants_vllm else (why if meas.kind == "eval" else "readouts run on HF")
                 for seed in seeds:
                     key = {"model": mfp, "interventions": ivs, "vectors": vfp, "measurement": mkey, "seed": seed}
-                    cells.append(Cell(mname, cond, bound, meas, seed, key, _hash(key)))
+                    if on_vllm:
+                        key["backend"] = "vllm"  # other kernels, other numbers: never shared with HF cells
+                    cells.append(Cell(mname, cond, bound, meas, seed, key, _hash(key),
+                                      backend="vllm" if on_vllm else "hf", backend_note=note))
     name = spec.name + (f"-{ls.profile}" if ls.profile else "")
     evaluation = spec.evaluation.model_dump(mode="json") | {"seeds": spec.evaluation.resolved_seeds()} \
         if spec.evaluation else None

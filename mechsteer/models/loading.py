@@ -16,6 +16,7 @@ from mechsteer.errors import ModelLoadError
 from mechsteer.hub import hub_unreachable
 from mechsteer.models.adapters import ArchitectureAdapter, adapter_for
 from mechsteer.spec.paths import resolve_path
+from mechsteer.models.dtype import resolve_dtype
 from mechsteer.spec.models import EMBEDDED_MODELS, KNOWN_SHAPES, ModelShape, ModelSpec
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
@@ -33,6 +34,8 @@ class LoadedModel:
     dtype: torch.dtype
     source: str  # embedded | local | hub
     revision: str | None
+    dtype_reason: str = "set in the study"
+    """Why this dtype (models.dtype.resolve_dtype): the study named it, or what `auto` found on this machine."""
 
     def provenance(self) -> dict:
         return {
@@ -41,6 +44,8 @@ class LoadedModel:
             "source": self.source,
             "revision": self.revision,
             "dtype": str(self.dtype).removeprefix("torch."),
+            "dtype_requested": self.spec.dtype,
+            "dtype_reason": self.dtype_reason,
             "device": str(self.device),
             "architecture": self.shape.architecture,
             "n_layers": self.shape.n_layers,
@@ -81,7 +86,8 @@ def load_model(name: str, spec: ModelSpec, base_dir: Path | None = None) -> Load
 
     where, source = _locate(spec, base_dir)
     device = resolve_device(spec.device)
-    dtype = DTYPES[spec.dtype]
+    dtype_name, dtype_reason = resolve_dtype(spec.dtype, str(device))
+    dtype = DTYPES[dtype_name]
     kwargs = {"revision": spec.revision} if source == "hub" and spec.revision else {}
     # Hub unreachable (offline setting, or no connection: probed once per process): load from the local
     # cache only, and fail at once instead of after huggingface_hub's retries.
@@ -115,4 +121,4 @@ def load_model(name: str, spec: ModelSpec, base_dir: Path | None = None) -> Load
     revision = getattr(model.config, "_commit_hash", None) or spec.revision
     if source == "embedded":
         revision = Path(where).name
-    return LoadedModel(name, spec, model, tokenizer, adapter, shape, device, dtype, source, revision)
+    return LoadedModel(name, spec, model, tokenizer, adapter, shape, device, dtype, source, revision, dtype_reason)

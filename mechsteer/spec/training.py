@@ -418,7 +418,8 @@ def check_train_spec(ls: LoadedTrainSpec) -> list[Problem]:
             except LayerResolutionError as e:
                 out.append(ls.problem(("rloo", "lr_per_layer", k), f"{e} ({spec.model.id})"))
     if spec.setup == "full" and spec.model.dtype != "float32" and spec.rloo.lr < 1e-5:
-        out.append(ls.problem(("rloo", "lr"), f"lr {spec.rloo.lr} is below {spec.model.dtype} resolution for full "
+        half = "bfloat16 (which dtype auto picks on GPUs and bf16 CPUs)" if spec.model.dtype == "auto" else spec.model.dtype
+        out.append(ls.problem(("rloo", "lr"), f"lr {spec.rloo.lr} is below {half} resolution for full "
                               "fine-tuning: the updates would round away",
                               hint="use model.dtype: float32 for full fine-tuning at the paper's 1e-6"))
     if spec.data.kind == "jsonl" and not ls.resolve_path(spec.data.path).is_file():

@@ -14,12 +14,12 @@ LAYERS: list[tuple[int, tuple[str, ...]]] = [
     (1, ("mechsteer.errors", "mechsteer.registry", "mechsteer.atomic", "mechsteer.hooks", "mechsteer.vectors",
          "mechsteer.progress", "mechsteer.hub", "mechsteer.machine")),
     (2, ("mechsteer.spec",)),
-    (3, ("mechsteer.models",)),
+    (3, ("mechsteer.models", "mechsteer.backends")),
     (4, ("mechsteer.interventions", "mechsteer.positions", "mechsteer.capture", "mechsteer.replay")),
     (5, ("mechsteer.generation", "mechsteer.measurement", "mechsteer.eval", "mechsteer.readouts")),
     (6, ("mechsteer.engine",)),
     (7, ("mechsteer.report", "mechsteer.results", "mechsteer.diff")),
-    (8, ("mechsteer.train", "mechsteer.builders", "mechsteer.diffsae", "mechsteer.backends")),
+    (8, ("mechsteer.train", "mechsteer.builders", "mechsteer.diffsae")),
     (9, ("mechsteer.api", "mechsteer.cli")),
 ]
 """Layer of each module prefix. The package's own `__init__` is the API's lazy front door (layer 9)."""

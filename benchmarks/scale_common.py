@@ -1,0 +1,77 @@
+"""Shared bits of the issue-10 benchmarks (cpu_dtype, bias_checkpoint, steering_overhead, vllm_vs_hf): machine
+facts and writing a script's section `benchmarks/results/<stem>.md` with its raw numbers `<stem>.json`."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "benchmarks" / "results"
+
+
+def setup_env(offline: bool = True) -> None:
+    if offline:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+
+
+def command_line() -> str:
+    return "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]])
+
+
+def machine_facts() -> dict:
+    """CPU model and its bf16-relevant flags, cores, load, versions (torch imported by the caller already)."""
+    import torch
+
+    from mechsteer import machine
+
+    flags = machine.read_cpu_flags() or set()
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    return {
+        "cpu": model,
+        "cpu_flags": {f: f in flags for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")},
+        "cores": os.cpu_count(),
+        "load_avg_1m_at_start": round(load[0], 2) if load else None,
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+    }
+
+
+def facts_lines(facts: dict) -> list[str]:
+    flags = ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in facts["cpu_flags"].items())
+    return [
+        f"- machine: {facts['cpu']}, {facts['cores']} cores shared with other jobs (1-min load "
+        f"{facts['load_avg_1m_at_start']} at start), {facts['torch_threads']} torch thread(s)",
+        f"- CPU flags: {flags}",
+        f"- python {facts['python']}, torch {facts['torch']}, {facts['platform']}",
+    ]
+
+
+def write_section(stem: str, lines: list[str], data: dict) -> Path:
+    """Write benchmarks/results/<stem>.md and .json (atomically) and return the .md path."""
+    from mechsteer.atomic import atomic_write_text
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    md = RESULTS / f"{stem}.md"
+    atomic_write_text(md, "\n".join(lines).rstrip() + "\n")
+    atomic_write_text(RESULTS / f"{stem}.json", json.dumps(data, indent=2, default=str) + "\n")
+    print(f"wrote {md} and {md.with_suffix('.json')}")
+    return md

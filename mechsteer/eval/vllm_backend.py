@@ -1,0 +1,176 @@
+"""`backend: vllm`: the `eval` measurement of an all-position `add` condition through lm-eval's `vllm` model on
+a bias-compiled checkpoint (backends.bias_checkpoint), with the same task dict as the HF path.
+
+What is shared with the HF path (eval/runner.py): the problems (`load_problems`), the task dict
+(`build_task_config`: prompt, repeats, filter, grading, metrics), `evaluate_task` (simple_evaluate with the
+paper's chat/system-prompt settings and the cell's seed, lm-eval caches off), metric flattening and the
+sample logs. What differs is only the engine: vLLM on a checkpoint where the steering vectors are the
+down_proj biases, so no hook is involved.
+
+Sampling and stopping are spelled out for vLLM instead of relying on defaults that differ between engines:
+
+* `stop_token_ids` = the HF path's stop tokens (`generation.stop_token_ids`: generation-config eos ids and
+  the tokenizer's eos), `until` stays empty as on the HF path (lm-eval adds the eos string, which is the
+  same stop);
+* greedy = temperature 0; `paper` = temperature 1, top_p 1, top_k off (`-1`, which every vLLM version reads
+  as "all tokens"; transformers' 0);
+* `skip_special_tokens: true` (HF's lm-eval decoding strips special tokens; lm-eval's vLLM default keeps
+  them), `spaces_between_special_tokens: false`;
+* `max_gen_toks` as on the HF path; vLLM's `max_model_len` = the model entry's total length budget.
+
+The vLLM engine seeds its sampler at start-up, so one engine serves one (checkpoint, seed, dtype, length)
+and is kept for the next cell with the same key (tasks of one condition and seed), then released.
+"""
+
+from __future__ import annotations
+
+import copy
+import gc
+import json
+
+from mechsteer.backends.bias_checkpoint import compile_bias_checkpoint, condition_bias, vllm_expressible
+from mechsteer.errors import MechsteerError
+from mechsteer.eval.lm_eval_tasks import TaskSettings, build_task_config, lm_eval_task_name, load_problems
+from mechsteer.eval.runner import evaluate_task, flatten_metrics, json_safe, total_length
+from mechsteer import machine
+from mechsteer.measurement import MeasurementResult, MeasurementTask
+
+_ENGINE: dict = {}
+"""{"key": ..., "lm": VLLM} of the engine kept between cells."""
+
+
+def vllm_generation_kwargs(gen_kwargs: dict, stop_ids: list[int]) -> dict:
+    """The HF path's lm-eval generation kwargs with vLLM's sampling and stop settings made explicit."""
+    out = dict(gen_kwargs)
+    if out.get("do_sample"):
+        if out.get("top_k", 0) in (0, None):
+            out["top_k"] = -1
+    else:
+        out["temperature"] = 0.0
+        out.pop("top_p", None)
+        out.pop("top_k", None)
+    out["stop_token_ids"] = [int(i) for i in stop_ids]
+    out["skip_special_tokens"] = True
+    out["spaces_between_special_tokens"] = False
+    return out
+
+
+def vllm_task_config(config: dict, stop_ids: list[int]) -> dict:
+    """A copy of the HF path's task dict whose generation kwargs are explicit for vLLM."""
+    out = copy.copy(config)
+    out["generation_kwargs"] = vllm_generation_kwargs(config["generation_kwargs"], stop_ids)
+    out["metadata"] = {**config.get("metadata", {}), "backend": "vllm"}
+    return out
+
+
+def release_engine() -> None:
+    """Free the kept vLLM engine and its GPU memory."""
+    entry = _ENGINE.pop("lm", None)
+    _ENGINE.pop("key", None)
+    if entry is None:
+        return
+    del entry
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def _gpu_memory_fraction(cap: float = 0.9) -> float:
+    """The share of GPU memory vLLM may take: at most `cap`, and less when another user (the HF copy of the
+    model loaded by the engine) already holds some."""
+    import torch
+
+    free, total = torch.cuda.mem_get_info()
+    return max(0.1, min(cap, free / total - 0.05))
+
+
+def vllm_engine(checkpoint: str, *, dtype: str, seed: int, max_length: int, batch_size="auto",
+                tensor_parallel_size: int = 1, gpu_memory_utilization: float | None = None):
+    """lm-eval's VLLM model on `checkpoint` (kept for the next call with the same key)."""
+    problem = machine.vllm_problem()
+    if problem is not None:
+        raise MechsteerError(problem, hint=machine.VLLM_HINT)
+    key = (checkpoint, dtype, seed, max_length, str(batch_size), tensor_parallel_size)
+    if _ENGINE.get("key") == key:
+        return _ENGINE["lm"]
+    release_engine()
+    from lm_eval.models.vllm_causallms import VLLM
+
+    lm = VLLM(pretrained=checkpoint, dtype=dtype, seed=seed, max_model_len=max_length, batch_size=batch_size,
+              tensor_parallel_size=tensor_parallel_size,
+              gpu_memory_utilization=gpu_memory_utilization or _gpu_memory_fraction())
+    _ENGINE.update(key=key, lm=lm)
+    return lm
+
+
+def compile_condition(lm, interventions: list, vectors: dict) -> str:
+    """The bias-compiled checkpoint of a condition on a LoadedModel (error naming why if not expressible)."""
+    ok, why = vllm_expressible(interventions)
+    if not ok:
+        raise MechsteerError(f"this condition cannot run on vLLM: {why}", hint="it runs with backend: hf")
+    bias = condition_bias(interventions, vectors, lm.shape.n_layers, lm.shape.d_model)
+    return str(compile_bias_checkpoint(lm, bias))
+
+
+def run_eval_vllm(task: MeasurementTask, interventions: list) -> MeasurementResult:
+    """The `eval` measurement of one cell on vLLM. `interventions` are the cell's bound intervention specs
+    (all-position `add` only; the engine keeps every other condition on HF); the vectors come from the
+    cell's steering context. Mirrors runner.run_eval except for the engine."""
+    from lm_eval import __version__ as lm_eval_version
+
+    from mechsteer.eval.datasets import DatasetUnavailableError
+    from mechsteer.generation import stop_token_ids, uses_chat_template
+
+    o, lm = task.spec, task.lm
+    checkpoint = compile_condition(lm, interventions, task.ctx.vectors)
+    name = o.task
+    try:
+        rows = load_problems(name, o.data_dir, o.limit)
+    except DatasetUnavailableError as e:
+        raise MechsteerError(str(e)) from None
+    chat = uses_chat_template(lm)
+    budget = total_length(lm)
+    max_gen = min(int(o.max_new_tokens or budget), budget - 1)
+    settings = TaskSettings(task=name, protocol=o.protocol, samples=o.samples, max_gen_toks=max_gen,
+                            chat=chat, template=o.template)
+
+    def count_tokens(text: str) -> int:
+        return len(lm.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    stops = stop_token_ids(lm.model, lm.tokenizer)
+    config = vllm_task_config(build_task_config(settings, rows, count_tokens), stops)
+    task.progress(0, len(rows) * settings.samples)
+    dtype = str(lm.dtype).removeprefix("torch.")
+    engine = vllm_engine(checkpoint, dtype=dtype, seed=task.seed, max_length=budget,
+                         batch_size="auto")
+    results = evaluate_task(engine, config, seed=task.seed, chat=chat, limit=o.limit)
+    task.progress(len(rows) * settings.samples, None)
+
+    from importlib.metadata import version
+
+    lm_name = lm_eval_task_name(name)
+    metrics = flatten_metrics(results["results"][lm_name])
+    samples = json_safe(results["samples"][lm_name])
+    metrics["n_problems"] = float(len(samples))
+    metrics["samples_per_problem"] = float(settings.samples)
+    summary = json_safe({k: v for k, v in results.items() if k != "samples"})
+    info = {
+        "backend": "vllm",
+        "vllm_version": version("vllm"),
+        "compiled_checkpoint": checkpoint,
+        "lm_eval_version": lm_eval_version,
+        "lm_eval_task": lm_name,
+        "chat_template": chat,
+        "max_length": budget,
+        "max_gen_toks": max_gen,
+        "generation_kwargs": config["generation_kwargs"],
+        "repeats": settings.samples,
+        "prompt_example": samples[0]["arguments"][0][0] if samples else "",
+    }
+    files = {"lm_eval_results.json": json.dumps(summary, indent=2, ensure_ascii=False).encode()}
+    return MeasurementResult(metrics, samples, files=files, info=info)

@@ -1,0 +1,85 @@
+"""Facts about this machine that decide how a study runs, read without importing torch (layer 1).
+
+* CPU flags (/proc/cpuinfo): whether the CPU does bfloat16 natively (`dtype: auto`, models.dtype).
+* NVIDIA GPU presence (driver files, `nvidia-smi -L`, CUDA_VISIBLE_DEVICES): whether `backend: vllm` and
+  `device: auto` can use a GPU, decided before torch or vLLM is imported.
+* vLLM importable (importlib.util.find_spec): `backend: vllm` needs it.
+
+`vllm_problem()` is the one-line reason `backend: vllm` cannot run here (None when it can); `validate` and
+`plan` report it at the model entry.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import platform
+import shutil
+import subprocess
+from pathlib import Path
+
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+"""/proc/cpuinfo flags of native bfloat16 arithmetic on x86 (Cooper Lake / Sapphire Rapids and later, Zen 4+)."""
+
+
+def read_cpu_flags() -> set[str] | None:
+    """The CPU feature flags of /proc/cpuinfo (Linux), or None when they cannot be read (other systems)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() in ("flags", "Features"):
+            return set(value.split())
+    return None
+
+
+def cpu_has_native_bf16() -> tuple[bool, str]:
+    """(native bf16?, why), from the CPU flags; unknown = no (float32 is never the slow choice)."""
+    flags = read_cpu_flags()
+    if flags is None:
+        return False, f"CPU flags unreadable on {platform.system() or 'this system'}"
+    found = sorted(f for f in CPU_BF16_FLAGS if f in flags)
+    if found:
+        return True, "CPU has native bfloat16 (" + ", ".join(found) + ")"
+    return False, "CPU lacks native bfloat16 (no avx512_bf16/amx_bf16 flag)"
+
+
+def nvidia_gpu_present() -> bool:
+    """An NVIDIA GPU is visible to this process: CUDA_VISIBLE_DEVICES does not hide every device, and the
+    driver is loaded (/proc/driver/nvidia) or `nvidia-smi -L` lists a GPU. Whether CUDA is usable from torch
+    is decided by torch once the run needs it."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "-1"):
+        return False
+    if Path("/proc/driver/nvidia/version").exists():
+        return True
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return False
+    try:
+        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return out.returncode == 0 and "GPU" in out.stdout
+
+
+def vllm_installed() -> bool:
+    return importlib.util.find_spec("vllm") is not None
+
+
+def vllm_problem() -> str | None:
+    """Why `backend: vllm` cannot run on this machine, in one line; None when vLLM is importable and an NVIDIA
+    GPU is visible."""
+    missing = []
+    if not vllm_installed():
+        missing.append("the vllm package is not installed")
+    if not nvidia_gpu_present():
+        missing.append("no NVIDIA GPU is visible")
+    if not missing:
+        return None
+    return "backend vllm cannot run here: " + " and ".join(missing)
+
+
+VLLM_HINT = "install vllm on a machine with an NVIDIA GPU (pip install vllm), or use backend: hf"
