@@ -123,8 +123,13 @@ def feature_stats(enc: Encoded, index, *, generated_only: bool = True, min_act_f
 
 
 # -------------------------------------------------------------------------------------------- contexts
+def token_rows(index) -> dict[tuple[int, int], int]:
+    """(seq, position) -> row of the index (built once per analysis)."""
+    return {(int(s), int(p)): r for r, (s, p) in enumerate(zip(index["seq"].to_numpy(), index["position"].to_numpy()))}
+
+
 def top_contexts(enc: Encoded, index, sequences: list[dict], feature: int, *, n: int = 5, window: int = 8,
-                 generated_only: bool = True) -> list[dict]:
+                 generated_only: bool = True, rows_by_token: dict | None = None) -> list[dict]:
     """The `n` tokens (at most one per sequence) where `feature` is strongest, with a token window around
     each and the feature's activation on every token of the window."""
     act = np.where(enc.idx == feature, enc.val, 0).max(axis=1)
@@ -134,7 +139,7 @@ def top_contexts(enc: Encoded, index, sequences: list[dict], feature: int, *, n:
     rows = np.nonzero(mask)[0]
     rows = rows[np.argsort(-act[rows], kind="stable")]
     seq_col, pos_col = index["seq"].to_numpy(), index["position"].to_numpy()
-    row_of = {(int(s), int(p)): r for r, (s, p) in enumerate(zip(seq_col, pos_col))}
+    row_of = rows_by_token if rows_by_token is not None else token_rows(index)
     by_seq = {int(s["seq"]): s for s in sequences}
     out, seen = [], set()
     for r in rows:
@@ -249,14 +254,15 @@ def analyse_features(sae: TopKSAE, x: torch.Tensor, index, sequences: list[dict]
             m = dict(zip(lens["feature"], lens[name]))
             top_c = top_c.assign(**{name: top_c["feature"].map(m)})
             top_i = top_i.assign(**{name: top_i["feature"].map(m)})
-    blocks = []
+    blocks, rows_by_token = [], token_rows(index)
     for label, part in (("more often in correct", top_c), ("more often in incorrect", top_i)):
         for _, r in part.iterrows():
             t = (f"{label}: correct {r['seq_freq_correct']:.2f} vs incorrect {r['seq_freq_incorrect']:.2f} of "
                  f"generations, q = {r['q_bh']:.3g}")
             blocks.append((int(r["feature"]), t, top_contexts(enc, index, sequences, int(r["feature"]),
                                                                n=n_contexts, window=window,
-                                                               generated_only=generated_only)))
+                                                               generated_only=generated_only,
+                                                               rows_by_token=rows_by_token)))
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, frame in (("features", df), ("top_correct", top_c), ("top_incorrect", top_i)):
         with atomic_path(out_dir / f"{name}.csv", suffix=".csv") as tmp:

@@ -89,7 +89,7 @@ def run_diffsae(lm: LoadedModel, condition: list, vectors: dict, problems: list[
                                  title=f"{lm.spec.id} layer {layer}: DiffSAE features vs correctness")
         timings[f"features_{layer}_s"] = time.perf_counter() - t0
         df_norm = x.norm(dim=-1)
-        gen = torch.as_tensor(index["is_generated"].to_numpy(bool))
+        gen = torch.tensor(index["is_generated"].to_numpy(bool).copy())
         per_layer[layer] = {"sae": {k: v for k, v in res.metrics.items() if k != "config"},
                             "dF_norm_mean": float(df_norm.mean()),
                             "dF_norm_mean_generated": float(df_norm[gen].mean()) if gen.any() else None,

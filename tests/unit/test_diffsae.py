@@ -152,6 +152,25 @@ def test_feature_stats_counts_by_hand():
     assert df.attrs["n_seq_correct"] == 1 and df.attrs["n_seq_incorrect"] == 2
 
 
+def test_top_contexts_pick_the_strongest_token_per_sequence_with_its_window():
+    from mechsteer.diffsae.features import contexts_html, top_contexts
+
+    index = pd.DataFrame({"seq": [0] * 4 + [1] * 3, "position": [0, 1, 2, 3, 0, 1, 2],
+                          "is_generated": [False, True, True, True, False, True, True],
+                          "correct": [True] * 4 + [False] * 3})
+    idx = np.array([[5, 1], [5, 2], [1, 5], [5, 0], [5, 1], [2, 5], [5, 3]])
+    val = np.array([[9.0, 1], [1, 1], [1, 3], [2, 1], [1, 1], [1, 4], [0.5, 1]])
+    seqs = [{"seq": 0, "problem": "a", "correct": True, "prompt_ids": [10], "generated_ids": [11, 12, 13]},
+            {"seq": 1, "problem": "b", "correct": False, "prompt_ids": [20], "generated_ids": [21, 22]}]
+    ctx = top_contexts(Encoded(idx, val, 8), index, seqs, 5, n=5, window=1)
+    # generated tokens only: seq 1 position 1 (4.0) beats seq 0 position 2 (3.0); the prompt's 9.0 is skipped
+    assert [(c["seq"], c["position"], c["activation"]) for c in ctx] == [(1, 1, 4.0), (0, 2, 3.0)]
+    assert ctx[0]["token_ids"] == [20, 21, 22] and ctx[0]["acts"] == [1.0, 4.0, 0.5] and ctx[0]["center"] == 1
+    assert ctx[1]["token_ids"] == [11, 12, 13] and ctx[1]["acts"] == [1.0, 3.0, 2.0]
+    page = contexts_html([(5, "title", ctx)], lambda t: f"<t{t}>")
+    assert "&lt;t21&gt;" in page and "rgba(255,120,0,1.00)" in page and "incorrect" in page
+
+
 def test_logit_lens_is_the_unembedding_of_the_normed_direction():
     m = make_tiny_model("llama")
     d = torch.randn(3, 32)
@@ -313,3 +332,71 @@ def test_resumed_training_equals_an_uninterrupted_run(tmp_path):
         "step-000020", "step-000033", "step-000040", "step-000060"]
     with pytest.raises(Exception, match="another config"):
         train_sae(src(), SAETrainConfig(**{**cfg.__dict__, "lr": 2e-3}), tmp_path / "resumed")
+
+
+# ---------------------------------------------------------------------------------------------- pipeline
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(tmp_path_factory):
+    from tiny_tokenizer import VOCAB_SIZE, make_tiny_tokenizer
+
+    from mechsteer.models.loading import load_model
+    from mechsteer.spec.models import ModelSpec
+
+    d = tmp_path_factory.mktemp("tiny-llama")
+    make_tiny_model("llama", vocab_size=VOCAB_SIZE).save_pretrained(d)
+    make_tiny_tokenizer().save_pretrained(d)
+    lm = load_model("tiny", ModelSpec(id=str(d), dtype="float32", device="cpu"))
+    from conftest import register_model
+
+    register_model(lm.model)
+    return lm
+
+
+def test_generate_and_grade_keeps_the_sampled_ids_and_matches_generation(tiny_lm):
+    from mechsteer.diffsae.collect import generate_and_grade
+    from mechsteer.eval.grading import grade
+    from mechsteer.generation import generate, render_prompts
+
+    vs = VectorSet(torch.randn(4, 32, generator=torch.Generator().manual_seed(4)) * 3, [0, 1, 2, 3])
+    cond, vecs = [AddSpec(vector="v", layer=2)], {"v": vs}
+    problems = [{"id": f"q{i}", "problem": f"What is {i} + 1?", "answer": str(i + 1)} for i in range(5)]
+    seqs = generate_and_grade(tiny_lm, cond, vecs, problems, temperature=0.0, max_new_tokens=6, batch_size=2)
+    with steering(tiny_lm.model, tiny_lm.adapter, cond, vecs, tokenizer=tiny_lm.tokenizer) as ctx:
+        ref = generate(tiny_lm, ctx, render_prompts(tiny_lm, [p["problem"] for p in problems], "qwen_math"),
+                       max_new_tokens=6, temperature=0.0, batch_size=3)
+    base = generate(tiny_lm, None, render_prompts(tiny_lm, [p["problem"] for p in problems], "qwen_math"),
+                    max_new_tokens=6, temperature=0.0, batch_size=3)
+    assert [s.completion for s in seqs] != [c[0].text for c in base], "steering must change the completions"
+    assert [s.completion for s in seqs] == [c[0].text for c in ref]
+    for s, p in zip(seqs, problems):
+        assert tiny_lm.tokenizer.decode(s.generated_ids, skip_special_tokens=True) == s.completion
+        assert s.correct == grade(s.completion, p["answer"]).lenient_correct
+        assert tiny_lm.tokenizer.decode(s.prompt_ids).endswith("<|im_start|>assistant\n")
+
+
+def test_run_diffsae_writes_every_stage(tiny_lm, tmp_path):
+    from mechsteer.diffsae.run import DiffSAEConfig, run_diffsae
+
+    vs = VectorSet(torch.randn(4, 32, generator=torch.Generator().manual_seed(4)), [0, 1, 2, 3])
+    problems = [{"id": f"q{i}", "problem": f"{i}", "answer": str(i % 10)} for i in range(12)]
+    cfg = DiffSAEConfig(sae=SAETrainConfig(width=16, k=2, tokens=40 * 32, batch_size=32, log_every=10),
+                        max_new_tokens=5, batch_size=4, top_n=2, n_contexts=2, lens_k=3)
+    stages = []
+    summary = run_diffsae(tiny_lm, [AddSpec(vector="v", layer="all")], {"v": vs}, problems, [1, 3], cfg,
+                          tmp_path, progress=lambda stage, info: stages.append(stage))
+    assert [s for s in stages if s != "train_step"] == ["generate", "collect", "train", "features", "train",
+                                                        "features"]
+    assert summary["n_sequences"] == 12 and summary["n_tokens"] == len(load_index(tmp_path / "collection"))
+    for layer in (1, 3):
+        sae, _ = load_saelens(tmp_path / f"layer_{layer}" / "sae")
+        assert sae.d_in == 32 and sae.d_sae == 16
+        assert (tmp_path / f"layer_{layer}" / "features" / "features.csv").is_file()
+        assert summary["layers"][layer]["dF_norm_mean"] > 0
+    # a second call reuses the collection and the finished SAEs (no generation, no training steps)
+    stages.clear()
+    again = run_diffsae(tiny_lm, [AddSpec(vector="v", layer="all")], {"v": vs}, problems, [1, 3], cfg, tmp_path,
+                        progress=lambda stage, info: stages.append(stage))
+    assert "generate" not in stages and "train_step" not in stages
+    assert again["layers"][1]["sae"]["explained_variance"] == summary["layers"][1]["sae"]["explained_variance"]
