@@ -34,6 +34,7 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=300_000, help="SAE training tokens (epochs over the data)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--record", default=None, help="also copy findings.md to this path (e.g. docs/...)")
     args = ap.parse_args()
 
     import torch
@@ -63,7 +64,10 @@ def main() -> None:
                           cfg, args.out, progress=progress)
     wall = time.perf_counter() - t0
     write_findings(Path(args.out), summary, args, wall)
-    print((Path(args.out) / "findings.md").read_text())
+    text = (Path(args.out) / "findings.md").read_text()
+    if args.record:
+        Path(args.record).write_text(text)
+    print(text)
 
 
 def write_findings(out: Path, s: dict, args, wall: float) -> None:
@@ -71,13 +75,18 @@ def write_findings(out: Path, s: dict, args, wall: float) -> None:
 
     lines = [
         "# DiffSAE on SmolLM2-135M-Instruct (bundled all-layer vectors, `mini` task)", "",
-        f"Command: `PYTHONPATH=. python scripts/diffsae_mini.py --n {args.n} --layers {' '.join(map(str, args.layers))}"
+        "Command: `PYTHONPATH=. python scripts/diffsae_mini.py --out outputs/diffsae_mini "
+        f"--n {args.n} --layers {' '.join(map(str, args.layers))}"
         f" --dtype {args.dtype} --width {args.width} --k {args.k} --tokens {args.tokens} --threads {args.threads}`  ",
         f"Machine: {platform.machine()}, {platform.system()}, torch {torch.__version__}, {args.threads} thread(s); "
-        f"wall time of this invocation {wall:.0f} s (stages reused from an earlier run take ~0 s).", "",
+        f"wall time of this invocation {wall:.0f} s; stages that ran: "
+        + ", ".join(f"{k.removesuffix('_s')} {v:.0f} s" for k, v in s["timings_s"].items())
+        + " (stages reused from an earlier run are not listed).", "",
         f"Generations: {s['n_sequences']} (one per problem, temperature 1, steered), {s['n_correct']} correct "
         f"(lenient grader), accuracy {s['accuracy']:.1%}; {s['n_tokens']} tokens collected, "
-        f"{s['n_generated_tokens']} of them generated.", "",
+        f"{s['n_generated_tokens']} of them generated. Mean completion length: {s['mean_gen_tokens_correct']:.1f} "
+        f"tokens (correct) vs {s['mean_gen_tokens_incorrect']:.1f} (incorrect); \"fires anywhere in the generation\" "
+        "rises with length, so a feature can lean towards incorrect answers just by firing on long ones.", "",
     ]
     for layer, r in s["layers"].items():
         sae, f = r["sae"], r["features"]

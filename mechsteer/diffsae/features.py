@@ -201,11 +201,11 @@ def logit_lens_table(sae: TopKSAE, features: list[int], unembed, final_norm, tok
     if not features:
         return pd.DataFrame(columns=["feature", "top_tokens", "bottom_tokens"])
     tv, ti, bv, bi = logit_lens(sae.W_dec[features].detach(), unembed, final_norm, k)
-    rows = []
-    for r, f in enumerate(features):
-        rows.append({"feature": f,
-                     "top_tokens": " | ".join(f"{token_text(int(t))!r}:{float(v):.2f}" for t, v in zip(ti[r], tv[r])),
-                     "bottom_tokens": " | ".join(f"{token_text(int(t))!r}:{float(v):.2f}" for t, v in zip(bi[r], bv[r]))})
+    def fmt(ids, vals):
+        return " | ".join(f"{token_text(int(t))!r}:{float(v):.2f}" for t, v in zip(ids, vals))
+
+    rows = [{"feature": f, "top_tokens": fmt(ti[r], tv[r]), "bottom_tokens": fmt(bi[r], bv[r])}
+            for r, f in enumerate(features)]
     return pd.DataFrame(rows)
 
 

@@ -94,7 +94,10 @@ def run_diffsae(lm: LoadedModel, condition: list, vectors: dict, problems: list[
                             "dF_norm_mean": float(df_norm.mean()),
                             "dF_norm_mean_generated": float(df_norm[gen].mean()) if gen.any() else None,
                             "features": feats["summary"]}
+    gen_len = {c: [len(s["generated_ids"]) for s in sequences if s["correct"] is c] for c in (True, False)}
     summary = {"n_sequences": len(sequences), "n_correct": sum(1 for c in seq_correct if c),
+               "mean_gen_tokens_correct": sum(gen_len[True]) / max(len(gen_len[True]), 1),
+               "mean_gen_tokens_incorrect": sum(gen_len[False]) / max(len(gen_len[False]), 1),
                "accuracy": sum(1 for c in seq_correct if c) / max(len(sequences), 1),
                "n_tokens": int(len(index)), "n_generated_tokens": int(index["is_generated"].sum()),
                "layers": per_layer, "timings_s": timings, "config": asdict(config)}

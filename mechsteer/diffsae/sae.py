@@ -119,7 +119,8 @@ def load_saelens(folder: str | Path) -> tuple[TopKSAE, dict]:
     folder = Path(folder)
     cfg_path, w_path = folder / SAE_CFG_FILENAME, folder / SAE_WEIGHTS_FILENAME
     if not cfg_path.is_file() or not w_path.is_file():
-        raise MechsteerError(f"{folder} is not a SAELens SAE folder (needs {SAE_CFG_FILENAME} and {SAE_WEIGHTS_FILENAME})")
+        raise MechsteerError(f"{folder} is not a SAELens SAE folder "
+                             f"(needs {SAE_CFG_FILENAME} and {SAE_WEIGHTS_FILENAME})")
     cfg = json.loads(cfg_path.read_text())
     if cfg.get("architecture") != "topk":
         raise MechsteerError(f"{cfg_path}: architecture {cfg.get('architecture')!r} is not supported",
@@ -133,6 +134,7 @@ def load_saelens(folder: str | Path) -> tuple[TopKSAE, dict]:
     with torch.no_grad():
         for n in ("W_enc", "b_enc", "W_dec", "b_dec"):
             if w[n].shape != getattr(sae, n).shape:
-                raise MechsteerError(f"{w_path}: {n} has shape {tuple(w[n].shape)}, expected {tuple(getattr(sae, n).shape)}")
+                raise MechsteerError(f"{w_path}: {n} has shape {tuple(w[n].shape)}, "
+                                     f"expected {tuple(getattr(sae, n).shape)}")
             getattr(sae, n).copy_(w[n])
     return sae, cfg

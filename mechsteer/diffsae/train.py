@@ -165,7 +165,8 @@ _STEP = re.compile(r"^step-(\d+)$")
 def _latest(root: Path) -> Path | None:
     if not root.is_dir():
         return None
-    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _STEP.match(p.name)) and (p / "state.json").is_file()]
+    found = [(int(m.group(1)), p) for p in root.iterdir()
+             if (m := _STEP.match(p.name)) and (p / "state.json").is_file()]
     return max(found)[1] if found else None
 
 
@@ -231,7 +232,9 @@ def fold_scale(sae: TopKSAE, scale: float) -> TopKSAE:
 @torch.no_grad()
 def evaluate_sae(sae: TopKSAE, source: TokenSource, batch_size: int = 4096) -> dict:
     """Reconstruction and sparsity over every token of `source` (raw units)."""
-    n, err, sq, s1, fired, l0 = 0, 0.0, 0.0, torch.zeros(source.d_in, dtype=torch.float64), torch.zeros(sae.d_sae, dtype=torch.long), 0.0
+    n, err, sq, l0 = 0, 0.0, 0.0, 0.0
+    s1 = torch.zeros(source.d_in, dtype=torch.float64)
+    fired = torch.zeros(sae.d_sae, dtype=torch.long)
     for i in range(len(source.counts)):
         for x in source.load(i).split(batch_size):
             acts = sae.encode(x)
