@@ -37,6 +37,8 @@ class DiffSAEConfig:
     lens_k: int = 10
     lens_through_norm: bool = True
     alpha: float = 0.05
+    min_act_frac: float = 0.1
+    """A feature fires on a token when its activation exceeds this fraction of its largest activation."""
 
 
 def run_diffsae(lm: LoadedModel, condition: list, vectors: dict, problems: list[dict], layers: list[int],
@@ -44,7 +46,10 @@ def run_diffsae(lm: LoadedModel, condition: list, vectors: dict, problems: list[
                 progress: Callable[[str, dict], None] | None = None) -> dict:
     """Run the whole DiffSAE analysis into `out_dir`; steps whose output exists are reused (the collection
     folder and each layer's finished SAE), SAE training resumes from its checkpoints. Returns the summary
-    (also written to `summary.json`)."""
+    (also written to `summary.json`).
+
+    The model must be unsteered when this is called (no condition's hooks active): it runs the base model
+    itself and applies `condition` only where the steered model is needed."""
     out_dir = Path(out_dir)
     say = progress or (lambda stage, info: None)
     timings: dict[str, float] = {}
@@ -86,6 +91,7 @@ def run_diffsae(lm: LoadedModel, condition: list, vectors: dict, problems: list[
         feats = analyse_features(res.sae, x, index, sequences, ldir / "features", token_text=token_text,
                                  unembed=unembed, final_norm=norm, top_n=config.top_n, n_contexts=config.n_contexts,
                                  window=config.window, lens_k=config.lens_k, alpha=config.alpha,
+                                 min_act_frac=config.min_act_frac,
                                  title=f"{lm.spec.id} layer {layer}: DiffSAE features vs correctness")
         timings[f"features_{layer}_s"] = time.perf_counter() - t0
         df_norm = x.norm(dim=-1)
