@@ -1,0 +1,111 @@
+"""`run_diffsae`: generate + grade -> collect dF -> train one TopK SAE per layer -> rank features."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from mechsteer.atomic import atomic_write_text
+from mechsteer.diffsae.collect import collect_diffs, generate_and_grade, load_index, load_layer, load_sequences
+from mechsteer.diffsae.features import analyse_features
+from mechsteer.diffsae.train import SAETrainConfig, TokenSource, train_sae
+from mechsteer.models.loading import LoadedModel
+
+
+@dataclass(frozen=True)
+class DiffSAEConfig:
+    sae: SAETrainConfig = field(default_factory=SAETrainConfig)
+    template: str = "qwen_math"
+    max_new_tokens: int = 64
+    temperature: float = 1.0
+    samples: int = 1
+    """Completions per problem."""
+    seed: int = 0
+    batch_size: int = 16
+    grader: str = "lenient"
+    positions: str = "all"
+    """Tokens whose dF is stored: all, or generated only (features are always ranked on generated tokens)."""
+    max_shard_bytes: int = 64 * 2**20
+    top_n: int = 10
+    n_contexts: int = 5
+    window: int = 8
+    lens_k: int = 10
+    lens_through_norm: bool = True
+    alpha: float = 0.05
+    min_act_frac: float = 0.1
+    """A feature fires on a token when its activation exceeds this fraction of its largest activation."""
+
+
+def run_diffsae(lm: LoadedModel, condition: list, vectors: dict, problems: list[dict], layers: list[int],
+                config: DiffSAEConfig, out_dir: str | Path,
+                progress: Callable[[str, dict], None] | None = None) -> dict:
+    """Run the whole DiffSAE analysis into `out_dir`; steps whose output exists are reused (the collection
+    folder and each layer's finished SAE), SAE training resumes from its checkpoints. Returns the summary
+    (also written to `summary.json`).
+
+    The model must be unsteered when this is called (no condition's hooks active): it runs the base model
+    itself and applies `condition` only where the steered model is needed."""
+    out_dir = Path(out_dir)
+    say = progress or (lambda stage, info: None)
+    timings: dict[str, float] = {}
+    coll = out_dir / "collection"
+    t0 = time.perf_counter()
+    if not (coll / "manifest.json").is_file():
+        say("generate", {"problems": len(problems)})
+        seqs = generate_and_grade(lm, condition, vectors, problems, template=config.template,
+                                  max_new_tokens=config.max_new_tokens, temperature=config.temperature,
+                                  samples=config.samples, seed=config.seed, batch_size=config.batch_size,
+                                  grader=config.grader)
+        timings["generate_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        say("collect", {"sequences": len(seqs)})
+        collect_diffs(lm, condition, vectors, seqs, layers, coll, positions=config.positions,
+                      max_shard_bytes=config.max_shard_bytes, batch_size=config.batch_size,
+                      info={"config": asdict(config)})
+        timings["collect_s"] = time.perf_counter() - t0
+    index, sequences = load_index(coll), load_sequences(coll)
+    seq_correct = [s["correct"] for s in sequences]
+    tok = lm.tokenizer
+    token_text = lambda t: tok.decode([t])  # noqa: E731
+    unembed, _ = lm.adapter.module_at(lm.model, "unembed")
+    norm = lm.adapter.module_at(lm.model, "final_norm")[0] if config.lens_through_norm else None
+    per_layer = {}
+    for layer in layers:
+        t0 = time.perf_counter()
+        ldir = out_dir / f"layer_{layer}"
+        say("train", {"layer": layer})
+        res = train_sae(TokenSource.from_collection(coll, layer), config.sae, ldir,
+                        metadata={"model_name": lm.spec.id, "hook_name": f"model.layers.{layer}.output",
+                                  "hook_layer": layer, "mechsteer_input": "dF = h(steered) - h(base)"},
+                        progress=lambda step, total, rec: say("train_step", {"layer": layer, "step": step,
+                                                                             "total": total, **rec}))
+        timings[f"train_{layer}_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        say("features", {"layer": layer})
+        x = load_layer(coll, layer)
+        feats = analyse_features(res.sae, x, index, sequences, ldir / "features", token_text=token_text,
+                                 unembed=unembed, final_norm=norm, top_n=config.top_n, n_contexts=config.n_contexts,
+                                 window=config.window, lens_k=config.lens_k, alpha=config.alpha,
+                                 min_act_frac=config.min_act_frac,
+                                 title=f"{lm.spec.id} layer {layer}: DiffSAE features vs correctness")
+        timings[f"features_{layer}_s"] = time.perf_counter() - t0
+        df_norm = x.norm(dim=-1)
+        gen = torch.tensor(index["is_generated"].to_numpy(bool).copy())
+        per_layer[layer] = {"sae": {k: v for k, v in res.metrics.items() if k != "config"},
+                            "dF_norm_mean": float(df_norm.mean()),
+                            "dF_norm_mean_generated": float(df_norm[gen].mean()) if gen.any() else None,
+                            "features": feats["summary"]}
+    gen_len = {c: [len(s["generated_ids"]) for s in sequences if s["correct"] is c] for c in (True, False)}
+    summary = {"n_sequences": len(sequences), "n_correct": sum(1 for c in seq_correct if c),
+               "mean_gen_tokens_correct": sum(gen_len[True]) / max(len(gen_len[True]), 1),
+               "mean_gen_tokens_incorrect": sum(gen_len[False]) / max(len(gen_len[False]), 1),
+               "accuracy": sum(1 for c in seq_correct if c) / max(len(sequences), 1),
+               "n_tokens": int(len(index)), "n_generated_tokens": int(index["is_generated"].sum()),
+               "layers": per_layer, "timings_s": timings, "config": asdict(config)}
+    atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=1, default=str))
+    return summary
