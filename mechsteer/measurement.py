@@ -4,12 +4,15 @@ A runner is `run(task: MeasurementTask) -> MeasurementResult`, named by its spec
 `mechsteer.spec.kinds.MEASUREMENT_KINDS` (readout kinds and `eval`). It runs inside the cell's steering scope,
 reads its typed spec (`task.spec`: the readout's spec class or `EvalTaskSpec`, with limits resolved and data
 folders absolute) and must call `task.ctx.begin()` before each generate / forward batch (the generation
-helpers do).
+helpers do). A readout whose spec class sets `steers_itself = True` (it compares the base model with the
+condition, e.g. DiffSAE) runs with the model unsteered and `ctx=None`, and applies `task.interventions`
+itself.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 from mechsteer.interventions.base import SteeringContext
@@ -26,6 +29,12 @@ class MeasurementTask:
     seed: int
     progress: Callable[[int, int | None], None] = lambda advance, total=None: None
     """progress(advance, total): advance the cell's progress bar; pass total once when known."""
+    interventions: tuple = ()
+    """The cell's bound intervention specs (for measurements that apply the condition themselves)."""
+    vectors: dict = field(default_factory=dict)
+    """The cell's built vector sets, by name."""
+    work_dir: Path | None = None
+    """A folder kept across runs of this cell, for resumable intermediate files (not part of the record)."""
 
 
 @dataclass

@@ -44,7 +44,7 @@ def main() -> None:
     from mechsteer.diffsae.train import SAETrainConfig
     from mechsteer.eval.mini_task import generate_mini
     from mechsteer.models.loading import load_model
-    from mechsteer.spec.interventions import AddSpec
+    from mechsteer.spec.kinds.interventions import AddSpec
     from mechsteer.spec.models import ModelSpec
     from mechsteer.vectors.vector_set import load_vector_set
 

@@ -155,9 +155,12 @@ def run_model_cells(plan: Plan, entry: ModelEntry, cells: list[Cell], store: Cel
         foreign = {r for iv in cell.interventions if not iv.checks_vector_shape for r in iv.vector_refs()}
         vectors = {n: bctx.get(n, check_shape=n not in foreign) for n in cell.vector_names()}
         started, t_cell = _now(), time.perf_counter()
-        with steering(lm.model, lm.adapter, list(cell.interventions), vectors, tokenizer=lm.tokenizer) as ctx:
-            task = MeasurementTask(lm=lm, ctx=ctx, spec=cell.measurement.spec, seed=cell.seed,
-                                   progress=progress.advance)
+        own = getattr(cell.measurement.spec, "steers_itself", False)
+        with steering(lm.model, lm.adapter, [] if own else list(cell.interventions), vectors,
+                      tokenizer=lm.tokenizer) as ctx:
+            task = MeasurementTask(lm=lm, ctx=None if own else ctx, spec=cell.measurement.spec, seed=cell.seed,
+                                   progress=progress.advance, interventions=cell.interventions, vectors=vectors,
+                                   work_dir=plan.output_dir / "work" / cell.hash)
             if cell.backend == "vllm":
                 from mechsteer.eval.vllm_backend import run_eval_vllm
 

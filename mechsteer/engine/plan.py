@@ -21,6 +21,7 @@ computed once) and renaming a condition never re-runs anything. Nothing here imp
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -186,6 +187,12 @@ def vector_fingerprint(vectors: dict, name: str, _seen: tuple = ()) -> dict:
     """Content identity of a (bound) vector set: its spec, the sha256 of any file it reads, its dependencies."""
     spec = vectors[name]
     fp = _content_fingerprint(spec)
+    if spec.kind == "trained":  # the run's output file: a finished (or continued) run changes the cells
+        from mechsteer.builders.trained import trained_vectors_path
+
+        f = trained_vectors_path(spec)[0]
+        fp["file_sha256"] = sha256_file(f) if f.is_file() else "missing"
+        fp.pop("train", None), fp.pop("output", None)
     if spec.kind == "bundled":
         from mechsteer.spec.checks import BUNDLED_VECTOR_DIR
 
@@ -281,6 +288,12 @@ def _measurement_key(m: Measurement) -> dict:
 # ------------------------------------------------------------------------------------------- compile
 
 
+def applies_to(spec, condition: str) -> bool:
+    """Whether a measurement runs under a condition (a readout's `conditions:` names or patterns)."""
+    wanted = getattr(spec, "conditions", None)
+    return wanted is None or any(fnmatch.fnmatchcase(condition, w) for w in wanted)
+
+
 def _conditions_for(ls: LoadedStudy, model: str, entry: ModelEntry) -> dict[str, list]:
     """The study's conditions for one model, sweeps expanded against its shape."""
     try:
@@ -293,10 +306,14 @@ def bind_vectors(ls: LoadedStudy) -> dict:
     """The study's vector specs with every `path` absolute (the executor never resolves paths)."""
     out = {}
     for name, v in ls.spec.vectors.items():
-        if "path" in type(v).model_fields and isinstance(getattr(v, "path"), str):
-            v = v.model_copy(update={"path": str(ls.resolve_path(v.path).resolve())})
-        out[name] = v
+        update = {f: str(ls.resolve_path(getattr(v, f)).resolve()) for f in PATH_FIELDS
+                  if f in type(v).model_fields and isinstance(getattr(v, f), str)}
+        out[name] = v.model_copy(update=update) if update else v
     return out
+
+
+PATH_FIELDS = ("path", "train", "output")
+"""Fields of vector specs that hold paths (relative to the study file until the compiler binds them)."""
 
 
 def compile_study(ls: LoadedStudy, *, limit: int | None = None, output_root: str | Path = "outputs") -> Plan:
@@ -324,6 +341,8 @@ def compile_study(ls: LoadedStudy, *, limit: int | None = None, output_root: str
             wants_vllm = (entry.spec.backend or spec.backend or "hf") == "vllm"
             expressible, why = vllm_expressible(bound) if wants_vllm else (False, None)
             for meas, seeds in measurements:
+                if not applies_to(meas.spec, cond):
+                    continue
                 mkey = _measurement_key(meas)
                 on_vllm = wants_vllm and meas.kind == "eval" and expressible
                 note = None if on_vllm or not wants_vllm else (why if meas.kind == "eval" else "readouts run on HF")

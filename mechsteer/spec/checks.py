@@ -3,6 +3,8 @@ that must fit the named models (when their shape is known without loading them),
 
 from __future__ import annotations
 
+import fnmatch
+import re
 from pathlib import Path
 
 from mechsteer import machine
@@ -44,6 +46,8 @@ def check_study(ls: LoadedStudy) -> list[Problem]:
             if not ls.resolve_path(v.path).is_file():
                 out.append(ls.problem(("vectors", name, "path"), f"vector file not found: {ls.resolve_path(v.path)}",
                                       hint="paths are relative to the study file; `mechsteer train` writes vector sets"))
+        if v.kind == "trained":
+            out.extend(_check_trained(ls, name, v))
         if v.kind == "bundled" and v.name not in bundled_vector_names():
             out.append(ls.problem(("vectors", name, "name"), f"no bundled vector set {v.name!r}",
                                   hint=f"bundled sets: {', '.join(bundled_vector_names()) or 'none'}"))
@@ -72,7 +76,12 @@ def check_study(ls: LoadedStudy) -> list[Problem]:
             except LayerResolutionError as e:
                 out.append(ls.problem(("vectors", name, "layers"), f"{e} (model {mname!r})"))
 
+    names = [re.sub(r"\{\w+\}", "*", c) if isinstance(cond, SweepSpec) else c for c, cond in spec.conditions.items()]
     for rname, r in spec.readouts.items():
+        for i, w in enumerate(getattr(r, "conditions", None) or []):
+            if not any(fnmatch.fnmatchcase(n, w) or fnmatch.fnmatchcase(w, n) for n in names):
+                out.append(ls.problem(("readouts", rname, "conditions", i), f"no condition matches {w!r}",
+                                      hint=f"conditions: {', '.join(spec.conditions)}"))
         task = getattr(r, "task", None)
         if task is not None and task not in KNOWN_TASKS:
             out.append(ls.problem(("readouts", rname, "task"), f"unknown task {task!r}",
@@ -155,6 +164,22 @@ def backend_problems(ls: LoadedStudy) -> list[Problem]:
         return []
     return [ls.problem(("models", m, "backend") if ls.spec.models[m].backend else ("backend",), problem,
                        hint=machine.VLLM_HINT) for m in wanting]
+
+
+def _check_trained(ls: LoadedStudy, name: str, v) -> list[Problem]:
+    """The training file a `trained` set names must exist and validate (its output may not exist yet)."""
+    from mechsteer.errors import MechsteerError
+    from mechsteer.spec.training import load_train_spec
+
+    path = ls.resolve_path(v.train)
+    if not path.is_file():
+        return [ls.problem(("vectors", name, "train"), f"training file not found: {path}",
+                           hint="paths are relative to the study file")]
+    try:
+        load_train_spec(path, v.profile)
+    except MechsteerError as e:
+        return [ls.problem(("vectors", name, "train"), f"the training file does not validate: {e.problems[0].format()}")]
+    return []
 
 
 def _cycles(ls: LoadedStudy) -> list[Problem]:

@@ -21,7 +21,7 @@ from mechsteer.diffsae.sae import TopKSAE, load_saelens, save_saelens
 from mechsteer.diffsae.train import SAETrainConfig, TokenSource, fold_scale, train_sae
 from mechsteer.interventions import steering
 from mechsteer.models.adapters import adapter_for
-from mechsteer.spec.interventions import AddSpec
+from mechsteer.spec.kinds.interventions import AddSpec
 from mechsteer.vectors import VectorSet
 
 # ---------------------------------------------------------------------------------------------- synthetic data

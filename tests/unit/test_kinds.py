@@ -40,12 +40,14 @@ VECTORS = {
     "mean_diff": None,  # tests/integration/test_train_vector_sources.py (hand computation on a tiny model)
     "random": lambda p: {"seed": 0, "norm": 2.0},
     "scaled": lambda p: {"of": "base", "factor": -2.0},
+    "trained": None,  # tests/unit/test_trained_vectors.py (reads a training run's output)
     "zeros": lambda p: {},
 }
 
 MEASUREMENTS = {
     "eval": "tests/integration/test_eval_lm_eval.py (lm-eval end to end on a tiny model)",
     "first_token": "tests/integration/test_engine.py",
+    "diffsae": "tests/integration/test_diffsae_readout.py",
     "generate": "tests/integration/test_engine.py",
 }
 

@@ -16,10 +16,10 @@ LAYERS: list[tuple[int, tuple[str, ...]]] = [
     (2, ("mechsteer.spec",)),
     (3, ("mechsteer.models", "mechsteer.backends")),
     (4, ("mechsteer.interventions", "mechsteer.positions", "mechsteer.capture", "mechsteer.replay")),
-    (5, ("mechsteer.generation", "mechsteer.measurement", "mechsteer.eval", "mechsteer.readouts")),
+    (5, ("mechsteer.generation", "mechsteer.measurement", "mechsteer.eval", "mechsteer.readouts", "mechsteer.diffsae")),
     (6, ("mechsteer.engine",)),
     (7, ("mechsteer.report", "mechsteer.results", "mechsteer.diff")),
-    (8, ("mechsteer.train", "mechsteer.builders", "mechsteer.diffsae")),
+    (8, ("mechsteer.train", "mechsteer.builders")),
     (9, ("mechsteer.api", "mechsteer.cli")),
 ]
 """Layer of each module prefix. The package's own `__init__` is the API's lazy front door (layer 9)."""

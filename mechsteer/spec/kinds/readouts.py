@@ -29,6 +29,8 @@ class PromptSource(StrictModel):
     """Local benchmark folder (see `evaluation.data_dir`)."""
     template: Literal["qwen_math", "r1", "raw"] = "qwen_math"
     """Prompt template: the paper's qwen_math (system prompt asking for \\boxed{}), r1, or raw (user text only)."""
+    conditions: list[str] | None = None
+    """Run this readout only under these conditions (names or shell patterns such as `single_*`); null = all."""
 
     @model_validator(mode="after")
     def _one_source(self):

@@ -73,3 +73,21 @@ class ScaledVectors(StrictModel):
     """Name of the vector set to scale."""
     factor: float
     """Multiplier."""
+
+
+@vector_kind("trained", impl="mechsteer.builders.trained:build_trained")
+class TrainedVectors(StrictModel):
+    """The vectors a `mechsteer train` run wrote: its final `vectors.safetensors`, or a checkpoint's. `validate`
+    checks the training file; a missing output is an error at run time that names the command to run."""
+
+    kind: Literal["trained"] = "trained"
+    train: str = Field(min_length=1)
+    """The training file (relative to the study file), e.g. `train_paper.yaml`."""
+    profile: str | None = None
+    """The training file's profile the run used (its output folder is outputs/train/<name>-<profile>)."""
+    checkpoint: int | None = Field(default=None, gt=0)
+    """Read this checkpoint's vectors (its optimizer step, e.g. 265) instead of the final ones."""
+    output: str | None = None
+    """The run's output folder when `mechsteer train -o` moved it (relative to the study file)."""
+    layers: LayerSelection | None = None
+    """Keep only these rows; null keeps every row."""

@@ -1,0 +1,67 @@
+"""The `trained` vector kind reads what `mechsteer train` wrote (final vectors or a checkpoint), validates the
+training file up front, and names the command to run when the output is missing."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+import torch
+
+from mechsteer.engine.plan import bind_vectors, vector_fingerprint
+from mechsteer.engine.vectors import BuildContext
+from mechsteer.errors import SpecError, VectorError
+from mechsteer.spec.loader import load_study
+from mechsteer.vectors.vector_set import VectorSet, save_vector_set
+
+TRAIN = """
+name: tr
+model: {id: smollm2-135m}
+setup: all_layers
+rloo: {steps: 2, max_new_tokens: 8}
+data: {kind: mini}
+output: runs/tr
+profiles:
+  last: {setup: {single_layer: last}, output: runs/tr-last}
+"""
+
+STUDY = """
+name: s
+models: {m: {id: smollm2-135m}}
+vectors:
+  v: {kind: trained, train: train.yaml, profile: last}
+  c: {kind: trained, train: train.yaml, checkpoint: 2}
+conditions: {base: [], steer: [{kind: add, vector: v}]}
+readouts: {r: {kind: first_token, prompts: [a]}}
+"""
+
+
+def _setup(tmp_path):
+    (tmp_path / "train.yaml").write_text(textwrap.dedent(TRAIN))
+    (tmp_path / "s.yaml").write_text(textwrap.dedent(STUDY))
+    return load_study(tmp_path / "s.yaml")
+
+
+def test_missing_output_names_the_command_and_a_written_one_is_read(tmp_path):
+    ls = _setup(tmp_path)
+    vectors = bind_vectors(ls)
+    ctx = BuildContext(n_layers=30, d_model=576, specs=vectors)
+    with pytest.raises(VectorError, match=r"mechsteer train .*train.yaml --profile last"):
+        ctx.get("v")
+    missing = vector_fingerprint(vectors, "v")
+    rows = torch.zeros(30, 576)
+    rows[29] = torch.arange(576.0)
+    save_vector_set(VectorSet(rows, [29]), tmp_path / "runs" / "tr-last" / "vectors.safetensors")
+    vs = BuildContext(n_layers=30, d_model=576, specs=vectors).get("v")
+    assert vs.layers == [29] and torch.equal(vs.vectors[29], rows[29])
+    assert vector_fingerprint(vectors, "v") != missing  # the finished run changes the cells that read it
+    ckpt = tmp_path / "runs" / "tr" / "checkpoints" / "step-000002" / "vectors.safetensors"
+    save_vector_set(VectorSet(rows * 2, [29]), ckpt)
+    assert torch.equal(BuildContext(n_layers=30, d_model=576, specs=vectors).get("c").vectors[29], rows[29] * 2)
+
+
+def test_a_broken_training_file_is_a_located_study_problem(tmp_path):
+    _setup(tmp_path)
+    (tmp_path / "train.yaml").write_text(textwrap.dedent(TRAIN).replace("setup: all_layers", "setup: sideways"))
+    with pytest.raises(SpecError, match=r"s.yaml:6:\d+: vectors.c.train: the training file does not validate: .*train.yaml:4:1: setup"):
+        load_study(tmp_path / "s.yaml")
