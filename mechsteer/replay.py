@@ -106,10 +106,13 @@ def unembed(model: nn.Module, adapter: ArchitectureAdapter, hidden: torch.Tensor
 
 
 @torch.no_grad()
-def replay(model: nn.Module, adapter: ArchitectureAdapter, state: ReplayState, *, resid: bool = False):
-    """Re-run blocks state.layer..L-1, the final norm and the unembedding on the recorded input, under
-    whatever hooks are on the model now. Returns logits, or (logits, {j: resid_post of block j}) with
-    `resid`. Only valid when the current hooks touch no block before `state.layer` (see `earliest_block`)."""
+def replay(model: nn.Module, adapter: ArchitectureAdapter, state: ReplayState, *, resid: bool = False,
+           logits: bool = True):
+    """Re-run blocks state.layer..L-1, then (with `logits`) the final norm and the unembedding, on the
+    recorded input, under whatever hooks are on the model now. Returns the logits [b, T, V]; with `resid`,
+    (logits or None, {j: resid_post of block j}) - persistence needs only the residual streams, so
+    `logits=False` skips the unembedding, the largest single cost of a short replay. Only valid when the
+    current hooks touch no block before `state.layer` (see `earliest_block`)."""
     n = adapter.shape(model).n_layers
     h = state.hidden
     post: dict[int, torch.Tensor] = {}
@@ -117,8 +120,8 @@ def replay(model: nn.Module, adapter: ArchitectureAdapter, state: ReplayState, *
         h = decoder_output_tensor(adapter.layer(model, j)(h, **state.kwargs))
         if resid:
             post[j] = h
-    logits = unembed(model, adapter, h)
-    return (logits, post) if resid else logits
+    out = unembed(model, adapter, h) if logits else None
+    return (out, post) if resid else out
 
 
 def _rows(spec, vectors) -> list[int] | None:

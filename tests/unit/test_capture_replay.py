@@ -152,6 +152,13 @@ def test_replay_equals_full_forward(_replay_model, padding, case):
     assert (full[real] - base_logits[real]).abs().max() > 1e-2, "the condition does not change the logits"
     assert (got[real] - full[real]).abs().max() <= 1e-5
     assert sorted(post) == list(range(l, 4))
+    with torch.no_grad(), steering(model, ad, specs, {"v": vs}) as ctx:
+        cap = Capture(model, ad, layer_sites("resid_post", range(l, 4))).attach(ctx.scope)  # after the condition
+        model(input_ids=ids, attention_mask=mask, use_cache=False)
+        none, post2 = replay(model, ad, states[l], resid=True, logits=False)
+    assert none is None
+    for j in range(l, 4):
+        assert (post2[j][real] - cap.last[("resid_post", j)][real]).abs().max() <= 1e-5
     assert count_hooks(model) == 0
 
 
