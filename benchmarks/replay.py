@@ -49,36 +49,36 @@ def measure(lm, batch: int, tokens: int, repeats: int) -> dict:
     conditions = [[HeadSpec(kind="head", vector="v", layer=last, heads=[h])] for h in range(sh.n_heads)]
     assert all(earliest_block(c, sh.n_layers, vectors) == last for c in conditions)
 
-    def full_sweep():
-        out = []
-        for c in conditions:
-            with torch.no_grad(), steering(model, ad, c, vectors):
-                out.append(model(input_ids=ids, attention_mask=mask, use_cache=False).logits)
-        return out
+    def full(c):
+        with torch.no_grad(), steering(model, ad, c, vectors):
+            return model(input_ids=ids, attention_mask=mask, use_cache=False).logits
 
-    def replay_sweep(state):
-        out = []
-        for c in conditions:
-            with steering(model, ad, c, vectors):
-                out.append(replay(model, ad, state))
-        return out
+    def replayed(c, state):
+        with steering(model, ad, c, vectors):
+            return replay(model, ad, state)
 
-    record(model, ad, [last], input_ids=ids, attention_mask=mask)  # warm-up
-    full_t, replay_t, record_t = [], [], []
+    # correctness (untimed): every replayed condition against its full forward
+    base_logits, states = record(model, ad, [last], input_ids=ids, attention_mask=mask)
     max_diff, changed = 0.0, float("inf")
+    for c in conditions:
+        want = full(c)
+        max_diff = max(max_diff, float((replayed(c, states[last]) - want).abs().max()))
+        changed = min(changed, float((want - base_logits).abs().max()))
+    del base_logits, want
+    # timing: alternating sweeps; each condition's logits are dropped at once, as a streaming readout would
+    full_t, replay_t, record_t = [], [], []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        full = full_sweep()
+        for c in conditions:
+            full(c)
         full_t.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        base_logits, states = record(model, ad, [last], input_ids=ids, attention_mask=mask)
+        _, states = record(model, ad, [last], input_ids=ids, attention_mask=mask)
         record_t.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        rep = replay_sweep(states[last])
+        for c in conditions:
+            replayed(c, states[last])
         replay_t.append(time.perf_counter() - t0)
-        max_diff = max(max_diff, max(float((a - b).abs().max()) for a, b in zip(full, rep)))
-        changed = min(changed, min(float((a - base_logits).abs().max()) for a in full))
-        del full, rep
     f, r, rec = statistics.median(full_t), statistics.median(replay_t), statistics.median(record_t)
     print(f"tokens {tokens}: full {f:.3f}s, replay {r:.3f}s, record {rec:.3f}s, ratio {f / r:.2f}")
     return {"tokens": tokens, "full_sweep_s": full_t, "replay_sweep_s": replay_t, "record_s": record_t,

@@ -15,7 +15,7 @@ persistence analysis reads.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
@@ -39,8 +39,8 @@ class Capture:
     `sites`: (site, layer) pairs, e.g. `[("resid_post", j) for j in range(L)]`. Tensors are detached and
     float32 (model dtype is kept when `keep_dtype`); they are the values the module saw or returned (for
     "input" sites: the first positional input, or `hidden_states`; for tuple outputs: the first element).
-    `on_chunk(acts)` is called once per forward call of `outer` (default: the model itself) with `acts[(site, layer)] = [batch, T, ...]`; the
-    dict is cleared afterwards. Without a callback, the last chunk stays in `last` (tests, small runs).
+    `on_chunk(acts)` is called once per forward call of `outer` (default: the model itself) with
+    `acts[(site, layer)] = [batch, T, ...]`; the dict is cleared afterwards. Without a callback, the last chunk stays in `last` (tests, small runs).
     """
 
     def __init__(self, model: nn.Module, adapter: ArchitectureAdapter, sites: Iterable[SiteKey],
@@ -54,7 +54,6 @@ class Capture:
         self._acts: dict[SiteKey, torch.Tensor] = {}
         self.last: dict[SiteKey, torch.Tensor] = {}
         self.n_chunks = 0
-        self._depth = 0
 
     def _store(self, key: SiteKey, t: torch.Tensor) -> None:
         t = t.detach()
@@ -63,26 +62,19 @@ class Capture:
     def _in_hook(self, key: SiteKey):
         def hook(module, args, kwargs):
             self._store(key, args[0] if args else kwargs["hidden_states"])
-            return None
 
         return hook
 
     def _out_hook(self, key: SiteKey):
         def hook(module, args, output):
             self._store(key, _first_tensor(output))
-            return None
 
         return hook
 
     def _outer_pre(self, module, args):
-        self._depth += 1
-        if self._depth == 1:
-            self._acts = {}
+        self._acts = {}  # a call that failed midway leaves nothing behind for the next one
 
     def _outer_post(self, module, args, output):
-        self._depth -= 1
-        if self._depth:
-            return None
         acts, self._acts = self._acts, {}
         missing = [k for k in self.sites if k not in acts]
         if missing:
@@ -92,9 +84,8 @@ class Capture:
             self.last = acts
         else:
             self.on_chunk(acts)
-        return None
 
-    def attach(self, scope: HookScope) -> "Capture":
+    def attach(self, scope: HookScope) -> Capture:
         """Register the hooks through `scope` (they go when the scope closes)."""
         for site, layer in self.sites:
             module, side = self.adapter.module_at(self.model, site, layer)

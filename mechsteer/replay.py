@@ -20,8 +20,8 @@ other than `all`), are not replayable and raise `NotReplayable`.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import torch
 from torch import nn
@@ -58,7 +58,7 @@ class ReplayRecorder:
 
     def __init__(self, model: nn.Module, adapter: ArchitectureAdapter, layers: Iterable[int]):
         self.model, self.adapter = model, adapter
-        self.layers = sorted(set(int(i) for i in layers))
+        self.layers = sorted({int(i) for i in layers})
         self.states: dict[int, ReplayState] = {}
 
     def _hook(self, layer: int):
@@ -71,11 +71,10 @@ class ReplayRecorder:
             if "use_cache" in kw:
                 kw["use_cache"] = False
             self.states[layer] = ReplayState(layer, h.detach().clone(), kw)
-            return None
 
         return hook
 
-    def attach(self, scope: HookScope) -> "ReplayRecorder":
+    def attach(self, scope: HookScope) -> ReplayRecorder:
         n = self.adapter.shape(self.model).n_layers
         for i in self.layers:
             if not 0 <= i < n:

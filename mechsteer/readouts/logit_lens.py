@@ -16,7 +16,7 @@ Pure: no hooks, no model calls.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import pandas as pd
 import torch

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import unicodedata
 from collections import Counter
+from collections.abc import Sequence
 from functools import lru_cache
-from typing import Sequence
 
 import pandas as pd
 import torch
@@ -56,7 +56,7 @@ def token_script(token: str) -> str:
     """Script of a token's text (see module docstring). Marks (accents) follow their letters' script."""
     counts = Counter(s for s in map(char_script, token) if s not in (COMMON, BYTE))
     if counts:
-        return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[0][0]
+        return min(counts.items(), key=lambda kv: (-kv[1], kv[0]))[0]
     return BYTE if "\ufffd" in token else COMMON
 
 

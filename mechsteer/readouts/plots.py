@@ -3,8 +3,8 @@ a per-layer line plot with baseline bands. PNGs are written atomically (a crash 
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd

@@ -17,7 +17,8 @@ Pure: logits in, DataFrames/HTML out.
 from __future__ import annotations
 
 import html
-from typing import Sequence
+import math
+from collections.abc import Sequence
 
 import pandas as pd
 import torch
@@ -125,7 +126,7 @@ def top_samples(table: pd.DataFrame, *, by: str = "kl", n: int = 5) -> list:
 
 def _colour(v: float, vmax: float) -> str:
     """Diverging blue (negative) - white (0) - orange (positive), as an rgb() string."""
-    x = 0.0 if vmax <= 0 or v != v else max(-1.0, min(1.0, v / vmax))
+    x = 0.0 if vmax <= 0 or math.isnan(v) else max(-1.0, min(1.0, v / vmax))
     hi = (230, 120, 20) if x > 0 else (40, 100, 220)
     a = abs(x)
     r, g, b = (round(255 + (c - 255) * a) for c in hi)
@@ -136,7 +137,7 @@ def render_html(samples: Sequence[dict], *, title: str = "token shift", value_na
     """Self-contained HTML of coloured tokens. Each sample: {"title": str, "tokens": [str], "values":
     [float | None]} (None = not analysed, drawn plain); optional "notes": [str] per token (tooltip).
     Colours are centred at 0 with one scale, max |value| over all samples."""
-    vals = [abs(v) for s in samples for v in s["values"] if v is not None and v == v]
+    vals = [abs(v) for s in samples for v in s["values"] if v is not None and not math.isnan(v)]
     vmax = max(vals) if vals else 0.0
     parts = ["<!DOCTYPE html><html><head><meta charset='utf-8'>", f"<title>{html.escape(title)}</title></head>",
              "<body style='font-family:sans-serif'>", f"<h2>{html.escape(title)}</h2>",
@@ -155,3 +156,26 @@ def render_html(samples: Sequence[dict], *, title: str = "token shift", value_na
         parts.append("</div>")
     parts.append("</body></html>")
     return "".join(parts)
+
+
+def html_samples(table: pd.DataFrame, sequences: dict, prompt_lengths: dict, *, samples: Sequence | None = None,
+                 value: str = "kl") -> list[dict]:
+    """Inputs for `render_html`: each chosen sample's tokens (`sequences[sample]`: the token strings of
+    prompt + generation) with `value` of the position that predicted each generated token drawn on that
+    token (generated token g sits at index prompt_length + g); prompt tokens are drawn plain. Default
+    samples: `top_samples(table, by=value)`."""
+    samples = top_samples(table, by=value) if samples is None else list(samples)
+    out = []
+    for s in samples:
+        toks, plen = list(sequences[s]), int(prompt_lengths[s])
+        vals: list = [None] * len(toks)
+        notes: list = [None] * len(toks)
+        for _, row in table[table["sample"] == s].iterrows():
+            i = plen + int(row["pos"])
+            if i < len(toks):
+                vals[i] = float(row[value])
+                notes[i] = f"ref top {row['ref_top']!r}, other top {row['other_top']!r}, boosted {row['boosted']!r}"
+        out.append({"title": f"sample {s} (max {value} {max(v for v in vals if v is not None):.4g})"
+                    if any(v is not None for v in vals) else f"sample {s}", "tokens": toks, "values": vals,
+                    "notes": notes})
+    return out

@@ -15,7 +15,7 @@ Pure: tensors and token strings in, DataFrames out.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd

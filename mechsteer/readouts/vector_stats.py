@@ -4,7 +4,7 @@ stacks (two seeds, or two vector sets). Pure functions: tensors in, DataFrames o
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import pandas as pd
 import torch

@@ -204,6 +204,9 @@ def test_token_shift_table_and_summary_by_hand():
     assert summ["by_group"].set_index("group").loc["first", "kl"] == pytest.approx(kl0)
     assert summ["by_token"]["token"].tolist() == ["To", "x"]
     assert ts.top_samples(df, n=1) == ["s0"]
+    # prompt "p q" (2 tokens), generated "To x": the first row (pos 0) is drawn on "To", the second on "x"
+    hs = ts.html_samples(df, {"s0": ["p", "q", "To", "x"]}, {"s0": 2})
+    assert hs[0]["values"][:2] == [None, None] and hs[0]["values"][2:] == pytest.approx(df["kl"].tolist())
 
 
 def test_render_html_is_self_contained_and_diverging():
