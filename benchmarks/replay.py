@@ -112,7 +112,7 @@ def main() -> None:
         f"query head of the last block ({sh.n_heads} conditions; s = a random vector in the penultimate row), "
         f"batch {args.batch}, median of {args.repeats} alternating sweeps per sequence length. Target: replay >= 5x "
         "faster than the full forward. Replay still runs the final norm and the 49,152-row unembedding for "
-        "every position, which costs about as much as 6 decoder blocks here, so the speed-up grows with the "
+        "every position, which costs as much as several decoder blocks here, so the speed-up grows with the "
         "sequence length (attention cost per block grows with T, the unembedding's does not).",
         "",
         "| tokens | full sweep (s) | replay sweep (s) | recording pass (s) | speed-up | speed-up incl. recording "
