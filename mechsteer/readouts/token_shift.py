@@ -1,0 +1,181 @@
+"""`token_shift`: how one condition changes next-token distributions against a reference condition on the
+same teacher-forced sequences (paper sections 4.5 and 4.6, Figures 3 and 6).
+
+Per analysed position (p = softmax(logits), float64):
+  dp = p_other - p_ref; the most boosted token argmax dp and the most suppressed argmin dp with their dp;
+  the reference and other argmax; both entropies (nats); KL(P_ref || P_other) (nats); dp of tracked tokens;
+  whether the boosted token is the reference argmax ("reinforces the top token").
+`gen_pos` says which positions to analyse and their index among generated tokens (0 = the distribution of
+the first generated token, i.e. the last prompt position); the position-0 vs later split is the paper's
+"First"/"Other". Work is done in slices of positions so a 150k vocabulary in float64 stays bounded.
+
+`summarize` groups the per-position table (by boosted token, by position group); `render_html` draws
+samples as coloured tokens (self-contained HTML, inline styles, diverging colours centred at 0).
+Pure: logits in, DataFrames/HTML out.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Sequence
+
+import pandas as pd
+import torch
+
+COLUMNS = ["sample", "pos", "group", "boosted_id", "boosted", "boosted_dp", "suppressed_id", "suppressed",
+           "suppressed_dp", "ref_top_id", "ref_top", "other_top_id", "other_top", "ref_entropy", "other_entropy",
+           "kl", "reinforces_top"]
+
+
+def generated_positions(attention_mask: torch.Tensor, prompt_lengths: torch.Tensor | Sequence[int]) -> torch.Tensor:
+    """[b, T] index of the generated token each position predicts (0 = first generated token, predicted at
+    the last prompt position), -1 for padding, earlier prompt positions and the last real position (whose
+    next token is not in the sequence). Works with left and right padding."""
+    m = attention_mask.long()
+    idx = m.cumsum(dim=1) - 1
+    plen = torch.as_tensor(prompt_lengths, device=m.device).long().unsqueeze(1)
+    total = m.sum(dim=1, keepdim=True)
+    g = idx - (plen - 1)
+    ok = m.bool() & (g >= 0) & (idx < total - 1)
+    return torch.where(ok, g, torch.full_like(g, -1))
+
+
+def kl_divergence(logp_ref: torch.Tensor, logp_other: torch.Tensor) -> torch.Tensor:
+    """KL(P_ref || P_other) = sum_v p_ref (log p_ref - log p_other) over the last dim, float64; terms with
+    p_ref = 0 count 0."""
+    a, b = logp_ref.double(), logp_other.double()
+    p = a.exp()
+    terms = torch.where(p > 0, p * (a - b), torch.zeros_like(p))
+    return terms.sum(-1)
+
+
+def entropy(logp: torch.Tensor) -> torch.Tensor:
+    lp = logp.double()
+    p = lp.exp()
+    return -torch.where(p > 0, p * lp, torch.zeros_like(p)).sum(-1)
+
+
+def token_shift(ref_logits: torch.Tensor, other_logits: torch.Tensor, gen_pos: torch.Tensor,
+                tokens: Sequence[str], *, track: dict[str, int] | None = None, sample_ids: Sequence | None = None,
+                temperature: float = 1.0, slice_size: int = 256) -> pd.DataFrame:
+    """One row per analysed position (gen_pos >= 0) of a [b, T, V] pair of logits. Columns: COLUMNS plus
+    `dp[<name>]` per tracked token (name -> token id). `tokens[i]`: token i's text."""
+    if ref_logits.shape != other_logits.shape:
+        raise ValueError(f"logit shapes differ: {tuple(ref_logits.shape)} vs {tuple(other_logits.shape)}")
+    track = dict(track or {})
+    b = ref_logits.shape[0]
+    sample_ids = list(range(b)) if sample_ids is None else list(sample_ids)
+    out: dict[str, list] = {c: [] for c in COLUMNS}
+    for name in track:
+        out[f"dp[{name}]"] = []
+    for r in range(b):
+        where = torch.nonzero(gen_pos[r] >= 0).flatten()
+        for start in range(0, where.numel(), slice_size):
+            cols = where[start:start + slice_size]
+            lr = torch.log_softmax(ref_logits[r, cols].double() / temperature, dim=-1)
+            lo = torch.log_softmax(other_logits[r, cols].double() / temperature, dim=-1)
+            dp = lo.exp() - lr.exp()
+            bv, bi = dp.max(dim=-1)
+            sv, si = dp.min(dim=-1)
+            rt, ot = lr.argmax(-1), lo.argmax(-1)
+            n = cols.numel()
+            out["sample"] += [sample_ids[r]] * n
+            pos = gen_pos[r, cols].tolist()
+            out["pos"] += pos
+            out["group"] += ["first" if p == 0 else "other" for p in pos]
+            for key, ids, vals in (("boosted", bi, bv), ("suppressed", si, sv)):
+                out[f"{key}_id"] += ids.tolist()
+                out[key] += [tokens[i] for i in ids.tolist()]
+                out[f"{key}_dp"] += vals.tolist()
+            for key, ids in (("ref_top", rt), ("other_top", ot)):
+                out[f"{key}_id"] += ids.tolist()
+                out[key] += [tokens[i] for i in ids.tolist()]
+            out["ref_entropy"] += entropy(lr).tolist()
+            out["other_entropy"] += entropy(lo).tolist()
+            out["kl"] += kl_divergence(lr, lo).tolist()
+            out["reinforces_top"] += (bi == rt).tolist()
+            for name, tid in track.items():
+                out[f"dp[{name}]"] += dp[:, tid].tolist()
+    return pd.DataFrame(out)
+
+
+def summarize(table: pd.DataFrame, *, min_count: int = 2, top: int = 10) -> dict[str, pd.DataFrame]:
+    """{"by_token": boosted tokens seen >= min_count times, the `top` by mean dp (count, mean/median/max dp,
+    share of positions), "by_group": first vs other (n, mean KL, mean boosted dp, mean entropies, share that
+    reinforces the top token, mean dp of tracked tokens), "by_position": the same per generated index}."""
+    tracked = [c for c in table.columns if c.startswith("dp[")]
+    g = table.groupby("boosted")["boosted_dp"]
+    by_token = pd.DataFrame({"count": g.size(), "mean_dp": g.mean(), "median_dp": g.median(), "max_dp": g.max()})
+    by_token["share"] = by_token["count"] / max(len(table), 1)
+    by_token = by_token[by_token["count"] >= min_count].sort_values("mean_dp", ascending=False).head(top)
+    by_token = by_token.reset_index().rename(columns={"boosted": "token"})
+    agg = {"n": ("kl", "size"), "kl": ("kl", "mean"), "boosted_dp": ("boosted_dp", "mean"),
+           "ref_entropy": ("ref_entropy", "mean"), "other_entropy": ("other_entropy", "mean"),
+           "reinforces_top": ("reinforces_top", "mean")}
+    agg.update({c: (c, "mean") for c in tracked})
+    by_group = table.groupby("group").agg(**agg).reset_index()
+    by_position = table.groupby("pos").agg(**agg).reset_index()
+    return {"by_token": by_token, "by_group": by_group, "by_position": by_position}
+
+
+def top_samples(table: pd.DataFrame, *, by: str = "kl", n: int = 5) -> list:
+    """The `n` samples with the largest maximum of column `by` (the paper shows the top-5 by max KL)."""
+    return table.groupby("sample")[by].max().sort_values(ascending=False).head(n).index.tolist()
+
+
+def _colour(v: float, vmax: float) -> str:
+    """Diverging blue (negative) - white (0) - orange (positive), as an rgb() string."""
+    x = 0.0 if vmax <= 0 or math.isnan(v) else max(-1.0, min(1.0, v / vmax))
+    hi = (230, 120, 20) if x > 0 else (40, 100, 220)
+    a = abs(x)
+    r, g, b = (round(255 + (c - 255) * a) for c in hi)
+    return f"rgb({r},{g},{b})"
+
+
+def render_html(samples: Sequence[dict], *, title: str = "token shift", value_name: str = "value") -> str:
+    """Self-contained HTML of coloured tokens. Each sample: {"title": str, "tokens": [str], "values":
+    [float | None]} (None = not analysed, drawn plain); optional "notes": [str] per token (tooltip).
+    Colours are centred at 0 with one scale, max |value| over all samples."""
+    vals = [abs(v) for s in samples for v in s["values"] if v is not None and not math.isnan(v)]
+    vmax = max(vals) if vals else 0.0
+    parts = ["<!DOCTYPE html><html><head><meta charset='utf-8'>", f"<title>{html.escape(title)}</title></head>",
+             "<body style='font-family:sans-serif'>", f"<h2>{html.escape(title)}</h2>",
+             f"<p>colour: {html.escape(value_name)}, blue &lt; 0 &lt; orange, |max| = {vmax:.4g}</p>"]
+    for s in samples:
+        parts.append(f"<h3>{html.escape(str(s.get('title', '')))}</h3><div style='line-height:1.9'>")
+        notes = s.get("notes") or [None] * len(s["tokens"])
+        for tok, v, note in zip(s["tokens"], s["values"], notes):
+            tip = f"{value_name}={v:.4g}" if v is not None else "not analysed"
+            if note:
+                tip += f"; {note}"
+            style = "white-space:pre-wrap;font-family:monospace;padding:1px;border:1px solid #ddd;"
+            if v is not None:
+                style += f"background:{_colour(v, vmax)};"
+            parts.append(f"<span title='{html.escape(tip, quote=True)}' style='{style}'>{html.escape(tok)}</span>")
+        parts.append("</div>")
+    parts.append("</body></html>")
+    return "".join(parts)
+
+
+def html_samples(table: pd.DataFrame, sequences: dict, prompt_lengths: dict, *, samples: Sequence | None = None,
+                 value: str = "kl") -> list[dict]:
+    """Inputs for `render_html`: each chosen sample's tokens (`sequences[sample]`: the token strings of
+    prompt + generation) with `value` of the position that predicted each generated token drawn on that
+    token (generated token g sits at index prompt_length + g); prompt tokens are drawn plain. Default
+    samples: `top_samples(table, by=value)`."""
+    samples = top_samples(table, by=value) if samples is None else list(samples)
+    out = []
+    for s in samples:
+        toks, plen = list(sequences[s]), int(prompt_lengths[s])
+        vals: list = [None] * len(toks)
+        notes: list = [None] * len(toks)
+        for _, row in table[table["sample"] == s].iterrows():
+            i = plen + int(row["pos"])
+            if i < len(toks):
+                vals[i] = float(row[value])
+                notes[i] = f"ref top {row['ref_top']!r}, other top {row['other_top']!r}, boosted {row['boosted']!r}"
+        out.append({"title": f"sample {s} (max {value} {max(v for v in vals if v is not None):.4g})"
+                    if any(v is not None for v in vals) else f"sample {s}", "tokens": toks, "values": vals,
+                    "notes": notes})
+    return out

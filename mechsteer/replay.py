@@ -1,0 +1,177 @@
+"""Teacher-forced replay: re-run only the blocks a condition can change.
+
+A comparison of conditions on the same teacher-forced sequences spends most of its time recomputing blocks
+that no condition touches. If every intervention of a condition acts on blocks >= l, then the residual
+stream entering block l, and everything the decoder stack hands to block l (attention mask, position ids,
+RoPE cos/sin, ...), are the same as in the unsteered pass. So:
+
+1. during one base pass, `ReplayRecorder` (a forward pre-hook with kwargs on block l) keeps block l's input
+   hidden state and keyword arguments (without any KV cache);
+2. under any condition that touches only blocks >= l (its hooks open, e.g. inside
+   `mechsteer.interventions.steering`), `replay()` calls blocks l..L-1 directly with those kwargs, then the
+   final norm and the unembedding. The condition's hooks fire as in a full forward, because the same block
+   modules are called.
+
+The result equals a full forward under that condition (tested to 1e-5 in float32 for add, skip_attn and a
+per-head splice on Llama and Qwen2, left and right padding). `earliest_block()` tells which l is safe for a
+condition; kinds that change the prompt, or that need the decoder stack's own pre-hook (position selectors
+other than `all`), are not replayable and raise `NotReplayable`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from mechsteer.errors import MechsteerError
+from mechsteer.hooks import HookScope
+from mechsteer.models.adapters import ArchitectureAdapter, decoder_output_tensor
+from mechsteer.spec.combine import depth_map
+from mechsteer.spec.layers import resolve_layers
+
+_CACHE_KEYS = ("cache", "past_key_values")
+
+
+class NotReplayable(MechsteerError):
+    """A condition that replay cannot reproduce; the caller falls back to a full forward."""
+
+
+@dataclass
+class ReplayState:
+    """What block `layer` received during a recorded pass."""
+
+    layer: int
+    hidden: torch.Tensor
+    """[batch, T, d] residual stream at the input of block `layer`."""
+    kwargs: dict
+    """Keyword arguments the decoder stack passed to the block (cache removed, use_cache False)."""
+
+
+class ReplayRecorder:
+    """Pre-hooks (with kwargs) on blocks `layers` that keep their inputs of the latest forward call.
+
+    Attach it in a scope of its own during the base pass, or BEFORE the condition's hooks: pre-hooks run in
+    registration order, and the recorded input must be the one the stack produced."""
+
+    def __init__(self, model: nn.Module, adapter: ArchitectureAdapter, layers: Iterable[int]):
+        self.model, self.adapter = model, adapter
+        self.layers = sorted({int(i) for i in layers})
+        self.states: dict[int, ReplayState] = {}
+
+    def _hook(self, layer: int):
+        def hook(module, args, kwargs):
+            h = args[0] if args else kwargs["hidden_states"]
+            kw = {k: v for k, v in kwargs.items() if k != "hidden_states"}
+            for key in _CACHE_KEYS:
+                if key in kw:
+                    kw[key] = None
+            if "use_cache" in kw:
+                kw["use_cache"] = False
+            self.states[layer] = ReplayState(layer, h.detach().clone(), kw)
+
+        return hook
+
+    def attach(self, scope: HookScope) -> ReplayRecorder:
+        n = self.adapter.shape(self.model).n_layers
+        for i in self.layers:
+            if not 0 <= i < n:
+                raise ValueError(f"replay layer {i} outside 0..{n - 1}")
+            scope.pre_hook(self.adapter.layer(self.model, i), self._hook(i), with_kwargs=True)
+        return self
+
+
+@torch.no_grad()
+def record(model: nn.Module, adapter: ArchitectureAdapter, layers: Iterable[int], **inputs):
+    """One uncached forward (`inputs`: input_ids, attention_mask, ...) recording block inputs.
+    Returns (logits, {layer: ReplayState}). Hooks already on the model (a condition) apply."""
+    rec = ReplayRecorder(model, adapter, layers)
+    with HookScope("replay.record") as scope:
+        rec.attach(scope)
+        out = model(**inputs, use_cache=False)
+    return out.logits, rec.states
+
+
+def unembed(model: nn.Module, adapter: ArchitectureAdapter, hidden: torch.Tensor) -> torch.Tensor:
+    """Final norm, lm_head and (Gemma) final logit soft-capping, as the model's own forward applies them."""
+    h = adapter.module_at(model, "final_norm")[0](hidden)
+    logits = adapter.module_at(model, "unembed")[0](h)
+    cap = getattr(model.config, "final_logit_softcapping", None)
+    if cap is not None:
+        logits = torch.tanh(logits / cap) * cap
+    return logits
+
+
+@torch.no_grad()
+def replay(model: nn.Module, adapter: ArchitectureAdapter, state: ReplayState, *, resid: bool = False,
+           logits: bool = True):
+    """Re-run blocks state.layer..L-1, then (with `logits`) the final norm and the unembedding, on the
+    recorded input, under whatever hooks are on the model now. Returns the logits [b, T, V]; with `resid`,
+    (logits or None, {j: resid_post of block j}) - persistence needs only the residual streams, so
+    `logits=False` skips the unembedding, the largest single cost of a short replay. Only valid when the
+    current hooks touch no block before `state.layer` (see `earliest_block`)."""
+    n = adapter.shape(model).n_layers
+    h = state.hidden
+    post: dict[int, torch.Tensor] = {}
+    for j in range(state.layer, n):
+        h = decoder_output_tensor(adapter.layer(model, j)(h, **state.kwargs))
+        if resid:
+            post[j] = h
+    out = unembed(model, adapter, h) if logits else None
+    return (out, post) if resid else out
+
+
+def _rows(spec, vectors) -> list[int] | None:
+    vs = (vectors or {}).get(getattr(spec, "vector", None))
+    return None if vs is None else list(vs.layers)
+
+
+def _spec_layers(spec, n_layers: int, vectors) -> list[int]:
+    """Blocks an additive spec touches; `all` = the vector set's rows (every block when unknown)."""
+    if spec.layer == "all":
+        rows = _rows(spec, vectors)
+        return rows if rows else list(range(n_layers))
+    return resolve_layers(spec.layer, n_layers)
+
+
+def earliest_block(interventions: list, n_layers: int, vectors: dict | None = None) -> int:
+    """The first decoder block a condition (list of intervention specs) can change; `n_layers` when it
+    changes none (the unsteered condition). Replay from this block reproduces a full forward.
+
+    `vectors` (name -> VectorSet, optional) resolves `layer: all` and `transfer` to the rows present;
+    without it those count as starting at block 0 (always correct, just slower).
+    Raises NotReplayable for prefix_token (it changes the prompt), position selectors other than `all`
+    (they read the decoder stack's own pre-hook) and kinds this function does not know."""
+    first = n_layers
+    for spec in interventions:
+        kind = getattr(spec, "kind", None)
+        if kind in ("add", "add_at_place", "lora1"):
+            if getattr(spec, "positions", "all") != "all":
+                raise NotReplayable(f"{kind} with positions {spec.positions!r} is not replayable: position "
+                                    "selectors read the decoder stack's attention mask, which replay skips",
+                                    hint="use a full forward for this condition")
+            layers = list(range(n_layers)) if kind == "lora1" and spec.layer == "all" else \
+                _spec_layers(spec, n_layers, vectors)
+        elif kind in ("skip_attn", "skip_layer", "qkv", "head"):
+            layers = [spec.block(n_layers)]
+        elif kind == "compose":
+            layers = [i for p in spec.parts for i in resolve_layers(p.layer, n_layers)]
+        elif kind == "transfer":
+            vs = (vectors or {}).get(spec.vector)
+            if vs is None:
+                layers = [0]
+            elif spec.layer_map == "relative_depth":
+                layers = [depth_map(vs.n_layers, n_layers, i) for i in vs.layers]
+            else:
+                layers = list(vs.layers)
+        elif kind == "prefix_token":
+            raise NotReplayable("prefix_token changes the prompt, so a condition with it cannot reuse the base "
+                                "pass", hint="teacher-force its own sequences with a full forward")
+        else:
+            raise NotReplayable(f"intervention kind {kind!r} has no replay rule",
+                                hint="add one to mechsteer.replay.earliest_block or use a full forward")
+        if layers:
+            first = min(first, min(layers))
+    return first
