@@ -29,7 +29,7 @@ from mechsteer.atomic import atomic_write_text
 from mechsteer.interventions import steering
 from mechsteer.models.loading import load_model
 from mechsteer.replay import earliest_block, record, replay
-from mechsteer.spec.circuit import HeadSpec
+from mechsteer.spec.kinds.circuit import HeadSpec
 from mechsteer.spec.models import ModelSpec
 from mechsteer.vectors import VectorSet
 

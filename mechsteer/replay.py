@@ -29,7 +29,7 @@ from torch import nn
 from mechsteer.errors import MechsteerError
 from mechsteer.hooks import HookScope
 from mechsteer.models.adapters import ArchitectureAdapter, decoder_output_tensor
-from mechsteer.spec.combine import depth_map
+from mechsteer.spec.kinds.combine import depth_map
 from mechsteer.spec.layers import resolve_layers
 
 _CACHE_KEYS = ("cache", "past_key_values")
