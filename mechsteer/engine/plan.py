@@ -188,7 +188,7 @@ def vector_fingerprint(vectors: dict, name: str, _seen: tuple = ()) -> dict:
     spec = vectors[name]
     fp = _content_fingerprint(spec)
     if spec.kind == "trained":  # the run's output file: a finished (or continued) run changes the cells
-        from mechsteer.builders.trained import trained_vectors_path
+        from mechsteer.spec.training import trained_vectors_path
 
         f = trained_vectors_path(spec)[0]
         fp["file_sha256"] = sha256_file(f) if f.is_file() else "missing"

@@ -429,3 +429,20 @@ def check_train_spec(ls: LoadedTrainSpec) -> list[Problem]:
         out.append(ls.problem(("rloo", "max_new_tokens"), "no generation length: set rloo.max_new_tokens or "
                               "model.max_length (the paper: max_length 4096 for Qwen2.5-Math-7B)"))
     return out
+
+
+def checkpoint_dir(root: Path, step: int) -> Path:
+    """The folder of a training run's checkpoint at optimizer step `step` (under `<output>/checkpoints`)."""
+    return root / f"step-{step:06d}"
+
+
+def trained_vectors_path(spec) -> tuple[Path, str]:
+    """(the vector file a `trained` spec names, the command that writes it). `spec.train` is absolute (the
+    compiler binds paths)."""
+    ts = load_train_spec(spec.train, spec.profile)
+    out = Path(spec.output) if spec.output else ts.output_dir()
+    command = f"mechsteer train {spec.train}" + (f" --profile {spec.profile}" if spec.profile else "") + \
+        (f" --output {spec.output}" if spec.output else "")
+    if spec.checkpoint is not None:
+        return checkpoint_dir(out / "checkpoints", spec.checkpoint) / "vectors.safetensors", command
+    return out / "vectors.safetensors", command

@@ -23,12 +23,11 @@ import torch
 
 from mechsteer.errors import MechsteerError
 from mechsteer.atomic import atomic_dir
+from mechsteer.spec.training import checkpoint_dir  # noqa: F401 - the layout lives with the training spec
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
 
 
-def checkpoint_dir(root: Path, step: int) -> Path:
-    return root / f"step-{step:06d}"
 
 
 def latest_checkpoint(root: Path) -> Path | None:
