@@ -34,6 +34,9 @@ class ModelSpec(StrictModel):
     max_length: int | None = Field(default=None, gt=0)
     """Maximum total tokens (prompt + generation); the paper uses 4096 for Qwen2.5-Math-7B, 32768 for
     Llama-3.1-8B-Instruct."""
+    stop: list[str] = Field(default_factory=list)
+    """Extra stop tokens (each one token of the vocabulary, e.g. `<|im_end|>`), on top of the generation
+    config's and tokenizer's eos and the chat template's end-of-turn token. Checked when the tokenizer loads."""
     prefix_token: str | None = None
     """Default forced opening of the assistant turn for this model ("To" for Qwen, "Step" for Llama) used by
     `prefix_token` interventions that do not name one."""

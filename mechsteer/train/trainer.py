@@ -123,9 +123,9 @@ class Trainer:
         self.warmup_steps = math.ceil(spec.rloo.warmup_ratio * self.total_steps)
         self.checkpoint_every = spec.checkpoint_every or max(1, math.ceil(self.total_steps / 6))
         self.eval_rows, self.eval_ids = self._eval_data(eval_rows)
-        from mechsteer.generation import stop_token_ids
+        from mechsteer.generation import lm_stop_token_ids
 
-        self.stop_ids = stop_token_ids(lm.model, lm.tokenizer)
+        self.stop_ids = lm_stop_token_ids(lm)
         self.metrics = MetricsLog(self.output_dir / "metrics.jsonl")
 
     # ------------------------------------------------------------------ set-up helpers
