@@ -18,7 +18,7 @@ from mechsteer.models.adapters import adapter_for
 from mechsteer.models.loading import LoadedModel
 from mechsteer.models.stops import end_of_turn_id, stop_string_ids
 from mechsteer.spec.models import ModelSpec
-from tests.conftest import make_tiny_model
+from conftest import make_tiny_model
 
 CHARS = sorted(set(string.printable) - set("\x0b\x0c\r\t"))
 
