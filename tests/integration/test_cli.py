@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from mechsteer.cli.app import app
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_validate_never_imports_torch():

@@ -12,7 +12,7 @@ from mechsteer.spec.layers import DepthRef, LayerResolutionError, resolve_layers
 from mechsteer.spec.loader import deep_merge, load_study
 from mechsteer.spec.study import StudySpec, json_schema
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 STUDIES = sorted(p for p in (REPO / "studies").glob("*.yaml") if not p.name.startswith("train_"))
 """Study files (training specs, studies/train_*.yaml, have their own schema and tests)."""
 
