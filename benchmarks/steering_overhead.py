@@ -6,7 +6,7 @@ both sides; the reported figure is the ratio of median tokens/s. Conditions: `ad
 positions (the paper's setup), and `add` with a position selector (needs the position tracker).
 
 Usage: python benchmarks/steering_overhead.py [--repeats 5] [--new-tokens 64] [--batch 8]
-Writes benchmarks/steering_overhead.md and updates the section in benchmarks/results.md.
+Writes benchmarks/results/steering_overhead.{md,json}; `python benchmarks/collect.py` rebuilds results.md.
 """
 
 from __future__ import annotations
@@ -78,8 +78,12 @@ def main() -> None:
         "| condition | unsteered tok/s | steered tok/s | ratio |",
         "|---|---|---|---|",
     ] + [f"| {n} | {b:.1f} | {s:.1f} | {r:.3f} |" for n, b, s, r in rows] + [""]
-    (HERE / "steering_overhead.md").write_text("\n".join(lines))
-    print(f"wrote {HERE / 'steering_overhead.md'}")
+    from _sections import command_line, machine_facts, write_section
+
+    lines[1:1] = ["", f"Command: `{command_line()}`. Machine: {machine_facts()}."]
+    raw = {"settings": vars(args), "rows": [{"condition": n, "unsteered_tok_s": b, "steered_tok_s": s, "ratio": r}
+                                            for n, b, s, r in rows]}
+    print(f"wrote {write_section('steering_overhead', chr(10).join(lines), raw)}")
 
 
 if __name__ == "__main__":
