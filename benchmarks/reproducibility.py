@@ -35,8 +35,8 @@ def main() -> None:
     args = ap.parse_args()
 
     import torch
-
     from _sections import command_line, machine_facts, write_section
+
     from mechsteer.eval.grading import grade
     from mechsteer.eval.mini_task import generate_mini
     from mechsteer.generation import generate, render_prompts
@@ -83,10 +83,10 @@ def main() -> None:
         "",
         f"Command: `{command_line()}`. Machine: {machine_facts()}. Whole run {time.perf_counter() - t_start:.0f} s.",
         "",
-        f"Embedded SmolLM2-135M-Instruct, {n} `mini` test problems (seed 0), qwen_math chat prompt, greedy, "
-        f"{args.max_new_tokens} new tokens, lenient grader; `steered` = bundled all-layer vectors (`add`). "
-        f"'differ' counts completions that are not identical to the first setting of the same condition "
-        f"({args.dtypes[0]}, batch {args.batch_sizes[0]}).",
+        (f"Embedded SmolLM2-135M-Instruct, {n} `mini` test problems (seed 0), qwen_math chat prompt, greedy, "
+         f"{args.max_new_tokens} new tokens, lenient grader; `steered` = bundled all-layer vectors (`add`). "
+         f"'differ' counts completions that are not identical to the first setting of the same condition "
+         f"({args.dtypes[0]}, batch {args.batch_sizes[0]})."),
         "",
         "| condition | dtype | batch size | run | lenient acc. | completions that differ |",
         "|---|---|---|---|---|---|",
@@ -96,8 +96,8 @@ def main() -> None:
         r["differ_from_first"] = diff
         lines.append(f"| {r['condition']} | {r['dtype']} | {r['batch_size']} | {r['repeat'] + 1} | "
                      f"{100 * r['acc']:.1f}% | {diff}/{n} |")
-    lines += ["", "| condition | repeat identical (same dtype, same batch size) | accuracy spread (max - min) | "
-              "one standard error at that accuracy |", "|---|---|---|---|"]
+    lines += ["", ("| condition | repeat identical (same dtype, same batch size) | accuracy spread (max - min) | "
+                   "one standard error at that accuracy |"), "|---|---|---|---|"]
     summary = {}
     for cond in args.conditions:
         rs = [r for r in runs if r["condition"] == cond]

@@ -4,8 +4,8 @@ position-selective interventions correct across decode steps."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 

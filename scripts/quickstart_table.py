@@ -63,8 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         quickstart_table(df),
         "",
-        f"From `{csv.relative_to(REPO) if csv.is_relative_to(REPO) else csv}` ({df.cell.nunique()} cells); "
-        f"machine: {platform.machine()}, torch {torch.__version__}. Rates in %, means over seeds.",
+        (f"From `{csv.relative_to(REPO) if csv.is_relative_to(REPO) else csv}` ({df.cell.nunique()} cells); "
+         f"machine: {platform.machine()}, torch {torch.__version__}. Rates in %, means over seeds."),
     ])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text + "\n", encoding="utf-8")

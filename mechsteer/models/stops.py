@@ -29,7 +29,7 @@ def end_of_turn_id(tokenizer) -> int | None:
     conv = [{"role": "user", "content": "1+1?"}, {"role": "assistant", "content": _MARK}]
     try:
         text = tokenizer.apply_chat_template(conv, tokenize=False)
-    except Exception:  # a template may reject this conversation shape; then nothing is derived
+    except Exception:  # noqa: BLE001 - a template may reject this conversation shape; nothing is derived
         return None
     if not isinstance(text, str) or _MARK not in text:
         return None

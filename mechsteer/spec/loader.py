@@ -7,12 +7,11 @@ Nothing here imports torch.
 
 from __future__ import annotations
 
-import os
-
 import copy
 import difflib
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from pydantic import ValidationError
 
 from mechsteer.errors import Problem, ProblemList, SpecError
 from mechsteer.spec.study import StudySpec
+
 
 @dataclass
 class LoadedSpecFile:

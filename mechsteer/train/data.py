@@ -8,9 +8,8 @@ in mutable state, so a resumed run sees exactly the prompts the uninterrupted ru
 
 from __future__ import annotations
 
-import warnings
-
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 

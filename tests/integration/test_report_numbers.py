@@ -10,11 +10,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from conftest import make_tiny_model
+from tiny_tokenizer import VOCAB_SIZE, make_tiny_tokenizer
 from typer.testing import CliRunner
 
-from conftest import make_tiny_model
 from mechsteer.cli.app import app
-from tiny_tokenizer import VOCAB_SIZE, make_tiny_tokenizer
 
 
 def _long(rows):
@@ -82,7 +82,7 @@ def test_report_rebuilds_from_cells_and_force_recomputes(study, tmp_path, monkey
     f = next(p for p, m in recorded.items() if m["p(a)"] != 0.123456)
     edited = {**recorded[f], "p(a)": 0.123456}
     f.write_text(json.dumps(edited))
-    import mechsteer.models.loading as loading
+    from mechsteer.models import loading
 
     monkeypatch.setattr(loading, "load_model", lambda *a, **k: pytest.fail("report loaded a model"))
     rep = runner.invoke(app, ["report", str(study), "-o", str(out)])

@@ -4,10 +4,9 @@ each, under tests/fixtures/data; the full copies are never committed)."""
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import pytest
+from conftest import DATA_FIXTURES as DATA_DIR
 
 from mechsteer.eval import datasets as ds
 from mechsteer.eval.datasets import (
@@ -18,8 +17,6 @@ from mechsteer.eval.datasets import (
     load_benchmark,
 )
 from mechsteer.eval.grading import grade_boxed
-
-from conftest import DATA_FIXTURES as DATA_DIR
 
 EXCERPT_SIZE = 4
 

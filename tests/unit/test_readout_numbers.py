@@ -13,14 +13,14 @@ import math
 
 import pytest
 import torch
-
 from conftest import make_tiny_model
+from tiny_tokenizer import VOCAB_SIZE, make_tiny_tokenizer
+
 from mechsteer.interventions import steering
 from mechsteer.measurement import MeasurementTask
 from mechsteer.models.adapters import adapter_for
 from mechsteer.models.loading import LoadedModel
 from mechsteer.spec.models import ModelSpec
-from tiny_tokenizer import VOCAB_SIZE, make_tiny_tokenizer
 
 PROMPTS = ["1+1?", "what is 12 + 30?", "hi", "Compute 7*6.", "x"]
 
@@ -79,7 +79,7 @@ def test_first_token_readout_matches_softmax_by_hand():
 
 
 def _marked_grade(monkeypatch):
-    import mechsteer.eval.grading as grading
+    from mechsteer.eval import grading
 
     real = grading.grade
 

@@ -11,6 +11,7 @@ import string
 
 import pytest
 import torch
+from conftest import make_tiny_model
 
 from mechsteer.errors import ModelLoadError
 from mechsteer.generation import generate, stop_info, stop_token_ids
@@ -18,7 +19,6 @@ from mechsteer.models.adapters import adapter_for
 from mechsteer.models.loading import LoadedModel
 from mechsteer.models.stops import end_of_turn_id, stop_string_ids
 from mechsteer.spec.models import ModelSpec
-from conftest import make_tiny_model
 
 CHARS = sorted(set(string.printable) - set("\x0b\x0c\r\t"))
 

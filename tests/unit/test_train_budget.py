@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import make_tiny_model
-from mechsteer.train.rollout import pad_prompts, row_budgets, sample
 from train_helpers import VOCAB, rows, tiny_lm, train_spec
+
+from mechsteer.train.rollout import pad_prompts, row_budgets, sample
 
 
 def test_row_budgets_by_own_length():

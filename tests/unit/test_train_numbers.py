@@ -8,13 +8,13 @@ import dataclasses
 
 import pytest
 import torch
-
 from conftest import make_tiny_model
+from train_helpers import VOCAB, rows, tiny_lm, train_spec
+
 from mechsteer.hooks import HookScope
 from mechsteer.train.params import BlockVectors
 from mechsteer.train.rloo import rloo_advantages, rloo_loss_backward
 from mechsteer.train.rollout import Rollouts, pad_prompts
-from train_helpers import VOCAB, rows, tiny_lm, train_spec
 
 
 def _marked(text: str) -> bool:
@@ -100,7 +100,7 @@ def test_loss_uses_logits_over_temperature(temperature):
     lm = tiny_lm(make_tiny_model("qwen2", vocab_size=VOCAB))
     params = BlockVectors(lm.model, lm.adapter, [1, 2])
     prompts = pad_prompts([[5, 6, 7, 8], [9, 10]], pad_id=0)
-    G, R = 2, 3
+    G = 2
     tokens = torch.tensor([[11, 12, 13], [14, 15, 0], [16, 0, 0], [17, 18, 19]])
     mask = (tokens != 0).long()
     ro = Rollouts(prompts, G, tokens, mask, torch.ones(4, dtype=torch.bool))
