@@ -86,17 +86,21 @@ def main() -> None:
         "",
         (f"Embedded SmolLM2-135M-Instruct, {n} `mini` test problems (seed 0), qwen_math chat prompt, greedy, "
          f"{args.max_new_tokens} new tokens, lenient grader; `steered` = bundled all-layer vectors (`add`). "
-         f"'differ' counts completions that are not identical to the first setting of the same condition "
-         f"({args.dtypes[0]}, batch {args.batch_sizes[0]})."),
+         f"'differ' counts completions that are not identical to another setting's: the same condition's "
+         f"first setting ({args.dtypes[0]}, batch {args.batch_sizes[0]}), and the same dtype's first batch "
+         f"size ({args.batch_sizes[0]})."),
         "",
-        "| condition | dtype | batch size | run | lenient acc. | completions that differ |",
-        "|---|---|---|---|---|---|",
+        (f"| condition | dtype | batch size | run | lenient acc. | differ from {args.dtypes[0]}, batch "
+         f"{args.batch_sizes[0]} | differ from the same dtype, batch {args.batch_sizes[0]} |"),
+        "|---|---|---|---|---|---|---|",
     ]
     for r in runs:
         diff = sum(a != b for a, b in zip(r["texts"], ref(r["condition"])["texts"]))
-        r["differ_from_first"] = diff
+        same_dtype = next(x for x in runs if (x["condition"], x["dtype"]) == (r["condition"], r["dtype"]))
+        diff_bs = sum(a != b for a, b in zip(r["texts"], same_dtype["texts"]))
+        r["differ_from_first"], r["differ_from_same_dtype_first"] = diff, diff_bs
         lines.append(f"| {r['condition']} | {r['dtype']} | {r['batch_size']} | {r['repeat'] + 1} | "
-                     f"{100 * r['acc']:.1f}% | {diff}/{n} |")
+                     f"{100 * r['acc']:.1f}% | {diff}/{n} | {diff_bs}/{n} |")
     lines += ["", ("| condition | repeat identical (same dtype, same batch size) | accuracy spread (max - min) | "
                    "one standard error at that accuracy |"), "|---|---|---|---|"]
     summary = {}
