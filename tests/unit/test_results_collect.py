@@ -27,7 +27,8 @@ def test_collect_concatenates_sections_and_fills_markers(tmp_path):
     (res / "zzz_extra.md").write_text("no heading, value 7\n")
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- results:train_step -->\nold 99\n<!-- /results:train_step -->\n"
-                      "<!-- results:missing -->keep<!-- /results:missing -->\n")
+                      "<!-- results:missing -->\nkeep\n<!-- /results:missing -->\n"
+                      "   <!-- results:train_step -->\n   <!-- /results:train_step -->\n")  # indented: an example
     out = tmp_path / "results.md"
     assert collect.main(["--results-dir", str(res), "--out", str(out), "--readme", str(readme)]) == 0
     text = out.read_text()
@@ -37,7 +38,8 @@ def test_collect_concatenates_sections_and_fills_markers(tmp_path):
     assert "ratio 0.958" in text and "| 1 | 2 |" in text and "value 7" in text
     new = readme.read_text()
     assert "old 99" not in new and "<!-- results:train_step -->\n| a | b |" in new
-    assert "<!-- results:missing -->keep<!-- /results:missing -->" in new
+    assert "<!-- results:missing -->\nkeep\n<!-- /results:missing -->" in new
+    assert "   <!-- results:train_step -->\n   <!-- /results:train_step -->" in new
     assert collect.main(["--results-dir", str(res), "--out", str(out), "--readme", str(readme), "--check"]) == 0
     (res / "train_step.md").write_text("# Train step\n\nchanged\n")
     assert collect.main(["--results-dir", str(res), "--out", str(out), "--readme", str(readme), "--check"]) == 1
