@@ -7,7 +7,7 @@ boxed). Conditions: the base model, each bundled set, and for each set random di
 per-layer norms (seeds 0..R-1). Greedy and T=1 sampling share one seed.
 
 Usage: HF_HUB_OFFLINE=1 python benchmarks/bundled_vectors_eval.py [--n 64] [--samples 4] [--random-seeds 3]
-       [--threads 1] [--out benchmarks/bundled_vectors.md]
+       [--threads 1] [--out benchmarks/results/bundled_vectors_eval.md]
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--sets", nargs="*", default=list(SETS))
     ap.add_argument("--no-base", action="store_true", help="skip the unsteered model (measured in another run)")
-    ap.add_argument("--out", type=Path, default=HERE / "bundled_vectors.md")
+    ap.add_argument("--out", type=Path, default=HERE / "results" / "bundled_vectors_eval.md")
     args = ap.parse_args()
 
     import torch
@@ -81,6 +81,7 @@ def main() -> None:
         print(f"{name}: greedy {g['lenient']:.3f} / boxed {g['boxed']:.3f}"
               + (f"; T=1 {sm['lenient']:.3f} / boxed {sm['boxed']:.3f}" if sm else "")
               + f" ({time.perf_counter() - t0:.0f} s)", flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     (args.out.with_suffix(".json")).write_text(json.dumps(results, indent=1))
     args.out.write_text(table(results, args, time.perf_counter() - t_start))
     print(args.out.read_text())

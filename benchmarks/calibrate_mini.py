@@ -13,13 +13,14 @@ Runs in about 2-3 minutes on 2 CPU cores (model load ~15 s, ~20 s per variant of
 
     HF_HUB_OFFLINE=1 python benchmarks/calibrate_mini.py [--n 64] [--variants arith1 add1 ...]
 
-Writes `benchmarks/calibrate_mini.md` next to this script (or `--out`).
+Writes `benchmarks/results/calibrate_mini.{md,json}` (or `--out`).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import os
 import platform
 import sys
@@ -156,7 +157,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-new-tokens", type=int, default=64)
-    parser.add_argument("--out", type=Path, default=Path(__file__).with_name("calibrate_mini.md"))
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "calibrate_mini.md")
     args = parser.parse_args()
 
     torch.manual_seed(0)
@@ -175,7 +176,11 @@ def main() -> None:
             f"{r['seconds']:5.0f}s",
             flush=True,
         )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(render_markdown(results, args, load_s), encoding="utf-8")
+    args.out.with_suffix(".json").write_text(json.dumps({"settings": {k: str(v) for k, v in vars(args).items()},
+                                                         "load_s": load_s, "results": results}, indent=1,
+                                                        default=str), encoding="utf-8")
     print(f"wrote {args.out} (total {time.perf_counter() - t0:.0f} s)")
 
 

@@ -112,7 +112,7 @@ def main() -> None:
     ap.add_argument("--protocol", default="greedy", choices=["greedy", "paper"],
                     help="greedy, or the paper's temperature-1 sampling (same seed on both sides)")
     ap.add_argument("--data-dir", default=os.environ.get("MECHSTEER_DATA_DIR", str(REPO.parent / "shared" / "data")))
-    ap.add_argument("--out", default=str(REPO / "benchmarks" / "eval_vs_lm_eval_steered.md"))
+    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "eval_vs_lm_eval_steered.md"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -211,6 +211,7 @@ def main() -> None:
         "",
     ]
     print("\n".join(lines))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines))
     Path(args.out).with_suffix(".json").write_text(json.dumps({
         "args": vars(args), "times": times, "ratio": ratio, "agree": agree, "identical": same, "n": len(ms_out),

@@ -7,7 +7,7 @@ The paper's efficiency table (digest section 3.7) in miniature. One run of this 
 2. runs each setup in its own child process (so that peak memory is measured per setup): load the model,
    build the parameterisation (`all_layers` vectors or `full`), then `--steps` RLOO updates on that same
    batch (loss forward + backward, grad clip, AdamW step), after one untimed warm-up update;
-3. writes a Markdown table (`benchmarks/train_step.md`, or `--out`).
+3. writes a Markdown table and the raw numbers (`benchmarks/results/train_step.{md,json}`, or `--out`).
 
 Reported per setup: trainable parameters, gradient and AdamW-state bytes (exact, from the tensors), median
 time of the loss forward+backward and of clip+AdamW, peak resident memory of the child (CPU) or peak CUDA
@@ -224,7 +224,7 @@ def main() -> None:
     ap.add_argument("--group", type=int, default=8)
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--chunk", type=int, default=4, help="prompt groups per loss forward/backward chunk")
-    ap.add_argument("--out", type=Path, default=HERE / "train_step.md")
+    ap.add_argument("--out", type=Path, default=HERE / "results" / "train_step.md")
     ap.add_argument("--child", choices=["vectors", "full"], help=argparse.SUPPRESS)
     ap.add_argument("--batch", help=argparse.SUPPRESS)
     ap.add_argument("--result", help=argparse.SUPPRESS)
@@ -244,7 +244,9 @@ def main() -> None:
             print(json.dumps({k: v for k, v in res.items() if not k.endswith("_all")}), flush=True)
             results.append(res)
     text = write_table(batch, results, args, time.perf_counter() - t0)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
+    args.out.with_suffix(".json").write_text(json.dumps({"batch": batch, "results": results}, indent=1, default=str))
     print(text)
 
 

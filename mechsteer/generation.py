@@ -4,8 +4,8 @@ position-selective interventions correct across decode steps."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -56,14 +56,30 @@ class _NoChat:
         return getattr(self._tok, name)
 
 
-def stop_token_ids(model, tokenizer) -> list[int]:
-    """Every stop token id: the generation config's eos ids (Llama-3.1 has three) and the tokenizer's eos.
-    The one definition used by generation, the lm-eval bridge, training rollouts and vector builders."""
+def stop_token_ids(model, tokenizer, extra: list[str] | tuple = ()) -> list[int]:
+    """Every stop token id, in this order: the generation config's eos ids (Llama-3.1 has three), the
+    tokenizer's eos, the chat template's end-of-turn token (Qwen2.5-Math's `<|im_end|>` is not its eos) when
+    the tokenizer has a template, and the model entry's `stop:` strings. The one definition used by
+    generation, the lm-eval bridge, training rollouts and vector builders."""
+    from mechsteer.models.stops import end_of_turn_id, stop_string_ids
+
     ids = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     ids = list(ids) if isinstance(ids, (list, tuple)) else ([ids] if ids is not None else [])
-    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
-        ids.append(tokenizer.eos_token_id)
+    more = [tokenizer.eos_token_id, end_of_turn_id(tokenizer), *stop_string_ids(tokenizer, extra)]
+    for i in more:
+        if i is not None and i not in ids:
+            ids.append(i)
     return ids
+
+
+def lm_stop_token_ids(lm: LoadedModel) -> list[int]:
+    """`stop_token_ids` for a loaded model, with its entry's `stop:` strings."""
+    return stop_token_ids(lm.model, lm.tokenizer, getattr(lm.spec, "stop", None) or ())
+
+
+def stop_info(tokenizer, ids: list[int]) -> dict:
+    """What a measurement records about its stop tokens: ids and their texts."""
+    return {"stop_token_ids": list(ids), "stop_tokens": [tokenizer.decode([i]) for i in ids]}
 
 
 def tokenize(lm: LoadedModel, texts: list[str]) -> dict:
@@ -89,7 +105,7 @@ def generate(
     """Generate `samples` completions per prompt. Returns completions in prompt order."""
     from transformers import GenerationConfig
 
-    stops = stop_token_ids(lm.model, lm.tokenizer)
+    stops = lm_stop_token_ids(lm)
     cfg = GenerationConfig(
         max_new_tokens=max_new_tokens,
         do_sample=temperature > 0,

@@ -16,7 +16,8 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED_DATA = Path(os.environ.get("MECHSTEER_DATA_DIR", REPO.parent / "shared" / "data"))
+DATA_FIXTURES = REPO / "tests" / "fixtures" / "data"
+"""The first 4 problems of each local benchmark copy (tests read nothing outside the repository)."""
 
 _MODELS: list[weakref.ref] = []
 

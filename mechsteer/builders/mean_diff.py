@@ -72,14 +72,14 @@ def mean_diff_generations(lm, problems: list[dict], prompt_ids: list[list[int]],
                           temperature: float, max_new_tokens: int, grade, seed: int = 0,
                           batch_size: int = 8) -> VectorSet:
     """Mean activation over generated tokens of correct answers minus incorrect ones (`grade(text, gold)`)."""
-    from mechsteer.generation import stop_token_ids
+    from mechsteer.generation import lm_stop_token_ids
 
     device = next(lm.model.parameters()).device
     gen = torch.Generator(device=device).manual_seed(seed)
     d = lm.shape.d_model
     sums = {ok: {i: torch.zeros(d) for i in layers} for ok in (True, False)}
     counts = {True: 0, False: 0}
-    stops, pad = stop_token_ids(lm.model, lm.tokenizer), lm.tokenizer.pad_token_id
+    stops, pad = lm_stop_token_ids(lm), lm.tokenizer.pad_token_id
     for s in range(0, len(problems), batch_size):
         prom = pad_prompts(prompt_ids[s: s + batch_size], pad, device)
         ro = sample(lm.model, prom, group_size=samples, max_new_tokens=max_new_tokens, temperature=temperature,

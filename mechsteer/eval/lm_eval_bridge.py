@@ -79,12 +79,12 @@ class SteeredHFLM(HFLM):
     (drives the engine's progress bar; lm-eval's own tqdm bar is then switched off)."""
 
     def __init__(self, model, tokenizer, ctx=None, *, batch_size: int | str = 8, max_length: int | None = None,
-                 on_batch: Callable[[int], None] | None = None, **hflm_kwargs):
+                 on_batch: Callable[[int], None] | None = None, stop: list[str] | tuple = (), **hflm_kwargs):
         super().__init__(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length,
                          **hflm_kwargs)
         self.ctx = ctx
         self.on_batch = on_batch
-        self.stop_ids = stop_token_ids(model, self.tokenizer)
+        self.stop_ids = stop_token_ids(model, self.tokenizer, stop)  # `stop`: the model entry's `stop:`
         self._stop_texts = {self.tokenizer.decode([i], skip_special_tokens=False) for i in self.stop_ids}
         self._prompt_len_by_input: dict[tuple, int] = {}
 

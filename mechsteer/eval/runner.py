@@ -117,7 +117,7 @@ def json_safe(obj):
 def run_eval(task: MeasurementTask) -> MeasurementResult:
     from lm_eval import __version__ as lm_eval_version
 
-    from mechsteer.generation import uses_chat_template
+    from mechsteer.generation import stop_info, uses_chat_template
     from mechsteer.eval.datasets import DatasetUnavailableError
     from mechsteer.eval.lm_eval_bridge import SteeredHFLM
 
@@ -140,7 +140,8 @@ def run_eval(task: MeasurementTask) -> MeasurementResult:
     task.progress(0, len(rows) * settings.samples)
     with _quiet_lm_eval():
         bridge = SteeredHFLM(lm.model, lm.tokenizer, task.ctx, batch_size=o.batch_size,
-                             max_length=budget, on_batch=lambda n: task.progress(n, None))
+                             max_length=budget, on_batch=lambda n: task.progress(n, None),
+                             stop=getattr(lm.spec, "stop", None) or ())
         results = evaluate_task(bridge, config, seed=task.seed, chat=chat, limit=o.limit)
 
     lm_name = lm_eval_task_name(name)
@@ -158,6 +159,7 @@ def run_eval(task: MeasurementTask) -> MeasurementResult:
         "generation_kwargs": config["generation_kwargs"],
         "repeats": settings.samples,
         "prompt_example": samples[0]["arguments"][0][0] if samples else "",
+        **stop_info(lm.tokenizer, bridge.stop_ids),
     }
     files = {"lm_eval_results.json": json.dumps(summary, indent=2, ensure_ascii=False).encode()}
     return MeasurementResult(metrics, samples, files=files, info=info)

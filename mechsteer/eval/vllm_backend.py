@@ -124,7 +124,7 @@ def run_eval_vllm(task: MeasurementTask, interventions: list) -> MeasurementResu
     from lm_eval import __version__ as lm_eval_version
 
     from mechsteer.eval.datasets import DatasetUnavailableError
-    from mechsteer.generation import stop_token_ids, uses_chat_template
+    from mechsteer.generation import lm_stop_token_ids, uses_chat_template
 
     o, lm = task.spec, task.lm
     checkpoint = compile_condition(lm, interventions, task.ctx.vectors)
@@ -142,7 +142,7 @@ def run_eval_vllm(task: MeasurementTask, interventions: list) -> MeasurementResu
     def count_tokens(text: str) -> int:
         return len(lm.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    stops = stop_token_ids(lm.model, lm.tokenizer)
+    stops = lm_stop_token_ids(lm)
     config = vllm_task_config(build_task_config(settings, rows, count_tokens), stops)
     task.progress(0, len(rows) * settings.samples)
     dtype = str(lm.dtype).removeprefix("torch.")

@@ -113,6 +113,9 @@ def load_model(name: str, spec: ModelSpec, base_dir: Path | None = None) -> Load
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    from mechsteer.models.stops import stop_string_ids
+
+    stop_string_ids(tokenizer, spec.stop, name)  # a bad `stop:` entry fails here, before any cell runs
     adapter = adapter_for(model)
     shape = adapter.shape(model)
     known = KNOWN_SHAPES.get(spec.id)

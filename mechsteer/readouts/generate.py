@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from statistics import mean
 
-from mechsteer.generation import generate, render_prompts
+from mechsteer.generation import generate, lm_stop_token_ids, render_prompts, stop_info
 from mechsteer.measurement import MeasurementResult, MeasurementTask
 from mechsteer.readouts.prompts import load_problems
 
@@ -57,5 +57,6 @@ def run_generate(task: MeasurementTask) -> MeasurementResult:
             mean_len_incorrect=_mean(s["n_tokens"] for s in graded if not s["lenient_correct"]),
         )
     firsts = Counter(s["first_token"] for s in samples)
-    info = {"first_tokens": dict(firsts.most_common(10)), "prompt_example": prompts[0] if prompts else ""}
+    info = {"first_tokens": dict(firsts.most_common(10)), "prompt_example": prompts[0] if prompts else "",
+            **stop_info(task.lm.tokenizer, lm_stop_token_ids(task.lm))}
     return MeasurementResult(metrics, samples, info=info)

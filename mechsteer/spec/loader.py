@@ -11,6 +11,7 @@ import copy
 import difflib
 import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from pydantic import ValidationError
 from mechsteer.errors import Problem, ProblemList, SpecError
 from mechsteer.spec.paths import resolve_path
 from mechsteer.spec.study import NAME_PATTERN, StudySpec
+
 
 @dataclass
 class LoadedSpecFile:
@@ -319,13 +321,72 @@ def with_data_dir(doc: dict, data_dir: str | Path) -> dict:
     return out
 
 
+DATA_DIR_ENV = "MECHSTEER_DATA_DIR"
+DATA_DIR_PLACEHOLDERS = ("$MECHSTEER_DATA_DIR", "${MECHSTEER_DATA_DIR}")
+"""A study (or profile) whose benchmark data is local writes `data_dir: $MECHSTEER_DATA_DIR`: the folder
+then comes from `--data-dir` or the MECHSTEER_DATA_DIR environment variable, never from a path in the file."""
+
+
+def _placeholder_fields(doc: dict) -> list[str]:
+    """Dotted names of every `data_dir` field that holds the placeholder."""
+    out = []
+    ev = doc.get("evaluation")
+    if isinstance(ev, dict) and ev.get("data_dir") in DATA_DIR_PLACEHOLDERS:
+        out.append("evaluation.data_dir")
+    for k, r in (doc.get("readouts") or {}).items() if isinstance(doc.get("readouts"), dict) else ():
+        if isinstance(r, dict) and r.get("data_dir") in DATA_DIR_PLACEHOLDERS:
+            out.append(f"readouts.{k}.data_dir")
+    return out
+
+
+def _fill_placeholders(doc: dict, folder: str) -> dict:
+    out = dict(doc)
+    if isinstance(out.get("evaluation"), dict) and out["evaluation"].get("data_dir") in DATA_DIR_PLACEHOLDERS:
+        out["evaluation"] = {**out["evaluation"], "data_dir": folder}
+    if isinstance(out.get("readouts"), dict):
+        out["readouts"] = {k: ({**r, "data_dir": folder} if isinstance(r, dict) and r.get("data_dir")
+                               in DATA_DIR_PLACEHOLDERS else r) for k, r in out["readouts"].items()}
+    return out
+
+
+def resolve_data_dir_placeholders(doc: dict, fname: str, profile: str | None, *, required: bool = True) -> dict:
+    """Fill `data_dir: $MECHSTEER_DATA_DIR` from the environment variable, or (when `required`) fail naming the
+    field and the two ways to give the folder. (`--data-dir` is applied before this and replaces every
+    data_dir.) Not required = validation only: the placeholder is kept as written."""
+    fields = _placeholder_fields(doc)
+    if not fields:
+        return doc
+    env = os.environ.get(DATA_DIR_ENV)
+    where = f"{fname}" + (f" (profile {profile!r})" if profile else "")
+    if not env and not required:
+        return doc
+    if not env:
+        raise SpecError(Problem(
+            f"{where}: {', '.join(fields)} asks for a local data folder, and none was given",
+            hint=f"pass --data-dir FOLDER or set {DATA_DIR_ENV}=FOLDER (a folder with <task>/test.jsonl files)"))
+    folder = Path(env).expanduser()
+    if not folder.is_dir():
+        raise SpecError(Problem(f"{DATA_DIR_ENV}={env} is not a folder (needed by {where}: {', '.join(fields)})",
+                                hint="point it at the folder holding <task>/test.jsonl files"))
+    return _fill_placeholders(doc, str(folder.resolve()))
+
+
+_NOT_GIVEN: Any = object()
+
+
 def load_study(path: str | Path, profile: str | None = None, *, check_refs: bool = True,
-               data_dir: str | Path | None = None) -> LoadedStudy:
+               data_dir: str | Path | None = _NOT_GIVEN) -> LoadedStudy:
     """Read, merge the profile, validate and cross-check a study file. Raises SpecError listing every problem.
-    `data_dir` overrides where benchmark data is read from (see `with_data_dir`)."""
+    `data_dir` overrides where benchmark data is read from (see `with_data_dir`); `data_dir:
+    $MECHSTEER_DATA_DIR` in the file is filled from that environment variable when `data_dir` is None. The
+    commands that run or plan cells pass `data_dir` (their --data-dir, possibly None): a placeholder left
+    unfilled is then an error. Called without it (validation), an unfilled placeholder is kept as written."""
+    required = data_dir is not _NOT_GIVEN
+    data_dir = None if data_dir is _NOT_GIVEN else data_dir
     raw, positions = read_spec_file(path, "study file", "name:, models:, conditions:, ...",
                                     "studies/quickstart.yaml for a minimal study")
-    return _load_document(raw, positions, Path(path), profile, check_refs=check_refs, data_dir=data_dir)
+    return _load_document(raw, positions, Path(path), profile, check_refs=check_refs, data_dir=data_dir,
+                          required=required)
 
 
 def load_study_dict(doc: dict, profile: str | None = None, *, base_dir: str | Path | None = None,
@@ -342,7 +403,7 @@ IN_MEMORY = "<in-memory study>"
 
 
 def _load_document(raw: dict, positions: dict, file: Path, profile: str | None, *, check_refs: bool,
-                   data_dir: str | Path | None) -> LoadedStudy:
+                   data_dir: str | Path | None, required: bool = True) -> LoadedStudy:
     fname = str(file) if file.name != IN_MEMORY else IN_MEMORY
     merged = apply_profile(raw, profile, fname, positions) if profile else raw
     if data_dir is not None:
@@ -350,6 +411,7 @@ def _load_document(raw: dict, positions: dict, file: Path, profile: str | None, 
             raise SpecError(Problem(f"--data-dir {data_dir} is not a folder",
                                     hint="give the folder holding <task>/test.jsonl files"))
         merged = with_data_dir(merged, data_dir)
+    merged = resolve_data_dir_placeholders(merged, fname, profile, required=required)
     spec = validate_document(StudySpec, merged, fname, positions, profile)
     loaded = LoadedStudy(spec=spec, file=file, profile=profile, positions=positions)
     if check_refs:

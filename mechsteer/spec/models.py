@@ -46,6 +46,9 @@ class ModelSpec(StrictModel):
     """Evaluation engine for this model: `hf` or `vllm`; null = the study's default (`hf` unless set). With
     `vllm`, conditions made only of all-position `add` interventions run through vLLM on a bias-compiled
     checkpoint; every other condition stays on `hf` (the plan says why)."""
+    stop: list[str] = Field(default_factory=list)
+    """Extra stop tokens (each one token of the vocabulary, e.g. `<|im_end|>`), on top of the generation
+    config's and tokenizer's eos and the chat template's end-of-turn token. Checked when the tokenizer loads."""
     prefix_token: str | None = None
     """Default forced opening of the assistant turn for this model ("To" for Qwen, "Step" for Llama) used by
     `prefix_token` interventions that do not name one."""

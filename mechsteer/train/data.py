@@ -9,6 +9,7 @@ in mutable state, so a resumed run sees exactly the prompts the uninterrupted ru
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,8 +132,12 @@ class PromptPool:
 
 
 def build_pool(lm, data, resolve_path, *, prompts_per_step: int, seed: int, max_prompt_tokens: int | None,
-               rows: list[dict] | None = None) -> PromptPool:
-    """Load, shuffle (seed), limit, render, tokenize and length-filter the training problems."""
+               rows: list[dict] | None = None, max_length: int | None = None) -> PromptPool:
+    """Load, shuffle (seed), limit, render, tokenize and length-filter the training problems.
+
+    A prompt longer than `max_prompt_tokens` is dropped (the authors drop prompts over max_seq_length); one
+    that leaves no room for a single new token under `max_length` is dropped too, with a warning (it would
+    otherwise pass the length filter and abort the run at its first step)."""
     rows = load_problems(data, resolve_path, seed) if rows is None else rows
     gen = torch.Generator(device="cpu").manual_seed(seed)
     order = torch.randperm(len(rows), generator=gen).tolist()
@@ -140,6 +145,16 @@ def build_pool(lm, data, resolve_path, *, prompts_per_step: int, seed: int, max_
     if data.limit:
         rows = rows[: data.limit]
     ids = encode_prompts(lm, [r["problem"] for r in rows], data.template, data.prefix_token)
-    items = [TrainItem(str(r["id"]), r["problem"], str(r["answer"]), tuple(t)) for r, t in zip(rows, ids)
-             if max_prompt_tokens is None or len(t) <= max_prompt_tokens]
+    items, no_room = [], []
+    for r, t in zip(rows, ids):
+        if max_prompt_tokens is not None and len(t) > max_prompt_tokens:
+            continue
+        if max_length is not None and len(t) >= max_length:
+            no_room.append(str(r["id"]))
+            continue
+        items.append(TrainItem(str(r["id"]), r["problem"], str(r["answer"]), tuple(t)))
+    if no_room:
+        warnings.warn(f"{len(no_room)} training prompt(s) fill model.max_length ({max_length} tokens) and leave no "
+                      f"room to generate; dropped: {', '.join(no_room[:5])}{' ...' if len(no_room) > 5 else ''}",
+                      stacklevel=2)
     return PromptPool(items, prompts_per_step, seed)

@@ -50,9 +50,9 @@ def evaluate(lm, problems: list[dict], prompt_ids: list[list[int]], *, greedy: b
              temperature: float = 1.0, max_new_tokens: int = 64, batch_size: int = 64, seed: int = 0,
              template: str = "qwen_math") -> dict:
     """{"greedy": {...}, "sampled": {...}, "seconds": s} on the given problems (see `accuracy`)."""
-    from mechsteer.generation import stop_token_ids
+    from mechsteer.generation import lm_stop_token_ids
 
-    stops = stop_token_ids(lm.model, lm.tokenizer)
+    stops = lm_stop_token_ids(lm)
     t0 = time.perf_counter()
     out: dict = {}
     with torch.no_grad():

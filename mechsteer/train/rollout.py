@@ -107,30 +107,52 @@ def prefill_groups(model, prompts: Prompts, group_size: int) -> GroupPrefill:
                         pos[:, -1:].repeat_interleave(group_size, dim=0) + 1)
 
 
+def row_budgets(prompts: Prompts, max_length: int | None, max_new_tokens: int | None) -> torch.Tensor:
+    """New-token budget of each prompt, as the authors' code budgets each request by its own length:
+    `max_length - len(prompt)` (capped by `max_new_tokens` when both are set), not by the padded batch width."""
+    if max_length is None and max_new_tokens is None:
+        raise ValueError("set max_new_tokens or max_length")
+    lengths = prompts.lengths
+    budget = torch.full_like(lengths, max_new_tokens if max_new_tokens is not None else 1 << 30)
+    if max_length is not None:
+        budget = torch.minimum(budget, max_length - lengths)
+    return budget
+
+
 @torch.no_grad()
-def sample(model, prompts: Prompts, *, group_size: int, max_new_tokens: int, temperature: float,
+def sample(model, prompts: Prompts, *, group_size: int, max_new_tokens: int | torch.Tensor, temperature: float,
            stop_ids: list[int], pad_id: int, generator: torch.Generator | None = None) -> Rollouts:
     """Sample `group_size` completions per prompt (temperature 0 = greedy), stopping at any of `stop_ids`.
 
+    `max_new_tokens` is one budget for every row, or a (P,) tensor of per-prompt budgets (`row_budgets`): a
+    row that reaches its budget stops there, unfinished, while longer-budget rows go on.
+
     The prompt batch is prefilled once; the KV cache, the last-position logits, the attention mask and the
     position ids are then repeated G times (`repeat_interleave`, so rows of one prompt are adjacent)."""
-    if max_new_tokens <= 0:
-        raise ValueError("max_new_tokens must be positive")
     device = prompts.ids.device
     G = group_size
+    n_prompts = prompts.ids.shape[0]
+    budget = torch.as_tensor(max_new_tokens, dtype=torch.long).to(device).expand(n_prompts)
+    if bool((budget <= 0).any()):
+        raise ValueError("max_new_tokens must be positive (every prompt needs room for one new token)")
+    budget = budget.repeat_interleave(G)
+    limit = int(budget.max())
     pre = prefill_groups(model, prompts, G)
     ckw, logits, mask, next_pos = pre.cache_kwargs, pre.logits, pre.mask, pre.next_pos
     n = logits.shape[0]
     stop = torch.tensor(sorted(set(stop_ids)), dtype=torch.long, device=device)
-    done = torch.zeros(n, dtype=torch.bool, device=device)
+    done = torch.zeros(n, dtype=torch.bool, device=device)  # emitted a stop token
+    ended = torch.zeros(n, dtype=torch.bool, device=device)  # stopped or out of budget
     toks, keep = [], []
-    for _ in range(max_new_tokens):
+    for i in range(limit):
         tok = _pick(logits, temperature, generator)
-        tok = torch.where(done, torch.full_like(tok, pad_id), tok)
+        active = ~ended
+        tok = torch.where(active, tok, torch.full_like(tok, pad_id))
         toks.append(tok)
-        keep.append(~done)
-        done = done | torch.isin(tok, stop)
-        if bool(done.all()) or len(toks) == max_new_tokens:
+        keep.append(active)
+        done = done | (active & torch.isin(tok, stop))
+        ended = done | (budget <= i + 1)
+        if bool(ended.all()) or len(toks) == limit:
             break
         mask = torch.cat([mask, torch.ones(n, 1, dtype=mask.dtype, device=device)], dim=1)
         out = model(input_ids=tok[:, None], attention_mask=mask, position_ids=next_pos, use_cache=True, **ckw)

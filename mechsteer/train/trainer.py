@@ -38,7 +38,7 @@ from mechsteer.train.metrics import MetricsLog, plot_metrics
 from mechsteer.train.params import BlockVectors, FullModel, Lora1, Parameterisation, PlaceVector, build_parameterisation
 from mechsteer.train.rewards import Completion, custom_reward, named_reward
 from mechsteer.train.rloo import rloo_advantages, rloo_loss_backward
-from mechsteer.train.rollout import pad_prompts, sample
+from mechsteer.train.rollout import pad_prompts, row_budgets, sample
 
 DEFAULT_CHUNK_PROMPTS = 4
 
@@ -119,14 +119,15 @@ class Trainer:
             self.grader = named_reward(spec.reward, spec.rloo.negative_reward, spec.data.template)
         max_prompt = spec.data.max_prompt_tokens or spec.model.max_length
         self.pool: PromptPool = build_pool(lm, spec.data, self._resolve, prompts_per_step=spec.rloo.prompts_per_step,
-                                           seed=spec.seed, max_prompt_tokens=max_prompt, rows=rows)
+                                           seed=spec.seed, max_prompt_tokens=max_prompt, rows=rows,
+                                           max_length=spec.model.max_length)
         self.total_steps = steps or spec.rloo.steps or max(1, math.ceil(len(self.pool) / spec.rloo.prompts_per_step))
         self.warmup_steps = math.ceil(spec.rloo.warmup_ratio * self.total_steps)
         self.checkpoint_every = spec.checkpoint_every or max(1, math.ceil(self.total_steps / 6))
         self.eval_rows, self.eval_ids = self._eval_data(eval_rows)
-        from mechsteer.generation import stop_token_ids
+        from mechsteer.generation import lm_stop_token_ids
 
-        self.stop_ids = stop_token_ids(lm.model, lm.tokenizer)
+        self.stop_ids = lm_stop_token_ids(lm)
         self.metrics = MetricsLog(self.output_dir / "metrics.jsonl")
 
     # ------------------------------------------------------------------ set-up helpers
@@ -165,9 +166,9 @@ class Trainer:
         t0 = time.perf_counter()
         items = self.pool.batch(step)
         prompts = pad_prompts([list(it.prompt_ids) for it in items], tok.pad_token_id, self.device)
-        max_new = r.max_new_tokens or (self.spec.model.max_length - prompts.ids.shape[1])
-        if max_new <= 0:
-            raise MechsteerError(f"step {step}: no room to generate (prompt {prompts.ids.shape[1]} tokens, "
+        max_new = row_budgets(prompts, self.spec.model.max_length, r.max_new_tokens)  # per prompt, as the authors
+        if bool((max_new <= 0).any()):
+            raise MechsteerError(f"step {step}: no room to generate (prompt {int(prompts.lengths.max())} tokens, "
                                  f"max_length {self.spec.model.max_length})")
         gen = torch.Generator(device=self.device).manual_seed(step_seed(self.spec.seed, step))
         ro = sample(self.lm.model, prompts, group_size=r.group_size, max_new_tokens=max_new,

@@ -54,19 +54,40 @@ def _guarded(lm):
     return lm
 
 
-def test_engine_runs_eval_cells_and_reports_the_paper_table(study, tmp_path):
+def _marked(text) -> bool:
+    return bool(text) and ord(text[0]) % 2 == 0
+
+
+def _marked_grade(monkeypatch):
+    """The tiny random model never answers right, so an accuracy of 0 would pass any aggregation. The real
+    grader runs, then a completion counts as boxed-correct when its first character has an even code
+    (about half of them): the cell's acc_boxed must equal the share computed here from the sample logs."""
+    import dataclasses
+
+    import mechsteer.eval.grading as grading
+
+    real = grading.grade
+
+    def grade(text, gold, **kw):
+        return dataclasses.replace(real(text, gold, **kw), boxed_correct=_marked(text))
+
+    monkeypatch.setattr(grading, "grade", grade)
+
+
+def test_engine_runs_eval_cells_and_reports_the_paper_table(study, tmp_path, monkeypatch):
     from mechsteer.engine.execute import execute_plan
     from mechsteer.engine.plan import compile_study
     from mechsteer.engine.store import CellStore
     from mechsteer.report import write_report
     from mechsteer.spec.loader import load_study
 
+    _marked_grade(monkeypatch)
     plan = compile_study(load_study(study), output_root=tmp_path / "out")
     assert len(plan.unique_cells()) == 6  # 3 conditions (distinct interventions) x 2 seeds
     summary = execute_plan(plan)
     assert len(summary.executed) == 6
     store = CellStore(plan.cells_dir)
-    outs = {}
+    outs, hits = {}, []
     for c in plan.cells:
         d = store.dir(c.hash)
         results = json.loads((d / "lm_eval_results.json").read_text())
@@ -74,8 +95,13 @@ def test_engine_runs_eval_cells_and_reports_the_paper_table(study, tmp_path):
         samples = store.read_samples(c.hash)
         assert len(samples) == 4 and all(len(s["filtered_resps"][0]) == 2 for s in samples)
         metrics = store.read_metrics(c.hash)
-        assert metrics["n_samples"] == 8 and 0.0 <= metrics["acc_boxed"] <= 1.0
+        assert metrics["n_samples"] == 8
+        resps = [r for s in samples for r in s["filtered_resps"][0]]
+        by_hand = sum(_marked(r) for r in resps) / len(resps)
+        assert metrics["acc_boxed"] == pytest.approx(by_hand), (metrics["acc_boxed"], resps)
+        hits.append(by_hand)
         outs[(c.condition, c.seed)] = [s["filtered_resps"][0] for s in samples]
+    assert 0 < sum(hits) < len(hits), hits  # the check above saw both right and wrong completions
     for seed in (0, 1):
         assert outs[("zero", seed)] == outs[("base", seed)]
         assert outs[("steered", seed)] != outs[("base", seed)]
