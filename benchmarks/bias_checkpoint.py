@@ -16,7 +16,7 @@ import tempfile
 import time
 from importlib.resources import files
 
-from scale_common import command_line, facts_lines, machine_facts, setup_env, write_section
+from _sections import command_line, facts_lines, machine_facts, setup_env, write_section
 
 setup_env()
 

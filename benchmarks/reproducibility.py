@@ -36,7 +36,7 @@ def main() -> None:
     args = ap.parse_args()
 
     import torch
-    from _sections import command_line, machine_facts, write_section
+    from _sections import command_line, facts_lines, machine_facts, write_section
 
     from mechsteer.eval.grading import grade
     from mechsteer.eval.mini_task import generate_mini
@@ -82,7 +82,7 @@ def main() -> None:
     lines = [
         "# Reproducibility: greedy accuracy across dtypes and batch sizes (benchmarks/reproducibility.py)",
         "",
-        f"Command: `{command_line()}`. Machine: {machine_facts()}. Whole run {time.perf_counter() - t_start:.0f} s.",
+        f"Command: `{command_line()}`. Machine: {'; '.join(line.removeprefix('- ') for line in facts_lines(machine_facts()))}. Whole run {time.perf_counter() - t_start:.0f} s.",
         "",
         (f"Embedded SmolLM2-135M-Instruct, {n} `mini` test problems (seed 0), qwen_math chat prompt, greedy, "
          f"{args.max_new_tokens} new tokens, lenient grader; `steered` = bundled all-layer vectors (`add`). "

@@ -21,7 +21,7 @@ import argparse
 import statistics
 import time
 
-from scale_common import command_line, facts_lines, machine_facts, setup_env, write_section
+from _sections import command_line, facts_lines, machine_facts, setup_env, write_section
 
 setup_env()
 

@@ -60,7 +60,7 @@ def make_batch(args, path: Path) -> dict:
     import torch
     from safetensors.torch import save_file
 
-    from mechsteer.generation import stop_token_ids
+    from mechsteer.generation import lm_stop_token_ids
     from mechsteer.eval.mini_task import generate_mini
     from mechsteer.train.data import encode_prompts
     from mechsteer.train.rollout import pad_prompts, sample
@@ -71,7 +71,7 @@ def make_batch(args, path: Path) -> dict:
                           lm.tokenizer.pad_token_id, lm.device)
     t0 = time.perf_counter()
     ro = sample(lm.model, prompts, group_size=args.group, max_new_tokens=args.max_new_tokens, temperature=1.0,
-                stop_ids=stop_token_ids(lm.model, lm.tokenizer), pad_id=lm.tokenizer.pad_token_id,
+                stop_ids=lm_stop_token_ids(lm), pad_id=lm.tokenizer.pad_token_id,
                 generator=torch.Generator(device=lm.device).manual_seed(0))
     t_sample = time.perf_counter() - t0
     gen = torch.Generator().manual_seed(0)

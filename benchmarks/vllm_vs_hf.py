@@ -31,7 +31,7 @@ import sys
 import time
 import traceback
 
-from scale_common import command_line, machine_facts, setup_env, write_section
+from _sections import command_line, machine_facts, setup_env, write_section
 
 setup_env(offline=False)
 

@@ -70,11 +70,11 @@ def generate_and_grade(lm: LoadedModel, interventions: list, vectors: dict, prob
     from transformers import GenerationConfig
 
     from mechsteer.eval.grading import grade
-    from mechsteer.generation import render_prompts, stop_token_ids, tokenize
+    from mechsteer.generation import lm_stop_token_ids, render_prompts, tokenize
 
     if grader not in ("lenient", "boxed"):
         raise MechsteerError(f"diffsae grader {grader!r} is unknown", hint="use lenient or boxed")
-    stops = stop_token_ids(lm.model, lm.tokenizer)
+    stops = lm_stop_token_ids(lm)
     cfg = GenerationConfig(
         max_new_tokens=max_new_tokens, do_sample=temperature > 0,
         temperature=temperature if temperature > 0 else None, top_p=1.0 if temperature > 0 else None,
