@@ -2,7 +2,7 @@
 
 The study: the embedded SmolLM2-135M, 4 conditions (base, the bundled all-layer vectors, two norm-matched
 random controls) x a greedy `generate` readout on 16 `mini` problems (32 new tokens). Local: one process,
-`--threads 2`. Ray: a local Ray instance with 2 workers x 1 thread (workers x threads = the 2 cores), each
+`--threads 1`. Ray: a local Ray instance with 2 workers x 1 thread (workers x threads = the 2 cores), each
 worker loading the model once for its share of the cells. Both runs write into fresh output folders; the
 script checks that they produce the same cells and metrics, and writes the wall-time ratio (local / Ray; > 1
 means Ray is faster) into benchmarks/results/ray_vs_local.{md,json}. Ray's start-up is included.
@@ -50,7 +50,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         s = ms.Study.from_dict(doc)
         t0 = time.perf_counter()
-        local = s.run(output_dir=Path(tmp) / "local", threads=2, report=False)
+        local = s.run(output_dir=Path(tmp) / "local", threads=1, report=False)
         t_local = time.perf_counter() - t0
         t0 = time.perf_counter()
         remote = s.run(output_dir=Path(tmp) / "ray", threads=1, report=False, executor="ray")
@@ -65,7 +65,7 @@ def main() -> None:
             "same_cells": same_cells, "same_metrics": same_metrics, "machine": facts}
     lines = ["## Local executor vs Ray (2 CPU workers)", "", f"`{command_line()}`", "",
              f"{n_cells} cells (4 conditions x a greedy generate readout on {a.problems} mini problems, {a.tokens} "
-             "new tokens) on the embedded model; local = one process with 2 torch threads, Ray = a local Ray "
+             "new tokens) on the embedded model; local = one process with 1 torch thread, Ray = a local Ray "
              "instance with 2 workers x 1 thread (start-up included).", "",
              "| executor | wall time (s) |", "|---|---|", f"| local | {t_local:.1f} |", f"| Ray, 2 workers | {t_ray:.1f} |",
              "", f"Ratio local / Ray: **{t_local / t_ray:.2f}** (> 1: Ray faster). Same cell hashes: {same_cells}; "

@@ -56,15 +56,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {csv} not found (run `mechsteer run studies/quickstart.yaml` first)", file=sys.stderr)
         return 1
     df = pd.read_csv(csv)
-    import torch
+    from importlib.metadata import version
 
+    from mechsteer.results import Results
+
+    res = Results.load(args.report_dir.parent)
+    records = [res.store.read_record(h) for h in sorted({c["hash"] for c in res.recorded()})]
+    cell_s = sum(r["timing"]["seconds"] for r in records)
+    dtypes = sorted({f"{r['model_provenance']['dtype']} ({r['model_provenance'].get('dtype_reason', 'as named')})"
+                     for r in records})
     text = "\n".join([
         "# Quickstart table (scripts/quickstart_table.py)",
         "",
         quickstart_table(df),
         "",
         (f"From `{csv.relative_to(REPO) if csv.is_relative_to(REPO) else csv}` ({df.cell.nunique()} cells); "
-         f"machine: {platform.machine()}, torch {torch.__version__}. Rates in %, means over seeds."),
+         f"machine: {platform.machine()}, torch {version('torch')}; model dtype {', '.join(dtypes)}; the cells took "
+         f"{cell_s:.0f} s of compute. Rates in %, means over seeds."),
     ])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text + "\n", encoding="utf-8")
