@@ -40,8 +40,12 @@ def _ids(lm, prompt: str) -> list[int]:
     return lm.tokenizer(prompt)["input_ids"]
 
 
-def _task(lm, ctx, options):
-    return MeasurementTask(lm=lm, ctx=ctx, options=options, seed=0, study=None)
+def _task(lm, ctx, kind: str, options: dict):
+    """A measurement task with the readout's typed spec, as the compiler makes it."""
+    from mechsteer.spec.kinds import READOUT_KINDS
+    from mechsteer.spec.study import StudySpec  # noqa: F401 - registers every kind
+
+    return MeasurementTask(lm=lm, ctx=ctx, spec=READOUT_KINDS.spec(kind)(**options), seed=0)
 
 
 def test_first_token_readout_matches_softmax_by_hand():
@@ -63,7 +67,7 @@ def test_first_token_readout_matches_softmax_by_hand():
     share = sum(t == t_id for t in top1) / len(PROMPTS)
     assert 0 < share < 1, "pick prompts whose top-1 tokens differ"
     with steering(lm.model, lm.adapter, [], {}) as ctx:
-        res = run_first_token(_task(lm, ctx, {"prompts": PROMPTS, "track": [tracked, other], "top_k": 3,
+        res = run_first_token(_task(lm, ctx, "first_token", {"prompts": PROMPTS, "track": [tracked, other], "top_k": 3,
                                               "batch_size": 2, "template": "raw"}))
     m = res.metrics
     assert m["n"] == len(PROMPTS)
@@ -123,7 +127,7 @@ def test_generate_readout_matches_counts_by_hand(monkeypatch):
     boxed = [len(t) % 2 == 1 for t in texts]
     assert 0 < sum(right) < len(right) and 0 < sum(boxed) < len(boxed)
     with steering(lm.model, lm.adapter, [], {}) as ctx:
-        res = run_generate(_task(lm, ctx, {"task": "mini", "limit": 8, "template": "raw", "max_new_tokens": 6,
+        res = run_generate(_task(lm, ctx, "generate", {"task": "mini", "limit": 8, "template": "raw", "max_new_tokens": 6,
                                            "temperature": 0.0, "samples": 1, "batch_size": 3}))
     m = res.metrics
     assert [s["completion"] for s in res.samples] == texts
