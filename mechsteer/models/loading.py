@@ -83,6 +83,9 @@ def _locate(spec: ModelSpec, base_dir: Path | None) -> tuple[str, str]:
 
 def load_model(name: str, spec: ModelSpec, base_dir: Path | None = None) -> LoadedModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # mechsteer's own progress display says what is loading
 
     where, source = _locate(spec, base_dir)
     device = resolve_device(spec.device)
