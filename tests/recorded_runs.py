@@ -66,3 +66,29 @@ def generate_cell(model: str, condition: str, correct: list[int], *, seed: int =
             "seed": seed, "metrics": {"acc_lenient": sum(correct) / len(correct), "mean_len": 10.0 + seed,
                                       "n": float(len(correct))},
             "samples": generate_samples(correct, prefix)}
+
+
+PAPER_SHAPES_SPEC = {
+    "base": [], "all_layers": [], "single_{layer}": {"sweep": {"layer": "layers"}, "interventions": []},
+    "q_head_{head}": {"sweep": {"head": "query_heads"}, "interventions": []},
+    "pair_{i}_{j}": {"sweep": {"i": "layers", "j": "layers"}, "where": ["i < j"], "interventions": []}}
+# accuracy (out of 8 problems) per condition and seed
+PAPER_SHAPES_ACC = {"base": (2, 2), "all_layers": (6, 6), "single_0": (3, 5), "single_1": (4, 4),
+                    "single_2": (2, 4), "single_3": (7, 7), "q_head_0": (1, 3), "q_head_1": (5, 5),
+                    "pair_0_1": (4, 4), "pair_0_2": (6, 6), "pair_1_2": (1, 1)}
+
+
+def _correct(k: int) -> list[int]:
+    return [1] * k + [0] * (8 - k)
+
+
+def paper_shapes_run(root, reference="all_layers", token_html: str | None = None):
+    """A study with a baseline, a reference, single-layer, head and pair sweeps (two seeds, 8 problems);
+    `token_html` is recorded as a coloured-token sample file in the single_1 seed-0 cell."""
+    cells = [eval_cell("m", cond, _correct(k), seed=s) for cond, ks in PAPER_SHAPES_ACC.items()
+             for s, k in enumerate(ks)]
+    if token_html is not None:
+        cells[next(i for i, c in enumerate(cells) if c["condition"] == "single_1")]["files"] = {
+            "tokens/sample_0.html": token_html.encode()}
+    ev = {"tasks": ["mini"], "protocol": "paper", "seeds": [0, 1], "reference": reference}
+    return write_run(root, study="paper_shapes", cells=cells, conditions_spec=PAPER_SHAPES_SPEC, evaluation=ev)
