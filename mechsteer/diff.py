@@ -247,18 +247,22 @@ class DiffResult:
         return [atomic_write_text(out / name, text) for name, text in files.items()]
 
     def rich_tables(self) -> list:
-        """rich Tables for the terminal: the paired statistics, then the metric deltas."""
+        """rich Tables for the terminal: the paired statistics, then the readout metrics side by side (the
+        cells' hash prefixes and the evaluation metrics' full list are in the files `write` makes)."""
         from rich.table import Table
 
         out = []
-        for title, df in ((f"{self.study}: paired accuracy, B - A (pp; 95% bootstrap CI; exact McNemar)",
-                           _paired_text(self.paired)),
-                          (f"{self.study}: metrics, mean over seeds", _metrics_text(self.metrics))):
+        paired = _paired_text(self.paired)
+        paired = paired.drop(columns=["cells A / B"]) if not paired.empty else paired
+        readouts = _metrics_text(self.metrics[self.metrics.kind != "eval"])
+        for title, df in ((f"{self.study}: paired accuracy, B - A (pp; 95% bootstrap CI; exact McNemar)", paired),
+                          (f"{self.study}: readout metrics, mean over seeds", readouts)):
             if df.empty:
                 continue
             t = Table(title=title)
             for col in df.columns:
-                t.add_column(str(col), justify="left" if df[col].dtype == object else "right")
+                t.add_column(str(col), justify="left" if col in ("model", "condition", "measurement", "metric")
+                             else "right")
             for row in df.itertuples(index=False):
                 t.add_row(*[str(v) for v in row])
             out.append(t)
@@ -286,8 +290,12 @@ def _metrics_text(m: pd.DataFrame) -> pd.DataFrame:
         return m
     cond = [c if c == cb else f"{c} -> {cb}" for c, cb in zip(m.condition, m.condition_b, strict=True)]
     return pd.DataFrame({"model": m.model, "condition": cond, "measurement": m.measurement, "metric": m.metric,
-                         "A": [f"{v:.4g}" for v in m.a], "B": [f"{v:.4g}" for v in m.b],
-                         "delta": [f"{v:+.4g}" for v in m.delta]})
+                         "A": [_num(v, "") for v in m.a], "B": [_num(v, "") for v in m.b],
+                         "delta": [_num(v, "+") for v in m.delta]})
+
+
+def _num(v: float, sign: str) -> str:
+    return "-" if pd.isna(v) else f"{v:{sign}.4g}"
 
 
 # ------------------------------------------------------------------------------------------- diff
