@@ -3,7 +3,7 @@
 Built from the same Markdown lines as `report.md` (so the two never disagree), with:
 * every table as an HTML table; a table with `model` and `condition` columns (and `seed`, when present) gets a
   `cells` column and a `title` on each row naming the hash prefixes of the recorded cells its numbers come
-  from (the cell folders are `cells/<hash>/`);
+  from (those of the measurements its columns name; the cell folders are `cells/<hash>/`);
 * every image inlined as a base64 data URI: the ones the Markdown shows in place, then every other PNG under the
   report folder in a "Figures" section;
 * linked HTML files (e.g. the coloured-token contexts of a readout) embedded in a collapsible frame (`srcdoc`)
@@ -21,6 +21,7 @@ import re
 from pathlib import Path
 
 from mechsteer.atomic import atomic_write_text
+from mechsteer.report.paper_table import LABELS
 
 _IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)\s]+)\)")
 _LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)")
@@ -48,10 +49,21 @@ class _Builder:
         self.embedded: set[Path] = set()
         self.tables = 0
         df = results.table()
+        self.measurements = list(dict.fromkeys(df.measurement))
         self.cells: dict[tuple, set[str]] = {}
         for row in df.itertuples(index=False):
             for key in ((row.model, row.condition), (row.model, row.condition, str(row.seed))):
                 self.cells.setdefault(key, set()).add(row.cell)
+                self.cells.setdefault((*key, row.measurement), set()).add(row.cell)
+
+    def _hashes(self, key: list[str], header: list[str]) -> str:
+        """The cells behind a row: restricted to the measurements the table's columns name (`mini/acc_lenient`,
+        `mini`, `MATH500`), else every cell of the row's model and condition (and seed)."""
+        named = [m for m in self.measurements
+                 if any(h == m or h.startswith(m + "/") or h == LABELS.get(m) for h in header)]
+        if not named:
+            return " ".join(sorted(self.cells.get(tuple(key), ())))
+        return " ".join(sorted(set().union(*(self.cells.get((*key, m), set()) for m in named))))
 
     # ------------------------------------------------------------------ inline Markdown
     def inline(self, text: str) -> str:
@@ -114,7 +126,7 @@ class _Builder:
                 key = [cells[lower.index("model")], cells[lower.index("condition")]]
                 if "seed" in lower:
                     key.append(cells[lower.index("seed")])
-                hashes = " ".join(sorted(self.cells.get(tuple(key), ())))
+                hashes = self._hashes(key, header)
             out.append(f'<tr title="cells: {html.escape(hashes)}">' if hashes else "<tr>")
             for c in cells:
                 cls = ' class="num"' if re.fullmatch(r"[-+]?[\d.]+( ± [\d.]+)?%?|-", c) else ""
