@@ -65,16 +65,21 @@ def heatmap(matrix: pd.DataFrame, path: str | Path, *, title: str = "", xlabel: 
 
 
 def line_plot(df: pd.DataFrame, path: str | Path, *, x: str, y: str, hue: str | None = None, title: str = "",
-              bands: Mapping[str, tuple[float, float] | float] | None = None, ylabel: str | None = None) -> Path:
+              bands: Mapping[str, tuple[float, float] | float] | None = None, ylabel: str | None = None,
+              err: str | None = None) -> Path:
     """y against x (e.g. accuracy or a metric per layer), one line per `hue` value. `bands`: label ->
     (low, high) shaded horizontal band, or a single value drawn as a horizontal line (baselines such as the
-    unsteered model or a random control)."""
+    unsteered model or a random control). `err`: a column of +- half-widths (e.g. the std over seeds) shaded
+    around each line."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     groups = df.groupby(hue) if hue else [(y, df)]
     for name, g in groups:
         g = g.sort_values(x)
-        ax.plot(g[x], g[y], marker="o", ms=3, label=str(name))
+        (line,) = ax.plot(g[x], g[y], marker="o", ms=3, label=str(name))
+        if err is not None:
+            e = g[err].fillna(0.0)
+            ax.fill_between(g[x], g[y] - e, g[y] + e, alpha=0.2, color=line.get_color(), lw=0)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (label, band) in enumerate((bands or {}).items()):
         col = colours[(i + 3) % len(colours)]

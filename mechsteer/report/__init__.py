@@ -1,9 +1,11 @@
 """The study report: tables (CSV + Markdown) and plots from recorded cells only, linked from `report.md`.
 
 Sections, in order: the generic results table (rows = conditions, mean ± std over seeds), the difference from
-the unsteered baseline, the paper-shaped benchmark table (when the study has an `evaluation:`), then one
-section per readout kind present whose registration names a report function
-(`@readout_kind(..., report="module:attr")`, called as `fn(results, out_dir) -> list of Markdown lines`).
+the unsteered baseline, the paper-shaped benchmark table (when the study has an `evaluation:`), the sweep
+plots (accuracy per layer / per head / per pair of layers, `report/sweeps.py`), then one section per readout
+kind present whose registration names a report function (`@readout_kind(..., report="module:attr")`, called
+as `fn(results, out_dir) -> list of Markdown lines`). The same lines are written as `report.md` and as the
+self-contained `report.html` (`report/html.py`: images inlined, rows traced to their cells).
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from pathlib import Path
 import pandas as pd
 
 from mechsteer.atomic import atomic_write_text
+from mechsteer.report.html import write_html
 from mechsteer.report.paper_table import paper_table_section
+from mechsteer.report.sweeps import sweep_section
 from mechsteer.report.tables import is_rate
 from mechsteer.results import Results
 from mechsteer.spec.kinds import READOUT_KINDS
@@ -45,13 +49,17 @@ def write_report(results) -> Path:
             lines += [f"## Difference from the baseline condition `{results.baseline}`", "",
                       "(percentage points for rates)", "", _format_delta(delta).reset_index().to_markdown(index=False), ""]
     lines += paper_table_section(results, out)
+    lines += sweep_section(results, out)
     for kind in sorted({c["kind"] for c in results.recorded()}):
         section = READOUT_KINDS.report(kind) if kind in READOUT_KINDS else None
         if section is not None:
             lines += section(results, out)
     lines += ["## Files", "", "- `results.csv`: one row per model x condition x measurement x seed x metric",
-              "- `table.csv`, `delta.csv`: the tables above as numbers", f"- cells: `{results.store.root}`", ""]
+              "- `table.csv`, `delta.csv`: the tables above as numbers",
+              "- `report.html`: this report as one page (plots inlined, table rows name their cells)",
+              f"- cells: `{results.store.root}`", ""]
     atomic_write_text(out / "report.md", "\n".join(lines))
+    write_html(results, out, lines)
     atomic_write_text(out / "table.md", "\n".join(lines[: lines.index("## Files")]))
     return out / "report.md"
 

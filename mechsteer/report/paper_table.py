@@ -7,6 +7,12 @@ OlympiadBench), computed per seed and then averaged over seeds, and only for see
 avg@k where the protocol samples k > 1 completions (AIME24/AIME25/AMC23 under `paper`), else single-sample
 accuracy, exactly the numbers the paper's table uses.
 
+With `evaluation.reference: <condition>` the table gains the paper's two normalised columns (its accuracy
+table, section 4.1), computed per model on the row's `Average` (or, without the six benchmarks, on the mean of
+the benchmark columns shown): `Relative (%)` = 100 x / x_ref and `Relative Improvement (%)` =
+100 (x - x_base) / (x_ref - x_base), where ref is the reference condition (the paper: full fine-tuning) and base
+the study's unsteered baseline condition.
+
 Two tables: `acc_boxed` (the paper's metric: last \\boxed{} verified with math-verify, no box = wrong) and
 `acc_lenient` (boxed, or else the last number), written as CSV and Markdown into the report folder and
 returned as a section of report.md.
@@ -74,19 +80,43 @@ def format_cell(mean: float, std: float, seeds: float) -> str:
     return text
 
 
-def to_markdown(stats: pd.DataFrame) -> str:
+RELATIVE, IMPROVEMENT = "Relative (%)", "Relative Improvement (%)"
+
+
+def relative_columns(stats: pd.DataFrame, baseline: str | None, reference: str) -> pd.DataFrame:
+    """Rows as `stats`, columns Relative (%) and Relative Improvement (%) (see the module docstring); NaN where
+    the model has no reference (or baseline) row or a denominator is 0."""
+    cols = list(dict.fromkeys(c for c, _ in stats.columns))
+    if AVERAGE in cols:
+        x = stats[(AVERAGE, "mean")].astype(float)
+    else:
+        x = stats[[(c, "mean") for c in cols]].astype(float).mean(axis=1)
+    out = pd.DataFrame(index=stats.index, columns=[RELATIVE, IMPROVEMENT], dtype=float)
+    for (model, condition), value in x.items():
+        ref = x.get((model, reference), math.nan)
+        base = x.get((model, baseline), math.nan) if baseline else math.nan
+        out.loc[(model, condition), RELATIVE] = 100 * value / ref if ref else math.nan
+        out.loc[(model, condition), IMPROVEMENT] = 100 * (value - base) / (ref - base) if ref != base else math.nan
+    return out
+
+
+def to_markdown(stats: pd.DataFrame, relative: pd.DataFrame | None = None) -> str:
     cols = list(dict.fromkeys(c for c, _ in stats.columns))
     rows = []
     for (model, condition), row in stats.iterrows():
+        extra = {} if relative is None else {k: ("-" if pd.isna(v) else f"{v:.1f}")
+                                             for k, v in relative.loc[(model, condition)].items()}
         rows.append({"model": model, "condition": condition,
                      **{LABELS.get(c, c): format_cell(row[(c, "mean")], row[(c, "std")], row[(c, "seeds")])
-                        for c in cols}})
-    return pd.DataFrame(rows).to_markdown(index=False)
+                        for c in cols}, **extra})
+    return pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)
 
 
-def to_csv(stats: pd.DataFrame) -> str:
+def to_csv(stats: pd.DataFrame, relative: pd.DataFrame | None = None) -> str:
     flat = stats.copy()
     flat.columns = [c if s == "mean" else f"{c}_{s}" for c, s in stats.columns]
+    if relative is not None:
+        flat = flat.join(relative)
     return flat.reset_index().to_csv(index=False)
 
 
@@ -105,13 +135,20 @@ def paper_table_section(results, out_dir) -> list[str]:
              f"Protocol `{ev['protocol']}`; % as mean ± std over seeds {ev['seeds']}. Multi-sample tasks show avg@k "
              "(the per-problem mean over its samples); `Average` is the six-benchmark average computed per seed, "
              "shown only where all six benchmarks ran.", ""]
+    reference = ev.get("reference")
+    if reference:
+        lines += [f"`{RELATIVE}` = 100 x / x(`{reference}`), `{IMPROVEMENT}` = 100 (x - x(`{results.baseline}`)) / "
+                  f"(x(`{reference}`) - x(`{results.baseline}`)), on "
+                  + ("the Average." if all(t in task_order for t in PAPER_AVERAGE_TASKS)
+                     else "the mean of the benchmark columns."), ""]
     markdown = []
     for key, (metric, title) in TABLES.items():
         stats = summarise(per_seed(df, metric), task_order, results.conditions, results.models)
         if stats.empty:
             continue
-        atomic_write_text(out_dir / f"paper_table_{key}.csv", to_csv(stats))
-        markdown += [f"### {title}", "", to_markdown(stats), ""]
+        relative = relative_columns(stats, results.baseline, reference) if reference else None
+        atomic_write_text(out_dir / f"paper_table_{key}.csv", to_csv(stats, relative))
+        markdown += [f"### {title}", "", to_markdown(stats, relative), ""]
     if not markdown:
         return []
     atomic_write_text(out_dir / "paper_table.md", "\n".join(lines + markdown))

@@ -89,6 +89,10 @@ def check_study(ls: LoadedStudy) -> list[Problem]:
         if task is not None and task != "mini" and getattr(r, "split", "test") != "test":
             out.append(ls.problem(("readouts", rname, "split"), "benchmarks only have a test split",
                                   hint="use split: test (only the bundled `mini` task has a train split)"))
+    ref = spec.evaluation.reference if spec.evaluation is not None else None
+    if ref is not None and not any(fnmatch.fnmatchcase(ref, n) for n in names):
+        out.append(ls.problem(("evaluation", "reference"), f"no condition named {ref!r}",
+                              hint=f"the reference is one of the conditions: {', '.join(spec.conditions)}"))
     return out
 
 

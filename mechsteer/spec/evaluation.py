@@ -41,6 +41,9 @@ class EvaluationSpec(StrictModel):
     """Sequences per generate call."""
     template: Literal["qwen_math", "r1"] = "qwen_math"
     """Prompt template (paper section 3.4)."""
+    reference: str | None = None
+    """A condition the report's accuracy table normalises against (the paper: full fine-tuning): adds the
+    columns Relative (%) = 100 x / x_ref and Relative Improvement (%) = 100 (x - x_base) / (x_ref - x_base)."""
 
     @model_validator(mode="after")
     def _check(self):

@@ -23,6 +23,8 @@ readouts:
 # (case id, study text, fragments that must all appear in the error output)
 CASES = [
     ("yaml-syntax", "name: t\nmodels: [\n", ["s.yaml:", "YAML syntax error"]),
+    ("unknown-evaluation-reference", GOOD + "evaluation: {tasks: [mini], reference: full_ft}\n",
+     ["evaluation.reference", "no condition named 'full_ft'", "base, steer"]),
     ("bad-indent", "name: t\n models: {}\n", ["YAML syntax error", "s.yaml:2"]),
     ("not-a-mapping", "- a\n- b\n", ["must be a YAML mapping"]),
     ("empty-file", "", ["must be a YAML mapping"]),

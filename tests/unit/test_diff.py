@@ -1,0 +1,133 @@
+"""`mechsteer.diff`: two recorded runs with known per-problem outcomes; the paired statistics are checked against
+a direct computation (scipy's binomial test on the same 2x2 table, a hand-written bootstrap), the matching by
+name and by relative depth, and the errors for different studies and disjoint problems."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from recorded_runs import eval_cell, generate_cell, write_run
+from scipy.stats import binomtest
+
+from mechsteer.diff import diff, mcnemar_exact, paired_bootstrap_ci, relative_layer
+from mechsteer.errors import MechsteerError
+
+# 40 problems: A right on the first 20; B right on problems 5..34 -> A-only 5 (0..4), B-only 15 (20..34)
+N = 40
+A_BASE = [1 if i < 20 else 0 for i in range(N)]
+B_BASE = [1 if 5 <= i < 35 else 0 for i in range(N)]
+
+
+def _runs(tmp_path):
+    a = write_run(tmp_path / "a", study="s", cells=[
+        eval_cell("m", "base", A_BASE), eval_cell("m", "steer", [1] * 30 + [0] * 10),
+        generate_cell("m", "base", A_BASE, seed=0), generate_cell("m", "base", A_BASE, seed=1)])
+    b = write_run(tmp_path / "b", study="s", cells=[
+        eval_cell("m", "base", B_BASE), eval_cell("m", "steer", [1] * 30 + [0] * 10),
+        generate_cell("m", "base", B_BASE, seed=0), generate_cell("m", "base", A_BASE, seed=1)])
+    return a, b
+
+
+def test_paired_statistics_match_a_direct_computation(tmp_path):
+    a, b = _runs(tmp_path)
+    d = diff(a, b, seed=3, n_boot=4000)
+    row = d.paired[(d.paired.condition == "base") & (d.paired.kind == "eval") & (d.paired.metric == "acc_lenient")]
+    assert len(row) == 1
+    row = row.iloc[0]
+    assert row.n_shared == N
+    assert row.acc_a == pytest.approx(20 / N) and row.acc_b == pytest.approx(30 / N)
+    assert row.delta == pytest.approx(10 / N)
+    # the same 2x2 table by hand: discordant 5 (A only) and 15 (B only)
+    assert (row.right_only_a, row.right_only_b) == (5, 15)
+    assert row.p_mcnemar == pytest.approx(binomtest(15, 20, 0.5).pvalue)
+    assert row.p_mcnemar < 0.05
+    # an independent bootstrap with the same generator and seed
+    diffs = np.array(B_BASE, float) - np.array(A_BASE, float)
+    rng = np.random.default_rng(3)
+    boot = diffs[rng.integers(0, N, size=(4000, N))].mean(axis=1)
+    lo, hi = np.quantile(boot, [0.025, 0.975])
+    assert (row.ci_low, row.ci_high) == pytest.approx((lo, hi))
+    assert row.ci_low < 10 / N < row.ci_high and row.ci_low > 0
+    # deterministic for a seed, different for another
+    again = diff(a, b, seed=3, n_boot=4000).paired
+    pd.testing.assert_frame_equal(again, d.paired)
+    other = diff(a, b, seed=4, n_boot=4000).paired
+    assert not np.allclose(other.ci_low.to_numpy(), d.paired.ci_low.to_numpy())
+
+
+def test_identical_condition_and_averaged_scores(tmp_path):
+    a, b = _runs(tmp_path)
+    d = diff(a, b, n_boot=500)
+    steer = d.paired[(d.paired.condition == "steer") & (d.paired.metric == "acc_lenient")].iloc[0]
+    assert (steer.delta, steer.ci_low, steer.ci_high, steer.p_mcnemar) == (0.0, 0.0, 0.0, 1.0)
+    # generate readout over two seeds: B's seed 0 differs, seed 1 equals A -> per-problem means are 0, 0.5, 1
+    gen = d.paired[(d.paired.kind == "generate") & (d.paired.metric == "acc_lenient")].iloc[0]
+    expected = (np.array(B_BASE) + np.array(A_BASE)) / 2 - np.array(A_BASE)
+    assert gen.delta == pytest.approx(expected.mean()) and gen.delta != 0
+    assert pd.isna(gen.p_mcnemar), "McNemar needs 0/1 scores; averaged scores get the bootstrap only"
+    # readout metrics side by side: mean_len is 10 + seed in both runs
+    side = d.readouts()
+    assert side.loc[("m", "base", "gen", "mean_len"), "delta"] == 0.0
+    assert side.loc[("m", "base", "gen", "acc_lenient"), "delta"] == pytest.approx(expected.mean())
+
+
+def test_a_folder_diffed_with_itself_shows_zero(tmp_path):
+    a, _ = _runs(tmp_path)
+    d = diff(a, a, n_boot=200)
+    assert (d.metrics.delta == 0).all() and (d.paired.delta == 0).all()
+    assert (d.paired.ci_low == 0).all() and (d.paired.ci_high == 0).all()
+    assert set(d.paired.p_mcnemar.dropna()) == {1.0}
+    assert d["delta"].abs().max() == 0  # the metrics table's column, as the earlier API returned
+
+
+def test_renderings_and_files(tmp_path):
+    a, b = _runs(tmp_path)
+    d = diff(a, b, n_boot=200)
+    files = d.write(tmp_path / "out")
+    assert sorted(p.name for p in files) == ["diff.json", "diff.md", "matches.csv", "metrics.csv", "paired.csv"]
+    back = pd.read_csv(tmp_path / "out" / "paired.csv")
+    assert back.p_mcnemar.tolist()[:1] == pytest.approx(d.paired.p_mcnemar.tolist()[:1])
+    data = json.loads(d.to_json())
+    assert len(data["paired"]) == len(d.paired) and data["study"] == "s"
+    md = d.to_markdown()
+    assert "+25.0" in md and "5 / 15" in md  # base eval: delta 25 pp, discordant 5 / 15
+    assert len(d.rich_tables()) == 2
+
+
+def test_layers_matched_by_relative_depth(tmp_path):
+    spec = {"base": [], "single_{layer}": {"sweep": {"layer": "layers"}, "interventions": []}}
+    a = write_run(tmp_path / "a", study="s", n_layers={"m": 4}, conditions_spec=spec, cells=[
+        eval_cell("m", "base", A_BASE)] + [eval_cell("m", f"single_{i}", A_BASE) for i in range(4)])
+    b = write_run(tmp_path / "b", study="s", n_layers={"m": 7}, conditions_spec=spec, cells=[
+        eval_cell("m", "base", A_BASE)] + [eval_cell("m", f"single_{i}", B_BASE if i == 6 else A_BASE)
+                                           for i in range(7)])
+    d = diff(a, b, n_boot=200)
+    pairs = dict(zip(d.matches.condition_a, d.matches.condition_b, strict=True))
+    # layer l of 4 -> round(l * 6 / 3) of 7
+    assert pairs == {"base": "base", "single_0": "single_0", "single_1": "single_2", "single_2": "single_4",
+                     "single_3": "single_6"}
+    assert [relative_layer(x, 28, 32) for x in (0, 13, 26, 27)] == [0, 15, 30, 31]  # 13 * 31 / 27 = 14.9
+    last = d.paired[(d.paired.condition == "single_3") & (d.paired.metric == "acc_lenient")].iloc[0]
+    assert last.condition_b == "single_6" and last.delta == pytest.approx(10 / N)
+    assert d.unmatched_b == ["single_1", "single_3", "single_5"]
+
+
+def test_different_studies_and_disjoint_problems_are_errors(tmp_path):
+    a, _ = _runs(tmp_path)
+    other = write_run(tmp_path / "o", study="other", cells=[eval_cell("m", "base", A_BASE)])
+    with pytest.raises(MechsteerError, match="different studies"):
+        diff(a, other)
+    disjoint = write_run(tmp_path / "d", study="s", cells=[eval_cell("m", "base", A_BASE, prefix="q")])
+    with pytest.raises(MechsteerError, match="share no problems"):
+        diff(a, disjoint)
+
+
+def test_statistics_helpers_on_edge_cases():
+    assert mcnemar_exact(np.array([1, 0, 1]), np.array([1, 0, 1])) == (0, 0, 1.0)
+    only_a, only_b, p = mcnemar_exact(np.array([1] * 6 + [0] * 4), np.array([0] * 6 + [0] * 4))
+    assert (only_a, only_b) == (6, 0) and p == pytest.approx(2 * 0.5 ** 6)
+    lo, hi = paired_bootstrap_ci(np.zeros(5), np.ones(5), n_boot=100)
+    assert (lo, hi) == (1.0, 1.0)
