@@ -142,24 +142,13 @@ def load_results(path: str | Path) -> Results:
     return Results.load(path)
 
 
-def diff(a: Results | str | Path, b: Results | str | Path) -> pd.DataFrame:
-    """Metric differences between two runs of the same study: one row per (model, condition, measurement,
-    metric) present in both, with the mean over seeds of each run and `delta = b - a`. Conditions are
-    matched by name. Runs of different studies, or with nothing in common, are an error."""
-    a = a if isinstance(a, Results) else Results.load(a)
-    b = b if isinstance(b, Results) else Results.load(b)
-    if a.study != b.study:
-        raise MechsteerError(f"cannot diff runs of different studies: {a.study!r} ({a.output_dir}) vs "
-                             f"{b.study!r} ({b.output_dir})", hint="diff two output folders of the same study")
-    keys = ["model", "condition", "measurement", "metric"]
-    ma = a.table().groupby(keys)["value"].mean().rename("a")
-    mb = b.table().groupby(keys)["value"].mean().rename("b")
-    out = pd.concat([ma, mb], axis=1, join="inner").reset_index()
-    if out.empty:
-        raise MechsteerError(f"{a.output_dir} and {b.output_dir} share no recorded (model, condition, measurement)",
-                             hint="run both with the same conditions and measurements")
-    out["delta"] = out["b"] - out["a"]
-    return out
+def diff(a: Results | str | Path, b: Results | str | Path, **options):
+    """Compare two runs of the same study, B - A: conditions matched by name (layer sweeps by relative depth),
+    paired statistics on shared problems (exact McNemar, paired bootstrap 95% CI), readout metrics side by
+    side. Returns a `mechsteer.diff.DiffResult`; see `mechsteer.diff.diff` for the options."""
+    from mechsteer.diff import diff as _diff
+
+    return _diff(a, b, **options)
 
 
 def load_model(model: str | dict | Any, *, name: str | None = None, dtype: str | None = None,

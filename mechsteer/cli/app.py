@@ -192,17 +192,31 @@ def report(target: Annotated[Path, typer.Argument(help="A study file, or an outp
 def diff_command(a: Annotated[Path, typer.Argument(help="Output folder of one run.", show_default=False)],
                  b: Annotated[Path, typer.Argument(help="Output folder of another run of the same study.",
                                                    show_default=False)],
-                 fmt: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table") -> None:
-    """Compare two runs of the same study: per model, condition, measurement and metric, b - a."""
+                 fmt: Annotated[str, typer.Option("--format", help="table (rich), markdown, csv or json.")] = "table",
+                 out: Annotated[Optional[Path], typer.Option("--out", help="Also write diff.md, paired.csv, "
+                                                             "metrics.csv, matches.csv and diff.json here.")] = None,
+                 seed: Annotated[int, typer.Option("--seed", help="Seed of the paired bootstrap.")] = 0,
+                 n_boot: Annotated[int, typer.Option("--n-boot", min=100, help="Bootstrap resamples.")] = 10_000,
+                 ) -> None:
+    """Compare two runs of the same study, B - A: conditions matched by name (layer sweeps by relative depth),
+    paired statistics on shared problems (exact McNemar, paired bootstrap 95% CI), readout metrics side by side."""
     from mechsteer.api import diff
 
-    d = diff(a, b)
+    if fmt not in ("table", "markdown", "csv", "json"):
+        raise typer.BadParameter(f"--format {fmt!r}: use table, markdown, csv or json")
+    d = diff(a, b, seed=seed, n_boot=n_boot)
     if fmt == "json":
-        typer.echo(d.to_json(orient="records", indent=1))
+        typer.echo(d.to_json())
     elif fmt == "csv":
-        typer.echo(d.to_csv(index=False))
+        typer.echo(d.to_csv())
+    elif fmt == "markdown":
+        typer.echo(d.to_markdown())
     else:
-        typer.echo(d.to_markdown(index=False, floatfmt=".4f"))
+        for table in d.rich_tables():
+            console.print(table)
+    if out is not None:
+        for path in d.write(out):
+            console.print(f"wrote {path}")
 
 
 def _register_optional_commands() -> None:
