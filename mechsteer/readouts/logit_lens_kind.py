@@ -16,9 +16,25 @@ from mechsteer.measurement import MeasurementResult, MeasurementTask
 from mechsteer.readouts.logit_lens import logit_lens, unembedding_bias
 from mechsteer.readouts.persistence import PersistenceAccumulator
 from mechsteer.readouts.plots import heatmap
-from mechsteer.readouts.teacher_forced import (added_vector, analysed_sets, chunks, counted_mask, csv_bytes, gather,
-                                               md, pad_id, read_csv, recorded_cells, rows_of, sample_sequences,
-                                               shifts, single_layer, slug, token_strings, unembedding)
+from mechsteer.readouts.teacher_forced import (
+    added_vector,
+    analysed_sets,
+    chunks,
+    counted_mask,
+    csv_bytes,
+    gather,
+    md,
+    pad_id,
+    read_csv,
+    recorded_cells,
+    rows_of,
+    sample_sequences,
+    shifts,
+    single_layer,
+    slug,
+    token_strings,
+    unembedding,
+)
 
 KIND = "logit_lens"
 
@@ -33,7 +49,7 @@ def run(task: MeasurementTask) -> MeasurementResult:
     parts = []
     for name, vs in sets.items():
         rows = rows_of(vs, spec.layers, f"{KIND}.layers")
-        stack = vs.vectors[[vs.layers.index(i) for i in rows]]
+        stack = vs.vectors[rows]  # [n_layers, d] with zero rows where absent: index by layer
         parts.append(logit_lens(stack, w_u, tokens, k=spec.k, labels=rows, metrics=spec.metrics, norm=norm)
                      .assign(vectors=name))
     if parts:
@@ -62,15 +78,15 @@ def effective_bias(task) -> tuple[torch.Tensor, list[int], list[int]]:
     last = lm.shape.n_layers - 1
     acc = PersistenceAccumulator(torch.zeros(lm.shape.n_layers, lm.shape.d_model))
     task.progress(0, len(sources))
-    for l in sources:
-        steer = single_layer(add, l)
+    for src in sources:
+        steer = single_layer(add, src)
         seqs = sample_sequences(task, steer)
         for ids, mask, _, _, _ in chunks(seqs, spec.batch_size, pad_id(lm.tokenizer), lm.device):
             d = shifts(lm, steer, task.vectors, ids, mask, [last])[last]
-            acc.update(l, last, d, counted_mask(mask).cpu())
+            acc.update(src, last, d, counted_mask(mask).cpu())
         task.progress(1, None)
-    u = torch.stack([acc.mean_shift(l, last) for l in sources])
-    return u, sources, [acc._n_tokens[(l, last)] for l in sources]
+    u = torch.stack([acc.mean_shift(src, last) for src in sources])
+    return u, sources, [acc._n_tokens[(src, last)] for src in sources]
 
 
 def report_section(results, out_dir: Path) -> list[str]:

@@ -31,7 +31,7 @@ def run(task: MeasurementTask) -> MeasurementResult:
     parts, metrics = [], {}
     for name, vs in sets.items():
         rows = rows_of(vs, spec.layers, f"{KIND}.layers")
-        stack = vs.vectors[[vs.layers.index(i) for i in rows]]
+        stack = vs.vectors[rows]  # [n_layers, d] with zero rows where absent: index by layer
         sc = scores(stack, w_u, spec.metric, norm if spec.normed else None)
         t = script_table(sc, tokens, ks=spec.ks, labels=rows)
         parts.append(t.assign(vectors=name))

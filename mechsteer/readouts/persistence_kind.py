@@ -1,6 +1,6 @@
 """The `persistence` readout kind (Figure 2): for each source layer l, sequences sampled under `add s_l` at l
 alone (once per model, source condition and seed; shared through `work/sequences/`), teacher-forced with and
-without it; dF at each target block j >= l streams into `PersistenceAccumulator` one chunk at a time (memory:
+without it; dF at each target block j >= src streams into `PersistenceAccumulator` one chunk at a time (memory:
 one chunk's residual streams, never samples x T x layers x d). Records the (source x target) table and the
 DV / DD / LM / self heat-maps' data; the report draws them centred at 0."""
 
@@ -12,13 +12,25 @@ import pandas as pd
 import torch
 
 from mechsteer.atomic import atomic_write_text
+from mechsteer.errors import MechsteerError
 from mechsteer.measurement import MeasurementResult, MeasurementTask
 from mechsteer.readouts.persistence import METRICS, PersistenceAccumulator, matrix
 from mechsteer.readouts.plots import heatmap
-from mechsteer.readouts.teacher_forced import (added_vector, chunks, counted_mask, csv_bytes, gather, md, pad_id,
-                                               rows_of, sample_sequences, shifts, single_layer, slug)
+from mechsteer.readouts.teacher_forced import (
+    added_vector,
+    chunks,
+    counted_mask,
+    csv_bytes,
+    gather,
+    md,
+    pad_id,
+    rows_of,
+    sample_sequences,
+    shifts,
+    single_layer,
+    slug,
+)
 from mechsteer.spec.layers import resolve_layers_or_raise
-from mechsteer.errors import MechsteerError
 
 KIND = "persistence"
 TITLES = {"dv": "Diff-Vector cos(dF_j, s_j)", "dd": "Diff-Diff cos(dF_j,t, mean_t dF_j)",
@@ -39,15 +51,15 @@ def run(task: MeasurementTask) -> MeasurementResult:
     acc = PersistenceAccumulator(stack)
     task.progress(0, len(sources))
     n_seq = 0
-    for l in sources:
-        steer = single_layer(add, l)
+    for src in sources:
+        steer = single_layer(add, src)
         seqs = sample_sequences(task, steer)
         n_seq += len(seqs)
-        tj = [j for j in targets if j >= l]
+        tj = [j for j in targets if j >= src]
         for ids, mask, _, _, _ in chunks(seqs, spec.batch_size, pad_id(lm.tokenizer), lm.device):
             m = counted_mask(mask).cpu()
             for j, dF in shifts(lm, steer, task.vectors, ids, mask, tj).items():
-                acc.update(l, j, dF, m)
+                acc.update(src, j, dF, m)
         task.progress(1, None)
     table = acc.finalize()
     metrics: dict[str, float] = {"n_sequences": float(n_seq)}
@@ -71,7 +83,7 @@ def report_section(results, out_dir: Path) -> list[str]:
     for key, g in t.groupby(keys):
         diag, later = g[g["source"] == g["target"]], g[g["target"] > g["source"]]
         last = g[g["target"] == g["target"].max()]
-        short.append(dict(zip(keys, key)) | {
+        short.append(dict(zip(keys, key, strict=True)) | {
             "sources": g["source"].nunique(), "DV at j=l": diag["dv"].mean(), "DV j>l": later["dv"].mean(),
             "DD j>l": later["dd"].mean(), "LM j>l": later["lm"].mean(), "self j>l": later["self_cos"].mean(),
             "self at last block": last["self_cos"].mean()})

@@ -114,7 +114,8 @@ def _cache_key(task, interventions: list, prompts: list[str]) -> dict:
     s = task.spec
     w = task.lm.adapter.module_at(task.lm.model, "unembed")[0].weight
     weights = hashlib.sha256(w[:256].detach().float().cpu().numpy().tobytes()).hexdigest()[:16]
-    key = {"model": task.lm.provenance(), "weights": weights, "interventions": [iv.model_dump(mode="json") for iv in interventions],
+    key = {"model": task.lm.provenance(), "weights": weights,
+           "interventions": [iv.model_dump(mode="json") for iv in interventions],
            "vectors": {n: task.vectors[n].sha256() for iv in interventions for n in iv.vector_refs()
                        if n in task.vectors},
            "prompts": prompts, "temperature": s.temperature, "max_new_tokens": s.max_new_tokens,
@@ -145,7 +146,7 @@ def sample_sequences(task, interventions: list) -> list[Sequence]:
                          samples=s.samples, seed=task.seed, batch_size=s.batch_size)
     special = not uses_chat_template(lm)
     out = []
-    for i, (prompt, cs) in enumerate(zip(prompts, comps)):
+    for i, (prompt, cs) in enumerate(zip(prompts, comps, strict=True)):
         p_ids = lm.tokenizer(prompt, add_special_tokens=special)["input_ids"]
         for k, c in enumerate(cs):
             g_ids = lm.tokenizer(c.text, add_special_tokens=False)["input_ids"] if c.text else []
@@ -217,7 +218,7 @@ def condition_logits(lm, conditions: list[list], vectors: dict, ids, mask) -> li
     start = min(ok) if ok else n - 1
     base_logits, states = record(lm.model, lm.adapter, [start], input_ids=ids, attention_mask=mask)
     out = []
-    for c, f in zip(conditions, firsts):
+    for c, f in zip(conditions, firsts, strict=True):
         if f is not None and f >= n:
             out.append(base_logits.float().cpu())
             continue
@@ -237,8 +238,21 @@ def csv_bytes(df: pd.DataFrame, index: bool = False) -> bytes:
     return df.to_csv(index=index).encode()
 
 
+TEXT_COLUMNS = {"token", "boosted", "suppressed", "ref_top", "other_top", "segment", "vectors", "condition"}
+"""Columns that hold token or label text: never parsed as numbers or NaN (a token may be "nan", "1" or "")."""
+
+
 def read_csv(path: Path, **kw) -> pd.DataFrame:
-    return pd.read_csv(io.StringIO(path.read_text()), **kw)
+    """A recorded table back, with token text kept verbatim and empty numeric cells as NaN."""
+    df = pd.read_csv(io.StringIO(path.read_text()), keep_default_na=False, **kw)
+    for c in df.columns:
+        if c in TEXT_COLUMNS or df[c].dtype != object:
+            continue
+        filled = df[c] != ""
+        num = pd.to_numeric(df[c].where(filled), errors="coerce")
+        if bool((num.notna() == filled).all()):
+            df[c] = num
+    return df
 
 
 def recorded_cells(results, kind: str) -> list[dict]:

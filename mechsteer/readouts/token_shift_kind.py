@@ -15,8 +15,17 @@ from mechsteer.atomic import atomic_write_text
 from mechsteer.errors import MechsteerError
 from mechsteer.measurement import MeasurementResult, MeasurementTask
 from mechsteer.readouts.plots import line_plot
-from mechsteer.readouts.teacher_forced import (chunks, condition_logits, csv_bytes, gather, md, pad_id,
-                                               sample_sequences, slug, token_strings)
+from mechsteer.readouts.teacher_forced import (
+    chunks,
+    condition_logits,
+    csv_bytes,
+    gather,
+    md,
+    pad_id,
+    sample_sequences,
+    slug,
+    token_strings,
+)
 from mechsteer.readouts.token_shift import generated_positions, html_samples, render_html, summarize, token_shift
 
 KIND = "token_shift"
@@ -122,7 +131,7 @@ def report_section(results, out_dir: Path) -> list[str]:
                   out_dir / "token_shift_kl_by_position.png", x="pos", y="kl", hue="series",
                   title="KL(reference || condition) by generated position", ylabel="KL (nats)")
     lines += [f"![KL by position]({p.name})", ""]
-    for c in sorted(set(zip(g["cell"], g["condition"], g["seed"]))):
+    for c in sorted(set(zip(g["cell"], g["condition"], g["seed"], strict=True))):
         lines.append(f"- top samples by KL, {c[1]} seed {c[2]}: [html](../cells/{c[0]}/{KIND}/samples.html)")
     lines += ["", "Files: `token_shift_groups.csv`, `token_shift_tokens.csv`, `token_shift_positions.csv`; per cell "
               "`token_shift/positions.csv` (every analysed position).", ""]

@@ -16,10 +16,25 @@ from mechsteer.errors import MechsteerError
 from mechsteer.interventions import steering
 from mechsteer.measurement import MeasurementResult, MeasurementTask
 from mechsteer.readouts.plots import heatmap
-from mechsteer.readouts.teacher_forced import chunks, csv_bytes, gather, md, pad_id, read_csv, recorded_cells, \
-    sample_sequences, slug
-from mechsteer.readouts.tokenwise import (alpha_matrix, layer_summary, segment_borders, segment_labels,
-                                          segment_summary, tokenwise_rows)
+from mechsteer.readouts.teacher_forced import (
+    chunks,
+    csv_bytes,
+    gather,
+    md,
+    pad_id,
+    read_csv,
+    recorded_cells,
+    sample_sequences,
+    slug,
+)
+from mechsteer.readouts.tokenwise import (
+    alpha_matrix,
+    layer_summary,
+    segment_borders,
+    segment_labels,
+    segment_summary,
+    tokenwise_rows,
+)
 
 KIND = "tokenwise"
 
@@ -35,7 +50,7 @@ def run(task: MeasurementTask) -> MeasurementResult:
     parts, borders_of = [], {}
     task.progress(0, len(seqs))
     with steering(lm.model, lm.adapter, cond, task.vectors, tokenizer=lm.tokenizer) as ctx:
-        for ids, mask, plens, sids, part in chunks(seqs, spec.batch_size, pad_id(lm.tokenizer), lm.device):
+        for ids, mask, _, sids, part in chunks(seqs, spec.batch_size, pad_id(lm.tokenizer), lm.device):
             segs = []
             for q in part:
                 try:
@@ -85,7 +100,8 @@ def report_section(results, out_dir: Path) -> list[str]:
         for s in sorted(rows["sample"].unique())[:n]:
             mat = alpha_matrix(rows, s)
             b = borders[borders["sample"] == s] if len(borders) else borders
-            vl = [int(b.iloc[0][k]) for k in ("system_end", "header_end", "problem_end", "prompt_end")] if len(b) else []
+            cuts = ("system_end", "header_end", "problem_end", "prompt_end")
+            vl = [int(b.iloc[0][k]) for k in cuts] if len(b) else []
             p = heatmap(mat, out_dir / f"tokenwise_{slug(c['model'], c['condition'], c['seed'], s)}.png",
                         title=f"normalised alpha_t: {c['condition']} sample {s}", xlabel="position", ylabel="layer",
                         vlines=vl, annotate=False)

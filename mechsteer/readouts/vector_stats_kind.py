@@ -13,8 +13,16 @@ import torch
 from mechsteer.atomic import atomic_write_text
 from mechsteer.measurement import MeasurementResult, MeasurementTask
 from mechsteer.readouts.plots import heatmap, line_plot
-from mechsteer.readouts.teacher_forced import (analysed_sets, csv_bytes, gather, md, read_csv, recorded_cells,
-                                               rows_of, slug)
+from mechsteer.readouts.teacher_forced import (
+    analysed_sets,
+    csv_bytes,
+    gather,
+    md,
+    read_csv,
+    recorded_cells,
+    rows_of,
+    slug,
+)
 from mechsteer.readouts.vector_stats import alignment, vector_stats
 
 KIND = "vector_stats"
@@ -27,7 +35,7 @@ def run(task: MeasurementTask) -> MeasurementResult:
     norms, summary, svals = [], [], []
     for name, vs in sets.items():
         rows = rows_of(vs, task.spec.layers, f"{KIND}.layers")
-        stack = vs.vectors[[vs.layers.index(i) for i in rows]]
+        stack = vs.vectors[rows]  # [n_layers, d] with zero rows where absent: index by layer
         st = vector_stats(stack, labels=rows)
         norms.append(st["norms"].assign(vectors=name))
         summary.append(st["summary"].assign(vectors=name))
@@ -83,7 +91,8 @@ def report_section(results, out_dir: Path) -> list[str]:
             al = alignment(torch.tensor(a.to_numpy()), torch.tensor(b.to_numpy()), labels=list(a.index))
             rows.append(al.assign(model=ka[0], a=ka[1], b=kb[1]))
         if rows:
-            al = pd.concat(rows, ignore_index=True)[["model", "a", "b", "layer", "cos", "norm_a", "norm_b", "norm_ratio"]]
+            cols = ["model", "a", "b", "layer", "cos", "norm_a", "norm_b", "norm_ratio"]
+            al = pd.concat(rows, ignore_index=True)[cols]
             atomic_write_text(out_dir / "vector_stats_alignment.csv", al.to_csv(index=False))
             short = al.groupby(["model", "a", "b"]).agg(mean_cos=("cos", "mean"), min_cos=("cos", "min"),
                                                        mean_norm_ratio=("norm_ratio", "mean")).reset_index()
@@ -97,7 +106,8 @@ def report_section(results, out_dir: Path) -> list[str]:
 def _spec_field(results, cell: dict, field: str, default):
     """A field of the readout's spec as the cell's record resolved it."""
     try:
-        spec = results.store.read_record(cell["hash"])["resolved_spec"]["readouts"][cell["measurement"].split(":", 1)[1]]
+        readouts = results.store.read_record(cell["hash"])["resolved_spec"]["readouts"]
+        spec = readouts[cell["measurement"].split(":", 1)[1]]
     except (OSError, KeyError, ValueError):
         return default
     return spec.get(field, default)

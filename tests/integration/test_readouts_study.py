@@ -93,13 +93,14 @@ def run(tmp_path_factory):
         "name": "tiny_readouts", "seeds": [0],
         "models": {"tiny": {"id": "model", "dtype": "float32", "device": "cpu"}},
         "vectors": {"v": {"kind": "random", "seed": 0, "norm": 4.0},
-                    "w": {"kind": "random", "seed": 1, "norm": 2.0}},
+                    "w": {"kind": "random", "seed": 1, "norm": 2.0},
+                    "u": {"kind": "random", "seed": 2, "norm": 3.0, "layers": [2]}},
         "conditions": {"base": [], "steer": [{"kind": "add", "vector": "v"}],
-                       "steer_w": [{"kind": "add", "vector": "w"}],
+                       "steer_w": [{"kind": "add", "vector": "w"}], "one": [{"kind": "add", "vector": "u"}],
                        "lora": [{"kind": "lora1", "path": "lora.safetensors"}]},
         "readouts": {
-            "lens": {"kind": "logit_lens", "conditions": ["steer"], "k": 5, "unembedding_bias": True, **sampled},
-            "stats": {"kind": "vector_stats", "conditions": ["steer*"]},
+            "lens": {"kind": "logit_lens", "conditions": ["steer", "one"], "k": 5, "unembedding_bias": True, **sampled},
+            "stats": {"kind": "vector_stats", "conditions": ["steer*", "one"]},
             "scripts": {"kind": "non_english", "conditions": ["steer"], "ks": [5, 40]},
             "persist": {"kind": "persistence", "conditions": ["steer"], **sampled},
             "shift": {"kind": "token_shift", "conditions": ["steer"], "track": ["a", "T"], **sampled},
@@ -117,7 +118,8 @@ def _vec(run, name):
     from mechsteer.engine.vectors import BuildContext
     from mechsteer.spec.kinds.vectors import RandomVectors
 
-    specs = {"v": RandomVectors(seed=0, norm=4.0), "w": RandomVectors(seed=1, norm=2.0)}
+    specs = {"v": RandomVectors(seed=0, norm=4.0), "w": RandomVectors(seed=1, norm=2.0),
+             "u": RandomVectors(seed=2, norm=3.0, layers=[2])}
     return BuildContext(n_layers=N, d_model=D, specs=specs, model_id="tiny").get(name).vectors.double()
 
 
@@ -128,18 +130,26 @@ def test_vector_readouts_match_direct_computation(run):
     lens = pd.read_csv(cell / "tokens.csv", keep_default_na=False)
     w_u = model.lm_head.weight.detach().double()
     nw, eps = model.model.norm.weight.detach().double(), model.config.rms_norm_eps
-    for l in range(N):
-        dot = w_u @ v[l]
-        normed = w_u @ (v[l] * torch.rsqrt(v[l].pow(2).mean() + eps) * nw)
+    for src in range(N):
+        dot = w_u @ v[src]
+        normed = w_u @ (v[src] * torch.rsqrt(v[src].pow(2).mean() + eps) * nw)
         for is_normed, ref in ((False, dot), (True, normed)):
-            sel = lens[(lens.layer == l) & (lens.normed == is_normed) & (lens.metric == "dot")]
+            sel = lens[(lens.layer == src) & (lens.normed == is_normed) & (lens.metric == "dot")]
             top, bottom = sel[sel.end == "top"], sel[sel.end == "bottom"]
             assert top.token_id.tolist() == ref.topk(5).indices.tolist()
             assert bottom.token_id.iloc[0] == int(ref.argmin())
             assert top.value.iloc[0] == pytest.approx(float(ref.max()), rel=1e-6)
+    # a set with one row (a single-layer vector) is read at its layer, not at its position in the list
+    one = pd.read_csv(_cells(results, "logit_lens")["one"] / "tokens.csv", keep_default_na=False)
+    u = _vec(run, "u")[2]
+    assert u.norm() > 1
+    sel = one[(one.metric == "dot") & (~one.normed) & (one.end == "top")]
+    assert sel.layer.unique().tolist() == [2] and sel.token_id.tolist() == (w_u @ u).topk(5).indices.tolist()
 
     stats = _cells(results, "vector_stats")
-    assert set(stats) == {"steer", "steer_w"}
+    assert set(stats) == {"steer", "steer_w", "one"}
+    one_norms = pd.read_csv(stats["one"] / "norms.csv")
+    assert one_norms.layer.tolist() == [2] and one_norms.norm.tolist() == pytest.approx([3.0], rel=1e-6)
     summ = pd.read_csv(stats["steer"] / "summary.csv")
     s = torch.linalg.svdvals(v)
     assert summ.stable_rank.iloc[0] == pytest.approx(float((s ** 2).sum() / s[0] ** 2), rel=1e-9)
@@ -154,13 +164,13 @@ def test_vector_readouts_match_direct_computation(run):
 
     texts = SPECIALS + CHARS
     wn = w_u / w_u.norm(dim=1, keepdim=True)
-    for l in range(N):
-        cos = wn @ (v[l] / v[l].norm())
+    for src in range(N):
+        cos = wn @ (v[src] / v[src].norm())
         for k in (5, 40):
             for end, largest in (("top", True), ("bottom", False)):
                 idx = cos.topk(k, largest=largest).indices.tolist()
                 letters = sum(texts[i].isalpha() for i in idx)  # special tokens (<pad>, ...) count as no script
-                row = scripts[(scripts.layer == l) & (scripts.k == k) & (scripts.end == end)].iloc[0]
+                row = scripts[(scripts.layer == src) & (scripts.k == k) & (scripts.end == end)].iloc[0]
                 assert row.n_lettered == letters
                 assert row.frac_non_latin == 0.0  # an ASCII vocabulary has no other script
 
@@ -170,16 +180,17 @@ def test_persistence_and_unembedding_bias_match_own_forward(run):
     v = _vec(run, "v").float()
     table = pd.read_csv(_cells(results, "persistence")["steer"] / "table.csv")
     bias = pd.read_csv(_cells(results, "logit_lens")["steer"] / "bias_vectors.csv", index_col=0)
-    for l in range(N):
-        seqs = _sequences(out, lambda ivs, l=l: len(ivs) == 1 and ivs[0]["kind"] == "add" and ivs[0]["layer"] == l)
+    for src in range(N):
+        seqs = _sequences(out, lambda ivs, src=src: len(ivs) == 1 and ivs[0]["kind"] == "add"
+                          and ivs[0]["vector"] == "v" and ivs[0]["layer"] == src)
         ids, mask = _pad(seqs)
         base, _ = _resid(model, ids, mask, {})
-        steered, _ = _resid(model, ids, mask, {l: v[l]})
+        steered, _ = _resid(model, ids, mask, {src: v[src]})
         m = _counted(mask)
         assert (steered[N - 1] - base[N - 1]).abs().max() > 1e-3  # the vector changes the last block
         for j in range(N):
-            row = table[(table.source == l) & (table.target == j)]
-            if j < l:
+            row = table[(table.source == src) & (table.target == j)]
+            if j < src:
                 assert row.empty
                 continue
             dF = (steered[j] - base[j]).double()
@@ -189,10 +200,10 @@ def test_persistence_and_unembedding_bias_match_own_forward(run):
             assert row.dv.iloc[0] == pytest.approx(sum(dv) / len(dv), abs=1e-5)
             assert row.dd.iloc[0] == pytest.approx(sum(dd) / len(dd), abs=1e-5)
             assert row.lm.iloc[0] == pytest.approx(float(_cos(mean, v[j].double())), abs=1e-5)
-            if j == l:
+            if j == src:
                 assert row.dv.iloc[0] == pytest.approx(1.0, abs=1e-6)
             if j == N - 1:
-                assert bias.loc[l].to_numpy() == pytest.approx(mean.numpy(), abs=1e-5)
+                assert bias.loc[src].to_numpy() == pytest.approx(mean.numpy(), abs=1e-5)
 
 
 def test_token_shift_matches_own_forward_and_is_zero_against_itself(run):
@@ -206,7 +217,7 @@ def test_token_shift_matches_own_forward_and_is_zero_against_itself(run):
     seqs = _sequences(out, lambda ivs: len(ivs) == 1 and ivs[0]["kind"] == "add" and ivs[0]["layer"] == "all")
     ids, mask = _pad(seqs)
     _, base = _resid(model, ids, mask, {})
-    _, steered = _resid(model, ids, mask, {l: v[l] for l in range(N)})
+    _, steered = _resid(model, ids, mask, {src: v[src] for src in range(N)})
     lp, lq = torch.log_softmax(base.double(), -1), torch.log_softmax(steered.double(), -1)
     kl = (lp.exp() * (lp - lq)).sum(-1)
     a_id = 3 + sorted(set(__import__("tiny_tokenizer").CHARS)).index("a")

@@ -75,6 +75,12 @@ class _Sampled(PromptSource):
     batch_size: int = Field(default=4, gt=0)
     """Sequences per generate / teacher-forced forward call (memory: batch x length x vocab logits)."""
 
+    @model_validator(mode="after")
+    def _greedy_one_sample(self):
+        if self.temperature == 0.0 and self.samples != 1:
+            raise ValueError("greedy sequences (temperature 0) are identical: set samples: 1")
+        return self
+
 
 class _VectorRows(StrictModel):
     """Which vector sets of the condition, and which of their rows, a vector readout analyses."""
