@@ -23,7 +23,9 @@ import torch
 from mechsteer.atomic import atomic_path
 from mechsteer.errors import MechsteerError
 from mechsteer.generation import generate, render_prompts, uses_chat_template
+from mechsteer.hooks import HookScope
 from mechsteer.interventions import steering
+from mechsteer.models.adapters import decoder_output_tensor
 from mechsteer.readouts.prompts import load_problems
 from mechsteer.replay import NotReplayable, earliest_block, record, replay
 
@@ -203,32 +205,42 @@ def shifts(lm, steer: list, vectors: dict, ids, mask, targets: list[int]) -> dic
 
 
 @torch.no_grad()
-def condition_logits(lm, conditions: list[list], vectors: dict, ids, mask) -> list[torch.Tensor]:
-    """Logits [b, T, V] (float32, CPU) of each condition on one chunk: one base pass recording the input of
-    the first block any condition touches, then a replay per condition (the base logits for an empty one);
-    a full forward for a condition replay cannot reproduce."""
+def final_resid(lm, conditions: list[list], vectors: dict, ids, mask, prompt_lengths) -> list[torch.Tensor]:
+    """The last block's output [b, T, d] (before the final norm) under each condition on one chunk: one base
+    pass recording the input of the first block any condition touches, then a replay per condition; a full
+    forward for a condition replay cannot reproduce (position selectors see `prompt_lengths`). Unembed slices
+    of it with `replay.unembed` so that the [b, T, vocab] logits never exist at once."""
     n = lm.shape.n_layers
     firsts = []
     for c in conditions:
         try:
-            firsts.append(earliest_block(c, n, vectors))
+            firsts.append(min(earliest_block(c, n, vectors), n - 1))
         except NotReplayable:
             firsts.append(None)
-    ok = [f for f in firsts if f is not None and f < n]
+    ok = [f for f in firsts if f is not None]
     start = min(ok) if ok else n - 1
-    base_logits, states = record(lm.model, lm.adapter, [start], input_ids=ids, attention_mask=mask)
+    _, states = record(lm.model, lm.adapter, [start], input_ids=ids, attention_mask=mask)
     out = []
     for c, f in zip(conditions, firsts, strict=True):
-        if f is not None and f >= n:
-            out.append(base_logits.float().cpu())
-            continue
         with steering(lm.model, lm.adapter, c, vectors, tokenizer=lm.tokenizer) as ctx:
             if f is None:
-                ctx.begin()
-                out.append(lm.model(input_ids=ids, attention_mask=mask, use_cache=False).logits.float().cpu())
+                out.append(_full_final_resid(lm, ctx, ids, mask, prompt_lengths))
             else:
-                out.append(replay(lm.model, lm.adapter, states[start]).float().cpu())
+                out.append(replay(lm.model, lm.adapter, states[start], resid=True, logits=False)[1][n - 1])
     return out
+
+
+def _full_final_resid(lm, ctx, ids, mask, prompt_lengths) -> torch.Tensor:
+    seen: dict = {}
+
+    def keep(module, args, output):
+        seen["h"] = decoder_output_tensor(output).detach()
+
+    with HookScope("final_resid") as scope:
+        scope.forward_hook(lm.adapter.layer(lm.model, lm.shape.n_layers - 1), keep)
+        ctx.begin(torch.as_tensor(prompt_lengths))
+        lm.model(input_ids=ids, attention_mask=mask, use_cache=False)
+    return seen["h"]
 
 
 # ------------------------------------------------------------------------------------------ records
@@ -246,7 +258,7 @@ def read_csv(path: Path, **kw) -> pd.DataFrame:
     """A recorded table back, with token text kept verbatim and empty numeric cells as NaN."""
     df = pd.read_csv(io.StringIO(path.read_text()), keep_default_na=False, **kw)
     for c in df.columns:
-        if c in TEXT_COLUMNS or df[c].dtype != object:
+        if c in TEXT_COLUMNS or not (pd.api.types.is_object_dtype(df[c]) or pd.api.types.is_string_dtype(df[c])):
             continue
         filled = df[c] != ""
         num = pd.to_numeric(df[c].where(filled), errors="coerce")

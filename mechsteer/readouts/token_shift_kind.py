@@ -17,8 +17,8 @@ from mechsteer.measurement import MeasurementResult, MeasurementTask
 from mechsteer.readouts.plots import line_plot
 from mechsteer.readouts.teacher_forced import (
     chunks,
-    condition_logits,
     csv_bytes,
+    final_resid,
     gather,
     md,
     pad_id,
@@ -27,8 +27,11 @@ from mechsteer.readouts.teacher_forced import (
     token_strings,
 )
 from mechsteer.readouts.token_shift import generated_positions, html_samples, render_html, summarize, token_shift
+from mechsteer.replay import unembed
 
 KIND = "token_shift"
+SLICE = 128
+"""Positions unembedded at a time (memory: batch x SLICE x vocab logits per condition)."""
 
 
 def reference_interventions(task) -> list:
@@ -83,11 +86,16 @@ def run(task: MeasurementTask) -> MeasurementResult:
     parts = []
     task.progress(0, len(seqs))
     for ids, mask, plens, sids, _ in chunks(seqs, spec.batch_size, pad_id(lm.tokenizer), lm.device):
-        ref_logits, cond_logits = condition_logits(lm, [ref, cond], task.vectors, ids, mask)
+        h_ref, h_cond = final_resid(lm, [ref, cond], task.vectors, ids, mask, plens)
         gen = generated_positions(mask.cpu(), plens)
-        parts.append(token_shift(ref_logits, cond_logits, gen, tokens, track=track, sample_ids=sids))
+        for s0 in range(0, ids.shape[1], SLICE):  # [b, SLICE, vocab] logits at a time
+            g = gen[:, s0:s0 + SLICE]
+            if bool((g >= 0).any()):
+                ref_logits, cond_logits = (unembed(lm.model, lm.adapter, h[:, s0:s0 + SLICE]).float().cpu()
+                                           for h in (h_ref, h_cond))
+                parts.append(token_shift(ref_logits, cond_logits, g, tokens, track=track, sample_ids=sids))
         task.progress(len(sids), None)
-    table = pd.concat(parts, ignore_index=True)
+    table = pd.concat(parts, ignore_index=True).sort_values(["sample", "pos"], kind="stable", ignore_index=True)
     s = summarize(table, top=spec.top)
     files = {f"{KIND}/positions.csv": csv_bytes(table), f"{KIND}/by_token.csv": csv_bytes(s["by_token"]),
              f"{KIND}/by_group.csv": csv_bytes(s["by_group"]), f"{KIND}/by_position.csv": csv_bytes(s["by_position"])}

@@ -49,14 +49,15 @@ def _pad(seqs):
 
 
 @torch.no_grad()
-def _resid(model, ids, mask, add: dict[int, torch.Tensor]) -> list[torch.Tensor]:
-    """resid_post of every block with `add[l]` added to block l's output, by own forward hooks."""
+def _resid(model, ids, mask, add: dict[int, torch.Tensor], where=None) -> list[torch.Tensor]:
+    """resid_post of every block with `add[l]` added to block l's output (at positions `where` [b, T] only,
+    when given), by own forward hooks."""
     outs, handles = [], []
     for i, layer in enumerate(model.model.layers):
         def hook(m, a, o, i=i):
             h = o[0] if isinstance(o, tuple) else o
             if i in add:
-                h = h + add[i]
+                h = h + (add[i] if where is None else where.unsqueeze(-1).to(h.dtype) * add[i])
             outs.append(h.detach().clone())
             return (h, *o[1:]) if isinstance(o, tuple) else h
         handles.append(layer.register_forward_hook(hook))
@@ -97,20 +98,27 @@ def run(tmp_path_factory):
                     "u": {"kind": "random", "seed": 2, "norm": 3.0, "layers": [2]}},
         "conditions": {"base": [], "steer": [{"kind": "add", "vector": "v"}],
                        "steer_w": [{"kind": "add", "vector": "w"}], "one": [{"kind": "add", "vector": "u"}],
+                       "gen_steer": [{"kind": "add", "vector": "v", "positions": "generated"}],
                        "lora": [{"kind": "lora1", "path": "lora.safetensors"}]},
         "readouts": {
             "lens": {"kind": "logit_lens", "conditions": ["steer", "one"], "k": 5, "unembedding_bias": True, **sampled},
             "stats": {"kind": "vector_stats", "conditions": ["steer*", "one"]},
             "scripts": {"kind": "non_english", "conditions": ["steer"], "ks": [5, 40]},
             "persist": {"kind": "persistence", "conditions": ["steer"], **sampled},
-            "shift": {"kind": "token_shift", "conditions": ["steer"], "track": ["a", "T"], **sampled},
+            "shift": {"kind": "token_shift", "conditions": ["steer", "gen_steer"], "track": ["a", "T"], **sampled},
             "self": {"kind": "token_shift", "conditions": ["steer"], "reference": "steer", "track": [],
                      **sampled},
             "alpha": {"kind": "tokenwise", "conditions": ["lora"], **sampled},
         },
     }
     (tmp / "s.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
-    results = load_study(tmp / "s.yaml").run(output_dir=tmp / "out")
+    import mechsteer.readouts.token_shift_kind as ts
+
+    old, ts.SLICE = ts.SLICE, 16  # several position slices per chunk, so the slicing itself is checked
+    try:
+        results = load_study(tmp / "s.yaml").run(output_dir=tmp / "out")
+    finally:
+        ts.SLICE = old
     return {"results": results, "model": model, "out": Path(results.output_dir), "lora": lora, "tmp": tmp}
 
 
@@ -207,17 +215,35 @@ def test_persistence_and_unembedding_bias_match_own_forward(run):
 
 
 def test_token_shift_matches_own_forward_and_is_zero_against_itself(run):
-    model, results, out = run["model"], run["results"], run["out"]
-    v = _vec(run, "v").float()
+    results = run["results"]
     cells = {}
     for c in results.recorded():
         if c["kind"] == "token_shift":
             cells[c["measurement"]] = results.store.dir(c["hash"]) / "token_shift"
-    pos = pd.read_csv(cells["readout:shift"] / "positions.csv", keep_default_na=False)
-    seqs = _sequences(out, lambda ivs: len(ivs) == 1 and ivs[0]["kind"] == "add" and ivs[0]["layer"] == "all")
+    for cond, positions in (("steer", "all"), ("gen_steer", "generated")):
+        cell = next(results.store.dir(c["hash"]) / "token_shift" for c in results.recorded()
+                    if c["measurement"] == "readout:shift" and c["condition"] == cond)
+        _check_shift(run, pd.read_csv(cell / "positions.csv", keep_default_na=False), positions)
+    same = pd.read_csv(cells["readout:self"] / "positions.csv", keep_default_na=False)
+    assert len(same) > 0 and same.kl.abs().max() == 0.0
+    assert "<span" in (cells["readout:shift"] / "samples.html").read_text()
+
+
+def _check_shift(run, pos, positions):
+    """token_shift's rows against full forwards with own hooks (`generated`: v added at generated tokens only,
+    the path that replay cannot take)."""
+    model, out = run["model"], run["out"]
+    v = _vec(run, "v").float()
+    seqs = _sequences(out, lambda ivs: len(ivs) == 1 and ivs[0]["kind"] == "add" and ivs[0]["layer"] == "all"
+                      and ivs[0]["positions"] == positions)
     ids, mask = _pad(seqs)
+    where = None
+    if positions == "generated":
+        where = torch.zeros_like(mask, dtype=torch.bool)
+        for r, s in enumerate(seqs):
+            where[r, s["prompt_length"]:len(s["ids"])] = True
     _, base = _resid(model, ids, mask, {})
-    _, steered = _resid(model, ids, mask, {src: v[src] for src in range(N)})
+    _, steered = _resid(model, ids, mask, {src: v[src] for src in range(N)}, where)
     lp, lq = torch.log_softmax(base.double(), -1), torch.log_softmax(steered.double(), -1)
     kl = (lp.exp() * (lp - lq)).sum(-1)
     a_id = 3 + sorted(set(__import__("tiny_tokenizer").CHARS)).index("a")
@@ -236,9 +262,8 @@ def test_token_shift_matches_own_forward_and_is_zero_against_itself(run):
             assert row.group == ("first" if row["pos"] == 0 else "other")
             n_checked += 1
     assert n_checked > 0
-    same = pd.read_csv(cells["readout:self"] / "positions.csv", keep_default_na=False)
-    assert len(same) == n_checked and same.kl.abs().max() == 0.0
-    assert "<span" in (cells["readout:shift"] / "samples.html").read_text()
+    if positions == "generated":  # the prompt is unsteered, so the first generated token's distribution is too
+        assert pos[pos.group == "first"].kl.abs().max() < 1e-12 and pos[pos.group == "other"].kl.max() > 1e-3
 
 
 def test_tokenwise_alpha_matches_hand_lora(run):
