@@ -40,6 +40,9 @@ def reference_interventions(task) -> list:
     name = task.spec.reference
     if name is None:
         return []
+    given = getattr(task, "reference_interventions", None)  # set by an engine that binds the reference itself
+    if given is not None:
+        return list(given)
     from mechsteer.spec.loader import load_study
     from mechsteer.spec.study import expanded_conditions
 
