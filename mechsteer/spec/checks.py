@@ -82,6 +82,10 @@ def check_study(ls: LoadedStudy) -> list[Problem]:
             if not any(fnmatch.fnmatchcase(n, w) or fnmatch.fnmatchcase(w, n) for n in names):
                 out.append(ls.problem(("readouts", rname, "conditions", i), f"no condition matches {w!r}",
                                       hint=f"conditions: {', '.join(spec.conditions)}"))
+        hook = getattr(r, "study_problems", None)
+        if hook is not None:  # readout-specific cross-references (layers, reference conditions, kinds needed)
+            for sub, msg, hint in hook(spec.conditions, shapes):
+                out.append(ls.problem(("readouts", rname) + tuple(sub), msg, hint=hint))
         task = getattr(r, "task", None)
         if task is not None and task not in KNOWN_TASKS:
             out.append(ls.problem(("readouts", rname, "task"), f"unknown task {task!r}",

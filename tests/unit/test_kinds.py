@@ -49,6 +49,12 @@ MEASUREMENTS = {
     "first_token": "tests/integration/test_engine.py",
     "diffsae": "tests/integration/test_diffsae_readout.py",
     "generate": "tests/integration/test_engine.py",
+    "logit_lens": "tests/integration/test_readouts_study.py (top tokens and u_l vs own forwards)",
+    "non_english": "tests/integration/test_readouts_study.py (script counts of the top-k)",
+    "persistence": "tests/integration/test_readouts_study.py (DV/DD/LM vs own hooks)",
+    "token_shift": "tests/integration/test_readouts_study.py (KL, dp vs full forwards; 0 against itself)",
+    "tokenwise": "tests/integration/test_readouts_study.py (alpha_t vs a hand-written LoRA)",
+    "vector_stats": "tests/integration/test_readouts_study.py (stable rank, norms, alignment)",
 }
 
 

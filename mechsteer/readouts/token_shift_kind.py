@@ -1,0 +1,152 @@
+"""The `token_shift` readout kind (Figures 3 and 6): the cell's condition against a reference condition (the
+unsteered model by default) on the same teacher-forced sequences, sampled under one of them. Logits come from
+one base pass and a replay of each condition from the first block it touches (a full forward when replay
+cannot reproduce it), one chunk at a time; per-position rows from `mechsteer.readouts.token_shift`; the
+samples with the largest KL are drawn as coloured-token HTML."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from mechsteer.atomic import atomic_write_text
+from mechsteer.errors import MechsteerError
+from mechsteer.measurement import MeasurementResult, MeasurementTask
+from mechsteer.readouts.plots import line_plot
+from mechsteer.readouts.teacher_forced import (
+    chunks,
+    csv_bytes,
+    final_resid,
+    gather,
+    md,
+    pad_id,
+    sample_sequences,
+    slug,
+    token_strings,
+)
+from mechsteer.readouts.token_shift import generated_positions, html_samples, render_html, summarize, token_shift
+from mechsteer.replay import unembed
+
+KIND = "token_shift"
+SLICE = 128
+"""Positions unembedded at a time (memory: batch x SLICE x vocab logits per condition)."""
+
+
+def reference_interventions(task) -> list:
+    """The reference condition's interventions for this model: [] for the unsteered model; a named condition
+    is read from the study this run compiled (its vector sets must be ones this cell already built)."""
+    name = task.spec.reference
+    if name is None:
+        return []
+    given = getattr(task, "reference_interventions", None)  # set by an engine that binds the reference itself
+    if given is not None:
+        return list(given)
+    from mechsteer.spec.loader import load_study
+    from mechsteer.spec.study import expanded_conditions
+
+    plan_file = Path(task.work_dir).parent.parent / "plan.json" if task.work_dir else None
+    if plan_file is None or not plan_file.is_file():
+        raise MechsteerError(f"token_shift.reference {name!r}: the run's plan.json is not readable",
+                             hint="run the study through `mechsteer run` or the Python API")
+    plan = json.loads(plan_file.read_text())
+    ls = load_study(plan["spec_file"], plan.get("profile"), check_refs=False)
+    conds = expanded_conditions(ls.spec, task.lm.shape)
+    if name not in conds:
+        raise MechsteerError(f"token_shift.reference: unknown condition {name!r}",
+                             hint=f"conditions: {', '.join(conds)}")
+    ivs = [iv.bind(task.lm.spec, task.lm.shape, lambda p: ls.resolve_path(p).resolve()) for iv in conds[name]]
+    missing = sorted({r for iv in ivs for r in iv.vector_refs()} - set(task.vectors))
+    if missing:
+        raise MechsteerError(f"token_shift.reference {name!r} reads vector sets {missing} that this cell's "
+                             "condition does not, so they are not built for it",
+                             hint="pick a reference whose vectors the compared conditions also read, or the "
+                                  "unsteered model (reference: null)")
+    return ivs
+
+
+def tracked_ids(tokenizer, strings: list[str]) -> dict[str, int]:
+    """name -> token id of each tracked string (each must be one token of this tokenizer)."""
+    out = {}
+    for s in strings:
+        ids = tokenizer.encode(s, add_special_tokens=False)
+        if len(ids) != 1:
+            pieces = tokenizer.convert_ids_to_tokens(ids)
+            raise MechsteerError(f"token_shift.track: {s!r} is {len(ids)} tokens {pieces} for this model's tokenizer, "
+                                 "not one", hint="track a single token: try it with or without a leading space")
+        out[s] = ids[0]
+    return out
+
+
+def run(task: MeasurementTask) -> MeasurementResult:
+    spec, lm = task.spec, task.lm
+    track = tracked_ids(lm.tokenizer, spec.track)
+    ref = reference_interventions(task)
+    cond = list(task.interventions)
+    seqs = sample_sequences(task, cond if spec.sample_from == "condition" else ref)
+    tokens = token_strings(lm)
+    parts = []
+    task.progress(0, len(seqs))
+    for ids, mask, plens, sids, _ in chunks(seqs, spec.batch_size, pad_id(lm.tokenizer), lm.device):
+        h_ref, h_cond = final_resid(lm, [ref, cond], task.vectors, ids, mask, plens)
+        gen = generated_positions(mask.cpu(), plens)
+        for s0 in range(0, ids.shape[1], SLICE):  # [b, SLICE, vocab] logits at a time
+            g = gen[:, s0:s0 + SLICE]
+            if bool((g >= 0).any()):
+                ref_logits, cond_logits = (unembed(lm.model, lm.adapter, h[:, s0:s0 + SLICE]).float().cpu()
+                                           for h in (h_ref, h_cond))
+                parts.append(token_shift(ref_logits, cond_logits, g, tokens, track=track, sample_ids=sids))
+        task.progress(len(sids), None)
+    table = pd.concat(parts, ignore_index=True).sort_values(["sample", "pos"], kind="stable", ignore_index=True)
+    s = summarize(table, top=spec.top)
+    files = {f"{KIND}/positions.csv": csv_bytes(table), f"{KIND}/by_token.csv": csv_bytes(s["by_token"]),
+             f"{KIND}/by_group.csv": csv_bytes(s["by_group"]), f"{KIND}/by_position.csv": csv_bytes(s["by_position"])}
+    sequences = {q.sample: [tokens[i] if i < len(tokens) else "" for i in q.ids] for q in seqs}
+    plen = {q.sample: q.prompt_length for q in seqs}
+    if len(table):
+        html = render_html(html_samples(table, sequences, plen, samples=_top(table, min(spec.top, 5)), value="kl"),
+                           title=f"token shift vs {spec.reference or 'unsteered'}: KL per generated token",
+                           value_name="KL(reference || condition)")
+        files[f"{KIND}/samples.html"] = html.encode()
+    metrics = {"n_positions": float(len(table)), "kl": float(table["kl"].mean()) if len(table) else float("nan")}
+    for _, r in s["by_group"].iterrows():
+        metrics[f"{r['group']}/kl"] = float(r["kl"])
+        metrics[f"{r['group']}/reinforces_top"] = float(r["reinforces_top"])
+        for name in track:
+            metrics[f"{r['group']}/dp[{name}]"] = float(r[f"dp[{name}]"])
+    return MeasurementResult(metrics, [], files=files,
+                             info={"reference": spec.reference, "sample_from": spec.sample_from, "track": track})
+
+
+def _top(table: pd.DataFrame, n: int) -> list:
+    return table.groupby("sample")["kl"].max().sort_values(ascending=False).head(n).index.tolist()
+
+
+def report_section(results, out_dir: Path) -> list[str]:
+    g = gather(results, KIND, "by_group.csv")
+    if g.empty:
+        return []
+    atomic_write_text(out_dir / "token_shift_groups.csv", g.to_csv(index=False))
+    tok = gather(results, KIND, "by_token.csv")
+    atomic_write_text(out_dir / "token_shift_tokens.csv", tok.to_csv(index=False))
+    pos = gather(results, KIND, "by_position.csv")
+    atomic_write_text(out_dir / "token_shift_positions.csv", pos.to_csv(index=False))
+    lines = ["## Token shift against the reference condition", "",
+             "Per generated position of the same teacher-forced sequences: KL(reference || condition) in nats, mean "
+             "dp of the most boosted token, entropies, the share of positions where the boosted token is the "
+             "reference's argmax, and dp of tracked tokens; `first` = the first generated token.", "",
+             md(g.drop(columns=["cell"])), "", "Most boosted tokens (seen at least twice, by mean dp):", "",
+             md(tok.drop(columns=["cell"]).groupby(["model", "condition", "seed"]).head(5)), ""]
+    p = line_plot(pos.assign(series=pos["condition"] + " s" + pos["seed"].astype(str)),
+                  out_dir / "token_shift_kl_by_position.png", x="pos", y="kl", hue="series",
+                  title="KL(reference || condition) by generated position", ylabel="KL (nats)")
+    lines += [f"![KL by position]({p.name})", ""]
+    for c in sorted(set(zip(g["cell"], g["condition"], g["seed"], strict=True))):
+        lines.append(f"- top samples by KL, {c[1]} seed {c[2]}: [html](../cells/{c[0]}/{KIND}/samples.html)")
+    lines += ["", "Files: `token_shift_groups.csv`, `token_shift_tokens.csv`, `token_shift_positions.csv`; per cell "
+              "`token_shift/positions.csv` (every analysed position).", ""]
+    return lines
+
+
+__all__ = ["run", "report_section", "slug"]

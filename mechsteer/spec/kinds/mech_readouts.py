@@ -1,0 +1,239 @@
+"""Mechanistic readout kinds (issue 8; paper sections 4.3-4.8 and 4.12): `logit_lens`, `vector_stats`,
+`non_english` (about the condition's vectors; `logit_lens` can also measure the effective unembedding bias),
+`persistence`, `token_shift` and `tokenwise` (teacher-forced passes that the readout runs itself: the model is
+unsteered while they run, `steers_itself`). Implementations: `mechsteer.readouts.<kind>_kind`.
+
+Each spec can list problems that need the whole study (`study_problems`, called by `spec.checks` before any
+model loads): layer references against known model shapes, unknown reference conditions, conditions that
+lack the intervention the readout reads.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, model_validator
+
+from mechsteer.spec.base import StrictModel
+from mechsteer.spec.kinds import readout_kind
+from mechsteer.spec.kinds.readouts import PromptSource
+from mechsteer.spec.layers import LayerResolutionError, LayerSelection, resolve_layers
+
+Problem3 = tuple[tuple, str, str | None]
+"""(sub-path under the readout, message, hint)."""
+
+
+def applied_conditions(spec, conditions: dict[str, Any]) -> dict[str, Any]:
+    """The study's conditions (name -> intervention list or sweep) a readout runs under."""
+    wanted = getattr(spec, "conditions", None)
+    if wanted is None:
+        return dict(conditions)
+    return {n: c for n, c in conditions.items() if any(fnmatch.fnmatchcase(n, w) for w in wanted)}
+
+
+def _layer_problems(spec, fields: tuple[str, ...], shapes: dict) -> list[Problem3]:
+    out = []
+    for f in fields:
+        sel = getattr(spec, f, None)
+        if sel is None:
+            continue
+        for mname, shape in shapes.items():
+            if shape is None:
+                continue
+            try:
+                resolve_layers(sel, shape.n_layers)
+            except LayerResolutionError as e:
+                out.append(((f,), f"{e} (model {mname!r})", f"the model has blocks 0..{shape.n_layers - 1}"))
+    return out
+
+
+def _missing_kind(spec, conditions: dict, kinds: tuple[str, ...], why: str) -> list[Problem3]:
+    """Conditions the readout runs under whose intervention list has none of `kinds` (sweeps are skipped:
+    their interventions are known per model)."""
+    out = []
+    for name, cond in applied_conditions(spec, conditions).items():
+        if not isinstance(cond, list):
+            continue
+        if not any(getattr(iv, "kind", None) in kinds for iv in cond):
+            field = ("conditions",) if getattr(spec, "conditions", None) is not None else ("kind",)
+            out.append((field, f"{spec.kind} runs under condition {name!r}, which has no {' or '.join(kinds)} "
+                               f"intervention ({why})",
+                        "restrict the readout with `conditions: [...]` to conditions that have one"))
+    return out
+
+
+class _Sampled(PromptSource):
+    """Prompts, and how the teacher-forced sequences are sampled from them."""
+
+    temperature: float = Field(default=1.0, ge=0.0)
+    """Sampling temperature of the sequences (0 = greedy; the paper samples at 1)."""
+    max_new_tokens: int = Field(default=32, gt=0)
+    """New tokens per sampled sequence."""
+    samples: int = Field(default=1, gt=0)
+    """Sequences per prompt."""
+    batch_size: int = Field(default=4, gt=0)
+    """Sequences per generate / teacher-forced forward call (memory: batch x length x vocab logits)."""
+
+    @model_validator(mode="after")
+    def _greedy_one_sample(self):
+        if self.temperature == 0.0 and self.samples != 1:
+            raise ValueError("greedy sequences (temperature 0) are identical: set samples: 1")
+        return self
+
+
+class _VectorRows(StrictModel):
+    """Which vector sets of the condition, and which of their rows, a vector readout analyses."""
+
+    vectors: list[str] | None = None
+    """Vector sets to analyse (null: every set the condition's interventions read)."""
+    layers: LayerSelection = "all"
+    """Rows (layers) of each set to analyse (`all`: every row the set has)."""
+
+
+@readout_kind("logit_lens", impl="mechsteer.readouts.logit_lens_kind:run",
+              report="mechsteer.readouts.logit_lens_kind:report_section")
+class LogitLensReadout(_Sampled, _VectorRows):
+    """Top/bottom-k tokens of each vector row through the unembedding (dot, cosine, softmax prob), without and
+    with the final norm. With `unembedding_bias`, also the effective unembedding bias u_l: the mean shift of
+    the last block's residual stream caused by s_l alone (sequences sampled under `add s_l` at layer l,
+    teacher-forced with and without it), its tokens and the cosine matrix of u_l across layers (Figure 4).
+    Prompts (`prompts` / `task`) are needed only for the bias."""
+
+    steers_itself: ClassVar[bool] = True
+    kind: Literal["logit_lens"] = "logit_lens"
+    k: int = Field(default=20, gt=0)
+    """Tokens at each end."""
+    metrics: list[Literal["dot", "cos", "prob"]] = Field(default_factory=lambda: ["dot", "cos", "prob"])
+    """Scores to rank tokens by."""
+    unembedding_bias: bool = False
+    """Also measure u_l (needs prompts and an `add` intervention in the condition)."""
+    sources: LayerSelection = "all"
+    """Source layers l of u_l (`all`: every row of the added vector set)."""
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if self.prompts is not None and self.task is not None:
+            raise ValueError("give at most one of `prompts` or `task`")
+        if self.unembedding_bias and self.prompts is None and self.task is None:
+            raise ValueError("unembedding_bias needs prompts: give `prompts` or `task`")
+        return self
+
+    def study_problems(self, conditions: dict, shapes: dict) -> list[Problem3]:
+        out = _layer_problems(self, ("layers", "sources"), shapes)
+        if self.unembedding_bias:
+            out += _missing_kind(self, conditions, ("add",), "u_l is the shift caused by its added vector")
+        return out
+
+
+@readout_kind("vector_stats", impl="mechsteer.readouts.vector_stats_kind:run",
+              report="mechsteer.readouts.vector_stats_kind:report_section")
+class VectorStatsReadout(_VectorRows):
+    """Norms per layer, the pairwise cosine matrix, singular values and stable rank of each vector set the
+    condition reads; with `align`, the report adds the per-layer alignment (cosine, norm ratio) of every two
+    analysed sets of one shape on one model (two seeds, two recipes)."""
+
+    steers_itself: ClassVar[bool] = True
+    kind: Literal["vector_stats"] = "vector_stats"
+    conditions: list[str] | None = None
+    """Run this readout only under these conditions (names or shell patterns); null = all."""
+    align: bool = True
+    """Report the alignment of every two analysed vector sets of the same shape."""
+
+    def study_problems(self, conditions: dict, shapes: dict) -> list[Problem3]:
+        return _layer_problems(self, ("layers",), shapes)
+
+
+@readout_kind("non_english", impl="mechsteer.readouts.non_english_kind:run",
+              report="mechsteer.readouts.non_english_kind:report_section")
+class NonEnglishReadout(_VectorRows):
+    """Per layer, the fraction of tokens in non-Latin scripts (by Unicode script, offline) among the bottom-k
+    vs the top-k tokens of each vector row's logit lens, next to the whole vocabulary's fraction (Figures
+    15-17)."""
+
+    steers_itself: ClassVar[bool] = True
+    kind: Literal["non_english"] = "non_english"
+    conditions: list[str] | None = None
+    """Run this readout only under these conditions (names or shell patterns); null = all."""
+    ks: list[int] = Field(default_factory=lambda: [50, 1000])
+    """k values (each 1..1000)."""
+    metric: Literal["cos", "dot"] = "cos"
+    """Logit-lens score that ranks the tokens."""
+    normed: bool = False
+    """Apply the final norm to each row first."""
+
+    @model_validator(mode="after")
+    def _k_range(self):
+        if not self.ks or any(not 1 <= k <= 1000 for k in self.ks):
+            raise ValueError("ks must be a non-empty list of integers in 1..1000")
+        return self
+
+    def study_problems(self, conditions: dict, shapes: dict) -> list[Problem3]:
+        return _layer_problems(self, ("layers",), shapes)
+
+
+@readout_kind("persistence", impl="mechsteer.readouts.persistence_kind:run",
+              report="mechsteer.readouts.persistence_kind:report_section")
+class PersistenceReadout(_Sampled):
+    """How a single-layer steering vector propagates (Figure 2): for each source layer l, sequences are
+    sampled under `add s_l` at l alone, then teacher-forced with and without it; dF_j = h_j(s_l) - h_j(0) at
+    every block j >= l gives Diff-Vector, Diff-Diff, layer-mean and self-alignment cosines over
+    (source x target), averaged over tokens then samples, with heat-maps. The condition must `add` a vector
+    set with one row per source layer."""
+
+    steers_itself: ClassVar[bool] = True
+    kind: Literal["persistence"] = "persistence"
+    vector: str | None = None
+    """The added vector set whose rows are the sources (null: the condition's only `add`)."""
+    sources: LayerSelection = "all"
+    """Source layers (`all`: every row of the set)."""
+    targets: LayerSelection = "all"
+    """Target blocks j measured (blocks before a source are NaN by causality)."""
+
+    def study_problems(self, conditions: dict, shapes: dict) -> list[Problem3]:
+        return (_layer_problems(self, ("sources", "targets"), shapes)
+                + _missing_kind(self, conditions, ("add",), "its rows are the single-layer sources"))
+
+
+@readout_kind("token_shift", impl="mechsteer.readouts.token_shift_kind:run",
+              report="mechsteer.readouts.token_shift_kind:report_section")
+class TokenShiftReadout(_Sampled):
+    """Two conditions on the same teacher-forced sequences (Figures 3 and 6): the cell's condition against
+    `reference` (default: no intervention). Per generated position dp = p(condition) - p(reference), the most
+    boosted and suppressed tokens, both argmaxes and entropies, KL(reference || condition) in float64, the
+    first-token vs later split and tracked tokens; the top samples by KL as coloured-token HTML."""
+
+    steers_itself: ClassVar[bool] = True
+    kind: Literal["token_shift"] = "token_shift"
+    reference: str | None = None
+    """The reference condition's name (null: the unsteered model). Its vector sets must be ones the cell's
+    condition also reads (they are built per cell)."""
+    sample_from: Literal["condition", "reference"] = "condition"
+    """Which of the two samples the sequences."""
+    track: list[str] = Field(default_factory=lambda: ["To", "Step"])
+    """Tokens whose dp is tracked (each must be one token of the model's tokenizer)."""
+    top: int = Field(default=10, gt=0)
+    """Rows of the by-token summary; samples drawn as HTML = min(top, 5)."""
+
+    def study_problems(self, conditions: dict, shapes: dict) -> list[Problem3]:
+        if self.reference is not None and self.reference not in conditions:
+            return [(("reference",), f"unknown condition {self.reference!r}",
+                     f"conditions: {', '.join(conditions) or 'none'}")]
+        return []
+
+
+@readout_kind("tokenwise", impl="mechsteer.readouts.tokenwise_kind:run",
+              report="mechsteer.readouts.tokenwise_kind:report_section")
+class TokenwiseReadout(_Sampled):
+    """The token-wise magnitude alpha_t of a `lora1` condition (Appendix S): sequences sampled under the
+    condition, teacher-forced once; per layer and position alpha_t, ||m_t|| and cos(m_t, B^), labelled by prompt
+    segment (system / user header / problem / assistant header / generation); normalised by the layer's mean
+    MLP-output norm; per-layer and per-segment summaries and Pearson r of alpha_t vs cos(m_t, B^)."""
+
+    steers_itself: ClassVar[bool] = True
+    kind: Literal["tokenwise"] = "tokenwise"
+    heatmap_samples: int = Field(default=2, ge=0)
+    """Samples drawn as layer x position heat-maps."""
+
+    def study_problems(self, conditions: dict, shapes: dict) -> list[Problem3]:
+        return _missing_kind(self, conditions, ("lora1",), "alpha_t is lora1's token-wise magnitude")
