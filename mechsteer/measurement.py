@@ -35,6 +35,8 @@ class MeasurementTask:
     """The cell's built vector sets, by name."""
     work_dir: Path | None = None
     """A folder kept across runs of this cell, for resumable intermediate files (not part of the record)."""
+    reference_interventions: tuple | None = None
+    """For comparison readouts (`reference:` names a condition): that condition's bound interventions."""
 
 
 @dataclass

@@ -160,7 +160,8 @@ def run_model_cells(plan: Plan, entry: ModelEntry, cells: list[Cell], store: Cel
                       tokenizer=lm.tokenizer) as ctx:
             task = MeasurementTask(lm=lm, ctx=None if own else ctx, spec=cell.measurement.spec, seed=cell.seed,
                                    progress=progress.advance, interventions=cell.interventions, vectors=vectors,
-                                   work_dir=plan.output_dir / "work" / cell.hash)
+                                   work_dir=plan.output_dir / "work" / cell.hash,
+                                   reference_interventions=cell.reference)
             if cell.backend == "vllm":
                 from mechsteer.eval.vllm_backend import run_eval_vllm
 

@@ -87,13 +87,17 @@ class Cell:
     """`vllm` for an evaluation cell that runs on a bias-compiled checkpoint, else `hf`."""
     backend_note: str | None = None
     """Why a cell of a `backend: vllm` model stays on HF (None otherwise)."""
+    reference: tuple | None = field(default=None, compare=False)
+    """The bound interventions of the condition a comparison readout (`reference:`) compares with (None when
+    the measurement names no reference)."""
 
     @property
     def short(self) -> str:
         return self.hash[:12]
 
     def vector_names(self) -> list[str]:
-        return sorted({ref for iv in self.interventions for ref in iv.vector_refs()})
+        """Vector sets the cell reads: its condition's and its comparison reference's."""
+        return sorted({ref for iv in (*self.interventions, *(self.reference or ())) for ref in iv.vector_refs()})
 
     def row(self) -> dict:
         """The plain record of this cell in plan.json (what results readers need)."""
@@ -331,10 +335,11 @@ def compile_study(ls: LoadedStudy, *, limit: int | None = None, output_root: str
     for mname, entry in models.items():
         mfp = model_fingerprint(entry)
         conditions = _conditions_for(ls, mname, entry)
+        bound_all = {c: tuple(iv.bind(entry.spec, entry.shape, resolve) for iv in ivs) for c, ivs in conditions.items()}
         order.update(dict.fromkeys(conditions))
         baseline = baseline or next((c for c, ivs in conditions.items() if not ivs), None)
         for cond, interventions in conditions.items():
-            bound = tuple(iv.bind(entry.spec, entry.shape, resolve) for iv in interventions)
+            bound = bound_all[cond]
             ivs = [_content_fingerprint(iv) for iv in bound]
             vec_names = sorted({ref for iv in bound for ref in iv.vector_refs()})
             vfp = {n: vector_fingerprint(vectors, n) for n in vec_names}
@@ -346,12 +351,18 @@ def compile_study(ls: LoadedStudy, *, limit: int | None = None, output_root: str
                 mkey = _measurement_key(meas)
                 on_vllm = wants_vllm and meas.kind == "eval" and expressible
                 note = None if on_vllm or not wants_vllm else (why if meas.kind == "eval" else "readouts run on HF")
+                ref_name = getattr(meas.spec, "reference", None)
+                ref = bound_all.get(ref_name) if isinstance(ref_name, str) else None
                 for seed in seeds:
                     key = {"model": mfp, "interventions": ivs, "vectors": vfp, "measurement": mkey, "seed": seed}
+                    if ref is not None:  # the compared condition's content, not only its name
+                        key["reference"] = {"interventions": [_content_fingerprint(iv) for iv in ref],
+                                            "vectors": {n: vector_fingerprint(vectors, n) for iv in ref
+                                                        for n in iv.vector_refs()}}
                     if on_vllm:
                         key["backend"] = "vllm"  # other kernels, other numbers: never shared with HF cells
                     cells.append(Cell(mname, cond, bound, meas, seed, key, _hash(key),
-                                      backend="vllm" if on_vllm else "hf", backend_note=note))
+                                      backend="vllm" if on_vllm else "hf", backend_note=note, reference=ref))
     name = spec.name + (f"-{ls.profile}" if ls.profile else "")
     evaluation = spec.evaluation.model_dump(mode="json") | {"seeds": spec.evaluation.resolved_seeds()} \
         if spec.evaluation else None

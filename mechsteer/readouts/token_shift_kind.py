@@ -35,35 +35,14 @@ SLICE = 128
 
 
 def reference_interventions(task) -> list:
-    """The reference condition's interventions for this model: [] for the unsteered model; a named condition
-    is read from the study this run compiled (its vector sets must be ones this cell already built)."""
-    name = task.spec.reference
-    if name is None:
+    """The reference condition's bound interventions for this model: [] for the unsteered model (`reference:
+    null`); a named condition comes bound from the compiled plan (`MeasurementTask.reference_interventions`)."""
+    if task.spec.reference is None:
         return []
-    given = getattr(task, "reference_interventions", None)  # set by an engine that binds the reference itself
-    if given is not None:
-        return list(given)
-    from mechsteer.spec.loader import load_study
-    from mechsteer.spec.study import expanded_conditions
-
-    plan_file = Path(task.work_dir).parent.parent / "plan.json" if task.work_dir else None
-    if plan_file is None or not plan_file.is_file():
-        raise MechsteerError(f"token_shift.reference {name!r}: the run's plan.json is not readable",
-                             hint="run the study through `mechsteer run` or the Python API")
-    plan = json.loads(plan_file.read_text())
-    ls = load_study(plan["spec_file"], plan.get("profile"), check_refs=False)
-    conds = expanded_conditions(ls.spec, task.lm.shape)
-    if name not in conds:
-        raise MechsteerError(f"token_shift.reference: unknown condition {name!r}",
-                             hint=f"conditions: {', '.join(conds)}")
-    ivs = [iv.bind(task.lm.spec, task.lm.shape, lambda p: ls.resolve_path(p).resolve()) for iv in conds[name]]
-    missing = sorted({r for iv in ivs for r in iv.vector_refs()} - set(task.vectors))
-    if missing:
-        raise MechsteerError(f"token_shift.reference {name!r} reads vector sets {missing} that this cell's "
-                             "condition does not, so they are not built for it",
-                             hint="pick a reference whose vectors the compared conditions also read, or the "
-                                  "unsteered model (reference: null)")
-    return ivs
+    if task.reference_interventions is None:
+        raise MechsteerError(f"token_shift.reference {task.spec.reference!r} was not resolved by the compiler",
+                             hint="the condition must exist for this model (sweeps expand per model)")
+    return list(task.reference_interventions)
 
 
 def tracked_ids(tokenizer, strings: list[str]) -> dict[str, int]:
