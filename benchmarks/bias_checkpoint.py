@@ -31,8 +31,12 @@ from mechsteer.models.embedded import embedded_dir  # noqa: E402
 from mechsteer.spec.kinds.interventions import AddSpec  # noqa: E402
 from mechsteer.vectors import VectorSet, load_vector_set  # noqa: E402
 
-PROMPTS = ["What is 12 + 30?", "Tell me a story about a cat and a very long river.", "Name three prime numbers.",
-           "What is 7 times 8?"]
+PROMPTS = [
+    "What is 12 + 30?",
+    "Tell me a story about a cat and a very long river.",
+    "Name three prime numbers.",
+    "What is 7 times 8?",
+]
 
 
 def main() -> None:
@@ -60,8 +64,10 @@ def main() -> None:
         t_cached = time.perf_counter() - t0
         tok = AutoTokenizer.from_pretrained(src)
         tok.padding_side = "left"
-        chat = [tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
-                for p in PROMPTS]
+        chat = [
+            tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
+            for p in PROMPTS
+        ]
         enc = tok(chat, return_tensors="pt", padding=True, add_special_tokens=False)
         singles = [tok(c, return_tensors="pt", add_special_tokens=False)["input_ids"] for c in chat]
         logits, texts, changed = {}, {}, {}
@@ -76,23 +82,29 @@ def main() -> None:
                 with steering(model, adapter_for(model), cond, vecs):
                     hooked = torch.cat([model(ids).logits[0] for ids in singles])
                     if dtype == torch.float32:
-                        gen_h = model.generate(**enc, max_new_tokens=args.new_tokens, do_sample=False,
-                                               pad_token_id=tok.pad_token_id)
+                        gen_h = model.generate(
+                            **enc, max_new_tokens=args.new_tokens, do_sample=False, pad_token_id=tok.pad_token_id
+                        )
                 got = torch.cat([compiled(ids).logits[0] for ids in singles])
                 if dtype == torch.float32:
-                    gen_c = compiled.generate(**enc, max_new_tokens=args.new_tokens, do_sample=False,
-                                              pad_token_id=tok.pad_token_id)
+                    gen_c = compiled.generate(
+                        **enc, max_new_tokens=args.new_tokens, do_sample=False, pad_token_id=tok.pad_token_id
+                    )
                     n = enc["input_ids"].shape[1]
-                    texts = {"hooked": tok.batch_decode(gen_h[:, n:], skip_special_tokens=True),
-                             "compiled": tok.batch_decode(gen_c[:, n:], skip_special_tokens=True)}
+                    texts = {
+                        "hooked": tok.batch_decode(gen_h[:, n:], skip_special_tokens=True),
+                        "compiled": tok.batch_decode(gen_c[:, n:], skip_special_tokens=True),
+                    }
             name = str(dtype).removeprefix("torch.")
             logits[name] = (hooked.double(), got.double())
             changed[name] = (hooked - base).double().abs().max().item()
             del model, compiled
     h64 = logits["float64"][0]
     diffs = {d: (c - h).abs().max().item() for d, (h, c) in logits.items()}
-    err = {d: {"hooked": (logits[d][0] - h64).abs().max().item(), "compiled": (logits[d][1] - h64).abs().max().item()}
-           for d in ("float32", "bfloat16")}
+    err = {
+        d: {"hooked": (logits[d][0] - h64).abs().max().item(), "compiled": (logits[d][1] - h64).abs().max().item()}
+        for d in ("float32", "bfloat16")
+    }
     same = sum(a == b for a, b in zip(texts["hooked"], texts["compiled"]))
     facts = machine_facts()
     total = time.perf_counter() - t_start
@@ -110,8 +122,12 @@ def main() -> None:
         "| dtype | max abs logit change by the condition | max abs diff compiled vs hooked | hooked vs float64 "
         "hooked | compiled vs float64 hooked |",
         "|---|---|---|---|---|",
-        *[f"| {d} | {changed[d]:.3g} | {diffs[d]:.3g} | {err[d]['hooked']:.3g} | {err[d]['compiled']:.3g} |"
-          if d in err else f"| {d} | {changed[d]:.3g} | {diffs[d]:.3g} | - | - |" for d in logits],
+        *[
+            f"| {d} | {changed[d]:.3g} | {diffs[d]:.3g} | {err[d]['hooked']:.3g} | {err[d]['compiled']:.3g} |"
+            if d in err
+            else f"| {d} | {changed[d]:.3g} | {diffs[d]:.3g} | - | - |"
+            for d in logits
+        ],
         "",
         "- The compiled and hooked models differ only in where s_l is added (inside down_proj vs after the "
         f"block), i.e. the order of float additions: in float64 the difference is {diffs['float64']:.3g}; in "
@@ -126,10 +142,22 @@ def main() -> None:
         f"{t_cached:.3f} s cached",
         "",
     ]
-    write_section("bias_checkpoint", lines, {
-        "args": vars(args), "machine": facts, "max_abs_diff": diffs, "max_abs_change": changed,
-        "error_vs_float64": err, "greedy_identical": same, "n_prompts": len(PROMPTS), "texts": texts,
-        "compile_seconds": {"cold": t_cold, "cached": t_cached}, "seconds": total})
+    write_section(
+        "bias_checkpoint",
+        lines,
+        {
+            "args": vars(args),
+            "machine": facts,
+            "max_abs_diff": diffs,
+            "max_abs_change": changed,
+            "error_vs_float64": err,
+            "greedy_identical": same,
+            "n_prompts": len(PROMPTS),
+            "texts": texts,
+            "compile_seconds": {"cold": t_cold, "cached": t_cached},
+            "seconds": total,
+        },
+    )
 
 
 if __name__ == "__main__":

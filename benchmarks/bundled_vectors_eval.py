@@ -30,8 +30,12 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=64, help="held-out problems (mini test split, seed 0)")
     ap.add_argument("--samples", type=int, default=4, help="T=1 samples per problem (0 = greedy only)")
     ap.add_argument("--random-seeds", type=int, default=3, help="random-direction controls per vector set")
-    ap.add_argument("--random-samples", type=int, default=0,
-                    help="T=1 samples for the random controls (default 0: greedy only, to save time)")
+    ap.add_argument(
+        "--random-samples",
+        type=int,
+        default=0,
+        help="T=1 samples for the random controls (default 0: greedy only, to save time)",
+    )
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--sets", nargs="*", default=list(SETS))
@@ -42,15 +46,15 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
+    from mechsteer.engine.vectors import BuildContext
     from mechsteer.eval.mini_task import generate_mini
     from mechsteer.interventions import steering
     from mechsteer.models.loading import load_model
     from mechsteer.spec.kinds.interventions import AddSpec
-    from mechsteer.spec.models import ModelSpec
     from mechsteer.spec.kinds.vectors import BundledVectors, RandomVectors
+    from mechsteer.spec.models import ModelSpec
     from mechsteer.train.data import encode_prompts
     from mechsteer.train.evaluate import evaluate
-    from mechsteer.engine.vectors import BuildContext
 
     t_start = time.perf_counter()
     lm = load_model("policy", ModelSpec(id="smollm2-135m", dtype="bfloat16"))
@@ -61,8 +65,14 @@ def main() -> None:
         specs[s] = BundledVectors(name=f"smollm2-135m/{s}")
         for seed in range(args.random_seeds):
             specs[f"random_{s}_{seed}"] = RandomVectors(seed=seed, norm_like=s)
-    ctx = BuildContext(n_layers=lm.shape.n_layers, d_model=lm.shape.d_model, specs=specs,
-                       resolve_path=Path, model_id="smollm2-135m", lm=lm)
+    ctx = BuildContext(
+        n_layers=lm.shape.n_layers,
+        d_model=lm.shape.d_model,
+        specs=specs,
+        resolve_path=Path,
+        model_id="smollm2-135m",
+        lm=lm,
+    )
     conditions = ([] if args.no_base else [("base", None)]) + [(name, ctx.get(name)) for name in specs]
     results = []
     for name, vs in conditions:
@@ -78,9 +88,12 @@ def main() -> None:
         results.append(rec)
         g = ev["greedy"]
         sm = ev.get("sampled")
-        print(f"{name}: greedy {g['lenient']:.3f} / boxed {g['boxed']:.3f}"
-              + (f"; T=1 {sm['lenient']:.3f} / boxed {sm['boxed']:.3f}" if sm else "")
-              + f" ({time.perf_counter() - t0:.0f} s)", flush=True)
+        print(
+            f"{name}: greedy {g['lenient']:.3f} / boxed {g['boxed']:.3f}"
+            + (f"; T=1 {sm['lenient']:.3f} / boxed {sm['boxed']:.3f}" if sm else "")
+            + f" ({time.perf_counter() - t0:.0f} s)",
+            flush=True,
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     (args.out.with_suffix(".json")).write_text(json.dumps(results, indent=1))
     args.out.write_text(table(results, args, time.perf_counter() - t_start))
@@ -110,8 +123,10 @@ def table(results: list[dict], args, seconds: float) -> str:
     ]
     for r in results:
         g, s = r["greedy"], r.get("sampled")
-        lines.append(f"| {r['condition']} | {r['norm']:.2f} | {_pct(g['lenient'])} | {_pct(g['boxed'])} | "
-                     f"{g['mean_len']:.1f} | {_pct(s['lenient'] if s else None)} | {_pct(s['boxed'] if s else None)} |")
+        lines.append(
+            f"| {r['condition']} | {r['norm']:.2f} | {_pct(g['lenient'])} | {_pct(g['boxed'])} | "
+            f"{g['mean_len']:.1f} | {_pct(s['lenient'] if s else None)} | {_pct(s['boxed'] if s else None)} |"
+        )
     se = 100 * (0.25 / args.n) ** 0.5
     lines += ["", f"Binomial standard error at n = {args.n}: about {se:.0f} points at 50%.", ""]
     return "\n".join(lines)

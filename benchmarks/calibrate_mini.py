@@ -178,9 +178,14 @@ def main() -> None:
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(render_markdown(results, args, load_s), encoding="utf-8")
-    args.out.with_suffix(".json").write_text(json.dumps({"settings": {k: str(v) for k, v in vars(args).items()},
-                                                         "load_s": load_s, "results": results}, indent=1,
-                                                        default=str), encoding="utf-8")
+    args.out.with_suffix(".json").write_text(
+        json.dumps(
+            {"settings": {k: str(v) for k, v in vars(args).items()}, "load_s": load_s, "results": results},
+            indent=1,
+            default=str,
+        ),
+        encoding="utf-8",
+    )
     print(f"wrote {args.out} (total {time.perf_counter() - t0:.0f} s)")
 
 

@@ -40,8 +40,13 @@ def prefill_seconds(lm, ids) -> float:
 @torch.no_grad()
 def generation_tps(lm, enc, new_tokens: int) -> float:
     t0 = time.perf_counter()
-    out = lm.model.generate(**enc, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
-                            pad_token_id=lm.tokenizer.pad_token_id)
+    out = lm.model.generate(
+        **enc,
+        max_new_tokens=new_tokens,
+        min_new_tokens=new_tokens,
+        do_sample=False,
+        pad_token_id=lm.tokenizer.pad_token_id,
+    )
     dt = time.perf_counter() - t0
     assert out.shape[1] - enc["input_ids"].shape[1] == new_tokens
     return out.shape[0] * new_tokens / dt
@@ -49,8 +54,10 @@ def generation_tps(lm, enc, new_tokens: int) -> float:
 
 def verdict(faster: str, auto_name: str) -> str:
     if faster == "mixed":
-        return (f"- prefill and generation disagree on the faster dtype here; `auto` picked {auto_name} (the rule "
-                "is by CPU capability, not by this measurement)")
+        return (
+            f"- prefill and generation disagree on the faster dtype here; `auto` picked {auto_name} (the rule "
+            "is by CPU capability, not by this measurement)"
+        )
     return f"- `auto` picked {'the faster' if faster == auto_name else 'the SLOWER'} dtype on this machine"
 
 
@@ -63,7 +70,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
     auto_name, auto_reason = resolve_dtype("auto", "cpu")
-    models = {d: load_model("smol", ModelSpec(id="smollm2-135m", dtype=d, device="cpu")) for d in ("float32", "bfloat16")}
+    models = {
+        d: load_model("smol", ModelSpec(id="smollm2-135m", dtype=d, device="cpu")) for d in ("float32", "bfloat16")
+    }
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(100, 40000, (16, 100), generator=g)
     encs = {d: tokenize(lm, render_prompts(lm, PROMPTS, "qwen_math")) for d, lm in models.items()}
@@ -82,7 +91,11 @@ def main() -> None:
     med_g = {d: statistics.median(v) for d, v in gen.items()}
     prefill_ratio = med_p["bfloat16"] / med_p["float32"]  # > 1: bf16 slower
     gen_ratio = med_g["float32"] / med_g["bfloat16"]  # > 1: float32 faster
-    faster = "float32" if prefill_ratio > 1 and gen_ratio > 1 else ("bfloat16" if prefill_ratio < 1 and gen_ratio < 1 else "mixed")
+    faster = (
+        "float32"
+        if prefill_ratio > 1 and gen_ratio > 1
+        else ("bfloat16" if prefill_ratio < 1 and gen_ratio < 1 else "mixed")
+    )
     facts = machine_facts()
     total = time.perf_counter() - t_start
     lines = [
@@ -97,19 +110,34 @@ def main() -> None:
         "",
         "| dtype | prefill 16x100 (s) | generation (tok/s) | all prefill runs (s) | all generation runs (tok/s) |",
         "|---|---|---|---|---|",
-        *[f"| {d} | {med_p[d]:.2f} | {med_g[d]:.1f} | {', '.join(f'{x:.2f}' for x in prefill[d])} | "
-          f"{', '.join(f'{x:.1f}' for x in gen[d])} |" for d in models],
+        *[
+            f"| {d} | {med_p[d]:.2f} | {med_g[d]:.1f} | {', '.join(f'{x:.2f}' for x in prefill[d])} | "
+            f"{', '.join(f'{x:.1f}' for x in gen[d])} |"
+            for d in models
+        ],
         "",
         f"- prefill time bfloat16 / float32 = **{prefill_ratio:.2f}**; generation tok/s float32 / bfloat16 = "
         f"**{gen_ratio:.2f}** (> 1 means float32 is faster); faster here: {faster}",
         verdict(faster, auto_name),
         "",
     ]
-    write_section("cpu_dtype", lines, {
-        "args": vars(args), "machine": facts, "auto": {"dtype": auto_name, "reason": auto_reason},
-        "prefill_s": prefill, "generation_tok_s": gen, "median_prefill_s": med_p, "median_generation_tok_s": med_g,
-        "prefill_ratio_bf16_over_f32": prefill_ratio, "generation_ratio_f32_over_bf16": gen_ratio,
-        "faster": faster, "seconds": total})
+    write_section(
+        "cpu_dtype",
+        lines,
+        {
+            "args": vars(args),
+            "machine": facts,
+            "auto": {"dtype": auto_name, "reason": auto_reason},
+            "prefill_s": prefill,
+            "generation_tok_s": gen,
+            "median_prefill_s": med_p,
+            "median_generation_tok_s": med_g,
+            "prefill_ratio_bf16_over_f32": prefill_ratio,
+            "generation_ratio_f32_over_bf16": gen_ratio,
+            "faster": faster,
+            "seconds": total,
+        },
+    )
 
 
 if __name__ == "__main__":

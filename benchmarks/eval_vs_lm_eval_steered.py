@@ -41,10 +41,10 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-from mechsteer.measurement import MeasurementTask  # noqa: E402
 from mechsteer.eval.lm_eval_tasks import TaskSettings, build_task_config, lm_eval_task_name, load_problems  # noqa: E402
 from mechsteer.eval.runner import evaluate_task, flatten_metrics, run_eval, total_length  # noqa: E402
 from mechsteer.interventions import steering  # noqa: E402
+from mechsteer.measurement import MeasurementTask  # noqa: E402
 from mechsteer.models.loading import load_model  # noqa: E402
 from mechsteer.spec.kinds.interventions import AddSpec  # noqa: E402
 from mechsteer.spec.models import ModelSpec  # noqa: E402
@@ -81,11 +81,17 @@ def run_lm_eval_steered(lm, steer_path: Path, opts: dict) -> tuple[dict, list, f
     t0 = time.perf_counter()
     budget = total_length(lm)
     with _quiet_lm_eval():
-        model = SteeredModel(pretrained=lm.model, tokenizer=lm.tokenizer, steer_path=str(steer_path),
-                             batch_size=opts["batch_size"], max_length=budget)
+        model = SteeredModel(
+            pretrained=lm.model,
+            tokenizer=lm.tokenizer,
+            steer_path=str(steer_path),
+            batch_size=opts["batch_size"],
+            max_length=budget,
+        )
     rows = load_problems(opts["task"], opts["data_dir"], opts["limit"])
-    settings = TaskSettings(task=opts["task"], protocol=opts["protocol"], samples=1,
-                            max_gen_toks=opts["max_new_tokens"], chat=True)
+    settings = TaskSettings(
+        task=opts["task"], protocol=opts["protocol"], samples=1, max_gen_toks=opts["max_new_tokens"], chat=True
+    )
     config = build_task_config(settings, rows, lambda t: len(lm.tokenizer(t, add_special_tokens=False)["input_ids"]))
     results = evaluate_task(model, config, seed=0, chat=True, limit=opts["limit"])
     name = lm_eval_task_name(opts["task"])
@@ -106,11 +112,19 @@ def main() -> None:
     ap.add_argument("--norm", type=float, default=8.0, help="L2 norm of the random steering vector")
     ap.add_argument("--vector-seed", type=int, default=1234)
     ap.add_argument("--dtype", default="float32", choices=["bfloat16", "float32"])
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch threads (on 2 cores shared with other jobs, 1 thread was ~5x faster than 2)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (on 2 cores shared with other jobs, 1 thread was ~5x faster than 2)",
+    )
     ap.add_argument("--rounds", type=int, default=2, help="timed runs per method, alternating")
-    ap.add_argument("--protocol", default="greedy", choices=["greedy", "paper"],
-                    help="greedy, or the paper's temperature-1 sampling (same seed on both sides)")
+    ap.add_argument(
+        "--protocol",
+        default="greedy",
+        choices=["greedy", "paper"],
+        help="greedy, or the paper's temperature-1 sampling (same seed on both sides)",
+    )
     ap.add_argument("--data-dir", default=os.environ.get("MECHSTEER_DATA_DIR", str(REPO.parent / "shared" / "data")))
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "eval_vs_lm_eval_steered.md"))
     args = ap.parse_args()
@@ -123,17 +137,34 @@ def main() -> None:
     rows = torch.zeros(lm.shape.n_layers, lm.shape.d_model)
     rows[args.layer] = vec
     vs = VectorSet(rows, [args.layer], {"source": f"random norm {args.norm} seed {args.vector_seed}"})
-    opts = {"task": args.task, "protocol": args.protocol, "samples": 1, "limit": args.n,
-            "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size, "template": "qwen_math",
-            "data_dir": None if args.task == "mini" else str(Path(args.data_dir).resolve())}
+    opts = {
+        "task": args.task,
+        "protocol": args.protocol,
+        "samples": 1,
+        "limit": args.n,
+        "max_new_tokens": args.max_new_tokens,
+        "batch_size": args.batch_size,
+        "template": "qwen_math",
+        "data_dir": None if args.task == "mini" else str(Path(args.data_dir).resolve()),
+    }
 
     with tempfile.TemporaryDirectory() as tmp:
         # lm-eval's steered model reads this file with torch.load(weights_only=False), which runs any pickled
         # code a crafted file contains; that is why mechsteer never loads vectors that way (it stores
         # safetensors and reads lm-eval .pt files with weights_only=True). Here the file holds plain tensors.
         steer_path = Path(tmp) / "steer.pt"
-        torch.save({f"layers.{args.layer}": {"steering_vector": vec.clone(), "steering_coefficient": 1.0,
-                                             "action": "add", "bias": None, "head_index": None}}, steer_path)
+        torch.save(
+            {
+                f"layers.{args.layer}": {
+                    "steering_vector": vec.clone(),
+                    "steering_coefficient": 1.0,
+                    "action": "add",
+                    "bias": None,
+                    "head_index": None,
+                }
+            },
+            steer_path,
+        )
         base_metrics, base_samples, _ = run_mechsteer(lm, None, args.layer, opts)  # untimed warm-up + reference
         times = {"mechsteer": [], "lm-eval steered": []}
         outs = {}
@@ -146,8 +177,11 @@ def main() -> None:
                     m, s, t = run_lm_eval_steered(lm, steer_path, opts)
                 times[method].append(t)
                 outs.setdefault(method, []).append((m, completions_by_id(s)))
-                print(f"round {r}: {method}: {t:.1f} s, acc_boxed {m['acc_boxed']:.3f}, "
-                      f"acc_lenient {m['acc_lenient']:.3f}", flush=True)
+                print(
+                    f"round {r}: {method}: {t:.1f} s, acc_boxed {m['acc_boxed']:.3f}, "
+                    f"acc_lenient {m['acc_lenient']:.3f}",
+                    flush=True,
+                )
 
     ms_metrics, ms_out = outs["mechsteer"][0]
     le_metrics, le_out = outs["lm-eval steered"][0]
@@ -203,9 +237,13 @@ def main() -> None:
         "interventions), explicit sampling settings and a per-row length budget, none of which changes a greedy",
         "run with this budget, and it skips the per-step stop-string decoding when the only stop string is the",
         "EOS token (already stopped by id). Equal completions are therefore expected"
-        + (" and were observed." if same == len(ms_out) else
-           f"; they differ on {len(ms_out) - same} problems: "
-           + ", ".join(sorted(k for k in ms_out if ms_out[k] != le_out[k])[:10]) + "."),
+        + (
+            " and were observed."
+            if same == len(ms_out)
+            else f"; they differ on {len(ms_out) - same} problems: "
+            + ", ".join(sorted(k for k in ms_out if ms_out[k] != le_out[k])[:10])
+            + "."
+        ),
         "Time is dominated by the forward passes, so the ratio measures the bridge's overhead, not a",
         "different algorithm; run-to-run noise on this shared machine is a few percent.",
         "",
@@ -213,10 +251,23 @@ def main() -> None:
     print("\n".join(lines))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines))
-    Path(args.out).with_suffix(".json").write_text(json.dumps({
-        "args": vars(args), "times": times, "ratio": ratio, "agree": agree, "identical": same, "n": len(ms_out),
-        "changed_by_vector": changed, "mechsteer": ms_metrics, "lm_eval_steered": le_metrics,
-        "unsteered": base_metrics}, indent=2))
+    Path(args.out).with_suffix(".json").write_text(
+        json.dumps(
+            {
+                "args": vars(args),
+                "times": times,
+                "ratio": ratio,
+                "agree": agree,
+                "identical": same,
+                "n": len(ms_out),
+                "changed_by_vector": changed,
+                "mechsteer": ms_metrics,
+                "lm_eval_steered": le_metrics,
+                "unsteered": base_metrics,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

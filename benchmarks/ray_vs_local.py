@@ -27,13 +27,20 @@ def study(problems: int, tokens: int) -> dict:
     return {
         "name": "ray_bench",
         "models": {"smol": {"id": "smollm2-135m", "dtype": "auto"}},
-        "vectors": {"trained": {"kind": "bundled", "name": "smollm2-135m/all_layers"},
-                    "r1": {"kind": "random", "seed": 1, "norm_like": "trained"},
-                    "r2": {"kind": "random", "seed": 2, "norm_like": "trained"}},
-        "conditions": {"base": [], "steered": [{"kind": "add", "vector": "trained"}],
-                       "random_1": [{"kind": "add", "vector": "r1"}], "random_2": [{"kind": "add", "vector": "r2"}]},
-        "readouts": {"gen": {"kind": "generate", "task": "mini", "limit": problems, "max_new_tokens": tokens,
-                             "batch_size": 16}},
+        "vectors": {
+            "trained": {"kind": "bundled", "name": "smollm2-135m/all_layers"},
+            "r1": {"kind": "random", "seed": 1, "norm_like": "trained"},
+            "r2": {"kind": "random", "seed": 2, "norm_like": "trained"},
+        },
+        "conditions": {
+            "base": [],
+            "steered": [{"kind": "add", "vector": "trained"}],
+            "random_1": [{"kind": "add", "vector": "r1"}],
+            "random_2": [{"kind": "add", "vector": "r2"}],
+        },
+        "readouts": {
+            "gen": {"kind": "generate", "task": "mini", "limit": problems, "max_new_tokens": tokens, "batch_size": 16}
+        },
     }
 
 
@@ -56,20 +63,43 @@ def main() -> None:
         remote = s.run(output_dir=Path(tmp) / "ray", threads=1, report=False, executor="ray")
         t_ray = time.perf_counter() - t0
         same_cells = sorted(c["hash"] for c in local.cells) == sorted(c["hash"] for c in remote.cells)
-        metrics = lambda r: {c["hash"]: json.loads((r.store.dir(c["hash"]) / "metrics.json").read_text())  # noqa: E731
-                             for c in r.cells}
+        metrics = lambda r: {
+            c["hash"]: json.loads((r.store.dir(c["hash"]) / "metrics.json").read_text())  # noqa: E731
+            for c in r.cells
+        }
         same_metrics = metrics(local) == metrics(remote)
     n_cells = len({c["hash"] for c in local.cells})
-    data = {"cells": n_cells, "problems": a.problems, "tokens": a.tokens, "local_s": round(t_local, 1),
-            "ray_s": round(t_ray, 1), "ratio_local_over_ray": round(t_local / t_ray, 3),
-            "same_cells": same_cells, "same_metrics": same_metrics, "machine": facts}
-    lines = ["## Local executor vs Ray (2 CPU workers)", "", f"`{command_line()}`", "",
-             f"{n_cells} cells (4 conditions x a greedy generate readout on {a.problems} mini problems, {a.tokens} "
-             "new tokens) on the embedded model; local = one process with 1 torch thread, Ray = a local Ray "
-             "instance with 2 workers x 1 thread (start-up included).", "",
-             "| executor | wall time (s) |", "|---|---|", f"| local | {t_local:.1f} |", f"| Ray, 2 workers | {t_ray:.1f} |",
-             "", f"Ratio local / Ray: **{t_local / t_ray:.2f}** (> 1: Ray faster). Same cell hashes: {same_cells}; "
-             f"same metrics: {same_metrics}.", "", *facts_lines(facts), ""]
+    data = {
+        "cells": n_cells,
+        "problems": a.problems,
+        "tokens": a.tokens,
+        "local_s": round(t_local, 1),
+        "ray_s": round(t_ray, 1),
+        "ratio_local_over_ray": round(t_local / t_ray, 3),
+        "same_cells": same_cells,
+        "same_metrics": same_metrics,
+        "machine": facts,
+    }
+    lines = [
+        "## Local executor vs Ray (2 CPU workers)",
+        "",
+        f"`{command_line()}`",
+        "",
+        f"{n_cells} cells (4 conditions x a greedy generate readout on {a.problems} mini problems, {a.tokens} "
+        "new tokens) on the embedded model; local = one process with 1 torch thread, Ray = a local Ray "
+        "instance with 2 workers x 1 thread (start-up included).",
+        "",
+        "| executor | wall time (s) |",
+        "|---|---|",
+        f"| local | {t_local:.1f} |",
+        f"| Ray, 2 workers | {t_ray:.1f} |",
+        "",
+        f"Ratio local / Ray: **{t_local / t_ray:.2f}** (> 1: Ray faster). Same cell hashes: {same_cells}; "
+        f"same metrics: {same_metrics}.",
+        "",
+        *facts_lines(facts),
+        "",
+    ]
     write_section("ray_vs_local", lines, data)
 
 

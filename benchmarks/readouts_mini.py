@@ -34,10 +34,15 @@ STUDY = "studies/readouts_mini.yaml"
 
 def headlines(report: Path) -> dict:
     lens = pd.read_csv(report / "logit_lens.csv", keep_default_na=False)
-    sel = lens[(lens.vectors == "last") & (lens.metric == "dot") & (lens.end == "top")
-               & (lens.normed.astype(str) == "False")]
-    bottom = lens[(lens.vectors == "last") & (lens.metric == "dot") & (lens.end == "bottom")
-                  & (lens.normed.astype(str) == "False")]
+    sel = lens[
+        (lens.vectors == "last") & (lens.metric == "dot") & (lens.end == "top") & (lens.normed.astype(str) == "False")
+    ]
+    bottom = lens[
+        (lens.vectors == "last")
+        & (lens.metric == "dot")
+        & (lens.end == "bottom")
+        & (lens.normed.astype(str) == "False")
+    ]
     ne = pd.read_csv(report / "non_english.csv")
     frac = ne.groupby(["vectors", "k", "end"])["frac_non_latin"].mean()
     pers = pd.read_csv(report / "persistence.csv")
@@ -49,10 +54,13 @@ def headlines(report: Path) -> dict:
         "last_top_boosted": sel.sort_values("rank").token.head(10).tolist(),
         "last_top_suppressed": bottom.sort_values("rank").token.head(10).tolist(),
         "non_latin": {f"{v}/k{k}/{e}": float(x) for (v, k, e), x in frac.items()},
-        "persistence": {"sources": int(pers.source.nunique()),
-                        "dv_diag": float(pers[pers.source == pers.target].dv.mean()),
-                        "dv_later": float(later.dv.mean()), "dd_later": float(later.dd.mean()),
-                        "self_last_block": float(last_block.self_cos.mean())},
+        "persistence": {
+            "sources": int(pers.source.nunique()),
+            "dv_diag": float(pers[pers.source == pers.target].dv.mean()),
+            "dv_later": float(later.dv.mean()),
+            "dd_later": float(later.dd.mean()),
+            "self_last_block": float(last_block.self_cos.mean()),
+        },
         "token_shift": ts[["condition", "group", "n", "kl", "dp[To]", "reinforces_top"]].to_dict("records"),
         "stable_rank": dict(zip(stats.vectors, stats.stable_rank.astype(float), strict=True)),
     }
@@ -77,22 +85,38 @@ def main() -> None:
     for c in cells:
         per_readout[c["measurement"]] = per_readout.get(c["measurement"], 0.0) + c["timing"]["seconds"]
     h = headlines(report)
-    machine = {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
-               "python": sys.version.split()[0]}
-    data = {"command": " ".join(["mechsteer", *cmd[3:]]), "wall_seconds": wall, "cells": len(cells),
-            "seconds_by_readout": per_readout, "machine": machine, "headlines": h}
+    machine = {
+        "platform": platform.platform(),
+        "processor": platform.processor(),
+        "cpus": os.cpu_count(),
+        "python": sys.version.split()[0],
+    }
+    data = {
+        "command": " ".join(["mechsteer", *cmd[3:]]),
+        "wall_seconds": wall,
+        "cells": len(cells),
+        "seconds_by_readout": per_readout,
+        "machine": machine,
+        "headlines": h,
+    }
     OUT.mkdir(exist_ok=True)
     atomic_write_text(OUT / "readouts_mini.json", json.dumps(data, indent=1, ensure_ascii=False) + "\n")
     nl = h["non_latin"]
     lines = [
-        "## Mechanistic readouts on SmolLM2-135M (`studies/readouts_mini.yaml`)", "",
+        "## Mechanistic readouts on SmolLM2-135M (`studies/readouts_mini.yaml`)",
+        "",
         f"Command: `{data['command']}` (written by `benchmarks/readouts_mini.py`). Machine: {machine['cpus']} CPUs "
-        f"shared with other jobs, {machine['platform']}, Python {machine['python']}.", "",
+        f"shared with other jobs, {machine['platform']}, Python {machine['python']}.",
+        "",
         f"Wall time of the whole run (model load, {len(cells)} cells, report): **{wall:.0f} s**. Cell time by readout: "
-        + ", ".join(f"{k.split(':', 1)[1]} {v:.0f} s" for k, v in sorted(per_readout.items())) + ".", "",
+        + ", ".join(f"{k.split(':', 1)[1]} {v:.0f} s" for k, v in sorted(per_readout.items()))
+        + ".",
+        "",
         "- Last-layer vector, logit lens (dot, no final norm), top 10 boosted: "
-        + " ".join(repr(t) for t in h["last_top_boosted"]) + "; top 10 suppressed: "
-        + " ".join(repr(t) for t in h["last_top_suppressed"]) + ".",
+        + " ".join(repr(t) for t in h["last_top_boosted"])
+        + "; top 10 suppressed: "
+        + " ".join(repr(t) for t in h["last_top_suppressed"])
+        + ".",
         "- Non-Latin share, all-layer vectors (mean over layers): bottom-1000 "
         f"{100 * nl['all_layers/k1000/bottom']:.2f}% vs top-1000 {100 * nl['all_layers/k1000/top']:.2f}%; bottom-50 "
         f"{100 * nl['all_layers/k50/bottom']:.2f}% vs top-50 {100 * nl['all_layers/k50/top']:.2f}%; whole vocabulary "
@@ -103,11 +127,12 @@ def main() -> None:
         f"{h['persistence']['self_last_block']:.3f}.",
     ]
     for r in h["token_shift"]:
-        lines.append(f"- Token shift, {r['condition']} vs unsteered, {r['group']} generated tokens (n = {r['n']}): "
-                     f"KL {r['kl']:.4f} nats, dp(\"To\") {r['dp[To]']:+.4f}, boosted token = reference argmax in "
-                     f"{100 * r['reinforces_top']:.0f}% of positions.")
-    lines.append("- Stable rank: " + ", ".join(f"{k} {v:.2f}" for k, v in h["stable_rank"].items()
-                                               if v == v) + ".")
+        lines.append(
+            f"- Token shift, {r['condition']} vs unsteered, {r['group']} generated tokens (n = {r['n']}): "
+            f'KL {r["kl"]:.4f} nats, dp("To") {r["dp[To]"]:+.4f}, boosted token = reference argmax in '
+            f"{100 * r['reinforces_top']:.0f}% of positions."
+        )
+    lines.append("- Stable rank: " + ", ".join(f"{k} {v:.2f}" for k, v in h["stable_rank"].items() if v == v) + ".")
     atomic_write_text(OUT / "readouts_mini.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -81,9 +81,19 @@ def measure(lm, batch: int, tokens: int, repeats: int) -> dict:
         replay_t.append(time.perf_counter() - t0)
     f, r, rec = statistics.median(full_t), statistics.median(replay_t), statistics.median(record_t)
     print(f"tokens {tokens}: full {f:.3f}s, replay {r:.3f}s, record {rec:.3f}s, ratio {f / r:.2f}")
-    return {"tokens": tokens, "full_sweep_s": full_t, "replay_sweep_s": replay_t, "record_s": record_t,
-            "median_full_s": f, "median_replay_s": r, "median_record_s": rec, "ratio": f / r,
-            "ratio_with_record": f / (r + rec), "max_abs_diff": max_diff, "min_change_vs_base": changed}
+    return {
+        "tokens": tokens,
+        "full_sweep_s": full_t,
+        "replay_sweep_s": replay_t,
+        "record_s": record_t,
+        "median_full_s": f,
+        "median_replay_s": r,
+        "median_record_s": rec,
+        "ratio": f / r,
+        "ratio_with_record": f / (r + rec),
+        "max_abs_diff": max_diff,
+        "min_change_vs_base": changed,
+    }
 
 
 def main() -> None:
@@ -97,30 +107,51 @@ def main() -> None:
     lm = load_model("smol", ModelSpec(id="smollm2-135m", dtype="float32", device="cpu"))
     runs = [measure(lm, args.batch, t, args.repeats) for t in args.tokens]
     sh = lm.shape
-    machine = {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
-               "python": sys.version.split()[0], "torch": torch.__version__}
-    res = {"model": "smollm2-135m", "dtype": "float32", "n_layers": sh.n_layers, "n_heads": sh.n_heads,
-           "batch": args.batch, "repeats": args.repeats, "threads": args.threads, "machine": machine, "runs": runs}
+    machine = {
+        "platform": platform.platform(),
+        "processor": platform.processor(),
+        "cpus": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+    }
+    res = {
+        "model": "smollm2-135m",
+        "dtype": "float32",
+        "n_layers": sh.n_layers,
+        "n_heads": sh.n_heads,
+        "batch": args.batch,
+        "repeats": args.repeats,
+        "threads": args.threads,
+        "machine": machine,
+        "runs": runs,
+    }
     cmd = "PYTHONPATH=$PWD python benchmarks/replay.py " + " ".join(sys.argv[1:])
-    md = [
-        "## Teacher-forced replay (benchmarks/replay.py)",
-        "",
-        f"Command: `{cmd.strip()}`",
-        "",
-        f"SmolLM2-135M-Instruct, float32, CPU ({args.threads} thread(s); {machine['cpus']} CPUs shared with other "
-        f"jobs, {machine['platform']}, torch {torch.__version__}). Sweep: one `head` (Skip-Head) condition per "
-        f"query head of the last block ({sh.n_heads} conditions; s = a random vector in the penultimate row), "
-        f"batch {args.batch}, median of {args.repeats} alternating sweeps per sequence length. Target: replay >= 5x "
-        "faster than the full forward. Replay still runs the final norm and the 49,152-row unembedding for "
-        "every position, which costs as much as several decoder blocks here, so the speed-up grows with the "
-        "sequence length (attention cost per block grows with T, the unembedding's does not).",
-        "",
-        "| tokens | full sweep (s) | replay sweep (s) | recording pass (s) | speed-up | speed-up incl. recording "
-        "| max abs diff (float32) | min change vs base |",
-        "|---|---|---|---|---|---|---|---|",
-    ] + [f"| {r['tokens']} | {r['median_full_s']:.3f} | {r['median_replay_s']:.3f} | {r['median_record_s']:.3f} "
-         f"| **{r['ratio']:.2f}x** | {r['ratio_with_record']:.2f}x | {r['max_abs_diff']:.1e} "
-         f"| {r['min_change_vs_base']:.2f} |" for r in runs] + [""]
+    md = (
+        [
+            "## Teacher-forced replay (benchmarks/replay.py)",
+            "",
+            f"Command: `{cmd.strip()}`",
+            "",
+            f"SmolLM2-135M-Instruct, float32, CPU ({args.threads} thread(s); {machine['cpus']} CPUs shared with other "
+            f"jobs, {machine['platform']}, torch {torch.__version__}). Sweep: one `head` (Skip-Head) condition per "
+            f"query head of the last block ({sh.n_heads} conditions; s = a random vector in the penultimate row), "
+            f"batch {args.batch}, median of {args.repeats} alternating sweeps per sequence length. Target: replay >= 5x "
+            "faster than the full forward. Replay still runs the final norm and the 49,152-row unembedding for "
+            "every position, which costs as much as several decoder blocks here, so the speed-up grows with the "
+            "sequence length (attention cost per block grows with T, the unembedding's does not).",
+            "",
+            "| tokens | full sweep (s) | replay sweep (s) | recording pass (s) | speed-up | speed-up incl. recording "
+            "| max abs diff (float32) | min change vs base |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        + [
+            f"| {r['tokens']} | {r['median_full_s']:.3f} | {r['median_replay_s']:.3f} | {r['median_record_s']:.3f} "
+            f"| **{r['ratio']:.2f}x** | {r['ratio_with_record']:.2f}x | {r['max_abs_diff']:.1e} "
+            f"| {r['min_change_vs_base']:.2f} |"
+            for r in runs
+        ]
+        + [""]
+    )
     OUT.mkdir(exist_ok=True)
     atomic_write_text(OUT / "replay.md", "\n".join(md))
     atomic_write_text(OUT / "replay.json", json.dumps(res, indent=2) + "\n")

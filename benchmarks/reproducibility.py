@@ -44,8 +44,8 @@ def main() -> None:
     from mechsteer.interventions import steering
     from mechsteer.models.loading import load_model
     from mechsteer.spec.kinds.interventions import AddSpec
-    from mechsteer.spec.models import ModelSpec
     from mechsteer.spec.kinds.vectors import BundledVectors
+    from mechsteer.spec.models import ModelSpec
     from mechsteer.vectors.sources import BuildContext
 
     torch.set_num_threads(args.threads)
@@ -55,9 +55,14 @@ def main() -> None:
     for dtype in args.dtypes:
         lm = load_model("smol", ModelSpec(id="smollm2-135m", dtype=dtype))
         prompts = render_prompts(lm, [r["problem"] for r in rows], "qwen_math")
-        ctx_b = BuildContext(n_layers=lm.shape.n_layers, d_model=lm.shape.d_model,
-                             specs={"v": BundledVectors(name="smollm2-135m/all_layers")}, resolve_path=Path,
-                             model_id="smollm2-135m", lm=lm)
+        ctx_b = BuildContext(
+            n_layers=lm.shape.n_layers,
+            d_model=lm.shape.d_model,
+            specs={"v": BundledVectors(name="smollm2-135m/all_layers")},
+            resolve_path=Path,
+            model_id="smollm2-135m",
+            lm=lm,
+        )
         for cond in args.conditions:
             for k, bs in enumerate(args.batch_sizes):
                 for rep in range(2 if k == len(args.batch_sizes) - 1 else 1):
@@ -69,10 +74,22 @@ def main() -> None:
                         outs = generate(lm, None, prompts, max_new_tokens=args.max_new_tokens, batch_size=bs)
                     texts = [o[0].text for o in outs]
                     acc = sum(grade(t, r["answer"]).lenient_correct for t, r in zip(texts, rows)) / len(rows)
-                    runs.append({"dtype": dtype, "condition": cond, "batch_size": bs, "repeat": rep, "acc": acc,
-                                 "texts": texts, "seconds": time.perf_counter() - t0})
-                    print(f"{dtype} {cond} batch {bs} run {rep + 1}: lenient {acc:.3f} "
-                          f"({time.perf_counter() - t0:.0f} s)", flush=True)
+                    runs.append(
+                        {
+                            "dtype": dtype,
+                            "condition": cond,
+                            "batch_size": bs,
+                            "repeat": rep,
+                            "acc": acc,
+                            "texts": texts,
+                            "seconds": time.perf_counter() - t0,
+                        }
+                    )
+                    print(
+                        f"{dtype} {cond} batch {bs} run {rep + 1}: lenient {acc:.3f} "
+                        f"({time.perf_counter() - t0:.0f} s)",
+                        flush=True,
+                    )
         del lm
 
     def ref(cond):
@@ -84,14 +101,18 @@ def main() -> None:
         "",
         f"Command: `{command_line()}`. Machine: {'; '.join(line.removeprefix('- ') for line in facts_lines(machine_facts()))}. Whole run {time.perf_counter() - t_start:.0f} s.",
         "",
-        (f"Embedded SmolLM2-135M-Instruct, {n} `mini` test problems (seed 0), qwen_math chat prompt, greedy, "
-         f"{args.max_new_tokens} new tokens, lenient grader; `steered` = bundled all-layer vectors (`add`). "
-         f"'differ' counts completions that are not identical to another setting's: the same condition's "
-         f"first setting ({args.dtypes[0]}, batch {args.batch_sizes[0]}), and the same dtype's first batch "
-         f"size ({args.batch_sizes[0]})."),
+        (
+            f"Embedded SmolLM2-135M-Instruct, {n} `mini` test problems (seed 0), qwen_math chat prompt, greedy, "
+            f"{args.max_new_tokens} new tokens, lenient grader; `steered` = bundled all-layer vectors (`add`). "
+            f"'differ' counts completions that are not identical to another setting's: the same condition's "
+            f"first setting ({args.dtypes[0]}, batch {args.batch_sizes[0]}), and the same dtype's first batch "
+            f"size ({args.batch_sizes[0]})."
+        ),
         "",
-        (f"| condition | dtype | batch size | run | lenient acc. | differ from {args.dtypes[0]}, batch "
-         f"{args.batch_sizes[0]} | differ from the same dtype, batch {args.batch_sizes[0]} |"),
+        (
+            f"| condition | dtype | batch size | run | lenient acc. | differ from {args.dtypes[0]}, batch "
+            f"{args.batch_sizes[0]} | differ from the same dtype, batch {args.batch_sizes[0]} |"
+        ),
         "|---|---|---|---|---|---|---|",
     ]
     for r in runs:
@@ -99,21 +120,35 @@ def main() -> None:
         same_dtype = next(x for x in runs if (x["condition"], x["dtype"]) == (r["condition"], r["dtype"]))
         diff_bs = sum(a != b for a, b in zip(r["texts"], same_dtype["texts"]))
         r["differ_from_first"], r["differ_from_same_dtype_first"] = diff, diff_bs
-        lines.append(f"| {r['condition']} | {r['dtype']} | {r['batch_size']} | {r['repeat'] + 1} | "
-                     f"{100 * r['acc']:.1f}% | {diff}/{n} | {diff_bs}/{n} |")
-    lines += ["", ("| condition | repeat identical (same dtype, same batch size) | accuracy spread (max - min) | "
-                   "one standard error at that accuracy |"), "|---|---|---|---|"]
+        lines.append(
+            f"| {r['condition']} | {r['dtype']} | {r['batch_size']} | {r['repeat'] + 1} | "
+            f"{100 * r['acc']:.1f}% | {diff}/{n} | {diff_bs}/{n} |"
+        )
+    lines += [
+        "",
+        (
+            "| condition | repeat identical (same dtype, same batch size) | accuracy spread (max - min) | "
+            "one standard error at that accuracy |"
+        ),
+        "|---|---|---|---|",
+    ]
     summary = {}
     for cond in args.conditions:
         rs = [r for r in runs if r["condition"] == cond]
-        same = all(a["texts"] == b["texts"] for a in rs for b in rs
-                   if a is not b and (a["dtype"], a["batch_size"]) == (b["dtype"], b["batch_size"]))
+        same = all(
+            a["texts"] == b["texts"]
+            for a in rs
+            for b in rs
+            if a is not b and (a["dtype"], a["batch_size"]) == (b["dtype"], b["batch_size"])
+        )
         accs = [r["acc"] for r in rs]
         p = sum(accs) / len(accs)
         se = math.sqrt(p * (1 - p) / n)
         summary[cond] = {"repeat_identical": same, "spread": max(accs) - min(accs), "se": se}
-        lines.append(f"| {cond} | {'yes' if same else 'no'} | {100 * (max(accs) - min(accs)):.1f} points | "
-                     f"{100 * se:.1f} points |")
+        lines.append(
+            f"| {cond} | {'yes' if same else 'no'} | {100 * (max(accs) - min(accs)):.1f} points | "
+            f"{100 * se:.1f} points |"
+        )
     for r in runs:
         r.pop("texts")
     write_section("reproducibility", "\n".join(lines), {"settings": vars(args), "runs": runs, "summary": summary})

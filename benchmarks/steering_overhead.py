@@ -45,8 +45,13 @@ def timed_generate(lm, enc, ctx, new_tokens: int) -> float:
         ctx.begin()
     t0 = time.perf_counter()
     with torch.no_grad():
-        out = lm.model.generate(**enc, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
-                                pad_token_id=lm.tokenizer.pad_token_id)
+        out = lm.model.generate(
+            **enc,
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            do_sample=False,
+            pad_token_id=lm.tokenizer.pad_token_id,
+        )
     dt = time.perf_counter() - t0
     assert out.shape[1] - enc["input_ids"].shape[1] == new_tokens
     return out.shape[0] * new_tokens / dt
@@ -66,9 +71,18 @@ def summarize(ratios: list[float], spread: float) -> dict:
     q1, _, q3 = statistics.quantiles(ratios, n=4) if len(ratios) >= 2 else (float("nan"),) * 3
     width = hi - lo
     resolved = width <= spread
-    verdict = ("meets the target" if med >= TARGET else "misses the target") if resolved else "not resolvable on this machine"
-    return {"pairs": len(ratios), "median": med, "ci95": [lo, hi], "ci_width": width, "iqr": [q1, q3],
-            "resolved": resolved, "verdict": verdict}
+    verdict = (
+        ("meets the target" if med >= TARGET else "misses the target") if resolved else "not resolvable on this machine"
+    )
+    return {
+        "pairs": len(ratios),
+        "median": med,
+        "ci95": [lo, hi],
+        "ci_width": width,
+        "iqr": [q1, q3],
+        "resolved": resolved,
+        "verdict": verdict,
+    }
 
 
 def main() -> None:
@@ -103,7 +117,7 @@ def main() -> None:
         for name, spec in conditions.items():
             hooked_first = rounds % 2 == 1
             pair = {}
-            for which in (("hooked", "plain") if hooked_first else ("plain", "hooked")):
+            for which in ("hooked", "plain") if hooked_first else ("plain", "hooked"):
                 if which == "plain":
                     pair["plain"] = timed_generate(lm, enc, None, args.new_tokens)
                 else:
@@ -116,8 +130,13 @@ def main() -> None:
         rounds += 1
         elapsed = time.perf_counter() - t_loop
         summ = {n: summarize(r["ratio"], args.spread) for n, r in runs.items()}
-        print(f"round {rounds} ({elapsed:.0f} s): " + "; ".join(
-            f"{n.split(', ')[-1]} median {s['median']:.3f} CI width {s['ci_width']:.3f}" for n, s in summ.items()), flush=True)
+        print(
+            f"round {rounds} ({elapsed:.0f} s): "
+            + "; ".join(
+                f"{n.split(', ')[-1]} median {s['median']:.3f} CI width {s['ci_width']:.3f}" for n, s in summ.items()
+            ),
+            flush=True,
+        )
         per_round = elapsed / rounds
         if rounds >= args.min_pairs and all(s["resolved"] for s in summ.values()):
             break
@@ -141,9 +160,11 @@ def main() -> None:
     ]
     for n, r in runs.items():
         s = summ[n]
-        lines.append(f"| {n} | {s['pairs']} | {statistics.median(r['plain']):.1f} | {statistics.median(r['hooked']):.1f} | "
-                     f"{s['median']:.3f} | {s['ci95'][0]:.3f}-{s['ci95'][1]:.3f} (width {s['ci_width']:.3f}) | "
-                     f"{s['iqr'][0]:.3f}-{s['iqr'][1]:.3f} | {s['verdict']} |")
+        lines.append(
+            f"| {n} | {s['pairs']} | {statistics.median(r['plain']):.1f} | {statistics.median(r['hooked']):.1f} | "
+            f"{s['median']:.3f} | {s['ci95'][0]:.3f}-{s['ci95'][1]:.3f} (width {s['ci_width']:.3f}) | "
+            f"{s['iqr'][0]:.3f}-{s['iqr'][1]:.3f} | {s['verdict']} |"
+        )
     spread_plain = {n: (max(r["plain"]) / min(r["plain"]) - 1) for n, r in runs.items()}
     lines += [
         "",
@@ -152,9 +173,20 @@ def main() -> None:
         + " (the machine is shared; this is the noise the pairing has to cancel)",
         "",
     ]
-    write_section("steering_overhead", lines, {
-        "args": vars(args), "dtype": dtype, "dtype_reason": why, "machine": facts, "runs": runs, "summary": summ,
-        "rounds": rounds, "seconds": total})
+    write_section(
+        "steering_overhead",
+        lines,
+        {
+            "args": vars(args),
+            "dtype": dtype,
+            "dtype_reason": why,
+            "machine": facts,
+            "runs": runs,
+            "summary": summ,
+            "rounds": rounds,
+            "seconds": total,
+        },
+    )
 
 
 if __name__ == "__main__":

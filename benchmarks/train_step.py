@@ -60,27 +60,49 @@ def make_batch(args, path: Path) -> dict:
     import torch
     from safetensors.torch import save_file
 
-    from mechsteer.generation import lm_stop_token_ids
     from mechsteer.eval.mini_task import generate_mini
+    from mechsteer.generation import lm_stop_token_ids
     from mechsteer.train.data import encode_prompts
     from mechsteer.train.rollout import pad_prompts, sample
 
     lm = _load(args.threads)
     rows = generate_mini("train", args.prompts)
-    prompts = pad_prompts(encode_prompts(lm, [r["problem"] for r in rows], "qwen_math", None),
-                          lm.tokenizer.pad_token_id, lm.device)
+    prompts = pad_prompts(
+        encode_prompts(lm, [r["problem"] for r in rows], "qwen_math", None), lm.tokenizer.pad_token_id, lm.device
+    )
     t0 = time.perf_counter()
-    ro = sample(lm.model, prompts, group_size=args.group, max_new_tokens=args.max_new_tokens, temperature=1.0,
-                stop_ids=lm_stop_token_ids(lm), pad_id=lm.tokenizer.pad_token_id,
-                generator=torch.Generator(device=lm.device).manual_seed(0))
+    ro = sample(
+        lm.model,
+        prompts,
+        group_size=args.group,
+        max_new_tokens=args.max_new_tokens,
+        temperature=1.0,
+        stop_ids=lm_stop_token_ids(lm),
+        pad_id=lm.tokenizer.pad_token_id,
+        generator=torch.Generator(device=lm.device).manual_seed(0),
+    )
     t_sample = time.perf_counter() - t0
     gen = torch.Generator().manual_seed(0)
     rewards = torch.where(torch.rand(args.prompts, args.group, generator=gen) < 0.5, 1.0, -1.0)
     rewards[:, 0], rewards[:, 1] = 1.0, -1.0  # every group has both outcomes, so every group has signal
-    save_file({"prompt_ids": prompts.ids.cpu(), "prompt_mask": prompts.mask.cpu(), "tokens": ro.tokens.cpu(),
-               "mask": ro.mask.cpu(), "finished": ro.finished.cpu(), "rewards": rewards}, str(path))
-    return {"t_sample": t_sample, "n_tokens": ro.n_tokens, "shape": list(ro.tokens.shape),
-            "prompt_len": prompts.ids.shape[1], "device": str(lm.device)}
+    save_file(
+        {
+            "prompt_ids": prompts.ids.cpu(),
+            "prompt_mask": prompts.mask.cpu(),
+            "tokens": ro.tokens.cpu(),
+            "mask": ro.mask.cpu(),
+            "finished": ro.finished.cpu(),
+            "rewards": rewards,
+        },
+        str(path),
+    )
+    return {
+        "t_sample": t_sample,
+        "n_tokens": ro.n_tokens,
+        "shape": list(ro.tokens.shape),
+        "prompt_len": prompts.ids.shape[1],
+        "device": str(lm.device),
+    }
 
 
 def run_setup(setup: str, batch_path: str, steps: int, threads: int, chunk: int) -> dict:
@@ -129,13 +151,20 @@ def run_setup(setup: str, batch_path: str, steps: int, threads: int, chunk: int)
                 t_fb.append(t1 - t0)
                 t_opt.append(t2 - t1)
         params.detach()
-    state_bytes = sum(v.numel() * v.element_size() for st in opt.state.values() for v in st.values()
-                      if torch.is_tensor(v))
+    state_bytes = sum(
+        v.numel() * v.element_size() for st in opt.state.values() for v in st.values() if torch.is_tensor(v)
+    )
     out = {
-        "setup": setup, "params": sum(p.numel() for p in trainable),
-        "grad_bytes": sum(p.numel() * p.element_size() for p in trainable), "opt_state_bytes": state_bytes,
-        "t_fwd_bwd": statistics.median(t_fb), "t_optim": statistics.median(t_opt),
-        "t_fwd_bwd_all": t_fb, "t_optim_all": t_opt, "rss_loaded_mb": rss_loaded, "lr": lr,
+        "setup": setup,
+        "params": sum(p.numel() for p in trainable),
+        "grad_bytes": sum(p.numel() * p.element_size() for p in trainable),
+        "opt_state_bytes": state_bytes,
+        "t_fwd_bwd": statistics.median(t_fb),
+        "t_optim": statistics.median(t_opt),
+        "t_fwd_bwd_all": t_fb,
+        "t_optim_all": t_opt,
+        "rss_loaded_mb": rss_loaded,
+        "lr": lr,
     }
     if cuda:
         out["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
@@ -145,8 +174,22 @@ def run_setup(setup: str, batch_path: str, steps: int, threads: int, chunk: int)
 def _child(setup, batch_path, args) -> dict:
     """Run one setup in a fresh interpreter; its peak RSS comes from wait4 (per child, not cumulative)."""
     res_path = Path(batch_path).with_suffix(f".{setup}.json")
-    cmd = [sys.executable, __file__, "--child", setup, "--batch", batch_path, "--steps", str(args.steps),
-           "--threads", str(args.threads), "--chunk", str(args.chunk), "--result", str(res_path)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        setup,
+        "--batch",
+        batch_path,
+        "--steps",
+        str(args.steps),
+        "--threads",
+        str(args.threads),
+        "--chunk",
+        str(args.chunk),
+        "--result",
+        str(res_path),
+    ]
     proc = subprocess.Popen(cmd)
     _, status, usage = os.wait4(proc.pid, 0)
     if status != 0:

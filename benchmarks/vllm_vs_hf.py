@@ -39,12 +39,17 @@ from mechsteer import machine  # noqa: E402
 
 
 def gpu_facts() -> dict:
-    import torch
-
     from importlib.metadata import version
 
-    return {"gpu": torch.cuda.get_device_name(0), "gpu_memory_gib": round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1),
-            "cuda": torch.version.cuda, "vllm": version("vllm"), "transformers": version("transformers")}
+    import torch
+
+    return {
+        "gpu": torch.cuda.get_device_name(0),
+        "gpu_memory_gib": round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1),
+        "cuda": torch.version.cuda,
+        "vllm": version("vllm"),
+        "transformers": version("transformers"),
+    }
 
 
 def relative_vector(lm, prompts_ids, rel_norm: float, seed: int):
@@ -84,11 +89,16 @@ def hf_throughput(lm, interventions, vectors, prompts, new_tokens, batch) -> flo
         torch.cuda.synchronize() if lm.device.type == "cuda" else None
         t0 = time.perf_counter()
         for start in range(0, len(prompts), batch):
-            enc = tokenize(lm, prompts[start:start + batch])
+            enc = tokenize(lm, prompts[start : start + batch])
             ctx.begin()
             with torch.no_grad():
-                out = lm.model.generate(**enc, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
-                                        pad_token_id=lm.tokenizer.pad_token_id)
+                out = lm.model.generate(
+                    **enc,
+                    max_new_tokens=new_tokens,
+                    min_new_tokens=new_tokens,
+                    do_sample=False,
+                    pad_token_id=lm.tokenizer.pad_token_id,
+                )
             n_tok += (out.shape[1] - enc["input_ids"].shape[1]) * out.shape[0]
         torch.cuda.synchronize() if lm.device.type == "cuda" else None
     return n_tok / (time.perf_counter() - t0)
@@ -101,15 +111,21 @@ class Engine:
         from vllm import LLM
 
         t0 = time.perf_counter()
-        self.llm = LLM(model=path, dtype=dtype, seed=0, gpu_memory_utilization=mem, max_model_len=max_len,
-                       enforce_eager=eager)
+        self.llm = LLM(
+            model=path, dtype=dtype, seed=0, gpu_memory_utilization=mem, max_model_len=max_len, enforce_eager=eager
+        )
         self.start_s = time.perf_counter() - t0
 
     def greedy(self, prompt_ids, new_tokens, stops, exact: bool = False):
         from vllm import SamplingParams
 
-        sp = SamplingParams(temperature=0.0, max_tokens=new_tokens, stop_token_ids=stops, skip_special_tokens=True,
-                            **({"min_tokens": new_tokens, "ignore_eos": True} if exact else {}))
+        sp = SamplingParams(
+            temperature=0.0,
+            max_tokens=new_tokens,
+            stop_token_ids=stops,
+            skip_special_tokens=True,
+            **({"min_tokens": new_tokens, "ignore_eos": True} if exact else {}),
+        )
         outs = self.llm.generate([{"prompt_token_ids": ids} for ids in prompt_ids], sp, use_tqdm=False)
         return [o.outputs[0].text for o in outs], sum(len(o.outputs[0].token_ids) for o in outs)
 
@@ -132,7 +148,11 @@ def common_prefix_fraction(a: str, b: str) -> float:
 
 def agreement(hf: list[str], vl: list[str]) -> dict:
     same = sum(x == y for x, y in zip(hf, vl))
-    return {"identical": same, "n": len(hf), "mean_common_prefix": statistics.mean(common_prefix_fraction(x, y) for x, y in zip(hf, vl))}
+    return {
+        "identical": same,
+        "n": len(hf),
+        "mean_common_prefix": statistics.mean(common_prefix_fraction(x, y) for x, y in zip(hf, vl)),
+    }
 
 
 def eval_both(lm, interventions, vectors, n, new_tokens):
@@ -149,19 +169,33 @@ def eval_both(lm, interventions, vectors, n, new_tokens):
         def resolve_path(p):
             return Path(p)
 
-    opts = {"task": "mini", "protocol": "greedy", "samples": 1, "limit": n, "max_new_tokens": new_tokens,
-            "batch_size": 32}
+    opts = {
+        "task": "mini",
+        "protocol": "greedy",
+        "samples": 1,
+        "limit": n,
+        "max_new_tokens": new_tokens,
+        "batch_size": 32,
+    }
     out = {}
     with steering(lm.model, lm.adapter, interventions, vectors, tokenizer=lm.tokenizer) as ctx:
         t0 = time.perf_counter()
-        out["hf"] = (run_eval(MeasurementTask(lm=lm, ctx=ctx, options=opts, seed=0, study=_Study())), time.perf_counter() - t0)
+        out["hf"] = (
+            run_eval(MeasurementTask(lm=lm, ctx=ctx, options=opts, seed=0, study=_Study())),
+            time.perf_counter() - t0,
+        )
         t0 = time.perf_counter()
-        out["vllm"] = (run_eval_vllm(MeasurementTask(lm=lm, ctx=ctx, options=opts, seed=0, study=_Study()), interventions),
-                       time.perf_counter() - t0)
+        out["vllm"] = (
+            run_eval_vllm(MeasurementTask(lm=lm, ctx=ctx, options=opts, seed=0, study=_Study()), interventions),
+            time.perf_counter() - t0,
+        )
     release_engine()
     resp = {k: {str(s["doc"]["id"]): s["filtered_resps"][0][0] for s in r.samples} for k, (r, _) in out.items()}
     same = sum(resp["hf"][i] == resp["vllm"].get(i) for i in resp["hf"])
-    return {k: {"metrics": r.metrics, "seconds": t} for k, (r, t) in out.items()} | {"identical": same, "n": len(resp["hf"])}
+    return {k: {"metrics": r.metrics, "seconds": t} for k, (r, t) in out.items()} | {
+        "identical": same,
+        "n": len(resp["hf"]),
+    }
 
 
 def run_model(model_id: str, args, hf_only: bool) -> dict:
@@ -177,7 +211,7 @@ def run_model(model_id: str, args, hf_only: bool) -> dict:
     device = "cpu" if hf_only else "cuda"
     res: dict = {"model": model_id}
     lms = {}
-    for dtype in (["float32"] if hf_only else ["float32", "bfloat16"]):
+    for dtype in ["float32"] if hf_only else ["float32", "bfloat16"]:
         lms[dtype] = load_model("m", ModelSpec(id=model_id, dtype=dtype, device=device))
     lm32 = lms["float32"]
     problems = [r["problem"] for r in generate_mini("test", max(args.n, 8))][: args.n]
@@ -192,8 +226,10 @@ def run_model(model_id: str, args, hf_only: bool) -> dict:
     res["compile_s"] = time.perf_counter() - t0
     res["checkpoint"] = ckpt
     stops = stop_token_ids(lm32.model, lm32.tokenizer)
-    hf = {"f32_steered": hf_greedy(lm32, cond, vectors, prompts, args.new_tokens, args.n),
-          "f32_base": hf_greedy(lm32, [], {}, prompts, args.new_tokens, args.n)}
+    hf = {
+        "f32_steered": hf_greedy(lm32, cond, vectors, prompts, args.new_tokens, args.n),
+        "f32_base": hf_greedy(lm32, [], {}, prompts, args.new_tokens, args.n),
+    }
     res["changed_by_vector_f32"] = sum(a != b for a, b in zip(hf["f32_steered"], hf["f32_base"]))
     if hf_only:
         res["hf_only"] = {k: v[:2] for k, v in hf.items()}
@@ -203,8 +239,11 @@ def run_model(model_id: str, args, hf_only: bool) -> dict:
     hf["bf16_base"] = hf_greedy(lm16, [], {}, prompts, args.new_tokens, args.n)
     base_dir = str(compile_bias_checkpoint(lm32, torch.zeros(lm32.shape.n_layers, lm32.shape.d_model)))
     max_len = max(len(i) for i in prompt_ids) + max(args.new_tokens, args.tp_tokens) + 8
-    for key, path, dtype, eager in (("f32_steered", ckpt, "float32", True), ("bf16_steered", ckpt, "bfloat16", False),
-                                    ("bf16_base", base_dir, "bfloat16", True)):
+    for key, path, dtype, eager in (
+        ("f32_steered", ckpt, "float32", True),
+        ("bf16_steered", ckpt, "bfloat16", False),
+        ("bf16_base", base_dir, "bfloat16", True),
+    ):
         eng = Engine(path, dtype, eager, max_len, args.gpu_mem)
         texts, _ = eng.greedy(prompt_ids, args.new_tokens, stops)
         res[f"agree_{key}"] = agreement(hf[key], texts) | {"engine_start_s": eng.start_s}
@@ -218,8 +257,14 @@ def run_model(model_id: str, args, hf_only: bool) -> dict:
             vllm_tps = n_tok / (time.perf_counter() - t0)
             hf_throughput(lm16, cond, vectors, tp_prompts[:8], 8, 8)  # warm-up
             hf_tps = hf_throughput(lm16, cond, vectors, tp_prompts, args.tp_tokens, args.hf_batch)
-            res["throughput"] = {"vllm_tok_s": vllm_tps, "hf_tok_s": hf_tps, "ratio": vllm_tps / hf_tps,
-                                 "vllm_tokens": n_tok, "prompts": args.tp_prompts, "new_tokens": args.tp_tokens}
+            res["throughput"] = {
+                "vllm_tok_s": vllm_tps,
+                "hf_tok_s": hf_tps,
+                "ratio": vllm_tps / hf_tps,
+                "vllm_tokens": n_tok,
+                "prompts": args.tp_prompts,
+                "new_tokens": args.tp_tokens,
+            }
         eng.close()
     if not args.skip_eval:
         try:
@@ -252,24 +297,32 @@ def section(results: list[dict], args, facts: dict, total: float) -> list[str]:
             lines.append(f"| {r['model']} | not run: {r['error']} | | | | | | |")
             continue
 
-        def a(k):
+        def a(k, r=r):
             x = r[k]
             return f"{x['identical']}/{x['n']} (prefix {x['mean_common_prefix']:.2f})"
 
         tp = r["throughput"]
-        lines.append(f"| {r['model']} | {r['changed_by_vector_f32']}/{args.n} | {a('agree_f32_steered')} | "
-                     f"{a('agree_bf16_steered')} | {a('agree_bf16_base')} | {tp['vllm_tok_s']:.0f} | {tp['hf_tok_s']:.0f} | "
-                     f"**{tp['ratio']:.1f}** |")
-    lines += ["", f"Throughput: bfloat16, {args.tp_prompts} prompts x exactly {args.tp_tokens} new tokens (EOS ignored), "
-              f"HF batch {args.hf_batch}, vLLM's own scheduler (CUDA graphs on). 'prefix' = mean shared fraction of "
-              "the completion text.", ""]
+        lines.append(
+            f"| {r['model']} | {r['changed_by_vector_f32']}/{args.n} | {a('agree_f32_steered')} | "
+            f"{a('agree_bf16_steered')} | {a('agree_bf16_base')} | {tp['vllm_tok_s']:.0f} | {tp['hf_tok_s']:.0f} | "
+            f"**{tp['ratio']:.1f}** |"
+        )
+    lines += [
+        "",
+        f"Throughput: bfloat16, {args.tp_prompts} prompts x exactly {args.tp_tokens} new tokens (EOS ignored), "
+        f"HF batch {args.hf_batch}, vLLM's own scheduler (CUDA graphs on). 'prefix' = mean shared fraction of "
+        "the completion text.",
+        "",
+    ]
     for r in results:
         if "eval" in r:
             e = r["eval"]
             acc = {k: e[k]["metrics"].get("acc_lenient", float("nan")) for k in ("hf", "vllm")}
-            lines.append(f"- `eval` measurement, {r['model']}: lenient accuracy HF {acc['hf']:.3f} vs vLLM {acc['vllm']:.3f}; "
-                         f"identical completions {e['identical']}/{e['n']}; wall {e['hf']['seconds']:.0f} s vs "
-                         f"{e['vllm']['seconds']:.0f} s (vLLM includes engine start)")
+            lines.append(
+                f"- `eval` measurement, {r['model']}: lenient accuracy HF {acc['hf']:.3f} vs vLLM {acc['vllm']:.3f}; "
+                f"identical completions {e['identical']}/{e['n']}; wall {e['hf']['seconds']:.0f} s vs "
+                f"{e['vllm']['seconds']:.0f} s (vLLM includes engine start)"
+            )
         elif "eval_error" in r:
             lines.append(f"- `eval` measurement, {r['model']}: vLLM path FAILED: {r['eval_error']}")
     lines.append("")
@@ -312,14 +365,19 @@ def main() -> None:
             results.append(run_model(model_id, args, args.hf_only))
         except Exception as e:  # noqa: BLE001 - e.g. the hub model is not reachable: keep the other model's figures
             traceback.print_exc()
-            results.append({"model": model_id, "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"})
+            results.append(
+                {"model": model_id, "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
+            )
         print(results[-1] if args.hf_only else {k: v for k, v in results[-1].items() if k != "eval"}, flush=True)
     if args.hf_only:
         return
     facts = machine_facts() | gpu_facts()
     total = time.perf_counter() - t_start
-    write_section("vllm_vs_hf", section(results, args, facts, total),
-                  {"args": vars(args), "machine": facts, "results": results, "seconds": total})
+    write_section(
+        "vllm_vs_hf",
+        section(results, args, facts, total),
+        {"args": vars(args), "machine": facts, "results": results, "seconds": total},
+    )
 
 
 if __name__ == "__main__":

@@ -17,11 +17,19 @@ from typing import Any
 __version__ = "0.1.0"
 
 _API = {
-    "Study": "mechsteer.api", "load_study": "mechsteer.api", "load_results": "mechsteer.api",
-    "diff": "mechsteer.api", "load_model": "mechsteer.api", "steering": "mechsteer.api",
-    "plan_status": "mechsteer.api", "run_plan": "mechsteer.api", "Results": "mechsteer.results",
-    "Plan": "mechsteer.engine.plan", "VectorSet": "mechsteer.vectors.vector_set",
-    "MechsteerError": "mechsteer.errors", "SpecError": "mechsteer.errors",
+    "Study": "mechsteer.api",
+    "load_study": "mechsteer.api",
+    "load_results": "mechsteer.api",
+    "diff": "mechsteer.api",
+    "load_model": "mechsteer.api",
+    "steering": "mechsteer.api",
+    "plan_status": "mechsteer.api",
+    "run_plan": "mechsteer.api",
+    "Results": "mechsteer.results",
+    "Plan": "mechsteer.engine.plan",
+    "VectorSet": "mechsteer.vectors.vector_set",
+    "MechsteerError": "mechsteer.errors",
+    "SpecError": "mechsteer.errors",
 }
 
 __all__ = ["__version__", *_API]

@@ -14,9 +14,10 @@ prints (`file:line:col: field: message (hint)`); nothing here prints or exits.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pandas as pd
 
@@ -35,8 +36,14 @@ class Study:
         self.loaded = loaded
 
     @classmethod
-    def from_dict(cls, doc: dict, *, profile: str | None = None, base_dir: str | Path | None = None,
-                  data_dir: str | Path | None = None) -> Study:
+    def from_dict(
+        cls,
+        doc: dict,
+        *,
+        profile: str | None = None,
+        base_dir: str | Path | None = None,
+        data_dir: str | Path | None = None,
+    ) -> Study:
         """A study built in memory: the same document a YAML study file holds. Relative paths are resolved
         against `base_dir` (default: the working directory)."""
         return cls(load_study_dict(doc, profile, base_dir=base_dir, data_dir=data_dir))
@@ -63,17 +70,35 @@ class Study:
         reason of a stale or damaged state: what `mechsteer plan` prints."""
         return plan_status(self.plan(limit, output_dir))
 
-    def run(self, limit: int | None = None, output_dir: str | Path = "outputs", *, force: bool = False,
-            reuse_stale: bool = False, progress: Any = False, threads: int | None = None,
-            report: bool = True, executor: str = "local", address: str | None = None) -> Results:
+    def run(
+        self,
+        limit: int | None = None,
+        output_dir: str | Path = "outputs",
+        *,
+        force: bool = False,
+        reuse_stale: bool = False,
+        progress: Any = False,
+        threads: int | None = None,
+        report: bool = True,
+        executor: str = "local",
+        address: str | None = None,
+    ) -> Results:
         """Run the cells that are not cached (all with `force`), write the report (unless `report=False`) and
         return the results. `progress=True` shows a rich progress display (terminals and notebooks), or pass
         any object with the executor's progress methods. `threads` sets torch's CPU threads (per worker with
         Ray: its CPU share). `executor="ray"` runs the cells as Ray tasks (`address`: a cluster; default a
         local Ray instance)."""
         plan = self.plan(limit, output_dir)
-        return run_plan(plan, force=force, reuse_stale=reuse_stale, progress=progress, threads=threads,
-                        report=report, executor=executor, address=address)
+        return run_plan(
+            plan,
+            force=force,
+            reuse_stale=reuse_stale,
+            progress=progress,
+            threads=threads,
+            report=report,
+            executor=executor,
+            address=address,
+        )
 
     def __repr__(self) -> str:
         return f"Study({self.name!r}, profile={self.profile!r}, file={self.loaded.display_name!r})"
@@ -93,8 +118,22 @@ def plan_status(plan: Plan) -> pd.DataFrame:
         state = "shared" if c.hash in seen and st.state != "fresh" else st.state
         seen.add(c.hash)
         rows.append({**c.row(), "cell": c.short, "state": state, "reason": st.reason, "backend_note": c.backend_note})
-    return pd.DataFrame(rows, columns=["cell", "model", "condition", "measurement", "kind", "seed", "state",
-                                       "reason", "backend", "backend_note", "hash"])
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "cell",
+            "model",
+            "condition",
+            "measurement",
+            "kind",
+            "seed",
+            "state",
+            "reason",
+            "backend",
+            "backend_note",
+            "hash",
+        ],
+    )
 
 
 def set_threads(threads: int | None) -> None:
@@ -105,9 +144,17 @@ def set_threads(threads: int | None) -> None:
         torch.set_num_threads(int(threads))
 
 
-def run_plan(plan: Plan, *, force: bool = False, reuse_stale: bool = False, progress: Any = False,
-             threads: int | None = None, report: bool = True, executor: str = "local",
-             address: str | None = None) -> Results:
+def run_plan(
+    plan: Plan,
+    *,
+    force: bool = False,
+    reuse_stale: bool = False,
+    progress: Any = False,
+    threads: int | None = None,
+    report: bool = True,
+    executor: str = "local",
+    address: str | None = None,
+) -> Results:
     """Execute a compiled plan (see `Study.run`). torch is imported only when a cell has to run."""
     if executor not in ("local", "ray"):
         raise MechsteerError(f"unknown executor {executor!r}", hint="use local or ray")
@@ -115,8 +162,14 @@ def run_plan(plan: Plan, *, force: bool = False, reuse_stale: bool = False, prog
     if executor == "ray":
         from mechsteer.engine.ray_executor import execute_plan_ray
 
-        run = lambda prog: execute_plan_ray(plan, address=address, force=force, reuse_stale=reuse_stale,  # noqa: E731
-                                            progress=prog, cpus_per_worker=threads)
+        run = lambda prog: execute_plan_ray(
+            plan,
+            address=address,
+            force=force,
+            reuse_stale=reuse_stale,  # noqa: E731
+            progress=prog,
+            cpus_per_worker=threads,
+        )
     else:
         if todo:
             set_threads(threads)
@@ -151,8 +204,14 @@ def diff(a: Results | str | Path, b: Results | str | Path, **options):
     return _diff(a, b, **options)
 
 
-def load_model(model: str | dict | Any, *, name: str | None = None, dtype: str | None = None,
-               device: str | None = None, base_dir: str | Path | None = None):
+def load_model(
+    model: str | dict | Any,
+    *,
+    name: str | None = None,
+    dtype: str | None = None,
+    device: str | None = None,
+    base_dir: str | Path | None = None,
+):
     """Load a model as mechsteer does for a study: a hub id, a local directory, the embedded `smollm2-135m`,
     a model-entry dict or a `ModelSpec`. Returns a `LoadedModel` (.model, .tokenizer, .adapter, .shape)."""
     from mechsteer.models.loading import load_model as _load
@@ -172,8 +231,12 @@ def _validate(cls, value: Any, what: str):
     try:
         return cls.model_validate(value) if hasattr(cls, "model_validate") else cls.validate_python(value)
     except ValidationError as e:
-        raise SpecError([Problem(err["msg"], field=f"{what}." + ".".join(map(str, err["loc"])))
-                         for err in e.errors(include_url=False)]) from None
+        raise SpecError(
+            [
+                Problem(err["msg"], field=f"{what}." + ".".join(map(str, err["loc"])))
+                for err in e.errors(include_url=False)
+            ]
+        ) from None
 
 
 @contextmanager
@@ -189,16 +252,18 @@ def steering(model: Any, interventions: list, vectors: dict | None = None, *, to
     from pydantic import TypeAdapter
 
     from mechsteer.interventions import steering as _steering
-    from mechsteer.vectors.vector_set import VectorSet
     from mechsteer.models.adapters import adapter_for
     from mechsteer.spec.study import InterventionSpec
+    from mechsteer.vectors.vector_set import VectorSet
 
     lm = model if hasattr(model, "adapter") and hasattr(model, "model") else None
     hf = lm.model if lm else model
     tokenizer = tokenizer or (lm.tokenizer if lm else None)
     adapter = lm.adapter if lm else adapter_for(hf)
-    specs = [iv if not isinstance(iv, dict) else _validate(TypeAdapter(InterventionSpec), iv, f"interventions[{i}]")
-             for i, iv in enumerate(interventions)]
+    specs = [
+        iv if not isinstance(iv, dict) else _validate(TypeAdapter(InterventionSpec), iv, f"interventions[{i}]")
+        for i, iv in enumerate(interventions)
+    ]
     sets = {k: (v if isinstance(v, VectorSet) else _as_vector_set(v)) for k, v in (vectors or {}).items()}
     with _steering(hf, adapter, specs, sets, tokenizer=tokenizer) as ctx:
         yield ctx
@@ -210,11 +275,24 @@ def _as_vector_set(v):
 
     rows = v.detach().float().cpu()
     if rows.dim() != 2:
-        raise MechsteerError(f"a steering vector stack must be [n_layers, d_model], got shape {tuple(rows.shape)}",
-                             hint="pass a VectorSet, or a 2-D tensor with one row per layer")
+        raise MechsteerError(
+            f"a steering vector stack must be [n_layers, d_model], got shape {tuple(rows.shape)}",
+            hint="pass a VectorSet, or a 2-D tensor with one row per layer",
+        )
     present = [i for i in range(rows.shape[0]) if bool(rows[i].any())]
     return VectorSet(rows, present)
 
 
-__all__ = ["Study", "load_study", "load_results", "diff", "load_model", "steering", "Results",
-           "Plan", "plan_status", "run_plan", "set_threads"]
+__all__ = [
+    "Study",
+    "load_study",
+    "load_results",
+    "diff",
+    "load_model",
+    "steering",
+    "Results",
+    "Plan",
+    "plan_status",
+    "run_plan",
+    "set_threads",
+]

@@ -17,9 +17,9 @@ import secrets
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from mechsteer.errors import OutputError
 
@@ -124,9 +124,11 @@ def _libc_renameat2():
 def _raise_if_disk_full(e: OSError, where: Path) -> None:
     """A full disk or quota becomes one clear OutputError line naming the file or folder being written."""
     if e.errno in _DISK_FULL:
-        raise OutputError(f"cannot write {where}: {os.strerror(e.errno).lower()}",
-                          hint="free space on that disk (or quota), or write the outputs elsewhere (-o); "
-                          "everything completed before is kept") from None
+        raise OutputError(
+            f"cannot write {where}: {os.strerror(e.errno).lower()}",
+            hint="free space on that disk (or quota), or write the outputs elsewhere (-o); "
+            "everything completed before is kept",
+        ) from None
 
 
 def trash_name(target: Path) -> Path:

@@ -43,9 +43,16 @@ class Capture:
     `acts[(site, layer)] = [batch, T, ...]`; the dict is cleared afterwards. Without a callback, the last chunk stays in `last` (tests, small runs).
     """
 
-    def __init__(self, model: nn.Module, adapter: ArchitectureAdapter, sites: Iterable[SiteKey],
-                 on_chunk: ChunkCallback | None = None, *, keep_dtype: bool = False,
-                 outer: nn.Module | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        adapter: ArchitectureAdapter,
+        sites: Iterable[SiteKey],
+        on_chunk: ChunkCallback | None = None,
+        *,
+        keep_dtype: bool = False,
+        outer: nn.Module | None = None,
+    ):
         self.model, self.adapter = model, adapter
         self.outer = model if outer is None else outer
         self.sites = list(dict.fromkeys((s, layer) for s, layer in sites))
@@ -104,6 +111,7 @@ def layer_sites(site: str, layers: Iterable[int]) -> list[SiteKey]:
 
 # ---------------------------------------------------------------------------------------------- masks
 
+
 def token_index(attention_mask: torch.Tensor) -> torch.Tensor:
     """[b, T] index of each token within its own sequence (pads = -1); works for left and right padding."""
     m = attention_mask.long()
@@ -119,6 +127,7 @@ def last_position(t: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor
 
 
 # ---------------------------------------------------------------------------------------------- reductions
+
 
 class LayerMean:
     """Sum and count of [b, T, d] tensors over real tokens, per key, in float64: the mean per layer
@@ -181,5 +190,6 @@ class PositionStats:
         n, s, s2 = self.n[key], self.s[key], self.s2[key]
         mean = s / n
         var = (s2 / n - mean * mean).clamp_min(0)
-        return pd.DataFrame({"position": range(n.numel()), "n": n.long().numpy(), "mean": mean.numpy(),
-                             "std": var.sqrt().numpy()})
+        return pd.DataFrame(
+            {"position": range(n.numel()), "n": n.long().numpy(), "mean": mean.numpy(), "std": var.sqrt().numpy()}
+        )

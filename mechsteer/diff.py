@@ -55,8 +55,9 @@ def mcnemar_exact(a: np.ndarray, b: np.ndarray) -> tuple[int, int, float]:
     return only_a, only_b, p
 
 
-def paired_bootstrap_ci(a: np.ndarray, b: np.ndarray, *, n_boot: int = 10_000, seed: int = 0,
-                        level: float = 0.95) -> tuple[float, float]:
+def paired_bootstrap_ci(
+    a: np.ndarray, b: np.ndarray, *, n_boot: int = 10_000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
     """Percentile bootstrap interval of mean(b - a): problems resampled with replacement (the pairing kept)."""
     d = np.asarray(b, dtype=float) - np.asarray(a, dtype=float)
     if d.size == 0:
@@ -66,7 +67,7 @@ def paired_bootstrap_ci(a: np.ndarray, b: np.ndarray, *, n_boot: int = 10_000, s
     chunk = max(1, 2_000_000 // d.size)  # bounded memory for large benchmarks
     for start in range(0, n_boot, chunk):
         k = min(chunk, n_boot - start)
-        means[start:start + k] = d[rng.integers(0, d.size, size=(k, d.size))].mean(axis=1)
+        means[start : start + k] = d[rng.integers(0, d.size, size=(k, d.size))].mean(axis=1)
     lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
     return float(lo), float(hi)
 
@@ -150,8 +151,13 @@ def relative_layer(layer: int, n_from: int, n_to: int) -> int:
     return int(round(layer * (n_to - 1) / (n_from - 1)))
 
 
-def match_conditions(conds_a: list[str], conds_b: list[str], n_a: int | None, n_b: int | None,
-                     templates: list[tuple[str, re.Pattern, list[str]]]) -> list[tuple[str, str, str]]:
+def match_conditions(
+    conds_a: list[str],
+    conds_b: list[str],
+    n_a: int | None,
+    n_b: int | None,
+    templates: list[tuple[str, re.Pattern, list[str]]],
+) -> list[tuple[str, str, str]]:
     """(condition in A, condition in B, how) pairs: by name, or for layer-sweep conditions by relative depth when
     the depths differ."""
     in_b = set(conds_b)
@@ -162,8 +168,10 @@ def match_conditions(conds_a: list[str], conds_b: list[str], n_a: int | None, n_
             for template, rx, layer_vars in templates:
                 m = rx.match(ca)
                 if m:
-                    values = {k: (str(relative_layer(int(v), n_a, n_b)) if k in layer_vars else v)
-                              for k, v in m.groupdict().items()}
+                    values = {
+                        k: (str(relative_layer(int(v), n_a, n_b)) if k in layer_vars else v)
+                        for k, v in m.groupdict().items()
+                    }
                     mapped = template.format(**values)
                     break
             if mapped is not None:
@@ -211,9 +219,18 @@ class DiffResult:
         def records(df):
             return json.loads(df.to_json(orient="records"))
 
-        return {"a": self.a, "b": self.b, "study": self.study, "seed": self.seed, "n_boot": self.n_boot,
-                "matches": records(self.matches), "paired": records(self.paired), "metrics": records(self.metrics),
-                "unmatched_a": self.unmatched_a, "unmatched_b": self.unmatched_b}
+        return {
+            "a": self.a,
+            "b": self.b,
+            "study": self.study,
+            "seed": self.seed,
+            "n_boot": self.n_boot,
+            "matches": records(self.matches),
+            "paired": records(self.paired),
+            "metrics": records(self.metrics),
+            "unmatched_a": self.unmatched_a,
+            "unmatched_b": self.unmatched_b,
+        }
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1)
@@ -225,10 +242,15 @@ class DiffResult:
     def to_markdown(self) -> str:
         lines = [f"# diff of `{self.study}`: B - A", "", f"- A: `{self.a}`", f"- B: `{self.b}`", ""]
         if not self.paired.empty:
-            lines += ["## Paired accuracy on shared problems", "",
-                      f"delta = B - A in percentage points; 95% paired bootstrap CI ({self.n_boot} resamples, "
-                      f"seed {self.seed}); exact McNemar p on the discordant problems.", "",
-                      _paired_text(self.paired).to_markdown(index=False, disable_numparse=True), ""]
+            lines += [
+                "## Paired accuracy on shared problems",
+                "",
+                f"delta = B - A in percentage points; 95% paired bootstrap CI ({self.n_boot} resamples, "
+                f"seed {self.seed}); exact McNemar p on the discordant problems.",
+                "",
+                _paired_text(self.paired).to_markdown(index=False, disable_numparse=True),
+                "",
+            ]
         metrics = _metrics_text(self.metrics).to_markdown(index=False, disable_numparse=True)
         lines += ["## Metrics (mean over seeds)", "", metrics, ""]
         if self.unmatched_a or self.unmatched_b:
@@ -241,9 +263,13 @@ class DiffResult:
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        files = {"diff.md": self.to_markdown(), "paired.csv": self.paired.to_csv(index=False),
-                 "metrics.csv": self.metrics.to_csv(index=False), "matches.csv": self.matches.to_csv(index=False),
-                 "diff.json": self.to_json()}
+        files = {
+            "diff.md": self.to_markdown(),
+            "paired.csv": self.paired.to_csv(index=False),
+            "metrics.csv": self.metrics.to_csv(index=False),
+            "matches.csv": self.matches.to_csv(index=False),
+            "diff.json": self.to_json(),
+        }
         return [atomic_write_text(out / name, text) for name, text in files.items()]
 
     def rich_tables(self) -> list:
@@ -255,14 +281,17 @@ class DiffResult:
         paired = _paired_text(self.paired)
         paired = paired.drop(columns=["cells A / B"]) if not paired.empty else paired
         readouts = _metrics_text(self.metrics[self.metrics.kind != "eval"])
-        for title, df in ((f"{self.study}: paired accuracy, B - A (pp; 95% bootstrap CI; exact McNemar)", paired),
-                          (f"{self.study}: readout metrics, mean over seeds", readouts)):
+        for title, df in (
+            (f"{self.study}: paired accuracy, B - A (pp; 95% bootstrap CI; exact McNemar)", paired),
+            (f"{self.study}: readout metrics, mean over seeds", readouts),
+        ):
             if df.empty:
                 continue
             t = Table(title=title)
             for col in df.columns:
-                t.add_column(str(col), justify="left" if col in ("model", "condition", "measurement", "metric")
-                             else "right")
+                t.add_column(
+                    str(col), justify="left" if col in ("model", "condition", "measurement", "metric") else "right"
+                )
             for row in df.itertuples(index=False):
                 t.add_row(*[str(v) for v in row])
             out.append(t)
@@ -273,25 +302,42 @@ def _paired_text(p: pd.DataFrame) -> pd.DataFrame:
     if p.empty:
         return p
     cond = [c if c == cb else f"{c} -> {cb}" for c, cb in zip(p.condition, p.condition_b, strict=True)]
-    return pd.DataFrame({
-        "model": p.model, "condition": cond, "measurement": p.measurement, "metric": p.metric,
-        "n": p.n_shared, "A %": [f"{v * 100:.1f}" for v in p.acc_a], "B %": [f"{v * 100:.1f}" for v in p.acc_b],
-        "delta pp": [f"{v * 100:+.1f}" for v in p.delta],
-        "95% CI": [f"[{lo * 100:+.1f}, {hi * 100:+.1f}]" for lo, hi in zip(p.ci_low, p.ci_high, strict=True)],
-        "A only / B only": [f"{int(x)} / {int(y)}" if not pd.isna(x) else "-"
-                            for x, y in zip(p.right_only_a, p.right_only_b, strict=True)],
-        "McNemar p": ["-" if pd.isna(v) else f"{v:.3g}" for v in p.p_mcnemar],
-        "cells A / B": [f"{x} / {y}" for x, y in zip(p.cells_a, p.cells_b, strict=True)],
-    })
+    return pd.DataFrame(
+        {
+            "model": p.model,
+            "condition": cond,
+            "measurement": p.measurement,
+            "metric": p.metric,
+            "n": p.n_shared,
+            "A %": [f"{v * 100:.1f}" for v in p.acc_a],
+            "B %": [f"{v * 100:.1f}" for v in p.acc_b],
+            "delta pp": [f"{v * 100:+.1f}" for v in p.delta],
+            "95% CI": [f"[{lo * 100:+.1f}, {hi * 100:+.1f}]" for lo, hi in zip(p.ci_low, p.ci_high, strict=True)],
+            "A only / B only": [
+                f"{int(x)} / {int(y)}" if not pd.isna(x) else "-"
+                for x, y in zip(p.right_only_a, p.right_only_b, strict=True)
+            ],
+            "McNemar p": ["-" if pd.isna(v) else f"{v:.3g}" for v in p.p_mcnemar],
+            "cells A / B": [f"{x} / {y}" for x, y in zip(p.cells_a, p.cells_b, strict=True)],
+        }
+    )
 
 
 def _metrics_text(m: pd.DataFrame) -> pd.DataFrame:
     if m.empty:
         return m
     cond = [c if c == cb else f"{c} -> {cb}" for c, cb in zip(m.condition, m.condition_b, strict=True)]
-    return pd.DataFrame({"model": m.model, "condition": cond, "measurement": m.measurement, "metric": m.metric,
-                         "A": [_num(v, "") for v in m.a], "B": [_num(v, "") for v in m.b],
-                         "delta": [_num(v, "+") for v in m.delta]})
+    return pd.DataFrame(
+        {
+            "model": m.model,
+            "condition": cond,
+            "measurement": m.measurement,
+            "metric": m.metric,
+            "A": [_num(v, "") for v in m.a],
+            "B": [_num(v, "") for v in m.b],
+            "delta": [_num(v, "+") for v in m.delta],
+        }
+    )
 
 
 def _num(v: float, sign: str) -> str:
@@ -313,8 +359,10 @@ def _match_models(a: Results, b: Results) -> list[tuple[str, str]]:
         return [(m, m) for m in shared]
     if len(ma) == 1 and len(mb) == 1:
         return [(ma[0], mb[0])]
-    raise MechsteerError(f"{a.output_dir} (models {ma}) and {b.output_dir} (models {mb}) share no model name",
-                         hint="diff runs whose models have the same names, or runs of one model each")
+    raise MechsteerError(
+        f"{a.output_dir} (models {ma}) and {b.output_dir} (models {mb}) share no model name",
+        hint="diff runs whose models have the same names, or runs of one model each",
+    )
 
 
 def _cells(results: Results, model: str, condition: str) -> dict[str, tuple[str, list[str]]]:
@@ -327,13 +375,21 @@ def _cells(results: Results, model: str, condition: str) -> dict[str, tuple[str,
     return out
 
 
-def diff(a: Results | str | Path, b: Results | str | Path, *, seed: int = 0, n_boot: int = 10_000,
-         metrics: tuple[str, ...] = ("acc_lenient", "acc_boxed")) -> DiffResult:
+def diff(
+    a: Results | str | Path,
+    b: Results | str | Path,
+    *,
+    seed: int = 0,
+    n_boot: int = 10_000,
+    metrics: tuple[str, ...] = ("acc_lenient", "acc_boxed"),
+) -> DiffResult:
     """Compare two output folders (or Results) of the same study: B - A (see the module docstring)."""
     ra, rb = _load(a), _load(b)
     if ra.study != rb.study:
-        raise MechsteerError(f"cannot diff runs of different studies: {ra.study!r} ({ra.output_dir}) vs "
-                             f"{rb.study!r} ({rb.output_dir})", hint="diff two output folders of the same study")
+        raise MechsteerError(
+            f"cannot diff runs of different studies: {ra.study!r} ({ra.output_dir}) vs {rb.study!r} ({rb.output_dir})",
+            hint="diff two output folders of the same study",
+        )
     depth_a, depth_b = _n_layers(ra), _n_layers(rb)
     templates = _layer_templates(ra) or _layer_templates(rb)
     la, lb = ra.table(), rb.table()
@@ -350,21 +406,40 @@ def diff(a: Results | str | Path, b: Results | str | Path, *, seed: int = 0, n_b
         unmatched_a += [c for c in conds_a if c not in {p[0] for p in pairs}]
         for ca, cb, how in pairs:
             matched_b.add(cb)
-            match_rows.append({"model_a": model_a, "model_b": model_b, "condition_a": ca, "condition_b": cb,
-                               "matched_by": how})
+            match_rows.append(
+                {"model_a": model_a, "model_b": model_b, "condition_a": ca, "condition_b": cb, "matched_by": how}
+            )
             cells_a, cells_b = _cells(ra, model_a, ca), _cells(rb, model_b, cb)
             for meas in [m for m in cells_a if m in cells_b]:
                 kind, ha = cells_a[meas]
                 hb = cells_b[meas][1]
                 ta = la[(la.model == model_a) & (la.condition == ca) & (la.measurement == meas)]
                 tb = lb[(lb.model == model_b) & (lb.condition == cb) & (lb.measurement == meas)]
-                means = pd.concat([ta.groupby("metric")["value"].mean().rename("a"),
-                                   tb.groupby("metric")["value"].mean().rename("b")], axis=1, join="inner")
+                means = pd.concat(
+                    [
+                        ta.groupby("metric")["value"].mean().rename("a"),
+                        tb.groupby("metric")["value"].mean().rename("b"),
+                    ],
+                    axis=1,
+                    join="inner",
+                )
                 short_a, short_b = _short(ha), _short(hb)
                 for metric, row in means.iterrows():
-                    metric_rows.append({"model": model_a, "condition": ca, "condition_b": cb, "measurement": meas,
-                                        "kind": kind, "metric": metric, "a": row.a, "b": row.b,
-                                        "delta": row.b - row.a, "cells_a": short_a, "cells_b": short_b})
+                    metric_rows.append(
+                        {
+                            "model": model_a,
+                            "condition": ca,
+                            "condition_b": cb,
+                            "measurement": meas,
+                            "kind": kind,
+                            "metric": metric,
+                            "a": row.a,
+                            "b": row.b,
+                            "delta": row.b - row.a,
+                            "cells_a": short_a,
+                            "cells_b": short_b,
+                        }
+                    )
                 if kind not in PER_PROBLEM_KINDS:
                     continue
                 for metric in metrics:
@@ -379,29 +454,88 @@ def diff(a: Results | str | Path, b: Results | str | Path, *, seed: int = 0, n_b
                     xa, xb = sa.loc[shared].to_numpy(), sb.loc[shared].to_numpy()
                     lo, hi = paired_bootstrap_ci(xa, xb, n_boot=n_boot, seed=seed)
                     only_a, only_b, p = mcnemar_exact(xa, xb) if single_a and single_b else (None, None, None)
-                    paired_rows.append({"model": model_a, "condition": ca, "condition_b": cb, "measurement": meas,
-                                        "kind": kind, "metric": metric, "n_shared": len(shared),
-                                        "acc_a": float(xa.mean()), "acc_b": float(xb.mean()),
-                                        "delta": float((xb - xa).mean()), "ci_low": lo, "ci_high": hi,
-                                        "right_only_a": only_a, "right_only_b": only_b, "p_mcnemar": p,
-                                        "cells_a": short_a, "cells_b": short_b})
-    metrics_df = pd.DataFrame(metric_rows, columns=["model", "condition", "condition_b", "measurement", "kind",
-                                                    "metric", "a", "b", "delta", "cells_a", "cells_b"])
+                    paired_rows.append(
+                        {
+                            "model": model_a,
+                            "condition": ca,
+                            "condition_b": cb,
+                            "measurement": meas,
+                            "kind": kind,
+                            "metric": metric,
+                            "n_shared": len(shared),
+                            "acc_a": float(xa.mean()),
+                            "acc_b": float(xb.mean()),
+                            "delta": float((xb - xa).mean()),
+                            "ci_low": lo,
+                            "ci_high": hi,
+                            "right_only_a": only_a,
+                            "right_only_b": only_b,
+                            "p_mcnemar": p,
+                            "cells_a": short_a,
+                            "cells_b": short_b,
+                        }
+                    )
+    metrics_df = pd.DataFrame(
+        metric_rows,
+        columns=[
+            "model",
+            "condition",
+            "condition_b",
+            "measurement",
+            "kind",
+            "metric",
+            "a",
+            "b",
+            "delta",
+            "cells_a",
+            "cells_b",
+        ],
+    )
     if metrics_df.empty:
-        raise MechsteerError(f"{ra.output_dir} and {rb.output_dir} share no recorded (model, condition, measurement)",
-                             hint="run both with the same conditions and measurements")
+        raise MechsteerError(
+            f"{ra.output_dir} and {rb.output_dir} share no recorded (model, condition, measurement)",
+            hint="run both with the same conditions and measurements",
+        )
     if per_problem_pairs and not paired_rows:
-        raise MechsteerError(f"{ra.output_dir} and {rb.output_dir} share no problems: their per-problem records "
-                             "name different problems, so no paired statistic exists",
-                             hint="run both on the same benchmark slice (same task, limit and data)")
-    paired_df = pd.DataFrame(paired_rows, columns=["model", "condition", "condition_b", "measurement", "kind",
-                                                   "metric", "n_shared", "acc_a", "acc_b", "delta", "ci_low",
-                                                   "ci_high", "right_only_a", "right_only_b", "p_mcnemar",
-                                                   "cells_a", "cells_b"])
-    return DiffResult(a=str(ra.output_dir), b=str(rb.output_dir), study=ra.study, matches=pd.DataFrame(
-        match_rows, columns=["model_a", "model_b", "condition_a", "condition_b", "matched_by"]),
-        metrics=metrics_df, paired=paired_df, unmatched_a=unmatched_a,
-        unmatched_b=[c for c in dict.fromkeys(all_b) if c not in matched_b], seed=seed, n_boot=n_boot)
+        raise MechsteerError(
+            f"{ra.output_dir} and {rb.output_dir} share no problems: their per-problem records "
+            "name different problems, so no paired statistic exists",
+            hint="run both on the same benchmark slice (same task, limit and data)",
+        )
+    paired_df = pd.DataFrame(
+        paired_rows,
+        columns=[
+            "model",
+            "condition",
+            "condition_b",
+            "measurement",
+            "kind",
+            "metric",
+            "n_shared",
+            "acc_a",
+            "acc_b",
+            "delta",
+            "ci_low",
+            "ci_high",
+            "right_only_a",
+            "right_only_b",
+            "p_mcnemar",
+            "cells_a",
+            "cells_b",
+        ],
+    )
+    return DiffResult(
+        a=str(ra.output_dir),
+        b=str(rb.output_dir),
+        study=ra.study,
+        matches=pd.DataFrame(match_rows, columns=["model_a", "model_b", "condition_a", "condition_b", "matched_by"]),
+        metrics=metrics_df,
+        paired=paired_df,
+        unmatched_a=unmatched_a,
+        unmatched_b=[c for c in dict.fromkeys(all_b) if c not in matched_b],
+        seed=seed,
+        n_boot=n_boot,
+    )
 
 
 def _short(hashes: list[str]) -> str:

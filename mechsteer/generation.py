@@ -36,8 +36,9 @@ def render_prompts(lm: LoadedModel, problems: list[str], template: str, suffix: 
         if template == "raw":
             text = p
             if uses_chat_template(lm):
-                text = lm.tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
-                                                        tokenize=False)
+                text = lm.tokenizer.apply_chat_template(
+                    [{"role": "user", "content": p}], add_generation_prompt=True, tokenize=False
+                )
         else:
             tok = lm.tokenizer if uses_chat_template(lm) else _NoChat(lm.tokenizer)
             text = build_prompt(tok, p, template=template)

@@ -10,7 +10,8 @@ Contract (learned from hook leaks in TransformerLens, steering-vectors and pyven
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from torch import nn
 from torch.utils.hooks import RemovableHandle
@@ -25,7 +26,7 @@ class HookScope:
         self._closed = False
         self._entered = False
 
-    def __enter__(self) -> "HookScope":
+    def __enter__(self) -> HookScope:
         if self._closed:
             raise RuntimeError(f"HookScope {self.name!r} was already closed; make a new one")
         self._entered = True

@@ -11,9 +11,10 @@ itself.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from mechsteer.interventions.base import SteeringContext
 from mechsteer.models.loading import LoadedModel

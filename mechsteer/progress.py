@@ -3,17 +3,31 @@ current cell. It implements the executor's progress protocol (start_cell, advanc
 
 from __future__ import annotations
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 
 class RichProgress:
     def __init__(self, total_cells: int, console: Console | None = None):
         console = console or Console(highlight=False)
         self.progress = Progress(
-            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console, transient=False,
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
         )
         self.total = total_cells
         self.cells = None
@@ -43,8 +57,9 @@ class RichProgress:
 
     def end_cell(self, cell, seconds):
         self.progress.advance(self.cells, 1)
-        self.progress.console.print(f"  [green]done[/] {cell.short} {cell.condition} · {cell.measurement.id} "
-                                    f"({seconds:.1f} s)")
+        self.progress.console.print(
+            f"  [green]done[/] {cell.short} {cell.condition} · {cell.measurement.id} ({seconds:.1f} s)"
+        )
 
     def message(self, text):
         self.progress.console.print(f"[dim]{text}[/]")

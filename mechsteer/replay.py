@@ -105,8 +105,9 @@ def unembed(model: nn.Module, adapter: ArchitectureAdapter, hidden: torch.Tensor
 
 
 @torch.no_grad()
-def replay(model: nn.Module, adapter: ArchitectureAdapter, state: ReplayState, *, resid: bool = False,
-           logits: bool = True):
+def replay(
+    model: nn.Module, adapter: ArchitectureAdapter, state: ReplayState, *, resid: bool = False, logits: bool = True
+):
     """Re-run blocks state.layer..L-1, then (with `logits`) the final norm and the unembedding, on the
     recorded input, under whatever hooks are on the model now. Returns the logits [b, T, V]; with `resid`,
     (logits or None, {j: resid_post of block j}) - persistence needs only the residual streams, so
@@ -149,11 +150,16 @@ def earliest_block(interventions: list, n_layers: int, vectors: dict | None = No
         kind = getattr(spec, "kind", None)
         if kind in ("add", "add_at_place", "lora1"):
             if getattr(spec, "positions", "all") != "all":
-                raise NotReplayable(f"{kind} with positions {spec.positions!r} is not replayable: position "
-                                    "selectors read the decoder stack's attention mask, which replay skips",
-                                    hint="use a full forward for this condition")
-            layers = list(range(n_layers)) if kind == "lora1" and spec.layer == "all" else \
-                _spec_layers(spec, n_layers, vectors)
+                raise NotReplayable(
+                    f"{kind} with positions {spec.positions!r} is not replayable: position "
+                    "selectors read the decoder stack's attention mask, which replay skips",
+                    hint="use a full forward for this condition",
+                )
+            layers = (
+                list(range(n_layers))
+                if kind == "lora1" and spec.layer == "all"
+                else _spec_layers(spec, n_layers, vectors)
+            )
         elif kind in ("skip_attn", "skip_layer", "qkv", "head"):
             layers = [spec.block(n_layers)]
         elif kind == "compose":
@@ -167,11 +173,15 @@ def earliest_block(interventions: list, n_layers: int, vectors: dict | None = No
             else:
                 layers = list(vs.layers)
         elif kind == "prefix_token":
-            raise NotReplayable("prefix_token changes the prompt, so a condition with it cannot reuse the base "
-                                "pass", hint="teacher-force its own sequences with a full forward")
+            raise NotReplayable(
+                "prefix_token changes the prompt, so a condition with it cannot reuse the base pass",
+                hint="teacher-force its own sequences with a full forward",
+            )
         else:
-            raise NotReplayable(f"intervention kind {kind!r} has no replay rule",
-                                hint="add one to mechsteer.replay.earliest_block or use a full forward")
+            raise NotReplayable(
+                f"intervention kind {kind!r} has no replay rule",
+                hint="add one to mechsteer.replay.earliest_block or use a full forward",
+            )
         if layers:
             first = min(first, min(layers))
     return first

@@ -47,8 +47,10 @@ class Results:
         path = Path(path)
         f = path / PLAN_FILE
         if not f.is_file():
-            raise MechsteerError(f"{path}: no {PLAN_FILE} here, so this is not a mechsteer output folder",
-                                 hint="give the folder `mechsteer run` printed (outputs/<study>[-<profile>])")
+            raise MechsteerError(
+                f"{path}: no {PLAN_FILE} here, so this is not a mechsteer output folder",
+                hint="give the folder `mechsteer run` printed (outputs/<study>[-<profile>])",
+            )
         try:
             summary = json.loads(f.read_text())
         except (OSError, ValueError) as e:
@@ -97,9 +99,18 @@ class Results:
             for metric, value in self.store.read_metrics(c["hash"]).items():
                 if isinstance(value, bool) or not isinstance(value, (int, float)):
                     continue
-                rows.append({"model": c["model"], "condition": c["condition"],
-                             "measurement": c["measurement"].split(":", 1)[1], "kind": c["kind"],
-                             "seed": c["seed"], "metric": metric, "value": float(value), "cell": c["hash"][:12]})
+                rows.append(
+                    {
+                        "model": c["model"],
+                        "condition": c["condition"],
+                        "measurement": c["measurement"].split(":", 1)[1],
+                        "kind": c["kind"],
+                        "seed": c["seed"],
+                        "metric": metric,
+                        "value": float(value),
+                        "cell": c["hash"][:12],
+                    }
+                )
         return pd.DataFrame(rows, columns=COLUMNS)
 
     def table(self) -> pd.DataFrame:
@@ -131,8 +142,10 @@ class Results:
         hashes = {c["hash"] for c in rows}
         if len(hashes) != 1:
             shown = ", ".join(sorted(h[:12] for h in hashes)[:8]) or "none"
-            raise MechsteerError(f"{len(hashes)} cells match {cell or ''} {where or ''}: {shown}",
-                                 hint="give a longer hash prefix or more fields (model, condition, measurement, seed)")
+            raise MechsteerError(
+                f"{len(hashes)} cells match {cell or ''} {where or ''}: {shown}",
+                hint="give a longer hash prefix or more fields (model, condition, measurement, seed)",
+            )
         return rows[0]
 
     def record(self, cell: str | None = None, **where) -> dict:
@@ -144,5 +157,7 @@ class Results:
         return pd.DataFrame(self.store.read_samples(self.find(cell, **where)["hash"]))
 
     def __repr__(self) -> str:
-        return (f"Results({self.study!r}, profile={self.profile!r}, {len(self.recorded())}/"
-                f"{len({c['hash'] for c in self.cells})} cells recorded, {self.output_dir})")
+        return (
+            f"Results({self.study!r}, profile={self.profile!r}, {len(self.recorded())}/"
+            f"{len({c['hash'] for c in self.cells})} cells recorded, {self.output_dir})"
+        )

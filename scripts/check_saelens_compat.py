@@ -40,10 +40,12 @@ def main() -> int:
             d_ours, d_theirs = ours.decode(a_ours), theirs.decode(a_theirs)
         enc_diff = float((a_ours - a_theirs).abs().max())
         dec_diff = float((d_ours - d_theirs).abs().max())
-        print(f"sae_lens {sae_lens.__version__}: loaded {type(theirs).__name__} (architecture "
-              f"{theirs.cfg.architecture()}, d_in {theirs.cfg.d_in}, d_sae {theirs.cfg.d_sae}, k {theirs.cfg.k}); "
-              f"max |encode diff| {enc_diff:.3g}, max |decode diff| {dec_diff:.3g}, "
-              f"active per token {float((a_theirs > 0).sum(-1).float().mean()):.2f}")
+        print(
+            f"sae_lens {sae_lens.__version__}: loaded {type(theirs).__name__} (architecture "
+            f"{theirs.cfg.architecture()}, d_in {theirs.cfg.d_in}, d_sae {theirs.cfg.d_sae}, k {theirs.cfg.k}); "
+            f"max |encode diff| {enc_diff:.3g}, max |decode diff| {dec_diff:.3g}, "
+            f"active per token {float((a_theirs > 0).sum(-1).float().mean()):.2f}"
+        )
         return 0 if enc_diff < 1e-5 and dec_diff < 1e-5 else 1
 
 

@@ -52,16 +52,37 @@ def main() -> None:
     lm = load_model("smol", ModelSpec(id="smollm2-135m", dtype=args.dtype, device="cpu"))
     vs = load_vector_set(ROOT / "mechsteer" / "data" / "vectors" / "smollm2-135m" / "all_layers.safetensors")
     problems = generate_mini("test", args.n, seed=args.seed)
-    cfg = DiffSAEConfig(sae=SAETrainConfig(width=args.width, k=args.k, lr=5e-4, tokens=args.tokens, batch_size=256,
-                                           seed=args.seed, dead_tokens=50_000, log_every=100),
-                        max_new_tokens=64, temperature=1.0, seed=args.seed, batch_size=16)
+    cfg = DiffSAEConfig(
+        sae=SAETrainConfig(
+            width=args.width,
+            k=args.k,
+            lr=5e-4,
+            tokens=args.tokens,
+            batch_size=256,
+            seed=args.seed,
+            dead_tokens=50_000,
+            log_every=100,
+        ),
+        max_new_tokens=64,
+        temperature=1.0,
+        seed=args.seed,
+        batch_size=16,
+    )
 
     def progress(stage, info):
         if stage != "train_step" or info["step"] % 500 == 0:
             print(f"[{time.perf_counter() - t0:6.0f}s] {stage} {info}", flush=True)
 
-    summary = run_diffsae(lm, [AddSpec(vector="trained", layer="all")], {"trained": vs}, problems, args.layers,
-                          cfg, args.out, progress=progress)
+    summary = run_diffsae(
+        lm,
+        [AddSpec(vector="trained", layer="all")],
+        {"trained": vs},
+        problems,
+        args.layers,
+        cfg,
+        args.out,
+        progress=progress,
+    )
     wall = time.perf_counter() - t0
     write_findings(Path(args.out), summary, args, wall)
     text = (Path(args.out) / "findings.md").read_text()
@@ -74,53 +95,67 @@ def write_findings(out: Path, s: dict, args, wall: float) -> None:
     import torch
 
     lines = [
-        "# DiffSAE on SmolLM2-135M-Instruct (bundled all-layer vectors, `mini` task)", "",
+        "# DiffSAE on SmolLM2-135M-Instruct (bundled all-layer vectors, `mini` task)",
+        "",
         "Command: `PYTHONPATH=. python scripts/diffsae_mini.py --out outputs/diffsae_mini "
         f"--n {args.n} --layers {' '.join(map(str, args.layers))}"
         f" --dtype {args.dtype} --width {args.width} --k {args.k} --tokens {args.tokens} --threads {args.threads}`  ",
         f"Machine: {platform.machine()}, {platform.system()}, torch {torch.__version__}, {args.threads} thread(s); "
         f"wall time of this invocation {wall:.0f} s; stages that ran: "
         + ", ".join(f"{k.removesuffix('_s')} {v:.0f} s" for k, v in s["timings_s"].items())
-        + " (stages reused from an earlier run are not listed).", "",
+        + " (stages reused from an earlier run are not listed).",
+        "",
         f"Generations: {s['n_sequences']} (one per problem, temperature 1, steered), {s['n_correct']} correct "
         f"(lenient grader), accuracy {s['accuracy']:.1%}; {s['n_tokens']} tokens collected, "
         f"{s['n_generated_tokens']} of them generated. Mean completion length: {s['mean_gen_tokens_correct']:.1f} "
-        f"tokens (correct) vs {s['mean_gen_tokens_incorrect']:.1f} (incorrect); \"fires anywhere in the generation\" "
-        "rises with length, so a feature can lean towards incorrect answers just by firing on long ones.", "",
+        f'tokens (correct) vs {s["mean_gen_tokens_incorrect"]:.1f} (incorrect); "fires anywhere in the generation" '
+        "rises with length, so a feature can lean towards incorrect answers just by firing on long ones.",
+        "",
     ]
     for layer, r in s["layers"].items():
         sae, f = r["sae"], r["features"]
-        lines += [f"## Layer {layer}", "",
-                  f"- mean |dF| per token {r['dF_norm_mean']:.3g} (generated tokens {r['dF_norm_mean_generated']:.3g})",
-                  f"- SAE width {s['config']['sae']['width']}, k {s['config']['sae']['k']}, {sae['steps']} steps: "
-                  f"explained variance {sae['explained_variance']:.3f}, normalised MSE {sae['nmse']:.4f}, "
-                  f"dead latents {sae['dead_fraction']:.1%} (never fired), L0 {sae['l0']:.1f}",
-                  f"- features live on generated tokens: {f['n_features_live']}; generations: {f['n_seq_correct']} "
-                  f"correct, {f['n_seq_incorrect']} incorrect",
-                  f"- significant after Benjamini-Hochberg (q < {f['alpha']}): {f['n_significant']} "
-                  f"({f['n_significant_correct']} more frequent in correct, {f['n_significant_incorrect']} in "
-                  f"incorrect); smallest q = {f['min_q']:.3g}"]
-        for label, key in (("largest frequency difference towards correct", "top_correct"),
-                           ("largest towards incorrect", "top_incorrect")):
+        lines += [
+            f"## Layer {layer}",
+            "",
+            f"- mean |dF| per token {r['dF_norm_mean']:.3g} (generated tokens {r['dF_norm_mean_generated']:.3g})",
+            f"- SAE width {s['config']['sae']['width']}, k {s['config']['sae']['k']}, {sae['steps']} steps: "
+            f"explained variance {sae['explained_variance']:.3f}, normalised MSE {sae['nmse']:.4f}, "
+            f"dead latents {sae['dead_fraction']:.1%} (never fired), L0 {sae['l0']:.1f}",
+            f"- features live on generated tokens: {f['n_features_live']}; generations: {f['n_seq_correct']} "
+            f"correct, {f['n_seq_incorrect']} incorrect",
+            f"- significant after Benjamini-Hochberg (q < {f['alpha']}): {f['n_significant']} "
+            f"({f['n_significant_correct']} more frequent in correct, {f['n_significant_incorrect']} in "
+            f"incorrect); smallest q = {f['min_q']:.3g}",
+        ]
+        for label, key in (
+            ("largest frequency difference towards correct", "top_correct"),
+            ("largest towards incorrect", "top_incorrect"),
+        ):
             t = f[key]
             if t:
-                lines.append(f"- {label}: feature {t['feature']} fires in {t['seq_freq_correct']:.0%} of correct vs "
-                             f"{t['seq_freq_incorrect']:.0%} of incorrect generations (tokens: "
-                             f"{t['tok_freq_correct']:.2%} vs {t['tok_freq_incorrect']:.2%}), Fisher p = "
-                             f"{t['p_fisher']:.3g}, q = {t['q_bh']:.3g}")
+                lines.append(
+                    f"- {label}: feature {t['feature']} fires in {t['seq_freq_correct']:.0%} of correct vs "
+                    f"{t['seq_freq_incorrect']:.0%} of incorrect generations (tokens: "
+                    f"{t['tok_freq_correct']:.2%} vs {t['tok_freq_incorrect']:.2%}), Fisher p = "
+                    f"{t['p_fisher']:.3g}, q = {t['q_bh']:.3g}"
+                )
         lens = out / f"layer_{layer}" / "features" / "top_correct.csv"
         if lens.is_file():
             import pandas as pd
 
             top = pd.read_csv(lens).head(3)
             if "top_tokens" in top:
-                lines.append("- logit lens of the top correct-leaning features (top tokens through the final norm and "
-                             "unembedding):")
+                lines.append(
+                    "- logit lens of the top correct-leaning features (top tokens through the final norm and "
+                    "unembedding):"
+                )
                 lines += [f"  - feature {int(r.feature)}: {r.top_tokens}" for r in top.itertuples()]
         lines.append("")
     if not any(r["features"]["n_significant"] for r in s["layers"].values()):
-        lines.append("No feature's firing frequency differs significantly between correct and incorrect generations "
-                     "after the multiple-comparison correction at this scale.")
+        lines.append(
+            "No feature's firing frequency differs significantly between correct and incorrect generations "
+            "after the multiple-comparison correction at this scale."
+        )
     (out / "findings.md").write_text("\n".join(lines) + "\n")
     (out / "findings.json").write_text(json.dumps({"wall_s": wall, "args": vars(args)}, indent=1))
 

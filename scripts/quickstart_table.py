@@ -20,8 +20,11 @@ from pathlib import Path
 import pandas as pd
 
 REPO = Path(__file__).resolve().parent.parent
-LABELS = {"base": "base", "steered": "steered (bundled all-layer vectors)",
-          "random_control": "random control (same norms)"}
+LABELS = {
+    "base": "base",
+    "steered": "steered (bundled all-layer vectors)",
+    "random_control": "random control (same norms)",
+}
 COLUMNS = [  # (header, measurement, metric, rate)
     ("greedy acc. (lenient)", "mini", "acc_lenient", True),
     ("T=1 acc. (lenient)", "t1", "acc_lenient", True),
@@ -63,17 +66,22 @@ def main(argv: list[str] | None = None) -> int:
     res = Results.load(args.report_dir.parent)
     records = [res.store.read_record(h) for h in sorted({c["hash"] for c in res.recorded()})]
     cell_s = sum(r["timing"]["seconds"] for r in records)
-    dtypes = sorted({f"{r['model_provenance']['dtype']} ({r['model_provenance'].get('dtype_reason', 'as named')})"
-                     for r in records})
-    text = "\n".join([
-        "# Quickstart table (scripts/quickstart_table.py)",
-        "",
-        quickstart_table(df),
-        "",
-        (f"From `{csv.relative_to(REPO) if csv.is_relative_to(REPO) else csv}` ({df.cell.nunique()} cells); "
-         f"machine: {platform.machine()}, torch {version('torch')}; model dtype {', '.join(dtypes)}; the cells took "
-         f"{cell_s:.0f} s of compute. Rates in %, means over seeds."),
-    ])
+    dtypes = sorted(
+        {f"{r['model_provenance']['dtype']} ({r['model_provenance'].get('dtype_reason', 'as named')})" for r in records}
+    )
+    text = "\n".join(
+        [
+            "# Quickstart table (scripts/quickstart_table.py)",
+            "",
+            quickstart_table(df),
+            "",
+            (
+                f"From `{csv.relative_to(REPO) if csv.is_relative_to(REPO) else csv}` ({df.cell.nunique()} cells); "
+                f"machine: {platform.machine()}, torch {version('torch')}; model dtype {', '.join(dtypes)}; the cells took "
+                f"{cell_s:.0f} s of compute. Rates in %, means over seeds."
+            ),
+        ]
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text + "\n", encoding="utf-8")
     print(text)

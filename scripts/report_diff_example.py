@@ -57,13 +57,24 @@ def main() -> None:
     paper = (a / "report" / "paper_table.md").read_text()
     text = [
         "<!-- written by scripts/report_diff_example.py; do not edit by hand -->",
-        "# Example: `mechsteer diff` and the paper-shaped table (real runs)", "",
+        "# Example: `mechsteer diff` and the paper-shaped table (real runs)",
+        "",
         f"Command: `PYTHONPATH=$PWD python scripts/report_diff_example.py` (this invocation: {seconds:.0f} s "
-        "for both `mechsteer run`s; cells already recorded are not run again). Study:", "",
-        "```yaml", STUDY.rstrip(), "```", "",
-        "## `mechsteer diff outputs/report_diff_demo outputs/report_diff_demo-last --out diff/`", "",
-        d.to_markdown().split("\n", 5)[-1].replace("## ", "### "), "",
-        "## Run A's paper-shaped table (`report/paper_table.md`)", "", paper.replace("## ", "### "), ""]
+        "for both `mechsteer run`s; cells already recorded are not run again). Study:",
+        "",
+        "```yaml",
+        STUDY.rstrip(),
+        "```",
+        "",
+        "## `mechsteer diff outputs/report_diff_demo outputs/report_diff_demo-last --out diff/`",
+        "",
+        d.to_markdown().split("\n", 5)[-1].replace("## ", "### "),
+        "",
+        "## Run A's paper-shaped table (`report/paper_table.md`)",
+        "",
+        paper.replace("## ", "### "),
+        "",
+    ]
     out = REPO / "docs" / "report-diff-example.md"
     out.write_text("\n".join(text))
     print(f"wrote {out}")

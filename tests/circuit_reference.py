@@ -26,7 +26,7 @@ def splice_heads(base: torch.Tensor, other: torch.Tensor, heads, hd: int) -> tor
     """`base` with the feature slices of `heads` taken from `other` ([b, T, H*hd])."""
     out = base.clone()
     for h in heads:
-        out[..., h * hd:(h + 1) * hd] = other[..., h * hd:(h + 1) * hd]
+        out[..., h * hd : (h + 1) * hd] = other[..., h * hd : (h + 1) * hd]
     return out
 
 
@@ -92,22 +92,36 @@ class Reference:
         return self.run({i: (lambda r, j, h, v=v: r.block(j, h) + v) for i, v in vectors.items()})
 
 
-def surgery_block(ref: Reference, i: int, h: torch.Tensor, s: torch.Tensor, *, van_q=(), van_k=(), van_v=(),
-                  van_o=(), path: str = "all") -> torch.Tensor:
+def surgery_block(
+    ref: Reference,
+    i: int,
+    h: torch.Tensor,
+    s: torch.Tensor,
+    *,
+    van_q=(),
+    van_k=(),
+    van_v=(),
+    van_o=(),
+    path: str = "all",
+) -> torch.Tensor:
     """The paper's two-copy block: vanilla copy on h, steered copy on h + s; the named heads of Q/K/V/pre-o
     from the vanilla copy; the residual steered; `path` routes the spliced attention (all | residual | mlp)."""
     hs = h + s
     qv, kv, vv = ref.qkv(i, h)
     qs, ks, vs = ref.qkv(i, hs)
-    q, k, v = (splice_heads(qs, qv, van_q, ref.hd), splice_heads(ks, kv, van_k, ref.hd),
-               splice_heads(vs, vv, van_v, ref.hd))
+    q, k, v = (
+        splice_heads(qs, qv, van_q, ref.hd),
+        splice_heads(ks, kv, van_k, ref.hd),
+        splice_heads(vs, vv, van_v, ref.hd),
+    )
     pre = ref.attend(q, k, v)
     if van_o:
         pre = splice_heads(pre, ref.attend(qv, kv, vv), van_o, ref.hd)
     a_spliced = ref.o(i, pre)
     a_steered = ref.o(i, ref.attend(qs, ks, vs))
-    a_res, a_mlp = {"all": (a_spliced, a_spliced), "residual": (a_spliced, a_steered),
-                    "mlp": (a_steered, a_spliced)}[path]
+    a_res, a_mlp = {"all": (a_spliced, a_spliced), "residual": (a_spliced, a_steered), "mlp": (a_steered, a_spliced)}[
+        path
+    ]
     return (hs + a_res) + ref.mlp(i, hs + a_mlp)
 
 

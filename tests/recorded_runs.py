@@ -14,19 +14,46 @@ from mechsteer.engine.store import CellStore
 
 def eval_samples(correct: list[int], boxed: list[int] | None = None, prefix: str = "p") -> list[dict]:
     boxed = boxed if boxed is not None else [0] * len(correct)
-    return [{"doc_id": i, "doc": {"id": f"{prefix}{i}", "problem": "?", "answer": "1"}, "acc_lenient": float(c),
-             "acc_boxed": float(b), "resps": [["..."]]} for i, (c, b) in enumerate(zip(correct, boxed, strict=True))]
+    return [
+        {
+            "doc_id": i,
+            "doc": {"id": f"{prefix}{i}", "problem": "?", "answer": "1"},
+            "acc_lenient": float(c),
+            "acc_boxed": float(b),
+            "resps": [["..."]],
+        }
+        for i, (c, b) in enumerate(zip(correct, boxed, strict=True))
+    ]
 
 
 def generate_samples(correct: list[int], prefix: str = "p") -> list[dict]:
-    return [{"id": f"{prefix}{i}", "sample": 0, "completion": "...", "n_tokens": 10, "finished": True,
-             "first_token": "To", "lenient_correct": bool(c), "boxed_correct": False, "has_box": False}
-            for i, c in enumerate(correct)]
+    return [
+        {
+            "id": f"{prefix}{i}",
+            "sample": 0,
+            "completion": "...",
+            "n_tokens": 10,
+            "finished": True,
+            "first_token": "To",
+            "lenient_correct": bool(c),
+            "boxed_correct": False,
+            "has_box": False,
+        }
+        for i, c in enumerate(correct)
+    ]
 
 
-def write_run(root: Path, *, study: str, cells: list[dict], n_layers: dict[str, int] | None = None,
-              conditions_spec: dict | None = None, baseline: str | None = "base",
-              evaluation: dict | None = None, profile: str | None = None) -> Path:
+def write_run(
+    root: Path,
+    *,
+    study: str,
+    cells: list[dict],
+    n_layers: dict[str, int] | None = None,
+    conditions_spec: dict | None = None,
+    baseline: str | None = "base",
+    evaluation: dict | None = None,
+    profile: str | None = None,
+) -> Path:
     """`cells`: dicts with model, condition, measurement (`eval:mini`, `readout:gen`), kind, seed, metrics,
     samples. Returns the output folder."""
     store = CellStore(root / "cells")
@@ -34,48 +61,106 @@ def write_run(root: Path, *, study: str, cells: list[dict], n_layers: dict[str, 
     for c in cells:
         key = json.dumps([str(root), c["model"], c["condition"], c["measurement"], c["seed"]])
         h = hashlib.sha256(key.encode()).hexdigest()
-        rows.append({"hash": h, "model": c["model"], "condition": c["condition"], "measurement": c["measurement"],
-                     "kind": c["kind"], "seed": c["seed"], "backend": "hf"})
+        rows.append(
+            {
+                "hash": h,
+                "model": c["model"],
+                "condition": c["condition"],
+                "measurement": c["measurement"],
+                "kind": c["kind"],
+                "seed": c["seed"],
+                "backend": "hf",
+            }
+        )
         conditions += [c["condition"]] if c["condition"] not in conditions else []
         models += [c["model"]] if c["model"] not in models else []
-        record = {"hash": h, "study": study, "model": c["model"], "conditions": [c["condition"]],
-                  "measurement": c["measurement"], "seed": c["seed"],
-                  "model_provenance": {"name": c["model"], "n_layers": (n_layers or {}).get(c["model"], 4)},
-                  "resolved_spec": {"name": study, "conditions": conditions_spec or {}}}
+        record = {
+            "hash": h,
+            "study": study,
+            "model": c["model"],
+            "conditions": [c["condition"]],
+            "measurement": c["measurement"],
+            "seed": c["seed"],
+            "model_provenance": {"name": c["model"], "n_layers": (n_layers or {}).get(c["model"], 4)},
+            "resolved_spec": {"name": study, "conditions": conditions_spec or {}},
+        }
         store.write(h, record, c["metrics"], c.get("samples", []), c.get("files"))
-    summary = {"format": "mechsteer.plan/1", "study": study, "profile": profile, "description": None,
-               "models": models, "conditions": conditions, "baseline": baseline, "evaluation": evaluation,
-               "spec_file": None, "spec_hash": "x", "cells": rows}
+    summary = {
+        "format": "mechsteer.plan/1",
+        "study": study,
+        "profile": profile,
+        "description": None,
+        "models": models,
+        "conditions": conditions,
+        "baseline": baseline,
+        "evaluation": evaluation,
+        "spec_file": None,
+        "spec_hash": "x",
+        "cells": rows,
+    }
     (root / "plan.json").write_text(json.dumps(summary))
     return root
 
 
-def eval_cell(model: str, condition: str, correct: list[int], *, seed: int = 0, task: str = "mini",
-              boxed: list[int] | None = None, prefix: str = "p") -> dict:
+def eval_cell(
+    model: str,
+    condition: str,
+    correct: list[int],
+    *,
+    seed: int = 0,
+    task: str = "mini",
+    boxed: list[int] | None = None,
+    prefix: str = "p",
+) -> dict:
     samples = eval_samples(correct, boxed, prefix)
     acc = sum(correct) / len(correct)
     acc_b = sum(boxed) / len(boxed) if boxed else 0.0
-    return {"model": model, "condition": condition, "measurement": f"eval:{task}", "kind": "eval", "seed": seed,
-            "metrics": {"acc_lenient": acc, "acc_boxed": acc_b, "n_problems": float(len(correct))},
-            "samples": samples}
+    return {
+        "model": model,
+        "condition": condition,
+        "measurement": f"eval:{task}",
+        "kind": "eval",
+        "seed": seed,
+        "metrics": {"acc_lenient": acc, "acc_boxed": acc_b, "n_problems": float(len(correct))},
+        "samples": samples,
+    }
 
 
-def generate_cell(model: str, condition: str, correct: list[int], *, seed: int = 0, name: str = "gen",
-                  prefix: str = "p") -> dict:
-    return {"model": model, "condition": condition, "measurement": f"readout:{name}", "kind": "generate",
-            "seed": seed, "metrics": {"acc_lenient": sum(correct) / len(correct), "mean_len": 10.0 + seed,
-                                      "n": float(len(correct))},
-            "samples": generate_samples(correct, prefix)}
+def generate_cell(
+    model: str, condition: str, correct: list[int], *, seed: int = 0, name: str = "gen", prefix: str = "p"
+) -> dict:
+    return {
+        "model": model,
+        "condition": condition,
+        "measurement": f"readout:{name}",
+        "kind": "generate",
+        "seed": seed,
+        "metrics": {"acc_lenient": sum(correct) / len(correct), "mean_len": 10.0 + seed, "n": float(len(correct))},
+        "samples": generate_samples(correct, prefix),
+    }
 
 
 PAPER_SHAPES_SPEC = {
-    "base": [], "all_layers": [], "single_{layer}": {"sweep": {"layer": "layers"}, "interventions": []},
+    "base": [],
+    "all_layers": [],
+    "single_{layer}": {"sweep": {"layer": "layers"}, "interventions": []},
     "q_head_{head}": {"sweep": {"head": "query_heads"}, "interventions": []},
-    "pair_{i}_{j}": {"sweep": {"i": "layers", "j": "layers"}, "where": ["i < j"], "interventions": []}}
+    "pair_{i}_{j}": {"sweep": {"i": "layers", "j": "layers"}, "where": ["i < j"], "interventions": []},
+}
 # accuracy (out of 8 problems) per condition and seed
-PAPER_SHAPES_ACC = {"base": (2, 2), "all_layers": (6, 6), "single_0": (3, 5), "single_1": (4, 4),
-                    "single_2": (2, 4), "single_3": (7, 7), "q_head_0": (1, 3), "q_head_1": (5, 5),
-                    "pair_0_1": (4, 4), "pair_0_2": (6, 6), "pair_1_2": (1, 1)}
+PAPER_SHAPES_ACC = {
+    "base": (2, 2),
+    "all_layers": (6, 6),
+    "single_0": (3, 5),
+    "single_1": (4, 4),
+    "single_2": (2, 4),
+    "single_3": (7, 7),
+    "q_head_0": (1, 3),
+    "q_head_1": (5, 5),
+    "pair_0_1": (4, 4),
+    "pair_0_2": (6, 6),
+    "pair_1_2": (1, 1),
+}
 
 
 def _correct(k: int) -> list[int]:
@@ -85,10 +170,12 @@ def _correct(k: int) -> list[int]:
 def paper_shapes_run(root, reference="all_layers", token_html: str | None = None):
     """A study with a baseline, a reference, single-layer, head and pair sweeps (two seeds, 8 problems);
     `token_html` is recorded as a coloured-token sample file in the single_1 seed-0 cell."""
-    cells = [eval_cell("m", cond, _correct(k), seed=s) for cond, ks in PAPER_SHAPES_ACC.items()
-             for s, k in enumerate(ks)]
+    cells = [
+        eval_cell("m", cond, _correct(k), seed=s) for cond, ks in PAPER_SHAPES_ACC.items() for s, k in enumerate(ks)
+    ]
     if token_html is not None:
         cells[next(i for i, c in enumerate(cells) if c["condition"] == "single_1")]["files"] = {
-            "tokens/sample_0.html": token_html.encode()}
+            "tokens/sample_0.html": token_html.encode()
+        }
     ev = {"tasks": ["mini"], "protocol": "paper", "seeds": [0, 1], "reference": reference}
     return write_run(root, study="paper_shapes", cells=cells, conditions_spec=PAPER_SHAPES_SPEC, evaluation=ev)

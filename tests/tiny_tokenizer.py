@@ -21,8 +21,9 @@ def make_tiny_tokenizer():
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="?"))
     tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
     tok.decoder = decoders.Fuse()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<|im_start|>",
-                                   eos_token="<|im_end|>", unk_token="?")
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", bos_token="<|im_start|>", eos_token="<|im_end|>", unk_token="?"
+    )
     fast.add_special_tokens({"additional_special_tokens": SPECIALS[1:]})
     fast.chat_template = CHATML
     fast.padding_side = "left"

@@ -20,8 +20,9 @@ def char_tokenizer():
     tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="?"))
     tk.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
     tk.decoder = decoders.Fuse()
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
-                                  unk_token="?")
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=tk, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="?"
+    )
     tok.padding_side = "left"
     return tok
 
@@ -35,8 +36,18 @@ def tiny_lm(model, dtype: str = "float32") -> LoadedModel:
         p.requires_grad_(False)
     model.generation_config.eos_token_id = 2
     model.generation_config.pad_token_id = 0
-    return LoadedModel("tiny", ModelSpec(id="tiny", dtype=dtype, device="cpu"), model, char_tokenizer(), adapter,
-                       adapter.shape(model), torch.device("cpu"), next(model.parameters()).dtype, "local", "tiny-rev")
+    return LoadedModel(
+        "tiny",
+        ModelSpec(id="tiny", dtype=dtype, device="cpu"),
+        model,
+        char_tokenizer(),
+        adapter,
+        adapter.shape(model),
+        torch.device("cpu"),
+        next(model.parameters()).dtype,
+        "local",
+        "tiny-rev",
+    )
 
 
 def train_spec(**over):
@@ -47,8 +58,14 @@ def train_spec(**over):
         "name": "tiny",
         "model": {"id": "tiny", "dtype": "float32", "device": "cpu"},
         "setup": "all_layers",
-        "rloo": {"group_size": 4, "prompts_per_step": 3, "steps": 4, "lr": 0.05, "max_new_tokens": 6,
-                 "warmup_ratio": 0.0},
+        "rloo": {
+            "group_size": 4,
+            "prompts_per_step": 3,
+            "steps": 4,
+            "lr": 0.05,
+            "max_new_tokens": 6,
+            "warmup_ratio": 0.0,
+        },
         "reward": "last_number",
         "data": {"kind": "jsonl", "path": "unused.jsonl", "template": "raw"},
         "checkpoint_every": 2,

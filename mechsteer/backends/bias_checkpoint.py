@@ -44,10 +44,28 @@ INDEX = "model.safetensors.index.json"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".h5", ".msgpack")
 SUPPORTED = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}
 LLAMA_KEYS = (
-    "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-    "num_key_value_heads", "hidden_act", "max_position_embeddings", "initializer_range", "rms_norm_eps",
-    "use_cache", "tie_word_embeddings", "rope_theta", "rope_scaling", "rope_parameters", "attention_dropout",
-    "bos_token_id", "eos_token_id", "pad_token_id", "torch_dtype", "dtype", "transformers_version",
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "hidden_act",
+    "max_position_embeddings",
+    "initializer_range",
+    "rms_norm_eps",
+    "use_cache",
+    "tie_word_embeddings",
+    "rope_theta",
+    "rope_scaling",
+    "rope_parameters",
+    "attention_dropout",
+    "bos_token_id",
+    "eos_token_id",
+    "pad_token_id",
+    "torch_dtype",
+    "dtype",
+    "transformers_version",
 )
 """Qwen2 config keys that mean the same in a Llama config (everything else of Qwen2 is sliding-window)."""
 
@@ -55,7 +73,6 @@ LLAMA_KEYS = (
 # ---------------------------------------------------------------------------------------------------------
 # Which conditions vLLM can run
 # ---------------------------------------------------------------------------------------------------------
-
 
 
 def condition_bias(interventions: list, vectors: dict[str, VectorSet], n_layers: int, d_model: int) -> torch.Tensor:
@@ -82,8 +99,9 @@ def condition_bias(interventions: list, vectors: dict[str, VectorSet], n_layers:
                 raise CompileError(f"add.layer: {e}") from None
         missing = [i for i in layers if i not in vs.layers]
         if missing:
-            raise CompileError(f"vector set {spec.vector!r} has no rows for layers {missing}",
-                               hint=f"its rows: {vs.layers}")
+            raise CompileError(
+                f"vector set {spec.vector!r} has no rows for layers {missing}", hint=f"its rows: {vs.layers}"
+            )
         for i in layers:
             if i >= n_layers:
                 raise CompileError(f"vector set {spec.vector!r} row {i} is beyond the model's {n_layers} layers")
@@ -110,8 +128,10 @@ def loaded_model_dir(lm) -> Path:
     try:
         return Path(snapshot_download(where, revision=lm.revision, local_files_only=True))
     except Exception as e:  # noqa: BLE001 - any hub error is the same user problem
-        raise ModelLoadError(f"cannot find the local files of {where!r} to compile a checkpoint: {e}",
-                             hint="download the model (`hf download ID --local-dir DIR`) and use that directory") from None
+        raise ModelLoadError(
+            f"cannot find the local files of {where!r} to compile a checkpoint: {e}",
+            hint="download the model (`hf download ID --local-dir DIR`) and use that directory",
+        ) from None
 
 
 def _file_sha256(path: Path, memo: dict) -> str:
@@ -154,17 +174,24 @@ def llama_config(cfg: dict) -> dict:
     """The config.json of the compiled checkpoint: a Llama with mlp_bias (and attention_bias for Qwen2)."""
     kind = cfg.get("model_type")
     if kind not in SUPPORTED:
-        why = (" (its post-feed-forward norm follows down_proj, so a down_proj bias is not an `add`)"
-               if kind and kind.startswith("gemma") else "")
-        raise CompileError(f"cannot compile a bias checkpoint for model_type {kind!r}{why}",
-                           hint=f"supported: {', '.join(SUPPORTED)}; use backend: hf")
+        why = (
+            " (its post-feed-forward norm follows down_proj, so a down_proj bias is not an `add`)"
+            if kind and kind.startswith("gemma")
+            else ""
+        )
+        raise CompileError(
+            f"cannot compile a bias checkpoint for model_type {kind!r}{why}",
+            hint=f"supported: {', '.join(SUPPORTED)}; use backend: hf",
+        )
     if kind == "llama":
         out = dict(cfg)
     else:
         types = cfg.get("layer_types") or []
         if cfg.get("use_sliding_window") or any(t != "full_attention" for t in types):
-            raise CompileError("this Qwen2 checkpoint uses sliding-window attention, which Llama cannot carry",
-                               hint="use backend: hf for this model")
+            raise CompileError(
+                "this Qwen2 checkpoint uses sliding-window attention, which Llama cannot carry",
+                hint="use backend: hf for this model",
+            )
         out = {k: cfg[k] for k in LLAMA_KEYS if k in cfg}
         out["head_dim"] = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
         out["attention_bias"] = True  # Qwen2's q/k/v biases; the o_proj bias Llama adds is zero
@@ -183,8 +210,10 @@ def _weight_map(src: Path) -> dict[str, str]:
         return dict(json.loads(index.read_text())["weight_map"])
     single = src / "model.safetensors"
     if not single.is_file():
-        raise CompileError(f"{src} has no safetensors weights (model.safetensors or {INDEX})",
-                           hint="re-save the model with save_pretrained(safe_serialization=True)")
+        raise CompileError(
+            f"{src} has no safetensors weights (model.safetensors or {INDEX})",
+            hint="re-save the model with save_pretrained(safe_serialization=True)",
+        )
     with safe_open(str(single), "pt") as f:
         return {k: single.name for k in f.keys()}
 
@@ -221,8 +250,10 @@ def _new_tensors(cfg: dict, llama: dict, bias: torch.Tensor, weight_map: dict[st
                     out[key] = torch.zeros(size, dtype=torch.float32)
     clash = sorted(k for k in out if k in weight_map)
     if clash:
-        raise CompileError(f"the base checkpoint already has MLP biases ({clash[0]}, ...)",
-                           hint="compile from the original model, not from a compiled checkpoint")
+        raise CompileError(
+            f"the base checkpoint already has MLP biases ({clash[0]}, ...)",
+            hint="compile from the original model, not from a compiled checkpoint",
+        )
     return out
 
 
@@ -258,11 +289,21 @@ def compile_bias_checkpoint(base, bias: torch.Tensor) -> Path:
         full_map = {k: (SINGLE_RENAMED if v == "model.safetensors" else v) for k, v in weight_map.items()}
         full_map |= {k: BIAS_SHARD for k in new}
         total = sum((tmp / name).stat().st_size for name in set(full_map.values()))
-        (tmp / INDEX).write_text(json.dumps({"metadata": {"total_size": total},
-                                             "weight_map": dict(sorted(full_map.items()))}, indent=2))
+        (tmp / INDEX).write_text(
+            json.dumps({"metadata": {"total_size": total}, "weight_map": dict(sorted(full_map.items()))}, indent=2)
+        )
         (tmp / "config.json").write_text(json.dumps(llama, indent=2, sort_keys=True))
-        (tmp / "mechsteer_compiled.json").write_text(json.dumps({
-            "compiler_version": COMPILER_VERSION, "source_dir": str(src), "source_model_type": cfg.get("model_type"),
-            "source_fingerprint": base_fp, "bias_sha256": b_sha, "bias_norms": [round(float(x), 6) for x in bias.norm(dim=1)],
-        }, indent=2))
+        (tmp / "mechsteer_compiled.json").write_text(
+            json.dumps(
+                {
+                    "compiler_version": COMPILER_VERSION,
+                    "source_dir": str(src),
+                    "source_model_type": cfg.get("model_type"),
+                    "source_fingerprint": base_fp,
+                    "bias_sha256": b_sha,
+                    "bias_norms": [round(float(x), 6) for x in bias.norm(dim=1)],
+                },
+                indent=2,
+            )
+        )
     return target

@@ -28,9 +28,12 @@ def vllm_expressible(interventions: list) -> tuple[bool, str]:
         if kind == "add":
             if spec.positions != "all":
                 sel = spec.positions if isinstance(spec.positions, str) else spec.positions.model_dump()
-                return False, (f"add with positions {sel!r} is position-selective; a checkpoint bias acts on "
-                               "every position (only positions: all compiles)")
+                return False, (
+                    f"add with positions {sel!r} is position-selective; a checkpoint bias acts on "
+                    "every position (only positions: all compiles)"
+                )
             continue
         return False, WHY_NOT.get(kind, f"{kind} is not an all-position add")
-    return True, ("no intervention: the base model" if not interventions
-                  else "all-position add: compiled into down_proj biases")
+    return True, (
+        "no intervention: the base model" if not interventions else "all-position add: compiled into down_proj biases"
+    )

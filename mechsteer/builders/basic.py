@@ -24,7 +24,9 @@ def build_bundled(spec, ctx: BuildContext) -> VectorSet:
 
     path = BUNDLED_VECTOR_DIR / f"{spec.name}.safetensors"
     if not path.is_file():
-        raise VectorError(f"no bundled vector set {spec.name!r}; bundled: {', '.join(bundled_vector_names()) or 'none'}")
+        raise VectorError(
+            f"no bundled vector set {spec.name!r}; bundled: {', '.join(bundled_vector_names()) or 'none'}"
+        )
     vs = load_vector_set(path)
     return subset(vs, spec.layers, ctx, f"bundled vector set {spec.name}")
 

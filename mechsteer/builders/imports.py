@@ -13,8 +13,7 @@ from mechsteer.vectors.vector_set import VectorSet
 def build_lm_eval_steered(spec, ctx: BuildContext) -> VectorSet:
     from mechsteer.vectors.io_formats import load_lm_eval_steered
 
-    vs = load_lm_eval_steered(spec.path, ctx.n_layers, ctx.d_model,
-                              apply_coefficient=spec.apply_coefficient)
+    vs = load_lm_eval_steered(spec.path, ctx.n_layers, ctx.d_model, apply_coefficient=spec.apply_coefficient)
     return subset(vs, spec.layers, ctx, f"lm-eval steering file {spec.path}")
 
 

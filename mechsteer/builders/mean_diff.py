@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import torch
 
+from mechsteer.engine.vectors import BuildContext
 from mechsteer.errors import VectorError
 from mechsteer.hooks import HookScope
 from mechsteer.models.adapters import decoder_output_tensor
 from mechsteer.train.rollout import pad_prompts, sample
-from mechsteer.engine.vectors import BuildContext
 from mechsteer.vectors.vector_set import VectorSet
 
 
@@ -39,13 +39,14 @@ def _capture(lm, ids: torch.Tensor, mask: torch.Tensor, layers: list[int]) -> di
     return acts
 
 
-def prompt_activations(lm, token_lists: list[list[int]], layers: list[int], position: str,
-                       batch_size: int = 8) -> dict[int, torch.Tensor]:
+def prompt_activations(
+    lm, token_lists: list[list[int]], layers: list[int], position: str, batch_size: int = 8
+) -> dict[int, torch.Tensor]:
     """Per-prompt activation (n, d) at each block: the last token (`last`) or the mean over tokens (`mean`)."""
     device = next(lm.model.parameters()).device
     out: dict[int, list[torch.Tensor]] = {i: [] for i in layers}
     for s in range(0, len(token_lists), batch_size):
-        p = pad_prompts(token_lists[s: s + batch_size], lm.tokenizer.pad_token_id, device)
+        p = pad_prompts(token_lists[s : s + batch_size], lm.tokenizer.pad_token_id, device)
         acts = _capture(lm, p.ids, p.mask, layers)
         m = p.mask.unsqueeze(-1).float()
         for i in layers:
@@ -56,8 +57,14 @@ def prompt_activations(lm, token_lists: list[list[int]], layers: list[int], posi
     return {i: torch.cat(v).cpu() for i, v in out.items()}
 
 
-def mean_diff_prompts(lm, positive: list[list[int]], negative: list[list[int]], layers: list[int],
-                      position: str = "last", batch_size: int = 8) -> VectorSet:
+def mean_diff_prompts(
+    lm,
+    positive: list[list[int]],
+    negative: list[list[int]],
+    layers: list[int],
+    position: str = "last",
+    batch_size: int = 8,
+) -> VectorSet:
     """mean(positive activations) - mean(negative activations) at each block."""
     pos = prompt_activations(lm, positive, layers, position, batch_size)
     neg = prompt_activations(lm, negative, layers, position, batch_size)
@@ -68,9 +75,19 @@ def mean_diff_prompts(lm, positive: list[list[int]], negative: list[list[int]], 
     return VectorSet(out, layers, {"source": f"mean_diff(prompts {len(positive)} vs {len(negative)}, {position})"})
 
 
-def mean_diff_generations(lm, problems: list[dict], prompt_ids: list[list[int]], layers: list[int], *, samples: int,
-                          temperature: float, max_new_tokens: int, grade, seed: int = 0,
-                          batch_size: int = 8) -> VectorSet:
+def mean_diff_generations(
+    lm,
+    problems: list[dict],
+    prompt_ids: list[list[int]],
+    layers: list[int],
+    *,
+    samples: int,
+    temperature: float,
+    max_new_tokens: int,
+    grade,
+    seed: int = 0,
+    batch_size: int = 8,
+) -> VectorSet:
     """Mean activation over generated tokens of correct answers minus incorrect ones (`grade(text, gold)`)."""
     from mechsteer.generation import lm_stop_token_ids
 
@@ -81,9 +98,17 @@ def mean_diff_generations(lm, problems: list[dict], prompt_ids: list[list[int]],
     counts = {True: 0, False: 0}
     stops, pad = lm_stop_token_ids(lm), lm.tokenizer.pad_token_id
     for s in range(0, len(problems), batch_size):
-        prom = pad_prompts(prompt_ids[s: s + batch_size], pad, device)
-        ro = sample(lm.model, prom, group_size=samples, max_new_tokens=max_new_tokens, temperature=temperature,
-                    stop_ids=stops, pad_id=pad, generator=gen)
+        prom = pad_prompts(prompt_ids[s : s + batch_size], pad, device)
+        ro = sample(
+            lm.model,
+            prom,
+            group_size=samples,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            stop_ids=stops,
+            pad_id=pad,
+            generator=gen,
+        )
         ids = torch.cat([prom.ids.repeat_interleave(samples, 0), ro.tokens], dim=1)
         mask = torch.cat([prom.mask.repeat_interleave(samples, 0), ro.mask], dim=1)
         acts = _capture(lm, ids, mask, layers)
@@ -96,22 +121,34 @@ def mean_diff_generations(lm, problems: list[dict], prompt_ids: list[list[int]],
                 continue
             counts[ok] += n
             for i in layers:
-                sums[ok][i] += acts[i][r, width: width + n].sum(dim=0).cpu()
+                sums[ok][i] += acts[i][r, width : width + n].sum(dim=0).cpu()
     if not counts[True] or not counts[False]:
-        raise VectorError(f"mean_diff generations: {counts[True]} correct and {counts[False]} incorrect generated "
-                          "tokens; both groups are needed", hint="use more problems or samples, or another grader")
+        raise VectorError(
+            f"mean_diff generations: {counts[True]} correct and {counts[False]} incorrect generated "
+            "tokens; both groups are needed",
+            hint="use more problems or samples, or another grader",
+        )
     out = torch.zeros(lm.shape.n_layers, lm.shape.d_model)
     for i in layers:
         out[i] = sums[True][i] / counts[True] - sums[False][i] / counts[False]
-    return VectorSet(out, layers, {"source": "mean_diff(correct - incorrect generations)",
-                                   "tokens_correct": str(counts[True]), "tokens_incorrect": str(counts[False])})
+    return VectorSet(
+        out,
+        layers,
+        {
+            "source": "mean_diff(correct - incorrect generations)",
+            "tokens_correct": str(counts[True]),
+            "tokens_incorrect": str(counts[False]),
+        },
+    )
 
 
 def _need_lm(ctx: BuildContext, what: str):
     lm = ctx.lm() if callable(ctx.lm) else ctx.lm
     if lm is None:
-        raise VectorError(f"{what} computes vectors with the model, but no model was given to the vector builder",
-                          hint="this is a mechsteer bug when it happens inside `mechsteer run`")
+        raise VectorError(
+            f"{what} computes vectors with the model, but no model was given to the vector builder",
+            hint="this is a mechsteer bug when it happens inside `mechsteer run`",
+        )
     return lm
 
 
@@ -135,6 +172,15 @@ def build_mean_diff(spec, ctx: BuildContext) -> VectorSet:
     def correct(text: str, gold: str) -> bool:
         return grader(Completion(text, gold, (), True)).reward > 0
 
-    return mean_diff_generations(lm, problems, ids, layers, samples=g.samples, temperature=g.temperature,
-                                 max_new_tokens=g.max_new_tokens, grade=correct, seed=g.seed,
-                                 batch_size=spec.batch_size)
+    return mean_diff_generations(
+        lm,
+        problems,
+        ids,
+        layers,
+        samples=g.samples,
+        temperature=g.temperature,
+        max_new_tokens=g.max_new_tokens,
+        grade=correct,
+        seed=g.seed,
+        batch_size=spec.batch_size,
+    )

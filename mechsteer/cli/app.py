@@ -26,8 +26,14 @@ StudyFile = Annotated[Path, typer.Argument(help="Study YAML file.", show_default
 ProfileOpt = Annotated[Optional[str], typer.Option("--profile", "-p", help="Profile to merge (e.g. mini, paper).")]
 LimitOpt = Annotated[Optional[int], typer.Option("--limit", min=1, help="At most N problems/prompts per measurement.")]
 OutputOpt = Annotated[Path, typer.Option("--output-dir", "-o", help="Root folder for results.")]
-DataDirOpt = Annotated[Optional[Path], typer.Option("--data-dir", help="Local benchmark folder with <task>/test.jsonl "
-                                                    "files; overrides evaluation.data_dir and readouts' data_dir.")]
+DataDirOpt = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--data-dir",
+        help="Local benchmark folder with <task>/test.jsonl "
+        "files; overrides evaluation.data_dir and readouts' data_dir.",
+    ),
+]
 
 SCHEMA_DIR = Path("schemas")
 
@@ -95,8 +101,13 @@ def schemas() -> dict[str, dict]:
 
 @app.command()
 @handle_errors
-def plan(study: StudyFile, profile: ProfileOpt = None, limit: LimitOpt = None,
-         output_dir: OutputOpt = Path("outputs"), data_dir: DataDirOpt = None) -> None:
+def plan(
+    study: StudyFile,
+    profile: ProfileOpt = None,
+    limit: LimitOpt = None,
+    output_dir: OutputOpt = Path("outputs"),
+    data_dir: DataDirOpt = None,
+) -> None:
     """Show the compiled cells (model x condition x measurement x seed), their hashes and cache state."""
     from rich.table import Table
 
@@ -114,9 +125,10 @@ def plan(study: StudyFile, profile: ProfileOpt = None, limit: LimitOpt = None,
     uniq = status.drop_duplicates("hash")
     counts = uniq.state.value_counts()
     stale = uniq[uniq.state.isin(["stale", "damaged"])]
-    console.print(f"{len(uniq)} unique cells: {counts.get('fresh', 0)} cached, "
-                  f"{len(uniq) - counts.get('fresh', 0)} to run"
-                  + (f" ({len(stale)} stale or damaged)" if len(stale) else ""))
+    console.print(
+        f"{len(uniq)} unique cells: {counts.get('fresh', 0)} cached, "
+        f"{len(uniq) - counts.get('fresh', 0)} to run" + (f" ({len(stale)} stale or damaged)" if len(stale) else "")
+    )
     for r in stale.itertuples():
         console.print(f"  {r.cell} {r.state}: {r.reason}")
     if (status.backend == "vllm").any() or status.backend_note.notna().any():
@@ -126,24 +138,45 @@ def plan(study: StudyFile, profile: ProfileOpt = None, limit: LimitOpt = None,
             console.print(f"  {cond} stays on HF: {note}")
 
 
-_STATUS_TEXT = {"fresh": "cached", "missing": "to run", "shared": "shared", "stale": "stale (to run)",
-                "damaged": "damaged (to run)"}
+_STATUS_TEXT = {
+    "fresh": "cached",
+    "missing": "to run",
+    "shared": "shared",
+    "stale": "stale (to run)",
+    "damaged": "damaged (to run)",
+}
 
 
 @app.command()
 @handle_errors
-def run(study: StudyFile, profile: ProfileOpt = None, limit: LimitOpt = None,
-        output_dir: OutputOpt = Path("outputs"), data_dir: DataDirOpt = None,
-        force: Annotated[bool, typer.Option("--force", help="Re-run cells even when cached.")] = False,
-        reuse_stale: Annotated[bool, typer.Option("--reuse-stale", help="Keep cells computed by other code or "
-                                                  "package versions (recorded in each reused cell).")] = False,
-        threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads for torch (1 is "
-                                                       "often fastest on a busy 2-core machine; with Ray: per "
-                                                       "worker).")] = None,
-        executor: Annotated[str, typer.Option("--executor", help="local (this process) or ray.")] = "local",
-        address: Annotated[Optional[str], typer.Option("--address", help="Ray cluster address (default: a local "
-                                                       "Ray instance).")] = None,
-        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False) -> None:
+def run(
+    study: StudyFile,
+    profile: ProfileOpt = None,
+    limit: LimitOpt = None,
+    output_dir: OutputOpt = Path("outputs"),
+    data_dir: DataDirOpt = None,
+    force: Annotated[bool, typer.Option("--force", help="Re-run cells even when cached.")] = False,
+    reuse_stale: Annotated[
+        bool,
+        typer.Option(
+            "--reuse-stale",
+            help="Keep cells computed by other code or package versions (recorded in each reused cell).",
+        ),
+    ] = False,
+    threads: Annotated[
+        Optional[int],
+        typer.Option(
+            "--threads",
+            min=1,
+            help="CPU threads for torch (1 is often fastest on a busy 2-core machine; with Ray: per worker).",
+        ),
+    ] = None,
+    executor: Annotated[str, typer.Option("--executor", help="local (this process) or ray.")] = "local",
+    address: Annotated[
+        Optional[str], typer.Option("--address", help="Ray cluster address (default: a local Ray instance).")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+) -> None:
     """Run every cell of a study that is not cached yet, then write its tables."""
     import time
 
@@ -155,24 +188,33 @@ def run(study: StudyFile, profile: ProfileOpt = None, limit: LimitOpt = None,
     todo = len(status) if force else int((status.state != "fresh").sum())
     if reuse_stale and not force:
         todo -= int((status.state == "stale").sum())
-    console.print(f"[bold]{p.study}[/]" + (f" (profile {p.profile})" if p.profile else "")
-                  + f": {len(status)} cells, {todo} to run -> {p.output_dir}")
-    results = run_plan(p, force=force, reuse_stale=reuse_stale, threads=threads, progress=not quiet,
-                       executor=executor, address=address)
+    console.print(
+        f"[bold]{p.study}[/]"
+        + (f" (profile {p.profile})" if p.profile else "")
+        + f": {len(status)} cells, {todo} to run -> {p.output_dir}"
+    )
+    results = run_plan(
+        p, force=force, reuse_stale=reuse_stale, threads=threads, progress=not quiet, executor=executor, address=address
+    )
     ran = results.run_summary
-    console.print(f"ran {len(ran.executed)} cells, {len(ran.cached)} cached"
-                  + (f" ({len(ran.reused_stale)} stale reused)" if ran.reused_stale else "")
-                  + f", in {time.perf_counter() - t0:.0f} s")
+    console.print(
+        f"ran {len(ran.executed)} cells, {len(ran.cached)} cached"
+        + (f" ({len(ran.reused_stale)} stale reused)" if ran.reused_stale else "")
+        + f", in {time.perf_counter() - t0:.0f} s"
+    )
     typer.echo((results.output_dir / "report" / "table.md").read_text())  # plain echo: tables must not wrap
     console.print(f"report: {results.output_dir / 'report' / 'report.md'}")
 
 
 @app.command()
 @handle_errors
-def report(target: Annotated[Path, typer.Argument(help="A study file, or an output folder of a run.",
-                                                  show_default=False)],
-           profile: ProfileOpt = None, limit: LimitOpt = None,
-           output_dir: OutputOpt = Path("outputs"), data_dir: DataDirOpt = None) -> None:
+def report(
+    target: Annotated[Path, typer.Argument(help="A study file, or an output folder of a run.", show_default=False)],
+    profile: ProfileOpt = None,
+    limit: LimitOpt = None,
+    output_dir: OutputOpt = Path("outputs"),
+    data_dir: DataDirOpt = None,
+) -> None:
     """Rebuild a study's tables from its recorded cells (no model is loaded)."""
     from mechsteer.api import load_results, load_study
     from mechsteer.report import write_report
@@ -189,15 +231,17 @@ def report(target: Annotated[Path, typer.Argument(help="A study file, or an outp
 
 @app.command("diff")
 @handle_errors
-def diff_command(a: Annotated[Path, typer.Argument(help="Output folder of one run.", show_default=False)],
-                 b: Annotated[Path, typer.Argument(help="Output folder of another run of the same study.",
-                                                   show_default=False)],
-                 fmt: Annotated[str, typer.Option("--format", help="table (rich), markdown, csv or json.")] = "table",
-                 out: Annotated[Optional[Path], typer.Option("--out", help="Also write diff.md, paired.csv, "
-                                                             "metrics.csv, matches.csv and diff.json here.")] = None,
-                 seed: Annotated[int, typer.Option("--seed", help="Seed of the paired bootstrap.")] = 0,
-                 n_boot: Annotated[int, typer.Option("--n-boot", min=100, help="Bootstrap resamples.")] = 10_000,
-                 ) -> None:
+def diff_command(
+    a: Annotated[Path, typer.Argument(help="Output folder of one run.", show_default=False)],
+    b: Annotated[Path, typer.Argument(help="Output folder of another run of the same study.", show_default=False)],
+    fmt: Annotated[str, typer.Option("--format", help="table (rich), markdown, csv or json.")] = "table",
+    out: Annotated[
+        Optional[Path],
+        typer.Option("--out", help="Also write diff.md, paired.csv, metrics.csv, matches.csv and diff.json here."),
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the paired bootstrap.")] = 0,
+    n_boot: Annotated[int, typer.Option("--n-boot", min=100, help="Bootstrap resamples.")] = 10_000,
+) -> None:
     """Compare two runs of the same study, B - A: conditions matched by name (layer sweeps by relative depth),
     paired statistics on shared problems (exact McNemar, paired bootstrap 95% CI), readout metrics side by side."""
     from mechsteer.api import diff

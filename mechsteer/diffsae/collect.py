@@ -20,9 +20,9 @@ Output folder (assembled aside and renamed into place when complete):
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -57,10 +57,21 @@ class Sequence:
 
 # -------------------------------------------------------------------------------------------- generation
 @torch.no_grad()
-def generate_and_grade(lm: LoadedModel, interventions: list, vectors: dict, problems: list[dict], *,
-                       template: str = "qwen_math", max_new_tokens: int = 64, temperature: float = 1.0,
-                       samples: int = 1, seed: int = 0, batch_size: int = 8, grader: str = "lenient",
-                       progress: Callable[[int], None] | None = None) -> list[Sequence]:
+def generate_and_grade(
+    lm: LoadedModel,
+    interventions: list,
+    vectors: dict,
+    problems: list[dict],
+    *,
+    template: str = "qwen_math",
+    max_new_tokens: int = 64,
+    temperature: float = 1.0,
+    samples: int = 1,
+    seed: int = 0,
+    batch_size: int = 8,
+    grader: str = "lenient",
+    progress: Callable[[int], None] | None = None,
+) -> list[Sequence]:
     """Sample completions to task problems (`{"id", "problem", "answer"}`) under the condition and grade them.
 
     Same sampling settings as `mechsteer.generation.generate` (top_k off, top_p 1, the model's stop tokens),
@@ -76,10 +87,14 @@ def generate_and_grade(lm: LoadedModel, interventions: list, vectors: dict, prob
         raise MechsteerError(f"diffsae grader {grader!r} is unknown", hint="use lenient or boxed")
     stops = lm_stop_token_ids(lm)
     cfg = GenerationConfig(
-        max_new_tokens=max_new_tokens, do_sample=temperature > 0,
-        temperature=temperature if temperature > 0 else None, top_p=1.0 if temperature > 0 else None,
-        top_k=0 if temperature > 0 else None, num_return_sequences=samples,
-        pad_token_id=lm.tokenizer.pad_token_id, eos_token_id=stops,
+        max_new_tokens=max_new_tokens,
+        do_sample=temperature > 0,
+        temperature=temperature if temperature > 0 else None,
+        top_p=1.0 if temperature > 0 else None,
+        top_k=0 if temperature > 0 else None,
+        num_return_sequences=samples,
+        pad_token_id=lm.tokenizer.pad_token_id,
+        eos_token_id=stops,
     )
     out: list[Sequence] = []
     with steering(lm.model, lm.adapter, interventions, vectors, tokenizer=lm.tokenizer) as ctx:
@@ -103,16 +118,30 @@ def generate_and_grade(lm: LoadedModel, interventions: list, vectors: dict, prob
                 text = lm.tokenizer.decode([t for t in ids if t not in stops], skip_special_tokens=True)
                 g = grade(text, str(problems[i]["answer"]), template=template)
                 ok = g.boxed_correct if grader == "boxed" else g.lenient_correct
-                out.append(Sequence(problem=str(problems[i]["id"]), prompt_ids=prompt_ids, generated_ids=ids,
-                                    correct=bool(ok), sample=row % samples, completion=text))
+                out.append(
+                    Sequence(
+                        problem=str(problems[i]["id"]),
+                        prompt_ids=prompt_ids,
+                        generated_ids=ids,
+                        correct=bool(ok),
+                        sample=row % samples,
+                        completion=text,
+                    )
+                )
             if progress:
                 progress(len(chunk))
     return out
 
 
 # -------------------------------------------------------------------------------------------- capture
-def _capture(lm: LoadedModel, ids: torch.Tensor, mask: torch.Tensor, layers: list[int], ctx=None,
-             prompt_lengths: list[int] | None = None) -> dict[int, torch.Tensor]:
+def _capture(
+    lm: LoadedModel,
+    ids: torch.Tensor,
+    mask: torch.Tensor,
+    layers: list[int],
+    ctx=None,
+    prompt_lengths: list[int] | None = None,
+) -> dict[int, torch.Tensor]:
     """Outputs of the chosen blocks (float32, [batch, tokens, d]) for one left-padded batch."""
     acts: dict[int, torch.Tensor] = {}
 
@@ -139,8 +168,8 @@ def _pad_left(seqs: list[Sequence], pad_id: int, device) -> tuple[torch.Tensor, 
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
     for r, s in enumerate(seqs):
         t = s.ids
-        ids[r, width - len(t):] = torch.tensor(t, dtype=torch.long)
-        mask[r, width - len(t):] = 1
+        ids[r, width - len(t) :] = torch.tensor(t, dtype=torch.long)
+        mask[r, width - len(t) :] = 1
     return ids.to(device), mask.to(device)
 
 
@@ -152,9 +181,11 @@ class ShardWriter:
         row_bytes = len(layers) * d_model * torch.empty((), dtype=dtype).element_size()
         self.tokens_per_shard = (max_shard_bytes - HEADER_RESERVE) // row_bytes
         if self.tokens_per_shard < 1:
-            raise MechsteerError(f"diffsae max_shard_bytes={max_shard_bytes} cannot hold one token "
-                                 f"({row_bytes} bytes for {len(layers)} layers x d_model {d_model})",
-                                 hint=f"use at least {row_bytes + HEADER_RESERVE} bytes")
+            raise MechsteerError(
+                f"diffsae max_shard_bytes={max_shard_bytes} cannot hold one token "
+                f"({row_bytes} bytes for {len(layers)} layers x d_model {d_model})",
+                hint=f"use at least {row_bytes + HEADER_RESERVE} bytes",
+            )
         self._buf: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
         self._rows: list[dict] = []
         self.shards: list[dict] = []
@@ -177,8 +208,11 @@ class ShardWriter:
             tensors[f"layer_{layer}"] = full[:n].contiguous()
             self._buf[layer] = [full[n:]] if full.shape[0] > n else []
         rows, self._rows = self._rows[:n], self._rows[n:]
-        save_file(tensors, str(self.folder / f"{name}.safetensors"),
-                  metadata={"layers": json.dumps(self.layers), "d_model": str(self.d_model)})
+        save_file(
+            tensors,
+            str(self.folder / f"{name}.safetensors"),
+            metadata={"layers": json.dumps(self.layers), "d_model": str(self.d_model)},
+        )
         pd.DataFrame(rows, columns=list(INDEX_COLUMNS)).to_parquet(self.folder / f"{name}.parquet", index=False)
         self.shards.append({"name": name, "n_tokens": n})
 
@@ -188,10 +222,21 @@ class ShardWriter:
 
 
 @torch.no_grad()
-def collect_diffs(lm: LoadedModel, interventions: list, vectors: dict, sequences: list[Sequence],
-                  layers: list[int], out_dir: str | Path, *, positions: str = "all",
-                  max_shard_bytes: int = 256 * 2**20, batch_size: int = 8, dtype: torch.dtype = torch.float32,
-                  progress: Callable[[int], None] | None = None, info: dict | None = None) -> dict:
+def collect_diffs(
+    lm: LoadedModel,
+    interventions: list,
+    vectors: dict,
+    sequences: list[Sequence],
+    layers: list[int],
+    out_dir: str | Path,
+    *,
+    positions: str = "all",
+    max_shard_bytes: int = 256 * 2**20,
+    batch_size: int = 8,
+    dtype: torch.dtype = torch.float32,
+    progress: Callable[[int], None] | None = None,
+    info: dict | None = None,
+) -> dict:
     """Run `sequences` teacher-forced through the base and the steered model and write dF per token for each
     layer in `layers` into `out_dir` (see the module docstring). `positions`: `all` tokens or `generated`
     only. Returns the manifest."""
@@ -207,7 +252,7 @@ def collect_diffs(lm: LoadedModel, interventions: list, vectors: dict, sequences
         writer = ShardWriter(tmp, layers, lm.shape.d_model, max_shard_bytes, dtype)
         with open(tmp / "sequences.jsonl", "w") as seq_file:
             for start in range(0, len(sequences), batch_size):
-                batch = sequences[start: start + batch_size]
+                batch = sequences[start : start + batch_size]
                 ids, mask = _pad_left(batch, lm.tokenizer.pad_token_id or 0, lm.device)
                 base = _capture(lm, ids, mask, layers)
                 with steering(lm.model, lm.adapter, interventions, vectors, tokenizer=lm.tokenizer) as ctx:
@@ -222,20 +267,36 @@ def collect_diffs(lm: LoadedModel, interventions: list, vectors: dict, sequences
                     for layer in layers:
                         diffs[layer].append((steered[layer][r, cols] - base[layer][r, cols]).cpu())
                     for p in range(first, n):
-                        rows.append({"seq": start + r, "problem": s.problem, "sample": s.sample, "position": p,
-                                     "gen_pos": p - n_p if p >= n_p else -1, "is_generated": p >= n_p,
-                                     "correct": s.correct, "token_id": s.ids[p]})
+                        rows.append(
+                            {
+                                "seq": start + r,
+                                "problem": s.problem,
+                                "sample": s.sample,
+                                "position": p,
+                                "gen_pos": p - n_p if p >= n_p else -1,
+                                "is_generated": p >= n_p,
+                                "correct": s.correct,
+                                "token_id": s.ids[p],
+                            }
+                        )
                     seq_file.write(json.dumps({"seq": start + r, **{k: v for k, v in asdict(s).items()}}) + "\n")
                 writer.add({layer: torch.cat(v) for layer, v in diffs.items()}, rows)
                 if progress:
                     progress(len(batch))
         writer.close()
-        manifest = {"layers": layers, "d_model": lm.shape.d_model, "dtype": str(dtype).removeprefix("torch."),
-                    "positions": positions, "n_sequences": len(sequences),
-                    "n_tokens": sum(s["n_tokens"] for s in writer.shards), "shards": writer.shards,
-                    "max_shard_bytes": max_shard_bytes, "model": lm.provenance() if hasattr(lm, "provenance") else {},
-                    "interventions": [i.model_dump() if hasattr(i, "model_dump") else dict(i) for i in interventions],
-                    **(info or {})}
+        manifest = {
+            "layers": layers,
+            "d_model": lm.shape.d_model,
+            "dtype": str(dtype).removeprefix("torch."),
+            "positions": positions,
+            "n_sequences": len(sequences),
+            "n_tokens": sum(s["n_tokens"] for s in writer.shards),
+            "shards": writer.shards,
+            "max_shard_bytes": max_shard_bytes,
+            "model": lm.provenance() if hasattr(lm, "provenance") else {},
+            "interventions": [i.model_dump() if hasattr(i, "model_dump") else dict(i) for i in interventions],
+            **(info or {}),
+        }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str))
     return manifest
 
@@ -244,8 +305,9 @@ def collect_diffs(lm: LoadedModel, interventions: list, vectors: dict, sequences
 def read_manifest(folder: str | Path) -> dict:
     path = Path(folder) / "manifest.json"
     if not path.is_file():
-        raise MechsteerError(f"{folder} holds no diffsae collection (no manifest.json)",
-                             hint="run collect_diffs into it first")
+        raise MechsteerError(
+            f"{folder} holds no diffsae collection (no manifest.json)", hint="run collect_diffs into it first"
+        )
     return json.loads(path.read_text())
 
 
@@ -269,8 +331,7 @@ def load_index(folder: str | Path):
     import pandas as pd
 
     m = read_manifest(folder)
-    return pd.concat([pd.read_parquet(Path(folder) / f"{s['name']}.parquet") for s in m["shards"]],
-                     ignore_index=True)
+    return pd.concat([pd.read_parquet(Path(folder) / f"{s['name']}.parquet") for s in m["shards"]], ignore_index=True)
 
 
 def load_sequences(folder: str | Path) -> list[dict]:

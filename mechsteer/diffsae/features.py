@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -101,24 +101,42 @@ def feature_stats(enc: Encoded, index, *, generated_only: bool = True, min_act_f
     seq_i = np.bincount(p_feat[~p_c], minlength=w)
 
     live = np.nonzero(tok_c + tok_i)[0]
-    pvals = np.array([fisher_exact([[seq_c[f], n_seq_c - seq_c[f]], [seq_i[f], n_seq_i - seq_i[f]]])[1]
-                      if n_seq_c and n_seq_i else np.nan for f in live])
-    df = pd.DataFrame({
-        "feature": live,
-        "seq_freq_correct": seq_c[live] / max(n_seq_c, 1), "seq_freq_incorrect": seq_i[live] / max(n_seq_i, 1),
-        "tok_freq_correct": tok_c[live] / max(n_tok_c, 1), "tok_freq_incorrect": tok_i[live] / max(n_tok_i, 1),
-        "n_seq_correct_fired": seq_c[live], "n_seq_incorrect_fired": seq_i[live],
-        "n_tok_correct_fired": tok_c[live], "n_tok_incorrect_fired": tok_i[live],
-        "p_fisher": pvals,
-    })
+    pvals = np.array(
+        [
+            fisher_exact([[seq_c[f], n_seq_c - seq_c[f]], [seq_i[f], n_seq_i - seq_i[f]]])[1]
+            if n_seq_c and n_seq_i
+            else np.nan
+            for f in live
+        ]
+    )
+    df = pd.DataFrame(
+        {
+            "feature": live,
+            "seq_freq_correct": seq_c[live] / max(n_seq_c, 1),
+            "seq_freq_incorrect": seq_i[live] / max(n_seq_i, 1),
+            "tok_freq_correct": tok_c[live] / max(n_tok_c, 1),
+            "tok_freq_incorrect": tok_i[live] / max(n_tok_i, 1),
+            "n_seq_correct_fired": seq_c[live],
+            "n_seq_incorrect_fired": seq_i[live],
+            "n_tok_correct_fired": tok_c[live],
+            "n_tok_incorrect_fired": tok_i[live],
+            "p_fisher": pvals,
+        }
+    )
     df["freq_diff"] = df["seq_freq_correct"] - df["seq_freq_incorrect"]
     df["tok_freq_diff"] = df["tok_freq_correct"] - df["tok_freq_incorrect"]
     ok = ~np.isnan(pvals)
     q = np.full(len(df), np.nan)
     q[ok] = benjamini_hochberg(pvals[ok])
     df["q_bh"] = q
-    df.attrs.update(n_seq_correct=n_seq_c, n_seq_incorrect=n_seq_i, n_tok_correct=n_tok_c, n_tok_incorrect=n_tok_i,
-                    n_dead=int(w - len(live)), min_act_frac=min_act_frac)
+    df.attrs.update(
+        n_seq_correct=n_seq_c,
+        n_seq_incorrect=n_seq_i,
+        n_tok_correct=n_tok_c,
+        n_tok_incorrect=n_tok_i,
+        n_dead=int(w - len(live)),
+        min_act_frac=min_act_frac,
+    )
     return df.sort_values(["freq_diff", "p_fisher"], ascending=[False, True]).reset_index(drop=True)
 
 
@@ -128,8 +146,17 @@ def token_rows(index) -> dict[tuple[int, int], int]:
     return {(int(s), int(p)): r for r, (s, p) in enumerate(zip(index["seq"].to_numpy(), index["position"].to_numpy()))}
 
 
-def top_contexts(enc: Encoded, index, sequences: list[dict], feature: int, *, n: int = 5, window: int = 8,
-                 generated_only: bool = True, rows_by_token: dict | None = None) -> list[dict]:
+def top_contexts(
+    enc: Encoded,
+    index,
+    sequences: list[dict],
+    feature: int,
+    *,
+    n: int = 5,
+    window: int = 8,
+    generated_only: bool = True,
+    rows_by_token: dict | None = None,
+) -> list[dict]:
     """The `n` tokens (at most one per sequence) where `feature` is strongest, with a token window around
     each and the feature's activation on every token of the window."""
     act = np.where(enc.idx == feature, enc.val, 0).max(axis=1)
@@ -151,8 +178,18 @@ def top_contexts(enc: Encoded, index, sequences: list[dict], feature: int, *, n:
         p = int(pos_col[r])
         lo, hi = max(0, p - window), min(len(ids), p + window + 1)
         acts = [float(act[row_of[(s, q)]]) if (s, q) in row_of else 0.0 for q in range(lo, hi)]
-        out.append({"seq": s, "problem": by_seq[s]["problem"], "correct": by_seq[s]["correct"], "position": p,
-                    "activation": float(act[r]), "token_ids": ids[lo:hi], "acts": acts, "center": p - lo})
+        out.append(
+            {
+                "seq": s,
+                "problem": by_seq[s]["problem"],
+                "correct": by_seq[s]["correct"],
+                "position": p,
+                "activation": float(act[r]),
+                "token_ids": ids[lo:hi],
+                "acts": acts,
+                "center": p - lo,
+            }
+        )
         if len(out) >= n:
             break
     return out
@@ -160,9 +197,11 @@ def top_contexts(enc: Encoded, index, sequences: list[dict], feature: int, *, n:
 
 def contexts_html(features: list[tuple[int, str, list[dict]]], token_text: Callable[[int], str]) -> str:
     """A standalone HTML page: per feature, its contexts with tokens shaded by activation (max = opaque)."""
-    parts = ["<!doctype html><meta charset='utf-8'><title>DiffSAE feature contexts</title>",
-             "<style>body{font-family:sans-serif}.ctx{font-family:monospace;margin:4px 0;white-space:pre-wrap}"
-             ".tok{border-radius:2px}.c{outline:1px solid #333}</style>"]
+    parts = [
+        "<!doctype html><meta charset='utf-8'><title>DiffSAE feature contexts</title>",
+        "<style>body{font-family:sans-serif}.ctx{font-family:monospace;margin:4px 0;white-space:pre-wrap}"
+        ".tok{border-radius:2px}.c{outline:1px solid #333}</style>",
+    ]
     for feat, title, ctxs in features:
         parts.append(f"<h3>feature {feat}: {html.escape(title)}</h3>")
         peak = max([a for c in ctxs for a in c["acts"]] + [1e-12])
@@ -171,18 +210,23 @@ def contexts_html(features: list[tuple[int, str, list[dict]]], token_text: Calla
             for j, (t, a) in enumerate(zip(c["token_ids"], c["acts"])):
                 alpha = min(1.0, a / peak)
                 cls = "tok c" if j == c["center"] else "tok"
-                toks.append(f"<span class='{cls}' title='{a:.3g}' style='background:rgba(255,120,0,{alpha:.2f})'>"
-                            f"{html.escape(token_text(t))}</span>")
+                toks.append(
+                    f"<span class='{cls}' title='{a:.3g}' style='background:rgba(255,120,0,{alpha:.2f})'>"
+                    f"{html.escape(token_text(t))}</span>"
+                )
             verdict = {True: "correct", False: "incorrect"}.get(c["correct"], "ungraded")
-            parts.append(f"<div class='ctx'>[{verdict}, problem {html.escape(str(c['problem']))}, "
-                         f"max {c['activation']:.3g}] {''.join(toks)}</div>")
+            parts.append(
+                f"<div class='ctx'>[{verdict}, problem {html.escape(str(c['problem']))}, "
+                f"max {c['activation']:.3g}] {''.join(toks)}</div>"
+            )
     return "\n".join(parts)
 
 
 # -------------------------------------------------------------------------------------------- logit lens
 @torch.no_grad()
-def logit_lens(directions: torch.Tensor, unembed: torch.nn.Module, final_norm: torch.nn.Module | None = None,
-               k: int = 10) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def logit_lens(
+    directions: torch.Tensor, unembed: torch.nn.Module, final_norm: torch.nn.Module | None = None, k: int = 10
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Top-k and bottom-k (values, token ids) of `unembed(final_norm(d))` for each row d of `directions`."""
     ref = next(unembed.parameters())
     h = directions.to(ref.device, ref.dtype).unsqueeze(1)  # [n, 1, d]: norms expect a sequence axis
@@ -194,18 +238,22 @@ def logit_lens(directions: torch.Tensor, unembed: torch.nn.Module, final_norm: t
     return top.values, top.indices, -bot.values, bot.indices
 
 
-def logit_lens_table(sae: TopKSAE, features: list[int], unembed, final_norm, token_text: Callable[[int], str],
-                     k: int = 10):
+def logit_lens_table(
+    sae: TopKSAE, features: list[int], unembed, final_norm, token_text: Callable[[int], str], k: int = 10
+):
     import pandas as pd
 
     if not features:
         return pd.DataFrame(columns=["feature", "top_tokens", "bottom_tokens"])
     tv, ti, bv, bi = logit_lens(sae.W_dec[features].detach(), unembed, final_norm, k)
+
     def fmt(ids, vals):
         return " | ".join(f"{token_text(int(t))!r}:{float(v):.2f}" for t, v in zip(ids, vals))
 
-    rows = [{"feature": f, "top_tokens": fmt(ti[r], tv[r]), "bottom_tokens": fmt(bi[r], bv[r])}
-            for r, f in enumerate(features)]
+    rows = [
+        {"feature": f, "top_tokens": fmt(ti[r], tv[r]), "bottom_tokens": fmt(bi[r], bv[r])}
+        for r, f in enumerate(features)
+    ]
     return pd.DataFrame(rows)
 
 
@@ -219,8 +267,7 @@ def plot_frequencies(df, path: Path, alpha: float, title: str) -> None:
     fig, ax = plt.subplots(figsize=(5, 5))
     sig = (df["q_bh"] < alpha).to_numpy()
     ax.scatter(df["seq_freq_incorrect"][~sig], df["seq_freq_correct"][~sig], s=8, c="grey", label="not significant")
-    ax.scatter(df["seq_freq_incorrect"][sig], df["seq_freq_correct"][sig], s=14, c="red",
-               label=f"BH q < {alpha}")
+    ax.scatter(df["seq_freq_incorrect"][sig], df["seq_freq_correct"][sig], s=14, c="red", label=f"BH q < {alpha}")
     ax.plot([0, 1], [0, 1], "k--", lw=0.8)
     ax.set_xlabel("fires in incorrect generations (fraction)")
     ax.set_ylabel("fires in correct generations (fraction)")
@@ -232,11 +279,25 @@ def plot_frequencies(df, path: Path, alpha: float, title: str) -> None:
     plt.close(fig)
 
 
-def analyse_features(sae: TopKSAE, x: torch.Tensor, index, sequences: list[dict], out_dir: str | Path, *,
-                     token_text: Callable[[int], str] = str, unembed=None, final_norm=None, top_n: int = 10,
-                     n_contexts: int = 5, window: int = 8, lens_k: int = 10, alpha: float = 0.05,
-                     generated_only: bool = True, min_act_frac: float = 0.1,
-                     title: str = "DiffSAE features") -> dict:
+def analyse_features(
+    sae: TopKSAE,
+    x: torch.Tensor,
+    index,
+    sequences: list[dict],
+    out_dir: str | Path,
+    *,
+    token_text: Callable[[int], str] = str,
+    unembed=None,
+    final_norm=None,
+    top_n: int = 10,
+    n_contexts: int = 5,
+    window: int = 8,
+    lens_k: int = 10,
+    alpha: float = 0.05,
+    generated_only: bool = True,
+    min_act_frac: float = 0.1,
+    title: str = "DiffSAE features",
+) -> dict:
     """Encode dF `x` (rows aligned with `index`), rank features, and write `features.csv`,
     `top_correct.csv`, `top_incorrect.csv`, `logit_lens.csv` (when `unembed` is given), `contexts.html`,
     `frequencies.png` and `summary.json` into `out_dir`. Returns {"table", "top_correct", "top_incorrect",
@@ -257,12 +318,26 @@ def analyse_features(sae: TopKSAE, x: torch.Tensor, index, sequences: list[dict]
     blocks, rows_by_token = [], token_rows(index)
     for label, part in (("more often in correct", top_c), ("more often in incorrect", top_i)):
         for _, r in part.iterrows():
-            t = (f"{label}: correct {r['seq_freq_correct']:.2f} vs incorrect {r['seq_freq_incorrect']:.2f} of "
-                 f"generations, q = {r['q_bh']:.3g}")
-            blocks.append((int(r["feature"]), t, top_contexts(enc, index, sequences, int(r["feature"]),
-                                                               n=n_contexts, window=window,
-                                                               generated_only=generated_only,
-                                                               rows_by_token=rows_by_token)))
+            t = (
+                f"{label}: correct {r['seq_freq_correct']:.2f} vs incorrect {r['seq_freq_incorrect']:.2f} of "
+                f"generations, q = {r['q_bh']:.3g}"
+            )
+            blocks.append(
+                (
+                    int(r["feature"]),
+                    t,
+                    top_contexts(
+                        enc,
+                        index,
+                        sequences,
+                        int(r["feature"]),
+                        n=n_contexts,
+                        window=window,
+                        generated_only=generated_only,
+                        rows_by_token=rows_by_token,
+                    ),
+                )
+            )
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, frame in (("features", df), ("top_correct", top_c), ("top_incorrect", top_i)):
         with atomic_path(out_dir / f"{name}.csv", suffix=".csv") as tmp:
@@ -275,18 +350,30 @@ def analyse_features(sae: TopKSAE, x: torch.Tensor, index, sequences: list[dict]
         plot_frequencies(df, out_dir / "frequencies.png", alpha, title)
     best = df.iloc[0] if len(df) else None
     worst = df.sort_values("freq_diff").iloc[0] if len(df) else None
-    summary = {**df.attrs, "n_features_live": len(df), "alpha": alpha,
-               "n_significant": int((df["q_bh"] < alpha).sum()),
-               "n_significant_correct": int(((df["q_bh"] < alpha) & (df["freq_diff"] > 0)).sum()),
-               "n_significant_incorrect": int(((df["q_bh"] < alpha) & (df["freq_diff"] < 0)).sum()),
-               "min_q": float(df["q_bh"].min()) if len(df) else None,
-               "top_correct": None if best is None else _row(best),
-               "top_incorrect": None if worst is None else _row(worst)}
+    summary = {
+        **df.attrs,
+        "n_features_live": len(df),
+        "alpha": alpha,
+        "n_significant": int((df["q_bh"] < alpha).sum()),
+        "n_significant_correct": int(((df["q_bh"] < alpha) & (df["freq_diff"] > 0)).sum()),
+        "n_significant_incorrect": int(((df["q_bh"] < alpha) & (df["freq_diff"] < 0)).sum()),
+        "min_q": float(df["q_bh"].min()) if len(df) else None,
+        "top_correct": None if best is None else _row(best),
+        "top_incorrect": None if worst is None else _row(worst),
+    }
     atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=1))
     return {"table": df, "top_correct": top_c, "top_incorrect": top_i, "logit_lens": lens, "summary": summary}
 
 
 def _row(r) -> dict:
-    keys = ("feature", "seq_freq_correct", "seq_freq_incorrect", "tok_freq_correct", "tok_freq_incorrect",
-            "freq_diff", "p_fisher", "q_bh")
+    keys = (
+        "feature",
+        "seq_freq_correct",
+        "seq_freq_incorrect",
+        "tok_freq_correct",
+        "tok_freq_incorrect",
+        "freq_diff",
+        "p_fisher",
+        "q_bh",
+    )
     return {k: (int(r[k]) if k == "feature" else float(r[k])) for k in keys}

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -41,9 +41,16 @@ class DiffSAEConfig:
     """A feature fires on a token when its activation exceeds this fraction of its largest activation."""
 
 
-def run_diffsae(lm: LoadedModel, condition: list, vectors: dict, problems: list[dict], layers: list[int],
-                config: DiffSAEConfig, out_dir: str | Path,
-                progress: Callable[[str, dict], None] | None = None) -> dict:
+def run_diffsae(
+    lm: LoadedModel,
+    condition: list,
+    vectors: dict,
+    problems: list[dict],
+    layers: list[int],
+    config: DiffSAEConfig,
+    out_dir: str | Path,
+    progress: Callable[[str, dict], None] | None = None,
+) -> dict:
     """Run the whole DiffSAE analysis into `out_dir`; steps whose output exists are reused (the collection
     folder and each layer's finished SAE), SAE training resumes from its checkpoints. Returns the summary
     (also written to `summary.json`).
@@ -57,16 +64,34 @@ def run_diffsae(lm: LoadedModel, condition: list, vectors: dict, problems: list[
     t0 = time.perf_counter()
     if not (coll / "manifest.json").is_file():
         say("generate", {"problems": len(problems)})
-        seqs = generate_and_grade(lm, condition, vectors, problems, template=config.template,
-                                  max_new_tokens=config.max_new_tokens, temperature=config.temperature,
-                                  samples=config.samples, seed=config.seed, batch_size=config.batch_size,
-                                  grader=config.grader)
+        seqs = generate_and_grade(
+            lm,
+            condition,
+            vectors,
+            problems,
+            template=config.template,
+            max_new_tokens=config.max_new_tokens,
+            temperature=config.temperature,
+            samples=config.samples,
+            seed=config.seed,
+            batch_size=config.batch_size,
+            grader=config.grader,
+        )
         timings["generate_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         say("collect", {"sequences": len(seqs)})
-        collect_diffs(lm, condition, vectors, seqs, layers, coll, positions=config.positions,
-                      max_shard_bytes=config.max_shard_bytes, batch_size=config.batch_size,
-                      info={"config": asdict(config)})
+        collect_diffs(
+            lm,
+            condition,
+            vectors,
+            seqs,
+            layers,
+            coll,
+            positions=config.positions,
+            max_shard_bytes=config.max_shard_bytes,
+            batch_size=config.batch_size,
+            info={"config": asdict(config)},
+        )
         timings["collect_s"] = time.perf_counter() - t0
     index, sequences = load_index(coll), load_sequences(coll)
     seq_correct = [s["correct"] for s in sequences]
@@ -79,33 +104,62 @@ def run_diffsae(lm: LoadedModel, condition: list, vectors: dict, problems: list[
         t0 = time.perf_counter()
         ldir = out_dir / f"layer_{layer}"
         say("train", {"layer": layer})
-        res = train_sae(TokenSource.from_collection(coll, layer), config.sae, ldir,
-                        metadata={"model_name": lm.spec.id, "hook_name": f"model.layers.{layer}.output",
-                                  "hook_layer": layer, "mechsteer_input": "dF = h(steered) - h(base)"},
-                        progress=lambda step, total, rec: say("train_step", {"layer": layer, "step": step,
-                                                                             "total": total, **rec}))
+        res = train_sae(
+            TokenSource.from_collection(coll, layer),
+            config.sae,
+            ldir,
+            metadata={
+                "model_name": lm.spec.id,
+                "hook_name": f"model.layers.{layer}.output",
+                "hook_layer": layer,
+                "mechsteer_input": "dF = h(steered) - h(base)",
+            },
+            progress=lambda step, total, rec, layer=layer: say(
+                "train_step", {"layer": layer, "step": step, "total": total, **rec}
+            ),
+        )
         timings[f"train_{layer}_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         say("features", {"layer": layer})
         x = load_layer(coll, layer)
-        feats = analyse_features(res.sae, x, index, sequences, ldir / "features", token_text=token_text,
-                                 unembed=unembed, final_norm=norm, top_n=config.top_n, n_contexts=config.n_contexts,
-                                 window=config.window, lens_k=config.lens_k, alpha=config.alpha,
-                                 min_act_frac=config.min_act_frac,
-                                 title=f"{lm.spec.id} layer {layer}: DiffSAE features vs correctness")
+        feats = analyse_features(
+            res.sae,
+            x,
+            index,
+            sequences,
+            ldir / "features",
+            token_text=token_text,
+            unembed=unembed,
+            final_norm=norm,
+            top_n=config.top_n,
+            n_contexts=config.n_contexts,
+            window=config.window,
+            lens_k=config.lens_k,
+            alpha=config.alpha,
+            min_act_frac=config.min_act_frac,
+            title=f"{lm.spec.id} layer {layer}: DiffSAE features vs correctness",
+        )
         timings[f"features_{layer}_s"] = time.perf_counter() - t0
         df_norm = x.norm(dim=-1)
         gen = torch.tensor(index["is_generated"].to_numpy(bool).copy())
-        per_layer[layer] = {"sae": {k: v for k, v in res.metrics.items() if k != "config"},
-                            "dF_norm_mean": float(df_norm.mean()),
-                            "dF_norm_mean_generated": float(df_norm[gen].mean()) if gen.any() else None,
-                            "features": feats["summary"]}
+        per_layer[layer] = {
+            "sae": {k: v for k, v in res.metrics.items() if k != "config"},
+            "dF_norm_mean": float(df_norm.mean()),
+            "dF_norm_mean_generated": float(df_norm[gen].mean()) if gen.any() else None,
+            "features": feats["summary"],
+        }
     gen_len = {c: [len(s["generated_ids"]) for s in sequences if s["correct"] is c] for c in (True, False)}
-    summary = {"n_sequences": len(sequences), "n_correct": sum(1 for c in seq_correct if c),
-               "mean_gen_tokens_correct": sum(gen_len[True]) / max(len(gen_len[True]), 1),
-               "mean_gen_tokens_incorrect": sum(gen_len[False]) / max(len(gen_len[False]), 1),
-               "accuracy": sum(1 for c in seq_correct if c) / max(len(sequences), 1),
-               "n_tokens": int(len(index)), "n_generated_tokens": int(index["is_generated"].sum()),
-               "layers": per_layer, "timings_s": timings, "config": asdict(config)}
+    summary = {
+        "n_sequences": len(sequences),
+        "n_correct": sum(1 for c in seq_correct if c),
+        "mean_gen_tokens_correct": sum(gen_len[True]) / max(len(gen_len[True]), 1),
+        "mean_gen_tokens_incorrect": sum(gen_len[False]) / max(len(gen_len[False]), 1),
+        "accuracy": sum(1 for c in seq_correct if c) / max(len(sequences), 1),
+        "n_tokens": int(len(index)),
+        "n_generated_tokens": int(index["is_generated"].sum()),
+        "layers": per_layer,
+        "timings_s": timings,
+        "config": asdict(config),
+    }
     atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=1, default=str))
     return summary

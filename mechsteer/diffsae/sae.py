@@ -101,8 +101,7 @@ def save_saelens(sae: TopKSAE, folder: str | Path, metadata: dict | None = None)
         "reshape_activations": "none",
         "k": sae.k,
         "rescale_acts_by_decoder_norm": False,
-        "metadata": {"sae_lens_version": SAELENS_FORMAT_VERSION, "sae_lens_training_version": None,
-                     **(metadata or {})},
+        "metadata": {"sae_lens_version": SAELENS_FORMAT_VERSION, "sae_lens_training_version": None, **(metadata or {})},
         "architecture": "topk",
     }
     with atomic_dir(folder, prefix=f".{folder.name}.") as tmp:
@@ -119,14 +118,21 @@ def load_saelens(folder: str | Path) -> tuple[TopKSAE, dict]:
     folder = Path(folder)
     cfg_path, w_path = folder / SAE_CFG_FILENAME, folder / SAE_WEIGHTS_FILENAME
     if not cfg_path.is_file() or not w_path.is_file():
-        raise MechsteerError(f"{folder} is not a SAELens SAE folder "
-                             f"(needs {SAE_CFG_FILENAME} and {SAE_WEIGHTS_FILENAME})")
+        raise MechsteerError(
+            f"{folder} is not a SAELens SAE folder (needs {SAE_CFG_FILENAME} and {SAE_WEIGHTS_FILENAME})"
+        )
     cfg = json.loads(cfg_path.read_text())
     if cfg.get("architecture") != "topk":
-        raise MechsteerError(f"{cfg_path}: architecture {cfg.get('architecture')!r} is not supported",
-                             hint="only SAELens `topk` SAEs load here")
-    for key, want in (("apply_b_dec_to_input", True), ("normalize_activations", "none"),
-                      ("rescale_acts_by_decoder_norm", False), ("reshape_activations", "none")):
+        raise MechsteerError(
+            f"{cfg_path}: architecture {cfg.get('architecture')!r} is not supported",
+            hint="only SAELens `topk` SAEs load here",
+        )
+    for key, want in (
+        ("apply_b_dec_to_input", True),
+        ("normalize_activations", "none"),
+        ("rescale_acts_by_decoder_norm", False),
+        ("reshape_activations", "none"),
+    ):
         if cfg.get(key, want) != want:
             raise MechsteerError(f"{cfg_path}: {key}={cfg[key]!r} is not supported (only {want!r})")
     w = load_file(str(w_path))
@@ -134,7 +140,8 @@ def load_saelens(folder: str | Path) -> tuple[TopKSAE, dict]:
     with torch.no_grad():
         for n in ("W_enc", "b_enc", "W_dec", "b_dec"):
             if w[n].shape != getattr(sae, n).shape:
-                raise MechsteerError(f"{w_path}: {n} has shape {tuple(w[n].shape)}, "
-                                     f"expected {tuple(getattr(sae, n).shape)}")
+                raise MechsteerError(
+                    f"{w_path}: {n} has shape {tuple(w[n].shape)}, expected {tuple(getattr(sae, n).shape)}"
+                )
             getattr(sae, n).copy_(w[n])
     return sae, cfg

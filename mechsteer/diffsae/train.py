@@ -21,9 +21,9 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -79,14 +79,14 @@ class TokenSource:
         return sum(self.counts)
 
     @classmethod
-    def from_tensor(cls, x: torch.Tensor, shard_size: int | None = None) -> "TokenSource":
+    def from_tensor(cls, x: torch.Tensor, shard_size: int | None = None) -> TokenSource:
         x = x.float()
         size = shard_size or x.shape[0]
         parts = list(x.split(size))
         return cls([p.shape[0] for p in parts], lambda i: parts[i], x.shape[1])
 
     @classmethod
-    def from_collection(cls, folder: str | Path, layer: int) -> "TokenSource":
+    def from_collection(cls, folder: str | Path, layer: int) -> TokenSource:
         m = read_manifest(folder)
         if layer not in m["layers"]:
             raise MechsteerError(f"{folder} has no layer {layer}; collected layers: {m['layers']}")
@@ -122,7 +122,7 @@ class BatchStream:
         parts, need = [], self.batch_size
         while need > 0:
             data = self._shard()
-            take = data[self.offset: self.offset + need]
+            take = data[self.offset : self.offset + need]
             parts.append(take)
             need -= take.shape[0]
             self.offset += take.shape[0]
@@ -165,13 +165,15 @@ _STEP = re.compile(r"^step-(\d+)$")
 def _latest(root: Path) -> Path | None:
     if not root.is_dir():
         return None
-    found = [(int(m.group(1)), p) for p in root.iterdir()
-             if (m := _STEP.match(p.name)) and (p / "state.json").is_file()]
+    found = [
+        (int(m.group(1)), p) for p in root.iterdir() if (m := _STEP.match(p.name)) and (p / "state.json").is_file()
+    ]
     return max(found)[1] if found else None
 
 
-def _save_ckpt(root: Path, step: int, sae: TopKSAE, opt: torch.optim.Optimizer, since_fired: torch.Tensor,
-               info: dict) -> Path:
+def _save_ckpt(
+    root: Path, step: int, sae: TopKSAE, opt: torch.optim.Optimizer, since_fired: torch.Tensor, info: dict
+) -> Path:
     from safetensors.torch import save_file
 
     final = root / f"step-{step:06d}"
@@ -183,8 +185,9 @@ def _save_ckpt(root: Path, step: int, sae: TopKSAE, opt: torch.optim.Optimizer, 
                 tensors[f"opt/{idx}/{key}"] = (v if torch.is_tensor(v) else torch.tensor(v)).clone().contiguous()
         tensors["since_fired"] = since_fired.clone()
         save_file(tensors, str(tmp / "state.safetensors"))
-        (tmp / "state.json").write_text(json.dumps({"step": step, "param_groups": sd["param_groups"], **info},
-                                                   indent=1))
+        (tmp / "state.json").write_text(
+            json.dumps({"step": step, "param_groups": sd["param_groups"], **info}, indent=1)
+        )
     return final
 
 
@@ -196,8 +199,11 @@ def _load_ckpt(path: Path, sae: TopKSAE, opt: torch.optim.Optimizer) -> tuple[di
     with torch.no_grad():
         for n, p in sae.named_parameters():
             if t[f"param/{n}"].shape != p.shape:
-                raise MechsteerError(f"checkpoint {path}: {n} has shape {tuple(t[f'param/{n}'].shape)}, this run "
-                                     f"trains {tuple(p.shape)}", hint="resume with the same config or a fresh folder")
+                raise MechsteerError(
+                    f"checkpoint {path}: {n} has shape {tuple(t[f'param/{n}'].shape)}, this run "
+                    f"trains {tuple(p.shape)}",
+                    hint="resume with the same config or a fresh folder",
+                )
             p.copy_(t[f"param/{n}"])
     opt_state: dict[int, dict] = {}
     for key, v in t.items():
@@ -245,14 +251,25 @@ def evaluate_sae(sae: TopKSAE, source: TokenSource, batch_size: int = 4096) -> d
             l0 += float((acts > 0).sum())
             n += x.shape[0]
     centered = sq - float(s1.pow(2).sum()) / n
-    return {"n_tokens": n, "nmse": err / sq if sq > 0 else float("nan"),
-            "explained_variance": 1 - err / centered if centered > 0 else float("nan"),
-            "dead_fraction": float((fired == 0).float().mean()), "l0": l0 / n,
-            "mean_sq_norm": sq / n}
+    return {
+        "n_tokens": n,
+        "nmse": err / sq if sq > 0 else float("nan"),
+        "explained_variance": 1 - err / centered if centered > 0 else float("nan"),
+        "dead_fraction": float((fired == 0).float().mean()),
+        "l0": l0 / n,
+        "mean_sq_norm": sq / n,
+    }
 
 
-def train_sae(source: TokenSource, cfg: SAETrainConfig, out_dir: str | Path, *, stop_after: int | None = None,
-              metadata: dict | None = None, progress: Callable[[int, int, dict], None] | None = None) -> TrainResult:
+def train_sae(
+    source: TokenSource,
+    cfg: SAETrainConfig,
+    out_dir: str | Path,
+    *,
+    stop_after: int | None = None,
+    metadata: dict | None = None,
+    progress: Callable[[int, int, dict], None] | None = None,
+) -> TrainResult:
     """Train (or resume from the latest checkpoint under `out_dir/checkpoints`) and export the SAE to
     `out_dir/sae` in SAELens format. `stop_after`: stop after that many steps in total (checkpointing there),
     which is how an interruption is simulated; the result is then the partial SAE."""
@@ -268,8 +285,10 @@ def train_sae(source: TokenSource, cfg: SAETrainConfig, out_dir: str | Path, *, 
     if latest is not None:
         state, since_fired = _load_ckpt(latest, sae, opt)
         if state["fingerprint"] != json.loads(json.dumps(fingerprint)):
-            raise MechsteerError(f"checkpoint {latest} was made with another config or data: {state['fingerprint']}",
-                                 hint="use the same config and collection, or a fresh output folder")
+            raise MechsteerError(
+                f"checkpoint {latest} was made with another config or data: {state['fingerprint']}",
+                hint="use the same config and collection, or a fresh output folder",
+            )
         start, scale, log, acc = state["step"], state["scale"], state["log"], state["acc"]
         stream.restore(state["stream"])
     else:
@@ -315,22 +334,37 @@ def train_sae(source: TokenSource, cfg: SAETrainConfig, out_dir: str | Path, *, 
             acc["n"] += 1
         done = step + 1
         if done % cfg.log_every == 0 or done == cfg.steps:
-            rec = {"step": done, "tokens": done * cfg.batch_size, "mse": acc["mse"] / acc["n"],
-                   "explained_variance": 1 - acc["mse"] / max(acc["var"], 1e-30), "aux_loss": acc["aux"] / acc["n"],
-                   "dead_fraction": float(dead.float().mean())}
+            rec = {
+                "step": done,
+                "tokens": done * cfg.batch_size,
+                "mse": acc["mse"] / acc["n"],
+                "explained_variance": 1 - acc["mse"] / max(acc["var"], 1e-30),
+                "aux_loss": acc["aux"] / acc["n"],
+                "dead_fraction": float(dead.float().mean()),
+            }
             log.append(rec)
             acc = {"mse": 0.0, "var": 0.0, "aux": 0.0, "n": 0}
             if progress:
                 progress(done, cfg.steps, rec)
         if (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == end:
-            _save_ckpt(ck_root, done, sae, opt, since_fired,
-                       {"fingerprint": fingerprint, "scale": scale, "log": log, "acc": acc,
-                        "stream": stream.state()})
+            _save_ckpt(
+                ck_root,
+                done,
+                sae,
+                opt,
+                since_fired,
+                {"fingerprint": fingerprint, "scale": scale, "log": log, "acc": acc, "stream": stream.state()},
+            )
 
     final = fold_scale(sae, scale)
-    metrics = {"steps": end, "complete": end == cfg.steps, "scale": scale,
-               "dead_fraction_train": float((since_fired >= cfg.dead_tokens).float().mean()),
-               **evaluate_sae(final, source), "config": asdict(cfg)}
+    metrics = {
+        "steps": end,
+        "complete": end == cfg.steps,
+        "scale": scale,
+        "dead_fraction_train": float((since_fired >= cfg.dead_tokens).float().mean()),
+        **evaluate_sae(final, source),
+        "config": asdict(cfg),
+    }
     if end == cfg.steps:
         save_saelens(final, out_dir / "sae", {"mechsteer_train": metrics, **(metadata or {})})
         atomic_write_text(out_dir / "train_metrics.json", json.dumps(metrics, indent=1))

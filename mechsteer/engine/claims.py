@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 try:
@@ -84,10 +84,15 @@ def _stamp(store: CellStore, h: str) -> tuple[int, int] | None:
     return st.st_ino, st.st_mtime_ns
 
 
-def claimed(store: CellStore, cells: Iterable, force: bool = False, *,
-            needs_run: Callable[[str], bool] | None = None,
-            reused: Callable[[str], None] | None = None,
-            notify: Callable[[str], None] | None = None) -> Iterator:
+def claimed(
+    store: CellStore,
+    cells: Iterable,
+    force: bool = False,
+    *,
+    needs_run: Callable[[str], bool] | None = None,
+    reused: Callable[[str], None] | None = None,
+    notify: Callable[[str], None] | None = None,
+) -> Iterator:
     """Yield the cells (objects with a `.hash`) this process must compute, holding each one's claim until the
     caller asks for the next cell (or stops iterating). A complete cell is computed again when
     `needs_run(hash)` says so (evaluated under the claim; the engine passes "recorded by other code").

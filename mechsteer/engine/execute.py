@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Literal
 
 from mechsteer.engine.claims import claimed
@@ -52,7 +52,7 @@ class NullProgress:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def cell_state(plan: Plan, store: CellStore, h: str) -> CellState:
@@ -85,8 +85,9 @@ def _note_reuse(store: CellStore, h: str, plan: Plan) -> None:
     atomic_write_text(store.dir(h) / "cell.json", json.dumps(record, indent=2, ensure_ascii=False))
 
 
-def select_todo(plan: Plan, store: CellStore, *, force: bool, reuse_stale: bool, progress,
-                summary: RunSummary) -> list[Cell]:
+def select_todo(
+    plan: Plan, store: CellStore, *, force: bool, reuse_stale: bool, progress, summary: RunSummary
+) -> list[Cell]:
     """The unique cells to run (missing, damaged, stale unless reused; all with `force`); cached ones are
     added to `summary`, reused stale ones get a note in their record. Shared by every executor."""
     todo: list[Cell] = []
@@ -120,15 +121,25 @@ def execute_plan(plan: Plan, *, force: bool = False, reuse_stale: bool = False, 
     for model_name, entry in plan.models.items():
         cells = [c for c in todo if c.model == model_name]
         if cells:
-            run_model_cells(plan, entry, cells, store, force=force, progress=progress, summary=summary,
-                            total=len(todo), env=env)
+            run_model_cells(
+                plan, entry, cells, store, force=force, progress=progress, summary=summary, total=len(todo), env=env
+            )
     summary.seconds = time.perf_counter() - t0
     return summary
 
 
-def run_model_cells(plan: Plan, entry: ModelEntry, cells: list[Cell], store: CellStore, *, force: bool = False,
-                    progress=None, summary: RunSummary | None = None, total: int | None = None,
-                    env: dict | None = None) -> list[str]:
+def run_model_cells(
+    plan: Plan,
+    entry: ModelEntry,
+    cells: list[Cell],
+    store: CellStore,
+    *,
+    force: bool = False,
+    progress=None,
+    summary: RunSummary | None = None,
+    total: int | None = None,
+    env: dict | None = None,
+) -> list[str]:
     """Load one model (once, and only if a cell needs it) and run the given cells of it, recording each
     atomically. Returns the hashes run. This is the unit of work of every executor (local, Ray).
 
@@ -149,19 +160,28 @@ def run_model_cells(plan: Plan, entry: ModelEntry, cells: list[Cell], store: Cel
         if lm is None:
             progress.message(f"loading model {entry.name} ({entry.spec.id})")
             lm = load_model(entry.name, entry.spec, entry.base_dir)
-            bctx = BuildContext(n_layers=lm.shape.n_layers, d_model=lm.shape.d_model, specs=plan.vectors,
-                                model_id=lm.spec.id, lm=lm)
+            bctx = BuildContext(
+                n_layers=lm.shape.n_layers, d_model=lm.shape.d_model, specs=plan.vectors, model_id=lm.spec.id, lm=lm
+            )
         progress.start_cell(cell, len(summary.executed) + 1, total or len(cells))
         foreign = {r for iv in cell.interventions if not iv.checks_vector_shape for r in iv.vector_refs()}
         vectors = {n: bctx.get(n, check_shape=n not in foreign) for n in cell.vector_names()}
         started, t_cell = _now(), time.perf_counter()
         own = getattr(cell.measurement.spec, "steers_itself", False)
-        with steering(lm.model, lm.adapter, [] if own else list(cell.interventions), vectors,
-                      tokenizer=lm.tokenizer) as ctx:
-            task = MeasurementTask(lm=lm, ctx=None if own else ctx, spec=cell.measurement.spec, seed=cell.seed,
-                                   progress=progress.advance, interventions=cell.interventions, vectors=vectors,
-                                   work_dir=plan.output_dir / "work" / cell.hash,
-                                   reference_interventions=cell.reference)
+        with steering(
+            lm.model, lm.adapter, [] if own else list(cell.interventions), vectors, tokenizer=lm.tokenizer
+        ) as ctx:
+            task = MeasurementTask(
+                lm=lm,
+                ctx=None if own else ctx,
+                spec=cell.measurement.spec,
+                seed=cell.seed,
+                progress=progress.advance,
+                interventions=cell.interventions,
+                vectors=vectors,
+                work_dir=plan.output_dir / "work" / cell.hash,
+                reference_interventions=cell.reference,
+            )
             if cell.backend == "vllm":
                 from mechsteer.eval.vllm_backend import run_eval_vllm
 
@@ -184,8 +204,10 @@ def run_model_cells(plan: Plan, entry: ModelEntry, cells: list[Cell], store: Cel
             "spec_hash": plan.spec_hash,
             "resolved_spec": plan.resolved_spec,
             "model_provenance": lm.provenance(),
-            "vectors": {n: {"sha256": v.sha256(), "layers": v.layers, "norms": v.norms(), "meta": v.meta}
-                        for n, v in vectors.items()},
+            "vectors": {
+                n: {"sha256": v.sha256(), "layers": v.layers, "norms": v.norms(), "meta": v.meta}
+                for n, v in vectors.items()
+            },
             "environment": env,
             "timing": {"started": started, "finished": _now(), "seconds": round(seconds, 3)},
             "info": result.info,

@@ -37,8 +37,8 @@ from mechsteer.spec.kinds import MEASUREMENT_KINDS
 from mechsteer.spec.kinds.eval_task import EvalTaskSpec
 from mechsteer.spec.loader import LoadedStudy, canonical_json
 from mechsteer.spec.models import ModelShape, ModelSpec, known_shape
-from mechsteer.spec.study import expanded_conditions
 from mechsteer.spec.paths import resolve_path
+from mechsteer.spec.study import expanded_conditions
 
 PLAN_FILE = "plan.json"
 """Written into the output folder by every run, so results can be read back without the study file."""
@@ -101,9 +101,15 @@ class Cell:
 
     def row(self) -> dict:
         """The plain record of this cell in plan.json (what results readers need)."""
-        return {"hash": self.hash, "model": self.model, "condition": self.condition,
-                "measurement": self.measurement.id, "kind": self.measurement.kind, "seed": self.seed,
-                "backend": self.backend}
+        return {
+            "hash": self.hash,
+            "model": self.model,
+            "condition": self.condition,
+            "measurement": self.measurement.id,
+            "kind": self.measurement.kind,
+            "seed": self.seed,
+            "backend": self.backend,
+        }
 
 
 @dataclass
@@ -146,10 +152,19 @@ class Plan:
 
     def summary(self) -> dict:
         """The JSON-able facts results readers need (written to plan.json by every run)."""
-        return {"format": "mechsteer.plan/1", "study": self.study, "profile": self.profile,
-                "description": self.description, "models": list(self.models), "conditions": self.conditions,
-                "baseline": self.baseline, "evaluation": self.evaluation, "spec_file": self.spec_file,
-                "spec_hash": self.spec_hash, "cells": [c.row() for c in self.cells]}
+        return {
+            "format": "mechsteer.plan/1",
+            "study": self.study,
+            "profile": self.profile,
+            "description": self.description,
+            "models": list(self.models),
+            "conditions": self.conditions,
+            "baseline": self.baseline,
+            "evaluation": self.evaluation,
+            "spec_file": self.spec_file,
+            "spec_hash": self.spec_hash,
+            "cells": [c.row() for c in self.cells],
+        }
 
     def write_summary(self) -> Path:
         from mechsteer.atomic import atomic_write_text
@@ -262,9 +277,16 @@ def _measurements(ls: LoadedStudy, limit: int | None) -> list[tuple[Measurement,
     if ev is not None:
         data_dir = str(ls.resolve_path(ev.data_dir).resolve()) if ev.data_dir else None
         for task in ev.tasks:
-            m = EvalTaskSpec(task=task, protocol=ev.protocol, samples=ev.samples_for(task),
-                             limit=_limit(ev.limit, limit, task), max_new_tokens=ev.max_new_tokens,
-                             batch_size=ev.batch_size, template=ev.template, data_dir=data_dir)
+            m = EvalTaskSpec(
+                task=task,
+                protocol=ev.protocol,
+                samples=ev.samples_for(task),
+                limit=_limit(ev.limit, limit, task),
+                max_new_tokens=ev.max_new_tokens,
+                batch_size=ev.batch_size,
+                template=ev.template,
+                data_dir=data_dir,
+            )
             out.append((Measurement(f"eval:{task}", "eval", m, data_fingerprint(task, data_dir)), ev.resolved_seeds()))
     for name, r in spec.readouts.items():
         update: dict = {}
@@ -310,8 +332,11 @@ def bind_vectors(ls: LoadedStudy) -> dict:
     """The study's vector specs with every `path` absolute (the executor never resolves paths)."""
     out = {}
     for name, v in ls.spec.vectors.items():
-        update = {f: str(ls.resolve_path(getattr(v, f)).resolve()) for f in PATH_FIELDS
-                  if f in type(v).model_fields and isinstance(getattr(v, f), str)}
+        update = {
+            f: str(ls.resolve_path(getattr(v, f)).resolve())
+            for f in PATH_FIELDS
+            if f in type(v).model_fields and isinstance(getattr(v, f), str)
+        }
         out[name] = v.model_copy(update=update) if update else v
     return out
 
@@ -323,8 +348,10 @@ PATH_FIELDS = ("path", "train", "output")
 def compile_study(ls: LoadedStudy, *, limit: int | None = None, output_root: str | Path = "outputs") -> Plan:
     spec = ls.spec
     resolve = lambda p: ls.resolve_path(p).resolve()  # noqa: E731
-    models = {name: ModelEntry(name, ms, ls.base_dir.resolve(), known_shape(ms.id, ls.base_dir))
-              for name, ms in spec.models.items()}
+    models = {
+        name: ModelEntry(name, ms, ls.base_dir.resolve(), known_shape(ms.id, ls.base_dir))
+        for name, ms in spec.models.items()
+    }
     vectors = bind_vectors(ls)
     measurements = _measurements(ls, limit)
     for meas, _ in measurements:
@@ -338,8 +365,7 @@ def compile_study(ls: LoadedStudy, *, limit: int | None = None, output_root: str
         bound_all = {c: tuple(iv.bind(entry.spec, entry.shape, resolve) for iv in ivs) for c, ivs in conditions.items()}
         order.update(dict.fromkeys(conditions))
         baseline = baseline or next((c for c, ivs in conditions.items() if not ivs), None)
-        for cond, interventions in conditions.items():
-            bound = bound_all[cond]
+        for cond, bound in bound_all.items():
             ivs = [_content_fingerprint(iv) for iv in bound]
             vec_names = sorted({ref for iv in bound for ref in iv.vector_refs()})
             vfp = {n: vector_fingerprint(vectors, n) for n in vec_names}
@@ -356,17 +382,45 @@ def compile_study(ls: LoadedStudy, *, limit: int | None = None, output_root: str
                 for seed in seeds:
                     key = {"model": mfp, "interventions": ivs, "vectors": vfp, "measurement": mkey, "seed": seed}
                     if ref is not None:  # the compared condition's content, not only its name
-                        key["reference"] = {"interventions": [_content_fingerprint(iv) for iv in ref],
-                                            "vectors": {n: vector_fingerprint(vectors, n) for iv in ref
-                                                        for n in iv.vector_refs()}}
+                        key["reference"] = {
+                            "interventions": [_content_fingerprint(iv) for iv in ref],
+                            "vectors": {n: vector_fingerprint(vectors, n) for iv in ref for n in iv.vector_refs()},
+                        }
                     if on_vllm:
                         key["backend"] = "vllm"  # other kernels, other numbers: never shared with HF cells
-                    cells.append(Cell(mname, cond, bound, meas, seed, key, _hash(key),
-                                      backend="vllm" if on_vllm else "hf", backend_note=note, reference=ref))
+                    cells.append(
+                        Cell(
+                            mname,
+                            cond,
+                            bound,
+                            meas,
+                            seed,
+                            key,
+                            _hash(key),
+                            backend="vllm" if on_vllm else "hf",
+                            backend_note=note,
+                            reference=ref,
+                        )
+                    )
     name = spec.name + (f"-{ls.profile}" if ls.profile else "")
-    evaluation = spec.evaluation.model_dump(mode="json") | {"seeds": spec.evaluation.resolved_seeds()} \
-        if spec.evaluation else None
-    return Plan(study=spec.name, profile=ls.profile, output_dir=Path(output_root) / name, models=models,
-                vectors=vectors, conditions=list(order), baseline=baseline, cells=cells,
-                code=code_fingerprint(), description=spec.description, evaluation=evaluation,
-                spec_file=str(ls.file), spec_hash=ls.spec_hash(), resolved_spec=spec.model_dump(mode="json"))
+    evaluation = (
+        spec.evaluation.model_dump(mode="json") | {"seeds": spec.evaluation.resolved_seeds()}
+        if spec.evaluation
+        else None
+    )
+    return Plan(
+        study=spec.name,
+        profile=ls.profile,
+        output_dir=Path(output_root) / name,
+        models=models,
+        vectors=vectors,
+        conditions=list(order),
+        baseline=baseline,
+        cells=cells,
+        code=code_fingerprint(),
+        description=spec.description,
+        evaluation=evaluation,
+        spec_file=str(ls.file),
+        spec_hash=ls.spec_hash(),
+        resolved_spec=spec.model_dump(mode="json"),
+    )

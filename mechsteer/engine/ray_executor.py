@@ -29,8 +29,9 @@ def _ray():
     try:
         import ray
     except ImportError:
-        raise MechsteerError("--executor ray needs Ray, which is not installed",
-                             hint="pip install 'mechsteer[ray]' (or pip install ray)") from None
+        raise MechsteerError(
+            "--executor ray needs Ray, which is not installed", hint="pip install 'mechsteer[ray]' (or pip install ray)"
+        ) from None
     return ray
 
 
@@ -61,11 +62,12 @@ def shares(cells: list[Cell], workers: int) -> list[list[Cell]]:
     model once)."""
     n = max(1, min(workers, len(cells)))
     size = math.ceil(len(cells) / n)
-    return [cells[i:i + size] for i in range(0, len(cells), size)]
+    return [cells[i : i + size] for i in range(0, len(cells), size)]
 
 
-def submit(plan: Plan, todo: list[Cell], resources: RayResources, workers: int | None = None,
-           force: bool = False) -> list:
+def submit(
+    plan: Plan, todo: list[Cell], resources: RayResources, workers: int | None = None, force: bool = False
+) -> list:
     """Submit the cells as Ray tasks (Ray must be initialised); returns their object refs."""
     ray = _ray()
     total_cpus = ray.cluster_resources().get("CPU", 1)
@@ -73,8 +75,9 @@ def submit(plan: Plan, todo: list[Cell], resources: RayResources, workers: int |
     by_cpu = int(total_cpus // max(resources.cpus_per_worker, 1e-9))
     by_gpu = int(total_gpus // resources.gpus_per_model) if resources.gpus_per_model else by_cpu
     workers = workers or max(1, min(by_cpu, by_gpu))
-    task = ray.remote(_run_share).options(num_cpus=resources.cpus_per_worker, num_gpus=resources.gpus_per_model,
-                                          max_retries=1, retry_exceptions=False)
+    task = ray.remote(_run_share).options(
+        num_cpus=resources.cpus_per_worker, num_gpus=resources.gpus_per_model, max_retries=1, retry_exceptions=False
+    )
     refs = []
     for model in plan.models:
         cells = [c for c in todo if c.model == model]
@@ -83,9 +86,17 @@ def submit(plan: Plan, todo: list[Cell], resources: RayResources, workers: int |
     return refs
 
 
-def execute_plan_ray(plan: Plan, *, address: str | None = None, force: bool = False, reuse_stale: bool = False,
-                     progress=None, workers: int | None = None, cpus_per_worker: float | None = None,
-                     gpus_per_model: float | None = None) -> RunSummary:
+def execute_plan_ray(
+    plan: Plan,
+    *,
+    address: str | None = None,
+    force: bool = False,
+    reuse_stale: bool = False,
+    progress=None,
+    workers: int | None = None,
+    cpus_per_worker: float | None = None,
+    gpus_per_model: float | None = None,
+) -> RunSummary:
     """Run the plan's uncached cells on Ray (a local instance unless `address` names a cluster)."""
     ray = _ray()
     progress = progress or NullProgress()
@@ -102,8 +113,10 @@ def execute_plan_ray(plan: Plan, *, address: str | None = None, force: bool = Fa
         ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
     try:
         has_gpu = ray.cluster_resources().get("GPU", 0) > 0
-        res = RayResources(cpus_per_worker=cpus_per_worker or 1.0,
-                           gpus_per_model=gpus_per_model if gpus_per_model is not None else (1.0 if has_gpu else 0.0))
+        res = RayResources(
+            cpus_per_worker=cpus_per_worker or 1.0,
+            gpus_per_model=gpus_per_model if gpus_per_model is not None else (1.0 if has_gpu else 0.0),
+        )
         refs = submit(plan, todo, res, workers, force)
         pending, reported = list(refs), set()
         before = {c.hash: _finished_at(store, c.hash) for c in todo}

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from mechsteer.atomic import atomic_dir, recover_dir
 from mechsteer.engine.claims import Claim
@@ -54,8 +55,9 @@ class CellStore:
                 return f"cell.json records cell {str(data.get('hash'))[:12]}, not this one"
         return None
 
-    def write(self, h: str, record: dict, metrics: dict, samples: Iterable[dict],
-              files: dict[str, bytes] | None = None) -> Path:
+    def write(
+        self, h: str, record: dict, metrics: dict, samples: Iterable[dict], files: dict[str, bytes] | None = None
+    ) -> Path:
         target = self.dir(h)
         with atomic_dir(target, prefix=f"{TMP}{h}-") as tmp:
             with open(tmp / "samples.jsonl", "w", encoding="utf-8") as f:
@@ -101,7 +103,7 @@ class CellStore:
         stays. Returns the number of temporary folders removed."""
         if not self.root.is_dir():
             return 0
-        owners = {p.name[len(TMP):].rsplit("-", 1)[0] for p in self.root.glob(f"{TMP}*")}
+        owners = {p.name[len(TMP) :].rsplit("-", 1)[0] for p in self.root.glob(f"{TMP}*")}
         owners |= {p.name[1:].split(".old-", 1)[0] for p in self.root.glob(".*.old-*")}
         n = 0
         for h in sorted(owners):

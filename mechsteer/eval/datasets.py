@@ -188,9 +188,7 @@ BENCHMARKS: dict[str, Benchmark] = {
         ),
         Benchmark("amc23", "knoveleng/AMC-23", (None,), "train", "amc23", _normalise_amc23, 40),
         Benchmark("math500", "HuggingFaceH4/MATH-500", (None,), "test", "math500", _normalise_math500, 500),
-        Benchmark(
-            "minerva_math", "knoveleng/Minerva-Math", (None,), "train", "minerva_math", _normalise_minerva, 272
-        ),
+        Benchmark("minerva_math", "knoveleng/Minerva-Math", (None,), "train", "minerva_math", _normalise_minerva, 272),
         Benchmark(
             "olympiadbench",
             "knoveleng/OlympiadBench",
@@ -219,9 +217,7 @@ def get_benchmark(name: str) -> Benchmark:
 
 
 def _fix_hint(bench: Benchmark) -> str:
-    return (
-        f"pass --data-dir / evaluation.data_dir pointing at a folder with {bench.local_file}"
-    )
+    return f"pass --data-dir / evaluation.data_dir pointing at a folder with {bench.local_file}"
 
 
 def hub_offline() -> bool:

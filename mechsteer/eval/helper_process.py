@@ -36,9 +36,15 @@ class _Helper:
     def __init__(self):
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
         try:
-            self.proc = subprocess.Popen([sys.executable, "-m", "mechsteer.eval.helper_process"],
-                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                         env=env, text=True, encoding="utf-8")
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "mechsteer.eval.helper_process"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                env=env,
+                text=True,
+                encoding="utf-8",
+            )
         except OSError as e:
             raise HelperUnavailable(f"cannot start a helper process: {e}") from None
         self.lines: queue.Queue[str] = queue.Queue()

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-from typing import Callable
+from collections.abc import Callable
 
 import lm_eval.evaluator
 import torch
@@ -49,8 +49,7 @@ def quiet_git_commit_hash() -> str | None:
     folder, with git's stderr captured; None outside a git checkout; lm-eval's own reading of `.git/HEAD`
     when git is not installed."""
     try:
-        done = subprocess.run(["git", "describe", "--always"], capture_output=True, text=True, timeout=10,
-                              check=False)
+        done = subprocess.run(["git", "describe", "--always"], capture_output=True, text=True, timeout=10, check=False)
     except FileNotFoundError:
         return get_commit_from_path(os.getcwd())
     except (OSError, subprocess.SubprocessError):
@@ -78,10 +77,21 @@ class SteeredHFLM(HFLM):
     (prompt + generation). `on_batch(n)` is called after each generate batch with its number of sequences
     (drives the engine's progress bar; lm-eval's own tqdm bar is then switched off)."""
 
-    def __init__(self, model, tokenizer, ctx=None, *, batch_size: int | str = 8, max_length: int | None = None,
-                 on_batch: Callable[[int], None] | None = None, stop: list[str] | tuple = (), **hflm_kwargs):
-        super().__init__(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length,
-                         **hflm_kwargs)
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        ctx=None,
+        *,
+        batch_size: int | str = 8,
+        max_length: int | None = None,
+        on_batch: Callable[[int], None] | None = None,
+        stop: list[str] | tuple = (),
+        **hflm_kwargs,
+    ):
+        super().__init__(
+            pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length, **hflm_kwargs
+        )
         self.ctx = ctx
         self.on_batch = on_batch
         self.stop_ids = stop_token_ids(model, self.tokenizer, stop)  # `stop`: the model entry's `stop:`
@@ -115,13 +125,15 @@ class SteeredHFLM(HFLM):
         self._with_suffix(requests)
         return super().loglikelihood(requests, disable_tqdm=disable_tqdm)
 
-    def tok_batch_encode(self, strings, padding_side: str = "left", left_truncate_len: int | None = None,
-                         truncation: bool = False):
+    def tok_batch_encode(
+        self, strings, padding_side: str = "left", left_truncate_len: int | None = None, truncation: bool = False
+    ):
         # HFLM passes left_truncate_len = max_length - max_gen_toks (a fixed budget for every row). The budget
         # is per row here (see _model_generate), so a context is only cut when it alone would leave no room.
         keep = self.max_length - 1 if left_truncate_len is not None else None
-        return super().tok_batch_encode(strings, padding_side=padding_side, left_truncate_len=keep,
-                                        truncation=truncation)
+        return super().tok_batch_encode(
+            strings, padding_side=padding_side, left_truncate_len=keep, truncation=truncation
+        )
 
     def _model_generate(self, context: torch.Tensor, max_length: int, stop: list[str], **generation_kwargs):
         # Replaces HFLM._model_generate (same inputs and output) to add the begin() call, the per-row length
@@ -140,9 +152,19 @@ class SteeredHFLM(HFLM):
         top_k = generation_kwargs.pop("top_k", None)
         # Sampling: every filter neutral unless the task sets it (top_k 0 = off). Greedy: the sampling fields
         # are unused, so they are left unset (setting them would only make transformers warn).
-        sampling = dict(temperature=temperature, top_p=1.0 if top_p is None else float(top_p),
-                        top_k=0 if top_k is None else int(top_k), min_p=0.0, typical_p=1.0,
-                        epsilon_cutoff=0.0, eta_cutoff=0.0) if do_sample else {}
+        sampling = (
+            dict(
+                temperature=temperature,
+                top_p=1.0 if top_p is None else float(top_p),
+                top_k=0 if top_k is None else int(top_k),
+                min_p=0.0,
+                typical_p=1.0,
+                epsilon_cutoff=0.0,
+                eta_cutoff=0.0,
+            )
+            if do_sample
+            else {}
+        )
         config = GenerationConfig(
             max_new_tokens=int(budget.max()),
             do_sample=do_sample,
@@ -163,10 +185,21 @@ class SteeredHFLM(HFLM):
             criteria.append(_RowBudget(width, budget))
         if self.ctx is not None:
             self.ctx.begin()
-        with torch.no_grad(), torch.autocast(device_type=self.device.type, dtype=self.mixed_precision_dtype,
-                                             enabled=self.mixed_precision_dtype is not None):
-            out = self.model.generate(input_ids=context, attention_mask=mask, generation_config=config,
-                                      stopping_criteria=criteria, **generation_kwargs)
+        with (
+            torch.no_grad(),
+            torch.autocast(
+                device_type=self.device.type,
+                dtype=self.mixed_precision_dtype,
+                enabled=self.mixed_precision_dtype is not None,
+            ),
+        ):
+            out = self.model.generate(
+                input_ids=context,
+                attention_mask=mask,
+                generation_config=config,
+                stopping_criteria=criteria,
+                **generation_kwargs,
+            )
         if self.on_batch is not None:
             self.on_batch(int(context.shape[0]))
         return out
@@ -179,7 +212,7 @@ class SteeredHFLM(HFLM):
         # right-padded token ids down. The input of a request is (context + continuation)[-(L+1):][:-1].
         self._prompt_len_by_input = {}
         for _, context_enc, continuation_enc in requests:
-            inp = (list(context_enc) + list(continuation_enc))[-(self.max_length + 1):][:-1]
+            inp = (list(context_enc) + list(continuation_enc))[-(self.max_length + 1) :][:-1]
             plen = max(1, len(inp) - len(continuation_enc) + 1)
             key = tuple(inp)
             # Two requests with the same input but different splits (rare) keep the shorter prompt.

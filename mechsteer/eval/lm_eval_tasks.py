@@ -28,10 +28,11 @@ Tasks are Python dicts rather than YAML under `tasks/` because `process_results`
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from mechsteer.spec.evaluation import MINI_DEFAULT_N
 
@@ -125,8 +126,7 @@ def count_samples(items: list[list]) -> float:
     return float(sum(len(item) for item in items))
 
 
-def score_completions(completions: list[str], gold: str, template: str,
-                      count_tokens: Callable[[str], int]) -> dict:
+def score_completions(completions: list[str], gold: str, template: str, count_tokens: Callable[[str], int]) -> dict:
     """Per-problem values for lm-eval from the problem's samples (in sample order).
 
     acc_* = mean over samples (avg@k; the accuracy itself when k = 1), acc_*_pass1 = the first sample,
@@ -137,13 +137,15 @@ def score_completions(completions: list[str], gold: str, template: str,
     graded = []
     for text in completions:
         g = grade(text, gold, template=template)
-        graded.append({
-            "boxed": bool(g.boxed_correct),
-            "lenient": bool(g.lenient_correct),
-            "has_box": bool(g.has_box),
-            "extracted": g.extracted_boxed if g.has_box else g.extracted_number,
-            "n_tokens": int(count_tokens(text)),
-        })
+        graded.append(
+            {
+                "boxed": bool(g.boxed_correct),
+                "lenient": bool(g.lenient_correct),
+                "has_box": bool(g.has_box),
+                "extracted": g.extracted_boxed if g.has_box else g.extracted_number,
+                "n_tokens": int(count_tokens(text)),
+            }
+        )
     boxed = [float(s["boxed"]) for s in graded]
     lenient = [float(s["lenient"]) for s in graded]
     lengths = [s["n_tokens"] for s in graded]
@@ -172,8 +174,13 @@ def _process_results(doc: dict, results: list, *, template: str, count_tokens: C
 
 
 MEAN_METRICS = ("acc_boxed", "acc_boxed_pass1", "acc_lenient", "acc_lenient_pass1", "boxed_rate")
-LIST_METRICS = ("mean_len", "mean_len_correct", "mean_len_incorrect", "mean_len_correct_lenient",
-                "mean_len_incorrect_lenient")
+LIST_METRICS = (
+    "mean_len",
+    "mean_len_correct",
+    "mean_len_incorrect",
+    "mean_len_correct_lenient",
+    "mean_len_incorrect_lenient",
+)
 
 
 def metric_list() -> list[dict]:
@@ -198,8 +205,10 @@ def build_task_config(settings: TaskSettings, rows: list[dict], count_tokens: Ca
     """The lm-eval task dict for `settings` over the loaded `rows` (see the module docstring)."""
     if settings.chat and settings.template != "qwen_math":
         # Same rule as templates.build_prompt: `r1` is a base-model template with its own assistant turn.
-        raise ValueError(f"template {settings.template!r} is for models without a chat template; "
-                         "a chat-template model uses 'qwen_math' (as in the paper)")
+        raise ValueError(
+            f"template {settings.template!r} is for models without a chat template; "
+            "a chat-template model uses 'qwen_math' (as in the paper)"
+        )
     if settings.samples < 1:
         raise ValueError(f"samples per problem must be >= 1, got {settings.samples}")
     doc_to_text: Any = "problem" if settings.chat else partial(_plain_prompt, template=settings.template)
@@ -217,6 +226,12 @@ def build_task_config(settings: TaskSettings, rows: list[dict], count_tokens: Ca
         "filter_list": [{"name": FILTER_NAME, "filter": [{"function": "take_first_k", "k": settings.samples}]}],
         "process_results": partial(_process_results, template=settings.template, count_tokens=count_tokens),
         "metric_list": metric_list(),
-        "metadata": {"version": 1, "mechsteer_task": settings.task, "protocol": settings.protocol,
-                     "samples": settings.samples, "template": settings.template, "chat": settings.chat},
+        "metadata": {
+            "version": 1,
+            "mechsteer_task": settings.task,
+            "protocol": settings.protocol,
+            "samples": settings.samples,
+            "template": settings.template,
+            "chat": settings.chat,
+        },
     }

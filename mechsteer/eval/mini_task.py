@@ -183,9 +183,7 @@ def _rng(variant: str, split: Split, seed: int) -> random.Random:
     return random.Random(f"mechsteer-mini:{variant}:{split}:{seed}")
 
 
-def generate_mini(
-    split: Split, n: int, seed: int = 0, variant: str = DEFAULT_MINI_VARIANT
-) -> list[Row]:
+def generate_mini(split: Split, n: int, seed: int = 0, variant: str = DEFAULT_MINI_VARIANT) -> list[Row]:
     """`n` problems `{"id", "problem", "answer"}` from one side of the `mini` partition, deterministically.
 
     test: `n` distinct problems drawn with `seed` (ValueError if `n` exceeds the test pool).

@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
-from mechsteer.measurement import MeasurementResult, MeasurementTask
 from mechsteer.errors import MechsteerError
 from mechsteer.eval.lm_eval_tasks import (
     FILTER_NAME,
@@ -27,6 +26,7 @@ from mechsteer.eval.lm_eval_tasks import (
     lm_eval_task_name,
     load_problems,
 )
+from mechsteer.measurement import MeasurementResult, MeasurementTask
 
 DEFAULT_MAX_LENGTH = 4096
 """Total length budget when neither the model entry (`max_length`) nor the model config names one."""
@@ -117,9 +117,9 @@ def json_safe(obj):
 def run_eval(task: MeasurementTask) -> MeasurementResult:
     from lm_eval import __version__ as lm_eval_version
 
-    from mechsteer.generation import stop_info, uses_chat_template
     from mechsteer.eval.datasets import DatasetUnavailableError
     from mechsteer.eval.lm_eval_bridge import SteeredHFLM
+    from mechsteer.generation import stop_info, uses_chat_template
 
     o, lm = task.spec, task.lm
     name = o.task
@@ -130,8 +130,9 @@ def run_eval(task: MeasurementTask) -> MeasurementResult:
     chat = uses_chat_template(lm)
     budget = total_length(lm)
     max_gen = min(int(o.max_new_tokens or budget), budget - 1)
-    settings = TaskSettings(task=name, protocol=o.protocol, samples=o.samples, max_gen_toks=max_gen,
-                            chat=chat, template=o.template)
+    settings = TaskSettings(
+        task=name, protocol=o.protocol, samples=o.samples, max_gen_toks=max_gen, chat=chat, template=o.template
+    )
 
     def count_tokens(text: str) -> int:
         return len(lm.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -139,9 +140,15 @@ def run_eval(task: MeasurementTask) -> MeasurementResult:
     config = build_task_config(settings, rows, count_tokens)
     task.progress(0, len(rows) * settings.samples)
     with _quiet_lm_eval():
-        bridge = SteeredHFLM(lm.model, lm.tokenizer, task.ctx, batch_size=o.batch_size,
-                             max_length=budget, on_batch=lambda n: task.progress(n, None),
-                             stop=getattr(lm.spec, "stop", None) or ())
+        bridge = SteeredHFLM(
+            lm.model,
+            lm.tokenizer,
+            task.ctx,
+            batch_size=o.batch_size,
+            max_length=budget,
+            on_batch=lambda n: task.progress(n, None),
+            stop=getattr(lm.spec, "stop", None) or (),
+        )
         results = evaluate_task(bridge, config, seed=task.seed, chat=chat, limit=o.limit)
 
     lm_name = lm_eval_task_name(name)

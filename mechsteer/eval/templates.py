@@ -67,9 +67,7 @@ def _chat_prompt(tokenizer: Any, problem: str, template: str) -> str:
             f"template {template!r} is for tokenizers without a chat template; "
             "a chat-template tokenizer uses 'qwen_math' (as in the paper)"
         )
-    return tokenizer.apply_chat_template(
-        qwen_math_messages(problem), add_generation_prompt=True, tokenize=False
-    )
+    return tokenizer.apply_chat_template(qwen_math_messages(problem), add_generation_prompt=True, tokenize=False)
 
 
 def build_prompt(tokenizer: Any, problem: str, template: str = "qwen_math", prefix: str | None = None) -> str:

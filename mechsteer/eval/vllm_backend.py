@@ -28,11 +28,11 @@ import copy
 import gc
 import json
 
+from mechsteer import machine
 from mechsteer.backends.bias_checkpoint import compile_bias_checkpoint, condition_bias, vllm_expressible
 from mechsteer.errors import MechsteerError
 from mechsteer.eval.lm_eval_tasks import TaskSettings, build_task_config, lm_eval_task_name, load_problems
 from mechsteer.eval.runner import evaluate_task, flatten_metrics, json_safe, total_length
-from mechsteer import machine
 from mechsteer.measurement import MeasurementResult, MeasurementTask
 
 _ENGINE: dict = {}
@@ -89,8 +89,16 @@ def _gpu_memory_fraction(cap: float = 0.9) -> float:
     return max(0.1, min(cap, free / total - 0.05))
 
 
-def vllm_engine(checkpoint: str, *, dtype: str, seed: int, max_length: int, batch_size="auto",
-                tensor_parallel_size: int = 1, gpu_memory_utilization: float | None = None):
+def vllm_engine(
+    checkpoint: str,
+    *,
+    dtype: str,
+    seed: int,
+    max_length: int,
+    batch_size="auto",
+    tensor_parallel_size: int = 1,
+    gpu_memory_utilization: float | None = None,
+):
     """lm-eval's VLLM model on `checkpoint` (kept for the next call with the same key)."""
     problem = machine.vllm_problem()
     if problem is not None:
@@ -101,9 +109,15 @@ def vllm_engine(checkpoint: str, *, dtype: str, seed: int, max_length: int, batc
     release_engine()
     from lm_eval.models.vllm_causallms import VLLM
 
-    lm = VLLM(pretrained=checkpoint, dtype=dtype, seed=seed, max_model_len=max_length, batch_size=batch_size,
-              tensor_parallel_size=tensor_parallel_size,
-              gpu_memory_utilization=gpu_memory_utilization or _gpu_memory_fraction())
+    lm = VLLM(
+        pretrained=checkpoint,
+        dtype=dtype,
+        seed=seed,
+        max_model_len=max_length,
+        batch_size=batch_size,
+        tensor_parallel_size=tensor_parallel_size,
+        gpu_memory_utilization=gpu_memory_utilization or _gpu_memory_fraction(),
+    )
     _ENGINE.update(key=key, lm=lm)
     return lm
 
@@ -136,8 +150,9 @@ def run_eval_vllm(task: MeasurementTask, interventions: list) -> MeasurementResu
     chat = uses_chat_template(lm)
     budget = total_length(lm)
     max_gen = min(int(o.max_new_tokens or budget), budget - 1)
-    settings = TaskSettings(task=name, protocol=o.protocol, samples=o.samples, max_gen_toks=max_gen,
-                            chat=chat, template=o.template)
+    settings = TaskSettings(
+        task=name, protocol=o.protocol, samples=o.samples, max_gen_toks=max_gen, chat=chat, template=o.template
+    )
 
     def count_tokens(text: str) -> int:
         return len(lm.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -146,8 +161,7 @@ def run_eval_vllm(task: MeasurementTask, interventions: list) -> MeasurementResu
     config = vllm_task_config(build_task_config(settings, rows, count_tokens), stops)
     task.progress(0, len(rows) * settings.samples)
     dtype = str(lm.dtype).removeprefix("torch.")
-    engine = vllm_engine(checkpoint, dtype=dtype, seed=task.seed, max_length=budget,
-                         batch_size="auto")
+    engine = vllm_engine(checkpoint, dtype=dtype, seed=task.seed, max_length=budget, batch_size="auto")
     results = evaluate_task(engine, config, seed=task.seed, chat=chat, limit=o.limit)
     task.progress(len(rows) * settings.samples, None)
 

@@ -47,7 +47,9 @@ def vector_rows(spec, ctx: SteeringContext):
     layers = ctx.layers(spec.layer, f"{spec.kind}.layer of vector set {spec.vector!r}")
     missing = [i for i in layers if i not in vs.layers]
     if missing:
-        raise CompileError(f"vector set {spec.vector!r} has no rows for layers {missing}", hint=f"its rows: {vs.layers}")
+        raise CompileError(
+            f"vector set {spec.vector!r} has no rows for layers {missing}", hint=f"its rows: {vs.layers}"
+        )
     return vs, layers
 
 

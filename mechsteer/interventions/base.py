@@ -9,9 +9,9 @@ removed when the condition ends, whatever happens inside.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -24,6 +24,7 @@ from mechsteer.spec.kinds import INTERVENTION_KINDS
 from mechsteer.spec.layers import resolve_layers_or_raise
 from mechsteer.spec.models import ModelShape
 from mechsteer.vectors.vector_set import VectorSet
+
 
 @dataclass
 class SteeringContext:
@@ -74,8 +75,9 @@ class SteeringContext:
 
 
 @contextmanager
-def steering(model: nn.Module, adapter: ArchitectureAdapter, interventions: list, vectors: dict[str, VectorSet],
-             tokenizer=None) -> Iterator[SteeringContext]:
+def steering(
+    model: nn.Module, adapter: ArchitectureAdapter, interventions: list, vectors: dict[str, VectorSet], tokenizer=None
+) -> Iterator[SteeringContext]:
     """Apply a condition (a list of intervention specs) for the duration of the block."""
     with HookScope("condition") as scope:
         ctx = SteeringContext(model=model, adapter=adapter, vectors=vectors, scope=scope, tokenizer=tokenizer)

@@ -14,7 +14,9 @@ def attach_compose(spec, ctx: SteeringContext) -> None:
         vs = ctx.vector(part.vector)
         (layer,) = ctx.layers(part.layer, f"compose.parts[{i}].layer")
         if layer not in vs.layers:
-            raise CompileError(f"compose.parts[{i}]: vector set {part.vector!r} has no row for layer {layer}",
-                               hint=f"its rows: {vs.layers}")
+            raise CompileError(
+                f"compose.parts[{i}]: vector set {part.vector!r} has no row for layer {layer}",
+                hint=f"its rows: {vs.layers}",
+            )
         vec = (vs.vectors[layer] * part.scale).to(ctx.device, ctx.dtype)
         ctx.scope.forward_hook(ctx.adapter.layer(ctx.model, layer), add_hook(vec))

@@ -26,23 +26,29 @@ def load_lora1(path: str | Path) -> tuple[torch.Tensor, torch.Tensor, list[int]]
 
     path = Path(path)
     if not path.is_file():
-        raise VectorError(f"lora1 file not found: {path}",
-                          hint="a relative path is read from the working directory unless the compiler made it "
-                               "absolute (InterventionBase.bind)")
+        raise VectorError(
+            f"lora1 file not found: {path}",
+            hint="a relative path is read from the working directory unless the compiler made it "
+            "absolute (InterventionBase.bind)",
+        )
     try:
         with safe_open(str(path), framework="pt") as f:
             keys = set(f.keys())
             missing = {"A", "B"} - keys
             if missing:
-                raise VectorError(f"{path}: no tensor {', '.join(sorted(missing))} (found: {', '.join(sorted(keys))})",
-                                  hint="a lora1 file holds A [n_layers, d_ff], B [n_layers, d_model], layers [k]")
+                raise VectorError(
+                    f"{path}: no tensor {', '.join(sorted(missing))} (found: {', '.join(sorted(keys))})",
+                    hint="a lora1 file holds A [n_layers, d_ff], B [n_layers, d_model], layers [k]",
+                )
             a, b = f.get_tensor("A").float(), f.get_tensor("B").float()
             layers = f.get_tensor("layers").tolist() if "layers" in keys else list(range(a.shape[0]))
     except (SafetensorError, OSError, ValueError) as e:
         raise VectorError(f"{path}: not a readable safetensors file ({e})") from None
     if a.dim() != 2 or b.dim() != 2 or a.shape[0] != b.shape[0]:
-        raise VectorError(f"{path}: A {tuple(a.shape)} and B {tuple(b.shape)} must be [n_layers, d_ff] and "
-                          f"[n_layers, d_model] with the same n_layers")
+        raise VectorError(
+            f"{path}: A {tuple(a.shape)} and B {tuple(b.shape)} must be [n_layers, d_ff] and "
+            f"[n_layers, d_model] with the same n_layers"
+        )
     bad = [i for i in layers if not 0 <= i < a.shape[0]]
     if bad:
         raise VectorError(f"{path}: layers {bad} outside 0..{a.shape[0] - 1}")
@@ -74,8 +80,10 @@ def attach_lora1(spec, ctx: SteeringContext) -> None:
     sh = ctx.shape
     a, b, rows = load_lora1(spec.path)
     if a.shape[0] != sh.n_layers or b.shape[1] != sh.d_model:
-        raise CompileError(f"lora1 file {spec.path}: A {tuple(a.shape)}, B {tuple(b.shape)} do not fit the model "
-                           f"[{sh.n_layers} layers x d_model {sh.d_model}]")
+        raise CompileError(
+            f"lora1 file {spec.path}: A {tuple(a.shape)}, B {tuple(b.shape)} do not fit the model "
+            f"[{sh.n_layers} layers x d_model {sh.d_model}]"
+        )
     if spec.layer == "all":
         layers = rows
     else:
@@ -87,8 +95,9 @@ def attach_lora1(spec, ctx: SteeringContext) -> None:
     for i in layers:
         down = ctx.adapter.down_proj(ctx.model, i, "lora1")
         if down.in_features != a.shape[1]:
-            raise CompileError(f"lora1 file {spec.path}: A has d_ff {a.shape[1]}, block {i}'s down_proj takes "
-                               f"{down.in_features}")
+            raise CompileError(
+                f"lora1 file {spec.path}: A has d_ff {a.shape[1]}, block {i}'s down_proj takes {down.in_features}"
+            )
         if i in store:
             raise CompileError(f"block {i} already has a lora1 adapter in this condition")
         record = store[i] = {}

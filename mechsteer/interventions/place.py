@@ -16,8 +16,10 @@ def attach_add_at_place(spec, ctx: SteeringContext) -> None:
     vs, layers = vector_rows(spec, ctx)
     place = spec.place or vs.meta.get("place")
     if place is None:
-        raise CompileError(f"add_at_place: no `place` given and vector set {spec.vector!r} records none",
-                           hint="set place: input_layernorm | self_attn | post_attention_layernorm | mlp")
+        raise CompileError(
+            f"add_at_place: no `place` given and vector set {spec.vector!r} records none",
+            hint="set place: input_layernorm | self_attn | post_attention_layernorm | mlp",
+        )
     selector = selector_value(spec.positions)
     for i in layers:
         module = ctx.adapter.place_module(ctx.model, i, place)

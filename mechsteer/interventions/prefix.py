@@ -20,8 +20,9 @@ def _generation_prompt(tokenizer) -> str:
     """A rendered generation prompt to test the token in context (plain text for template-less tokenizers)."""
     if getattr(tokenizer, "chat_template", None):
         try:
-            return tokenizer.apply_chat_template([{"role": "user", "content": "1+1?"}], tokenize=False,
-                                                 add_generation_prompt=True)
+            return tokenizer.apply_chat_template(
+                [{"role": "user", "content": "1+1?"}], tokenize=False, add_generation_prompt=True
+            )
         except Exception:  # noqa: BLE001, S110 - a template that needs other roles/fields: fall back to plain text
             pass
     return "User: 1+1? Assistant:"
@@ -33,18 +34,23 @@ def appended_token_ids(tokenizer, text: str) -> list[int]:
     ids0 = tokenizer(base, add_special_tokens=False)["input_ids"]
     ids1 = tokenizer(base + text, add_special_tokens=False)["input_ids"]
     if ids1[: len(ids0)] != ids0:
-        raise CompileError(f"prefix_token {text!r} merges with the end of the generation prompt when tokenized",
-                           hint="choose text that starts a new token")
-    return ids1[len(ids0):]
+        raise CompileError(
+            f"prefix_token {text!r} merges with the end of the generation prompt when tokenized",
+            hint="choose text that starts a new token",
+        )
+    return ids1[len(ids0) :]
 
 
 def attach_prefix_token(spec, ctx: SteeringContext) -> None:
     if spec.token is None:
-        raise CompileError("prefix_token names no token and the model entry has no `prefix_token`",
-                           hint="set `token:` (e.g. To for Qwen, Step for Llama) or the model's `prefix_token`")
+        raise CompileError(
+            "prefix_token names no token and the model entry has no `prefix_token`",
+            hint="set `token:` (e.g. To for Qwen, Step for Llama) or the model's `prefix_token`",
+        )
     if ctx.prompt_suffix:
-        raise CompileError(f"this condition already forces the opening {ctx.prompt_suffix!r}; "
-                           f"one prefix_token per condition")
+        raise CompileError(
+            f"this condition already forces the opening {ctx.prompt_suffix!r}; one prefix_token per condition"
+        )
     if spec.single_token and ctx.tokenizer is not None:
         ids = appended_token_ids(ctx.tokenizer, spec.token)
         if len(ids) != 1:

@@ -48,7 +48,7 @@ class SideCaches:
                 f"block surgery on layer {self._layer} met a KV cache that already holds {past} positions but "
                 "was not filled under this condition",
                 hint="start each generate call with a fresh cache (prefix caching across calls is not supported "
-                     "by the circuit interventions)",
+                "by the circuit interventions)",
             )
         for role, cache in self._caches.items():
             n = cache.get_seq_length(self._layer)
@@ -58,7 +58,7 @@ class SideCaches:
                     f"model's holds {past}; the model's cache was changed outside the forward pass (cropped or "
                     "reordered)",
                     hint="use greedy decoding or sampling; beam search and assisted decoding are not supported "
-                         "by the circuit interventions",
+                    "by the circuit interventions",
                 )
 
     def get(self, role: str):

@@ -61,8 +61,10 @@ class BlockSplicer:
     def __init__(self, plan: SplicePlan, s: torch.Tensor, ctx):
         ad, model, b = ctx.adapter, ctx.model, plan.layer
         if not ad.supports_surgery:
-            raise CompileError(f"block surgery supports the pre-norm block layout (Llama, Qwen2); this model "
-                               f"uses the {ad.name!r} adapter with the {ad.layout!r} layout")
+            raise CompileError(
+                f"block surgery supports the pre-norm block layout (Llama, Qwen2); this model "
+                f"uses the {ad.name!r} adapter with the {ad.layout!r} layout"
+            )
         self.plan = plan
         self.s = s.to(ctx.device, ctx.dtype)
         self.block = ad.layer(model, b)

@@ -26,8 +26,10 @@ def _check(spec, ctx: SteeringContext) -> int:
     (b,) = ctx.layers(spec.layer, f"{spec.kind}.layer")
     spliced = ctx.extras.setdefault(_BLOCKS_KEY, [])
     if b in spliced:
-        raise CompileError(f"{spec.kind}: block {b} is already spliced by another intervention of this condition",
-                           hint="one surgery per block and condition; qkv takes several projections at once")
+        raise CompileError(
+            f"{spec.kind}: block {b} is already spliced by another intervention of this condition",
+            hint="one surgery per block and condition; qkv takes several projections at once",
+        )
     spliced.append(b)
     return b
 
@@ -88,6 +90,6 @@ def attach_head(spec, ctx: SteeringContext) -> None:
     sel = _mask(spec.heads or [], sh.n_heads)
     rep = sh.n_heads // sh.n_kv_heads
     for g in spec.groups or []:
-        sel[g * rep:(g + 1) * rep] = True
+        sel[g * rep : (g + 1) * rep] = True
     van = {"o": sel if spec.mode == "remove_from" else ~sel}
     _apply(SplicePlan(b, van, spec.patch_path), spec, ctx, b)

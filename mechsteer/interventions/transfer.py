@@ -28,12 +28,15 @@ def attach_transfer(spec, ctx: SteeringContext) -> None:
     for src in vs.layers:
         dst = depth_map(vs.n_layers, sh.n_layers, src) if spec.layer_map == "relative_depth" else src
         if dst in targets:
-            raise CompileError(f"transfer: donor rows {targets[dst]} and {src} both map to recipient block {dst} "
-                               f"({vs.n_layers} -> {sh.n_layers} layers by relative depth)",
-                               hint="select fewer donor rows (the vector set's `layers:`)")
+            raise CompileError(
+                f"transfer: donor rows {targets[dst]} and {src} both map to recipient block {dst} "
+                f"({vs.n_layers} -> {sh.n_layers} layers by relative depth)",
+                hint="select fewer donor rows (the vector set's `layers:`)",
+            )
         targets[dst] = src
     for dst, src in sorted(targets.items()):
         vec = (vs.vectors[src] * spec.scale).to(ctx.device, ctx.dtype)
         ctx.scope.forward_hook(ctx.adapter.layer(ctx.model, dst), add_hook(vec))
     ctx.extras.setdefault("transfer", []).append(
-        {"vector": spec.vector, "donor": donor, "layer_map": {src: dst for dst, src in targets.items()}})
+        {"vector": spec.vector, "donor": donor, "layer_map": {src: dst for dst, src in targets.items()}}
+    )

@@ -103,7 +103,9 @@ class ArchitectureAdapter:
     # -- sites
     def site(self, name: str) -> Site:
         if name not in self.sites:
-            raise CompileError(f"architecture {self.name!r} has no site {name!r}; sites: {', '.join(sorted(self.sites))}")
+            raise CompileError(
+                f"architecture {self.name!r} has no site {name!r}; sites: {', '.join(sorted(self.sites))}"
+            )
         return self.sites[name]
 
     def module_at(self, model: nn.Module, site: str, layer: int | None = None) -> tuple[nn.Module, Side]:
@@ -116,7 +118,9 @@ class ArchitectureAdapter:
 
     def place_module(self, model: nn.Module, layer: int, place: str) -> nn.Module:
         if place not in self.places:
-            raise CompileError(f"architecture {self.name!r} has no place {place!r}; places: {', '.join(sorted(self.places))}")
+            raise CompileError(
+                f"architecture {self.name!r} has no place {place!r}; places: {', '.join(sorted(self.places))}"
+            )
         return self.layer(model, layer).get_submodule(self.places[place])
 
     def down_proj(self, model: nn.Module, layer: int, what: str = "this intervention") -> nn.Linear:
@@ -125,8 +129,9 @@ class ArchitectureAdapter:
         try:
             return self.layer(model, layer).get_submodule(self.paths["down_proj"])
         except AttributeError:
-            raise CompileError(f"{what} needs {self.paths['down_proj']}, which {type(model).__name__} does not "
-                               f"have (block {layer})") from None
+            raise CompileError(
+                f"{what} needs {self.paths['down_proj']}, which {type(model).__name__} does not have (block {layer})"
+            ) from None
 
 
 _LLAMA_PLACES = {
@@ -144,8 +149,11 @@ for _a in (
         "gemma3",
         ("Gemma3ForCausalLM",),
         sites={**_PRE_NORM_SITES, "ln2": Site("model.layers.{layer}.pre_feedforward_layernorm", "output")},
-        places={**_LLAMA_PLACES, "post_attention_layernorm": "post_attention_layernorm",
-                "pre_feedforward_layernorm": "pre_feedforward_layernorm"},
+        places={
+            **_LLAMA_PLACES,
+            "post_attention_layernorm": "post_attention_layernorm",
+            "pre_feedforward_layernorm": "pre_feedforward_layernorm",
+        },
         layout="sandwich",
     ),
 ):

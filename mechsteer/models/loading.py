@@ -15,9 +15,9 @@ import torch
 from mechsteer.errors import ModelLoadError
 from mechsteer.hub import hub_unreachable
 from mechsteer.models.adapters import ArchitectureAdapter, adapter_for
-from mechsteer.spec.paths import resolve_path
 from mechsteer.models.dtype import resolve_dtype
 from mechsteer.spec.models import EMBEDDED_MODELS, KNOWN_SHAPES, ModelShape, ModelSpec
+from mechsteer.spec.paths import resolve_path
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
@@ -73,11 +73,15 @@ def _locate(spec: ModelSpec, base_dir: Path | None) -> tuple[str, str]:
         p = Path(spec.id).expanduser()  # a folder relative to the working directory
     if p.exists():
         if not (p / "config.json").is_file():
-            raise ModelLoadError(f"local model directory {p} has no config.json",
-                                 hint="point `id` at a directory written by save_pretrained")
+            raise ModelLoadError(
+                f"local model directory {p} has no config.json",
+                hint="point `id` at a directory written by save_pretrained",
+            )
         return str(p), "local"
     if spec.id.startswith((".", "/", "~")) or spec.id.count("/") > 1:
-        raise ModelLoadError(f"local model directory not found: {p}", hint="check the path (relative to the study file)")
+        raise ModelLoadError(
+            f"local model directory not found: {p}", hint="check the path (relative to the study file)"
+        )
     return spec.id, "hub"
 
 
@@ -105,8 +109,11 @@ def load_model(name: str, spec: ModelSpec, base_dir: Path | None = None) -> Load
             raise ModelLoadError(f"cannot load model {spec.id!r} from {where}: {e}") from None
         raise ModelLoadError(
             f"cannot load {spec.id!r} from the Hugging Face hub"
-            + (f" (unreachable: {unreachable}; it is not in the local cache)" if unreachable
-               else f": {str(e).splitlines()[0]}"),
+            + (
+                f" (unreachable: {unreachable}; it is not in the local cache)"
+                if unreachable
+                else f": {str(e).splitlines()[0]}"
+            ),
             hint="download it where the hub is reachable (`hf download ID --local-dir DIR`) and set the model's "
             "`id` to that local directory, or check the id, revision and access token",
         ) from None

@@ -33,7 +33,7 @@ def end_of_turn_id(tokenizer) -> int | None:
         return None
     if not isinstance(text, str) or _MARK not in text:
         return None
-    tail = text[text.rindex(_MARK) + len(_MARK):]
+    tail = text[text.rindex(_MARK) + len(_MARK) :]
     ids = tokenizer(tail, add_special_tokens=False)["input_ids"] if tail else []
     if ids and ids[0] in _special_ids(tokenizer):
         return int(ids[0])
@@ -49,6 +49,7 @@ def stop_string_ids(tokenizer, strings, model_id: str = "?") -> list[int]:
             raise ModelLoadError(
                 f"models[{model_id!r}].stop: {s!r} is {len(ids)} tokens for this tokenizer, not one",
                 hint="list single tokens only (e.g. '<|im_end|>' or '<|eot_id|>'); "
-                "the tokenizer's special tokens are in its tokenizer_config.json")
+                "the tokenizer's special tokens are in its tokenizer_config.json",
+            )
         out.append(int(ids[0]))
     return out

@@ -19,8 +19,14 @@ from mechsteer.measurement import MeasurementResult, MeasurementTask
 from mechsteer.readouts.prompts import load_problems
 from mechsteer.spec.layers import resolve_layers_or_raise
 
-RECORDED = ("summary.json", "top_correct.csv", "top_incorrect.csv", "logit_lens.csv", "contexts.html",
-            "frequencies.png")
+RECORDED = (
+    "summary.json",
+    "top_correct.csv",
+    "top_incorrect.csv",
+    "logit_lens.csv",
+    "contexts.html",
+    "frequencies.png",
+)
 """Files of each layer's `features/` folder copied into the cell."""
 
 
@@ -30,17 +36,32 @@ def run_diffsae_readout(task: MeasurementTask) -> MeasurementResult:
 
     spec, lm = task.spec, task.lm
     if not task.interventions:
-        raise MechsteerError("diffsae compares the steered model with the base model, but this condition has no "
-                             "intervention (dF would be 0)",
-                             hint="restrict the readout to steered conditions with `conditions: [...]`")
+        raise MechsteerError(
+            "diffsae compares the steered model with the base model, but this condition has no "
+            "intervention (dF would be 0)",
+            hint="restrict the readout to steered conditions with `conditions: [...]`",
+        )
     layers = resolve_layers_or_raise(spec.layers, lm.shape.n_layers, "diffsae.layers", MechsteerError)
     sae = SAETrainConfig(**spec.sae.model_dump())
-    config = DiffSAEConfig(sae=sae, template=spec.template, max_new_tokens=spec.max_new_tokens,
-                           temperature=spec.temperature, samples=spec.samples, seed=task.seed,
-                           batch_size=spec.batch_size, grader=spec.grader, positions=spec.positions,
-                           max_shard_bytes=spec.max_shard_bytes, top_n=spec.top_n, n_contexts=spec.n_contexts,
-                           window=spec.window, lens_k=spec.lens_k, lens_through_norm=spec.lens_through_norm,
-                           alpha=spec.alpha, min_act_frac=spec.min_act_frac)
+    config = DiffSAEConfig(
+        sae=sae,
+        template=spec.template,
+        max_new_tokens=spec.max_new_tokens,
+        temperature=spec.temperature,
+        samples=spec.samples,
+        seed=task.seed,
+        batch_size=spec.batch_size,
+        grader=spec.grader,
+        positions=spec.positions,
+        max_shard_bytes=spec.max_shard_bytes,
+        top_n=spec.top_n,
+        n_contexts=spec.n_contexts,
+        window=spec.window,
+        lens_k=spec.lens_k,
+        lens_through_norm=spec.lens_through_norm,
+        alpha=spec.alpha,
+        min_act_frac=spec.min_act_frac,
+    )
     problems = load_problems(spec)
     stages = ["generate", "collect"] + [f"{s}:{layer}" for layer in layers for s in ("train", "features")]
     task.progress(0, len(stages))
@@ -51,16 +72,23 @@ def run_diffsae_readout(task: MeasurementTask) -> MeasurementResult:
 
     work = task.work_dir or Path("outputs") / "work"
     summary = run_diffsae(lm, list(task.interventions), task.vectors, problems, layers, config, work, progress)
-    metrics: dict[str, float] = {"n_sequences": float(summary["n_sequences"]), "accuracy": summary["accuracy"],
-                                 "n_generated_tokens": float(summary["n_generated_tokens"])}
+    metrics: dict[str, float] = {
+        "n_sequences": float(summary["n_sequences"]),
+        "accuracy": summary["accuracy"],
+        "n_generated_tokens": float(summary["n_generated_tokens"]),
+    }
     files: dict[str, bytes] = {"diffsae/summary.json": json.dumps(summary, indent=1, default=str).encode()}
     for layer in layers:
         info = summary["layers"][layer] if layer in summary["layers"] else summary["layers"][str(layer)]
         m, f = info["sae"], info["features"]
-        metrics.update({f"L{layer}/explained_variance": m.get("explained_variance", float("nan")),
-                        f"L{layer}/dead_frac": m.get("dead_fraction", float("nan")),
-                        f"L{layer}/n_significant": float(f["n_significant"]),
-                        f"L{layer}/min_q": f["min_q"] if f["min_q"] is not None else float("nan")})
+        metrics.update(
+            {
+                f"L{layer}/explained_variance": m.get("explained_variance", float("nan")),
+                f"L{layer}/dead_frac": m.get("dead_fraction", float("nan")),
+                f"L{layer}/n_significant": float(f["n_significant"]),
+                f"L{layer}/min_q": f["min_q"] if f["min_q"] is not None else float("nan"),
+            }
+        )
         ldir = work / f"layer_{layer}"
         for name in RECORDED:
             p = ldir / "features" / name
@@ -86,26 +114,42 @@ def report_section(results, out_dir: Path) -> list[str]:
         for layer, info in s["layers"].items():
             feats, sae = info["features"], info["sae"]
             best, worst = feats.get("top_correct") or {}, feats.get("top_incorrect") or {}
-            rows.append({
-                "model": c["model"], "condition": c["condition"], "seed": c["seed"], "layer": int(layer),
-                "accuracy": f"{100 * s['accuracy']:.1f}%", "sequences": s["n_sequences"],
-                "explained var.": f"{sae.get('explained_variance', float('nan')):.3f}",
-                "dead": f"{100 * sae.get('dead_fraction', float('nan')):.1f}%",
-                "significant": feats["n_significant"], "min q": _num(feats.get("min_q")),
-                "top -> correct": _feature(best), "top -> incorrect": _feature(worst),
-                "contexts": f"[html](../cells/{c['hash']}/diffsae/layer_{layer}/contexts.html)",
-            })
+            rows.append(
+                {
+                    "model": c["model"],
+                    "condition": c["condition"],
+                    "seed": c["seed"],
+                    "layer": int(layer),
+                    "accuracy": f"{100 * s['accuracy']:.1f}%",
+                    "sequences": s["n_sequences"],
+                    "explained var.": f"{sae.get('explained_variance', float('nan')):.3f}",
+                    "dead": f"{100 * sae.get('dead_fraction', float('nan')):.1f}%",
+                    "significant": feats["n_significant"],
+                    "min q": _num(feats.get("min_q")),
+                    "top -> correct": _feature(best),
+                    "top -> incorrect": _feature(worst),
+                    "contexts": f"[html](../cells/{c['hash']}/diffsae/layer_{layer}/contexts.html)",
+                }
+            )
     if not rows:
         return []
     table = pd.DataFrame(rows)
     from mechsteer.atomic import atomic_write_text
 
     atomic_write_text(out_dir / "diffsae.csv", table.to_csv(index=False))
-    return ["## DiffSAE: features of the steering-induced activation difference vs correctness", "",
-            "Per cell and layer: the SAE's explained variance of dF and dead latents, the number of features whose "
-            "firing frequency differs between correct and incorrect generations after Benjamini-Hochberg "
-            "correction, and the feature with the largest difference each way (sequence-level firing rate "
-            "correct / incorrect, q-value).", "", table.to_markdown(index=False), "", "File: `diffsae.csv`.", ""]
+    return [
+        "## DiffSAE: features of the steering-induced activation difference vs correctness",
+        "",
+        "Per cell and layer: the SAE's explained variance of dF and dead latents, the number of features whose "
+        "firing frequency differs between correct and incorrect generations after Benjamini-Hochberg "
+        "correction, and the feature with the largest difference each way (sequence-level firing rate "
+        "correct / incorrect, q-value).",
+        "",
+        table.to_markdown(index=False),
+        "",
+        "File: `diffsae.csv`.",
+        "",
+    ]
 
 
 def _num(x) -> str:
@@ -115,5 +159,7 @@ def _num(x) -> str:
 def _feature(r: dict) -> str:
     if not r:
         return "-"
-    return (f"#{r['feature']}: {100 * r['seq_freq_correct']:.0f}% / {100 * r['seq_freq_incorrect']:.0f}% "
-            f"(q {r['q_bh']:.2g})")
+    return (
+        f"#{r['feature']}: {100 * r['seq_freq_correct']:.0f}% / {100 * r['seq_freq_incorrect']:.0f}% "
+        f"(q {r['q_bh']:.2g})"
+    )

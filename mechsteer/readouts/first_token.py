@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import torch
 
+from mechsteer.errors import MechsteerError
 from mechsteer.generation import render_prompts, tokenize
 from mechsteer.measurement import MeasurementResult, MeasurementTask
-from mechsteer.errors import MechsteerError
 from mechsteer.readouts.prompts import load_problems
 
 
@@ -18,8 +18,10 @@ def tracked_token_ids(tokenizer, strings: list[str]) -> dict[str, int]:
     for s in strings:
         ids = tokenizer.encode(s, add_special_tokens=False)
         if len(ids) != 1:
-            raise MechsteerError(f"tracked token {s!r} encodes to {len(ids)} tokens {ids}; first_token.track needs "
-                                 "single tokens", hint="try the word with or without a leading space")
+            raise MechsteerError(
+                f"tracked token {s!r} encodes to {len(ids)} tokens {ids}; first_token.track needs single tokens",
+                hint="try the word with or without a leading space",
+            )
         out[s] = ids[0]
     return out
 
@@ -44,13 +46,15 @@ def run_first_token(task: MeasurementTask) -> MeasurementResult:
         entropy = -(probs * logp).sum(-1)
         for r in range(len(batch)):
             prob = problems[start + r]
-            samples.append({
-                "id": prob["id"],
-                "top": [[lm.tokenizer.decode([int(t)]), float(p)] for p, t in zip(top.values[r], top.indices[r])],
-                "top1_id": int(top.indices[r, 0]),
-                "entropy": float(entropy[r]),
-                "tracked": {s: float(probs[r, tid]) for s, tid in tracked.items()},
-            })
+            samples.append(
+                {
+                    "id": prob["id"],
+                    "top": [[lm.tokenizer.decode([int(t)]), float(p)] for p, t in zip(top.values[r], top.indices[r])],
+                    "top1_id": int(top.indices[r, 0]),
+                    "entropy": float(entropy[r]),
+                    "tracked": {s: float(probs[r, tid]) for s, tid in tracked.items()},
+                }
+            )
         task.progress(len(batch), None)
     metrics = {"n": float(len(samples)), "entropy": sum(s["entropy"] for s in samples) / max(len(samples), 1)}
     for s in tracked:

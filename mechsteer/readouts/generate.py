@@ -26,21 +26,40 @@ def run_generate(task: MeasurementTask) -> MeasurementResult:
 
     o = task.spec
     problems = load_problems(o)
-    prompts = render_prompts(task.lm, [p["problem"] for p in problems], o.template,
-                             task.ctx.prompt_suffix)
+    prompts = render_prompts(task.lm, [p["problem"] for p in problems], o.template, task.ctx.prompt_suffix)
     task.progress(0, len(prompts))
-    outs = generate(task.lm, task.ctx, prompts, max_new_tokens=o.max_new_tokens, temperature=o.temperature,
-                    samples=o.samples, seed=task.seed, batch_size=o.batch_size,
-                    on_batch=lambda n: task.progress(n, None))
+    outs = generate(
+        task.lm,
+        task.ctx,
+        prompts,
+        max_new_tokens=o.max_new_tokens,
+        temperature=o.temperature,
+        samples=o.samples,
+        seed=task.seed,
+        batch_size=o.batch_size,
+        on_batch=lambda n: task.progress(n, None),
+    )
     samples, graded = [], []
-    for prob, prompt, comps in zip(problems, prompts, outs):
+    for prob, comps in zip(problems, outs):
         for k, c in enumerate(comps):
-            rec = {"id": prob["id"], "sample": k, "problem": prob["problem"], "answer": prob.get("answer"),
-                   "completion": c.text, "n_tokens": c.n_tokens, "finished": c.finished, "first_token": c.first_token}
+            rec = {
+                "id": prob["id"],
+                "sample": k,
+                "problem": prob["problem"],
+                "answer": prob.get("answer"),
+                "completion": c.text,
+                "n_tokens": c.n_tokens,
+                "finished": c.finished,
+                "first_token": c.first_token,
+            }
             if prob.get("answer") is not None:
                 g = grade(c.text, str(prob["answer"]))
-                rec.update(boxed_correct=g.boxed_correct, lenient_correct=g.boxed_correct or g.last_number_correct,
-                           has_box=g.has_box, extracted=g.extracted_boxed or g.extracted_number)
+                rec.update(
+                    boxed_correct=g.boxed_correct,
+                    lenient_correct=g.boxed_correct or g.last_number_correct,
+                    has_box=g.has_box,
+                    extracted=g.extracted_boxed or g.extracted_number,
+                )
                 graded.append(rec)
             samples.append(rec)
     metrics: dict[str, float] = {
@@ -57,6 +76,9 @@ def run_generate(task: MeasurementTask) -> MeasurementResult:
             mean_len_incorrect=_mean(s["n_tokens"] for s in graded if not s["lenient_correct"]),
         )
     firsts = Counter(s["first_token"] for s in samples)
-    info = {"first_tokens": dict(firsts.most_common(10)), "prompt_example": prompts[0] if prompts else "",
-            **stop_info(task.lm.tokenizer, lm_stop_token_ids(task.lm))}
+    info = {
+        "first_tokens": dict(firsts.most_common(10)),
+        "prompt_example": prompts[0] if prompts else "",
+        **stop_info(task.lm.tokenizer, lm_stop_token_ids(task.lm)),
+    }
     return MeasurementResult(metrics, samples, info=info)

@@ -38,8 +38,13 @@ def rms_norm(weight: torch.Tensor, eps: float, *, offset: float = 0.0) -> Callab
 
 
 @torch.no_grad()
-def scores(vectors: torch.Tensor, w_u: torch.Tensor, metric: str, norm: Callable | None = None,
-           bias: torch.Tensor | None = None) -> torch.Tensor:
+def scores(
+    vectors: torch.Tensor,
+    w_u: torch.Tensor,
+    metric: str,
+    norm: Callable | None = None,
+    bias: torch.Tensor | None = None,
+) -> torch.Tensor:
     """[n, vocab] float64 scores of each row against each token (see module docstring)."""
     if metric not in METRICS:
         raise ValueError(f"unknown logit-lens metric {metric!r}; one of {METRICS}")
@@ -56,9 +61,17 @@ def scores(vectors: torch.Tensor, w_u: torch.Tensor, metric: str, norm: Callable
     return logits if metric == "dot" else torch.softmax(logits, dim=-1)
 
 
-def logit_lens(vectors: torch.Tensor, w_u: torch.Tensor, tokens: Sequence[str], *, k: int = 50,
-               labels: Sequence | None = None, metrics: Sequence[str] = METRICS, norm: Callable | None = None,
-               bias: torch.Tensor | None = None) -> pd.DataFrame:
+def logit_lens(
+    vectors: torch.Tensor,
+    w_u: torch.Tensor,
+    tokens: Sequence[str],
+    *,
+    k: int = 50,
+    labels: Sequence | None = None,
+    metrics: Sequence[str] = METRICS,
+    norm: Callable | None = None,
+    bias: torch.Tensor | None = None,
+) -> pd.DataFrame:
     """Top/bottom-k tokens of each row. With `norm`, every metric is computed both without (normed=False)
     and with the final norm (normed=True). `tokens[i]` is token i's text (decoded, for display).
 
@@ -69,7 +82,7 @@ def logit_lens(vectors: torch.Tensor, w_u: torch.Tensor, tokens: Sequence[str], 
     if len(tokens) < w_u.shape[0]:
         raise ValueError(f"{len(tokens)} token strings for an unembedding of {w_u.shape[0]} rows")
     rows = []
-    for normed in ([False, True] if norm is not None else [False]):
+    for normed in [False, True] if norm is not None else [False]:
         for metric in metrics:
             sc = scores(vectors, w_u, metric, norm if normed else None, bias)
             kk = min(k, sc.shape[1])
@@ -82,9 +95,15 @@ def logit_lens(vectors: torch.Tensor, w_u: torch.Tensor, tokens: Sequence[str], 
     return pd.DataFrame(rows, columns=["layer", "normed", "metric", "end", "rank", "token_id", "token", "value"])
 
 
-def unembedding_bias(mean_shift: torch.Tensor, w_u: torch.Tensor, tokens: Sequence[str], *, k: int = 50,
-                     sources: Sequence | None = None, norm: Callable | None = None
-                     ) -> dict[str, pd.DataFrame]:
+def unembedding_bias(
+    mean_shift: torch.Tensor,
+    w_u: torch.Tensor,
+    tokens: Sequence[str],
+    *,
+    k: int = 50,
+    sources: Sequence | None = None,
+    norm: Callable | None = None,
+) -> dict[str, pd.DataFrame]:
     """The effective unembedding bias u_l (row l of `mean_shift`, [n_sources, d]: the mean dF at the last
     block over all tokens and samples caused by s_l alone). Returns {"tokens": logit_lens of u_l (cos and
     dot), "cosine": cos(u_l, u_l') matrix, "norms": ||u_l||}."""

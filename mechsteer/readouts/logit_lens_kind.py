@@ -50,8 +50,9 @@ def run(task: MeasurementTask) -> MeasurementResult:
     for name, vs in sets.items():
         rows = rows_of(vs, spec.layers, f"{KIND}.layers")
         stack = vs.vectors[rows]  # [n_layers, d] with zero rows where absent: index by layer
-        parts.append(logit_lens(stack, w_u, tokens, k=spec.k, labels=rows, metrics=spec.metrics, norm=norm)
-                     .assign(vectors=name))
+        parts.append(
+            logit_lens(stack, w_u, tokens, k=spec.k, labels=rows, metrics=spec.metrics, norm=norm).assign(vectors=name)
+        )
     if parts:
         files[f"{KIND}/tokens.csv"] = csv_bytes(pd.concat(parts, ignore_index=True))
     info: dict = {"vectors": sorted(sets)}
@@ -62,7 +63,8 @@ def run(task: MeasurementTask) -> MeasurementResult:
         files[f"{KIND}/bias_cosine.csv"] = csv_bytes(ub["cosine"], index=True)
         files[f"{KIND}/bias_norms.csv"] = csv_bytes(ub["norms"].assign(n_tokens=n_tokens))
         files[f"{KIND}/bias_vectors.csv"] = csv_bytes(
-            pd.DataFrame(u.numpy(), index=pd.Index(sources, name="source")), index=True)
+            pd.DataFrame(u.numpy(), index=pd.Index(sources, name="source")), index=True
+        )
         metrics["bias/mean_norm"] = float(ub["norms"]["norm"].mean())
         info["bias_sources"] = sources
     return MeasurementResult(metrics, [], files=files, info=info)
@@ -96,13 +98,22 @@ def report_section(results, out_dir: Path) -> list[str]:
         t = t.drop_duplicates(["model", "vectors", "layer", "normed", "metric", "end", "rank"])
         atomic_write_text(out_dir / "logit_lens.csv", t.to_csv(index=False))
         sel = t[(t["metric"] == "cos") & (t["rank"] < 5)]
-        short = (sel.groupby(["model", "vectors", "layer", "normed", "end"])["token"]
-                 .agg(lambda s: " ".join(repr(x) for x in s)).unstack("end").reset_index())
+        short = (
+            sel.groupby(["model", "vectors", "layer", "normed", "end"])["token"]
+            .agg(lambda s: " ".join(repr(x) for x in s))
+            .unstack("end")
+            .reset_index()
+        )
         short = short[~short["normed"]].drop(columns="normed")
-        lines += ["## Logit lens of the vectors", "",
-                  "Top and bottom 5 tokens by cosine with the unembedding rows, per vector row (no final norm; "
-                  "all metrics, both ends, with and without the final norm in `logit_lens.csv`).", "",
-                  md(short), ""]
+        lines += [
+            "## Logit lens of the vectors",
+            "",
+            "Top and bottom 5 tokens by cosine with the unembedding rows, per vector row (no final norm; "
+            "all metrics, both ends, with and without the final norm in `logit_lens.csv`).",
+            "",
+            md(short),
+            "",
+        ]
     cells = recorded_cells(results, KIND)
     bias_rows, pngs = [], []
     for c in cells:
@@ -112,24 +123,43 @@ def report_section(results, out_dir: Path) -> list[str]:
         cos = read_csv(cdir / "bias_cosine.csv", index_col=0)
         cos.columns = [int(x) for x in cos.columns]
         cos.index.name, cos.columns.name = "source layer", "source layer"
-        p = heatmap(cos, out_dir / f"logit_lens_bias_cosine_{slug(c['model'], c['condition'], c['seed'])}.png",
-                    title=f"cos(u_l, u_l'): {c['condition']} ({c['model']}, seed {c['seed']})")
+        p = heatmap(
+            cos,
+            out_dir / f"logit_lens_bias_cosine_{slug(c['model'], c['condition'], c['seed'])}.png",
+            title=f"cos(u_l, u_l'): {c['condition']} ({c['model']}, seed {c['seed']})",
+        )
         toks = read_csv(cdir / "bias_tokens.csv")
         toks = toks[(toks["metric"] == "cos") & (toks["rank"] < 5) & (~toks["normed"])]
         top = toks.groupby(["layer", "end"])["token"].agg(lambda s: " ".join(repr(x) for x in s)).unstack("end")
         nrm = read_csv(cdir / "bias_norms.csv").set_index("source")
         for src in top.index:
-            bias_rows.append({"model": c["model"], "condition": c["condition"], "seed": c["seed"], "source": src,
-                              "norm u_l": nrm.loc[src, "norm"], "tokens": nrm.loc[src, "n_tokens"],
-                              "top": top.loc[src, "top"], "bottom": top.loc[src, "bottom"]})
+            bias_rows.append(
+                {
+                    "model": c["model"],
+                    "condition": c["condition"],
+                    "seed": c["seed"],
+                    "source": src,
+                    "norm u_l": nrm.loc[src, "norm"],
+                    "tokens": nrm.loc[src, "n_tokens"],
+                    "top": top.loc[src, "top"],
+                    "bottom": top.loc[src, "bottom"],
+                }
+            )
         pngs += [f"![u_l cosine]({p.name})", ""]
     if bias_rows:
         b = pd.DataFrame(bias_rows)
         atomic_write_text(out_dir / "logit_lens_bias.csv", b.to_csv(index=False))
-        lines += ["### Effective unembedding bias u_l", "",
-                  "u_l = mean over teacher-forced tokens of the last block's residual shift caused by s_l alone "
-                  "(sequences sampled under `add s_l` at l). Top/bottom 5 tokens by cosine; the heat-maps show "
-                  "cos(u_l, u_l') across source layers.", "", md(b), "", *pngs]
+        lines += [
+            "### Effective unembedding bias u_l",
+            "",
+            "u_l = mean over teacher-forced tokens of the last block's residual shift caused by s_l alone "
+            "(sequences sampled under `add s_l` at l). Top/bottom 5 tokens by cosine; the heat-maps show "
+            "cos(u_l, u_l') across source layers.",
+            "",
+            md(b),
+            "",
+            *pngs,
+        ]
     if lines:
         lines += ["Files: `logit_lens.csv`" + (", `logit_lens_bias.csv`" if bias_rows else "") + ".", ""]
     return lines

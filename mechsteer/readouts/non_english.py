@@ -23,14 +23,38 @@ COMMON, BYTE, LATIN = "common", "byte", "Latin"
 
 # Name keywords -> script, checked in order (first match wins), for letters and combining marks.
 _KEYWORDS = (
-    ("LATIN", LATIN), ("CYRILLIC", "Cyrillic"), ("GREEK", "Greek"), ("ARMENIAN", "Armenian"),
-    ("GEORGIAN", "Georgian"), ("HEBREW", "Hebrew"), ("ARABIC", "Arabic"), ("SYRIAC", "Syriac"),
-    ("CJK", "Han"), ("IDEOGRAPHIC", "Han"), ("HIRAGANA", "Hiragana"), ("KATAKANA", "Katakana"),
-    ("HANGUL", "Hangul"), ("BOPOMOFO", "Bopomofo"), ("DEVANAGARI", "Devanagari"), ("BENGALI", "Bengali"),
-    ("GURMUKHI", "Gurmukhi"), ("GUJARATI", "Gujarati"), ("ORIYA", "Oriya"), ("TAMIL", "Tamil"),
-    ("TELUGU", "Telugu"), ("KANNADA", "Kannada"), ("MALAYALAM", "Malayalam"), ("SINHALA", "Sinhala"),
-    ("THAI", "Thai"), ("LAO", "Lao"), ("TIBETAN", "Tibetan"), ("MYANMAR", "Myanmar"), ("KHMER", "Khmer"),
-    ("ETHIOPIC", "Ethiopic"), ("MONGOLIAN", "Mongolian"), ("THAANA", "Thaana"),
+    ("LATIN", LATIN),
+    ("CYRILLIC", "Cyrillic"),
+    ("GREEK", "Greek"),
+    ("ARMENIAN", "Armenian"),
+    ("GEORGIAN", "Georgian"),
+    ("HEBREW", "Hebrew"),
+    ("ARABIC", "Arabic"),
+    ("SYRIAC", "Syriac"),
+    ("CJK", "Han"),
+    ("IDEOGRAPHIC", "Han"),
+    ("HIRAGANA", "Hiragana"),
+    ("KATAKANA", "Katakana"),
+    ("HANGUL", "Hangul"),
+    ("BOPOMOFO", "Bopomofo"),
+    ("DEVANAGARI", "Devanagari"),
+    ("BENGALI", "Bengali"),
+    ("GURMUKHI", "Gurmukhi"),
+    ("GUJARATI", "Gujarati"),
+    ("ORIYA", "Oriya"),
+    ("TAMIL", "Tamil"),
+    ("TELUGU", "Telugu"),
+    ("KANNADA", "Kannada"),
+    ("MALAYALAM", "Malayalam"),
+    ("SINHALA", "Sinhala"),
+    ("THAI", "Thai"),
+    ("LAO", "Lao"),
+    ("TIBETAN", "Tibetan"),
+    ("MYANMAR", "Myanmar"),
+    ("KHMER", "Khmer"),
+    ("ETHIOPIC", "Ethiopic"),
+    ("MONGOLIAN", "Mongolian"),
+    ("THAANA", "Thaana"),
 )
 
 
@@ -64,8 +88,9 @@ def is_non_latin(script: str) -> bool:
     return script not in (LATIN, COMMON, BYTE)
 
 
-def script_table(scores: torch.Tensor, tokens: Sequence[str], *, ks: Sequence[int] = (50, 1000),
-                 labels: Sequence | None = None) -> pd.DataFrame:
+def script_table(
+    scores: torch.Tensor, tokens: Sequence[str], *, ks: Sequence[int] = (50, 1000), labels: Sequence | None = None
+) -> pd.DataFrame:
     """Per layer (row of `scores`, [n, vocab], e.g. logit-lens cosines), per k in `ks` and end (top/bottom):
     k, n_lettered, n_non_latin, frac_non_latin (of k), frac_non_latin_lettered (of lettered tokens), and one
     `n[<script>]` column per script met (0 where absent). `vocab_baseline` gives the same numbers for the
@@ -92,8 +117,12 @@ def _counts(scripts: list[str]) -> dict:
     c = Counter(scripts)
     lettered = sum(v for s, v in c.items() if s not in (COMMON, BYTE))
     nl = sum(v for s, v in c.items() if is_non_latin(s))
-    out = {"n_lettered": lettered, "n_non_latin": nl, "frac_non_latin": nl / len(scripts) if scripts else float("nan"),
-           "frac_non_latin_lettered": nl / lettered if lettered else float("nan")}
+    out = {
+        "n_lettered": lettered,
+        "n_non_latin": nl,
+        "frac_non_latin": nl / len(scripts) if scripts else float("nan"),
+        "frac_non_latin_lettered": nl / lettered if lettered else float("nan"),
+    }
     out.update({f"n[{s}]": v for s, v in c.items()})
     return out
 

@@ -46,9 +46,12 @@ def run(task: MeasurementTask) -> MeasurementResult:
     table = table[cols]
     script_cols = sorted(c for c in table.columns if c.startswith("n["))
     table[script_cols] = table[script_cols].fillna(0).astype(int)
-    return MeasurementResult(metrics, [], files={f"{KIND}/scripts.csv": csv_bytes(table),
-                                                  f"{KIND}/vocab.csv": csv_bytes(base)},
-                             info={"vectors": sorted(sets), "metric": spec.metric, "normed": spec.normed})
+    return MeasurementResult(
+        metrics,
+        [],
+        files={f"{KIND}/scripts.csv": csv_bytes(table), f"{KIND}/vocab.csv": csv_bytes(base)},
+        info={"vectors": sorted(sets), "metric": spec.metric, "normed": spec.normed},
+    )
 
 
 def report_section(results, out_dir: Path) -> list[str]:
@@ -58,19 +61,34 @@ def report_section(results, out_dir: Path) -> list[str]:
     t = t.drop_duplicates(["model", "vectors", "layer", "k", "end"])
     vocab = gather(results, KIND, "vocab.csv").drop_duplicates(["model"])
     atomic_write_text(out_dir / "non_english.csv", t.to_csv(index=False))
-    short = (t.groupby(["model", "vectors", "k", "end"])["frac_non_latin"].agg(["mean", "min", "max"])
-             .reset_index().rename(columns={"mean": "mean_frac_non_latin"}))
-    lines = ["## Non-Latin scripts among the logit-lens tokens of the vectors", "",
-             "Fraction of tokens in non-Latin scripts among each row's top-k and bottom-k logit-lens tokens "
-             "(averaged over layers; per layer in `non_english.csv`); whole vocabulary: "
-             + ", ".join(f"{r.model} {100 * r.frac_non_latin:.1f}%" for r in vocab.itertuples()) + ".", "",
-             md(short), ""]
+    short = (
+        t.groupby(["model", "vectors", "k", "end"])["frac_non_latin"]
+        .agg(["mean", "min", "max"])
+        .reset_index()
+        .rename(columns={"mean": "mean_frac_non_latin"})
+    )
+    lines = [
+        "## Non-Latin scripts among the logit-lens tokens of the vectors",
+        "",
+        "Fraction of tokens in non-Latin scripts among each row's top-k and bottom-k logit-lens tokens "
+        "(averaged over layers; per layer in `non_english.csv`); whole vocabulary: "
+        + ", ".join(f"{r.model} {100 * r.frac_non_latin:.1f}%" for r in vocab.itertuples())
+        + ".",
+        "",
+        md(short),
+        "",
+    ]
     for (model, vec, k), g in t.groupby(["model", "vectors", "k"]):
         base = vocab[vocab["model"] == model]["frac_non_latin"]
-        p = line_plot(g.assign(layer=g["layer"].astype(int)), out_dir / f"non_english_{_slug(model, vec, k)}.png",
-                      x="layer", y="frac_non_latin", hue="end",
-                      title=f"non-Latin fraction of top/bottom-{k} tokens: {vec} ({model})",
-                      bands={"vocabulary": float(base.iloc[0])} if len(base) else None)
+        p = line_plot(
+            g.assign(layer=g["layer"].astype(int)),
+            out_dir / f"non_english_{_slug(model, vec, k)}.png",
+            x="layer",
+            y="frac_non_latin",
+            hue="end",
+            title=f"non-Latin fraction of top/bottom-{k} tokens: {vec} ({model})",
+            bands={"vocabulary": float(base.iloc[0])} if len(base) else None,
+        )
         lines += [f"![non-Latin {vec} k={k}]({p.name})", ""]
     lines += ["File: `non_english.csv` (per layer, k and end, with counts per script).", ""]
     return lines

@@ -84,14 +84,19 @@ class PersistenceAccumulator:
             ps = self._per_sample[key]
             mean = self.mean_shift(src, tgt)
             n = self._n_tokens[key]
-            rows.append({
-                "source": src, "target": tgt,
-                "dv": _nanmean(torch.tensor(ps["dv"], dtype=torch.float64)),
-                "dd": _nanmean(torch.tensor(ps["dd"], dtype=torch.float64)),
-                "lm": float(_cos(mean, self.vectors[tgt])),
-                "self_cos": _nanmean(torch.tensor(ps["self_cos"], dtype=torch.float64)),
-                "n_samples": len(ps["dv"]), "n_tokens": n, "mean_norm": self._norm_sum[key] / n if n else float("nan"),
-            })
+            rows.append(
+                {
+                    "source": src,
+                    "target": tgt,
+                    "dv": _nanmean(torch.tensor(ps["dv"], dtype=torch.float64)),
+                    "dd": _nanmean(torch.tensor(ps["dd"], dtype=torch.float64)),
+                    "lm": float(_cos(mean, self.vectors[tgt])),
+                    "self_cos": _nanmean(torch.tensor(ps["self_cos"], dtype=torch.float64)),
+                    "n_samples": len(ps["dv"]),
+                    "n_tokens": n,
+                    "mean_norm": self._norm_sum[key] / n if n else float("nan"),
+                }
+            )
         return pd.DataFrame(rows, columns=["source", "target", *METRICS, "n_samples", "n_tokens", "mean_norm"])
 
 

@@ -33,8 +33,12 @@ from mechsteer.readouts.teacher_forced import (
 from mechsteer.spec.layers import resolve_layers_or_raise
 
 KIND = "persistence"
-TITLES = {"dv": "Diff-Vector cos(dF_j, s_j)", "dd": "Diff-Diff cos(dF_j,t, mean_t dF_j)",
-          "lm": "layer-mean cos(mean dF_j, s_j)", "self_cos": "self cos(dF_j, s_l)"}
+TITLES = {
+    "dv": "Diff-Vector cos(dF_j, s_j)",
+    "dd": "Diff-Diff cos(dF_j,t, mean_t dF_j)",
+    "lm": "layer-mean cos(mean dF_j, s_j)",
+    "self_cos": "self cos(dF_j, s_l)",
+}
 
 
 def run(task: MeasurementTask) -> MeasurementResult:
@@ -68,8 +72,12 @@ def run(task: MeasurementTask) -> MeasurementResult:
     for m in METRICS:
         metrics[f"diag_{m}"] = float(diag[m].mean())
         metrics[f"later_{m}"] = float(later[m].mean()) if len(later) else float("nan")
-    return MeasurementResult(metrics, [], files={f"{KIND}/table.csv": csv_bytes(table)},
-                             info={"vector": vname, "sources": sources, "targets": targets})
+    return MeasurementResult(
+        metrics,
+        [],
+        files={f"{KIND}/table.csv": csv_bytes(table)},
+        info={"vector": vname, "sources": sources, "targets": targets},
+    )
 
 
 def report_section(results, out_dir: Path) -> list[str]:
@@ -83,20 +91,38 @@ def report_section(results, out_dir: Path) -> list[str]:
     for key, g in t.groupby(keys):
         diag, later = g[g["source"] == g["target"]], g[g["target"] > g["source"]]
         last = g[g["target"] == g["target"].max()]
-        short.append(dict(zip(keys, key, strict=True)) | {
-            "sources": g["source"].nunique(), "DV at j=l": diag["dv"].mean(), "DV j>l": later["dv"].mean(),
-            "DD j>l": later["dd"].mean(), "LM j>l": later["lm"].mean(), "self j>l": later["self_cos"].mean(),
-            "self at last block": last["self_cos"].mean()})
+        short.append(
+            dict(zip(keys, key, strict=True))
+            | {
+                "sources": g["source"].nunique(),
+                "DV at j=l": diag["dv"].mean(),
+                "DV j>l": later["dv"].mean(),
+                "DD j>l": later["dd"].mean(),
+                "LM j>l": later["lm"].mean(),
+                "self j>l": later["self_cos"].mean(),
+                "self at last block": last["self_cos"].mean(),
+            }
+        )
         for metric in METRICS:
             mat = matrix(g, metric)
             mat.index.name, mat.columns.name = "source layer l", "target layer j"
-            p = heatmap(mat, out_dir / f"persistence_{metric}_{slug(*key)}.png",
-                        title=f"{TITLES[metric]}: {key[1]} ({key[0]}, seed {key[2]})",
-                        markers=[(i, i) for i in mat.index if i in mat.columns])
+            p = heatmap(
+                mat,
+                out_dir / f"persistence_{metric}_{slug(*key)}.png",
+                title=f"{TITLES[metric]}: {key[1]} ({key[0]}, seed {key[2]})",
+                markers=[(i, i) for i in mat.index if i in mat.columns],
+            )
             pngs.append(f"![{metric}]({p.name})")
-    return ["## Persistence of single-layer vectors", "",
-            "dF_j = h_j(add s_l at l) - h_j(base) on sequences sampled under s_l alone, teacher-forced; means over "
-            "tokens (each sample's last token excluded) then samples. DV at j = l is 1 when the vector is added as "
-            "is (dF_l = s_l). Blocks before the source are blank (dF = 0 by causality).", "",
-            md(pd.DataFrame(short)), "", *[x for p in pngs for x in (p, "")],
-            "File: `persistence.csv` (source x target, all metrics, token counts, mean ||dF||).", ""]
+    return [
+        "## Persistence of single-layer vectors",
+        "",
+        "dF_j = h_j(add s_l at l) - h_j(base) on sequences sampled under s_l alone, teacher-forced; means over "
+        "tokens (each sample's last token excluded) then samples. DV at j = l is 1 when the vector is added as "
+        "is (dF_l = s_l). Blocks before the source are blank (dF = 0 by causality).",
+        "",
+        md(pd.DataFrame(short)),
+        "",
+        *[x for p in pngs for x in (p, "")],
+        "File: `persistence.csv` (source x target, all metrics, token counts, mean ||dF||).",
+        "",
+    ]

@@ -29,9 +29,18 @@ def _save(fig, path: str | Path) -> Path:
     return Path(path)
 
 
-def heatmap(matrix: pd.DataFrame, path: str | Path, *, title: str = "", xlabel: str | None = None,
-            ylabel: str | None = None, markers: Sequence[tuple] = (), vlines: Sequence[float] = (),
-            cmap: str = "RdBu_r", annotate: bool | None = None) -> Path:
+def heatmap(
+    matrix: pd.DataFrame,
+    path: str | Path,
+    *,
+    title: str = "",
+    xlabel: str | None = None,
+    ylabel: str | None = None,
+    markers: Sequence[tuple] = (),
+    vlines: Sequence[float] = (),
+    cmap: str = "RdBu_r",
+    annotate: bool | None = None,
+) -> Path:
     """Heat-map of a DataFrame (rows = y, columns = x), colours symmetric around 0 (limits +-max|value|; NaN
     blank). `markers`: (row label, column label) cells to outline; `vlines`: x positions (column indices,
     e.g. prompt-segment borders) drawn as dashed lines. Values are printed in the cells when small enough
@@ -64,9 +73,18 @@ def heatmap(matrix: pd.DataFrame, path: str | Path, *, title: str = "", xlabel: 
     return _save(fig, path)
 
 
-def line_plot(df: pd.DataFrame, path: str | Path, *, x: str, y: str, hue: str | None = None, title: str = "",
-              bands: Mapping[str, tuple[float, float] | float] | None = None, ylabel: str | None = None,
-              err: str | None = None) -> Path:
+def line_plot(
+    df: pd.DataFrame,
+    path: str | Path,
+    *,
+    x: str,
+    y: str,
+    hue: str | None = None,
+    title: str = "",
+    bands: Mapping[str, tuple[float, float] | float] | None = None,
+    ylabel: str | None = None,
+    err: str | None = None,
+) -> Path:
     """y against x (e.g. accuracy or a metric per layer), one line per `hue` value. `bands`: label ->
     (low, high) shaded horizontal band, or a single value drawn as a horizontal line (baselines such as the
     unsteered model or a random control). `err`: a column of +- half-widths (e.g. the std over seeds) shaded

@@ -65,8 +65,10 @@ def rows_of(vs, layers, what: str) -> list[int]:
     wanted = resolve_layers_or_raise(layers, vs.n_layers, what, MechsteerError)
     missing = [i for i in wanted if i not in vs.layers]
     if missing:
-        raise MechsteerError(f"{what}: the vector set has no rows {missing} (it has {vs.layers})",
-                             hint="choose layers the vector set has, or `all`")
+        raise MechsteerError(
+            f"{what}: the vector set has no rows {missing} (it has {vs.layers})",
+            hint="choose layers the vector set has, or `all`",
+        )
     return wanted
 
 
@@ -78,21 +80,26 @@ def analysed_sets(task) -> dict:
         return have
     missing = [n for n in wanted if n not in have]
     if missing:
-        raise MechsteerError(f"{task.spec.kind}.vectors: {missing} are not read by this cell's condition "
-                             f"(it reads {sorted(have) or 'none'})",
-                             hint="vector sets are built for the conditions that use them; restrict the readout "
-                                  "with `conditions:` to conditions that add them")
+        raise MechsteerError(
+            f"{task.spec.kind}.vectors: {missing} are not read by this cell's condition "
+            f"(it reads {sorted(have) or 'none'})",
+            hint="vector sets are built for the conditions that use them; restrict the readout "
+            "with `conditions:` to conditions that add them",
+        )
     return {n: have[n] for n in wanted}
 
 
 def added_vector(task, name: str | None) -> tuple[object, str]:
     """The condition's `add` intervention (of vector set `name` when given) and its set's name."""
-    adds = [iv for iv in task.interventions if getattr(iv, "kind", None) == "add"
-            and (name is None or iv.vector == name)]
+    adds = [
+        iv for iv in task.interventions if getattr(iv, "kind", None) == "add" and (name is None or iv.vector == name)
+    ]
     if len(adds) != 1:
-        raise MechsteerError(f"{task.spec.kind} needs exactly one `add` intervention"
-                             f"{f' of vector set {name!r}' if name else ''} in the condition, found {len(adds)}",
-                             hint="restrict the readout with `conditions:` (or name the set with `vector:`)")
+        raise MechsteerError(
+            f"{task.spec.kind} needs exactly one `add` intervention"
+            f"{f' of vector set {name!r}' if name else ''} in the condition, found {len(adds)}",
+            hint="restrict the readout with `conditions:` (or name the set with `vector:`)",
+        )
     return adds[0], adds[0].vector
 
 
@@ -116,12 +123,17 @@ def _cache_key(task, interventions: list, prompts: list[str]) -> dict:
     s = task.spec
     w = task.lm.adapter.module_at(task.lm.model, "unembed")[0].weight
     weights = hashlib.sha256(w[:256].detach().float().cpu().numpy().tobytes()).hexdigest()[:16]
-    key = {"model": task.lm.provenance(), "weights": weights,
-           "interventions": [iv.model_dump(mode="json") for iv in interventions],
-           "vectors": {n: task.vectors[n].sha256() for iv in interventions for n in iv.vector_refs()
-                       if n in task.vectors},
-           "prompts": prompts, "temperature": s.temperature, "max_new_tokens": s.max_new_tokens,
-           "samples": s.samples, "seed": task.seed}
+    key = {
+        "model": task.lm.provenance(),
+        "weights": weights,
+        "interventions": [iv.model_dump(mode="json") for iv in interventions],
+        "vectors": {n: task.vectors[n].sha256() for iv in interventions for n in iv.vector_refs() if n in task.vectors},
+        "prompts": prompts,
+        "temperature": s.temperature,
+        "max_new_tokens": s.max_new_tokens,
+        "samples": s.samples,
+        "seed": task.seed,
+    }
     return json.loads(json.dumps(key, default=str))
 
 
@@ -144,8 +156,16 @@ def sample_sequences(task, interventions: list) -> list[Sequence]:
         cache = _cache_file(task, key)
         if cache is not None and cache.is_file():
             return [Sequence(**d) for d in json.loads(cache.read_text())["sequences"]]
-        comps = generate(lm, ctx, prompts, max_new_tokens=s.max_new_tokens, temperature=s.temperature,
-                         samples=s.samples, seed=task.seed, batch_size=s.batch_size)
+        comps = generate(
+            lm,
+            ctx,
+            prompts,
+            max_new_tokens=s.max_new_tokens,
+            temperature=s.temperature,
+            samples=s.samples,
+            seed=task.seed,
+            batch_size=s.batch_size,
+        )
     special = not uses_chat_template(lm)
     out = []
     for i, (prompt, cs) in enumerate(zip(prompts, comps, strict=True)):
@@ -163,13 +183,13 @@ def sample_sequences(task, interventions: list) -> list[Sequence]:
 def chunks(seqs: list[Sequence], batch_size: int, pad_id: int, device) -> Iterator[tuple]:
     """(input_ids, attention_mask, prompt_lengths, sample_ids, seqs) per chunk, right-padded."""
     for start in range(0, len(seqs), batch_size):
-        part = seqs[start:start + batch_size]
+        part = seqs[start : start + batch_size]
         T = max(len(q.ids) for q in part)
         ids = torch.full((len(part), T), pad_id, dtype=torch.long)
         mask = torch.zeros((len(part), T), dtype=torch.long)
         for r, q in enumerate(part):
-            ids[r, :len(q.ids)] = torch.tensor(q.ids)
-            mask[r, :len(q.ids)] = 1
+            ids[r, : len(q.ids)] = torch.tensor(q.ids)
+            mask[r, : len(q.ids)] = 1
         yield (ids.to(device), mask.to(device), [q.prompt_length for q in part], [q.sample for q in part], part)
 
 
@@ -288,8 +308,11 @@ def gather(results, kind: str, name: str) -> pd.DataFrame:
         if f.is_file() and f.stat().st_size > 1:
             df = read_csv(f)
             for i, col in enumerate(("model", "condition", "measurement", "seed", "cell")):
-                df.insert(i, col, c[col if col != "cell" else "hash"] if col != "measurement"
-                          else c["measurement"].split(":", 1)[1])
+                df.insert(
+                    i,
+                    col,
+                    c[col if col != "cell" else "hash"] if col != "measurement" else c["measurement"].split(":", 1)[1],
+                )
             parts.append(df)
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 

@@ -23,9 +23,25 @@ from collections.abc import Sequence
 import pandas as pd
 import torch
 
-COLUMNS = ["sample", "pos", "group", "boosted_id", "boosted", "boosted_dp", "suppressed_id", "suppressed",
-           "suppressed_dp", "ref_top_id", "ref_top", "other_top_id", "other_top", "ref_entropy", "other_entropy",
-           "kl", "reinforces_top"]
+COLUMNS = [
+    "sample",
+    "pos",
+    "group",
+    "boosted_id",
+    "boosted",
+    "boosted_dp",
+    "suppressed_id",
+    "suppressed",
+    "suppressed_dp",
+    "ref_top_id",
+    "ref_top",
+    "other_top_id",
+    "other_top",
+    "ref_entropy",
+    "other_entropy",
+    "kl",
+    "reinforces_top",
+]
 
 
 def generated_positions(attention_mask: torch.Tensor, prompt_lengths: torch.Tensor | Sequence[int]) -> torch.Tensor:
@@ -56,9 +72,17 @@ def entropy(logp: torch.Tensor) -> torch.Tensor:
     return -torch.where(p > 0, p * lp, torch.zeros_like(p)).sum(-1)
 
 
-def token_shift(ref_logits: torch.Tensor, other_logits: torch.Tensor, gen_pos: torch.Tensor,
-                tokens: Sequence[str], *, track: dict[str, int] | None = None, sample_ids: Sequence | None = None,
-                temperature: float = 1.0, slice_size: int = 256) -> pd.DataFrame:
+def token_shift(
+    ref_logits: torch.Tensor,
+    other_logits: torch.Tensor,
+    gen_pos: torch.Tensor,
+    tokens: Sequence[str],
+    *,
+    track: dict[str, int] | None = None,
+    sample_ids: Sequence | None = None,
+    temperature: float = 1.0,
+    slice_size: int = 256,
+) -> pd.DataFrame:
     """One row per analysed position (gen_pos >= 0) of a [b, T, V] pair of logits. Columns: COLUMNS plus
     `dp[<name>]` per tracked token (name -> token id). `tokens[i]`: token i's text."""
     if ref_logits.shape != other_logits.shape:
@@ -72,7 +96,7 @@ def token_shift(ref_logits: torch.Tensor, other_logits: torch.Tensor, gen_pos: t
     for r in range(b):
         where = torch.nonzero(gen_pos[r] >= 0).flatten()
         for start in range(0, where.numel(), slice_size):
-            cols = where[start:start + slice_size]
+            cols = where[start : start + slice_size]
             lr = torch.log_softmax(ref_logits[r, cols].double() / temperature, dim=-1)
             lo = torch.log_softmax(other_logits[r, cols].double() / temperature, dim=-1)
             dp = lo.exp() - lr.exp()
@@ -110,9 +134,14 @@ def summarize(table: pd.DataFrame, *, min_count: int = 2, top: int = 10) -> dict
     by_token["share"] = by_token["count"] / max(len(table), 1)
     by_token = by_token[by_token["count"] >= min_count].sort_values("mean_dp", ascending=False).head(top)
     by_token = by_token.reset_index().rename(columns={"boosted": "token"})
-    agg = {"n": ("kl", "size"), "kl": ("kl", "mean"), "boosted_dp": ("boosted_dp", "mean"),
-           "ref_entropy": ("ref_entropy", "mean"), "other_entropy": ("other_entropy", "mean"),
-           "reinforces_top": ("reinforces_top", "mean")}
+    agg = {
+        "n": ("kl", "size"),
+        "kl": ("kl", "mean"),
+        "boosted_dp": ("boosted_dp", "mean"),
+        "ref_entropy": ("ref_entropy", "mean"),
+        "other_entropy": ("other_entropy", "mean"),
+        "reinforces_top": ("reinforces_top", "mean"),
+    }
     agg.update({c: (c, "mean") for c in tracked})
     by_group = table.groupby("group").agg(**agg).reset_index()
     by_position = table.groupby("pos").agg(**agg).reset_index()
@@ -139,9 +168,13 @@ def render_html(samples: Sequence[dict], *, title: str = "token shift", value_na
     Colours are centred at 0 with one scale, max |value| over all samples."""
     vals = [abs(v) for s in samples for v in s["values"] if v is not None and not math.isnan(v)]
     vmax = max(vals) if vals else 0.0
-    parts = ["<!DOCTYPE html><html><head><meta charset='utf-8'>", f"<title>{html.escape(title)}</title></head>",
-             "<body style='font-family:sans-serif'>", f"<h2>{html.escape(title)}</h2>",
-             f"<p>colour: {html.escape(value_name)}, blue &lt; 0 &lt; orange, |max| = {vmax:.4g}</p>"]
+    parts = [
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>",
+        f"<title>{html.escape(title)}</title></head>",
+        "<body style='font-family:sans-serif'>",
+        f"<h2>{html.escape(title)}</h2>",
+        f"<p>colour: {html.escape(value_name)}, blue &lt; 0 &lt; orange, |max| = {vmax:.4g}</p>",
+    ]
     for s in samples:
         parts.append(f"<h3>{html.escape(str(s.get('title', '')))}</h3><div style='line-height:1.9'>")
         notes = s.get("notes") or [None] * len(s["tokens"])
@@ -158,8 +191,9 @@ def render_html(samples: Sequence[dict], *, title: str = "token shift", value_na
     return "".join(parts)
 
 
-def html_samples(table: pd.DataFrame, sequences: dict, prompt_lengths: dict, *, samples: Sequence | None = None,
-                 value: str = "kl") -> list[dict]:
+def html_samples(
+    table: pd.DataFrame, sequences: dict, prompt_lengths: dict, *, samples: Sequence | None = None, value: str = "kl"
+) -> list[dict]:
     """Inputs for `render_html`: each chosen sample's tokens (`sequences[sample]`: the token strings of
     prompt + generation) with `value` of the position that predicted each generated token drawn on that
     token (generated token g sits at index prompt_length + g); prompt tokens are drawn plain. Default
@@ -175,7 +209,14 @@ def html_samples(table: pd.DataFrame, sequences: dict, prompt_lengths: dict, *, 
             if i < len(toks):
                 vals[i] = float(row[value])
                 notes[i] = f"ref top {row['ref_top']!r}, other top {row['other_top']!r}, boosted {row['boosted']!r}"
-        out.append({"title": f"sample {s} (max {value} {max(v for v in vals if v is not None):.4g})"
-                    if any(v is not None for v in vals) else f"sample {s}", "tokens": toks, "values": vals,
-                    "notes": notes})
+        out.append(
+            {
+                "title": f"sample {s} (max {value} {max(v for v in vals if v is not None):.4g})"
+                if any(v is not None for v in vals)
+                else f"sample {s}",
+                "tokens": toks,
+                "values": vals,
+                "notes": notes,
+            }
+        )
     return out

@@ -6,7 +6,6 @@ samples with the largest KL are drawn as coloured-token HTML."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
@@ -40,8 +39,10 @@ def reference_interventions(task) -> list:
     if task.spec.reference is None:
         return []
     if task.reference_interventions is None:
-        raise MechsteerError(f"token_shift.reference {task.spec.reference!r} was not resolved by the compiler",
-                             hint="the condition must exist for this model (sweeps expand per model)")
+        raise MechsteerError(
+            f"token_shift.reference {task.spec.reference!r} was not resolved by the compiler",
+            hint="the condition must exist for this model (sweeps expand per model)",
+        )
     return list(task.reference_interventions)
 
 
@@ -52,8 +53,10 @@ def tracked_ids(tokenizer, strings: list[str]) -> dict[str, int]:
         ids = tokenizer.encode(s, add_special_tokens=False)
         if len(ids) != 1:
             pieces = tokenizer.convert_ids_to_tokens(ids)
-            raise MechsteerError(f"token_shift.track: {s!r} is {len(ids)} tokens {pieces} for this model's tokenizer, "
-                                 "not one", hint="track a single token: try it with or without a leading space")
+            raise MechsteerError(
+                f"token_shift.track: {s!r} is {len(ids)} tokens {pieces} for this model's tokenizer, not one",
+                hint="track a single token: try it with or without a leading space",
+            )
         out[s] = ids[0]
     return out
 
@@ -71,22 +74,29 @@ def run(task: MeasurementTask) -> MeasurementResult:
         h_ref, h_cond = final_resid(lm, [ref, cond], task.vectors, ids, mask, plens)
         gen = generated_positions(mask.cpu(), plens)
         for s0 in range(0, ids.shape[1], SLICE):  # [b, SLICE, vocab] logits at a time
-            g = gen[:, s0:s0 + SLICE]
+            g = gen[:, s0 : s0 + SLICE]
             if bool((g >= 0).any()):
-                ref_logits, cond_logits = (unembed(lm.model, lm.adapter, h[:, s0:s0 + SLICE]).float().cpu()
-                                           for h in (h_ref, h_cond))
+                ref_logits, cond_logits = (
+                    unembed(lm.model, lm.adapter, h[:, s0 : s0 + SLICE]).float().cpu() for h in (h_ref, h_cond)
+                )
                 parts.append(token_shift(ref_logits, cond_logits, g, tokens, track=track, sample_ids=sids))
         task.progress(len(sids), None)
     table = pd.concat(parts, ignore_index=True).sort_values(["sample", "pos"], kind="stable", ignore_index=True)
     s = summarize(table, top=spec.top)
-    files = {f"{KIND}/positions.csv": csv_bytes(table), f"{KIND}/by_token.csv": csv_bytes(s["by_token"]),
-             f"{KIND}/by_group.csv": csv_bytes(s["by_group"]), f"{KIND}/by_position.csv": csv_bytes(s["by_position"])}
+    files = {
+        f"{KIND}/positions.csv": csv_bytes(table),
+        f"{KIND}/by_token.csv": csv_bytes(s["by_token"]),
+        f"{KIND}/by_group.csv": csv_bytes(s["by_group"]),
+        f"{KIND}/by_position.csv": csv_bytes(s["by_position"]),
+    }
     sequences = {q.sample: [tokens[i] if i < len(tokens) else "" for i in q.ids] for q in seqs}
     plen = {q.sample: q.prompt_length for q in seqs}
     if len(table):
-        html = render_html(html_samples(table, sequences, plen, samples=_top(table, min(spec.top, 5)), value="kl"),
-                           title=f"token shift vs {spec.reference or 'unsteered'}: KL per generated token",
-                           value_name="KL(reference || condition)")
+        html = render_html(
+            html_samples(table, sequences, plen, samples=_top(table, min(spec.top, 5)), value="kl"),
+            title=f"token shift vs {spec.reference or 'unsteered'}: KL per generated token",
+            value_name="KL(reference || condition)",
+        )
         files[f"{KIND}/samples.html"] = html.encode()
     metrics = {"n_positions": float(len(table)), "kl": float(table["kl"].mean()) if len(table) else float("nan")}
     for _, r in s["by_group"].iterrows():
@@ -94,8 +104,9 @@ def run(task: MeasurementTask) -> MeasurementResult:
         metrics[f"{r['group']}/reinforces_top"] = float(r["reinforces_top"])
         for name in track:
             metrics[f"{r['group']}/dp[{name}]"] = float(r[f"dp[{name}]"])
-    return MeasurementResult(metrics, [], files=files,
-                             info={"reference": spec.reference, "sample_from": spec.sample_from, "track": track})
+    return MeasurementResult(
+        metrics, [], files=files, info={"reference": spec.reference, "sample_from": spec.sample_from, "track": track}
+    )
 
 
 def _top(table: pd.DataFrame, n: int) -> list:
@@ -111,20 +122,38 @@ def report_section(results, out_dir: Path) -> list[str]:
     atomic_write_text(out_dir / "token_shift_tokens.csv", tok.to_csv(index=False))
     pos = gather(results, KIND, "by_position.csv")
     atomic_write_text(out_dir / "token_shift_positions.csv", pos.to_csv(index=False))
-    lines = ["## Token shift against the reference condition", "",
-             "Per generated position of the same teacher-forced sequences: KL(reference || condition) in nats, mean "
-             "dp of the most boosted token, entropies, the share of positions where the boosted token is the "
-             "reference's argmax, and dp of tracked tokens; `first` = the first generated token.", "",
-             md(g.drop(columns=["cell"])), "", "Most boosted tokens (seen at least twice, by mean dp):", "",
-             md(tok.drop(columns=["cell"]).groupby(["model", "condition", "seed"]).head(5)), ""]
-    p = line_plot(pos.assign(series=pos["condition"] + " s" + pos["seed"].astype(str)),
-                  out_dir / "token_shift_kl_by_position.png", x="pos", y="kl", hue="series",
-                  title="KL(reference || condition) by generated position", ylabel="KL (nats)")
+    lines = [
+        "## Token shift against the reference condition",
+        "",
+        "Per generated position of the same teacher-forced sequences: KL(reference || condition) in nats, mean "
+        "dp of the most boosted token, entropies, the share of positions where the boosted token is the "
+        "reference's argmax, and dp of tracked tokens; `first` = the first generated token.",
+        "",
+        md(g.drop(columns=["cell"])),
+        "",
+        "Most boosted tokens (seen at least twice, by mean dp):",
+        "",
+        md(tok.drop(columns=["cell"]).groupby(["model", "condition", "seed"]).head(5)),
+        "",
+    ]
+    p = line_plot(
+        pos.assign(series=pos["condition"] + " s" + pos["seed"].astype(str)),
+        out_dir / "token_shift_kl_by_position.png",
+        x="pos",
+        y="kl",
+        hue="series",
+        title="KL(reference || condition) by generated position",
+        ylabel="KL (nats)",
+    )
     lines += [f"![KL by position]({p.name})", ""]
     for c in sorted(set(zip(g["cell"], g["condition"], g["seed"], strict=True))):
         lines.append(f"- top samples by KL, {c[1]} seed {c[2]}: [html](../cells/{c[0]}/{KIND}/samples.html)")
-    lines += ["", "Files: `token_shift_groups.csv`, `token_shift_tokens.csv`, `token_shift_positions.csv`; per cell "
-              "`token_shift/positions.csv` (every analysed position).", ""]
+    lines += [
+        "",
+        "Files: `token_shift_groups.csv`, `token_shift_tokens.csv`, `token_shift_positions.csv`; per cell "
+        "`token_shift/positions.csv` (every analysed position).",
+        "",
+    ]
     return lines
 
 

@@ -28,8 +28,14 @@ def _is_newline(tok: str) -> bool:
     return "\n" in tok or "\u010a" in tok  # "\u010a" = "Ċ", the byte-level BPE spelling of "\n"
 
 
-def segment_borders(tokens: Sequence[str], *, start: str = "<|im_start|>", end: str = "<|im_end|>",
-                    header_end: str | None = None, prompt_length: int | None = None) -> dict[str, int]:
+def segment_borders(
+    tokens: Sequence[str],
+    *,
+    start: str = "<|im_start|>",
+    end: str = "<|im_end|>",
+    header_end: str | None = None,
+    prompt_length: int | None = None,
+) -> dict[str, int]:
     """Borders (token indices, each the first index of the next segment) of a chat-templated prompt:
     system_end (start of the user turn; 0 without a system turn), header_end (after the user role header),
     problem_end (the user turn's end marker), prompt_end (after the assistant header, or `prompt_length`).
@@ -47,11 +53,17 @@ def segment_borders(tokens: Sequence[str], *, start: str = "<|im_start|>", end: 
             if toks[j] in (start, end):
                 break
             j += 1
-        role = "".join(toks[i + 1:j]).strip().lower()
+        role = "".join(toks[i + 1 : j]).strip().lower()
         h_end = j + 1 if j < len(toks) and toks[j] not in (start, end) else j
         close = next((k for k in range(h_end, len(toks)) if toks[k] in (start, end)), len(toks))
-        turns.append({"start": i, "role": role, "header_end": h_end,
-                      "end": close if close < len(toks) and toks[close] == end else None})
+        turns.append(
+            {
+                "start": i,
+                "role": role,
+                "header_end": h_end,
+                "end": close if close < len(toks) and toks[close] == end else None,
+            }
+        )
     users = [t for t in turns if "user" in t["role"]]
     if not users:
         raise ValueError(f"no user turn found (looked for {start!r} followed by a role containing 'user')")
@@ -64,8 +76,12 @@ def segment_borders(tokens: Sequence[str], *, start: str = "<|im_start|>", end: 
             raise ValueError("no assistant header after the user turn; pass prompt_length")
         prompt_length = after[0]["header_end"]
     system = [t for t in turns if t["start"] < user["start"]]
-    return {"system_end": user["start"] if system else 0, "header_end": user["header_end"],
-            "problem_end": user["end"], "prompt_end": int(prompt_length)}
+    return {
+        "system_end": user["start"] if system else 0,
+        "header_end": user["header_end"],
+        "problem_end": user["end"],
+        "prompt_end": int(prompt_length),
+    }
 
 
 def segment_labels(n_tokens: int, borders: dict[str, int]) -> list[str]:
@@ -74,9 +90,16 @@ def segment_labels(n_tokens: int, borders: dict[str, int]) -> list[str]:
     return [SEGMENTS[sum(i >= c for c in cuts)] for i in range(n_tokens)]
 
 
-def tokenwise_rows(layer: int, alpha: torch.Tensor, mlp_norm: torch.Tensor, cos: torch.Tensor,
-                   attention_mask: torch.Tensor, *, sample_ids: Sequence | None = None,
-                   segments: Sequence[Sequence[str]] | None = None) -> pd.DataFrame:
+def tokenwise_rows(
+    layer: int,
+    alpha: torch.Tensor,
+    mlp_norm: torch.Tensor,
+    cos: torch.Tensor,
+    attention_mask: torch.Tensor,
+    *,
+    sample_ids: Sequence | None = None,
+    segments: Sequence[Sequence[str]] | None = None,
+) -> pd.DataFrame:
     """Rows (sample, layer, pos, segment, alpha, mlp_norm, cos) for the real tokens of a [b, T] chunk;
     pos counts a sample's real tokens from 0 (left or right padding); `segments[r]` labels sample r's tokens
     by pos (from `segment_labels`), or "" when not given."""
@@ -90,10 +113,19 @@ def tokenwise_rows(layer: int, alpha: torch.Tensor, mlp_norm: torch.Tensor, cos:
         seg = list(segments[r][:n]) if segments is not None else [""] * n
         if len(seg) != n:
             raise ValueError(f"sample {sample_ids[r]}: {len(seg)} segment labels for {n} tokens")
-        parts.append(pd.DataFrame({
-            "sample": [sample_ids[r]] * n, "layer": layer, "pos": range(n), "segment": seg,
-            "alpha": alpha[r].cpu()[sel].double().numpy(), "mlp_norm": mlp_norm[r].cpu()[sel].double().numpy(),
-            "cos": cos[r].cpu()[sel].double().numpy()}))
+        parts.append(
+            pd.DataFrame(
+                {
+                    "sample": [sample_ids[r]] * n,
+                    "layer": layer,
+                    "pos": range(n),
+                    "segment": seg,
+                    "alpha": alpha[r].cpu()[sel].double().numpy(),
+                    "mlp_norm": mlp_norm[r].cpu()[sel].double().numpy(),
+                    "cos": cos[r].cpu()[sel].double().numpy(),
+                }
+            )
+        )
     return pd.concat(parts, ignore_index=True)
 
 
@@ -124,10 +156,19 @@ def layer_summary(rows: pd.DataFrame) -> pd.DataFrame:
     nr = normalise(rows)
     out = []
     for layer, g in nr.groupby("layer"):
-        out.append({"layer": layer, "n": len(g), "mean_alpha": g["alpha"].mean(), "sign": g["sign"].iloc[0],
-                    "mean_mlp_norm": g["mlp_norm"].mean(), "mean_alpha_norm": g["alpha_norm"].mean(),
-                    "median_alpha_norm": g["alpha_norm"].median(), "mean_abs_alpha_norm": g["alpha_norm"].abs().mean(),
-                    "pearson_r_alpha_cos": pearson(g["alpha"], g["cos"]) if len(g) > 1 else float("nan")})
+        out.append(
+            {
+                "layer": layer,
+                "n": len(g),
+                "mean_alpha": g["alpha"].mean(),
+                "sign": g["sign"].iloc[0],
+                "mean_mlp_norm": g["mlp_norm"].mean(),
+                "mean_alpha_norm": g["alpha_norm"].mean(),
+                "median_alpha_norm": g["alpha_norm"].median(),
+                "mean_abs_alpha_norm": g["alpha_norm"].abs().mean(),
+                "pearson_r_alpha_cos": pearson(g["alpha"], g["cos"]) if len(g) > 1 else float("nan"),
+            }
+        )
     return pd.DataFrame(out)
 
 
@@ -138,8 +179,9 @@ def segment_summary(rows: pd.DataFrame) -> pd.DataFrame:
     g = nr.groupby(["layer", "segment"])["alpha_norm"]
     out = pd.DataFrame({"n": g.size(), "mean_alpha_norm": g.mean(), "median_alpha_norm": g.median()}).reset_index()
     order = {s: i for i, s in enumerate(SEGMENTS)}
-    return out.sort_values(["layer", "segment"], key=lambda c: c.map(order) if c.name == "segment" else c,
-                           ignore_index=True)
+    return out.sort_values(
+        ["layer", "segment"], key=lambda c: c.map(order) if c.name == "segment" else c, ignore_index=True
+    )
 
 
 def alpha_matrix(rows: pd.DataFrame, sample, value: str = "alpha_norm") -> pd.DataFrame:

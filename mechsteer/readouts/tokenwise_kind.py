@@ -44,8 +44,10 @@ def run(task: MeasurementTask) -> MeasurementResult:
     spec, lm = task.spec, task.lm
     cond = list(task.interventions)
     if not any(getattr(iv, "kind", None) == "lora1" for iv in cond):
-        raise MechsteerError("tokenwise reads lora1's token-wise magnitude, but this condition has no lora1",
-                             hint="restrict the readout with `conditions:` to lora1 conditions")
+        raise MechsteerError(
+            "tokenwise reads lora1's token-wise magnitude, but this condition has no lora1",
+            hint="restrict the readout with `conditions:` to lora1 conditions",
+        )
     seqs = sample_sequences(task, cond)
     parts, borders_of = [], {}
     task.progress(0, len(seqs))
@@ -54,8 +56,9 @@ def run(task: MeasurementTask) -> MeasurementResult:
             segs = []
             for q in part:
                 try:
-                    b = segment_borders(lm.tokenizer.convert_ids_to_tokens(q.ids[:q.prompt_length]),
-                                        prompt_length=q.prompt_length)
+                    b = segment_borders(
+                        lm.tokenizer.convert_ids_to_tokens(q.ids[: q.prompt_length]), prompt_length=q.prompt_length
+                    )
                     borders_of[q.sample] = b
                     segs.append(segment_labels(len(q.ids), b))
                 except ValueError:  # not a chat prompt: prompt vs generation only
@@ -63,17 +66,25 @@ def run(task: MeasurementTask) -> MeasurementResult:
             ctx.begin()
             lm.model(input_ids=ids, attention_mask=mask, use_cache=False)
             for layer, rec in sorted(ctx.extras.get("lora1", {}).items()):
-                parts.append(tokenwise_rows(layer, rec["alpha"], rec["mlp_norm"], rec["cos"], mask.cpu(),
-                                            sample_ids=sids, segments=segs))
+                parts.append(
+                    tokenwise_rows(
+                        layer, rec["alpha"], rec["mlp_norm"], rec["cos"], mask.cpu(), sample_ids=sids, segments=segs
+                    )
+                )
             task.progress(len(sids), None)
     rows = pd.concat(parts, ignore_index=True)
     ls, ss = layer_summary(rows), segment_summary(rows)
-    files = {f"{KIND}/rows.csv": csv_bytes(rows), f"{KIND}/layers.csv": csv_bytes(ls),
-             f"{KIND}/segments.csv": csv_bytes(ss),
-             f"{KIND}/borders.csv": csv_bytes(pd.DataFrame([{"sample": s, **b} for s, b in borders_of.items()]))}
-    metrics = {"n_tokens": float(len(rows) / max(rows["layer"].nunique(), 1)),
-               "mean_abs_alpha_norm": float(ls["mean_abs_alpha_norm"].mean()),
-               "pearson_r_alpha_cos": float(ls["pearson_r_alpha_cos"].mean())}
+    files = {
+        f"{KIND}/rows.csv": csv_bytes(rows),
+        f"{KIND}/layers.csv": csv_bytes(ls),
+        f"{KIND}/segments.csv": csv_bytes(ss),
+        f"{KIND}/borders.csv": csv_bytes(pd.DataFrame([{"sample": s, **b} for s, b in borders_of.items()])),
+    }
+    metrics = {
+        "n_tokens": float(len(rows) / max(rows["layer"].nunique(), 1)),
+        "mean_abs_alpha_norm": float(ls["mean_abs_alpha_norm"].mean()),
+        "pearson_r_alpha_cos": float(ls["pearson_r_alpha_cos"].mean()),
+    }
     return MeasurementResult(metrics, [], files=files, info={"layers": sorted(rows["layer"].unique().tolist())})
 
 
@@ -84,12 +95,22 @@ def report_section(results, out_dir: Path) -> list[str]:
     ss = gather(results, KIND, "segments.csv")
     atomic_write_text(out_dir / "tokenwise_layers.csv", ls.to_csv(index=False))
     atomic_write_text(out_dir / "tokenwise_segments.csv", ss.to_csv(index=False))
-    seg = ss.pivot_table(index=["model", "condition", "seed", "layer"], columns="segment",
-                         values="mean_alpha_norm").reset_index()
-    lines = ["## Token-wise magnitude of lora1", "",
-             "alpha_t (lora1's scalar on B^) normalised by the layer's mean MLP-output norm and sign-flipped to a "
-             "positive mean; Pearson r of alpha_t vs cos(m_t, B^).", "", md(ls.drop(columns=["cell"])), "",
-             "Mean normalised alpha per prompt segment:", "", md(seg), ""]
+    seg = ss.pivot_table(
+        index=["model", "condition", "seed", "layer"], columns="segment", values="mean_alpha_norm"
+    ).reset_index()
+    lines = [
+        "## Token-wise magnitude of lora1",
+        "",
+        "alpha_t (lora1's scalar on B^) normalised by the layer's mean MLP-output norm and sign-flipped to a "
+        "positive mean; Pearson r of alpha_t vs cos(m_t, B^).",
+        "",
+        md(ls.drop(columns=["cell"])),
+        "",
+        "Mean normalised alpha per prompt segment:",
+        "",
+        md(seg),
+        "",
+    ]
     for c in recorded_cells(results, KIND):
         cdir = results.store.dir(c["hash"]) / KIND
         if not (cdir / "rows.csv").is_file():
@@ -102,9 +123,15 @@ def report_section(results, out_dir: Path) -> list[str]:
             b = borders[borders["sample"] == s] if len(borders) else borders
             cuts = ("system_end", "header_end", "problem_end", "prompt_end")
             vl = [int(b.iloc[0][k]) for k in cuts] if len(b) else []
-            p = heatmap(mat, out_dir / f"tokenwise_{slug(c['model'], c['condition'], c['seed'], s)}.png",
-                        title=f"normalised alpha_t: {c['condition']} sample {s}", xlabel="position", ylabel="layer",
-                        vlines=vl, annotate=False)
+            p = heatmap(
+                mat,
+                out_dir / f"tokenwise_{slug(c['model'], c['condition'], c['seed'], s)}.png",
+                title=f"normalised alpha_t: {c['condition']} sample {s}",
+                xlabel="position",
+                ylabel="layer",
+                vlines=vl,
+                annotate=False,
+            )
             lines += [f"![alpha sample {s}]({p.name})", ""]
     lines += ["Files: `tokenwise_layers.csv`, `tokenwise_segments.csv`; per cell `tokenwise/rows.csv`.", ""]
     return lines

@@ -58,8 +58,15 @@ def alignment(a: torch.Tensor, b: torch.Tensor, labels: Sequence | None = None) 
     na, nb = a.norm(dim=1), b.norm(dim=1)
     cos = (a * b).sum(dim=1) / (na * nb)
     cos = torch.where((na > 0) & (nb > 0), cos, torch.full_like(cos, float("nan")))
-    return pd.DataFrame({"layer": _labels(a.shape[0], labels), "cos": cos.numpy(), "norm_a": na.numpy(),
-                         "norm_b": nb.numpy(), "norm_ratio": (nb / na).numpy()})
+    return pd.DataFrame(
+        {
+            "layer": _labels(a.shape[0], labels),
+            "cos": cos.numpy(),
+            "norm_a": na.numpy(),
+            "norm_b": nb.numpy(),
+            "norm_ratio": (nb / na).numpy(),
+        }
+    )
 
 
 def vector_stats(vectors: torch.Tensor, labels: Sequence | None = None) -> dict[str, pd.DataFrame]:
@@ -70,6 +77,14 @@ def vector_stats(vectors: torch.Tensor, labels: Sequence | None = None) -> dict[
     n = c.shape[0]
     off = c[~torch.eye(n, dtype=torch.bool).numpy()] if n > 1 else c[:0].ravel()
     nr = norms(vectors, labels)
-    summary = pd.DataFrame([{"n_rows": n, "stable_rank": stable_rank(vectors), "mean_norm": nr["norm"].mean(),
-                             "mean_offdiag_cos": float(pd.Series(off).mean()) if off.size else float("nan")}])
+    summary = pd.DataFrame(
+        [
+            {
+                "n_rows": n,
+                "stable_rank": stable_rank(vectors),
+                "mean_norm": nr["norm"].mean(),
+                "mean_offdiag_cos": float(pd.Series(off).mean()) if off.size else float("nan"),
+            }
+        ]
+    )
     return {"norms": nr, "cosine": cos, "singular_values": singular_values(vectors), "summary": summary}

@@ -42,7 +42,8 @@ def run(task: MeasurementTask) -> MeasurementResult:
         svals.append(st["singular_values"].assign(vectors=name))
         files[f"{KIND}/cosine_{slug(name)}.csv"] = csv_bytes(st["cosine"], index=True)
         files[f"{KIND}/stack_{slug(name)}.csv"] = csv_bytes(
-            pd.DataFrame(stack.double().numpy(), index=pd.Index(rows, name="layer")), index=True)
+            pd.DataFrame(stack.double().numpy(), index=pd.Index(rows, name="layer")), index=True
+        )
         metrics[f"{name}/stable_rank"] = float(st["summary"]["stable_rank"].iloc[0])
         metrics[f"{name}/mean_norm"] = float(st["summary"]["mean_norm"].iloc[0])
     if sets:
@@ -61,12 +62,23 @@ def report_section(results, out_dir: Path) -> list[str]:
     norms = gather(results, KIND, "norms.csv").drop_duplicates(["model", "vectors", "layer"])
     atomic_write_text(out_dir / "vector_stats.csv", summary.to_csv(index=False))
     atomic_write_text(out_dir / "vector_stats_norms.csv", norms.to_csv(index=False))
-    lines = ["## Vector statistics", "",
-             "Per vector set: stable rank sum(s^2)/s_1^2 (1 = all rows parallel, n = orthogonal rows of equal norm), "
-             "mean norm and mean off-diagonal cosine between layers.", "",
-             md(summary[["model", "vectors", "n_rows", "stable_rank", "mean_norm", "mean_offdiag_cos"]]), ""]
-    png = line_plot(norms.assign(series=norms["model"] + ":" + norms["vectors"]), out_dir / "vector_stats_norms.png",
-                    x="layer", y="norm", hue="series", title="vector norm per layer")
+    lines = [
+        "## Vector statistics",
+        "",
+        "Per vector set: stable rank sum(s^2)/s_1^2 (1 = all rows parallel, n = orthogonal rows of equal norm), "
+        "mean norm and mean off-diagonal cosine between layers.",
+        "",
+        md(summary[["model", "vectors", "n_rows", "stable_rank", "mean_norm", "mean_offdiag_cos"]]),
+        "",
+    ]
+    png = line_plot(
+        norms.assign(series=norms["model"] + ":" + norms["vectors"]),
+        out_dir / "vector_stats_norms.png",
+        x="layer",
+        y="norm",
+        hue="series",
+        title="vector norm per layer",
+    )
     lines += [f"![norms]({png.name})", ""]
     stacks: dict[tuple, pd.DataFrame] = {}
     want_align = False
@@ -79,8 +91,13 @@ def report_section(results, out_dir: Path) -> list[str]:
                 continue
             cos = read_csv(cdir / f"cosine_{slug(name)}.csv", index_col=0)
             cos.columns = [int(x) for x in cos.columns]
-            p = heatmap(cos, out_dir / f"vector_stats_cosine_{slug(*key)}.png",
-                        title=f"cos between layers: {name} ({c['model']})", xlabel="layer", ylabel="layer")
+            p = heatmap(
+                cos,
+                out_dir / f"vector_stats_cosine_{slug(*key)}.png",
+                title=f"cos between layers: {name} ({c['model']})",
+                xlabel="layer",
+                ylabel="layer",
+            )
             lines += [f"![cosine {name}]({p.name})", ""]
             stacks[key] = read_csv(cdir / f"stack_{slug(name)}.csv", index_col=0)
     if want_align:
@@ -94,12 +111,18 @@ def report_section(results, out_dir: Path) -> list[str]:
             cols = ["model", "a", "b", "layer", "cos", "norm_a", "norm_b", "norm_ratio"]
             al = pd.concat(rows, ignore_index=True)[cols]
             atomic_write_text(out_dir / "vector_stats_alignment.csv", al.to_csv(index=False))
-            short = al.groupby(["model", "a", "b"]).agg(mean_cos=("cos", "mean"), min_cos=("cos", "min"),
-                                                       mean_norm_ratio=("norm_ratio", "mean")).reset_index()
+            short = (
+                al.groupby(["model", "a", "b"])
+                .agg(mean_cos=("cos", "mean"), min_cos=("cos", "min"), mean_norm_ratio=("norm_ratio", "mean"))
+                .reset_index()
+            )
             lines += ["Alignment of vector sets of one shape (per-layer cosine, averaged):", "", md(short), ""]
-    lines += ["Files: `vector_stats.csv`, `vector_stats_norms.csv`"
-              + (", `vector_stats_alignment.csv`" if (out_dir / "vector_stats_alignment.csv").is_file() else "")
-              + "; per cell: `cells/<hash>/vector_stats/` (cosine matrices, singular values, the stacks).", ""]
+    lines += [
+        "Files: `vector_stats.csv`, `vector_stats_norms.csv`"
+        + (", `vector_stats_alignment.csv`" if (out_dir / "vector_stats_alignment.csv").is_file() else "")
+        + "; per cell: `cells/<hash>/vector_stats/` (cosine matrices, singular values, the stacks).",
+        "",
+    ]
     return lines
 
 

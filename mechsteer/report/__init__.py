@@ -38,26 +38,41 @@ def write_report(results) -> Path:
         lines += [results.summary["description"].strip(), ""]
     n_done = df.cell.nunique() if not df.empty else 0
     n_cells = len({c["hash"] for c in results.cells})
-    lines += [f"{n_done} of {n_cells} cells recorded. Values are mean ± std over seeds; rates in %.",
-              "", "## Results", ""]
+    lines += [
+        f"{n_done} of {n_cells} cells recorded. Values are mean ± std over seeds; rates in %.",
+        "",
+        "## Results",
+        "",
+    ]
     if not text.empty:
         atomic_write_text(out / "table.csv", means.to_csv())
         lines += [text.reset_index().to_markdown(index=False), ""]
         delta = results.delta()
         if not delta.empty:
             atomic_write_text(out / "delta.csv", delta.to_csv())
-            lines += [f"## Difference from the baseline condition `{results.baseline}`", "",
-                      "(percentage points for rates)", "", _format_delta(delta).reset_index().to_markdown(index=False), ""]
+            lines += [
+                f"## Difference from the baseline condition `{results.baseline}`",
+                "",
+                "(percentage points for rates)",
+                "",
+                _format_delta(delta).reset_index().to_markdown(index=False),
+                "",
+            ]
     lines += paper_table_section(results, out)
     lines += sweep_section(results, out)
     for kind in sorted({c["kind"] for c in results.recorded()}):
         section = READOUT_KINDS.report(kind) if kind in READOUT_KINDS else None
         if section is not None:
             lines += section(results, out)
-    lines += ["## Files", "", "- `results.csv`: one row per model x condition x measurement x seed x metric",
-              "- `table.csv`, `delta.csv`: the tables above as numbers",
-              "- `report.html`: this report as one page (plots inlined, table rows name their cells)",
-              f"- cells: `{results.store.root}`", ""]
+    lines += [
+        "## Files",
+        "",
+        "- `results.csv`: one row per model x condition x measurement x seed x metric",
+        "- `table.csv`, `delta.csv`: the tables above as numbers",
+        "- `report.html`: this report as one page (plots inlined, table rows name their cells)",
+        f"- cells: `{results.store.root}`",
+        "",
+    ]
     atomic_write_text(out / "report.md", "\n".join(lines))
     write_html(results, out, lines)
     atomic_write_text(out / "table.md", "\n".join(lines[: lines.index("## Files")]))

@@ -38,7 +38,8 @@ code{background:#f3f3f3;padding:0 3px}iframe{width:100%;height:420px;border:1px 
 
 def _data_uri(path: Path) -> str:
     mime = {".png": "image/png", ".svg": "image/svg+xml", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}.get(
-        path.suffix.lower(), "application/octet-stream")
+        path.suffix.lower(), "application/octet-stream"
+    )
     return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode()}"
 
 
@@ -59,8 +60,9 @@ class _Builder:
     def _hashes(self, key: list[str], header: list[str]) -> str:
         """The cells behind a row: restricted to the measurements the table's columns name (`mini/acc_lenient`,
         `mini`, `MATH500`), else every cell of the row's model and condition (and seed)."""
-        named = [m for m in self.measurements
-                 if any(h == m or h.startswith(m + "/") or h == LABELS.get(m) for h in header)]
+        named = [
+            m for m in self.measurements if any(h == m or h.startswith(m + "/") or h == LABELS.get(m) for h in header)
+        ]
         if not named:
             return " ".join(sorted(self.cells.get(tuple(key), ())))
         return " ".join(sorted(set().union(*(self.cells.get((*key, m), set()) for m in named))))
@@ -69,7 +71,7 @@ class _Builder:
     def inline(self, text: str) -> str:
         parts, pos = [], 0
         for m in re.finditer(r"!\[[^\]]*\]\([^)\s]+\)|\[[^\]]+\]\([^)\s]+\)", text):
-            parts.append(self._plain(text[pos:m.start()]))
+            parts.append(self._plain(text[pos : m.start()]))
             parts.append(self._image(m.group(0)) if m.group(0).startswith("!") else self._link(m.group(0)))
             pos = m.end()
         parts.append(self._plain(text[pos:]))
@@ -101,8 +103,10 @@ class _Builder:
         """A collapsible frame holding an HTML file's content (no server, no file access at view time)."""
         self.embedded.add(path.resolve())
         doc = html.escape(path.read_text(encoding="utf-8", errors="replace"), quote=True)
-        return (f'<details><summary>show {html.escape(label)}</summary>'
-                f'<iframe title="{html.escape(label)}" srcdoc="{doc}"></iframe></details>')
+        return (
+            f"<details><summary>show {html.escape(label)}</summary>"
+            f'<iframe title="{html.escape(label)}" srcdoc="{doc}"></iframe></details>'
+        )
 
     # ------------------------------------------------------------------ blocks
     def table(self, rows: list[str]) -> str:
@@ -160,7 +164,7 @@ class _Builder:
                 j = i + 1
                 while j < len(lines) and not lines[j].startswith("```"):
                     j += 1
-                out.append(f"<pre>{html.escape(chr(10).join(lines[i + 1:j]))}</pre>")
+                out.append(f"<pre>{html.escape(chr(10).join(lines[i + 1 : j]))}</pre>")
                 i = j + 1
                 continue
             m = re.match(r"^(#{1,6})\s+(.*)$", line)
@@ -197,9 +201,11 @@ def write_html(results, out_dir: str | Path, lines: list[str]) -> Path:
         for p in sorted(d.rglob("*.html")):
             if p.resolve() not in b.embedded:
                 rel = f"../cells/{c['hash']}/{p.relative_to(d).as_posix()}"
-                samples.append(f'<li><a href="{html.escape(rel)}">{c["hash"][:12]}: {html.escape(c["condition"])} '
-                               f'/ {html.escape(c["measurement"])} / {html.escape(p.name)}</a>'
-                               f"{b.embed(p, p.relative_to(d).as_posix())}</li>")
+                samples.append(
+                    f'<li><a href="{html.escape(rel)}">{c["hash"][:12]}: {html.escape(c["condition"])} '
+                    f"/ {html.escape(c['measurement'])} / {html.escape(p.name)}</a>"
+                    f"{b.embed(p, p.relative_to(d).as_posix())}</li>"
+                )
     if samples:
         main += "\n<h2>Samples</h2>\n<ul>" + "\n".join(samples) + "</ul>"
     rest = [p for p in sorted(out.rglob("*.png")) if p.resolve() not in b.inlined]
@@ -207,10 +213,13 @@ def write_html(results, out_dir: str | Path, lines: list[str]) -> Path:
         main += "\n<h2>Figures</h2>\n" + "\n".join(
             f'<figure><img alt="{html.escape(p.name)}" title="{html.escape(str(p.relative_to(out)))}" '
             f'src="{_data_uri(p)}"><figcaption>{html.escape(str(p.relative_to(out)))}</figcaption></figure>'
-            for p in rest)
+            for p in rest
+        )
     title = html.escape(lines[0].lstrip("# ").strip() if lines else "report")
-    page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
-            f"<style>{STYLE}</style></head><body>\n{main}\n</body></html>\n")
+    page = (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
+        f"<style>{STYLE}</style></head><body>\n{main}\n</body></html>\n"
+    )
     return atomic_write_text(out / "report.html", page)
 
 

@@ -26,12 +26,24 @@ import pandas as pd
 
 from mechsteer.spec.evaluation import KNOWN_TASKS, PAPER_AVERAGE_TASKS
 
-LABELS = {"aime24": "AIME24", "aime25": "AIME25", "amc23": "AMC23", "math500": "MATH500",
-          "minerva_math": "Minerva", "olympiadbench": "OlympiadBench", "gsm8k": "GSM8K", "mini": "mini"}
+LABELS = {
+    "aime24": "AIME24",
+    "aime25": "AIME25",
+    "amc23": "AMC23",
+    "math500": "MATH500",
+    "minerva_math": "Minerva",
+    "olympiadbench": "OlympiadBench",
+    "gsm8k": "GSM8K",
+    "mini": "mini",
+}
 AVERAGE = "Average"
-TABLES = {"boxed": ("acc_boxed", "Boxed accuracy (the paper's metric: last \\boxed{} verified with math-verify; "
-                                 "no box = wrong)"),
-          "lenient": ("acc_lenient", "Lenient accuracy (boxed, or else the last number in the completion)")}
+TABLES = {
+    "boxed": (
+        "acc_boxed",
+        "Boxed accuracy (the paper's metric: last \\boxed{} verified with math-verify; no box = wrong)",
+    ),
+    "lenient": ("acc_lenient", "Lenient accuracy (boxed, or else the last number in the completion)"),
+}
 
 
 def per_seed(df: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -41,16 +53,16 @@ def per_seed(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     d = df[(df.kind == "eval") & (df.metric == metric)]
     if d.empty:
         return pd.DataFrame()
-    wide = d.pivot_table(index=["model", "condition", "seed"], columns="measurement", values="value",
-                         aggfunc="first")
+    wide = d.pivot_table(index=["model", "condition", "seed"], columns="measurement", values="value", aggfunc="first")
     if all(t in wide.columns for t in PAPER_AVERAGE_TASKS):
         six = wide[list(PAPER_AVERAGE_TASKS)]
         wide[AVERAGE] = six.mean(axis=1).where(six.notna().all(axis=1))
     return wide
 
 
-def summarise(wide: pd.DataFrame, task_order: list[str], condition_order: list[str],
-              model_order: list[str] | None = None) -> pd.DataFrame:
+def summarise(
+    wide: pd.DataFrame, task_order: list[str], condition_order: list[str], model_order: list[str] | None = None
+) -> pd.DataFrame:
     """Mean, std and seed count per (model, condition) and column, in the study's model/task/condition order.
 
     Columns: a MultiIndex (column, stat) with stat in mean/std/seeds; NaN values (e.g. no Average for a
@@ -66,8 +78,14 @@ def summarise(wide: pd.DataFrame, task_order: list[str], condition_order: list[s
     stats = stats[[(c, s) for c in cols for s in ("mean", "std", "seeds")]]
     rank = {c: i for i, c in enumerate(condition_order)}
     mrank = {m: i for i, m in enumerate(model_order or [])}
-    order = sorted(range(len(stats)), key=lambda i: (mrank.get(stats.index[i][0], len(mrank)), stats.index[i][0],
-                                                     rank.get(stats.index[i][1], len(rank))))
+    order = sorted(
+        range(len(stats)),
+        key=lambda i: (
+            mrank.get(stats.index[i][0], len(mrank)),
+            stats.index[i][0],
+            rank.get(stats.index[i][1], len(rank)),
+        ),
+    )
     return stats.iloc[order]
 
 
@@ -104,11 +122,19 @@ def to_markdown(stats: pd.DataFrame, relative: pd.DataFrame | None = None) -> st
     cols = list(dict.fromkeys(c for c, _ in stats.columns))
     rows = []
     for (model, condition), row in stats.iterrows():
-        extra = {} if relative is None else {k: ("-" if pd.isna(v) else f"{v:.1f}")
-                                             for k, v in relative.loc[(model, condition)].items()}
-        rows.append({"model": model, "condition": condition,
-                     **{LABELS.get(c, c): format_cell(row[(c, "mean")], row[(c, "std")], row[(c, "seeds")])
-                        for c in cols}, **extra})
+        extra = (
+            {}
+            if relative is None
+            else {k: ("-" if pd.isna(v) else f"{v:.1f}") for k, v in relative.loc[(model, condition)].items()}
+        )
+        rows.append(
+            {
+                "model": model,
+                "condition": condition,
+                **{LABELS.get(c, c): format_cell(row[(c, "mean")], row[(c, "std")], row[(c, "seeds")]) for c in cols},
+                **extra,
+            }
+        )
     return pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)
 
 
@@ -131,16 +157,26 @@ def paper_table_section(results, out_dir) -> list[str]:
     if df.empty:
         return []
     task_order = [t for t in ev["tasks"] if t in KNOWN_TASKS]
-    lines = ["## Benchmark accuracy (paper layout)", "",
-             f"Protocol `{ev['protocol']}`; % as mean ± std over seeds {ev['seeds']}. Multi-sample tasks show avg@k "
-             "(the per-problem mean over its samples); `Average` is the six-benchmark average computed per seed, "
-             "shown only where all six benchmarks ran.", ""]
+    lines = [
+        "## Benchmark accuracy (paper layout)",
+        "",
+        f"Protocol `{ev['protocol']}`; % as mean ± std over seeds {ev['seeds']}. Multi-sample tasks show avg@k "
+        "(the per-problem mean over its samples); `Average` is the six-benchmark average computed per seed, "
+        "shown only where all six benchmarks ran.",
+        "",
+    ]
     reference = ev.get("reference")
     if reference:
-        lines += [f"`{RELATIVE}` = 100 x / x(`{reference}`), `{IMPROVEMENT}` = 100 (x - x(`{results.baseline}`)) / "
-                  f"(x(`{reference}`) - x(`{results.baseline}`)), on "
-                  + ("the Average." if all(t in task_order for t in PAPER_AVERAGE_TASKS)
-                     else "the mean of the benchmark columns."), ""]
+        lines += [
+            f"`{RELATIVE}` = 100 x / x(`{reference}`), `{IMPROVEMENT}` = 100 (x - x(`{results.baseline}`)) / "
+            f"(x(`{reference}`) - x(`{results.baseline}`)), on "
+            + (
+                "the Average."
+                if all(t in task_order for t in PAPER_AVERAGE_TASKS)
+                else "the mean of the benchmark columns."
+            ),
+            "",
+        ]
     markdown = []
     for key, (metric, title) in TABLES.items():
         stats = summarise(per_seed(df, metric), task_order, results.conditions, results.models)

@@ -21,8 +21,10 @@ from mechsteer.atomic import atomic_write_text
 from mechsteer.diff import template_regex
 
 ACCURACY = ("acc_lenient", "acc_boxed")
-FALLBACK = [("single_{layer}", re.compile(r"^single_(?P<layer>\d+)$"), "layers", ["layer"]),
-            ("{kind}head_{head}", re.compile(r"^(?P<kind>.*head)_(?P<head>\d+)$"), "heads", ["head"])]
+FALLBACK = [
+    ("single_{layer}", re.compile(r"^single_(?P<layer>\d+)$"), "layers", ["layer"]),
+    ("{kind}head_{head}", re.compile(r"^(?P<kind>.*head)_(?P<head>\d+)$"), "heads", ["head"]),
+]
 
 
 def sweep_templates(results) -> list[tuple[str, re.Pattern, str, list[str]]]:
@@ -97,9 +99,16 @@ def sweep_section(results, out_dir: Path) -> list[str]:
             rows = []
             for cond, xs in members:
                 g = block[block.condition == cond]
-                rows.append({**dict(zip(numeric, xs, strict=True)), "condition": cond, "mean": g.value.mean() * 100,
-                             "std": g.value.std(ddof=1) * 100 if len(g) > 1 else 0.0, "seeds": len(g),
-                             "cells": " ".join(sorted(set(g.cell)))})
+                rows.append(
+                    {
+                        **dict(zip(numeric, xs, strict=True)),
+                        "condition": cond,
+                        "mean": g.value.mean() * 100,
+                        "std": g.value.std(ddof=1) * 100 if len(g) > 1 else 0.0,
+                        "seeds": len(g),
+                        "cells": " ".join(sorted(set(g.cell))),
+                    }
+                )
             table = pd.DataFrame(rows).sort_values(list(numeric))
             stem = _safe(f"sweep_{label}_{model}_{meas}_{metric}")
             atomic_write_text(out_dir / f"{stem}.csv", table.to_csv(index=False))
@@ -108,20 +117,51 @@ def sweep_section(results, out_dir: Path) -> list[str]:
             if axis == "pairs":
                 base = results.baseline
                 ref = others[others.condition == base].value.mean() * 100 if base in set(others.condition) else 0.0
-                grid = table.assign(delta=table["mean"] - ref).pivot(index=numeric[0], columns=numeric[1],
-                                                                     values="delta")
-                heatmap(grid, out_dir / f"{stem}.png", title=f"{title}: minus {base or 'nothing'} (pp)",
-                        markers=[(i, i) for i in grid.index if i in grid.columns])
+                grid = table.assign(delta=table["mean"] - ref).pivot(
+                    index=numeric[0], columns=numeric[1], values="delta"
+                )
+                heatmap(
+                    grid,
+                    out_dir / f"{stem}.png",
+                    title=f"{title}: minus {base or 'nothing'} (pp)",
+                    markers=[(i, i) for i in grid.index if i in grid.columns],
+                )
             else:
-                line_plot(table.assign(sweep=label), out_dir / f"{stem}.png", x=numeric[0], y="mean", hue="sweep",
-                          err="std", title=title,
-                          bands=bands, ylabel=f"{metric} (%)")
-            shown = table.assign(**{metric: [f"{m:.1f}" + (f" ± {s:.1f}" if n > 1 else "") for m, s, n in
-                                             zip(table["mean"], table["std"], table.seeds, strict=True)]})
-            lines += [f"### {title}", "", f"![{title}]({stem}.png)", "",
-                      "Points: mean over seeds, ± std shaded; "
-                      + ("horizontal lines/bands: " + ", ".join(bands) if bands and axis != "pairs" else
-                         "colours: difference from the baseline, centred at 0") + ".", "",
-                      shown[[*numeric, "condition", metric, "seeds", "cells"]].to_markdown(index=False), "",
-                      f"File: `{stem}.csv`.", ""]
+                line_plot(
+                    table.assign(sweep=label),
+                    out_dir / f"{stem}.png",
+                    x=numeric[0],
+                    y="mean",
+                    hue="sweep",
+                    err="std",
+                    title=title,
+                    bands=bands,
+                    ylabel=f"{metric} (%)",
+                )
+            shown = table.assign(
+                **{
+                    metric: [
+                        f"{m:.1f}" + (f" ± {s:.1f}" if n > 1 else "")
+                        for m, s, n in zip(table["mean"], table["std"], table.seeds, strict=True)
+                    ]
+                }
+            )
+            lines += [
+                f"### {title}",
+                "",
+                f"![{title}]({stem}.png)",
+                "",
+                "Points: mean over seeds, ± std shaded; "
+                + (
+                    "horizontal lines/bands: " + ", ".join(bands)
+                    if bands and axis != "pairs"
+                    else "colours: difference from the baseline, centred at 0"
+                )
+                + ".",
+                "",
+                shown[[*numeric, "condition", metric, "seeds", "cells"]].to_markdown(index=False),
+                "",
+                f"File: `{stem}.csv`.",
+                "",
+            ]
     return (["## Sweeps (paper figures)", ""] + lines) if lines else []

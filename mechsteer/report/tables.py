@@ -5,8 +5,8 @@ the unsteered baseline condition, with the formatting rules (rates in %)."""
 from __future__ import annotations
 
 import math
-import pandas as pd
 
+import pandas as pd
 
 HEADLINE = {
     "generate": ["acc_lenient", "acc_boxed", "boxed_rate", "mean_len"],
@@ -50,8 +50,12 @@ def wide_table(df: pd.DataFrame, condition_order: list[str]) -> tuple[pd.DataFra
     g = d.groupby(["model", "condition", "column"], sort=False)["value"]
     stats = g.agg(["mean", "std", "count"]).reset_index()
     means = stats.pivot(index=["model", "condition"], columns="column", values="mean")
-    text = stats.assign(cell=[_fmt(m, s, n, is_rate(c)) for m, s, n, c in
-                              zip(stats["mean"], stats["std"], stats["count"], stats["column"])])
+    text = stats.assign(
+        cell=[
+            _fmt(m, s, n, is_rate(c))
+            for m, s, n, c in zip(stats["mean"], stats["std"], stats["count"], stats["column"])
+        ]
+    )
     text = text.pivot(index=["model", "condition"], columns="column", values="cell")
     order = {c: i for i, c in enumerate(condition_order)}
     key = lambda idx: idx.map(lambda v: order.get(v, len(order)) if isinstance(v, str) and v in order else v)  # noqa: E731

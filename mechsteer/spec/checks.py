@@ -22,7 +22,9 @@ def bundled_vector_names() -> list[str]:
     """Names of vector sets shipped in the package (`<model>/<name>`)."""
     if not BUNDLED_VECTOR_DIR.is_dir():
         return []
-    return sorted(str(p.relative_to(BUNDLED_VECTOR_DIR).with_suffix("")) for p in BUNDLED_VECTOR_DIR.rglob("*.safetensors"))
+    return sorted(
+        str(p.relative_to(BUNDLED_VECTOR_DIR).with_suffix("")) for p in BUNDLED_VECTOR_DIR.rglob("*.safetensors")
+    )
 
 
 def check_study(ls: LoadedStudy) -> list[Problem]:
@@ -38,19 +40,34 @@ def check_study(ls: LoadedStudy) -> list[Problem]:
         for ref_field in ("norm_like", "of"):
             ref = getattr(v, ref_field, None)
             if ref is not None and ref not in vec_names:
-                out.append(ls.problem(("vectors", name, ref_field), f"unknown vector set {ref!r}",
-                                      hint=f"defined vector sets: {', '.join(sorted(vec_names)) or 'none'}"))
+                out.append(
+                    ls.problem(
+                        ("vectors", name, ref_field),
+                        f"unknown vector set {ref!r}",
+                        hint=f"defined vector sets: {', '.join(sorted(vec_names)) or 'none'}",
+                    )
+                )
             if ref == name:
                 out.append(ls.problem(("vectors", name, ref_field), "a vector set cannot refer to itself"))
         if v.kind == "file":
             if not ls.resolve_path(v.path).is_file():
-                out.append(ls.problem(("vectors", name, "path"), f"vector file not found: {ls.resolve_path(v.path)}",
-                                      hint="paths are relative to the study file; `mechsteer train` writes vector sets"))
+                out.append(
+                    ls.problem(
+                        ("vectors", name, "path"),
+                        f"vector file not found: {ls.resolve_path(v.path)}",
+                        hint="paths are relative to the study file; `mechsteer train` writes vector sets",
+                    )
+                )
         if v.kind == "trained":
             out.extend(_check_trained(ls, name, v))
         if v.kind == "bundled" and v.name not in bundled_vector_names():
-            out.append(ls.problem(("vectors", name, "name"), f"no bundled vector set {v.name!r}",
-                                  hint=f"bundled sets: {', '.join(bundled_vector_names()) or 'none'}"))
+            out.append(
+                ls.problem(
+                    ("vectors", name, "name"),
+                    f"no bundled vector set {v.name!r}",
+                    hint=f"bundled sets: {', '.join(bundled_vector_names()) or 'none'}",
+                )
+            )
     out.extend(_cycles(ls))
 
     out.extend(backend_problems(ls))
@@ -80,37 +97,66 @@ def check_study(ls: LoadedStudy) -> list[Problem]:
     for rname, r in spec.readouts.items():
         for i, w in enumerate(getattr(r, "conditions", None) or []):
             if not any(fnmatch.fnmatchcase(n, w) or fnmatch.fnmatchcase(w, n) for n in names):
-                out.append(ls.problem(("readouts", rname, "conditions", i), f"no condition matches {w!r}",
-                                      hint=f"conditions: {', '.join(spec.conditions)}"))
+                out.append(
+                    ls.problem(
+                        ("readouts", rname, "conditions", i),
+                        f"no condition matches {w!r}",
+                        hint=f"conditions: {', '.join(spec.conditions)}",
+                    )
+                )
         hook = getattr(r, "study_problems", None)
         if hook is not None:  # readout-specific cross-references (layers, reference conditions, kinds needed)
             for sub, msg, hint in hook(spec.conditions, shapes):
                 out.append(ls.problem(("readouts", rname) + tuple(sub), msg, hint=hint))
         task = getattr(r, "task", None)
         if task is not None and task not in KNOWN_TASKS:
-            out.append(ls.problem(("readouts", rname, "task"), f"unknown task {task!r}",
-                                  hint=f"known tasks: {', '.join(KNOWN_TASKS)}"))
+            out.append(
+                ls.problem(
+                    ("readouts", rname, "task"), f"unknown task {task!r}", hint=f"known tasks: {', '.join(KNOWN_TASKS)}"
+                )
+            )
         if task is not None and task != "mini" and getattr(r, "split", "test") != "test":
-            out.append(ls.problem(("readouts", rname, "split"), "benchmarks only have a test split",
-                                  hint="use split: test (only the bundled `mini` task has a train split)"))
+            out.append(
+                ls.problem(
+                    ("readouts", rname, "split"),
+                    "benchmarks only have a test split",
+                    hint="use split: test (only the bundled `mini` task has a train split)",
+                )
+            )
     ref = spec.evaluation.reference if spec.evaluation is not None else None
     if ref is not None and not any(fnmatch.fnmatchcase(ref, n) for n in names):
-        out.append(ls.problem(("evaluation", "reference"), f"no condition named {ref!r}",
-                              hint=f"the reference is one of the conditions: {', '.join(spec.conditions)}"))
+        out.append(
+            ls.problem(
+                ("evaluation", "reference"),
+                f"no condition named {ref!r}",
+                hint=f"the reference is one of the conditions: {', '.join(spec.conditions)}",
+            )
+        )
     return out
 
 
-def _check_intervention(ls: LoadedStudy, base: tuple, iv, shapes: dict, vec_names: set,
-                        expanded: str = "") -> list[Problem]:
+def _check_intervention(
+    ls: LoadedStudy, base: tuple, iv, shapes: dict, vec_names: set, expanded: str = ""
+) -> list[Problem]:
     spec, out = ls.spec, []
     ipath = getattr(iv, "path", None)
     if isinstance(ipath, str) and not ls.resolve_path(ipath).is_file():
-        out.append(ls.problem(base + ("path",), f"file not found: {ls.resolve_path(ipath)}",
-                              hint="paths are relative to the study file"))
+        out.append(
+            ls.problem(
+                base + ("path",),
+                f"file not found: {ls.resolve_path(ipath)}",
+                hint="paths are relative to the study file",
+            )
+        )
     for ref in iv.vector_refs():
         if ref not in vec_names:
-            out.append(ls.problem(base + ("vector",), f"unknown vector set {ref!r}",
-                                  hint=f"define it under `vectors:`; defined: {', '.join(sorted(vec_names)) or 'none'}"))
+            out.append(
+                ls.problem(
+                    base + ("vector",),
+                    f"unknown vector set {ref!r}",
+                    hint=f"define it under `vectors:`; defined: {', '.join(sorted(vec_names)) or 'none'}",
+                )
+            )
     for mname, shape in shapes.items():
         if shape is None:
             continue
@@ -134,10 +180,14 @@ def _check_sweep(ls: LoadedStudy, cname: str, sweep: SweepSpec, shapes: dict, ve
     try:
         sample = intervention_list(raw)
     except ValidationError as e:
-        return [ls.problem(base + ("interventions",) + doc_path(tuple(err["loc"]), raw),
-                           err["msg"].removeprefix("Value error, ") + " (in the sweep's template)",
-                           hint="placeholders like \"{layer}\" are filled per model; check the fields around them")
-                for err in e.errors(include_url=False)[:5]]
+        return [
+            ls.problem(
+                base + ("interventions",) + doc_path(tuple(err["loc"]), raw),
+                err["msg"].removeprefix("Value error, ") + " (in the sweep's template)",
+                hint='placeholders like "{layer}" are filled per model; check the fields around them',
+            )
+            for err in e.errors(include_url=False)[:5]
+        ]
     out = []
     for i, iv in enumerate(sample):
         out.extend(p for p in _check_intervention(ls, base + ("interventions", i), iv, {}, vec_names))
@@ -154,8 +204,13 @@ def _check_sweep(ls: LoadedStudy, cname: str, sweep: SweepSpec, shapes: dict, ve
         if shape is None:
             continue
         for ename, ivs in list(expanded.items()):
-            problems = [p for i, iv in enumerate(ivs) for p in _check_intervention(
-                ls, base + ("interventions", i), iv, {mname: shape}, vec_names, expanded=f"{ename}: ")]
+            problems = [
+                p
+                for i, iv in enumerate(ivs)
+                for p in _check_intervention(
+                    ls, base + ("interventions", i), iv, {mname: shape}, vec_names, expanded=f"{ename}: "
+                )
+            ]
             if problems:
                 out.extend(problems)
                 break  # the first failing expansion says it; the others repeat it
@@ -170,8 +225,12 @@ def backend_problems(ls: LoadedStudy) -> list[Problem]:
     problem = machine.vllm_problem() if wanting else None
     if problem is None:
         return []
-    return [ls.problem(("models", m, "backend") if ls.spec.models[m].backend else ("backend",), problem,
-                       hint=machine.VLLM_HINT) for m in wanting]
+    return [
+        ls.problem(
+            ("models", m, "backend") if ls.spec.models[m].backend else ("backend",), problem, hint=machine.VLLM_HINT
+        )
+        for m in wanting
+    ]
 
 
 def _check_trained(ls: LoadedStudy, name: str, v) -> list[Problem]:
@@ -181,12 +240,19 @@ def _check_trained(ls: LoadedStudy, name: str, v) -> list[Problem]:
 
     path = ls.resolve_path(v.train)
     if not path.is_file():
-        return [ls.problem(("vectors", name, "train"), f"training file not found: {path}",
-                           hint="paths are relative to the study file")]
+        return [
+            ls.problem(
+                ("vectors", name, "train"),
+                f"training file not found: {path}",
+                hint="paths are relative to the study file",
+            )
+        ]
     try:
         load_train_spec(path, v.profile)
     except MechsteerError as e:
-        return [ls.problem(("vectors", name, "train"), f"the training file does not validate: {e.problems[0].format()}")]
+        return [
+            ls.problem(("vectors", name, "train"), f"the training file does not validate: {e.problems[0].format()}")
+        ]
     return []
 
 
@@ -202,7 +268,12 @@ def _cycles(ls: LoadedStudy) -> list[Problem]:
         while cur in deps:
             if cur in seen:
                 if cur == start:
-                    out.append(ls.problem(("vectors", start), f"vector sets refer to each other in a cycle: {' -> '.join(seen + [cur])}"))
+                    out.append(
+                        ls.problem(
+                            ("vectors", start),
+                            f"vector sets refer to each other in a cycle: {' -> '.join(seen + [cur])}",
+                        )
+                    )
                 break
             seen.append(cur)
             cur = deps[cur]

@@ -71,8 +71,12 @@ _REF_SCHEMA = {
     "anyOf": [
         {"type": "integer"},
         {"enum": list(_NAMED)},
-        {"type": "object", "properties": {"depth": {"type": "number", "minimum": 0, "maximum": 1}},
-         "required": ["depth"], "additionalProperties": False},
+        {
+            "type": "object",
+            "properties": {"depth": {"type": "number", "minimum": 0, "maximum": 1}},
+            "required": ["depth"],
+            "additionalProperties": False,
+        },
     ]
 }
 
@@ -80,8 +84,12 @@ LayerSelection = Annotated[
     Any,
     PlainValidator(parse_layer_selection),
     PlainSerializer(_dump_selection),
-    WithJsonSchema({"anyOf": [_REF_SCHEMA, {"type": "array", "items": _REF_SCHEMA, "minItems": 1}],
-                    "description": "Layer reference(s): " + _EXPECTED}),
+    WithJsonSchema(
+        {
+            "anyOf": [_REF_SCHEMA, {"type": "array", "items": _REF_SCHEMA, "minItems": 1}],
+            "description": "Layer reference(s): " + _EXPECTED,
+        }
+    ),
 ]
 """One layer reference or a list of them (validated by `parse_layer_selection`)."""
 

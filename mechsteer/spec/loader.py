@@ -188,13 +188,22 @@ def profile_name_problems(raw: dict, file: str, positions: dict) -> list[Problem
     for name in profiles:
         if not (isinstance(name, str) and re.fullmatch(NAME_PATTERN, name)):
             line, col = positions.get(("profiles", name), (None, None))
-            out.append(Problem(f"invalid profile name {name!r}", file=file, field=f"profiles.{name}", line=line,
-                               col=col, hint=_NAME_HINT))
+            out.append(
+                Problem(
+                    f"invalid profile name {name!r}",
+                    file=file,
+                    field=f"profiles.{name}",
+                    line=line,
+                    col=col,
+                    hint=_NAME_HINT,
+                )
+            )
     return out
 
 
-def apply_profile(raw: dict, profile: str, file: str, positions: dict, *, what: str = "study",
-                  replace: tuple[str, ...] = ()) -> dict:
+def apply_profile(
+    raw: dict, profile: str, file: str, positions: dict, *, what: str = "study", replace: tuple[str, ...] = ()
+) -> dict:
     """Merge the named profile onto the raw document; keys in `replace` are replaced instead of merged."""
     if not re.fullmatch(NAME_PATTERN, profile):
         raise SpecError(Problem(f"invalid profile name {profile!r} (--profile)", file=file, hint=_NAME_HINT))
@@ -229,8 +238,12 @@ def doc_path(loc: tuple, raw: Any) -> tuple:
                 out.append(part)
                 cur = cur[part]
                 continue
-            if isinstance(part, str) and (cur.get("kind") == part or part[:1].isupper() or "[" in part
-                                          or part.startswith(("function-", "literal", "int", "str", "list"))):
+            if isinstance(part, str) and (
+                cur.get("kind") == part
+                or part[:1].isupper()
+                or "[" in part
+                or part.startswith(("function-", "literal", "int", "str", "list"))
+            ):
                 continue  # a union-member tag, not a key
             out.append(part)  # a missing/extra key: report at that key
             cur = None
@@ -294,8 +307,7 @@ def read_spec_file(path: str | Path, what: str, keys: str, example: str) -> tupl
         raise SpecError(Problem(f"cannot read {what}: {e}", file=fname)) from None
     raw, positions = parse_yaml(text, fname)
     if not isinstance(raw, dict):
-        raise SpecError(Problem(f"a {what} must be a YAML mapping ({keys})", file=fname, line=1,
-                                hint=f"see {example}"))
+        raise SpecError(Problem(f"a {what} must be a YAML mapping ({keys})", file=fname, line=1, hint=f"see {example}"))
     ProblemList(profile_name_problems(raw, fname, positions)).raise_if_any(SpecError)
     return raw, positions
 
@@ -316,8 +328,10 @@ def with_data_dir(doc: dict, data_dir: str | Path) -> dict:
     if isinstance(out.get("evaluation"), dict):
         out["evaluation"] = {**out["evaluation"], "data_dir": d}
     if isinstance(out.get("readouts"), dict):
-        out["readouts"] = {k: ({**r, "data_dir": d} if isinstance(r, dict) and r.get("task") not in (None, "mini") else r)
-                           for k, r in out["readouts"].items()}
+        out["readouts"] = {
+            k: ({**r, "data_dir": d} if isinstance(r, dict) and r.get("task") not in (None, "mini") else r)
+            for k, r in out["readouts"].items()
+        }
     return out
 
 
@@ -344,8 +358,10 @@ def _fill_placeholders(doc: dict, folder: str) -> dict:
     if isinstance(out.get("evaluation"), dict) and out["evaluation"].get("data_dir") in DATA_DIR_PLACEHOLDERS:
         out["evaluation"] = {**out["evaluation"], "data_dir": folder}
     if isinstance(out.get("readouts"), dict):
-        out["readouts"] = {k: ({**r, "data_dir": folder} if isinstance(r, dict) and r.get("data_dir")
-                               in DATA_DIR_PLACEHOLDERS else r) for k, r in out["readouts"].items()}
+        out["readouts"] = {
+            k: ({**r, "data_dir": folder} if isinstance(r, dict) and r.get("data_dir") in DATA_DIR_PLACEHOLDERS else r)
+            for k, r in out["readouts"].items()
+        }
     return out
 
 
@@ -361,21 +377,29 @@ def resolve_data_dir_placeholders(doc: dict, fname: str, profile: str | None, *,
     if not env and not required:
         return doc
     if not env:
-        raise SpecError(Problem(
-            f"{where}: {', '.join(fields)} asks for a local data folder, and none was given",
-            hint=f"pass --data-dir FOLDER or set {DATA_DIR_ENV}=FOLDER (a folder with <task>/test.jsonl files)"))
+        raise SpecError(
+            Problem(
+                f"{where}: {', '.join(fields)} asks for a local data folder, and none was given",
+                hint=f"pass --data-dir FOLDER or set {DATA_DIR_ENV}=FOLDER (a folder with <task>/test.jsonl files)",
+            )
+        )
     folder = Path(env).expanduser()
     if not folder.is_dir():
-        raise SpecError(Problem(f"{DATA_DIR_ENV}={env} is not a folder (needed by {where}: {', '.join(fields)})",
-                                hint="point it at the folder holding <task>/test.jsonl files"))
+        raise SpecError(
+            Problem(
+                f"{DATA_DIR_ENV}={env} is not a folder (needed by {where}: {', '.join(fields)})",
+                hint="point it at the folder holding <task>/test.jsonl files",
+            )
+        )
     return _fill_placeholders(doc, str(folder.resolve()))
 
 
 _NOT_GIVEN: Any = object()
 
 
-def load_study(path: str | Path, profile: str | None = None, *, check_refs: bool = True,
-               data_dir: str | Path | None = _NOT_GIVEN) -> LoadedStudy:
+def load_study(
+    path: str | Path, profile: str | None = None, *, check_refs: bool = True, data_dir: str | Path | None = _NOT_GIVEN
+) -> LoadedStudy:
     """Read, merge the profile, validate and cross-check a study file. Raises SpecError listing every problem.
     `data_dir` overrides where benchmark data is read from (see `with_data_dir`); `data_dir:
     $MECHSTEER_DATA_DIR` in the file is filled from that environment variable when `data_dir` is None. The
@@ -383,14 +407,22 @@ def load_study(path: str | Path, profile: str | None = None, *, check_refs: bool
     unfilled is then an error. Called without it (validation), an unfilled placeholder is kept as written."""
     required = data_dir is not _NOT_GIVEN
     data_dir = None if data_dir is _NOT_GIVEN else data_dir
-    raw, positions = read_spec_file(path, "study file", "name:, models:, conditions:, ...",
-                                    "studies/quickstart.yaml for a minimal study")
-    return _load_document(raw, positions, Path(path), profile, check_refs=check_refs, data_dir=data_dir,
-                          required=required)
+    raw, positions = read_spec_file(
+        path, "study file", "name:, models:, conditions:, ...", "studies/quickstart.yaml for a minimal study"
+    )
+    return _load_document(
+        raw, positions, Path(path), profile, check_refs=check_refs, data_dir=data_dir, required=required
+    )
 
 
-def load_study_dict(doc: dict, profile: str | None = None, *, base_dir: str | Path | None = None,
-                    data_dir: str | Path | None = None, check_refs: bool = True) -> LoadedStudy:
+def load_study_dict(
+    doc: dict,
+    profile: str | None = None,
+    *,
+    base_dir: str | Path | None = None,
+    data_dir: str | Path | None = None,
+    check_refs: bool = True,
+) -> LoadedStudy:
     """A study built in memory (the same document a YAML file holds); relative paths in it are resolved
     against `base_dir` (default: the working directory). Problems name the study `<in-memory study>`."""
     if not isinstance(doc, dict):
@@ -402,14 +434,25 @@ def load_study_dict(doc: dict, profile: str | None = None, *, base_dir: str | Pa
 IN_MEMORY = "<in-memory study>"
 
 
-def _load_document(raw: dict, positions: dict, file: Path, profile: str | None, *, check_refs: bool,
-                   data_dir: str | Path | None, required: bool = True) -> LoadedStudy:
+def _load_document(
+    raw: dict,
+    positions: dict,
+    file: Path,
+    profile: str | None,
+    *,
+    check_refs: bool,
+    data_dir: str | Path | None,
+    required: bool = True,
+) -> LoadedStudy:
     fname = str(file) if file.name != IN_MEMORY else IN_MEMORY
     merged = apply_profile(raw, profile, fname, positions) if profile else raw
     if data_dir is not None:
         if not Path(data_dir).expanduser().is_dir():
-            raise SpecError(Problem(f"--data-dir {data_dir} is not a folder",
-                                    hint="give the folder holding <task>/test.jsonl files"))
+            raise SpecError(
+                Problem(
+                    f"--data-dir {data_dir} is not a folder", hint="give the folder holding <task>/test.jsonl files"
+                )
+            )
         merged = with_data_dir(merged, data_dir)
     merged = resolve_data_dir_placeholders(merged, fname, profile, required=required)
     spec = validate_document(StudySpec, merged, fname, positions, profile)

@@ -24,6 +24,7 @@ VectorSpec = discriminated_union(VECTOR_KINDS)
 InterventionSpec = discriminated_union(INTERVENTION_KINDS)
 ReadoutSpec = discriminated_union(READOUT_KINDS)
 
+
 def _condition_tag(v: Any) -> str | None:
     if isinstance(v, (list, tuple)):
         return "List"  # capitalised: the error locator drops union tags like this one from field paths
@@ -34,9 +35,12 @@ def _condition_tag(v: Any) -> str | None:
 
 Condition = Annotated[
     Union[Annotated[list[InterventionSpec], Tag("List")], Annotated[SweepSpec, Tag("SweepSpec")]],  # type: ignore[valid-type]
-    Discriminator(_condition_tag, custom_error_type="invalid_condition",
-                  custom_error_message="a condition is a list of interventions ([] = unsteered), or a sweep "
-                  "{sweep: {var: range}, interventions: [...]}"),
+    Discriminator(
+        _condition_tag,
+        custom_error_type="invalid_condition",
+        custom_error_message="a condition is a list of interventions ([] = unsteered), or a sweep "
+        "{sweep: {var: range}, interventions: [...]}",
+    ),
 ]
 """A condition: a list of interventions applied together, or a sweep expanded per model (`spec.sweeps`)."""
 
@@ -122,6 +126,8 @@ def expanded_conditions(spec: StudySpec, shape: ModelShape | None) -> dict[str, 
                 out[cname] = _INTERVENTION_LIST.validate_python(raw)
             except ValidationError as e:
                 err = e.errors(include_url=False)[0]
-                raise ValueError(f"sweep {name!r} expands to condition {cname!r}, whose interventions are "
-                                 f"invalid at {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+                raise ValueError(
+                    f"sweep {name!r} expands to condition {cname!r}, whose interventions are "
+                    f"invalid at {'.'.join(map(str, err['loc']))}: {err['msg']}"
+                ) from None
     return out

@@ -45,8 +45,14 @@ class StepRange(StrictModel):
 SweepRange = Union[NamedRange, list[Union[int, float, str]], StepRange]
 
 _WHERE = re.compile(r"^\s*([A-Za-z_]\w*)\s*(<=|<|==|!=|>=|>)\s*([A-Za-z_]\w*|-?\d+)\s*$")
-_OPS = {"<=": lambda a, b: a <= b, "<": lambda a, b: a < b, "==": lambda a, b: a == b,
-        "!=": lambda a, b: a != b, ">=": lambda a, b: a >= b, ">": lambda a, b: a > b}
+_OPS = {
+    "<=": lambda a, b: a <= b,
+    "<": lambda a, b: a < b,
+    "==": lambda a, b: a == b,
+    "!=": lambda a, b: a != b,
+    ">=": lambda a, b: a >= b,
+    ">": lambda a, b: a > b,
+}
 
 
 class SweepSpec(StrictModel):
@@ -89,8 +95,11 @@ def check_name(name: str, sweep: SweepSpec) -> str | None:
     """Why a condition name template cannot name every expansion (None if it can)."""
     missing = sorted(set(sweep.sweep) - placeholders(name))
     if missing:
-        return (f"the condition name {name!r} must contain every sweep variable as a placeholder (missing: "
-                + ", ".join("{" + m + "}" for m in missing) + "), so each expanded condition has its own name")
+        return (
+            f"the condition name {name!r} must contain every sweep variable as a placeholder (missing: "
+            + ", ".join("{" + m + "}" for m in missing)
+            + "), so each expanded condition has its own name"
+        )
     extra = sorted(placeholders(name) - set(sweep.sweep))
     if extra:
         return f"the condition name {name!r} uses {', '.join(extra)}, which the sweep does not define"
@@ -104,8 +113,10 @@ def values(r: SweepRange, shape: ModelShape | None) -> list:
     if isinstance(r, list):
         return list(r)
     if shape is None:
-        raise ValueError(f"the range {r!r} depends on the model, whose shape is not known before loading it "
-                         "(use a known hub id or a local folder with config.json)")
+        raise ValueError(
+            f"the range {r!r} depends on the model, whose shape is not known before loading it "
+            "(use a known hub id or a local folder with config.json)"
+        )
     return list(range({"layers": shape.n_layers, "query_heads": shape.n_heads, "kv_heads": shape.n_kv_heads}[r]))
 
 

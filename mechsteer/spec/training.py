@@ -77,8 +77,9 @@ class Lora1Setup(StrictModel):
 
 
 _SETUP_KEYS = ("single_layer", "layers", "at_place", "lora1")
-_SETUP_FORMS = ("`all_layers`, `full`, {single_layer: k}, {layers: [...]}, {at_place: {layer: k, place: name}} "
-                "or {lora1: layers}")
+_SETUP_FORMS = (
+    "`all_layers`, `full`, {single_layer: k}, {layers: [...]}, {at_place: {layer: k, place: name}} or {lora1: layers}"
+)
 
 
 def _setup_tag(v: Any) -> str | None:
@@ -94,8 +95,12 @@ def _setup_tag(v: Any) -> str | None:
 
 
 # Tags are class-like names: the error locator drops capitalised union tags from field paths.
-_SETUP_TAGS = {"single_layer": "SingleLayerSetup", "layers": "LayersSetup", "at_place": "AtPlaceSetup",
-               "lora1": "Lora1Setup"}
+_SETUP_TAGS = {
+    "single_layer": "SingleLayerSetup",
+    "layers": "LayersSetup",
+    "at_place": "AtPlaceSetup",
+    "lora1": "Lora1Setup",
+}
 
 
 Setup = Annotated[
@@ -106,8 +111,9 @@ Setup = Annotated[
         Annotated[AtPlaceSetup, Tag("AtPlaceSetup")],
         Annotated[Lora1Setup, Tag("Lora1Setup")],
     ],
-    Discriminator(_setup_tag, custom_error_type="invalid_setup",
-                  custom_error_message=f"unknown setup; expected {_SETUP_FORMS}"),
+    Discriminator(
+        _setup_tag, custom_error_type="invalid_setup", custom_error_message=f"unknown setup; expected {_SETUP_FORMS}"
+    ),
 ]
 """What is trained (see the module docstring)."""
 
@@ -132,8 +138,9 @@ def resolve_setup(setup, n_layers: int) -> ResolvedSetup:
     if isinstance(setup, LayersSetup):
         return ResolvedSetup("vectors", tuple(resolve_layers(setup.layers, n_layers)))
     if isinstance(setup, AtPlaceSetup):
-        return ResolvedSetup("at_place", (_one_layer(setup.at_place.layer, n_layers, "at_place.layer"),),
-                             setup.at_place.place)
+        return ResolvedSetup(
+            "at_place", (_one_layer(setup.at_place.layer, n_layers, "at_place.layer"),), setup.at_place.place
+        )
     if isinstance(setup, Lora1Setup):
         return ResolvedSetup("lora1", tuple(resolve_layers(setup.lora1, n_layers)))
     raise ValueError(f"unknown setup {setup!r}")  # pragma: no cover - the schema rejects it
@@ -418,16 +425,34 @@ def check_train_spec(ls: LoadedTrainSpec) -> list[Problem]:
             except LayerResolutionError as e:
                 out.append(ls.problem(("rloo", "lr_per_layer", k), f"{e} ({spec.model.id})"))
     if spec.setup == "full" and spec.model.dtype != "float32" and spec.rloo.lr < 1e-5:
-        half = "bfloat16 (which dtype auto picks on GPUs and bf16 CPUs)" if spec.model.dtype == "auto" else spec.model.dtype
-        out.append(ls.problem(("rloo", "lr"), f"lr {spec.rloo.lr} is below {half} resolution for full "
-                              "fine-tuning: the updates would round away",
-                              hint="use model.dtype: float32 for full fine-tuning at the paper's 1e-6"))
+        half = (
+            "bfloat16 (which dtype auto picks on GPUs and bf16 CPUs)"
+            if spec.model.dtype == "auto"
+            else spec.model.dtype
+        )
+        out.append(
+            ls.problem(
+                ("rloo", "lr"),
+                f"lr {spec.rloo.lr} is below {half} resolution for full fine-tuning: the updates would round away",
+                hint="use model.dtype: float32 for full fine-tuning at the paper's 1e-6",
+            )
+        )
     if spec.data.kind == "jsonl" and not ls.resolve_path(spec.data.path).is_file():
-        out.append(ls.problem(("data", "path"), f"data file not found: {ls.resolve_path(spec.data.path)}",
-                              hint="paths are relative to the training file"))
+        out.append(
+            ls.problem(
+                ("data", "path"),
+                f"data file not found: {ls.resolve_path(spec.data.path)}",
+                hint="paths are relative to the training file",
+            )
+        )
     if spec.rloo.max_new_tokens is None and spec.model.max_length is None:
-        out.append(ls.problem(("rloo", "max_new_tokens"), "no generation length: set rloo.max_new_tokens or "
-                              "model.max_length (the paper: max_length 4096 for Qwen2.5-Math-7B)"))
+        out.append(
+            ls.problem(
+                ("rloo", "max_new_tokens"),
+                "no generation length: set rloo.max_new_tokens or "
+                "model.max_length (the paper: max_length 4096 for Qwen2.5-Math-7B)",
+            )
+        )
     return out
 
 
@@ -441,8 +466,11 @@ def trained_vectors_path(spec) -> tuple[Path, str]:
     compiler binds paths)."""
     ts = load_train_spec(spec.train, spec.profile)
     out = Path(spec.output) if spec.output else ts.output_dir()
-    command = f"mechsteer train {spec.train}" + (f" --profile {spec.profile}" if spec.profile else "") + \
-        (f" --output {spec.output}" if spec.output else "")
+    command = (
+        f"mechsteer train {spec.train}"
+        + (f" --profile {spec.profile}" if spec.profile else "")
+        + (f" --output {spec.output}" if spec.output else "")
+    )
     if spec.checkpoint is not None:
         return checkpoint_dir(out / "checkpoints", spec.checkpoint) / "vectors.safetensors", command
     return out / "vectors.safetensors", command

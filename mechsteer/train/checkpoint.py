@@ -21,13 +21,11 @@ from pathlib import Path
 
 import torch
 
-from mechsteer.errors import MechsteerError
 from mechsteer.atomic import atomic_dir
+from mechsteer.errors import MechsteerError
 from mechsteer.spec.training import checkpoint_dir  # noqa: F401 - the layout lives with the training spec
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
-
-
 
 
 def latest_checkpoint(root: Path) -> Path | None:
@@ -42,8 +40,14 @@ def latest_checkpoint(root: Path) -> Path | None:
     return max(found)[1] if found else None
 
 
-def save_checkpoint(root: Path, step: int, params: dict[str, torch.nn.Parameter], optimizer: torch.optim.Optimizer,
-                    info: dict, write_extra) -> Path:
+def save_checkpoint(
+    root: Path,
+    step: int,
+    params: dict[str, torch.nn.Parameter],
+    optimizer: torch.optim.Optimizer,
+    info: dict,
+    write_extra,
+) -> Path:
     """Write checkpoint `step`; `write_extra(dir)` adds the exported vectors/adapters."""
     from safetensors.torch import save_file
 
@@ -64,8 +68,7 @@ def save_checkpoint(root: Path, step: int, params: dict[str, torch.nn.Parameter]
                     scalars.setdefault(str(idx), {})[k] = v
         tensors["rng/torch"] = torch.get_rng_state()
         save_file(tensors, str(tmp / "state.safetensors"))
-        state = {"step": step, "param_names": names, "param_groups": sd["param_groups"],
-                 "opt_scalars": scalars, **info}
+        state = {"step": step, "param_names": names, "param_groups": sd["param_groups"], "opt_scalars": scalars, **info}
         (tmp / "state.json").write_text(json.dumps(state, indent=1, sort_keys=True))
         write_extra(tmp)
     return final
@@ -78,9 +81,10 @@ def load_checkpoint(path: Path, params: dict[str, torch.nn.Parameter], optimizer
     state = json.loads((path / "state.json").read_text())
     tensors = load_file(str(path / "state.safetensors"))
     if state["param_names"] != list(params):
-        raise MechsteerError(f"checkpoint {path} holds parameters {state['param_names'][:4]}..., "
-                             f"this run trains {list(params)[:4]}...",
-                             hint="resume with the same setup, or start a fresh output folder")
+        raise MechsteerError(
+            f"checkpoint {path} holds parameters {state['param_names'][:4]}..., this run trains {list(params)[:4]}...",
+            hint="resume with the same setup, or start a fresh output folder",
+        )
     with torch.no_grad():
         for n, p in params.items():
             src = tensors[f"param/{n}"]

@@ -59,8 +59,10 @@ def _read_jsonl(path: Path, pf: str, af: str) -> list[dict]:
             except json.JSONDecodeError as e:
                 raise MechsteerError(f"{path}:{n}: not valid JSON ({e.msg})") from None
             if pf not in row or af not in row:
-                raise MechsteerError(f"{path}:{n}: a row needs fields {pf!r} and {af!r}; found {sorted(row)}",
-                                     hint="set data.problem_field / data.answer_field")
+                raise MechsteerError(
+                    f"{path}:{n}: a row needs fields {pf!r} and {af!r}; found {sorted(row)}",
+                    hint="set data.problem_field / data.answer_field",
+                )
             rows.append({"id": str(row.get("id", n - 1)), "problem": str(row[pf]), "answer": str(row[af]).strip()})
     return rows
 
@@ -86,13 +88,15 @@ def _read_hub(data) -> list[dict]:
         raise MechsteerError(
             f"cannot load hub dataset {data.id!r} (split {data.split!r}): {str(e).splitlines()[0] if str(e) else e}",
             hint="download it where the hub is reachable and use `data: {kind: jsonl, path: ...}`, or unset "
-                 "HF_DATASETS_OFFLINE when the hub is reachable",
+            "HF_DATASETS_OFFLINE when the hub is reachable",
         ) from None
     missing = [f for f in (data.problem_field, data.answer_field) if f not in ds.column_names]
     if missing:
         raise MechsteerError(f"hub dataset {data.id!r} has no columns {missing}; columns: {ds.column_names}")
-    return [{"id": str(i), "problem": str(r[data.problem_field]), "answer": str(r[data.answer_field] or "").strip()}
-            for i, r in enumerate(ds)]
+    return [
+        {"id": str(i), "problem": str(r[data.problem_field]), "answer": str(r[data.answer_field] or "").strip()}
+        for i, r in enumerate(ds)
+    ]
 
 
 def encode_prompts(lm, problems: list[str], template: str, prefix: str | None) -> list[list[int]]:
@@ -131,8 +135,17 @@ class PromptPool:
         return out
 
 
-def build_pool(lm, data, resolve_path, *, prompts_per_step: int, seed: int, max_prompt_tokens: int | None,
-               rows: list[dict] | None = None, max_length: int | None = None) -> PromptPool:
+def build_pool(
+    lm,
+    data,
+    resolve_path,
+    *,
+    prompts_per_step: int,
+    seed: int,
+    max_prompt_tokens: int | None,
+    rows: list[dict] | None = None,
+    max_length: int | None = None,
+) -> PromptPool:
     """Load, shuffle (seed), limit, render, tokenize and length-filter the training problems.
 
     A prompt longer than `max_prompt_tokens` is dropped (the authors drop prompts over max_seq_length); one
@@ -154,7 +167,9 @@ def build_pool(lm, data, resolve_path, *, prompts_per_step: int, seed: int, max_
             continue
         items.append(TrainItem(str(r["id"]), r["problem"], str(r["answer"]), tuple(t)))
     if no_room:
-        warnings.warn(f"{len(no_room)} training prompt(s) fill model.max_length ({max_length} tokens) and leave no "
-                      f"room to generate; dropped: {', '.join(no_room[:5])}{' ...' if len(no_room) > 5 else ''}",
-                      stacklevel=2)
+        warnings.warn(
+            f"{len(no_room)} training prompt(s) fill model.max_length ({max_length} tokens) and leave no "
+            f"room to generate; dropped: {', '.join(no_room[:5])}{' ...' if len(no_room) > 5 else ''}",
+            stacklevel=2,
+        )
     return PromptPool(items, prompts_per_step, seed)

@@ -73,8 +73,9 @@ class BlockVectors(Parameterisation):
         self.n_layers, self.d_model = shape.n_layers, shape.d_model
         self.layers = sorted(layers)
         dev = next(model.parameters()).device
-        self.vectors = {i: nn.Parameter(torch.zeros(shape.d_model, dtype=torch.float32, device=dev))
-                        for i in self.layers}
+        self.vectors = {
+            i: nn.Parameter(torch.zeros(shape.d_model, dtype=torch.float32, device=dev)) for i in self.layers
+        }
 
     def named_trainable(self) -> dict[str, nn.Parameter]:
         return {f"layer.{i}": p for i, p in self.vectors.items()}

@@ -7,8 +7,8 @@ any callable (e.g. "the first generated token is X") to the trainer instead.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 
 @dataclass(frozen=True)
@@ -45,8 +45,11 @@ def named_reward(name: str, negative: float = -1.0, template: str = "qwen_math")
 
     def fn(c: Completion) -> Graded:
         g = grade_completion(c, template)
-        ok = {"boxed": g.boxed_correct, "last_number": g.last_number_correct,
-              "boxed_or_last_number": g.boxed_correct or g.last_number_correct}[name]
+        ok = {
+            "boxed": g.boxed_correct,
+            "last_number": g.last_number_correct,
+            "boxed_or_last_number": g.boxed_correct or g.last_number_correct,
+        }[name]
         return Graded(1.0 if ok else negative, g.boxed_correct or g.last_number_correct, g.boxed_correct, g.has_box)
 
     return fn

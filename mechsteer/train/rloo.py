@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
 from mechsteer.train.rollout import Prompts, Rollouts, prefill_groups
 
 
@@ -31,8 +32,9 @@ def rloo_advantages(rewards: torch.Tensor) -> torch.Tensor:
     return rewards - (total - rewards) / (G - 1)
 
 
-def sequence_logprobs(model, prompts: Prompts, tokens: torch.Tensor, mask: torch.Tensor, group_size: int,
-                      temperature: float = 1.0) -> torch.Tensor:
+def sequence_logprobs(
+    model, prompts: Prompts, tokens: torch.Tensor, mask: torch.Tensor, group_size: int, temperature: float = 1.0
+) -> torch.Tensor:
     """Sum over t of log pi(y_t | x, y_<t) for each response row (P*G rows), differentiable.
 
     `prompts` holds P prompts; row p*G + g of `tokens`/`mask` is a response to prompt p."""
@@ -42,8 +44,9 @@ def sequence_logprobs(model, prompts: Prompts, tokens: torch.Tensor, mask: torch
     if R > 1:
         full_mask = torch.cat([pre.mask, mask[:, :-1].to(pre.mask.dtype)], dim=1)
         rpos = pre.next_pos + torch.arange(R - 1, device=tokens.device).unsqueeze(0)
-        rest = model(input_ids=tokens[:, :-1], attention_mask=full_mask, position_ids=rpos, use_cache=True,
-                     **pre.cache_kwargs).logits  # predicts y_1..y_{R-1}
+        rest = model(
+            input_ids=tokens[:, :-1], attention_mask=full_mask, position_ids=rpos, use_cache=True, **pre.cache_kwargs
+        ).logits  # predicts y_1..y_{R-1}
         logits = torch.cat([first, rest], dim=1)
     else:
         logits = first
@@ -63,8 +66,9 @@ class LossResult:
     backward_ran: bool
 
 
-def rloo_loss_backward(model, rollouts: Rollouts, advantages: torch.Tensor, *, temperature: float,
-                       chunk_prompts: int = 4) -> LossResult:
+def rloo_loss_backward(
+    model, rollouts: Rollouts, advantages: torch.Tensor, *, temperature: float, chunk_prompts: int = 4
+) -> LossResult:
     """Compute the RLOO loss of a rollout batch and accumulate its gradient (`.backward()` per chunk).
 
     Groups with all-zero advantages are skipped (zero contribution); if every group is skipped, nothing
@@ -76,7 +80,7 @@ def rloo_loss_backward(model, rollouts: Rollouts, advantages: torch.Tensor, *, t
     active = [p for p in range(P) if bool((adv[p] != 0).any())]
     total = 0.0
     for c in range(0, len(active), chunk_prompts):
-        groups = active[c: c + chunk_prompts]
+        groups = active[c : c + chunk_prompts]
         rows = torch.tensor([p * G + g for p in groups for g in range(G)], device=rollouts.tokens.device)
         sub_prompts = _trim(Prompts(rollouts.prompts.ids[groups], rollouts.prompts.mask[groups]))
         tokens, mask = rollouts.tokens[rows], rollouts.mask[rows]

@@ -48,8 +48,8 @@ def pad_prompts(token_lists: list[list[int]], pad_id: int, device: torch.device 
     ids = torch.full((len(token_lists), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(token_lists), width), dtype=torch.long)
     for r, toks in enumerate(token_lists):
-        ids[r, width - len(toks):] = torch.tensor(toks, dtype=torch.long)
-        mask[r, width - len(toks):] = 1
+        ids[r, width - len(toks) :] = torch.tensor(toks, dtype=torch.long)
+        mask[r, width - len(toks) :] = 1
     return Prompts(ids.to(device), mask.to(device))
 
 
@@ -98,13 +98,17 @@ def prefill_groups(model, prompts: Prompts, group_size: int) -> GroupPrefill:
     cache = DynamicCache()
     ckw = cache_kwargs(model, cache)
     pos = prompts.positions()
-    out = model(input_ids=prompts.ids, attention_mask=prompts.mask, position_ids=pos, use_cache=True,
-                logits_to_keep=1, **ckw)
+    out = model(
+        input_ids=prompts.ids, attention_mask=prompts.mask, position_ids=pos, use_cache=True, logits_to_keep=1, **ckw
+    )
     if group_size > 1:
         cache.batch_repeat_interleave(group_size)
-    return GroupPrefill(ckw, out.logits[:, -1].repeat_interleave(group_size, dim=0),
-                        prompts.mask.repeat_interleave(group_size, dim=0),
-                        pos[:, -1:].repeat_interleave(group_size, dim=0) + 1)
+    return GroupPrefill(
+        ckw,
+        out.logits[:, -1].repeat_interleave(group_size, dim=0),
+        prompts.mask.repeat_interleave(group_size, dim=0),
+        pos[:, -1:].repeat_interleave(group_size, dim=0) + 1,
+    )
 
 
 def row_budgets(prompts: Prompts, max_length: int | None, max_new_tokens: int | None) -> torch.Tensor:
@@ -120,8 +124,17 @@ def row_budgets(prompts: Prompts, max_length: int | None, max_new_tokens: int | 
 
 
 @torch.no_grad()
-def sample(model, prompts: Prompts, *, group_size: int, max_new_tokens: int | torch.Tensor, temperature: float,
-           stop_ids: list[int], pad_id: int, generator: torch.Generator | None = None) -> Rollouts:
+def sample(
+    model,
+    prompts: Prompts,
+    *,
+    group_size: int,
+    max_new_tokens: int | torch.Tensor,
+    temperature: float,
+    stop_ids: list[int],
+    pad_id: int,
+    generator: torch.Generator | None = None,
+) -> Rollouts:
     """Sample `group_size` completions per prompt (temperature 0 = greedy), stopping at any of `stop_ids`.
 
     `max_new_tokens` is one budget for every row, or a (P,) tensor of per-prompt budgets (`row_budgets`): a

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from mechsteer.atomic import atomic_write_text, default_mode
 from mechsteer.errors import CompileError, MechsteerError
 from mechsteer.hooks import HookScope
 from mechsteer.spec.layers import LayerResolutionError, resolve_layer
@@ -33,7 +34,6 @@ from mechsteer.spec.paths import resolve_path
 from mechsteer.spec.training import LoadedTrainSpec, TrainSpec, resolve_setup
 from mechsteer.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from mechsteer.train.data import PromptPool, build_pool, encode_prompts
-from mechsteer.atomic import atomic_write_text, default_mode
 from mechsteer.train.metrics import MetricsLog, plot_metrics
 from mechsteer.train.params import BlockVectors, FullModel, Lora1, Parameterisation, PlaceVector, build_parameterisation
 from mechsteer.train.rewards import Completion, custom_reward, named_reward
@@ -81,9 +81,21 @@ class Trainer:
     `lm` (a `LoadedModel`), `rows` (training problems), `eval_rows` and `reward_fn` (a callable on
     `Completion`) may be given directly; tests use them with tiny models."""
 
-    def __init__(self, spec: TrainSpec | LoadedTrainSpec, *, lm=None, output_dir: Path | None = None,
-                 base_dir: Path | None = None, steps: int | None = None, reward_fn=None, rows: list[dict] | None = None,
-                 eval_rows: list[dict] | None = None, console=None, progress: bool = True, run_eval: bool = True):
+    def __init__(
+        self,
+        spec: TrainSpec | LoadedTrainSpec,
+        *,
+        lm=None,
+        output_dir: Path | None = None,
+        base_dir: Path | None = None,
+        steps: int | None = None,
+        reward_fn=None,
+        rows: list[dict] | None = None,
+        eval_rows: list[dict] | None = None,
+        console=None,
+        progress: bool = True,
+        run_eval: bool = True,
+    ):
         if isinstance(spec, LoadedTrainSpec):
             self.loaded = spec
             spec, base_dir = spec.spec, spec.base_dir
@@ -118,9 +130,16 @@ class Trainer:
         else:
             self.grader = named_reward(spec.reward, spec.rloo.negative_reward, spec.data.template)
         max_prompt = spec.data.max_prompt_tokens or spec.model.max_length
-        self.pool: PromptPool = build_pool(lm, spec.data, self._resolve, prompts_per_step=spec.rloo.prompts_per_step,
-                                           seed=spec.seed, max_prompt_tokens=max_prompt, rows=rows,
-                                           max_length=spec.model.max_length)
+        self.pool: PromptPool = build_pool(
+            lm,
+            spec.data,
+            self._resolve,
+            prompts_per_step=spec.rloo.prompts_per_step,
+            seed=spec.seed,
+            max_prompt_tokens=max_prompt,
+            rows=rows,
+            max_length=spec.model.max_length,
+        )
         self.total_steps = steps or spec.rloo.steps or max(1, math.ceil(len(self.pool) / spec.rloo.prompts_per_step))
         self.warmup_steps = math.ceil(spec.rloo.warmup_ratio * self.total_steps)
         self.checkpoint_every = spec.checkpoint_every or max(1, math.ceil(self.total_steps / 6))
@@ -142,8 +161,13 @@ class Trainer:
         for name, p in self.trainable.items():
             block = self.params.block_of(name)
             groups.setdefault(table.get(block, r.lr) if block is not None else r.lr, []).append(p)
-        return torch.optim.AdamW([{"params": ps, "lr": lr, "base_lr": lr} for lr, ps in groups.items()],
-                                 lr=r.lr, betas=tuple(r.betas), eps=r.eps, weight_decay=r.weight_decay)
+        return torch.optim.AdamW(
+            [{"params": ps, "lr": lr, "base_lr": lr} for lr, ps in groups.items()],
+            lr=r.lr,
+            betas=tuple(r.betas),
+            eps=r.eps,
+            weight_decay=r.weight_decay,
+        )
 
     def _eval_data(self, eval_rows):
         ev = self.eval_spec
@@ -154,8 +178,9 @@ class Trainer:
 
             variant = ev.variant or (self.spec.data.variant if self.spec.data.kind == "mini" else None)
             eval_rows = generate_mini(split="test", n=ev.n, **({"variant": variant} if variant else {}))
-        ids = encode_prompts(self.lm, [r["problem"] for r in eval_rows], self.spec.data.template,
-                             self.spec.data.prefix_token)
+        ids = encode_prompts(
+            self.lm, [r["problem"] for r in eval_rows], self.spec.data.template, self.spec.data.prefix_token
+        )
         return eval_rows, ids
 
     # ------------------------------------------------------------------ one step
@@ -168,11 +193,21 @@ class Trainer:
         prompts = pad_prompts([list(it.prompt_ids) for it in items], tok.pad_token_id, self.device)
         max_new = row_budgets(prompts, self.spec.model.max_length, r.max_new_tokens)  # per prompt, as the authors
         if bool((max_new <= 0).any()):
-            raise MechsteerError(f"step {step}: no room to generate (prompt {int(prompts.lengths.max())} tokens, "
-                                 f"max_length {self.spec.model.max_length})")
+            raise MechsteerError(
+                f"step {step}: no room to generate (prompt {int(prompts.lengths.max())} tokens, "
+                f"max_length {self.spec.model.max_length})"
+            )
         gen = torch.Generator(device=self.device).manual_seed(step_seed(self.spec.seed, step))
-        ro = sample(self.lm.model, prompts, group_size=r.group_size, max_new_tokens=max_new,
-                    temperature=r.temperature, stop_ids=self.stop_ids, pad_id=tok.pad_token_id, generator=gen)
+        ro = sample(
+            self.lm.model,
+            prompts,
+            group_size=r.group_size,
+            max_new_tokens=max_new,
+            temperature=r.temperature,
+            stop_ids=self.stop_ids,
+            pad_id=tok.pad_token_id,
+            generator=gen,
+        )
         t_sample = time.perf_counter() - t0
 
         graded = []
@@ -185,8 +220,13 @@ class Trainer:
         t_reward = time.perf_counter() - t0 - t_sample
 
         self.lm.model.train(False)
-        res = rloo_loss_backward(self.lm.model, ro, adv.to(self.device), temperature=r.temperature,
-                                 chunk_prompts=r.loss_chunk_prompts or DEFAULT_CHUNK_PROMPTS)
+        res = rloo_loss_backward(
+            self.lm.model,
+            ro,
+            adv.to(self.device),
+            temperature=r.temperature,
+            chunk_prompts=r.loss_chunk_prompts or DEFAULT_CHUNK_PROMPTS,
+        )
         params = list(self.trainable.values())
         if not res.backward_ran:
             for p in params:
@@ -201,14 +241,26 @@ class Trainer:
         lengths = ro.lengths.float()
         n = len(graded)
         return {
-            "type": "step", "step": step + 1, "lr": self.optimizer.param_groups[0]["lr"],
-            "reward_mean": float(rewards.mean()), "accuracy": sum(g.lenient for g in graded) / n,
-            "boxed_accuracy": sum(g.boxed for g in graded) / n, "boxed_rate": sum(g.has_box for g in graded) / n,
-            "loss": res.loss, "grad_norm": grad_norm, "n_tokens": ro.n_tokens,
-            "mean_len": float(lengths.mean()), "truncated": float((~ro.finished).float().mean()),
-            "groups_with_signal": res.groups_with_signal, "groups": len(items),
-            "backward_skipped": not res.backward_ran, "param_norm": self._param_norm(),
-            "t_sample": t_sample, "t_reward": t_reward, "t_update": t_total - t_sample - t_reward, "t_step": t_total,
+            "type": "step",
+            "step": step + 1,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "reward_mean": float(rewards.mean()),
+            "accuracy": sum(g.lenient for g in graded) / n,
+            "boxed_accuracy": sum(g.boxed for g in graded) / n,
+            "boxed_rate": sum(g.has_box for g in graded) / n,
+            "loss": res.loss,
+            "grad_norm": grad_norm,
+            "n_tokens": ro.n_tokens,
+            "mean_len": float(lengths.mean()),
+            "truncated": float((~ro.finished).float().mean()),
+            "groups_with_signal": res.groups_with_signal,
+            "groups": len(items),
+            "backward_skipped": not res.backward_ran,
+            "param_norm": self._param_norm(),
+            "t_sample": t_sample,
+            "t_reward": t_reward,
+            "t_update": t_total - t_sample - t_reward,
+            "t_step": t_total,
             "tokens_per_s": ro.n_tokens / max(t_sample, 1e-9),
         }
 
@@ -225,23 +277,40 @@ class Trainer:
             return None
         from mechsteer.train.evaluate import evaluate
 
-        return evaluate(self.lm, self.eval_rows, self.eval_ids, greedy=ev.greedy, samples=ev.samples,
-                        temperature=ev.temperature, max_new_tokens=ev.max_new_tokens, batch_size=ev.batch_size,
-                        seed=self.spec.seed, template=self.spec.data.template)
+        return evaluate(
+            self.lm,
+            self.eval_rows,
+            self.eval_ids,
+            greedy=ev.greedy,
+            samples=ev.samples,
+            temperature=ev.temperature,
+            max_new_tokens=ev.max_new_tokens,
+            batch_size=ev.batch_size,
+            seed=self.spec.seed,
+            template=self.spec.data.template,
+        )
 
     def export_meta(self, step: int, last: dict | None, last_eval: dict | None) -> dict:
         """Metadata written into every exported vector file."""
         meta = {
-            "source": f"mechsteer train {self.spec.name} (step {step})", "step": step, "seed": self.spec.seed,
-            "model": self.spec.model.id, "model_revision": self.lm.revision or "", "setup": self.params.describe(),
-            "reward": self.spec.reward, "lr": self.spec.rloo.lr, "group_size": self.spec.rloo.group_size,
-            "prompts_per_step": self.spec.rloo.prompts_per_step, "dtype": self.spec.model.dtype,
+            "source": f"mechsteer train {self.spec.name} (step {step})",
+            "step": step,
+            "seed": self.spec.seed,
+            "model": self.spec.model.id,
+            "model_revision": self.lm.revision or "",
+            "setup": self.params.describe(),
+            "reward": self.spec.reward,
+            "lr": self.spec.rloo.lr,
+            "group_size": self.spec.rloo.group_size,
+            "prompts_per_step": self.spec.rloo.prompts_per_step,
+            "dtype": self.spec.model.dtype,
         }
         if self.spec.rloo.lr_per_layer:
             meta["lr_per_layer"] = json.dumps(self.spec.rloo.lr_per_layer, sort_keys=True)
         if last:
-            meta.update(reward_mean=f"{last['reward_mean']:.4f}", accuracy=f"{last['accuracy']:.4f}",
-                        lr_at_step=last["lr"])
+            meta.update(
+                reward_mean=f"{last['reward_mean']:.4f}", accuracy=f"{last['accuracy']:.4f}", lr_at_step=last["lr"]
+            )
         if last_eval:
             for k in ("greedy", "sampled"):
                 if k in last_eval:
@@ -283,13 +352,16 @@ class Trainer:
                 if resume:
                     ck = latest_checkpoint(ckpt_root)
                     if ck is None:
-                        raise MechsteerError(f"--resume: no checkpoint under {ckpt_root}",
-                                             hint="run without --resume to start training")
+                        raise MechsteerError(
+                            f"--resume: no checkpoint under {ckpt_root}", hint="run without --resume to start training"
+                        )
                     state = load_checkpoint(ck, self.trainable, self.optimizer)
                     if state.get("fingerprint") != fp:
-                        raise MechsteerError(f"--resume: checkpoint {ck} was made with a different training spec",
-                                             hint="only rloo.steps, eval, checkpoint_every and output may change "
-                                                  "on resume; use a fresh output folder otherwise")
+                        raise MechsteerError(
+                            f"--resume: checkpoint {ck} was made with a different training spec",
+                            hint="only rloo.steps, eval, checkpoint_every and output may change "
+                            "on resume; use a fresh output folder otherwise",
+                        )
                     start = int(state["step"])
                     train_seconds = float(state.get("train_seconds", 0.0))
                     self.metrics.cut(int(state["metrics_lines"]))
@@ -330,14 +402,14 @@ class Trainer:
                 self.metrics.append(rec)
                 out.append(rec)
                 last = rec
-                stats = (f"reward {rec['reward_mean']:+.3f} loss {rec['loss']:+.4f} "
-                         f"{rec['tokens_per_s']:.0f} tok/s")
+                stats = f"reward {rec['reward_mean']:+.3f} loss {rec['loss']:+.4f} {rec['tokens_per_s']:.0f} tok/s"
                 progress.update(task, advance=1, stats=stats)
                 skipped = " [yellow](all advantages 0: backward skipped)[/]" if rec["backward_skipped"] else ""
                 progress.console.print(
                     f"step {rec['step']}/{self.total_steps} reward {rec['reward_mean']:+.3f} acc {rec['accuracy']:.3f} "
                     f"loss {rec['loss']:+.5f} |g| {rec['grad_norm']:.3g} lr {rec['lr']:.2e} len {rec['mean_len']:.1f} "
-                    f"signal {rec['groups_with_signal']}/{rec['groups']} {rec['t_step']:.1f} s{skipped}")
+                    f"signal {rec['groups_with_signal']}/{rec['groups']} {rec['t_step']:.1f} s{skipped}"
+                )
                 done = rec["step"]
                 final = done == self.total_steps
                 ev = self.eval_spec
@@ -345,32 +417,64 @@ class Trainer:
                     last_eval = self._eval_record(done)
                     out.append(last_eval)
                 if final or done % self.checkpoint_every == 0:
-                    self._checkpoint(ckpt_root, done, fp, train_seconds, last, last_eval if last_eval and
-                                     last_eval["step"] == done else None)
+                    self._checkpoint(
+                        ckpt_root,
+                        done,
+                        fp,
+                        train_seconds,
+                        last,
+                        last_eval if last_eval and last_eval["step"] == done else None,
+                    )
         return out
 
     def _checkpoint(self, root: Path, step: int, fp: str, train_seconds: float, last, last_eval) -> Path:
         meta = self.export_meta(step, last, last_eval)
-        info = {"fingerprint": fp, "train_seconds": train_seconds, "metrics_lines": len(self.metrics),
-                "total_steps": self.total_steps}
-        return save_checkpoint(root, step, self.trainable, self.optimizer, info,
-                               lambda folder: self.write_params(folder, meta))
+        info = {
+            "fingerprint": fp,
+            "train_seconds": train_seconds,
+            "metrics_lines": len(self.metrics),
+            "total_steps": self.total_steps,
+        }
+        return save_checkpoint(
+            root, step, self.trainable, self.optimizer, info, lambda folder: self.write_params(folder, meta)
+        )
 
     def _progress(self):
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                   TimeRemainingColumn)
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
-        return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TextColumn("eta"),
-                        TimeRemainingColumn(), console=self.console, disable=not self.show_progress)
+        return Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[stats]}"),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            console=self.console,
+            disable=not self.show_progress,
+        )
 
     def _write_run_info(self) -> None:
-        info = {"spec": self.spec.model_dump(mode="json"), "profile": self.loaded.profile if self.loaded else None,
-                "model": self.lm.provenance() if hasattr(self.lm, "provenance") else {},
-                "setup": self.params.describe(), "trainable_parameters": self.params.n_params(),
-                "total_steps": self.total_steps, "warmup_steps": self.warmup_steps,
-                "checkpoint_every": self.checkpoint_every, "train_prompts": len(self.pool),
-                "torch": torch.__version__, "threads": torch.get_num_threads()}
+        info = {
+            "spec": self.spec.model_dump(mode="json"),
+            "profile": self.loaded.profile if self.loaded else None,
+            "model": self.lm.provenance() if hasattr(self.lm, "provenance") else {},
+            "setup": self.params.describe(),
+            "trainable_parameters": self.params.n_params(),
+            "total_steps": self.total_steps,
+            "warmup_steps": self.warmup_steps,
+            "checkpoint_every": self.checkpoint_every,
+            "train_prompts": len(self.pool),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+        }
         atomic_write_text(self.output_dir / "run.json", json.dumps(info, indent=1, sort_keys=True, default=str))
 
     def _finish(self, new_records: list[dict], eval_before) -> TrainResult:
@@ -382,9 +486,16 @@ class Trainer:
         meta = self.export_meta(done, last, last_eval if last_eval and last_eval["step"] == done else None)
         final = self.write_params(self.output_dir, meta)
         train_seconds = last["train_seconds"] if last else 0.0
-        summary = {"name": self.spec.name, "steps": done, "setup": self.params.describe(),
-                   "trainable_parameters": self.params.n_params(), "train_seconds": train_seconds,
-                   "eval_before": eval_before, "eval_after": last_eval, "final": str(final) if final else None}
+        summary = {
+            "name": self.spec.name,
+            "steps": done,
+            "setup": self.params.describe(),
+            "trainable_parameters": self.params.n_params(),
+            "train_seconds": train_seconds,
+            "eval_before": eval_before,
+            "eval_after": last_eval,
+            "final": str(final) if final else None,
+        }
         atomic_write_text(self.output_dir / "summary.json", json.dumps(summary, indent=1, sort_keys=True))
         if records:
             plot_metrics(records, self.output_dir / "train.png", title=f"{self.spec.name} ({self.params.describe()})")

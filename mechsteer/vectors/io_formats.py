@@ -34,8 +34,9 @@ def _stack(rows: dict[int, torch.Tensor], n_layers: int, d_model: int, path: Pat
     out = torch.zeros(n_layers, d_model)
     for i, v in rows.items():
         if v.numel() != d_model:
-            raise VectorError(f"{path}: the vector for layer {i} has {v.numel()} values; "
-                              f"the model's d_model is {d_model}")
+            raise VectorError(
+                f"{path}: the vector for layer {i} has {v.numel()} values; the model's d_model is {d_model}"
+            )
         out[i] = v.reshape(-1).float()
     if not torch.isfinite(out).all():
         raise VectorError(f"{path}: contains NaN or inf")
@@ -57,18 +58,21 @@ def load_lm_eval_steered(path: str | Path, n_layers: int, d_model: int, *, apply
         raise VectorError(
             f"{path}: cannot be read safely with torch.load(weights_only=True): {first}",
             hint="the file holds more than tensors, numbers and strings (pickled objects). mechsteer never "
-                 "unpickles code; re-save it with plain tensors, e.g. {'layers.N': {'steering_vector': tensor, "
-                 "'steering_coefficient': 1.0, 'action': 'add'}}",
+            "unpickles code; re-save it with plain tensors, e.g. {'layers.N': {'steering_vector': tensor, "
+            "'steering_coefficient': 1.0, 'action': 'add'}}",
         ) from None
     if not isinstance(cfg, dict) or not cfg:
-        raise VectorError(f"{path}: expected a non-empty dict {{hookpoint: {{steering_vector, ...}}}}, "
-                          f"got {type(cfg).__name__}")
+        raise VectorError(
+            f"{path}: expected a non-empty dict {{hookpoint: {{steering_vector, ...}}}}, got {type(cfg).__name__}"
+        )
     rows: dict[int, torch.Tensor] = {}
     for key, entry in cfg.items():
         m = LM_EVAL_KEY.match(str(key))
         if not m:
-            raise VectorError(f"{path}: hookpoint {key!r} is not a decoder-block output `layers.N`",
-                              hint="only block outputs map to mechsteer's `add`; other hookpoints are not supported")
+            raise VectorError(
+                f"{path}: hookpoint {key!r} is not a decoder-block output `layers.N`",
+                hint="only block outputs map to mechsteer's `add`; other hookpoints are not supported",
+            )
         if not isinstance(entry, dict) or not torch.is_tensor(entry.get("steering_vector")):
             raise VectorError(f"{path}: entry {key!r} has no tensor `steering_vector`")
         action = entry.get("action", "add")
@@ -86,8 +90,13 @@ def save_lm_eval_steered(vs: VectorSet, path: str | Path, *, coefficient: float 
     """Write `vs` as an lm-eval `steered` .pt file (`lm_eval --model steered --model_args steer_path=...`)."""
     path = Path(path)
     payload = {
-        f"layers.{i}": {"steering_vector": vs.vectors[i].clone(), "steering_coefficient": float(coefficient),
-                        "action": "add", "bias": None, "head_index": None}
+        f"layers.{i}": {
+            "steering_vector": vs.vectors[i].clone(),
+            "steering_coefficient": float(coefficient),
+            "action": "add",
+            "bias": None,
+            "head_index": None,
+        }
         for i in vs.layers
     }
     with atomic_path(path) as tmp:
@@ -126,8 +135,9 @@ def load_gguf_control(path: str | Path, n_layers: int, d_model: int, *, scale: f
     return _stack(rows, n_layers, d_model, path, meta)
 
 
-def save_gguf_control(vs: VectorSet, path: str | Path, *, model_hint: str = "llama",
-                      include_layer0: bool = False) -> Path:
+def save_gguf_control(
+    vs: VectorSet, path: str | Path, *, model_hint: str = "llama", include_layer0: bool = False
+) -> Path:
     """Write `vs` as a GGUF control vector (`llama-cli --control-vector FILE`, repeng `import_gguf`).
 
     llama.cpp rejects `direction.0`: a set with a layer-0 row raises unless `include_layer0=True` (for repeng),
@@ -137,8 +147,10 @@ def save_gguf_control(vs: VectorSet, path: str | Path, *, model_hint: str = "lla
     path = Path(path)
     layers = list(vs.layers)
     if 0 in layers and not include_layer0:
-        raise VectorError("llama.cpp cannot load a control vector for block 0 (`direction.0` is rejected)",
-                          hint="drop row 0 (vs.select(layers[1:])) or pass include_layer0=True for repeng")
+        raise VectorError(
+            "llama.cpp cannot load a control vector for block 0 (`direction.0` is rejected)",
+            hint="drop row 0 (vs.select(layers[1:])) or pass include_layer0=True for repeng",
+        )
     with atomic_path(path) as tmp:
         writer = gguf.GGUFWriter(tmp, GGUF_ARCH)
         writer.add_string(f"{GGUF_ARCH}.model_hint", model_hint)

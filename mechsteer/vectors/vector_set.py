@@ -59,7 +59,7 @@ class VectorSet:
         h.update(self.vectors[self.layers].numpy().tobytes() if self.layers else b"")
         return h.hexdigest()
 
-    def select(self, layers: list[int]) -> "VectorSet":
+    def select(self, layers: list[int]) -> VectorSet:
         missing = [i for i in layers if i not in self.layers]
         if missing:
             raise VectorError(f"vector set has no rows {missing}; rows present: {_fmt_rows(self.layers)}")
@@ -68,7 +68,7 @@ class VectorSet:
         return VectorSet(v, list(layers), dict(self.meta))
 
     @classmethod
-    def load(cls, path: str | Path) -> "VectorSet":
+    def load(cls, path: str | Path) -> VectorSet:
         """Read a mechsteer safetensors vector set (see `load_vector_set`)."""
         return load_vector_set(path)
 

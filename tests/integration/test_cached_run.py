@@ -28,16 +28,24 @@ def test_fully_cached_run_does_not_import_torch(tmp_path):
     m = make_tiny_model("llama", vocab_size=VOCAB_SIZE)
     m.save_pretrained(tmp_path / "model")
     make_tiny_tokenizer().save_pretrained(tmp_path / "model")
-    doc = {"name": "cached", "models": {"tiny": {"id": "model", "dtype": "float32", "device": "cpu"}},
-           "vectors": {"v": {"kind": "random", "seed": 0, "norm": 4.0}},
-           "conditions": {"base": [], "steer": [{"kind": "add", "vector": "v"}]},
-           "readouts": {"first": {"kind": "first_token", "prompts": ["ab"], "template": "raw", "track": ["a"]}}}
+    doc = {
+        "name": "cached",
+        "models": {"tiny": {"id": "model", "dtype": "float32", "device": "cpu"}},
+        "vectors": {"v": {"kind": "random", "seed": 0, "norm": 4.0}},
+        "conditions": {"base": [], "steer": [{"kind": "add", "vector": "v"}]},
+        "readouts": {"first": {"kind": "first_token", "prompts": ["ab"], "template": "raw", "track": ["a"]}},
+    }
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(doc))
     load_study(tmp_path / "s.yaml").run(output_dir=tmp_path / "out")
     repo = Path(__file__).resolve().parents[2]
-    r = subprocess.run([sys.executable, "-c", DRIVER, str(tmp_path / "s.yaml"), str(tmp_path / "out")],
-                       capture_output=True, text=True, cwd=tmp_path, timeout=300,
-                       env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(repo), "HF_HUB_OFFLINE": "1"})
+    r = subprocess.run(
+        [sys.executable, "-c", DRIVER, str(tmp_path / "s.yaml"), str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(repo), "HF_HUB_OFFLINE": "1"},
+    )
     assert r.returncode == 0, r.stderr
     assert "ran 0 cells, 2 cached" in r.stdout, r.stdout
     assert "IMPORTED False False" in r.stdout, r.stdout

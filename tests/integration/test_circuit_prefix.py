@@ -11,8 +11,8 @@ from conftest import make_tiny_model
 from mechsteer.errors import CompileError
 from mechsteer.interventions import steering
 from mechsteer.models.adapters import adapter_for
-from mechsteer.spec.models import ModelSpec
 from mechsteer.spec.kinds.prompting import PrefixTokenSpec
+from mechsteer.spec.models import ModelSpec
 
 
 def test_token_defaults_and_misuse():

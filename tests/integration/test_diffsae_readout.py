@@ -23,9 +23,19 @@ def test_diffsae_readout_end_to_end(tmp_path):
         "models": {"tiny": {"id": "model", "dtype": "float32", "device": "cpu"}},
         "vectors": {"v": {"kind": "random", "seed": 0, "norm": 6.0}},
         "conditions": {"base": [], "steer": [{"kind": "add", "vector": "v"}]},
-        "readouts": {"sae": {"kind": "diffsae", "task": "mini", "limit": 6, "template": "raw", "layers": [1, 2],
-                             "max_new_tokens": 6, "batch_size": 6, "conditions": ["steer"],
-                             "sae": {"width": 16, "k": 2, "tokens": 640, "batch_size": 64}}},
+        "readouts": {
+            "sae": {
+                "kind": "diffsae",
+                "task": "mini",
+                "limit": 6,
+                "template": "raw",
+                "layers": [1, 2],
+                "max_new_tokens": 6,
+                "batch_size": 6,
+                "conditions": ["steer"],
+                "sae": {"width": 16, "k": 2, "tokens": 640, "batch_size": 64},
+            }
+        },
     }
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
     study = load_study(tmp_path / "s.yaml")

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from typer.testing import CliRunner
-
 from conftest import make_tiny_model
 from tiny_tokenizer import VOCAB_SIZE, make_tiny_tokenizer
+from typer.testing import CliRunner
+
+from mechsteer import measurement
 from mechsteer.cli.app import app
 from mechsteer.engine.execute import execute_plan
-from mechsteer import measurement
 from mechsteer.engine.plan import compile_study
 from mechsteer.engine.store import CellStore
 from mechsteer.spec.loader import load_study
@@ -42,8 +42,13 @@ def _study(tmp_path: Path, model_dir: Path, **extra) -> Path:
             "steer_gen": [{"kind": "add", "vector": "v", "layer": [1, 2], "positions": "generated"}],
         },
         "readouts": {
-            "gen": {"kind": "generate", "prompts": ["ab", "hello there", "x"], "template": "raw",
-                    "max_new_tokens": 6, "batch_size": 2},
+            "gen": {
+                "kind": "generate",
+                "prompts": ["ab", "hello there", "x"],
+                "template": "raw",
+                "max_new_tokens": 6,
+                "batch_size": 2,
+            },
             "first": {"kind": "first_token", "prompts": ["ab", "hello there"], "template": "raw", "track": ["a"]},
         },
     }
@@ -113,8 +118,11 @@ def test_interrupted_run_keeps_finished_cells_and_resumes(tmp_path, tiny_model_d
             raise KeyboardInterrupt
         return real(task)
 
-    monkeypatch.setattr(measurement, "runner_for",
-                        lambda kind: interrupt_on_second_call if kind == "first_token" else real_runner_for(kind))
+    monkeypatch.setattr(
+        measurement,
+        "runner_for",
+        lambda kind: interrupt_on_second_call if kind == "first_token" else real_runner_for(kind),
+    )
     with pytest.raises(KeyboardInterrupt):
         execute_plan(plan)
     store = CellStore(plan.cells_dir)
@@ -158,7 +166,9 @@ def test_wrong_vector_shape_is_a_clear_error(tmp_path, tiny_model_dir):
     from mechsteer.vectors import VectorSet, save_vector_set
 
     save_vector_set(VectorSet(torch.randn(30, 576), list(range(30))), tmp_path / "big.safetensors")
-    study = _study(tmp_path, tiny_model_dir, vectors={"v": {"kind": "file", "path": "big.safetensors"}, "z": {"kind": "zeros"}})
+    study = _study(
+        tmp_path, tiny_model_dir, vectors={"v": {"kind": "file", "path": "big.safetensors"}, "z": {"kind": "zeros"}}
+    )
     r = CliRunner().invoke(app, ["run", str(study), "-o", str(tmp_path / "out"), "--quiet"])
     assert r.exit_code == 1
     assert "[30, 576]" in r.output and "[4, 32]" in r.output and "Traceback" not in r.output

@@ -8,10 +8,8 @@ import json
 import textwrap
 
 import pytest
-
 from conftest import make_tiny_model, register_model
 from tiny_tokenizer import VOCAB_SIZE, make_tiny_tokenizer
-
 
 STUDY = """\
 name: tiny-eval

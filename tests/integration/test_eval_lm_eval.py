@@ -5,15 +5,13 @@ samples per problem behave, and conditions never share lm-eval cached outputs.""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
-
 from conftest import make_tiny_model, register_model
 from tiny_tokenizer import VOCAB_SIZE, make_tiny_tokenizer
-from mechsteer.measurement import MeasurementTask
+
 from mechsteer.interventions import steering
+from mechsteer.measurement import MeasurementTask
 from mechsteer.models.adapters import adapter_for
 from mechsteer.models.loading import LoadedModel
 from mechsteer.spec.kinds.eval_task import EvalTaskSpec
@@ -29,13 +27,22 @@ def tiny_lm(dtype=torch.float32, chat: bool | None = None, max_length: int | Non
     model = make_tiny_model("llama", dtype=dtype, vocab_size=VOCAB_SIZE, max_position_embeddings=512)
     adapter = adapter_for(model)
     spec = ModelSpec(id="tiny", dtype="float32", chat_template=chat, max_length=max_length)
-    return LoadedModel("tiny", spec, model, tok, adapter, adapter.shape(model), torch.device("cpu"), dtype,
-                       "local", None)
+    return LoadedModel(
+        "tiny", spec, model, tok, adapter, adapter.shape(model), torch.device("cpu"), dtype, "local", None
+    )
 
 
 def options(**over) -> EvalTaskSpec:
-    o = {"task": "mini", "protocol": "greedy", "samples": 1, "limit": 6, "max_new_tokens": 5, "batch_size": 4,
-         "template": "qwen_math", "data_dir": None}
+    o = {
+        "task": "mini",
+        "protocol": "greedy",
+        "samples": 1,
+        "limit": 6,
+        "max_new_tokens": 5,
+        "batch_size": 4,
+        "template": "qwen_math",
+        "data_dir": None,
+    }
     o.update(over)
     return EvalTaskSpec(**o)
 
@@ -77,8 +84,13 @@ def _guard_module_model(lm):
 @pytest.mark.parametrize("protocol", ["greedy", "paper"])
 def test_steering_changes_outputs_and_zero_vector_reproduces_them(lm, protocol):
     base = run(lm, protocol=protocol, samples=2 if protocol == "paper" else 1)
-    steered = run(lm, [AddSpec(vector="v", layer=[1])], {"v": random_vs()}, protocol=protocol,
-                  samples=2 if protocol == "paper" else 1)
+    steered = run(
+        lm,
+        [AddSpec(vector="v", layer=[1])],
+        {"v": random_vs()},
+        protocol=protocol,
+        samples=2 if protocol == "paper" else 1,
+    )
     zero = run(lm, [AddSpec(vector="z")], {"z": ZEROS}, protocol=protocol, samples=2 if protocol == "paper" else 1)
     assert completions(zero) == completions(base), "a zero vector must reproduce the unsteered run exactly"
     assert completions(steered) != completions(base), "the steering hook was not active during lm-eval generation"
@@ -94,8 +106,19 @@ def test_scale_zero_equals_base_and_hooks_removed_after(lm):
 
 def test_metrics_files_and_logs(lm):
     r = run(lm, protocol="paper", samples=3, limit=4)
-    for key in ("acc_boxed", "acc_boxed_pass1", "acc_lenient", "acc_lenient_pass1", "boxed_rate", "mean_len",
-                "mean_len_correct", "mean_len_incorrect", "n_samples", "n_problems", "samples_per_problem"):
+    for key in (
+        "acc_boxed",
+        "acc_boxed_pass1",
+        "acc_lenient",
+        "acc_lenient_pass1",
+        "boxed_rate",
+        "mean_len",
+        "mean_len_correct",
+        "mean_len_incorrect",
+        "n_samples",
+        "n_problems",
+        "samples_per_problem",
+    ):
         assert key in r.metrics, key
     assert r.metrics["n_problems"] == 4 and r.metrics["n_samples"] == 12 and r.metrics["samples_per_problem"] == 3
     assert 0 < r.metrics["mean_len"] <= 5
@@ -103,8 +126,14 @@ def test_metrics_files_and_logs(lm):
         assert len(s["filtered_resps"][0]) == 3 and len(s["graded"]) == 3
         assert s["acc_boxed"] == pytest.approx(sum(g["boxed"] for g in s["graded"]) / 3)
     assert b'"mechsteer_mini"' in r.files["lm_eval_results.json"]
-    assert r.info["generation_kwargs"] == {"until": [], "do_sample": True, "temperature": 1.0, "top_p": 1.0,
-                                           "top_k": 0, "max_gen_toks": 5}
+    assert r.info["generation_kwargs"] == {
+        "until": [],
+        "do_sample": True,
+        "temperature": 1.0,
+        "top_p": 1.0,
+        "top_k": 0,
+        "max_gen_toks": 5,
+    }
 
 
 def test_seed_drives_sampling(lm):
@@ -139,13 +168,14 @@ def test_plain_template_when_chat_template_is_off():
 
 def test_length_budget_is_per_row_prompt_plus_generation():
     """max_length caps prompt + generation per sequence (the paper's rule), without cutting prompts."""
+    from mechsteer.eval.lm_eval_tasks import load_problems
     from mechsteer.eval.templates import build_prompt
 
-    from mechsteer.eval.lm_eval_tasks import load_problems
-
     probe = tiny_lm()
-    lengths = [len(probe.tokenizer(build_prompt(probe.tokenizer, p["problem"]), add_special_tokens=False)["input_ids"])
-               for p in load_problems("mini", None, 6)]
+    lengths = [
+        len(probe.tokenizer(build_prompt(probe.tokenizer, p["problem"]), add_special_tokens=False)["input_ids"])
+        for p in load_problems("mini", None, 6)
+    ]
     assert len(set(lengths)) > 1, "the test needs prompts of different lengths"
     budget = max(lengths) + 3  # the longest prompt may generate 3 tokens, shorter ones more
     lm = tiny_lm(max_length=budget)
@@ -167,8 +197,8 @@ def test_bridge_generation_matches_mechsteer_generate_with_position_selective_st
     """`positions: generated` steering through lm-eval (left-padded batches of 4) equals mechsteer's own
     generation one prompt at a time, and the bridge calls begin() before every generate batch.
     (float32: transformers 5 returns NaN logits for left-padded float64 batches.)"""
-    from mechsteer.generation import generate, render_prompts
     from mechsteer.eval.lm_eval_tasks import load_problems
+    from mechsteer.generation import generate, render_prompts
     from mechsteer.interventions.base import SteeringContext
 
     lm = tiny_lm(dtype=torch.float32)
@@ -176,8 +206,9 @@ def test_bridge_generation_matches_mechsteer_generate_with_position_selective_st
     vecs = {"v": random_vs(scale=4.0)}
     begins = []
     real_begin = SteeringContext.begin
-    monkeypatch.setattr(SteeringContext, "begin", lambda self, lengths=None: begins.append(lengths) or
-                        real_begin(self, lengths))
+    monkeypatch.setattr(
+        SteeringContext, "begin", lambda self, lengths=None: begins.append(lengths) or real_begin(self, lengths)
+    )
     via_lm_eval = run(lm, ivs, vecs, limit=6, batch_size=4)
     assert begins == [None, None], "one begin() per generate batch (6 prompts in batches of 4)"
     monkeypatch.undo()

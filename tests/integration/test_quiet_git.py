@@ -37,11 +37,28 @@ def test_eval_run_outside_git_prints_nothing_about_git(tmp_path):
     make_tiny_model("llama", vocab_size=VOCAB_SIZE, max_position_embeddings=512).save_pretrained(folder / "tiny_model")
     make_tiny_tokenizer().save_pretrained(folder / "tiny_model")
     (folder / "study.yaml").write_text(textwrap.dedent(STUDY))
-    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-           "GIT_CEILING_DIRECTORIES": str(tmp_path)}  # git must not find a repository above `folder`
-    assert subprocess.run(["git", "rev-parse", "--git-dir"], cwd=folder, env=env, capture_output=True, check=False).returncode != 0
-    r = subprocess.run([sys.executable, "-m", "mechsteer.cli.app", "run", "study.yaml", "-o", "out", "--quiet"],
-                       cwd=folder, env=env, capture_output=True, text=True, timeout=300, check=False)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "GIT_CEILING_DIRECTORIES": str(tmp_path),
+    }  # git must not find a repository above `folder`
+    assert (
+        subprocess.run(
+            ["git", "rev-parse", "--git-dir"], cwd=folder, env=env, capture_output=True, check=False
+        ).returncode
+        != 0
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "mechsteer.cli.app", "run", "study.yaml", "-o", "out", "--quiet"],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert r.returncode == 0, r.stderr
     assert "ran 2 cells" in r.stdout
     assert "git" not in r.stderr.lower(), r.stderr

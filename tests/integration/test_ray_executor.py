@@ -36,10 +36,21 @@ def study_file(tmp_path_factory) -> Path:
         "name": "tiny_ray",
         "models": {"tiny": {"id": "model", "dtype": "float32", "device": "cpu"}},
         "vectors": {"v": {"kind": "random", "seed": 0, "norm": 8.0}},
-        "conditions": {"base": [], "steer": [{"kind": "add", "vector": "v", "layer": "penultimate"}],
-                       "steer_last": [{"kind": "add", "vector": "v", "layer": "last"}]},
-        "readouts": {"gen": {"kind": "generate", "prompts": ["ab", "hello there", "x"], "template": "raw",
-                             "max_new_tokens": 24, "temperature": 1.0, "batch_size": 2}},
+        "conditions": {
+            "base": [],
+            "steer": [{"kind": "add", "vector": "v", "layer": "penultimate"}],
+            "steer_last": [{"kind": "add", "vector": "v", "layer": "last"}],
+        },
+        "readouts": {
+            "gen": {
+                "kind": "generate",
+                "prompts": ["ab", "hello there", "x"],
+                "template": "raw",
+                "max_new_tokens": 24,
+                "temperature": 1.0,
+                "batch_size": 2,
+            }
+        },
         "seeds": [0, 1, 2, 3],
     }
     (d / "s.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))

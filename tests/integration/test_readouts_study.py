@@ -43,8 +43,8 @@ def _pad(seqs):
     ids = torch.zeros(len(seqs), T, dtype=torch.long)
     mask = torch.zeros(len(seqs), T, dtype=torch.long)
     for r, s in enumerate(seqs):
-        ids[r, :len(s["ids"])] = torch.tensor(s["ids"])
-        mask[r, :len(s["ids"])] = 1
+        ids[r, : len(s["ids"])] = torch.tensor(s["ids"])
+        mask[r, : len(s["ids"])] = 1
     return ids, mask
 
 
@@ -54,12 +54,14 @@ def _resid(model, ids, mask, add: dict[int, torch.Tensor], where=None) -> list[t
     when given), by own forward hooks."""
     outs, handles = [], []
     for i, layer in enumerate(model.model.layers):
+
         def hook(m, a, o, i=i):
             h = o[0] if isinstance(o, tuple) else o
             if i in add:
                 h = h + (add[i] if where is None else where.unsqueeze(-1).to(h.dtype) * add[i])
             outs.append(h.detach().clone())
             return (h, *o[1:]) if isinstance(o, tuple) else h
+
         handles.append(layer.register_forward_hook(hook))
     try:
         logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
@@ -85,29 +87,37 @@ def run(tmp_path_factory):
     model.save_pretrained(tmp / "model")
     make_tiny_tokenizer().save_pretrained(tmp / "model")
     g = torch.Generator().manual_seed(3)
-    lora = {"A": torch.randn(N, D_FF, generator=g), "B": torch.randn(N, D, generator=g) * 2,
-            "layers": torch.tensor([1, 2])}
+    lora = {
+        "A": torch.randn(N, D_FF, generator=g),
+        "B": torch.randn(N, D, generator=g) * 2,
+        "layers": torch.tensor([1, 2]),
+    }
     save_file(lora, str(tmp / "lora.safetensors"))
-    sampled = {"prompts": PROMPTS, "template": "qwen_math", "max_new_tokens": 6, "temperature": 1.0,
-               "batch_size": 2}
+    sampled = {"prompts": PROMPTS, "template": "qwen_math", "max_new_tokens": 6, "temperature": 1.0, "batch_size": 2}
     doc = {
-        "name": "tiny_readouts", "seeds": [0],
+        "name": "tiny_readouts",
+        "seeds": [0],
         "models": {"tiny": {"id": "model", "dtype": "float32", "device": "cpu"}},
-        "vectors": {"v": {"kind": "random", "seed": 0, "norm": 4.0},
-                    "w": {"kind": "random", "seed": 1, "norm": 2.0},
-                    "u": {"kind": "random", "seed": 2, "norm": 3.0, "layers": [2]}},
-        "conditions": {"base": [], "steer": [{"kind": "add", "vector": "v"}],
-                       "steer_w": [{"kind": "add", "vector": "w"}], "one": [{"kind": "add", "vector": "u"}],
-                       "gen_steer": [{"kind": "add", "vector": "v", "positions": "generated"}],
-                       "lora": [{"kind": "lora1", "path": "lora.safetensors"}]},
+        "vectors": {
+            "v": {"kind": "random", "seed": 0, "norm": 4.0},
+            "w": {"kind": "random", "seed": 1, "norm": 2.0},
+            "u": {"kind": "random", "seed": 2, "norm": 3.0, "layers": [2]},
+        },
+        "conditions": {
+            "base": [],
+            "steer": [{"kind": "add", "vector": "v"}],
+            "steer_w": [{"kind": "add", "vector": "w"}],
+            "one": [{"kind": "add", "vector": "u"}],
+            "gen_steer": [{"kind": "add", "vector": "v", "positions": "generated"}],
+            "lora": [{"kind": "lora1", "path": "lora.safetensors"}],
+        },
         "readouts": {
             "lens": {"kind": "logit_lens", "conditions": ["steer", "one"], "k": 5, "unembedding_bias": True, **sampled},
             "stats": {"kind": "vector_stats", "conditions": ["steer*", "one"]},
             "scripts": {"kind": "non_english", "conditions": ["steer"], "ks": [5, 40]},
             "persist": {"kind": "persistence", "conditions": ["steer"], **sampled},
             "shift": {"kind": "token_shift", "conditions": ["steer", "gen_steer"], "track": ["a", "T"], **sampled},
-            "self": {"kind": "token_shift", "conditions": ["steer"], "reference": "steer", "track": [],
-                     **sampled},
+            "self": {"kind": "token_shift", "conditions": ["steer"], "reference": "steer", "track": [], **sampled},
             "alpha": {"kind": "tokenwise", "conditions": ["lora"], **sampled},
         },
     }
@@ -126,8 +136,11 @@ def _vec(run, name):
     from mechsteer.engine.vectors import BuildContext
     from mechsteer.spec.kinds.vectors import RandomVectors
 
-    specs = {"v": RandomVectors(seed=0, norm=4.0), "w": RandomVectors(seed=1, norm=2.0),
-             "u": RandomVectors(seed=2, norm=3.0, layers=[2])}
+    specs = {
+        "v": RandomVectors(seed=0, norm=4.0),
+        "w": RandomVectors(seed=1, norm=2.0),
+        "u": RandomVectors(seed=2, norm=3.0, layers=[2]),
+    }
     return BuildContext(n_layers=N, d_model=D, specs=specs, model_id="tiny").get(name).vectors.double()
 
 
@@ -160,7 +173,7 @@ def test_vector_readouts_match_direct_computation(run):
     assert one_norms.layer.tolist() == [2] and one_norms.norm.tolist() == pytest.approx([3.0], rel=1e-6)
     summ = pd.read_csv(stats["steer"] / "summary.csv")
     s = torch.linalg.svdvals(v)
-    assert summ.stable_rank.iloc[0] == pytest.approx(float((s ** 2).sum() / s[0] ** 2), rel=1e-9)
+    assert summ.stable_rank.iloc[0] == pytest.approx(float((s**2).sum() / s[0] ** 2), rel=1e-9)
     norms = pd.read_csv(stats["steer"] / "norms.csv")
     assert norms.norm.tolist() == pytest.approx([4.0] * N, rel=1e-6)
     al = pd.read_csv(run["out"] / "report" / "vector_stats_alignment.csv")
@@ -189,8 +202,12 @@ def test_persistence_and_unembedding_bias_match_own_forward(run):
     table = pd.read_csv(_cells(results, "persistence")["steer"] / "table.csv")
     bias = pd.read_csv(_cells(results, "logit_lens")["steer"] / "bias_vectors.csv", index_col=0)
     for src in range(N):
-        seqs = _sequences(out, lambda ivs, src=src: len(ivs) == 1 and ivs[0]["kind"] == "add"
-                          and ivs[0]["vector"] == "v" and ivs[0]["layer"] == src)
+        seqs = _sequences(
+            out,
+            lambda ivs, src=src: (
+                len(ivs) == 1 and ivs[0]["kind"] == "add" and ivs[0]["vector"] == "v" and ivs[0]["layer"] == src
+            ),
+        )
         ids, mask = _pad(seqs)
         base, _ = _resid(model, ids, mask, {})
         steered, _ = _resid(model, ids, mask, {src: v[src]})
@@ -221,8 +238,11 @@ def test_token_shift_matches_own_forward_and_is_zero_against_itself(run):
         if c["kind"] == "token_shift":
             cells[c["measurement"]] = results.store.dir(c["hash"]) / "token_shift"
     for cond, positions in (("steer", "all"), ("gen_steer", "generated")):
-        cell = next(results.store.dir(c["hash"]) / "token_shift" for c in results.recorded()
-                    if c["measurement"] == "readout:shift" and c["condition"] == cond)
+        cell = next(
+            results.store.dir(c["hash"]) / "token_shift"
+            for c in results.recorded()
+            if c["measurement"] == "readout:shift" and c["condition"] == cond
+        )
         _check_shift(run, pd.read_csv(cell / "positions.csv", keep_default_na=False), positions)
     same = pd.read_csv(cells["readout:self"] / "positions.csv", keep_default_na=False)
     assert len(same) > 0 and same.kl.abs().max() == 0.0
@@ -234,14 +254,18 @@ def _check_shift(run, pos, positions):
     the path that replay cannot take)."""
     model, out = run["model"], run["out"]
     v = _vec(run, "v").float()
-    seqs = _sequences(out, lambda ivs: len(ivs) == 1 and ivs[0]["kind"] == "add" and ivs[0]["layer"] == "all"
-                      and ivs[0]["positions"] == positions)
+    seqs = _sequences(
+        out,
+        lambda ivs: (
+            len(ivs) == 1 and ivs[0]["kind"] == "add" and ivs[0]["layer"] == "all" and ivs[0]["positions"] == positions
+        ),
+    )
     ids, mask = _pad(seqs)
     where = None
     if positions == "generated":
         where = torch.zeros_like(mask, dtype=torch.bool)
         for r, s in enumerate(seqs):
-            where[r, s["prompt_length"]:len(s["ids"])] = True
+            where[r, s["prompt_length"] : len(s["ids"])] = True
     _, base = _resid(model, ids, mask, {})
     _, steered = _resid(model, ids, mask, {src: v[src] for src in range(N)}, where)
     lp, lq = torch.log_softmax(base.double(), -1), torch.log_softmax(steered.double(), -1)
@@ -279,6 +303,7 @@ def test_tokenwise_alpha_matches_hand_lora(run):
             z = args[0]
             seen[i] = (z @ a) * b.norm()
             return o + (z @ a).unsqueeze(-1) * b
+
         handles.append(model.model.layers[i].mlp.down_proj.register_forward_hook(hook))
     try:
         with torch.no_grad():
@@ -289,19 +314,31 @@ def test_tokenwise_alpha_matches_hand_lora(run):
     for r, s in enumerate(seqs):
         for i in (1, 2):
             got = rows[(rows["sample"] == s["sample"]) & (rows.layer == i)].sort_values("pos")
-            assert got.alpha.to_numpy() == pytest.approx(seen[i][r, :len(s["ids"])].numpy(), rel=1e-4, abs=1e-4)
+            assert got.alpha.to_numpy() == pytest.approx(seen[i][r, : len(s["ids"])].numpy(), rel=1e-4, abs=1e-4)
             assert set(got.segment) >= {"system", "problem", "generation"}
 
 
 def test_report_has_every_section_with_plots(run):
     rep = run["out"] / "report"
     text = (rep / "report.md").read_text()
-    for title in ("## Logit lens of the vectors", "### Effective unembedding bias", "## Vector statistics",
-                  "## Non-Latin scripts", "## Persistence of single-layer vectors", "## Token shift",
-                  "## Token-wise magnitude of lora1"):
+    for title in (
+        "## Logit lens of the vectors",
+        "### Effective unembedding bias",
+        "## Vector statistics",
+        "## Non-Latin scripts",
+        "## Persistence of single-layer vectors",
+        "## Token shift",
+        "## Token-wise magnitude of lora1",
+    ):
         assert title in text
     pngs = [line.split("(")[1].rstrip(")") for line in text.splitlines() if line.startswith("![")]
     assert len(pngs) >= 7 and all((rep / p).is_file() for p in pngs)
-    for f in ("logit_lens.csv", "persistence.csv", "token_shift_groups.csv", "non_english.csv",
-              "vector_stats.csv", "tokenwise_layers.csv"):
+    for f in (
+        "logit_lens.csv",
+        "persistence.csv",
+        "token_shift_groups.csv",
+        "non_english.csv",
+        "vector_stats.csv",
+        "tokenwise_layers.csv",
+    ):
         assert len(pd.read_csv(rep / f)) > 0

@@ -22,8 +22,10 @@ from mechsteer.report import write_report
 from mechsteer.results import Results
 
 REPO = Path(__file__).resolve().parents[2]
-TOKENS = ("<!DOCTYPE html><html><body><span class='tok' style='background:#f4a582'>To</span>"
-          "<span class='tok' style='background:#92c5de'> solve</span></body></html>")
+TOKENS = (
+    "<!DOCTYPE html><html><body><span class='tok' style='background:#f4a582'>To</span>"
+    "<span class='tok' style='background:#92c5de'> solve</span></body></html>"
+)
 
 
 def _can_install() -> bool:
@@ -47,12 +49,19 @@ def _browser():
     if chromium is None or driver is None:
         if _can_install():
             pytest.fail("chromium/chromedriver missing although apt-get is available: run scripts/setup_browser.sh")
-        pytest.skip("no chromium + chromedriver here and no root apt-get to install them "
-                    "(Debian: apt-get install chromium chromium-driver)")
+        pytest.skip(
+            "no chromium + chromedriver here and no root apt-get to install them "
+            "(Debian: apt-get install chromium chromium-driver)"
+        )
     opts = webdriver.ChromeOptions()
     opts.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--allow-file-access-from-files"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--allow-file-access-from-files",
+    ):
         opts.add_argument(arg)
     return webdriver.Chrome(service=Service(driver), options=opts)
 
@@ -89,8 +98,12 @@ def test_report_html_renders_in_a_headless_browser(tmp_path):
             assert t.size["width"] > 0 and t.size["height"] > 0
         images = browser.find_elements("css selector", "img")
         assert len(images) == len(pngs)
-        sizes = [browser.execute_script("return [arguments[0].complete, arguments[0].naturalWidth, "
-                                        "arguments[0].naturalHeight]", im) for im in images]
+        sizes = [
+            browser.execute_script(
+                "return [arguments[0].complete, arguments[0].naturalWidth, arguments[0].naturalHeight]", im
+            )
+            for im in images
+        ]
         assert all(ok and w > 0 and h > 0 for ok, w, h in sizes), sizes
         # the decoded widths are the PNG files' own widths (PNG header: width at bytes 16..20)
         widths = sorted(int.from_bytes(p.read_bytes()[16:20], "big") for p in pngs)

@@ -30,10 +30,12 @@ def test_wide_and_delta_tables_by_hand():
     for (cond, seed), (acc, length) in vals.items():
         for model in ("m1", "m2"):
             shift = 0.0 if model == "m1" else 0.125
-            rows += [(model, cond, "gen", "generate", seed, "acc_lenient", acc - shift, "c"),
-                     (model, cond, "gen", "generate", seed, "mean_len", length, "c"),
-                     (model, cond, "gen", "generate", seed, "n", 3.0, "c"),  # counts are not headline metrics
-                     (model, cond, "gen", "generate", seed, "truncated_rate", 0.5, "c")]  # not a headline metric
+            rows += [
+                (model, cond, "gen", "generate", seed, "acc_lenient", acc - shift, "c"),
+                (model, cond, "gen", "generate", seed, "mean_len", length, "c"),
+                (model, cond, "gen", "generate", seed, "n", 3.0, "c"),  # counts are not headline metrics
+                (model, cond, "gen", "generate", seed, "truncated_rate", 0.5, "c"),
+            ]  # not a headline metric
     means, text = wide_table(_long(rows), ["steer", "base"])
     assert list(means.columns) == ["gen/acc_lenient", "gen/mean_len"]
     assert list(means.index) == [("m1", "steer"), ("m1", "base"), ("m2", "steer"), ("m2", "base")]
@@ -59,8 +61,9 @@ def study(tmp_path_factory) -> Path:
         "models": {"tiny": {"id": str(d / "model"), "dtype": "float32", "device": "cpu"}},
         "vectors": {"v": {"kind": "random", "seed": 0, "norm": 8.0}},
         "conditions": {"base": [], "steer": [{"kind": "add", "vector": "v", "layer": "penultimate"}]},
-        "readouts": {"first": {"kind": "first_token", "prompts": ["ab", "hello there"], "template": "raw",
-                               "track": ["a"]}},
+        "readouts": {
+            "first": {"kind": "first_token", "prompts": ["ab", "hello there"], "template": "raw", "track": ["a"]}
+        },
     }
     p = d / "tiny.yaml"
     p.write_text(yaml.safe_dump(doc, sort_keys=False))

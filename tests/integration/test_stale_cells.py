@@ -19,18 +19,23 @@ def study_file(tmp_path):
     m = make_tiny_model("llama", vocab_size=VOCAB_SIZE)
     m.save_pretrained(tmp_path / "model")
     make_tiny_tokenizer().save_pretrained(tmp_path / "model")
-    doc = {"name": "stale", "models": {"tiny": {"id": "model", "dtype": "float32", "device": "cpu"}},
-           "vectors": {"v": {"kind": "random", "seed": 0, "norm": 4.0}},
-           "conditions": {"base": [], "steer": [{"kind": "add", "vector": "v"}]},
-           "readouts": {"first": {"kind": "first_token", "prompts": ["ab", "hello"], "template": "raw", "track": ["a"]}}}
+    doc = {
+        "name": "stale",
+        "models": {"tiny": {"id": "model", "dtype": "float32", "device": "cpu"}},
+        "vectors": {"v": {"kind": "random", "seed": 0, "norm": 4.0}},
+        "conditions": {"base": [], "steer": [{"kind": "add", "vector": "v"}]},
+        "readouts": {"first": {"kind": "first_token", "prompts": ["ab", "hello"], "template": "raw", "track": ["a"]}},
+    }
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(doc))
     return tmp_path / "s.yaml"
 
 
 def _pretend(monkeypatch, source: str | None = None, torch_version: str | None = None):
     real = code_version.code_fingerprint()
-    fp = {"source": source or real["source"], "packages": {**real["packages"],
-                                                            **({"torch": torch_version} if torch_version else {})}}
+    fp = {
+        "source": source or real["source"],
+        "packages": {**real["packages"], **({"torch": torch_version} if torch_version else {})},
+    }
     monkeypatch.setattr("mechsteer.engine.plan.code_fingerprint", lambda: fp)
 
 

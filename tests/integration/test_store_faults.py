@@ -18,9 +18,9 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from test_engine import _study, tiny_model_dir  # noqa: F401 - the tiny saved model fixture (module scope)
 from typer.testing import CliRunner
 
-from test_engine import _study, tiny_model_dir  # noqa: F401 - the tiny saved model fixture (module scope)
 from mechsteer.cli.app import app
 from mechsteer.engine.execute import execute_plan
 from mechsteer.engine.plan import compile_study
@@ -46,10 +46,20 @@ def _plan(study: Path, out: Path):
 
 
 def _driver(*args: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")]),
-           "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    return subprocess.Popen([sys.executable, str(DRIVER), *args], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")]),
+        "OMP_NUM_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+    }
+    return subprocess.Popen(
+        [sys.executable, str(DRIVER), *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _temp_folders(cells_dir: Path) -> list[Path]:
@@ -61,10 +71,12 @@ def test_two_runs_sharing_an_output_folder_compute_each_cell_once(tmp_path, tiny
     plan = _plan(study, out)
     hashes = {c.hash for c in plan.unique_cells()}
     assert len(hashes) == 4
-    procs = [_driver(str(study), str(out), str(log), "--barrier", str(tmp_path / "barrier"), "2", "--hold", "0.3")
-             for _ in range(2)]
+    procs = [
+        _driver(str(study), str(out), str(log), "--barrier", str(tmp_path / "barrier"), "2", "--hold", "0.3")
+        for _ in range(2)
+    ]
     results = [p.communicate(timeout=300) for p in procs]
-    for p, (stdout, stderr) in zip(procs, results):
+    for p, (_, stderr) in zip(procs, results):
         assert p.returncode == 0, stderr
     writes = [line.split() for line in log.read_text().splitlines()]
     per_cell = Counter(h for _, h in writes)
@@ -77,7 +89,7 @@ def test_two_runs_sharing_an_output_folder_compute_each_cell_once(tmp_path, tiny
         ran.append(executed)
         # ... and prints the complete report: every cell recorded, both conditions, both readouts
         assert "4 of 4 cells recorded" in stdout, stdout
-        table = stdout[stdout.index("## Results"):]
+        table = stdout[stdout.index("## Results") :]
         assert "| steer " in table and "first/p(a)" in table and "gen/mean_len" in table, table
     assert sum(ran) == 4
     store = CellStore(plan.cells_dir)

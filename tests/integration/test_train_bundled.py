@@ -31,10 +31,13 @@ def test_bundled_sets_are_documented_and_listed():
 
 
 def test_bundled_kind_and_norm_matched_control_build(tmp_path: Path):
-    from mechsteer.spec.kinds.vectors import BundledVectors, RandomVectors
     from mechsteer.engine.vectors import BuildContext
+    from mechsteer.spec.kinds.vectors import BundledVectors, RandomVectors
 
-    ctx = BuildContext(n_layers=30, d_model=576,
-                       specs={"s": BundledVectors(name="smollm2-135m/last"), "r": RandomVectors(norm_like="s")})
+    ctx = BuildContext(
+        n_layers=30,
+        d_model=576,
+        specs={"s": BundledVectors(name="smollm2-135m/last"), "r": RandomVectors(norm_like="s")},
+    )
     s, r = ctx.get("s"), ctx.get("r")
     assert r.layers == [29] and r.norms()[29] == pytest.approx(s.norms()[29], rel=1e-5)

@@ -8,14 +8,13 @@ import json
 
 import pytest
 import torch
-
 from conftest import make_tiny_model
+from train_helpers import VOCAB, rows, tiny_lm, train_spec
+
 from mechsteer.errors import MechsteerError
 from mechsteer.train.checkpoint import latest_checkpoint
 from mechsteer.train.trainer import Trainer
 from mechsteer.vectors.vector_set import load_vector_set
-from train_helpers import VOCAB, rows, tiny_lm, train_spec
-
 
 TIMING = {"t_sample", "t_reward", "t_update", "t_step", "tokens_per_s", "train_seconds", "seconds"}
 
@@ -27,8 +26,11 @@ def _reward(c):
 
 def _spec(**over):
     # warm-up of 2 steps straddles the interruption at step 2; checkpoints every 2 steps
-    return train_spec(rloo={"group_size": 4, "prompts_per_step": 2, "steps": 4, "lr": 0.05, "max_new_tokens": 3,
-                            "warmup_ratio": 0.4}, checkpoint_every=2, **over)
+    return train_spec(
+        rloo={"group_size": 4, "prompts_per_step": 2, "steps": 4, "lr": 0.05, "max_new_tokens": 3, "warmup_ratio": 0.4},
+        checkpoint_every=2,
+        **over,
+    )
 
 
 def _trainer(out, steps=None):
@@ -89,9 +91,14 @@ def test_resume_refuses_a_different_spec_or_no_checkpoint(tmp_path):
         _trainer(tmp_path / "empty").run(resume=True)
     _trainer(tmp_path / "a", steps=2).run()
     lm = tiny_lm(make_tiny_model("llama", vocab_size=VOCAB))
-    other = Trainer(train_spec(rloo={"group_size": 4, "prompts_per_step": 2, "steps": 4, "lr": 0.01,
-                                     "max_new_tokens": 3}), lm=lm, output_dir=tmp_path / "a", rows=rows(5),
-                    progress=False, reward_fn=_reward)
+    other = Trainer(
+        train_spec(rloo={"group_size": 4, "prompts_per_step": 2, "steps": 4, "lr": 0.01, "max_new_tokens": 3}),
+        lm=lm,
+        output_dir=tmp_path / "a",
+        rows=rows(5),
+        progress=False,
+        reward_fn=_reward,
+    )
     with pytest.raises(MechsteerError, match="different training spec"):
         other.run(resume=True)
 
@@ -104,8 +111,10 @@ def test_trained_vectors_through_add_reproduce_the_trainer_forward(tmp_path, dty
 
     model = make_tiny_model("qwen2", vocab_size=VOCAB, dtype=dtype)
     lm = tiny_lm(model, dtype="bfloat16" if dtype == torch.bfloat16 else "float32")
-    spec = train_spec(setup={"layers": [0, 2, 3]},
-                      rloo={"group_size": 4, "prompts_per_step": 2, "steps": 2, "lr": 0.1, "max_new_tokens": 3})
+    spec = train_spec(
+        setup={"layers": [0, 2, 3]},
+        rloo={"group_size": 4, "prompts_per_step": 2, "steps": 2, "lr": 0.1, "max_new_tokens": 3},
+    )
     tr = Trainer(spec, lm=lm, output_dir=tmp_path, rows=rows(4), progress=False, reward_fn=_reward)
     res = tr.run()
     vs = load_vector_set(res.final_path)
@@ -131,8 +140,10 @@ def test_lora1_and_at_place_exports_reproduce_the_trainer_forward(tmp_path, setu
 
     model = make_tiny_model("llama", vocab_size=VOCAB)
     lm = tiny_lm(model)
-    spec = train_spec(setup={"lora1": [1, 3]} if setup == "lora1" else {"at_place": {"layer": 2, "place": "self_attn"}},
-                      rloo={"group_size": 4, "prompts_per_step": 2, "steps": 2, "lr": 0.1, "max_new_tokens": 3})
+    spec = train_spec(
+        setup={"lora1": [1, 3]} if setup == "lora1" else {"at_place": {"layer": 2, "place": "self_attn"}},
+        rloo={"group_size": 4, "prompts_per_step": 2, "steps": 2, "lr": 0.1, "max_new_tokens": 3},
+    )
     tr = Trainer(spec, lm=lm, output_dir=tmp_path, rows=rows(4), progress=False, reward_fn=_reward)
     res = tr.run()
     ids = torch.tensor([[5, 6, 7, 8, 9, 10], [11, 12, 13, 14, 15, 16]])

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import make_tiny_model
-from mechsteer.errors import VectorError
-from mechsteer.vectors.io_formats import (load_gguf_control, load_lm_eval_steered, save_gguf_control,
-                                          save_lm_eval_steered)
-from mechsteer.engine.vectors import BuildContext
-from mechsteer.vectors.vector_set import VectorSet
 from train_helpers import VOCAB, tiny_lm
 
+from mechsteer.engine.vectors import BuildContext
+from mechsteer.errors import VectorError
+from mechsteer.vectors.io_formats import (
+    load_gguf_control,
+    load_lm_eval_steered,
+    save_gguf_control,
+    save_lm_eval_steered,
+)
+from mechsteer.vectors.vector_set import VectorSet
 
 
 def _vs(layers=(1, 3, 5), n=6, d=8, seed=0):
@@ -44,11 +47,13 @@ def test_lm_eval_steered_round_trip_and_coefficient(tmp_path):
 
 def test_lm_eval_steered_rejects_what_add_cannot_express(tmp_path):
     good = {"steering_vector": torch.ones(8), "steering_coefficient": 1.0, "action": "add"}
-    for bad, msg in [({"layers.1": {**good, "action": "clamp"}}, "clamp"),
-                     ({"layers.1.mlp": good}, "not a decoder-block output"),
-                     ({"layers.1": {**good, "head_index": 2}}, "head_index"),
-                     ({"layers.9": good}, "do not exist"),
-                     ({"layers.1": {**good, "steering_vector": torch.ones(7)}}, "d_model")]:
+    for bad, msg in [
+        ({"layers.1": {**good, "action": "clamp"}}, "clamp"),
+        ({"layers.1.mlp": good}, "not a decoder-block output"),
+        ({"layers.1": {**good, "head_index": 2}}, "head_index"),
+        ({"layers.9": good}, "do not exist"),
+        ({"layers.1": {**good, "steering_vector": torch.ones(7)}}, "d_model"),
+    ]:
         torch.save(bad, tmp_path / "b.pt")
         with pytest.raises(VectorError, match=msg):
             load_lm_eval_steered(tmp_path / "b.pt", 6, 8)
@@ -57,8 +62,9 @@ def test_lm_eval_steered_rejects_what_add_cannot_express(tmp_path):
 def test_lm_eval_steered_never_unpickles_objects(tmp_path):
     import datetime  # any pickled object outside tensors/containers/numbers/strings is refused
 
-    torch.save({"layers.1": {"steering_vector": torch.ones(8), "extra": datetime.date(2025, 9, 6)}},
-               tmp_path / "evil.pt")
+    torch.save(
+        {"layers.1": {"steering_vector": torch.ones(8), "extra": datetime.date(2025, 9, 6)}}, tmp_path / "evil.pt"
+    )
     with pytest.raises(VectorError, match="weights_only=True"):
         load_lm_eval_steered(tmp_path / "evil.pt", 6, 8)
 
@@ -99,8 +105,7 @@ def test_mean_diff_matches_hand_computation(position, tmp_path):
     lm = tiny_lm(make_tiny_model("llama", vocab_size=VOCAB))
     pos, neg = ["what is 2 + 2?", "3 * 4 = ?", "calculate 9 + 1."], ["hello there", "a b c d e f g"]
     spec = MeanDiffVectors(positive=pos, negative=neg, layers=[0, 1, 2], position=position, batch_size=2)
-    vs = BuildContext(n_layers=4, d_model=32, specs={"m": spec},
-                      lm=lambda: lm).get("m")
+    vs = BuildContext(n_layers=4, d_model=32, specs={"m": spec}, lm=lambda: lm).get("m")
     assert vs.layers == [0, 1, 2]
 
     def side(texts):
@@ -134,10 +139,20 @@ def test_mean_diff_generations_contrasts_correct_and_incorrect():
     problems = [{"answer": "x"}, {"answer": "y"}]
     ids = [lm.tokenizer("what is 1?")["input_ids"], lm.tokenizer("2 + 3 = ?")["input_ids"]]
     # "correct" = the completion starts with an even character id: both groups get tokens
-    vs = mean_diff_generations(lm, problems, ids, [1, 3], samples=4, temperature=1.0, max_new_tokens=4,
-                               grade=lambda text, gold: len(text) % 2 == 0, seed=0)
+    vs = mean_diff_generations(
+        lm,
+        problems,
+        ids,
+        [1, 3],
+        samples=4,
+        temperature=1.0,
+        max_new_tokens=4,
+        grade=lambda text, gold: len(text) % 2 == 0,
+        seed=0,
+    )
     assert vs.layers == [1, 3] and vs.vectors[1].norm() > 0
     assert int(vs.meta["tokens_correct"]) > 0 and int(vs.meta["tokens_incorrect"]) > 0
     with pytest.raises(VectorError, match="both groups"):
-        mean_diff_generations(lm, problems, ids, [1], samples=2, temperature=1.0, max_new_tokens=2,
-                              grade=lambda text, gold: True)
+        mean_diff_generations(
+            lm, problems, ids, [1], samples=2, temperature=1.0, max_new_tokens=2, grade=lambda text, gold: True
+        )

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import register_model
+
 from mechsteer.backends.bias_checkpoint import compile_bias_checkpoint, condition_bias
 from mechsteer.interventions import steering
 from mechsteer.models.adapters import adapter_for
@@ -36,8 +36,9 @@ def test_embedded_compiled_checkpoint_equals_hooked_add(tmp_path, monkeypatch):
     vecs = {"trained": trained, "rand": rand}
     cond = [AddSpec(vector="trained", scale=1.5), AddSpec(vector="rand", layer=[5, 20], scale=-2.0)]
     out = compile_bias_checkpoint(src, condition_bias(cond, vecs, 30, 576))
-    ids = AutoTokenizer.from_pretrained(src)(["Tell me a story about a cat and a very long river."],
-                                             return_tensors="pt")["input_ids"]
+    ids = AutoTokenizer.from_pretrained(src)(
+        ["Tell me a story about a cat and a very long river."], return_tensors="pt"
+    )["input_ids"]
     logits = {}
     for dtype in (torch.float64, torch.float32):
         load = dict(dtype=dtype, attn_implementation="eager")

@@ -8,7 +8,6 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-
 from package_modules import modules
 
 pytestmark = pytest.mark.slow

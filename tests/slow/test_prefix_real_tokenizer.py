@@ -34,8 +34,18 @@ def _lm(model, tokenizer):
 
     tokenizer.padding_side = "left"
     adapter = adapter_for(model)
-    return LoadedModel("tiny", ModelSpec(id="tiny", dtype="float32", device="cpu"), model, tokenizer, adapter,
-                       adapter.shape(model), torch.device("cpu"), torch.float32, "local", None)
+    return LoadedModel(
+        "tiny",
+        ModelSpec(id="tiny", dtype="float32", device="cpu"),
+        model,
+        tokenizer,
+        adapter,
+        adapter.shape(model),
+        torch.device("cpu"),
+        torch.float32,
+        "local",
+        None,
+    )
 
 
 def test_prefix_equals_appending_the_token_by_hand(tokenizer):
@@ -44,8 +54,9 @@ def test_prefix_equals_appending_the_token_by_hand(tokenizer):
     model = make_tiny_model("llama", vocab_size=len(tokenizer), max_position_embeddings=256)
     lm = _lm(model, tokenizer)
     question = "What is 2+3?"
-    plain = tokenizer.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
-                                          add_generation_prompt=True)
+    plain = tokenizer.apply_chat_template(
+        [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
+    )
     with steering(model, adapter_for(model), [PrefixTokenSpec(token="To")], {}, tokenizer=tokenizer) as ctx:
         assert ctx.scope.n_hooks == 0  # only the prompt changes
         tok_id = ctx.extras["prefix_token.id"]
@@ -60,8 +71,14 @@ def test_prefix_equals_appending_the_token_by_hand(tokenizer):
         unforced = model(input_ids=torch.tensor([by_hand[:-1]])).logits[0, -1]
         forced = model(input_ids=torch.tensor([by_hand])).logits[0, -1]
         x = torch.tensor([by_hand])  # explicit mask: SmolLM2's pad token also occurs inside the prompt
-        ref = model.generate(input_ids=x, attention_mask=torch.ones_like(x), max_new_tokens=5, do_sample=False,
-                             eos_token_id=None, pad_token_id=tokenizer.pad_token_id)[0, len(by_hand):]
+        ref = model.generate(
+            input_ids=x,
+            attention_mask=torch.ones_like(x),
+            max_new_tokens=5,
+            do_sample=False,
+            eos_token_id=None,
+            pad_token_id=tokenizer.pad_token_id,
+        )[0, len(by_hand) :]
     assert not torch.allclose(forced, unforced, atol=1e-4)  # the opening changes what comes next
     # the condition's generation is plain greedy generation from the by-hand ids (stop tokens cut, if any)
     assert steered.text == tokenizer.decode(ref[: steered.n_tokens].tolist(), skip_special_tokens=True)
@@ -73,8 +90,7 @@ def test_single_token_check(tokenizer):
     with pytest.raises(CompileError, match=r"'To solve' is 2 tokens"):
         with steering(model, adapter_for(model), [PrefixTokenSpec(token="To solve")], {}, tokenizer=tokenizer):
             pass
-    with steering(model, adapter_for(model), [PrefixTokenSpec(token="To solve", single_token=False)], {},
-                  tokenizer=tokenizer) as ctx:
+    with steering(
+        model, adapter_for(model), [PrefixTokenSpec(token="To solve", single_token=False)], {}, tokenizer=tokenizer
+    ) as ctx:
         assert ctx.prompt_suffix == "To solve"
-
-

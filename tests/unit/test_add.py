@@ -7,8 +7,8 @@ import copy
 
 import pytest
 import torch
-
 from conftest import make_tiny_model
+
 from mechsteer.interventions import steering
 from mechsteer.models.adapters import adapter_for
 from mechsteer.spec.kinds.interventions import AddSpec
@@ -77,8 +77,17 @@ def test_scale_is_linear_in_the_vector():
 def _gen(m, ids, mask, ctx, use_cache, n=6):
     if ctx is not None:
         ctx.begin()
-    out = m.generate(ids, attention_mask=mask, max_new_tokens=n, do_sample=False, use_cache=use_cache,
-                     pad_token_id=0, eos_token_id=None, output_scores=True, return_dict_in_generate=True)
+    out = m.generate(
+        ids,
+        attention_mask=mask,
+        max_new_tokens=n,
+        do_sample=False,
+        use_cache=use_cache,
+        pad_token_id=0,
+        eos_token_id=None,
+        output_scores=True,
+        return_dict_in_generate=True,
+    )
     return out.sequences, torch.stack(out.scores, 1)
 
 
@@ -108,8 +117,11 @@ def _hand_steered_logits(m, seq, mask, positions_to_add: torch.Tensor, vs, layer
     hooks = []
     for l in layers:
         v = vs.vectors[l]
-        hooks.append(m.model.layers[l].register_forward_hook(
-            lambda mod, a, out, v=v: out + positions_to_add.unsqueeze(-1).to(out.dtype) * v))
+        hooks.append(
+            m.model.layers[l].register_forward_hook(
+                lambda mod, a, out, v=v: out + positions_to_add.unsqueeze(-1).to(out.dtype) * v
+            )
+        )
     try:
         return m(seq, attention_mask=mask).logits
     finally:
@@ -166,9 +178,9 @@ def test_batch_of_8_equals_batch_of_1(arch):
         ids = torch.zeros(8, width, dtype=torch.long)
         mask = torch.zeros(8, width, dtype=torch.long)
         for i, p in enumerate(prompts):
-            ids[i, width - len(p):] = p
-            mask[i, width - len(p):] = 1
+            ids[i, width - len(p) :] = p
+            mask[i, width - len(p) :] = 1
         seqs, scores = _gen(m, ids, mask, ctx, True)
     for i, (s, sc) in enumerate(singles):
-        assert torch.equal(seqs[i, width:], s[0, s.shape[1] - 6:]), f"row {i} differs"
+        assert torch.equal(seqs[i, width:], s[0, s.shape[1] - 6 :]), f"row {i} differs"
         torch.testing.assert_close(scores[i], sc[0], rtol=1e-4, atol=1e-4)

@@ -9,8 +9,8 @@ from __future__ import annotations
 import copy
 
 import torch
-
 from conftest import register_model
+
 from mechsteer.interventions import steering
 from mechsteer.models.adapters import adapter_for, decoder_output_tensor
 from mechsteer.spec.kinds.interventions import AddSpec
@@ -23,10 +23,23 @@ def _tiny_gemma3():
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
     cfg = Gemma3TextConfig(
-        vocab_size=97, hidden_size=D, intermediate_size=64, num_hidden_layers=N_LAYERS, num_attention_heads=4,
-        num_key_value_heads=2, head_dim=8, query_pre_attn_scalar=8, max_position_embeddings=128,
-        sliding_window=4, layer_types=["sliding_attention", "full_attention"] * 2, initializer_range=0.3,
-        rms_norm_eps=1e-6, tie_word_embeddings=False, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+        vocab_size=97,
+        hidden_size=D,
+        intermediate_size=64,
+        num_hidden_layers=N_LAYERS,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        query_pre_attn_scalar=8,
+        max_position_embeddings=128,
+        sliding_window=4,
+        layer_types=["sliding_attention", "full_attention"] * 2,
+        initializer_range=0.3,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=False,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
     )
     cfg._attn_implementation = "eager"
     torch.manual_seed(0)
@@ -43,8 +56,10 @@ def _by_hand(model, ids, v: torch.Tensor) -> torch.Tensor:
     layers = model.model.layers
     calls: dict[int, tuple] = {}
     out: dict[str, torch.Tensor] = {}
-    hooks = [layers[j].register_forward_pre_hook(lambda m, a, k, j=j: calls.__setitem__(j, (a, k)), with_kwargs=True)
-             for j in range(STEERED + 1, N_LAYERS)]
+    hooks = [
+        layers[j].register_forward_pre_hook(lambda m, a, k, j=j: calls.__setitem__(j, (a, k)), with_kwargs=True)
+        for j in range(STEERED + 1, N_LAYERS)
+    ]
     hooks.append(layers[STEERED].register_forward_hook(lambda m, a, o: out.__setitem__("h", decoder_output_tensor(o))))
     try:
         model(ids, use_cache=False)

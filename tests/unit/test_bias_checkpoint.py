@@ -8,8 +8,9 @@ import json
 
 import pytest
 import torch
-
 from conftest import make_tiny_model, register_model
+from tiny_tokenizer import VOCAB_SIZE, make_tiny_tokenizer
+
 from mechsteer.backends.bias_checkpoint import compile_bias_checkpoint, condition_bias, vllm_expressible
 from mechsteer.errors import CompileError, MechsteerError
 from mechsteer.interventions import steering
@@ -19,7 +20,6 @@ from mechsteer.spec.kinds.interventions import AddSpec, FirstKGenerated
 from mechsteer.spec.kinds.placement import Lora1Spec
 from mechsteer.spec.kinds.prompting import PrefixTokenSpec
 from mechsteer.vectors import VectorSet
-from tiny_tokenizer import VOCAB_SIZE, make_tiny_tokenizer
 
 N_LAYERS, D = 4, 32
 
@@ -45,8 +45,10 @@ def _save(tmp_path, arch, **over):
 
 def _vectors():
     g = torch.Generator().manual_seed(1)
-    return {"v": VectorSet(torch.randn(N_LAYERS, D, generator=g), list(range(N_LAYERS))),
-            "w": VectorSet(torch.randn(N_LAYERS, D, generator=g), [1, 3])}
+    return {
+        "v": VectorSet(torch.randn(N_LAYERS, D, generator=g), list(range(N_LAYERS))),
+        "w": VectorSet(torch.randn(N_LAYERS, D, generator=g), [1, 3]),
+    }
 
 
 CONDITION = [AddSpec(vector="v", scale=1.5), AddSpec(vector="w", scale=-0.7), AddSpec(vector="v", layer=[2], scale=0.3)]
@@ -55,12 +57,15 @@ CONDITION = [AddSpec(vector="v", scale=1.5), AddSpec(vector="w", scale=-0.7), Ad
 def _load(path):
     from transformers import AutoModelForCausalLM
 
-    return register_model(AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32,
-                                                               attn_implementation="eager").eval())
+    return register_model(
+        AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="eager").eval()
+    )
 
 
-@pytest.mark.parametrize("arch,over", [("llama", {}), ("llama", {"tie_word_embeddings": True}),
-                                       ("qwen2", {"rope_theta": 5000.0, "rms_norm_eps": 1e-5})])
+@pytest.mark.parametrize(
+    "arch,over",
+    [("llama", {}), ("llama", {"tie_word_embeddings": True}), ("qwen2", {"rope_theta": 5000.0, "rms_norm_eps": 1e-5})],
+)
 def test_compiled_checkpoint_equals_hooked_add(tmp_path, arch, over):
     if arch == "qwen2" and "rope_theta" in over:
         over = {"rope_parameters": {"rope_type": "default", "rope_theta": over.pop("rope_theta")}, **over}
@@ -146,13 +151,19 @@ def test_refuses_gemma_sliding_window_and_recompilation(tmp_path):
         compile_bias_checkpoint(qsrc, torch.zeros(N_LAYERS, D))
 
 
-@pytest.mark.parametrize("condition,reason", [
-    ([AddSpec(vector="v", positions="generated")], "position-selective"),
-    ([AddSpec(vector="v"), AddSpec(vector="v", positions=FirstKGenerated(first_k_generated=2))], "first_k_generated"),
-    ([SkipAttnSpec(vector="v", layer=2)], "circuit surgery"),
-    ([PrefixTokenSpec(token="To")], "prompt-text suffix"),
-    ([Lora1Spec(path="x.safetensors", layer=1)], "rank-1"),
-])
+@pytest.mark.parametrize(
+    "condition,reason",
+    [
+        ([AddSpec(vector="v", positions="generated")], "position-selective"),
+        (
+            [AddSpec(vector="v"), AddSpec(vector="v", positions=FirstKGenerated(first_k_generated=2))],
+            "first_k_generated",
+        ),
+        ([SkipAttnSpec(vector="v", layer=2)], "circuit surgery"),
+        ([PrefixTokenSpec(token="To")], "prompt-text suffix"),
+        ([Lora1Spec(path="x.safetensors", layer=1)], "rank-1"),
+    ],
+)
 def test_non_expressible_conditions_name_why(condition, reason):
     ok, why = vllm_expressible(condition)
     assert ok is False

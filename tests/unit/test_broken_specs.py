@@ -23,8 +23,11 @@ readouts:
 # (case id, study text, fragments that must all appear in the error output)
 CASES = [
     ("yaml-syntax", "name: t\nmodels: [\n", ["s.yaml:", "YAML syntax error"]),
-    ("unknown-evaluation-reference", GOOD + "evaluation: {tasks: [mini], reference: full_ft}\n",
-     ["evaluation.reference", "no condition named 'full_ft'", "base, steer"]),
+    (
+        "unknown-evaluation-reference",
+        GOOD + "evaluation: {tasks: [mini], reference: full_ft}\n",
+        ["evaluation.reference", "no condition named 'full_ft'", "base, steer"],
+    ),
     ("bad-indent", "name: t\n models: {}\n", ["YAML syntax error", "s.yaml:2"]),
     ("not-a-mapping", "- a\n- b\n", ["must be a YAML mapping"]),
     ("empty-file", "", ["must be a YAML mapping"]),
@@ -35,8 +38,16 @@ CASES = [
     ("unknown-intervention-kind", GOOD.replace("kind: add", "kind: ad"), ["conditions.steer[0]", "'ad'", "add"]),
     ("missing-kind", GOOD.replace("{kind: first_token, ", "{"), ["readouts.r", "kind"]),
     ("unknown-vector-kind", GOOD.replace("kind: random", "kind: randum"), ["vectors.v", "randum"]),
-    ("undefined-vector", GOOD.replace("vector: v,", "vector: w,"), ["conditions.steer[0].vector", "unknown vector set 'w'", "s.yaml:8"]),
-    ("layer-out-of-range", GOOD.replace("layer: last", "layer: 30"), ["conditions.steer[0].layer", "out of range", "30 layers"]),
+    (
+        "undefined-vector",
+        GOOD.replace("vector: v,", "vector: w,"),
+        ["conditions.steer[0].vector", "unknown vector set 'w'", "s.yaml:8"],
+    ),
+    (
+        "layer-out-of-range",
+        GOOD.replace("layer: last", "layer: 30"),
+        ["conditions.steer[0].layer", "out of range", "30 layers"],
+    ),
     ("negative-layer-out-of-range", GOOD.replace("layer: last", "layer: -31"), ["out of range"]),
     ("layer-typo", GOOD.replace("layer: last", "layer: lats"), ["conditions.steer[0].layer", "did you mean 'last'"]),
     ("depth-out-of-range", GOOD.replace("layer: last", "layer: {depth: 1.5}"), ["layer", "depth"]),
@@ -44,21 +55,55 @@ CASES = [
     ("bad-dtype", GOOD.replace("{id: smollm2-135m}", "{id: smollm2-135m, dtype: fp8}"), ["models.m.dtype", "bfloat16"]),
     ("bad-scale-type", GOOD.replace("layer: last}", "layer: last, scale: big}"), ["scale", "number"]),
     ("bad-positions", GOOD.replace("layer: last}", "layer: last, positions: later}"), ["positions"]),
-    ("bad-first-k", GOOD.replace("layer: last}", "layer: last, positions: {first_k_generated: 0}}"), ["first_k_generated", "greater than 0"]),
+    (
+        "bad-first-k",
+        GOOD.replace("layer: last}", "layer: last, positions: {first_k_generated: 0}}"),
+        ["first_k_generated", "greater than 0"],
+    ),
     ("random-norm-negative", GOOD.replace("norm: 1.0", "norm: -1.0"), ["vectors.v.norm", "greater than 0"]),
-    ("norm-like-unknown", GOOD.replace("{kind: random, norm: 1.0}", "{kind: random, norm_like: nope}"), ["vectors.v.norm_like", "unknown vector set 'nope'"]),
-    ("vector-cycle", GOOD.replace("{kind: random, norm: 1.0}", "{kind: scaled, of: w, factor: 2}\n  w: {kind: scaled, of: v, factor: 2}"), ["cycle"]),
-    ("missing-vector-file", GOOD.replace("{kind: random, norm: 1.0}", "{kind: file, path: nope.safetensors}"), ["vectors.v.path", "not found", "relative to the study file"]),
-    ("measures-nothing", GOOD.replace("readouts:\n  r: {kind: first_token, prompts: [hi]}\n", ""), ["measures nothing"]),
+    (
+        "norm-like-unknown",
+        GOOD.replace("{kind: random, norm: 1.0}", "{kind: random, norm_like: nope}"),
+        ["vectors.v.norm_like", "unknown vector set 'nope'"],
+    ),
+    (
+        "vector-cycle",
+        GOOD.replace(
+            "{kind: random, norm: 1.0}", "{kind: scaled, of: w, factor: 2}\n  w: {kind: scaled, of: v, factor: 2}"
+        ),
+        ["cycle"],
+    ),
+    (
+        "missing-vector-file",
+        GOOD.replace("{kind: random, norm: 1.0}", "{kind: file, path: nope.safetensors}"),
+        ["vectors.v.path", "not found", "relative to the study file"],
+    ),
+    (
+        "measures-nothing",
+        GOOD.replace("readouts:\n  r: {kind: first_token, prompts: [hi]}\n", ""),
+        ["measures nothing"],
+    ),
     ("readout-two-sources", GOOD.replace("prompts: [hi]", "prompts: [hi], task: mini"), ["readouts.r", "exactly one"]),
     ("readout-unknown-task", GOOD.replace("prompts: [hi]", "task: mathh"), ["readouts.r.task", "unknown task"]),
-    ("greedy-many-samples", GOOD.replace("kind: first_token, prompts: [hi]", "kind: generate, prompts: [hi], samples: 4"), ["samples: 1"]),
+    (
+        "greedy-many-samples",
+        GOOD.replace("kind: first_token, prompts: [hi]", "kind: generate, prompts: [hi], samples: 4"),
+        ["samples: 1"],
+    ),
     ("eval-unknown-task", GOOD + "evaluation: {tasks: [aime2024]}\n", ["evaluation.tasks[0]", "aime24"]),
     ("eval-greedy-seeds", GOOD + "evaluation: {tasks: [mini], seeds: [0, 1]}\n", ["evaluation", "one seed"]),
     ("unknown-profile-key", GOOD + "profiles:\n  mini: {modelz: {}}\n", ["profiles.mini.modelz"]),
-    ("profile-breaks-spec", GOOD + "profiles:\n  mini:\n    models: {m: {dtype: int8}}\n", ["models.m.dtype", "s.yaml:13", "profile mini"]),
+    (
+        "profile-breaks-spec",
+        GOOD + "profiles:\n  mini:\n    models: {m: {dtype: int8}}\n",
+        ["models.m.dtype", "s.yaml:13", "profile mini"],
+    ),
     ("schema-version", "schema_version: 2\n" + GOOD, ["schema_version"]),
-    ("empty-conditions", GOOD.replace("conditions:\n  base: []\n  steer: [{kind: add, vector: v, layer: last}]\n", "conditions: {}\n"), ["conditions", "at least 1"]),
+    (
+        "empty-conditions",
+        GOOD.replace("conditions:\n  base: []\n  steer: [{kind: add, vector: v, layer: last}]\n", "conditions: {}\n"),
+        ["conditions", "at least 1"],
+    ),
 ]
 
 

@@ -45,8 +45,12 @@ def test_capture_resid_post_equals_by_hand_forward(arch):
     ids = torch.randint(3, 97, (2, 7), generator=torch.Generator().manual_seed(1))
     seen = []
     with torch.no_grad(), HookScope("cap") as scope:
-        cap = Capture(model, ad, layer_sites("resid_post", range(4)) + [("mlp.down_in", 2), ("final_norm", None)],
-                      on_chunk=seen.append).attach(scope)
+        cap = Capture(
+            model,
+            ad,
+            layer_sites("resid_post", range(4)) + [("mlp.down_in", 2), ("final_norm", None)],
+            on_chunk=seen.append,
+        ).attach(scope)
         model(input_ids=ids)
         model(input_ids=ids[:1])
         assert count_hooks(model) == scope.n_hooks
@@ -60,8 +64,9 @@ def test_capture_resid_post_equals_by_hand_forward(arch):
             torch.testing.assert_close(seen[0][("resid_post", i)], h, atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(seen[0][("final_norm", None)], model.model.norm(h), atol=1e-5, rtol=1e-5)
         mlp = model.model.layers[2].mlp
-        x = model.model.layers[2].post_attention_layernorm(seen[0][("resid_post", 1)] + ref.o(2, ref.attend(
-            *ref.qkv(2, seen[0][("resid_post", 1)]))))
+        x = model.model.layers[2].post_attention_layernorm(
+            seen[0][("resid_post", 1)] + ref.o(2, ref.attend(*ref.qkv(2, seen[0][("resid_post", 1)])))
+        )
         want = torch.nn.functional.silu(mlp.gate_proj(x)) * mlp.up_proj(x)
         torch.testing.assert_close(seen[0][("mlp.down_in", 2)], want, atol=1e-5, rtol=1e-5)
 
@@ -175,8 +180,9 @@ def test_replay_of_no_condition_equals_base_and_earliest_block_rules():
     assert earliest_block([iv(kind="add", vector="v")], 4, {"v": vs}) == 2
     assert earliest_block([iv(kind="add", vector="v")], 4) == 0
     assert earliest_block([iv(kind="skip_layer", vector="v", layer=-1), iv(kind="add", vector="v", layer=3)], 4) == 3
-    assert earliest_block([iv(kind="compose", parts=[{"vector": "v", "layer": 3}, {"vector": "v", "layer": 2}])],
-                          4) == 2
+    assert (
+        earliest_block([iv(kind="compose", parts=[{"vector": "v", "layer": 3}, {"vector": "v", "layer": 2}])], 4) == 2
+    )
     assert earliest_block([iv(kind="transfer", vector="v")], 4, {"v": vs}) == 2
     with pytest.raises(NotReplayable, match="prefix_token"):
         earliest_block([iv(kind="prefix_token", token="To")], 4)

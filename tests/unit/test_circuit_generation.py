@@ -26,8 +26,7 @@ KINDS = {
     "qkv_v_steer_only_mlp": dict(kind="qkv", vector="pen", proj="v", heads=[0], mode="steer_only", patch_path="mlp"),
     "qkv_q_middle": dict(kind="qkv", vector="pen", layer=2, proj="q", heads=[2], mode="steer_only"),
     "head_skip": dict(kind="head", vector="pen", heads=[1]),
-    "head_steer_group_residual": dict(kind="head", vector="pen", groups=[0], mode="steer_only",
-                                      patch_path="residual"),
+    "head_steer_group_residual": dict(kind="head", vector="pen", groups=[0], mode="steer_only", patch_path="residual"),
     "head_middle_mlp": dict(kind="head", vector="pen", layer=1, heads=[0, 2], patch_path="mlp"),
     "add_at_place_attn": dict(kind="add_at_place", vector="pen", place="self_attn", layer=[1, 3]),
     "add_at_place_ln1": dict(kind="add_at_place", vector="pen", place="input_layernorm", layer=2),
@@ -41,25 +40,49 @@ KINDS = {
 def lora_path(tmp_path_factory):
     gen = torch.Generator().manual_seed(5)
     path = tmp_path_factory.mktemp("lora") / "lora1.safetensors"
-    save_file({"A": torch.randn(4, 64, generator=gen) * 0.3, "B": torch.randn(4, 32, generator=gen) * 0.3,
-               "layers": torch.tensor([1, 3])}, str(path))
+    save_file(
+        {
+            "A": torch.randn(4, 64, generator=gen) * 0.3,
+            "B": torch.randn(4, 32, generator=gen) * 0.3,
+            "layers": torch.tensor([1, 3]),
+        },
+        str(path),
+    )
     return str(path)
 
 
 def _generate(model, specs, vectors, ids, mask, use_cache):
     with torch.no_grad(), steering(model, adapter_for(model), specs, vectors):
-        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=STEPS, min_new_tokens=STEPS,
-                             do_sample=False, use_cache=use_cache, output_scores=True,
-                             return_dict_in_generate=True, pad_token_id=0)
+        out = model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=STEPS,
+            min_new_tokens=STEPS,
+            do_sample=False,
+            use_cache=use_cache,
+            output_scores=True,
+            return_dict_in_generate=True,
+            pad_token_id=0,
+        )
     return torch.stack(out.scores, dim=1), out.sequences
 
 
 def _generate_twice(model, specs, vectors, ids, mask):
     """Two cached generate calls in ONE condition: the side caches must start afresh for the second."""
     with torch.no_grad(), steering(model, adapter_for(model), specs, vectors):
-        outs = [model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=STEPS, min_new_tokens=STEPS,
-                               do_sample=False, output_scores=True, return_dict_in_generate=True, pad_token_id=0)
-                for _ in range(2)]
+        outs = [
+            model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                max_new_tokens=STEPS,
+                min_new_tokens=STEPS,
+                do_sample=False,
+                output_scores=True,
+                return_dict_in_generate=True,
+                pad_token_id=0,
+            )
+            for _ in range(2)
+        ]
     return [torch.stack(o.scores, dim=1) for o in outs]
 
 
@@ -67,8 +90,10 @@ def _generate_twice(model, specs, vectors, ids, mask):
 def test_cached_equals_uncached_for_every_kind(arch, lora_path):
     model = make_tiny_model(arch)
     gen = torch.Generator().manual_seed(6)
-    vectors = {"pen": VectorSet(torch.randn(4, 32, generator=gen) * 2.0, [0, 1, 2, 3]),
-               "other": VectorSet(torch.randn(4, 32, generator=gen) * 2.0, [0, 1, 2, 3])}
+    vectors = {
+        "pen": VectorSet(torch.randn(4, 32, generator=gen) * 2.0, [0, 1, 2, 3]),
+        "other": VectorSet(torch.randn(4, 32, generator=gen) * 2.0, [0, 1, 2, 3]),
+    }
     ids = torch.tensor([[0, 0, 0, 11, 12, 13, 14], [21, 22, 23, 24, 25, 26, 27]])
     mask = (ids != 0).long()
     base, _ = _generate(model, [], vectors, ids, mask, use_cache=True)
@@ -84,8 +109,9 @@ def test_cached_equals_uncached_for_every_kind(arch, lora_path):
         torch.testing.assert_close(first, cached, atol=1e-6, rtol=0)
         torch.testing.assert_close(second, cached, atol=1e-6, rtol=0, msg=lambda m, n=name: f"{n} (2nd call): {m}")
         alone, _ = _generate(model, specs, vectors, ids[:1, 3:], mask[:1, 3:], use_cache=True)
-        torch.testing.assert_close(alone, cached[:1], atol=1e-5, rtol=1e-5,
-                                   msg=lambda m, n=name: f"{n} (padded row vs alone): {m}")
+        torch.testing.assert_close(
+            alone, cached[:1], atol=1e-5, rtol=1e-5, msg=lambda m, n=name: f"{n} (padded row vs alone): {m}"
+        )
 
 
 def test_reused_cache_is_reported():
@@ -100,7 +126,8 @@ def test_reused_cache_is_reported():
     cache = DynamicCache(config=model.config)
     with torch.no_grad():
         model(input_ids=ids[:, :3], cache=cache, use_cache=True)
-        with steering(model, adapter_for(model), [_IV.validate_python(dict(kind="head", vector="pen", heads=[0]))],
-                      vectors):
+        with steering(
+            model, adapter_for(model), [_IV.validate_python(dict(kind="head", vector="pen", heads=[0]))], vectors
+        ):
             with pytest.raises(MechsteerError, match="already holds 3 positions"):
                 model(input_ids=ids[:, 3:], cache=cache, use_cache=True)

@@ -60,11 +60,15 @@ def _check(setup, spec, reference, block: int = 3, name: str = ""):
 CASES = {
     "skip_attn": (dict(kind="skip_attn"), dict(van_q=ALL_Q, van_k=ALL_KV, van_v=ALL_KV)),
     "q_remove_head1": (dict(kind="qkv", proj="q", heads=[1]), dict(van_q=(1,))),
-    "q_steer_only_head2": (dict(kind="qkv", proj="q", heads=[2], mode="steer_only"),
-                           dict(van_q=(0, 1, 3), van_k=ALL_KV, van_v=ALL_KV)),
+    "q_steer_only_head2": (
+        dict(kind="qkv", proj="q", heads=[2], mode="steer_only"),
+        dict(van_q=(0, 1, 3), van_k=ALL_KV, van_v=ALL_KV),
+    ),
     "k_remove_kvhead1": (dict(kind="qkv", proj="k", heads=[1]), dict(van_k=(1,))),
-    "v_steer_only_kvhead0": (dict(kind="qkv", proj="v", heads=[0], mode="steer_only"),
-                             dict(van_q=ALL_Q, van_k=ALL_KV, van_v=(1,))),
+    "v_steer_only_kvhead0": (
+        dict(kind="qkv", proj="v", heads=[0], mode="steer_only"),
+        dict(van_q=ALL_Q, van_k=ALL_KV, van_v=(1,)),
+    ),
     "all_v_proj": (dict(kind="qkv", proj="v"), dict(van_v=ALL_KV)),
     "inverse_all_v_proj": (dict(kind="qkv", proj="v", mode="steer_only"), dict(van_q=ALL_Q, van_k=ALL_KV)),
     "kv_remove_all": (dict(kind="qkv", proj=["k", "v"]), dict(van_k=ALL_KV, van_v=ALL_KV)),
@@ -72,11 +76,15 @@ CASES = {
     "steer_group1": (dict(kind="head", groups=[1], mode="steer_only"), dict(van_o=(0, 1))),
     "skip_group0_and3": (dict(kind="head", groups=[0], heads=[3]), dict(van_o=(0, 1, 3))),
     "skip_head0_residual": (dict(kind="head", heads=[0], patch_path="residual"), dict(van_o=(0,), path="residual")),
-    "steer_head3_mlp": (dict(kind="head", heads=[3], mode="steer_only", patch_path="mlp"),
-                        dict(van_o=(0, 1, 2), path="mlp")),
+    "steer_head3_mlp": (
+        dict(kind="head", heads=[3], mode="steer_only", patch_path="mlp"),
+        dict(van_o=(0, 1, 2), path="mlp"),
+    ),
     "k_remove_mlp": (dict(kind="qkv", proj="k", heads=[0], patch_path="mlp"), dict(van_k=(0,), path="mlp")),
-    "skip_attn_residual": (dict(kind="skip_attn", patch_path="residual"),
-                           dict(van_q=ALL_Q, van_k=ALL_KV, van_v=ALL_KV, path="residual")),
+    "skip_attn_residual": (
+        dict(kind="skip_attn", patch_path="residual"),
+        dict(van_q=ALL_Q, van_k=ALL_KV, van_v=ALL_KV, path="residual"),
+    ),
 }
 
 
@@ -93,6 +101,7 @@ def test_skip_layer_is_vanilla_block_plus_s(setup):
 
 def test_skip_attn_by_hand(setup):
     """The issue's wording: attention on the vanilla input, the MLP on the steered residual."""
+
     def by_hand(r, i, h, s):
         a = r.o(i, r.attend(*r.qkv(i, h)))
         res = h + s + a
@@ -104,10 +113,13 @@ def test_skip_attn_by_hand(setup):
 def test_any_block(setup):
     """A middle block (2, s = row 1): the later block runs on the spliced output."""
     spec = iv(kind="qkv", vector="pen", layer=2, proj="q", heads=[0, 3], mode="steer_only")
-    _check(setup, spec, lambda r, i, h, s: surgery_block(r, i, h, s, van_q=(1, 2), van_k=ALL_KV, van_v=ALL_KV),
-           block=2)
-    _check(setup, iv(kind="head", vector="pen", layer={"depth": 0.5}, heads=[2]),
-           lambda r, i, h, s: surgery_block(r, i, h, s, van_o=(2,)), block=2)
+    _check(setup, spec, lambda r, i, h, s: surgery_block(r, i, h, s, van_q=(1, 2), van_k=ALL_KV, van_v=ALL_KV), block=2)
+    _check(
+        setup,
+        iv(kind="head", vector="pen", layer={"depth": 0.5}, heads=[2]),
+        lambda r, i, h, s: surgery_block(r, i, h, s, van_o=(2,)),
+        block=2,
+    )
 
 
 EQUIVALENT = {
@@ -124,8 +136,10 @@ EQUIVALENT = {
 
 def test_equivalences(setup):
     model, ids, vectors, base = setup
-    targets = {"steered": steered_logits(model, [iv(kind="add", vector="pen", layer="penultimate")], vectors, ids),
-               "skip_attn": steered_logits(model, [iv(kind="skip_attn", vector="pen", layer="last")], vectors, ids)}
+    targets = {
+        "steered": steered_logits(model, [iv(kind="add", vector="pen", layer="penultimate")], vectors, ids),
+        "skip_attn": steered_logits(model, [iv(kind="skip_attn", vector="pen", layer="last")], vectors, ids),
+    }
     assert not _close(targets["steered"], targets["skip_attn"])
     for name, (fields, other) in EQUIVALENT.items():
         got = steered_logits(model, [iv(vector="pen", layer="last", **fields)], vectors, ids)

@@ -89,8 +89,12 @@ def test_add_at_place_place_from_metadata_and_errors():
     with pytest.raises(CompileError, match="no `place` given"):
         steered_logits(model, [iv(kind="add_at_place", vector="v")], {"v": _vs(3)}, ids)
     with pytest.raises(CompileError, match="no place 'pre_feedforward_layernorm'"):
-        with steering(model, adapter_for(model), [iv(kind="add_at_place", vector="v", place="pre_feedforward_layernorm")],
-                      {"v": _vs(3)}):
+        with steering(
+            model,
+            adapter_for(model),
+            [iv(kind="add_at_place", vector="v", place="pre_feedforward_layernorm")],
+            {"v": _vs(3)},
+        ):
             pass
 
 
@@ -100,8 +104,10 @@ def test_compose_adds_each_single_layer_vector(arch):
     model = make_tiny_model(arch)
     ids = _ids()
     vectors = {"single_1": _vs(4, rows=[1]), "single_3": _vs(5, rows=[3])}
-    spec = iv(kind="compose", parts=[{"vector": "single_1", "layer": 1}, {"vector": "single_3", "layer": "last",
-                                                                          "scale": 0.5}])
+    spec = iv(
+        kind="compose",
+        parts=[{"vector": "single_1", "layer": 1}, {"vector": "single_3", "layer": "last", "scale": 0.5}],
+    )
     got = steered_logits(model, [spec], vectors, ids)
     with torch.no_grad():
         want = Reference(model, ids).add_after({1: vectors["single_1"].row(1), 3: 0.5 * vectors["single_3"].row(3)})
@@ -123,8 +129,12 @@ def test_transfer_same_shape_and_relative_depth(arch):
     _assert_changes_then_equals(model, got, want, ids)
 
     deep = _vs(7, rows=[0, 3, 6], n=7)  # a 7-layer donor: 0 -> 0, 3 -> round(1.5) = 2, 6 -> 3
-    with torch.no_grad(), steering(model, adapter_for(model), [iv(kind="transfer", vector="d", layer_map="relative_depth")],
-                                   {"d": deep}) as ctx:
+    with (
+        torch.no_grad(),
+        steering(
+            model, adapter_for(model), [iv(kind="transfer", vector="d", layer_map="relative_depth")], {"d": deep}
+        ) as ctx,
+    ):
         got = model(input_ids=ids).logits
         assert ctx.extras["transfer"][0]["layer_map"] == {0: 0, 3: 2, 6: 3}
     with torch.no_grad():

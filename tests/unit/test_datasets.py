@@ -30,6 +30,7 @@ EXPECTED_SIZES = {
     "gsm8k": 1319,
 }
 
+
 def test_table_lists_the_seven_benchmarks():
     assert set(BENCHMARKS) == set(EXPECTED_SIZES)
     assert BENCHMARKS["gsm8k"].hub_id == "openai/gsm8k"

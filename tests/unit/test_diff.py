@@ -22,12 +22,26 @@ B_BASE = [1 if 5 <= i < 35 else 0 for i in range(N)]
 
 
 def _runs(tmp_path):
-    a = write_run(tmp_path / "a", study="s", cells=[
-        eval_cell("m", "base", A_BASE), eval_cell("m", "steer", [1] * 30 + [0] * 10),
-        generate_cell("m", "base", A_BASE, seed=0), generate_cell("m", "base", A_BASE, seed=1)])
-    b = write_run(tmp_path / "b", study="s", cells=[
-        eval_cell("m", "base", B_BASE), eval_cell("m", "steer", [1] * 30 + [0] * 10),
-        generate_cell("m", "base", B_BASE, seed=0), generate_cell("m", "base", A_BASE, seed=1)])
+    a = write_run(
+        tmp_path / "a",
+        study="s",
+        cells=[
+            eval_cell("m", "base", A_BASE),
+            eval_cell("m", "steer", [1] * 30 + [0] * 10),
+            generate_cell("m", "base", A_BASE, seed=0),
+            generate_cell("m", "base", A_BASE, seed=1),
+        ],
+    )
+    b = write_run(
+        tmp_path / "b",
+        study="s",
+        cells=[
+            eval_cell("m", "base", B_BASE),
+            eval_cell("m", "steer", [1] * 30 + [0] * 10),
+            generate_cell("m", "base", B_BASE, seed=0),
+            generate_cell("m", "base", A_BASE, seed=1),
+        ],
+    )
     return a, b
 
 
@@ -99,16 +113,31 @@ def test_renderings_and_files(tmp_path):
 
 def test_layers_matched_by_relative_depth(tmp_path):
     spec = {"base": [], "single_{layer}": {"sweep": {"layer": "layers"}, "interventions": []}}
-    a = write_run(tmp_path / "a", study="s", n_layers={"m": 4}, conditions_spec=spec, cells=[
-        eval_cell("m", "base", A_BASE)] + [eval_cell("m", f"single_{i}", A_BASE) for i in range(4)])
-    b = write_run(tmp_path / "b", study="s", n_layers={"m": 7}, conditions_spec=spec, cells=[
-        eval_cell("m", "base", A_BASE)] + [eval_cell("m", f"single_{i}", B_BASE if i == 6 else A_BASE)
-                                           for i in range(7)])
+    a = write_run(
+        tmp_path / "a",
+        study="s",
+        n_layers={"m": 4},
+        conditions_spec=spec,
+        cells=[eval_cell("m", "base", A_BASE)] + [eval_cell("m", f"single_{i}", A_BASE) for i in range(4)],
+    )
+    b = write_run(
+        tmp_path / "b",
+        study="s",
+        n_layers={"m": 7},
+        conditions_spec=spec,
+        cells=[eval_cell("m", "base", A_BASE)]
+        + [eval_cell("m", f"single_{i}", B_BASE if i == 6 else A_BASE) for i in range(7)],
+    )
     d = diff(a, b, n_boot=200)
     pairs = dict(zip(d.matches.condition_a, d.matches.condition_b, strict=True))
     # layer l of 4 -> round(l * 6 / 3) of 7
-    assert pairs == {"base": "base", "single_0": "single_0", "single_1": "single_2", "single_2": "single_4",
-                     "single_3": "single_6"}
+    assert pairs == {
+        "base": "base",
+        "single_0": "single_0",
+        "single_1": "single_2",
+        "single_2": "single_4",
+        "single_3": "single_6",
+    }
     assert [relative_layer(x, 28, 32) for x in (0, 13, 26, 27)] == [0, 15, 30, 31]  # 13 * 31 / 27 = 14.9
     last = d.paired[(d.paired.condition == "single_3") & (d.paired.metric == "acc_lenient")].iloc[0]
     assert last.condition_b == "single_6" and last.delta == pytest.approx(10 / N)
@@ -128,6 +157,6 @@ def test_different_studies_and_disjoint_problems_are_errors(tmp_path):
 def test_statistics_helpers_on_edge_cases():
     assert mcnemar_exact(np.array([1, 0, 1]), np.array([1, 0, 1])) == (0, 0, 1.0)
     only_a, only_b, p = mcnemar_exact(np.array([1] * 6 + [0] * 4), np.array([0] * 6 + [0] * 4))
-    assert (only_a, only_b) == (6, 0) and p == pytest.approx(2 * 0.5 ** 6)
+    assert (only_a, only_b) == (6, 0) and p == pytest.approx(2 * 0.5**6)
     lo, hi = paired_bootstrap_ci(np.zeros(5), np.ones(5), n_boot=100)
     assert (lo, hi) == (1.0, 1.0)

@@ -6,15 +6,14 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from conftest import make_tiny_model
+
 from mechsteer.diffsae.collect import Sequence, collect_diffs, load_index, load_layer, read_manifest
 from mechsteer.diffsae.features import Encoded, analyse_features, benjamini_hochberg, feature_stats, logit_lens
 from mechsteer.diffsae.sae import TopKSAE, load_saelens, save_saelens
@@ -49,16 +48,17 @@ def _recovery(D: torch.Tensor, sae: TopKSAE) -> torch.Tensor:
 
 def test_topk_sae_recovers_most_ground_truth_directions(tmp_path):
     x, D = _sparse_data()
-    cfg = SAETrainConfig(width=128, k=4, lr=1e-3, tokens=1000 * 128, batch_size=128, dead_tokens=2048,
-                         log_every=250)
+    cfg = SAETrainConfig(width=128, k=4, lr=1e-3, tokens=1000 * 128, batch_size=128, dead_tokens=2048, log_every=250)
     untrained = TopKSAE(32, 128, 4)
     untrained.init_weights(torch.Generator().manual_seed(12345))
     assert float((_recovery(D, untrained) > 0.9).float().mean()) < 0.1  # the measure can fail
     res = train_sae(TokenSource.from_tensor(x, shard_size=1000), cfg, tmp_path)
     cos = _recovery(D, res.sae)
     frac = float((cos > 0.9).float().mean())
-    print(f"recovered {frac:.1%} of 64 directions at cos > 0.9; median cos {float(cos.median()):.3f}; "
-          f"explained variance {res.metrics['explained_variance']:.3f}; dead {res.metrics['dead_fraction']:.3f}")
+    print(
+        f"recovered {frac:.1%} of 64 directions at cos > 0.9; median cos {float(cos.median()):.3f}; "
+        f"explained variance {res.metrics['explained_variance']:.3f}; dead {res.metrics['dead_fraction']:.3f}"
+    )
     assert frac >= 0.8
     assert res.metrics["explained_variance"] > 0.8 and res.metrics["nmse"] < 0.2
     # decoder rows are kept unit norm; the export in SAELens format reloads to the same SAE
@@ -87,8 +87,18 @@ def _planted_sequences(n_seq=80, length=30, m=64, d=32, seed=1):
             if indep[s] and torch.rand(1, generator=g) < 0.4:
                 act[1] = 1.0 + float(torch.rand(1, generator=g))
             xs.append(act @ D)
-            rows.append({"seq": s, "problem": f"p{s}", "sample": 0, "position": p, "gen_pos": p,
-                         "is_generated": True, "correct": bool(correct[s]), "token_id": 3 + p})
+            rows.append(
+                {
+                    "seq": s,
+                    "problem": f"p{s}",
+                    "sample": 0,
+                    "position": p,
+                    "gen_pos": p,
+                    "is_generated": True,
+                    "correct": bool(correct[s]),
+                    "token_id": 3 + p,
+                }
+            )
     return torch.stack(xs), pd.DataFrame(rows), D, indep
 
 
@@ -100,8 +110,10 @@ def test_planted_correct_feature_tops_the_ranking_and_independent_one_is_not_sig
     f_planted = int((W @ D[0]).argmax())
     f_indep = int((W @ D[1]).argmax())
     assert float(W[f_planted] @ D[0]) > 0.9 and float(W[f_indep] @ D[1]) > 0.9
-    seqs = [{"seq": s, "problem": f"p{s}", "correct": s % 2 == 0, "prompt_ids": [], "generated_ids": list(range(3, 33))}
-            for s in range(80)]
+    seqs = [
+        {"seq": s, "problem": f"p{s}", "correct": s % 2 == 0, "prompt_ids": [], "generated_ids": list(range(3, 33))}
+        for s in range(80)
+    ]
     out = analyse_features(sae, x, index, seqs, tmp_path / "features", top_n=3)
     df = out["table"].set_index("feature")
     print(df.head(3)[["seq_freq_correct", "seq_freq_incorrect", "freq_diff", "q_bh"]])
@@ -112,8 +124,14 @@ def test_planted_correct_feature_tops_the_ranking_and_independent_one_is_not_sig
     assert df.loc[f_planted, "q_bh"] < 1e-6
     assert df.loc[f_indep, "q_bh"] > 0.05
     assert out["summary"]["top_correct"]["feature"] == f_planted
-    for name in ("features.csv", "top_correct.csv", "top_incorrect.csv", "contexts.html", "frequencies.png",
-                 "summary.json"):
+    for name in (
+        "features.csv",
+        "top_correct.csv",
+        "top_incorrect.csv",
+        "contexts.html",
+        "frequencies.png",
+        "summary.json",
+    ):
         assert (tmp_path / "features" / name).is_file(), name
     assert f"feature {f_planted}:" in (tmp_path / "features" / "contexts.html").read_text()
 
@@ -134,8 +152,14 @@ def test_benjamini_hochberg_matches_the_definition():
 
 def test_feature_stats_counts_by_hand():
     # 3 sequences of 2 generated tokens + 1 prompt token each; k = 2 codes per token; width 4
-    index = pd.DataFrame({"seq": [0, 0, 0, 1, 1, 1, 2, 2, 2], "position": [0, 1, 2] * 3,
-                          "is_generated": [False, True, True] * 3, "correct": [True] * 3 + [False] * 6})
+    index = pd.DataFrame(
+        {
+            "seq": [0, 0, 0, 1, 1, 1, 2, 2, 2],
+            "position": [0, 1, 2] * 3,
+            "is_generated": [False, True, True] * 3,
+            "correct": [True] * 3 + [False] * 6,
+        }
+    )
     idx = np.array([[2, 3], [0, 1], [0, 3], [2, 3], [1, 3], [1, 3], [0, 2], [3, 1], [3, 2]])
     val = np.array([[5, 5], [1, 0], [2, 1], [4, 4], [1, 1], [0, 2], [9, 9], [1, 0], [1, 1.0]])
     df = feature_stats(Encoded(idx, val, 4), index).set_index("feature")
@@ -155,13 +179,20 @@ def test_feature_stats_counts_by_hand():
 def test_top_contexts_pick_the_strongest_token_per_sequence_with_its_window():
     from mechsteer.diffsae.features import contexts_html, top_contexts
 
-    index = pd.DataFrame({"seq": [0] * 4 + [1] * 3, "position": [0, 1, 2, 3, 0, 1, 2],
-                          "is_generated": [False, True, True, True, False, True, True],
-                          "correct": [True] * 4 + [False] * 3})
+    index = pd.DataFrame(
+        {
+            "seq": [0] * 4 + [1] * 3,
+            "position": [0, 1, 2, 3, 0, 1, 2],
+            "is_generated": [False, True, True, True, False, True, True],
+            "correct": [True] * 4 + [False] * 3,
+        }
+    )
     idx = np.array([[5, 1], [5, 2], [1, 5], [5, 0], [5, 1], [2, 5], [5, 3]])
     val = np.array([[9.0, 1], [1, 1], [1, 3], [2, 1], [1, 1], [1, 4], [0.5, 1]])
-    seqs = [{"seq": 0, "problem": "a", "correct": True, "prompt_ids": [10], "generated_ids": [11, 12, 13]},
-            {"seq": 1, "problem": "b", "correct": False, "prompt_ids": [20], "generated_ids": [21, 22]}]
+    seqs = [
+        {"seq": 0, "problem": "a", "correct": True, "prompt_ids": [10], "generated_ids": [11, 12, 13]},
+        {"seq": 1, "problem": "b", "correct": False, "prompt_ids": [20], "generated_ids": [21, 22]},
+    ]
     ctx = top_contexts(Encoded(idx, val, 8), index, seqs, 5, n=5, window=1)
     # generated tokens only: seq 1 position 1 (4.0) beats seq 0 position 2 (3.0); the prompt's 9.0 is skipped
     assert [(c["seq"], c["position"], c["activation"]) for c in ctx] == [(1, 1, 4.0), (0, 2, 3.0)]
@@ -184,8 +215,19 @@ def test_logit_lens_is_the_unembedding_of_the_normed_direction():
 
 # ---------------------------------------------------------------------------------------------- SAE format
 
-SAELENS_TOPK_CFG_KEYS = {"d_in", "d_sae", "dtype", "device", "apply_b_dec_to_input", "normalize_activations",
-                         "reshape_activations", "metadata", "architecture", "k", "rescale_acts_by_decoder_norm"}
+SAELENS_TOPK_CFG_KEYS = {
+    "d_in",
+    "d_sae",
+    "dtype",
+    "device",
+    "apply_b_dec_to_input",
+    "normalize_activations",
+    "reshape_activations",
+    "metadata",
+    "architecture",
+    "k",
+    "rescale_acts_by_decoder_norm",
+}
 """TopKSAEConfig.to_dict() keys in SAELens 6.54.12 (sae_lens/saes/sae.py SAEConfig + topk_sae.py)."""
 
 
@@ -201,8 +243,12 @@ def test_saelens_format_round_trip(tmp_path):
     from safetensors.torch import load_file
 
     w = load_file(str(tmp_path / "s" / "sae_weights.safetensors"))
-    assert {n: tuple(t.shape) for n, t in w.items()} == {"W_enc": (16, 40), "b_enc": (40,), "W_dec": (40, 16),
-                                                         "b_dec": (16,)}
+    assert {n: tuple(t.shape) for n, t in w.items()} == {
+        "W_enc": (16, 40),
+        "b_enc": (40,),
+        "W_dec": (40, 16),
+        "b_dec": (16,),
+    }
     back, _ = load_saelens(tmp_path / "s")
     x = torch.randn(50, 16)
     acts = sae.encode(x)
@@ -231,16 +277,27 @@ def test_folding_the_input_scale_gives_the_raw_unit_sae():
 
 def _tiny_lm(model):
     adapter = adapter_for(model)
-    return SimpleNamespace(model=model, adapter=adapter, shape=adapter.shape(model), device=torch.device("cpu"),
-                           tokenizer=SimpleNamespace(pad_token_id=0))
+    return SimpleNamespace(
+        model=model,
+        adapter=adapter,
+        shape=adapter.shape(model),
+        device=torch.device("cpu"),
+        tokenizer=SimpleNamespace(pad_token_id=0),
+    )
 
 
 def _sequences():
     g = torch.Generator().manual_seed(5)
     lens = [(5, 4), (3, 7), (8, 2)]
-    return [Sequence(problem=f"p{i}", prompt_ids=torch.randint(3, 97, (a,), generator=g).tolist(),
-                     generated_ids=torch.randint(3, 97, (b,), generator=g).tolist(), correct=i != 1)
-            for i, (a, b) in enumerate(lens)]
+    return [
+        Sequence(
+            problem=f"p{i}",
+            prompt_ids=torch.randint(3, 97, (a,), generator=g).tolist(),
+            generated_ids=torch.randint(3, 97, (b,), generator=g).tolist(),
+            correct=i != 1,
+        )
+        for i, (a, b) in enumerate(lens)
+    ]
 
 
 def _bias_reference(model, layer, vec):
@@ -297,8 +354,9 @@ def test_shards_respect_the_size_bound_and_concatenate_to_the_same_data(tmp_path
     vs = VectorSet(torch.randn(4, 32, generator=torch.Generator().manual_seed(2)), [0, 1, 2, 3])
     cond, seqs = [AddSpec(vector="v", layer=[0, 2])], _sequences()
     bound = 4096 + 3 * 32 * 4 * 6  # header reserve + 6 tokens of 3 layers
-    small = collect_diffs(_tiny_lm(m), cond, {"v": vs}, seqs, [1, 2, 3], tmp_path / "small", max_shard_bytes=bound,
-                          batch_size=2)
+    small = collect_diffs(
+        _tiny_lm(m), cond, {"v": vs}, seqs, [1, 2, 3], tmp_path / "small", max_shard_bytes=bound, batch_size=2
+    )
     big = collect_diffs(_tiny_lm(m), cond, {"v": vs}, seqs, [1, 2, 3], tmp_path / "big")
     assert len(big["shards"]) == 1 and len(small["shards"]) == 5  # 29 tokens, 6 per shard
     assert [s["n_tokens"] for s in small["shards"]] == [6, 6, 6, 6, 5]
@@ -318,8 +376,9 @@ def test_shards_respect_the_size_bound_and_concatenate_to_the_same_data(tmp_path
 def test_resumed_training_equals_an_uninterrupted_run(tmp_path):
     x, _ = _sparse_data(n=1500, seed=3)
     src = lambda: TokenSource.from_tensor(x, shard_size=400)  # noqa: E731 - batches cross shard boundaries
-    cfg = SAETrainConfig(width=64, k=4, lr=1e-3, tokens=60 * 96, batch_size=96, dead_tokens=300,
-                         checkpoint_every=20, log_every=10)
+    cfg = SAETrainConfig(
+        width=64, k=4, lr=1e-3, tokens=60 * 96, batch_size=96, dead_tokens=300, checkpoint_every=20, log_every=10
+    )
     full = train_sae(src(), cfg, tmp_path / "full")
     part = train_sae(src(), cfg, tmp_path / "resumed", stop_after=33)
     assert part.metrics["steps"] == 33 and not (tmp_path / "resumed" / "sae").exists()
@@ -329,7 +388,11 @@ def test_resumed_training_equals_an_uninterrupted_run(tmp_path):
         assert torch.equal(getattr(resumed.sae, n), getattr(full.sae, n)), n
     assert resumed.log == full.log
     assert sorted(p.name for p in (tmp_path / "resumed" / "checkpoints").iterdir()) == [
-        "step-000020", "step-000033", "step-000040", "step-000060"]
+        "step-000020",
+        "step-000033",
+        "step-000040",
+        "step-000060",
+    ]
     with pytest.raises(Exception, match="another config"):
         train_sae(src(), SAETrainConfig(**{**cfg.__dict__, "lr": 2e-3}), tmp_path / "resumed")
 
@@ -364,10 +427,22 @@ def test_generate_and_grade_keeps_the_sampled_ids_and_matches_generation(tiny_lm
     problems = [{"id": f"q{i}", "problem": f"What is {i} + 1?", "answer": str(i + 1)} for i in range(5)]
     seqs = generate_and_grade(tiny_lm, cond, vecs, problems, temperature=0.0, max_new_tokens=6, batch_size=2)
     with steering(tiny_lm.model, tiny_lm.adapter, cond, vecs, tokenizer=tiny_lm.tokenizer) as ctx:
-        ref = generate(tiny_lm, ctx, render_prompts(tiny_lm, [p["problem"] for p in problems], "qwen_math"),
-                       max_new_tokens=6, temperature=0.0, batch_size=3)
-    base = generate(tiny_lm, None, render_prompts(tiny_lm, [p["problem"] for p in problems], "qwen_math"),
-                    max_new_tokens=6, temperature=0.0, batch_size=3)
+        ref = generate(
+            tiny_lm,
+            ctx,
+            render_prompts(tiny_lm, [p["problem"] for p in problems], "qwen_math"),
+            max_new_tokens=6,
+            temperature=0.0,
+            batch_size=3,
+        )
+    base = generate(
+        tiny_lm,
+        None,
+        render_prompts(tiny_lm, [p["problem"] for p in problems], "qwen_math"),
+        max_new_tokens=6,
+        temperature=0.0,
+        batch_size=3,
+    )
     assert [s.completion for s in seqs] != [c[0].text for c in base], "steering must change the completions"
     assert [s.completion for s in seqs] == [c[0].text for c in ref]
     for s, p in zip(seqs, problems):
@@ -381,13 +456,26 @@ def test_run_diffsae_writes_every_stage(tiny_lm, tmp_path):
 
     vs = VectorSet(torch.randn(4, 32, generator=torch.Generator().manual_seed(4)), [0, 1, 2, 3])
     problems = [{"id": f"q{i}", "problem": f"{i}", "answer": str(i % 10)} for i in range(12)]
-    cfg = DiffSAEConfig(sae=SAETrainConfig(width=16, k=2, tokens=40 * 32, batch_size=32, log_every=10),
-                        max_new_tokens=5, batch_size=4, top_n=2, n_contexts=2, lens_k=3)
+    cfg = DiffSAEConfig(
+        sae=SAETrainConfig(width=16, k=2, tokens=40 * 32, batch_size=32, log_every=10),
+        max_new_tokens=5,
+        batch_size=4,
+        top_n=2,
+        n_contexts=2,
+        lens_k=3,
+    )
     stages = []
-    summary = run_diffsae(tiny_lm, [AddSpec(vector="v", layer="all")], {"v": vs}, problems, [1, 3], cfg,
-                          tmp_path, progress=lambda stage, info: stages.append(stage))
-    assert [s for s in stages if s != "train_step"] == ["generate", "collect", "train", "features", "train",
-                                                        "features"]
+    summary = run_diffsae(
+        tiny_lm,
+        [AddSpec(vector="v", layer="all")],
+        {"v": vs},
+        problems,
+        [1, 3],
+        cfg,
+        tmp_path,
+        progress=lambda stage, info: stages.append(stage),
+    )
+    assert [s for s in stages if s != "train_step"] == ["generate", "collect", "train", "features", "train", "features"]
     assert summary["n_sequences"] == 12 and summary["n_tokens"] == len(load_index(tmp_path / "collection"))
     for layer in (1, 3):
         sae, _ = load_saelens(tmp_path / f"layer_{layer}" / "sae")
@@ -396,7 +484,15 @@ def test_run_diffsae_writes_every_stage(tiny_lm, tmp_path):
         assert summary["layers"][layer]["dF_norm_mean"] > 0
     # a second call reuses the collection and the finished SAEs (no generation, no training steps)
     stages.clear()
-    again = run_diffsae(tiny_lm, [AddSpec(vector="v", layer="all")], {"v": vs}, problems, [1, 3], cfg, tmp_path,
-                        progress=lambda stage, info: stages.append(stage))
+    again = run_diffsae(
+        tiny_lm,
+        [AddSpec(vector="v", layer="all")],
+        {"v": vs},
+        problems,
+        [1, 3],
+        cfg,
+        tmp_path,
+        progress=lambda stage, info: stages.append(stage),
+    )
     assert "generate" not in stages and "train_step" not in stages
     assert again["layers"][1]["sae"]["explained_variance"] == summary["layers"][1]["sae"]["explained_variance"]

@@ -77,8 +77,9 @@ def test_auto_is_the_default_and_loading_records_the_choice(monkeypatch, no_gpu)
 
 def test_load_model_records_dtype_and_reason(tmp_path, monkeypatch, no_gpu):
     from conftest import make_tiny_model, register_model
-    from mechsteer.models.loading import load_model
     from tiny_tokenizer import make_tiny_tokenizer
+
+    from mechsteer.models.loading import load_model
 
     make_tiny_model("llama", vocab_size=99).save_pretrained(tmp_path)
     make_tiny_tokenizer().save_pretrained(tmp_path)
@@ -97,8 +98,10 @@ def test_load_model_records_dtype_and_reason(tmp_path, monkeypatch, no_gpu):
 
 
 def test_cpu_decision_does_not_import_torch():
-    code = ("import sys, mechsteer.machine as m, mechsteer.models.dtype as d; m.nvidia_gpu_present = lambda: False; "
-            "print(d.resolve_dtype('auto', 'auto')[0], 'torch' in sys.modules)")
+    code = (
+        "import sys, mechsteer.machine as m, mechsteer.models.dtype as d; m.nvidia_gpu_present = lambda: False; "
+        "print(d.resolve_dtype('auto', 'auto')[0], 'torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out[0] in ("float32", "bfloat16")
     assert out[1] == "False"

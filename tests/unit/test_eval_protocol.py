@@ -20,8 +20,15 @@ SIX = list(PAPER_AVERAGE_TASKS)
 
 def test_paper_protocol_samples_and_seeds():
     ev = EvaluationSpec(tasks=SIX + ["gsm8k"], protocol="paper")
-    assert {t: ev.samples_for(t) for t in ev.tasks} == {"aime24": 32, "aime25": 32, "amc23": 32, "math500": 1,
-                                                        "minerva_math": 1, "olympiadbench": 1, "gsm8k": 1}
+    assert {t: ev.samples_for(t) for t in ev.tasks} == {
+        "aime24": 32,
+        "aime25": 32,
+        "amc23": 32,
+        "math500": 1,
+        "minerva_math": 1,
+        "olympiadbench": 1,
+        "gsm8k": 1,
+    }
     assert ev.resolved_seeds() == [0, 1, 2]
     greedy = EvaluationSpec(tasks=SIX)
     assert greedy.protocol == "greedy" and greedy.resolved_seeds() == [0]
@@ -33,10 +40,15 @@ def test_paper_protocol_samples_and_seeds():
 def test_generation_kwargs_per_protocol():
     from mechsteer.eval.lm_eval_tasks import generation_kwargs
 
-    assert generation_kwargs("paper", 100) == {"until": [], "do_sample": True, "temperature": 1.0, "top_p": 1.0,
-                                               "top_k": 0, "max_gen_toks": 100}
-    assert generation_kwargs("greedy", 7) == {"until": [], "do_sample": False, "temperature": 0.0,
-                                              "max_gen_toks": 7}
+    assert generation_kwargs("paper", 100) == {
+        "until": [],
+        "do_sample": True,
+        "temperature": 1.0,
+        "top_p": 1.0,
+        "top_k": 0,
+        "max_gen_toks": 100,
+    }
+    assert generation_kwargs("greedy", 7) == {"until": [], "do_sample": False, "temperature": 0.0, "max_gen_toks": 7}
     with pytest.raises(ValueError):
         generation_kwargs("nucleus", 7)
 
@@ -110,8 +122,13 @@ def test_aggregations_are_means_over_samples_not_problems():
 def test_flatten_metrics_keeps_the_sample_filter_and_drops_stderr():
     from mechsteer.eval.runner import flatten_metrics
 
-    raw = {"alias": "x", "acc_boxed,all_samples": 0.25, "acc_boxed_stderr,all_samples": 0.1,
-           "graded,all_samples": 64, "acc_boxed,none": 0.9}
+    raw = {
+        "alias": "x",
+        "acc_boxed,all_samples": 0.25,
+        "acc_boxed_stderr,all_samples": 0.1,
+        "graded,all_samples": 64,
+        "acc_boxed,none": 0.9,
+    }
     assert flatten_metrics(raw) == {"acc_boxed": 0.25, "n_samples": 64.0}
 
 
@@ -120,8 +137,21 @@ def test_flatten_metrics_keeps_the_sample_filter_and_drops_stderr():
 
 def _long(values: dict) -> pd.DataFrame:
     """{(condition, task, seed): value} -> the long table rows of eval cells (metric acc_boxed)."""
-    return pd.DataFrame([{"model": "m", "condition": c, "measurement": t, "kind": "eval", "seed": s,
-                          "metric": "acc_boxed", "value": v, "cell": "x"} for (c, t, s), v in values.items()])
+    return pd.DataFrame(
+        [
+            {
+                "model": "m",
+                "condition": c,
+                "measurement": t,
+                "kind": "eval",
+                "seed": s,
+                "metric": "acc_boxed",
+                "value": v,
+                "cell": "x",
+            }
+            for (c, t, s), v in values.items()
+        ]
+    )
 
 
 def test_average_is_per_seed_over_all_six_then_mean_and_std_over_seeds():

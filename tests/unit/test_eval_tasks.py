@@ -7,7 +7,6 @@ from __future__ import annotations
 from functools import partial
 
 import pytest
-
 from conftest import DATA_FIXTURES
 
 EXPECTED = {"aime24": 4, "aime25": 4, "amc23": 4, "math500": 4, "minerva_math": 4, "olympiadbench": 4, "gsm8k": 4}
@@ -18,8 +17,9 @@ def _count_chars(text: str) -> int:
     return len(text)
 
 
-def lm_eval_task(task: str, data_dir, *, chat: bool = False, samples: int = 1, limit: int | None = None,
-                 protocol: str = "greedy"):
+def lm_eval_task(
+    task: str, data_dir, *, chat: bool = False, samples: int = 1, limit: int | None = None, protocol: str = "greedy"
+):
     """The lm-eval Task object lm-eval builds from mechsteer's task dict."""
     from lm_eval.tasks import TaskManager, get_task_dict
 
@@ -86,8 +86,13 @@ def test_chat_prompt_is_rendered_by_lm_eval_with_the_papers_system_prompt():
     tok = make_tiny_tokenizer()
     t = lm_eval_task("mini", None, chat=True, limit=3)
     render = partial(tok.apply_chat_template, tokenize=False)
-    t.build_all_requests(limit=3, apply_chat_template=True, system_instruction=QWEN_MATH_SYSTEM,
-                         fewshot_as_multiturn=True, chat_template=render)
+    t.build_all_requests(
+        limit=3,
+        apply_chat_template=True,
+        system_instruction=QWEN_MATH_SYSTEM,
+        fewshot_as_multiturn=True,
+        chat_template=render,
+    )
     assert len(t.instances) == 3
     for inst in t.instances:
         assert inst.args[0] == build_prompt(tok, inst.doc["problem"])

@@ -6,7 +6,6 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-import mechsteer
 from mechsteer.engine import provenance
 
 REPO = Path(__file__).resolve().parents[2]
@@ -41,5 +40,7 @@ def test_lm_eval_git_probe_is_replaced_by_a_quiet_one(tmp_path, monkeypatch, cap
     assert quiet_git_commit_hash() is None
     assert capfd.readouterr().err == ""
     monkeypatch.chdir(REPO)
-    expected = subprocess.run(["git", "describe", "--always"], capture_output=True, text=True, check=False).stdout.strip()
+    expected = subprocess.run(
+        ["git", "describe", "--always"], capture_output=True, text=True, check=False
+    ).stdout.strip()
     assert quiet_git_commit_hash() == (expected or None)  # the commit in a checkout (this repository's)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import make_tiny_model
+
 from mechsteer.hooks import HookScope, count_hooks
 from mechsteer.interventions import steering
 from mechsteer.models.adapters import adapter_for

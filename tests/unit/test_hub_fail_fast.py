@@ -5,19 +5,28 @@ still loads. The network is never touched: the TCP probe is replaced by a stand-
 from __future__ import annotations
 
 import pytest
-
 from conftest import make_tiny_model
+from tiny_tokenizer import VOCAB_SIZE, make_tiny_tokenizer
+
 from mechsteer import hub
 from mechsteer.errors import ModelLoadError
 from mechsteer.spec.models import ModelSpec
-from tiny_tokenizer import VOCAB_SIZE, make_tiny_tokenizer
 
 
 @pytest.fixture
 def no_network(monkeypatch):
     """No offline setting, and a probe that finds no connection (counting its calls)."""
-    for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_ENDPOINT", "HTTPS_PROXY", "https_proxy",
-              "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"):
+    for v in (
+        "HF_HUB_OFFLINE",
+        "HF_DATASETS_OFFLINE",
+        "HF_ENDPOINT",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+        "NO_PROXY",
+        "no_proxy",
+    ):
         monkeypatch.delenv(v, raising=False)
     calls: list[tuple[str, int]] = []
 
@@ -71,6 +80,7 @@ def _stub_from_pretrained(monkeypatch, cached: bool):
             if not cached:
                 raise OSError(f"{where} is not in the cache")
             return obj
+
         return from_pretrained
 
     monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", loader(tok))

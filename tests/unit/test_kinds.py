@@ -58,8 +58,9 @@ MEASUREMENTS = {
 }
 
 
-@pytest.mark.parametrize("registry", [INTERVENTION_KINDS, VECTOR_KINDS, MEASUREMENT_KINDS, READOUT_KINDS],
-                         ids=lambda r: r.what)
+@pytest.mark.parametrize(
+    "registry", [INTERVENTION_KINDS, VECTOR_KINDS, MEASUREMENT_KINDS, READOUT_KINDS], ids=lambda r: r.what
+)
 def test_every_implementation_resolves(registry):
     for name in registry.names():
         assert callable(registry.impl(name)), f"{registry.what} {name!r}: implementation is not callable"
@@ -76,8 +77,14 @@ def test_every_kind_is_exercised():
 def _lora_file(tmp_path):
     g = torch.Generator().manual_seed(1)
     path = tmp_path / "lora.safetensors"
-    save_file({"A": torch.randn(N, D_FF, generator=g), "B": torch.randn(N, D, generator=g) * 3,
-               "layers": torch.tensor([1, 2])}, str(path))
+    save_file(
+        {
+            "A": torch.randn(N, D_FF, generator=g),
+            "B": torch.randn(N, D, generator=g) * 3,
+            "layers": torch.tensor([1, 2]),
+        },
+        str(path),
+    )
     return path
 
 
@@ -119,8 +126,10 @@ def test_vector_kind_builds_a_fitting_set(kind, tmp_path):
     base = VectorSet(torch.randn(N, D, generator=g), [1, 3])
     save_vector_set(base, tmp_path / "v.safetensors")
     adapter = TypeAdapter(VectorSpec)
-    specs = {"base": adapter.validate_python({"kind": "file", "path": str(tmp_path / "v.safetensors")}),
-             "x": adapter.validate_python({"kind": kind, **VECTORS[kind](tmp_path)})}
+    specs = {
+        "base": adapter.validate_python({"kind": "file", "path": str(tmp_path / "v.safetensors")}),
+        "x": adapter.validate_python({"kind": kind, **VECTORS[kind](tmp_path)}),
+    }
     vs = BuildContext(n_layers=N, d_model=D, specs=specs).get("x")
     assert (vs.n_layers, vs.d_model) == (N, D) and vs.layers
     if kind == "scaled":

@@ -11,8 +11,19 @@ from pathlib import Path
 from package_modules import PACKAGE, modules
 
 LAYERS: list[tuple[int, tuple[str, ...]]] = [
-    (1, ("mechsteer.errors", "mechsteer.registry", "mechsteer.atomic", "mechsteer.hooks", "mechsteer.vectors",
-         "mechsteer.progress", "mechsteer.hub", "mechsteer.machine")),
+    (
+        1,
+        (
+            "mechsteer.errors",
+            "mechsteer.registry",
+            "mechsteer.atomic",
+            "mechsteer.hooks",
+            "mechsteer.vectors",
+            "mechsteer.progress",
+            "mechsteer.hub",
+            "mechsteer.machine",
+        ),
+    ),
     (2, ("mechsteer.spec",)),
     (3, ("mechsteer.models", "mechsteer.backends")),
     (4, ("mechsteer.interventions", "mechsteer.positions", "mechsteer.capture", "mechsteer.replay")),
@@ -44,7 +55,9 @@ def imports(path: Path, top_level_only: bool) -> list[tuple[str, int]]:
     for node in nodes:
         if isinstance(node, ast.Import):
             out += [(a.name, node.lineno) for a in node.names if a.name.startswith("mechsteer")]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("mechsteer") and node.level == 0:
+        elif (
+            isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("mechsteer") and node.level == 0
+        ):
             known = modules()
             for a in node.names:  # `from mechsteer.spec import kinds` imports the submodule
                 sub = f"{node.module}.{a.name}"
@@ -63,15 +76,19 @@ def test_no_module_imports_a_higher_layer():
         mine = layer_of(name)
         for target, line in imports(path, top_level_only=False):
             if layer_of(target) > mine:
-                bad.append(f"{path.relative_to(PACKAGE.parent)}:{line}: {name} (layer {mine}) imports {target} "
-                           f"(layer {layer_of(target)})")
+                bad.append(
+                    f"{path.relative_to(PACKAGE.parent)}:{line}: {name} (layer {mine}) imports {target} "
+                    f"(layer {layer_of(target)})"
+                )
     assert not bad, "upward imports:\n" + "\n".join(bad)
 
 
 def test_module_level_imports_have_no_cycle():
     known = modules()
-    graph = {name: {t for t, _ in imports(path, top_level_only=True) if t in known and t != name}
-             for name, path in known.items()}
+    graph = {
+        name: {t for t, _ in imports(path, top_level_only=True) if t in known and t != name}
+        for name, path in known.items()
+    }
     # a package's __init__ importing its own submodules is how packages work, not a cycle
     graph = {n: {t for t in ts if not t.startswith(n + ".")} for n, ts in graph.items()}
     state: dict[str, int] = {}
@@ -82,7 +99,7 @@ def test_module_level_imports_have_no_cycle():
         stack.append(n)
         for t in sorted(graph[n]):
             if state.get(t) == 1:
-                raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(t):] + [t]))
+                raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(t) :] + [t]))
             if t not in state:
                 visit(t)
         stack.pop()

@@ -31,9 +31,18 @@ def _lm(seed=0):
     model.generation_config.eos_token_id = tok.eos_token_id
     adapter = adapter_for(model)
     # chat_template off: the prompts' last tokens then differ, and so do their next-token distributions
-    return LoadedModel("tiny", ModelSpec(id="tiny", dtype="float32", device="cpu", chat_template=False), model, tok,
-                       adapter,
-                       adapter.shape(model), torch.device("cpu"), torch.float32, "local", None)
+    return LoadedModel(
+        "tiny",
+        ModelSpec(id="tiny", dtype="float32", device="cpu", chat_template=False),
+        model,
+        tok,
+        adapter,
+        adapter.shape(model),
+        torch.device("cpu"),
+        torch.float32,
+        "local",
+        None,
+    )
 
 
 def _ids(lm, prompt: str) -> list[int]:
@@ -67,8 +76,14 @@ def test_first_token_readout_matches_softmax_by_hand():
     share = sum(t == t_id for t in top1) / len(PROMPTS)
     assert 0 < share < 1, "pick prompts whose top-1 tokens differ"
     with steering(lm.model, lm.adapter, [], {}) as ctx:
-        res = run_first_token(_task(lm, ctx, "first_token", {"prompts": PROMPTS, "track": [tracked, other], "top_k": 3,
-                                              "batch_size": 2, "template": "raw"}))
+        res = run_first_token(
+            _task(
+                lm,
+                ctx,
+                "first_token",
+                {"prompts": PROMPTS, "track": [tracked, other], "top_k": 3, "batch_size": 2, "template": "raw"},
+            )
+        )
     m = res.metrics
     assert m["n"] == len(PROMPTS)
     assert m[f"p({tracked})"] == pytest.approx(float(sum(p[t_id] for p in hand) / len(hand)), rel=1e-5)
@@ -90,8 +105,9 @@ def _marked_grade(monkeypatch):
     def grade(text, gold, **kw):
         g = real(text, gold, **kw)
         right = bool(text) and ord(text[0]) % 2 == 0
-        return dataclasses.replace(g, boxed_correct=right and len(text) % 2 == 1, last_number_correct=right,
-                                   has_box=len(text) % 2 == 1)
+        return dataclasses.replace(
+            g, boxed_correct=right and len(text) % 2 == 1, last_number_correct=right, has_box=len(text) % 2 == 1
+        )
 
     monkeypatch.setattr(grading, "grade", grade)
 
@@ -103,9 +119,15 @@ def _hand_generate(lm, prompt, max_new):
     stops = lm_stop_token_ids(lm)
     x = torch.tensor([_ids(lm, prompt)])
     with torch.no_grad():
-        out = lm.model.generate(input_ids=x, attention_mask=torch.ones_like(x), max_new_tokens=max_new,
-                                do_sample=False, eos_token_id=None, pad_token_id=lm.tokenizer.pad_token_id)
-    new = out[0, x.shape[1]:].tolist()
+        out = lm.model.generate(
+            input_ids=x,
+            attention_mask=torch.ones_like(x),
+            max_new_tokens=max_new,
+            do_sample=False,
+            eos_token_id=None,
+            pad_token_id=lm.tokenizer.pad_token_id,
+        )
+    new = out[0, x.shape[1] :].tolist()
     for j, t in enumerate(new):
         if t in stops:
             return lm.tokenizer.decode(new[:j], skip_special_tokens=True), j + 1, True
@@ -127,8 +149,22 @@ def test_generate_readout_matches_counts_by_hand(monkeypatch):
     boxed = [len(t) % 2 == 1 for t in texts]
     assert 0 < sum(right) < len(right) and 0 < sum(boxed) < len(boxed)
     with steering(lm.model, lm.adapter, [], {}) as ctx:
-        res = run_generate(_task(lm, ctx, "generate", {"task": "mini", "limit": 8, "template": "raw", "max_new_tokens": 6,
-                                           "temperature": 0.0, "samples": 1, "batch_size": 3}))
+        res = run_generate(
+            _task(
+                lm,
+                ctx,
+                "generate",
+                {
+                    "task": "mini",
+                    "limit": 8,
+                    "template": "raw",
+                    "max_new_tokens": 6,
+                    "temperature": 0.0,
+                    "samples": 1,
+                    "batch_size": 3,
+                },
+            )
+        )
     m = res.metrics
     assert [s["completion"] for s in res.samples] == texts
     n = len(texts)

@@ -30,24 +30,43 @@ readouts:
 """
 
 CASES = [
-    ("bad-layer", GOOD.replace("sources: [0, 29]", "sources: [0, 30]"),
-     ["readouts.lens.sources", "s.yaml:11", "out of range"]),
+    (
+        "bad-layer",
+        GOOD.replace("sources: [0, 29]", "sources: [0, 30]"),
+        ["readouts.lens.sources", "s.yaml:11", "out of range"],
+    ),
     ("bad-stats-layer", GOOD.replace("layers: [0, last]", "layers: [0, 31]"), ["readouts.stats.layers", "s.yaml:12"]),
     ("bad-target", GOOD.replace("targets: all", "targets: {depth: 2}"), ["readouts.persist.targets", "s.yaml:14"]),
-    ("unknown-reference", GOOD.replace("reference: base", "reference: bsae"),
-     ["readouts.shift.reference", "s.yaml:15", "unknown condition 'bsae'", "base, steer, lora"]),
-    ("tokenwise-without-lora1", GOOD.replace("conditions: [lora], prompts", "conditions: [steer], prompts"),
-     ["readouts.alpha.conditions", "s.yaml:16", "no lora1 intervention", "restrict the readout"]),
-    ("tokenwise-on-all-conditions", GOOD.replace("{kind: tokenwise, conditions: [lora], ", "{kind: tokenwise, "),
-     ["readouts.alpha.kind", "condition 'base'", "no lora1"]),
-    ("persistence-without-add",
-     GOOD.replace("{kind: persistence, conditions: [steer]", "{kind: persistence, conditions: [lora]"),
-     ["readouts.persist.conditions", "no add intervention"]),
-    ("bias-without-add",
-     GOOD.replace("{kind: logit_lens, conditions: [steer]", "{kind: logit_lens, conditions: [base]"),
-     ["readouts.lens.conditions", "condition 'base'", "no add"]),
-    ("bias-without-prompts", GOOD.replace("unembedding_bias: true, prompts: [hi]", "unembedding_bias: true"),
-     ["readouts.lens", "unembedding_bias needs prompts"]),
+    (
+        "unknown-reference",
+        GOOD.replace("reference: base", "reference: bsae"),
+        ["readouts.shift.reference", "s.yaml:15", "unknown condition 'bsae'", "base, steer, lora"],
+    ),
+    (
+        "tokenwise-without-lora1",
+        GOOD.replace("conditions: [lora], prompts", "conditions: [steer], prompts"),
+        ["readouts.alpha.conditions", "s.yaml:16", "no lora1 intervention", "restrict the readout"],
+    ),
+    (
+        "tokenwise-on-all-conditions",
+        GOOD.replace("{kind: tokenwise, conditions: [lora], ", "{kind: tokenwise, "),
+        ["readouts.alpha.kind", "condition 'base'", "no lora1"],
+    ),
+    (
+        "persistence-without-add",
+        GOOD.replace("{kind: persistence, conditions: [steer]", "{kind: persistence, conditions: [lora]"),
+        ["readouts.persist.conditions", "no add intervention"],
+    ),
+    (
+        "bias-without-add",
+        GOOD.replace("{kind: logit_lens, conditions: [steer]", "{kind: logit_lens, conditions: [base]"),
+        ["readouts.lens.conditions", "condition 'base'", "no add"],
+    ),
+    (
+        "bias-without-prompts",
+        GOOD.replace("unembedding_bias: true, prompts: [hi]", "unembedding_bias: true"),
+        ["readouts.lens", "unembedding_bias needs prompts"],
+    ),
     ("k-too-large", GOOD.replace("ks: [50, 1000]", "ks: [50, 5000]"), ["readouts.scripts", "1..1000"]),
     ("unknown-field", GOOD.replace("reference: base", "referenc: base"), ["readouts.shift.referenc", "Extra inputs"]),
 ]
@@ -58,8 +77,10 @@ def study(tmp_path):
     import torch
     from safetensors.torch import save_file
 
-    save_file({"A": torch.zeros(30, 1536), "B": torch.zeros(30, 576), "layers": torch.tensor([3])},
-              str(tmp_path / "lora.safetensors"))
+    save_file(
+        {"A": torch.zeros(30, 1536), "B": torch.zeros(30, 576), "layers": torch.tensor([3])},
+        str(tmp_path / "lora.safetensors"),
+    )
 
     def write(text):
         p = tmp_path / "s.yaml"

@@ -31,6 +31,7 @@ S2 = 1 / math.sqrt(2)
 
 # ------------------------------------------------------------------------------------------- persistence
 
+
 def test_persistence_synthetic_by_hand():
     vectors = torch.tensor([[0.0, 1.0], [1.0, 0.0]])  # s_0 = (0, 1) is the source, s_1 = (1, 0) the target's
     d1 = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [7.0, 7.0]]])  # sample 1: third position masked out
@@ -100,6 +101,7 @@ def test_persistence_of_an_injected_vector_on_a_tiny_model():
 
 # ------------------------------------------------------------------------------------------- vector stats
 
+
 def test_vector_stats_by_hand_and_against_numpy():
     rank1 = torch.outer(torch.tensor([1.0, -2.0, 3.0]), torch.randn(8, generator=torch.Generator().manual_seed(0)))
     assert vst.stable_rank(rank1) == pytest.approx(1.0)
@@ -122,6 +124,7 @@ def test_vector_stats_by_hand_and_against_numpy():
 
 
 # ------------------------------------------------------------------------------------------- logit lens
+
 
 def test_logit_lens_one_hot_through_identity_unembedding():
     tokens = ["a", "b", "c", "d", "e"]
@@ -168,6 +171,7 @@ def test_unembedding_bias_tables():
 
 # ------------------------------------------------------------------------------------------- token shift
 
+
 def test_kl_and_entropy_closed_form():
     p, q = torch.tensor([0.5, 0.5, 0.0]), torch.tensor([0.9, 0.05, 0.05])
     lp, lq = p.log(), q.log()
@@ -210,8 +214,7 @@ def test_token_shift_table_and_summary_by_hand():
 
 
 def test_render_html_is_self_contained_and_diverging():
-    html = ts.render_html([{"title": "s<0>", "tokens": ["<b>", "x", "y"], "values": [1.0, -0.5, 0.0]}],
-                          value_name="dp")
+    html = ts.render_html([{"title": "s<0>", "tokens": ["<b>", "x", "y"], "values": [1.0, -0.5, 0.0]}], value_name="dp")
     assert "&lt;b&gt;" in html and "<b>" not in html and "s&lt;0&gt;" in html
     assert "rgb(230,120,20)" in html  # +max: full orange
     assert "rgb(148,178,238)" in html  # -half: half-way to blue (40,100,220)
@@ -221,12 +224,29 @@ def test_render_html_is_self_contained_and_diverging():
 
 # ------------------------------------------------------------------------------------------- scripts
 
+
 def test_script_classifier_on_a_fixed_token_list():
-    want = {"hello": "Latin", " Привет": "Cyrillic", "中文": "Han", "مرحبا": "Arabic", "123": "common",
-            " ,.!": "common", "": "common", "café": "Latin", "e\u0301": "Latin", "\ufffd": "byte",
-            "こんにちは": "Hiragana", "カタ": "Katakana", "한국": "Hangul", "Ａ": "Latin", "αβγ": "Greek",
-            "שלום": "Hebrew", "नमस्ते": "Devanagari", "ไทย": "Thai",
-            "Zа": "Cyrillic"}  # one Latin and one Cyrillic letter: the tie goes to the first name (Cyrillic < Latin)
+    want = {
+        "hello": "Latin",
+        " Привет": "Cyrillic",
+        "中文": "Han",
+        "مرحبا": "Arabic",
+        "123": "common",
+        " ,.!": "common",
+        "": "common",
+        "café": "Latin",
+        "e\u0301": "Latin",
+        "\ufffd": "byte",
+        "こんにちは": "Hiragana",
+        "カタ": "Katakana",
+        "한국": "Hangul",
+        "Ａ": "Latin",
+        "αβγ": "Greek",
+        "שלום": "Hebrew",
+        "नमस्ते": "Devanagari",
+        "ไทย": "Thai",
+        "Zа": "Cyrillic",
+    }  # one Latin and one Cyrillic letter: the tie goes to the first name (Cyrillic < Latin)
     got = {t: ne.token_script(t) for t in want}
     assert got == want
     assert not ne.is_non_latin("Latin") and not ne.is_non_latin("common") and ne.is_non_latin("Han")
@@ -248,6 +268,7 @@ def test_script_table_top_vs_bottom():
 
 # ------------------------------------------------------------------------------------------- tokenwise
 
+
 def test_pearson_against_numpy_and_scipy():
     g = np.random.default_rng(0)
     x = g.normal(size=50)
@@ -262,8 +283,11 @@ def test_segment_borders_on_a_chatml_prompt():
     from tiny_tokenizer import make_tiny_tokenizer
 
     tok = make_tiny_tokenizer()
-    text = tok.apply_chat_template([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"}],
-                                   tokenize=False, add_generation_prompt=True)
+    text = tok.apply_chat_template(
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"}],
+        tokenize=False,
+        add_generation_prompt=True,
+    )
     toks = tok.convert_ids_to_tokens(tok(text, add_special_tokens=False)["input_ids"])
     # <|im_start|> system\n(7) Be brief.(9) <|im_end|> \n | <|im_start|> user\n(5) | 2+2?(4) | <|im_end|> \n
     # <|im_start|> assistant\n(10) | generation
@@ -275,8 +299,19 @@ def test_segment_borders_on_a_chatml_prompt():
     assert labels[29] == "assistant_header" and labels[42] == "generation"
     bpe = ["<|im_start|>", "user", "Ċ", "What", "?", "<|im_end|>", "Ċ", "<|im_start|>", "assistant", "Ċ", "To"]
     assert tw.segment_borders(bpe) == {"system_end": 0, "header_end": 3, "problem_end": 5, "prompt_end": 10}
-    llama = ["<|begin_of_text|>", "<|start_header_id|>", "user", "<|end_header_id|>", "ĊĊ", "Hi", "<|eot_id|>",
-             "<|start_header_id|>", "assistant", "<|end_header_id|>", "ĊĊ"]
+    llama = [
+        "<|begin_of_text|>",
+        "<|start_header_id|>",
+        "user",
+        "<|end_header_id|>",
+        "ĊĊ",
+        "Hi",
+        "<|eot_id|>",
+        "<|start_header_id|>",
+        "assistant",
+        "<|end_header_id|>",
+        "ĊĊ",
+    ]
     got = tw.segment_borders(llama, start="<|start_header_id|>", end="<|eot_id|>", header_end="<|end_header_id|>")
     assert got == {"system_end": 0, "header_end": 4, "problem_end": 6, "prompt_end": 10}
     with pytest.raises(ValueError, match="no user turn"):
@@ -288,8 +323,9 @@ def test_tokenwise_rows_and_summaries_by_hand():
     norm = torch.tensor([[1.0, 2.0, 3.0], [2.0, 9.0, 9.0]])
     cos = torch.tensor([[0.1, 0.2, 0.4], [0.5, 0.0, 0.0]])
     mask = torch.tensor([[1, 1, 1], [1, 0, 0]])
-    rows = tw.tokenwise_rows(7, alpha, norm, cos, mask, sample_ids=["a", "b"],
-                             segments=[["problem", "problem", "generation"], ["problem"]])
+    rows = tw.tokenwise_rows(
+        7, alpha, norm, cos, mask, sample_ids=["a", "b"], segments=[["problem", "problem", "generation"], ["problem"]]
+    )
     assert rows["pos"].tolist() == [0, 1, 2, 0] and rows["alpha"].tolist() == [0, -2, -4, -6]
     summ = tw.layer_summary(rows).iloc[0]
     assert summ["sign"] == -1.0 and summ["mean_mlp_norm"] == pytest.approx(2.0)
@@ -305,14 +341,16 @@ def test_tokenwise_rows_and_summaries_by_hand():
 
 # ------------------------------------------------------------------------------------------- plots
 
+
 def test_plots_write_png_atomically(tmp_path):
     import pandas as pd
 
     mat = pd.DataFrame([[0.5, -1.0], [float("nan"), 0.2]], index=[0, 1], columns=[0, 1])
     p = plots.heatmap(mat, tmp_path / "h.png", title="dv", markers=[(0, 1)], vlines=[1])
     df = pd.DataFrame({"layer": [0, 1, 2, 0, 1, 2], "acc": [0.1, 0.3, 0.2, 0.2, 0.2, 0.4], "seed": [0, 0, 0, 1, 1, 1]})
-    q = plots.line_plot(df, tmp_path / "l.png", x="layer", y="acc", hue="seed", bands={"base": (0.1, 0.15),
-                                                                                        "random": 0.25})
+    q = plots.line_plot(
+        df, tmp_path / "l.png", x="layer", y="acc", hue="seed", bands={"base": (0.1, 0.15), "random": 0.25}
+    )
     for f in (p, q):
         assert f.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(x.name for x in tmp_path.iterdir()) == ["h.png", "l.png"]

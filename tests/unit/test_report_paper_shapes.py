@@ -37,8 +37,20 @@ def test_relative_columns_match_a_hand_computed_table(tmp_path):
 def test_relative_columns_use_the_six_benchmark_average():
     tasks = ["aime24", "aime25", "amc23", "math500", "minerva_math", "olympiadbench"]
     vals = {"base": [0.1] * 6, "ft": [0.4] * 5 + [0.7], "steer": [0.3] * 6}
-    rows = [{"model": "m", "condition": c, "measurement": t, "kind": "eval", "seed": 0, "metric": "acc_boxed",
-             "value": v, "cell": "x"} for c, vs in vals.items() for t, v in zip(tasks, vs, strict=True)]
+    rows = [
+        {
+            "model": "m",
+            "condition": c,
+            "measurement": t,
+            "kind": "eval",
+            "seed": 0,
+            "metric": "acc_boxed",
+            "value": v,
+            "cell": "x",
+        }
+        for c, vs in vals.items()
+        for t, v in zip(tasks, vs, strict=True)
+    ]
     stats = summarise(per_seed(pd.DataFrame(rows), "acc_boxed"), tasks, list(vals))
     rel = relative_columns(stats, "base", "ft")
     avg = {"base": 0.1, "ft": 2.7 / 6, "steer": 0.3}
@@ -60,8 +72,11 @@ def test_sweep_plots_numbers_and_html(tmp_path):
         assert len(row.cells.split()) == 2  # two seeds, two cells
     assert pd.read_csv(head_csv)["head"].tolist() == [0, 1]
     pngs = sorted(p.name for p in out.glob("*.png"))
-    assert pngs == ["sweep_pair_i_j_m_mini_acc_lenient.png", "sweep_q_head_head_m_mini_acc_lenient.png",
-                    "sweep_single_layer_m_mini_acc_lenient.png"]
+    assert pngs == [
+        "sweep_pair_i_j_m_mini_acc_lenient.png",
+        "sweep_q_head_head_m_mini_acc_lenient.png",
+        "sweep_single_layer_m_mini_acc_lenient.png",
+    ]
     pairs = pd.read_csv(out / "sweep_pair_i_j_m_mini_acc_lenient.csv")
     assert list(zip(pairs.i, pairs.j, pairs["mean"], strict=True)) == [(0, 1, 50.0), (0, 2, 75.0), (1, 2, 12.5)]
     md = (out / "report.md").read_text()
@@ -74,4 +89,4 @@ def test_sweep_plots_numbers_and_html(tmp_path):
     res = Results.load(run).table()
     hashes = " ".join(sorted(set(res[res.condition == "single_1"].cell)))
     assert f'<tr title="cells: {hashes}">' in page
-    assert "src=\"report" not in page and "<script" not in page
+    assert 'src="report' not in page and "<script" not in page

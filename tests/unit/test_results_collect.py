@@ -26,9 +26,11 @@ def test_collect_concatenates_sections_and_fills_markers(tmp_path):
     (res / "steering_overhead.md").write_text("## Overhead\n\nratio 0.958\n")
     (res / "zzz_extra.md").write_text("no heading, value 7\n")
     readme = tmp_path / "README.md"
-    readme.write_text("intro\n<!-- results:train_step -->\nold 99\n<!-- /results:train_step -->\n"
-                      "<!-- results:missing -->\nkeep\n<!-- /results:missing -->\n"
-                      "   <!-- results:train_step -->\n   <!-- /results:train_step -->\n")  # indented: an example
+    readme.write_text(
+        "intro\n<!-- results:train_step -->\nold 99\n<!-- /results:train_step -->\n"
+        "<!-- results:missing -->\nkeep\n<!-- /results:missing -->\n"
+        "   <!-- results:train_step -->\n   <!-- /results:train_step -->\n"
+    )  # indented: an example
     out = tmp_path / "results.md"
     assert collect.main(["--results-dir", str(res), "--out", str(out), "--readme", str(readme)]) == 0
     text = out.read_text()
@@ -53,12 +55,18 @@ def test_committed_results_md_is_generated():
 def test_quickstart_table_from_the_long_table():
     qt = _load("scripts/quickstart_table.py")
     rows = []
-    for cond, acc, t1, boxed, p_to, length in [("base", (0.25, 0.5), 0.125, 0.0, 0.6, 60.0),
-                                                ("steered", (0.75, 0.75), 0.5, 0.25, 0.9, 26.0)]:
+    for cond, acc, t1, boxed, p_to, length in [
+        ("base", (0.25, 0.5), 0.125, 0.0, 0.6, 60.0),
+        ("steered", (0.75, 0.75), 0.5, 0.25, 0.9, 26.0),
+    ]:
         for seed, a in enumerate(acc):
-            rows += [(cond, "mini", "acc_lenient", a, seed), (cond, "mini", "acc_boxed", boxed, seed),
-                     (cond, "mini", "mean_len", length + seed, seed), (cond, "t1", "acc_lenient", t1, seed),
-                     (cond, "first_token", "p(To)", p_to, seed)]
+            rows += [
+                (cond, "mini", "acc_lenient", a, seed),
+                (cond, "mini", "acc_boxed", boxed, seed),
+                (cond, "mini", "mean_len", length + seed, seed),
+                (cond, "t1", "acc_lenient", t1, seed),
+                (cond, "first_token", "p(To)", p_to, seed),
+            ]
     df = pd.DataFrame(rows, columns=["condition", "measurement", "metric", "value", "seed"]).assign(model="smol")
     lines = qt.quickstart_table(df).splitlines()
     assert lines[2] == "| base | 37.5% | 12.5% | 0.0% | 60.0% | 60.5 |"

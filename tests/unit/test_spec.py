@@ -63,8 +63,15 @@ def test_layer_resolution(sel, n, expected):
     assert resolve_layers(sel, n) == expected
 
 
-@pytest.mark.parametrize("sel,n,msg", [(30, 30, "out of range"), (-31, 30, "out of range"),
-                                        (["last", -1], 30, "same layer twice"), ("penultimate", 1, "at least 2")])
+@pytest.mark.parametrize(
+    "sel,n,msg",
+    [
+        (30, 30, "out of range"),
+        (-31, 30, "out of range"),
+        (["last", -1], 30, "same layer twice"),
+        ("penultimate", 1, "at least 2"),
+    ],
+)
 def test_layer_resolution_errors(sel, n, msg):
     with pytest.raises(LayerResolutionError, match=msg):
         resolve_layers(sel, n)

@@ -29,8 +29,14 @@ QWEN_TEMPLATE = (  # Qwen2.5-Math layout: default system prompt, ChatML turns cl
     "{%- for message in messages %}{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + "
     "'\\n' }}{%- endfor %}{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
 )
-LLAMA_SPECIALS = ["<|end_of_text|>", "<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>",
-                  "<|eom_id|>"]
+LLAMA_SPECIALS = [
+    "<|end_of_text|>",
+    "<|begin_of_text|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|eot_id|>",
+    "<|eom_id|>",
+]
 LLAMA_TEMPLATE = (  # Llama-3.1-Instruct layout: header ids, message content trimmed, turns closed by <|eot_id|>
     "{{- bos_token }}{%- for message in messages %}{{- '<|start_header_id|>' + message['role'] + "
     "'<|end_header_id|>\\n\\n' + message['content'] | trim + '<|eot_id|>' }}{%- endfor %}"
@@ -46,8 +52,7 @@ def _tokenizer(specials, template, eos, bos=None):
     tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="?"))
     tk.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
     tk.decoder = decoders.Fuse()
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", eos_token=eos, bos_token=bos,
-                                  unk_token="?")
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", eos_token=eos, bos_token=bos, unk_token="?")
     tok.add_special_tokens({"additional_special_tokens": specials})
     tok.chat_template = template
     tok.padding_side = "left"
@@ -121,18 +126,27 @@ def test_model_spec_accepts_stop():
 
 def _lm(tok, model, stop=()):
     adapter = adapter_for(model)
-    return LoadedModel("tiny", ModelSpec(id="tiny", dtype="float32", device="cpu", stop=list(stop)), model, tok,
-                       adapter, adapter.shape(model), torch.device("cpu"), torch.float32, "local", None)
-
-
+    return LoadedModel(
+        "tiny",
+        ModelSpec(id="tiny", dtype="float32", device="cpu", stop=list(stop)),
+        model,
+        tok,
+        adapter,
+        adapter.shape(model),
+        torch.device("cpu"),
+        torch.float32,
+        "local",
+        None,
+    )
 
 
 def test_generation_stops_at_end_of_turn_when_eos_differs():
     tok = qwen_math_tokenizer()
     eos, eot = tok.convert_tokens_to_ids("<|endoftext|>"), tok.convert_tokens_to_ids("<|im_end|>")
     model = _model_for(tok, gen_eos=eos)
-    prompts = [tok.apply_chat_template([{"role": "user", "content": "2+2?"}], add_generation_prompt=True,
-                                       tokenize=False)]
+    prompts = [
+        tok.apply_chat_template([{"role": "user", "content": "2+2?"}], add_generation_prompt=True, tokenize=False)
+    ]
     # The unsteered tiny model first writes some text; then <|im_end|> is made the argmax after 3 new tokens.
     lm = _lm(tok, model)
     free = generate(lm, None, prompts, max_new_tokens=8)[0][0]

@@ -48,7 +48,8 @@ def test_one_file_expands_per_model_depth_and_heads(tmp_path):
     assert sum(c.startswith("single_") for c in by_model["qwen"]) == 28
     assert sum(c.startswith("single_") for c in by_model["llama"]) == 32
     assert sorted(c for c in by_model["qwen"] if c.startswith("kv_")) == sorted(
-        f"kv_{p}_{h}" for p in "kv" for h in range(4))
+        f"kv_{p}_{h}" for p in "kv" for h in range(4)
+    )
     assert sum(c.startswith("kv_") for c in by_model["llama"]) == 2 * 8
     assert [c for c in by_model["qwen"] if c.startswith("pair_")] == ["pair_0_1", "pair_0_2", "pair_1_2"]
     # a whole-string placeholder becomes the value (an int layer), then the compiler binds it
@@ -62,22 +63,30 @@ def test_one_file_expands_per_model_depth_and_heads(tmp_path):
 
 def test_expanded_sweep_equals_the_hand_written_conditions(tmp_path):
     swept = _plan(tmp_path / "a")
-    listed = STUDY.split("conditions:")[0] + "conditions:\n  base: []\n" + "".join(
-        f"  single_{i}: [{{kind: add, vector: v, layer: {i}}}]\n" for i in range(28)) + \
-        "readouts:\n  r: {kind: first_token, prompts: [a]}\n"
+    listed = (
+        STUDY.split("conditions:")[0]
+        + "conditions:\n  base: []\n"
+        + "".join(f"  single_{i}: [{{kind: add, vector: v, layer: {i}}}]\n" for i in range(28))
+        + "readouts:\n  r: {kind: first_token, prompts: [a]}\n"
+    )
     listed = listed.replace("  llama: {id: meta-llama/Llama-3.1-8B-Instruct}\n", "")
     hand = _plan(tmp_path / "b", listed)
-    swept_q = {c.condition: c.hash for c in swept.cells if c.model == "qwen" and not c.condition.startswith(("kv", "pair"))}
+    swept_q = {
+        c.condition: c.hash for c in swept.cells if c.model == "qwen" and not c.condition.startswith(("kv", "pair"))
+    }
     assert swept_q == {c.condition: c.hash for c in hand.cells}
 
 
-@pytest.mark.parametrize("edit, expected", [
-    (("vector: v, layer: \"{layer}\"", "vector: nope, layer: \"{layer}\""), "unknown vector set 'nope'"),
-    (("single_{layer}:", "single:"), "must contain every sweep variable as a placeholder (missing: {layer})"),
-    (("{i: [0, 1, 2], j: [0, 1, 2]}", "{i: [0, 1], j: [1, 40]}"), "pair_0_40: layer 40 is out of range"),
-    (("heads: [\"{head}\"]", "heads: [\"{head}\", 9]"), "KV head index 9 is out of range"),
-    (("where: [\"i < j\"]", "where: [\"i < k\"]"), "'k', which is not a sweep variable"),
-])
+@pytest.mark.parametrize(
+    "edit, expected",
+    [
+        (('vector: v, layer: "{layer}"', 'vector: nope, layer: "{layer}"'), "unknown vector set 'nope'"),
+        (("single_{layer}:", "single:"), "must contain every sweep variable as a placeholder (missing: {layer})"),
+        (("{i: [0, 1, 2], j: [0, 1, 2]}", "{i: [0, 1], j: [1, 40]}"), "pair_0_40: layer 40 is out of range"),
+        (('heads: ["{head}"]', 'heads: ["{head}", 9]'), "KV head index 9 is out of range"),
+        (('where: ["i < j"]', 'where: ["i < k"]'), "'k', which is not a sweep variable"),
+    ],
+)
 def test_sweep_problems_are_located_before_any_model_loads(tmp_path, edit, expected):
     f = tmp_path / "s.yaml"
     f.write_text(textwrap.dedent(STUDY).replace(*edit))

@@ -21,13 +21,13 @@ def test_row_budgets_by_own_length():
 def test_sample_honours_per_row_budgets():
     lm = tiny_lm(make_tiny_model("llama", vocab_size=VOCAB))
     p = pad_prompts([[5, 6, 7], [8, 9, 10, 11, 12]], pad_id=0)
-    ro = sample(lm.model, p, group_size=2, max_new_tokens=torch.tensor([7, 5]), temperature=0.0, stop_ids=[],
-                pad_id=0)
+    ro = sample(lm.model, p, group_size=2, max_new_tokens=torch.tensor([7, 5]), temperature=0.0, stop_ids=[], pad_id=0)
     assert ro.lengths.tolist() == [7, 7, 5, 5]
     assert not bool(ro.finished.any())
     # the short prompt's extra tokens are its real greedy continuation, not padding artefacts
-    ref = lm.model.generate(input_ids=torch.tensor([[5, 6, 7]]), max_new_tokens=7, do_sample=False,
-                            eos_token_id=None, pad_token_id=0)
+    ref = lm.model.generate(
+        input_ids=torch.tensor([[5, 6, 7]]), max_new_tokens=7, do_sample=False, eos_token_id=None, pad_token_id=0
+    )
     assert ro.token_lists()[0] == ref[0, 3:].tolist()
     assert ro.tokens[2, 5:].tolist() == [0, 0]  # the long prompt's rows stop at their budget (padded after)
 
@@ -46,8 +46,11 @@ def test_trainer_gives_each_prompt_its_own_budget(tmp_path, monkeypatch):
     monkeypatch.setattr(trainer_mod, "sample", spy)
     lm = tiny_lm(make_tiny_model("llama", vocab_size=VOCAB, max_position_embeddings=128))
     data = [{"id": "a", "problem": "1+1?", "answer": "2"}, {"id": "b", "problem": "what is 12 + 30?", "answer": "42"}]
-    spec = train_spec(model={"max_length": 24}, rloo={"max_new_tokens": None, "prompts_per_step": 2, "steps": 1,
-                                                      "group_size": 2}, checkpoint_every=100)
+    spec = train_spec(
+        model={"max_length": 24},
+        rloo={"max_new_tokens": None, "prompts_per_step": 2, "steps": 1, "group_size": 2},
+        checkpoint_every=100,
+    )
     tr = Trainer(spec, lm=lm, output_dir=tmp_path, rows=data, progress=False, reward_fn=lambda c: 0.0)
     tr.step(0)
     lengths, budgets = seen[0]
@@ -67,9 +70,18 @@ def test_prompt_filling_max_length_is_dropped_with_a_warning():
     short = {"id": "short", "problem": "1+1?", "answer": "2"}
     # the trainer's default: max_prompt_tokens = max_length; prompts exactly max_length long pass that filter
     with pytest.warns(UserWarning, match="4 training prompt.*fill model.max_length.*leave no room to generate"):
-        pool = build_pool(lm, spec.data, lambda p: p, prompts_per_step=1, seed=0, max_prompt_tokens=n0,
-                          rows=data + [short], max_length=n0)
+        pool = build_pool(
+            lm,
+            spec.data,
+            lambda p: p,
+            prompts_per_step=1,
+            seed=0,
+            max_prompt_tokens=n0,
+            rows=data + [short],
+            max_length=n0,
+        )
     assert [it.id for it in pool.items] == ["short"]
-    pool = build_pool(lm, spec.data, lambda p: p, prompts_per_step=2, seed=0, max_prompt_tokens=n0 + 1, rows=data,
-                      max_length=n0 + 1)
+    pool = build_pool(
+        lm, spec.data, lambda p: p, prompts_per_step=2, seed=0, max_prompt_tokens=n0 + 1, rows=data, max_length=n0 + 1
+    )
     assert len(pool.items) == 4

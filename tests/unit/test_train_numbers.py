@@ -28,8 +28,12 @@ def test_evaluate_accuracy_matches_counts_by_hand(monkeypatch):
 
     def grade(c, template="qwen_math"):  # the tiny model is never right: mark about half the completions
         g = real(c, template)
-        return dataclasses.replace(g, boxed_correct=_marked(c.text) and len(c.text) % 2 == 1,
-                                   last_number_correct=_marked(c.text), has_box=len(c.text) % 2 == 1)
+        return dataclasses.replace(
+            g,
+            boxed_correct=_marked(c.text) and len(c.text) % 2 == 1,
+            last_number_correct=_marked(c.text),
+            has_box=len(c.text) % 2 == 1,
+        )
 
     monkeypatch.setattr(ev, "grade_completion", grade)
     lm = tiny_lm(make_tiny_model("llama", vocab_size=VOCAB, seed=2))
@@ -41,8 +45,14 @@ def test_evaluate_accuracy_matches_counts_by_hand(monkeypatch):
     for x in ids:
         t = torch.tensor([x])
         with torch.no_grad():
-            out = lm.model.generate(input_ids=t, attention_mask=torch.ones_like(t), max_new_tokens=5,
-                                    do_sample=False, eos_token_id=None, pad_token_id=0)[0, len(x):].tolist()
+            out = lm.model.generate(
+                input_ids=t,
+                attention_mask=torch.ones_like(t),
+                max_new_tokens=5,
+                do_sample=False,
+                eos_token_id=None,
+                pad_token_id=0,
+            )[0, len(x) :].tolist()
         cut = out.index(2) + 1 if 2 in out else len(out)
         toks = out[:cut]
         hand.append((lm.tokenizer.decode(toks, skip_special_tokens=True), len(toks), 2 in toks))
@@ -50,8 +60,7 @@ def test_evaluate_accuracy_matches_counts_by_hand(monkeypatch):
     n = len(hand)
     right = sum(_marked(t) for t in texts)
     assert 0 < right < n and 0 < sum(h[2] for h in hand) < n
-    got = ev.accuracy(lm, probs, ids, temperature=0.0, samples=1, max_new_tokens=5, batch_size=3, seed=0,
-                      stop_ids=[2])
+    got = ev.accuracy(lm, probs, ids, temperature=0.0, samples=1, max_new_tokens=5, batch_size=3, seed=0, stop_ids=[2])
     assert got["n"] == n
     assert got["lenient"] == pytest.approx(right / n)
     assert got["boxed"] == pytest.approx(sum(_marked(t) and len(t) % 2 == 1 for t in texts) / n)
@@ -66,12 +75,28 @@ def test_per_layer_learning_rates_move_each_block_by_its_own_lr(tmp_path):
     from mechsteer.train.trainer import Trainer
 
     lm = tiny_lm(make_tiny_model("llama", vocab_size=VOCAB, seed=3))
-    spec = train_spec(setup="all_layers",
-                      rloo={"group_size": 6, "prompts_per_step": 3, "steps": 1, "lr": 0.05, "max_new_tokens": 2,
-                            "warmup_ratio": 0.0, "weight_decay": 0.0, "lr_per_layer": {1: 0.01, -1: 0.2}},
-                      checkpoint_every=100)
-    tr = Trainer(spec, lm=lm, output_dir=tmp_path, rows=rows(6), progress=False,
-                 reward_fn=lambda c: 1.0 if c.token_ids and c.token_ids[0] % 2 == 0 else -1.0)
+    spec = train_spec(
+        setup="all_layers",
+        rloo={
+            "group_size": 6,
+            "prompts_per_step": 3,
+            "steps": 1,
+            "lr": 0.05,
+            "max_new_tokens": 2,
+            "warmup_ratio": 0.0,
+            "weight_decay": 0.0,
+            "lr_per_layer": {1: 0.01, -1: 0.2},
+        },
+        checkpoint_every=100,
+    )
+    tr = Trainer(
+        spec,
+        lm=lm,
+        output_dir=tmp_path,
+        rows=rows(6),
+        progress=False,
+        reward_fn=lambda c: 1.0 if c.token_ids and c.token_ids[0] % 2 == 0 else -1.0,
+    )
     before = {k: v.detach().clone() for k, v in tr.trainable.items()}
     with HookScope("t") as scope:  # what Trainer.run does around its steps
         tr.params.attach(scope)

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import make_tiny_model
+from train_helpers import VOCAB, rows, tiny_lm, train_spec
+
 from mechsteer.hooks import HookScope
 from mechsteer.train.params import BlockVectors, Lora1, PlaceVector
 from mechsteer.train.rloo import rloo_advantages, rloo_loss_backward
 from mechsteer.train.rollout import Rollouts, pad_prompts, sample
-from train_helpers import VOCAB, rows, tiny_lm, train_spec
-
 
 
 def test_advantages_are_leave_one_out():
@@ -109,8 +108,7 @@ def test_gradient_reaches_only_the_trainable_tensors(setup):
     ro = _fixed_batch(lm)
     with HookScope("t") as scope:
         params.attach(scope)
-        rloo_loss_backward(lm.model, ro, rloo_advantages(torch.tensor([[1.0, -1, -1], [-1.0, 1, 1]])),
-                           temperature=1.0)
+        rloo_loss_backward(lm.model, ro, rloo_advantages(torch.tensor([[1.0, -1, -1], [-1.0, 1, 1]])), temperature=1.0)
     assert all(not p.requires_grad and p.grad is None for p in lm.model.parameters())
     for n, p in params.named_trainable().items():
         assert p.grad is not None and p.grad.abs().sum() > 0, n
@@ -119,8 +117,16 @@ def test_gradient_reaches_only_the_trainable_tensors(setup):
 def test_rollouts_share_the_prompt_and_stop_at_eos():
     lm = tiny_lm(make_tiny_model("llama", vocab_size=VOCAB))
     prompts = pad_prompts([[5, 6, 7], [8, 9]], pad_id=0)
-    ro = sample(lm.model, prompts, group_size=4, max_new_tokens=6, temperature=1.0, stop_ids=[2], pad_id=0,
-                generator=torch.Generator().manual_seed(0))
+    ro = sample(
+        lm.model,
+        prompts,
+        group_size=4,
+        max_new_tokens=6,
+        temperature=1.0,
+        stop_ids=[2],
+        pad_id=0,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert ro.tokens.shape[0] == 8
     for row, toks in enumerate(ro.token_lists()):
         assert 2 not in toks[:-1]  # nothing after a stop token
@@ -128,8 +134,9 @@ def test_rollouts_share_the_prompt_and_stop_at_eos():
     # greedy rollouts of a group are identical and equal the HF greedy continuation
     g = sample(lm.model, prompts, group_size=2, max_new_tokens=5, temperature=0.0, stop_ids=[], pad_id=0)
     assert torch.equal(g.tokens[0], g.tokens[1])
-    ref = lm.model.generate(input_ids=torch.tensor([[5, 6, 7]]), max_new_tokens=5, do_sample=False,
-                            eos_token_id=None, pad_token_id=0)
+    ref = lm.model.generate(
+        input_ids=torch.tensor([[5, 6, 7]]), max_new_tokens=5, do_sample=False, eos_token_id=None, pad_token_id=0
+    )
     assert g.tokens[0].tolist() == ref[0, 3:].tolist()
 
 
@@ -150,18 +157,21 @@ def test_learnable_reward_goes_up(tmp_path):
     from mechsteer.vectors.vector_set import load_vector_set
 
     lm = tiny_lm(make_tiny_model("llama", vocab_size=VOCAB, seed=3))
-    spec = train_spec(rloo={"group_size": 8, "prompts_per_step": 4, "steps": 8, "lr": 0.1, "max_new_tokens": 1},
-                      checkpoint_every=100)
+    spec = train_spec(
+        rloo={"group_size": 8, "prompts_per_step": 4, "steps": 8, "lr": 0.1, "max_new_tokens": 1}, checkpoint_every=100
+    )
     data = rows(8)
     tr = Trainer(spec, lm=lm, output_dir=tmp_path, rows=data, progress=False, reward_fn=lambda c: 0.0)
     prompts = [list(it.prompt_ids) for it in tr.pool.items]
     with torch.no_grad():
         p = pad_prompts(prompts, 0)
-        probs = torch.softmax(lm.model(input_ids=p.ids, attention_mask=p.mask, position_ids=p.positions())
-                              .logits[:, -1].float(), -1).mean(0)
+        probs = torch.softmax(
+            lm.model(input_ids=p.ids, attention_mask=p.mask, position_ids=p.positions()).logits[:, -1].float(), -1
+        ).mean(0)
     target = int((probs - 0.2).abs().argmin())
     tr.grader = __import__("mechsteer.train.rewards", fromlist=["custom_reward"]).custom_reward(
-        lambda c: 1.0 if c.token_ids[:1] == (target,) else -1.0)
+        lambda c: 1.0 if c.token_ids[:1] == (target,) else -1.0
+    )
     res = tr.run()
     vs = load_vector_set(res.final_path)
     before = float(probs[target])
@@ -181,10 +191,17 @@ def test_every_setup_trains_and_exports(tmp_path, setup):
 
     lm = tiny_lm(make_tiny_model("llama", vocab_size=VOCAB))
     before = {n: p.detach().clone() for n, p in lm.model.named_parameters()}
-    spec = train_spec(setup=setup, rloo={"group_size": 4, "prompts_per_step": 2, "steps": 2, "lr": 0.05,
-                                         "max_new_tokens": 2})
-    res = Trainer(spec, lm=lm, output_dir=tmp_path, rows=rows(4), progress=False,
-                  reward_fn=lambda c: 1.0 if c.token_ids and c.token_ids[0] % 2 else -1.0).run()
+    spec = train_spec(
+        setup=setup, rloo={"group_size": 4, "prompts_per_step": 2, "steps": 2, "lr": 0.05, "max_new_tokens": 2}
+    )
+    res = Trainer(
+        spec,
+        lm=lm,
+        output_dir=tmp_path,
+        rows=rows(4),
+        progress=False,
+        reward_fn=lambda c: 1.0 if c.token_ids and c.token_ids[0] % 2 else -1.0,
+    ).run()
     changed = [n for n, p in lm.model.named_parameters() if not torch.equal(p, before[n])]
     assert all(not p.requires_grad for p in lm.model.parameters())  # frozen again after training
     if setup == "full":

@@ -8,8 +8,8 @@ import json
 import textwrap
 
 import pytest
-
 from conftest import REPO
+
 from mechsteer.errors import SpecError
 from mechsteer.spec.training import SingleLayerSetup, json_schema, load_train_spec, resolve_setup
 
@@ -50,7 +50,9 @@ def _write(tmp_path, text):
 
 
 def test_problems_are_located_and_all_reported(tmp_path):
-    p = _write(tmp_path, """\
+    p = _write(
+        tmp_path,
+        """\
         name: t
         model: {id: smollm2-135m}
         setup: {single_layr: 3}
@@ -58,7 +60,8 @@ def test_problems_are_located_and_all_reported(tmp_path):
           lrr: 0.1
           group_size: 1
         data: {kind: mini}
-        """)
+        """,
+    )
     with pytest.raises(SpecError) as e:
         load_train_spec(p)
     lines = [pr.format() for pr in e.value.problems]
@@ -69,25 +72,34 @@ def test_problems_are_located_and_all_reported(tmp_path):
 
 
 def test_layer_and_lr_table_ranges_are_checked_against_the_model(tmp_path):
-    p = _write(tmp_path, """\
+    p = _write(
+        tmp_path,
+        """\
         name: t
         model: {id: smollm2-135m}
         setup: {single_layer: 30}
         rloo: {max_new_tokens: 8, lr_per_layer: {40: 0.1}}
         data: {kind: mini}
-        """)
+        """,
+    )
     with pytest.raises(SpecError) as e:
         load_train_spec(p)
     text = str(e.value)
-    assert "setup: layer 30 is out of range" in text and "4:42: rloo.lr_per_layer[40]: layer 40 is out of range for a model with 30 layers" in text
+    assert (
+        "setup: layer 30 is out of range" in text
+        and "4:42: rloo.lr_per_layer[40]: layer 40 is out of range for a model with 30 layers" in text
+    )
 
 
 def test_missing_length_and_missing_file(tmp_path):
-    p = _write(tmp_path, """\
+    p = _write(
+        tmp_path,
+        """\
         name: t
         model: {id: smollm2-135m}
         data: {kind: jsonl, path: nope.jsonl}
-        """)
+        """,
+    )
     with pytest.raises(SpecError) as e:
         load_train_spec(p)
     assert "data file not found" in str(e.value) and "no generation length" in str(e.value)
@@ -103,13 +115,16 @@ def test_cli_prints_located_errors_without_traceback(tmp_path):
 
     from mechsteer.cli.app import app
 
-    p = _write(tmp_path, """\
+    p = _write(
+        tmp_path,
+        """\
         name: t
         model: {id: smollm2-135m}
         setup: everything
         data: {kind: mini}
         rloo: {max_new_tokens: 8}
-        """)
+        """,
+    )
     res = CliRunner().invoke(app, ["train", str(p)])
     assert res.exit_code == 1
     assert f"{p}:3:1: setup:" in res.output and "Traceback" not in res.output

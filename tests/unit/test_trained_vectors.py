@@ -63,5 +63,7 @@ def test_missing_output_names_the_command_and_a_written_one_is_read(tmp_path):
 def test_a_broken_training_file_is_a_located_study_problem(tmp_path):
     _setup(tmp_path)
     (tmp_path / "train.yaml").write_text(textwrap.dedent(TRAIN).replace("setup: all_layers", "setup: sideways"))
-    with pytest.raises(SpecError, match=r"s.yaml:6:\d+: vectors.c.train: the training file does not validate: .*train.yaml:4:1: setup"):
+    with pytest.raises(
+        SpecError, match=r"s.yaml:6:\d+: vectors.c.train: the training file does not validate: .*train.yaml:4:1: setup"
+    ):
         load_study(tmp_path / "s.yaml")

@@ -6,10 +6,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from mechsteer.errors import VectorError
-from mechsteer.vectors import VectorSet, load_vector_set, save_vector_set
 from mechsteer.engine.vectors import BuildContext
+from mechsteer.errors import VectorError
 from mechsteer.spec.kinds.vectors import RandomVectors, ScaledVectors, ZeroVectors
+from mechsteer.vectors import VectorSet, load_vector_set, save_vector_set
 
 
 def test_round_trip_keeps_rows_values_and_metadata(tmp_path):
@@ -58,8 +58,13 @@ def _ctx(specs):
 
 def test_random_norm_like_copies_rows_and_norms_and_is_seeded():
     base = VectorSet(torch.randn(4, 16) * torch.tensor([1.0, 2.0, 3.0, 4.0])[:, None], [0, 2])
-    ctx = _ctx({"r": RandomVectors(seed=3, norm_like="t"), "r2": RandomVectors(seed=3, norm_like="t"),
-                "r3": RandomVectors(seed=4, norm_like="t")})
+    ctx = _ctx(
+        {
+            "r": RandomVectors(seed=3, norm_like="t"),
+            "r2": RandomVectors(seed=3, norm_like="t"),
+            "r3": RandomVectors(seed=4, norm_like="t"),
+        }
+    )
     ctx.built["t"] = base
     r, r2, r3 = ctx.get("r"), ctx.get("r2"), ctx.get("r3")
     assert r.layers == [0, 2]
@@ -70,7 +75,9 @@ def test_random_norm_like_copies_rows_and_norms_and_is_seeded():
 
 
 def test_zeros_and_scaled():
-    ctx = _ctx({"z": ZeroVectors(layers=[1, "last"]), "r": RandomVectors(norm=2.0), "s": ScaledVectors(of="r", factor=-0.5)})
+    ctx = _ctx(
+        {"z": ZeroVectors(layers=[1, "last"]), "r": RandomVectors(norm=2.0), "s": ScaledVectors(of="r", factor=-0.5)}
+    )
     z = ctx.get("z")
     assert z.layers == [1, 3] and not z.vectors.any()
     assert torch.allclose(ctx.get("s").vectors, -0.5 * ctx.get("r").vectors)

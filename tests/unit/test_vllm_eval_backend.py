@@ -14,9 +14,23 @@ from mechsteer.eval.vllm_backend import vllm_engine, vllm_generation_kwargs, vll
 
 SAMPLING_PARAMS_FIELDS = {
     # vllm.SamplingParams fields (the ones lm-eval's VLLM passes through after its own normalisation)
-    "n", "temperature", "top_p", "top_k", "min_p", "seed", "stop", "stop_token_ids", "max_tokens",
-    "skip_special_tokens", "spaces_between_special_tokens", "presence_penalty", "frequency_penalty",
-    "repetition_penalty", "ignore_eos", "min_tokens", "logprobs",
+    "n",
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "seed",
+    "stop",
+    "stop_token_ids",
+    "max_tokens",
+    "skip_special_tokens",
+    "spaces_between_special_tokens",
+    "presence_penalty",
+    "frequency_penalty",
+    "repetition_penalty",
+    "ignore_eos",
+    "min_tokens",
+    "logprobs",
 }
 
 
@@ -49,8 +63,9 @@ def test_kwargs_reach_sampling_params_cleanly():
 
 def test_task_dict_is_the_hf_one_except_generation():
     rows = generate_mini("test", 4)
-    hf = build_task_config(TaskSettings(task="mini", protocol="greedy", samples=2, max_gen_toks=32, chat=True),
-                           rows, len)
+    hf = build_task_config(
+        TaskSettings(task="mini", protocol="greedy", samples=2, max_gen_toks=32, chat=True), rows, len
+    )
     vl = vllm_task_config(hf, [2])
     assert set(vl) == set(hf)
     for key in set(hf) - {"generation_kwargs", "metadata"}:

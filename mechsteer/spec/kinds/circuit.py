@@ -21,8 +21,8 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from mechsteer.spec.kinds.interventions import InterventionBase
 from mechsteer.spec.kinds import intervention_kind
+from mechsteer.spec.kinds.interventions import InterventionBase
 from mechsteer.spec.layers import LayerSelection, resolve_layers
 from mechsteer.spec.models import ModelShape
 
@@ -52,9 +52,11 @@ def _range_problems(field: str, heads, n: int, kind: str, hint_n_heads: int | No
             continue
         msg = f"{kind} index {h} is out of range: the model has {n} {kind}s (0..{n - 1})"
         if hint_n_heads is not None and h < hint_n_heads:
-            msg += (f"; {h} would be a query-head index (query heads 0..{hint_n_heads - 1}), but k/v heads are "
-                    f"counted as KV heads with GQA (KV head g serves query heads "
-                    f"g*{hint_n_heads // n}..g*{hint_n_heads // n}+{hint_n_heads // n - 1})")
+            msg += (
+                f"; {h} would be a query-head index (query heads 0..{hint_n_heads - 1}), but k/v heads are "
+                f"counted as KV heads with GQA (KV head g serves query heads "
+                f"g*{hint_n_heads // n}..g*{hint_n_heads // n}+{hint_n_heads // n - 1})"
+            )
         out.append(((field, i), msg))
     return out
 
@@ -73,8 +75,10 @@ class SurgeryBase(InterventionBase):
     @classmethod
     def _one_layer(cls, v):
         if isinstance(v, list) or v == "all":
-            raise ValueError("block surgery splices exactly one block: give one layer (e.g. last, -1, 27, "
-                             "{depth: 1.0}), not a list or 'all'")
+            raise ValueError(
+                "block surgery splices exactly one block: give one layer (e.g. last, -1, 27, "
+                "{depth: 1.0}), not a list or 'all'"
+            )
         return v
 
     def vector_refs(self) -> list[str]:
@@ -89,8 +93,15 @@ class SurgeryBase(InterventionBase):
             return out
         (b,) = resolve_layers(self.layer, shape.n_layers)
         if b == 0:
-            out.append((("layer",), ("block 0 cannot be spliced: s comes from the block before the spliced one "
-                                     "(row layer-1 of the vector set); choose a block >= 1")))
+            out.append(
+                (
+                    ("layer",),
+                    (
+                        "block 0 cannot be spliced: s comes from the block before the spliced one "
+                        "(row layer-1 of the vector set); choose a block >= 1"
+                    ),
+                )
+            )
         return out
 
     def block(self, n_layers: int) -> int:
@@ -162,8 +173,10 @@ class QKVSpec(AttentionSurgeryBase):
     @model_validator(mode="after")
     def _one_head_kind(self):
         if self.heads != "all" and "q" in self.proj and len(self.proj) > 1:
-            raise ValueError("a head list is ambiguous when proj mixes q (query heads) with k/v (KV heads): "
-                             "use heads: all, or one intervention per head kind")
+            raise ValueError(
+                "a head list is ambiguous when proj mixes q (query heads) with k/v (KV heads): "
+                "use heads: all, or one intervention per head kind"
+            )
         return self
 
     def shape_problems(self, shape: ModelShape) -> list[tuple[tuple, str]]:

@@ -13,8 +13,8 @@ from typing import ClassVar, Literal
 from pydantic import Field, field_validator, model_validator
 
 from mechsteer.spec.base import StrictModel
-from mechsteer.spec.kinds.interventions import InterventionBase, resolved_selection
 from mechsteer.spec.kinds import intervention_kind
+from mechsteer.spec.kinds.interventions import InterventionBase, resolved_selection
 from mechsteer.spec.layers import LayerResolutionError, LayerSelection, resolve_layers
 from mechsteer.spec.models import ModelShape, known_shape
 
@@ -35,18 +35,23 @@ def shape_str(n_layers: int, d_model: int) -> str:
     return f"[{n_layers} layers x d_model {d_model}]"
 
 
-def transfer_problem(donor: str, n_from: int, d_from: int, recipient: str, n_to: int, d_to: int,
-                     layer_map: str) -> str | None:
+def transfer_problem(
+    donor: str, n_from: int, d_from: int, recipient: str, n_to: int, d_to: int, layer_map: str
+) -> str | None:
     """Why a donor's vectors cannot be applied to a recipient (None if they can). Shared by `validate`
     (known shapes) and the torch side (actual tensors), so both say the same thing."""
     if d_from != d_to:
-        return (f"cannot transfer vectors from {donor} {shape_str(n_from, d_from)} to {recipient} "
-                f"{shape_str(n_to, d_to)}: the widths differ; vectors only transfer between models of the same "
-                f"width (the same family and size)")
+        return (
+            f"cannot transfer vectors from {donor} {shape_str(n_from, d_from)} to {recipient} "
+            f"{shape_str(n_to, d_to)}: the widths differ; vectors only transfer between models of the same "
+            f"width (the same family and size)"
+        )
     if n_from != n_to and layer_map == "same_index":
-        return (f"cannot transfer vectors from {donor} {shape_str(n_from, d_from)} to {recipient} "
-                f"{shape_str(n_to, d_to)} layer by layer: the depths differ (set layer_map: relative_depth to map "
-                f"donor layer i to recipient layer round(i/({n_from}-1)*({n_to}-1)))")
+        return (
+            f"cannot transfer vectors from {donor} {shape_str(n_from, d_from)} to {recipient} "
+            f"{shape_str(n_to, d_to)} layer by layer: the depths differ (set layer_map: relative_depth to map "
+            f"donor layer i to recipient layer round(i/({n_from}-1)*({n_to}-1)))"
+        )
     return None
 
 
@@ -79,8 +84,9 @@ class TransferSpec(InterventionBase):
         d = known_shape(self.donor)
         if d is None:
             return []
-        msg = transfer_problem(self.donor, d.n_layers, d.d_model, "the recipient", shape.n_layers,
-                               shape.d_model, self.layer_map)
+        msg = transfer_problem(
+            self.donor, d.n_layers, d.d_model, "the recipient", shape.n_layers, shape.d_model, self.layer_map
+        )
         return [(("donor",), msg)] if msg else []
 
 
@@ -145,8 +151,9 @@ class ComposeSpec(InterventionBase):
         return out
 
 
-def compose_pairs(layers: Iterable[int], vector: str = "single_{layer}", name: str = "pair_{i}_{j}",
-                  diagonal: bool = True) -> dict[str, list[dict]]:
+def compose_pairs(
+    layers: Iterable[int], vector: str = "single_{layer}", name: str = "pair_{i}_{j}", diagonal: bool = True
+) -> dict[str, list[dict]]:
     """The paper's composition grid as study conditions: one condition per pair i <= j of `layers`.
 
     `vector` names the vector set holding layer l's single-layer vector; `{layer}` in it is replaced by l

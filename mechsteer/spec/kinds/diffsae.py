@@ -37,8 +37,9 @@ class SAESpec(StrictModel):
     """Steps between resumable checkpoints (0: only at the end)."""
 
 
-@readout_kind("diffsae", impl="mechsteer.readouts.diffsae:run_diffsae_readout",
-              report="mechsteer.readouts.diffsae:report_section")
+@readout_kind(
+    "diffsae", impl="mechsteer.readouts.diffsae:run_diffsae_readout", report="mechsteer.readouts.diffsae:report_section"
+)
 class DiffSAEReadout(PromptSource):
     """Generate completions to task problems under the condition (graded), run the base and the steered model
     teacher-forced on them, train a TopK SAE on dF at `layers`, and rank its features by firing frequency on

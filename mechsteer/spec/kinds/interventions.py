@@ -64,7 +64,7 @@ class InterventionBase(StrictModel):
         indices when the model's shape is known. `all` stays symbolic where it means "every row of the vector
         set". Kinds that take defaults from the model entry extend this (`prefix_token`)."""
         update: dict = {}
-        if "path" in type(self).model_fields and isinstance(getattr(self, "path"), str):
+        if "path" in type(self).model_fields and isinstance(self.path, str):
             update["path"] = str(resolve_path(self.path))
         if shape is not None:
             for fname, sel in self.layer_refs():

@@ -57,9 +57,14 @@ def _missing_kind(spec, conditions: dict, kinds: tuple[str, ...], why: str) -> l
             continue
         if not any(getattr(iv, "kind", None) in kinds for iv in cond):
             field = ("conditions",) if getattr(spec, "conditions", None) is not None else ("kind",)
-            out.append((field, f"{spec.kind} runs under condition {name!r}, which has no {' or '.join(kinds)} "
-                               f"intervention ({why})",
-                        "restrict the readout with `conditions: [...]` to conditions that have one"))
+            out.append(
+                (
+                    field,
+                    f"{spec.kind} runs under condition {name!r}, which has no {' or '.join(kinds)} "
+                    f"intervention ({why})",
+                    "restrict the readout with `conditions: [...]` to conditions that have one",
+                )
+            )
     return out
 
 
@@ -91,8 +96,11 @@ class _VectorRows(StrictModel):
     """Rows (layers) of each set to analyse (`all`: every row the set has)."""
 
 
-@readout_kind("logit_lens", impl="mechsteer.readouts.logit_lens_kind:run",
-              report="mechsteer.readouts.logit_lens_kind:report_section")
+@readout_kind(
+    "logit_lens",
+    impl="mechsteer.readouts.logit_lens_kind:run",
+    report="mechsteer.readouts.logit_lens_kind:report_section",
+)
 class LogitLensReadout(_Sampled, _VectorRows):
     """Top/bottom-k tokens of each vector row through the unembedding (dot, cosine, softmax prob), without and
     with the final norm. With `unembedding_bias`, also the effective unembedding bias u_l: the mean shift of
@@ -126,8 +134,11 @@ class LogitLensReadout(_Sampled, _VectorRows):
         return out
 
 
-@readout_kind("vector_stats", impl="mechsteer.readouts.vector_stats_kind:run",
-              report="mechsteer.readouts.vector_stats_kind:report_section")
+@readout_kind(
+    "vector_stats",
+    impl="mechsteer.readouts.vector_stats_kind:run",
+    report="mechsteer.readouts.vector_stats_kind:report_section",
+)
 class VectorStatsReadout(_VectorRows):
     """Norms per layer, the pairwise cosine matrix, singular values and stable rank of each vector set the
     condition reads; with `align`, the report adds the per-layer alignment (cosine, norm ratio) of every two
@@ -144,8 +155,11 @@ class VectorStatsReadout(_VectorRows):
         return _layer_problems(self, ("layers",), shapes)
 
 
-@readout_kind("non_english", impl="mechsteer.readouts.non_english_kind:run",
-              report="mechsteer.readouts.non_english_kind:report_section")
+@readout_kind(
+    "non_english",
+    impl="mechsteer.readouts.non_english_kind:run",
+    report="mechsteer.readouts.non_english_kind:report_section",
+)
 class NonEnglishReadout(_VectorRows):
     """Per layer, the fraction of tokens in non-Latin scripts (by Unicode script, offline) among the bottom-k
     vs the top-k tokens of each vector row's logit lens, next to the whole vocabulary's fraction (Figures
@@ -172,8 +186,11 @@ class NonEnglishReadout(_VectorRows):
         return _layer_problems(self, ("layers",), shapes)
 
 
-@readout_kind("persistence", impl="mechsteer.readouts.persistence_kind:run",
-              report="mechsteer.readouts.persistence_kind:report_section")
+@readout_kind(
+    "persistence",
+    impl="mechsteer.readouts.persistence_kind:run",
+    report="mechsteer.readouts.persistence_kind:report_section",
+)
 class PersistenceReadout(_Sampled):
     """How a single-layer steering vector propagates (Figure 2): for each source layer l, sequences are
     sampled under `add s_l` at l alone, then teacher-forced with and without it; dF_j = h_j(s_l) - h_j(0) at
@@ -191,12 +208,16 @@ class PersistenceReadout(_Sampled):
     """Target blocks j measured (blocks before a source are NaN by causality)."""
 
     def study_problems(self, conditions: dict, shapes: dict) -> list[Problem3]:
-        return (_layer_problems(self, ("sources", "targets"), shapes)
-                + _missing_kind(self, conditions, ("add",), "its rows are the single-layer sources"))
+        return _layer_problems(self, ("sources", "targets"), shapes) + _missing_kind(
+            self, conditions, ("add",), "its rows are the single-layer sources"
+        )
 
 
-@readout_kind("token_shift", impl="mechsteer.readouts.token_shift_kind:run",
-              report="mechsteer.readouts.token_shift_kind:report_section")
+@readout_kind(
+    "token_shift",
+    impl="mechsteer.readouts.token_shift_kind:run",
+    report="mechsteer.readouts.token_shift_kind:report_section",
+)
 class TokenShiftReadout(_Sampled):
     """Two conditions on the same teacher-forced sequences (Figures 3 and 6): the cell's condition against
     `reference` (default: no intervention). Per generated position dp = p(condition) - p(reference), the most
@@ -217,13 +238,19 @@ class TokenShiftReadout(_Sampled):
 
     def study_problems(self, conditions: dict, shapes: dict) -> list[Problem3]:
         if self.reference is not None and self.reference not in conditions:
-            return [(("reference",), f"unknown condition {self.reference!r}",
-                     f"conditions: {', '.join(conditions) or 'none'}")]
+            return [
+                (
+                    ("reference",),
+                    f"unknown condition {self.reference!r}",
+                    f"conditions: {', '.join(conditions) or 'none'}",
+                )
+            ]
         return []
 
 
-@readout_kind("tokenwise", impl="mechsteer.readouts.tokenwise_kind:run",
-              report="mechsteer.readouts.tokenwise_kind:report_section")
+@readout_kind(
+    "tokenwise", impl="mechsteer.readouts.tokenwise_kind:run", report="mechsteer.readouts.tokenwise_kind:report_section"
+)
 class TokenwiseReadout(_Sampled):
     """The token-wise magnitude alpha_t of a `lora1` condition (Appendix S): sequences sampled under the
     condition, teacher-forced once; per layer and position alpha_t, ||m_t|| and cos(m_t, B^), labelled by prompt

@@ -11,18 +11,27 @@ from typing import Literal
 
 from pydantic import Field
 
-from mechsteer.spec.kinds.interventions import InterventionBase, PositionSelector
 from mechsteer.spec.kinds import intervention_kind
+from mechsteer.spec.kinds.interventions import InterventionBase, PositionSelector
 from mechsteer.spec.layers import LayerSelection
 from mechsteer.spec.models import ModelShape
 
 Place = Literal["input_layernorm", "self_attn", "post_attention_layernorm", "pre_feedforward_layernorm", "mlp"]
 """Submodules of a decoder block after which `add_at_place` adds (pre_feedforward_layernorm: Gemma3 only)."""
 
-NO_DOWN_PROJ = frozenset({
-    "GPT2LMHeadModel", "GPTNeoXForCausalLM", "GPTJForCausalLM", "OPTForCausalLM", "BloomForCausalLM",
-    "FalconForCausalLM", "PhiForCausalLM", "GPTNeoForCausalLM", "MptForCausalLM",
-})
+NO_DOWN_PROJ = frozenset(
+    {
+        "GPT2LMHeadModel",
+        "GPTNeoXForCausalLM",
+        "GPTJForCausalLM",
+        "OPTForCausalLM",
+        "BloomForCausalLM",
+        "FalconForCausalLM",
+        "PhiForCausalLM",
+        "GPTNeoForCausalLM",
+        "MptForCausalLM",
+    }
+)
 """Architectures known to have no `mlp.down_proj` (their MLP output projection has another name)."""
 
 

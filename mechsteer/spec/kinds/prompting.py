@@ -10,8 +10,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from mechsteer.spec.kinds.interventions import InterventionBase
 from mechsteer.spec.kinds import intervention_kind
+from mechsteer.spec.kinds.interventions import InterventionBase
 from mechsteer.spec.models import ModelSpec
 
 
