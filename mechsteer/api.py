@@ -198,8 +198,8 @@ def load_results(path: str | Path) -> Results:
 def diff(a: Results | str | Path, b: Results | str | Path, **options):
     """Compare two runs of the same study, B - A: conditions matched by name (layer sweeps by relative depth),
     paired statistics on shared problems (exact McNemar, paired bootstrap 95% CI), readout metrics side by
-    side. Returns a `mechsteer.diff.DiffResult`; see `mechsteer.diff.diff` for the options."""
-    from mechsteer.diff import diff as _diff
+    side. Returns a `mechsteer.comparison.DiffResult`; see `mechsteer.comparison.diff` for the options."""
+    from mechsteer.comparison import diff as _diff
 
     return _diff(a, b, **options)
 

@@ -49,7 +49,7 @@ def main() -> None:
         subprocess.run([*exe, "run", "report_diff_demo.yaml", *profile, "--threads", "1"], cwd=work, check=True)
     seconds = time.perf_counter() - t0
 
-    from mechsteer.diff import diff
+    from mechsteer.comparison import diff
 
     a, b = work / "outputs" / "report_diff_demo", work / "outputs" / "report_diff_demo-last"
     d = diff(a, b, seed=0)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from mechsteer.atomic import atomic_write_text
-from mechsteer.diff import template_regex
+from mechsteer.comparison import template_regex
 
 ACCURACY = ("acc_lenient", "acc_boxed")
 FALLBACK = [

@@ -1,4 +1,4 @@
-"""`mechsteer.diff`: two recorded runs with known per-problem outcomes; the paired statistics are checked against
+"""`mechsteer.comparison`: two recorded runs with known per-problem outcomes; the paired statistics are checked against
 a direct computation (scipy's binomial test on the same 2x2 table, a hand-written bootstrap), the matching by
 name and by relative depth, and the errors for different studies and disjoint problems."""
 
@@ -12,7 +12,7 @@ import pytest
 from recorded_runs import eval_cell, generate_cell, write_run
 from scipy.stats import binomtest
 
-from mechsteer.diff import diff, mcnemar_exact, paired_bootstrap_ci, relative_layer
+from mechsteer.comparison import diff, mcnemar_exact, paired_bootstrap_ci, relative_layer
 from mechsteer.errors import MechsteerError
 
 # 40 problems: A right on the first 20; B right on problems 5..34 -> A-only 5 (0..4), B-only 15 (20..34)

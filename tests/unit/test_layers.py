@@ -29,7 +29,7 @@ LAYERS: list[tuple[int, tuple[str, ...]]] = [
     (4, ("mechsteer.interventions", "mechsteer.positions", "mechsteer.capture", "mechsteer.replay")),
     (5, ("mechsteer.generation", "mechsteer.measurement", "mechsteer.eval", "mechsteer.readouts", "mechsteer.diffsae")),
     (6, ("mechsteer.engine",)),
-    (7, ("mechsteer.report", "mechsteer.results", "mechsteer.diff")),
+    (7, ("mechsteer.report", "mechsteer.results", "mechsteer.comparison")),
     (8, ("mechsteer.train", "mechsteer.builders")),
     (9, ("mechsteer.api", "mechsteer.cli")),
 ]
@@ -108,3 +108,12 @@ def test_module_level_imports_have_no_cycle():
     for n in sorted(graph):
         if n not in state:
             visit(n)
+
+
+def test_no_public_name_is_shadowed_by_a_submodule():
+    """`import mechsteer.x` sets the attribute `x` on the package: an API name equal to a submodule's name
+    would turn into that module once anything imports it (`ms.diff` became a module that way once)."""
+    import mechsteer
+
+    clashes = [n for n in mechsteer.__all__ if (PACKAGE / f"{n}.py").exists() or (PACKAGE / n).is_dir()]
+    assert not clashes, f"public names that are also submodules: {clashes}"
