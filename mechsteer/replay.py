@@ -106,13 +106,21 @@ def unembed(model: nn.Module, adapter: ArchitectureAdapter, hidden: torch.Tensor
 
 @torch.no_grad()
 def replay(
-    model: nn.Module, adapter: ArchitectureAdapter, state: ReplayState, *, resid: bool = False, logits: bool = True
+    model: nn.Module,
+    adapter: ArchitectureAdapter,
+    state: ReplayState,
+    *,
+    resid: bool = False,
+    logits: bool = True,
+    keep_last: int | None = None,
 ):
     """Re-run blocks state.layer..L-1, then (with `logits`) the final norm and the unembedding, on the
     recorded input, under whatever hooks are on the model now. Returns the logits [b, T, V]; with `resid`,
     (logits or None, {j: resid_post of block j}) - persistence needs only the residual streams, so
     `logits=False` skips the unembedding, the largest single cost of a short replay. Only valid when the
-    current hooks touch no block before `state.layer` (see `earliest_block`)."""
+    current hooks touch no block before `state.layer` (see `earliest_block`). `keep_last=k` unembeds only the
+    last k positions (a teacher-forced readout scores the generated positions only), like transformers'
+    `logits_to_keep=k`."""
     n = adapter.shape(model).n_layers
     h = state.hidden
     post: dict[int, torch.Tensor] = {}
@@ -120,7 +128,7 @@ def replay(
         h = decoder_output_tensor(adapter.layer(model, j)(h, **state.kwargs))
         if resid:
             post[j] = h
-    out = unembed(model, adapter, h) if logits else None
+    out = unembed(model, adapter, h if not keep_last else h[:, -keep_last:]) if logits else None
     return (out, post) if resid else out
 
 

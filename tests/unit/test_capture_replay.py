@@ -157,6 +157,11 @@ def test_replay_equals_full_forward(_replay_model, padding, case):
     assert (full[real] - base_logits[real]).abs().max() > 1e-2, "the condition does not change the logits"
     assert (got[real] - full[real]).abs().max() <= 1e-5
     assert sorted(post) == list(range(l, 4))
+    with torch.no_grad(), steering(model, ad, specs, {"v": vs}):  # only the scored (last) positions
+        kept = model(input_ids=ids, attention_mask=mask, use_cache=False, logits_to_keep=3).logits
+        got_kept = replay(model, ad, states[l], keep_last=3)
+    assert got_kept.shape == kept.shape == (ids.shape[0], 3, full.shape[-1])
+    assert (got_kept - full[:, -3:]).abs().max() <= 1e-5 and (kept - full[:, -3:]).abs().max() <= 1e-5
     with torch.no_grad(), steering(model, ad, specs, {"v": vs}) as ctx:
         cap = Capture(model, ad, layer_sites("resid_post", range(l, 4))).attach(ctx.scope)  # after the condition
         model(input_ids=ids, attention_mask=mask, use_cache=False)
