@@ -17,6 +17,7 @@ import json
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from mechsteer.errors import MechsteerError
 from mechsteer.eval.lm_eval_tasks import (
@@ -114,59 +115,86 @@ def json_safe(obj):
     return json.loads(json.dumps(obj, default=handle_non_serializable, ensure_ascii=False))
 
 
-def run_eval(task: MeasurementTask) -> MeasurementResult:
-    from lm_eval import __version__ as lm_eval_version
+@dataclass
+class EvalSetup:
+    """What every evaluation engine (HF bridge, vLLM) needs for one cell: the problems, the task definition
+    and the length budget. Built once by `prepare_eval`, so both engines evaluate exactly the same task."""
 
+    name: str
+    rows: list[dict]
+    settings: TaskSettings
+    config: dict
+    chat: bool
+    budget: int
+    max_gen: int
+
+
+def prepare_eval(task: MeasurementTask) -> EvalSetup:
+    """Load the cell's problems and build its lm-eval task definition (the paper's prompt and protocol)."""
     from mechsteer.eval.datasets import DatasetUnavailableError
-    from mechsteer.eval.lm_eval_bridge import SteeredHFLM
-    from mechsteer.generation import stop_info, uses_chat_template
+    from mechsteer.generation import uses_chat_template
 
     o, lm = task.spec, task.lm
-    name = o.task
     try:
-        rows = load_problems(name, o.data_dir, o.limit)
+        rows = load_problems(o.task, o.data_dir, o.limit)
     except DatasetUnavailableError as e:
         raise MechsteerError(str(e)) from None
     chat = uses_chat_template(lm)
     budget = total_length(lm)
     max_gen = min(int(o.max_new_tokens or budget), budget - 1)
     settings = TaskSettings(
-        task=name, protocol=o.protocol, samples=o.samples, max_gen_toks=max_gen, chat=chat, template=o.template
+        task=o.task, protocol=o.protocol, samples=o.samples, max_gen_toks=max_gen, chat=chat, template=o.template
     )
 
     def count_tokens(text: str) -> int:
         return len(lm.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     config = build_task_config(settings, rows, count_tokens)
-    task.progress(0, len(rows) * settings.samples)
+    return EvalSetup(o.task, rows, settings, config, chat, budget, max_gen)
+
+
+def eval_result(setup: EvalSetup, results: dict, extra_info: dict) -> MeasurementResult:
+    """lm-eval's results for one cell as the cell's metrics, per-problem samples, info and results file."""
+    from lm_eval import __version__ as lm_eval_version
+
+    lm_name = lm_eval_task_name(setup.name)
+    metrics = flatten_metrics(results["results"][lm_name])
+    samples = json_safe(results["samples"][lm_name])
+    metrics["n_problems"] = float(len(samples))
+    metrics["samples_per_problem"] = float(setup.settings.samples)
+    summary = json_safe({k: v for k, v in results.items() if k != "samples"})
+    info = {
+        "lm_eval_version": lm_eval_version,
+        "lm_eval_task": lm_name,
+        "chat_template": setup.chat,
+        "max_length": setup.budget,
+        "max_gen_toks": setup.max_gen,
+        "generation_kwargs": setup.config["generation_kwargs"],
+        "repeats": setup.settings.samples,
+        "prompt_example": samples[0]["arguments"][0][0] if samples else "",
+        **extra_info,
+    }
+    files = {"lm_eval_results.json": json.dumps(summary, indent=2, ensure_ascii=False).encode()}
+    return MeasurementResult(metrics, samples, files=files, info=info)
+
+
+def run_eval(task: MeasurementTask) -> MeasurementResult:
+    """The `eval` measurement on the loaded model inside the cell's steering scope (HF + hooks)."""
+    from mechsteer.eval.lm_eval_bridge import SteeredHFLM
+    from mechsteer.generation import stop_info
+
+    o, lm = task.spec, task.lm
+    setup = prepare_eval(task)
+    task.progress(0, len(setup.rows) * setup.settings.samples)
     with _quiet_lm_eval():
         bridge = SteeredHFLM(
             lm.model,
             lm.tokenizer,
             task.ctx,
             batch_size=o.batch_size,
-            max_length=budget,
+            max_length=setup.budget,
             on_batch=lambda n: task.progress(n, None),
             stop=getattr(lm.spec, "stop", None) or (),
         )
-        results = evaluate_task(bridge, config, seed=task.seed, chat=chat, limit=o.limit)
-
-    lm_name = lm_eval_task_name(name)
-    metrics = flatten_metrics(results["results"][lm_name])
-    samples = json_safe(results["samples"][lm_name])
-    metrics["n_problems"] = float(len(samples))
-    metrics["samples_per_problem"] = float(settings.samples)
-    summary = json_safe({k: v for k, v in results.items() if k != "samples"})
-    info = {
-        "lm_eval_version": lm_eval_version,
-        "lm_eval_task": lm_name,
-        "chat_template": chat,
-        "max_length": budget,
-        "max_gen_toks": max_gen,
-        "generation_kwargs": config["generation_kwargs"],
-        "repeats": settings.samples,
-        "prompt_example": samples[0]["arguments"][0][0] if samples else "",
-        **stop_info(lm.tokenizer, bridge.stop_ids),
-    }
-    files = {"lm_eval_results.json": json.dumps(summary, indent=2, ensure_ascii=False).encode()}
-    return MeasurementResult(metrics, samples, files=files, info=info)
+        results = evaluate_task(bridge, setup.config, seed=task.seed, chat=setup.chat, limit=o.limit)
+    return eval_result(setup, results, stop_info(lm.tokenizer, bridge.stop_ids))

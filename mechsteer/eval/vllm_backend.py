@@ -26,13 +26,11 @@ from __future__ import annotations
 
 import copy
 import gc
-import json
 
 from mechsteer import machine
 from mechsteer.backends.bias_checkpoint import compile_bias_checkpoint, condition_bias, vllm_expressible
 from mechsteer.errors import MechsteerError
-from mechsteer.eval.lm_eval_tasks import TaskSettings, build_task_config, lm_eval_task_name, load_problems
-from mechsteer.eval.runner import evaluate_task, flatten_metrics, json_safe, total_length
+from mechsteer.eval.runner import eval_result, evaluate_task, prepare_eval
 from mechsteer.measurement import MeasurementResult, MeasurementTask
 
 _ENGINE: dict = {}
@@ -134,57 +132,27 @@ def compile_condition(lm, interventions: list, vectors: dict) -> str:
 def run_eval_vllm(task: MeasurementTask, interventions: list) -> MeasurementResult:
     """The `eval` measurement of one cell on vLLM. `interventions` are the cell's bound intervention specs
     (all-position `add` only; the engine keeps every other condition on HF); the vectors come from the
-    cell's steering context. Mirrors runner.run_eval except for the engine."""
-    from lm_eval import __version__ as lm_eval_version
-
-    from mechsteer.eval.datasets import DatasetUnavailableError
-    from mechsteer.generation import lm_stop_token_ids, uses_chat_template
-
-    o, lm = task.spec, task.lm
-    checkpoint = compile_condition(lm, interventions, task.ctx.vectors)
-    name = o.task
-    try:
-        rows = load_problems(name, o.data_dir, o.limit)
-    except DatasetUnavailableError as e:
-        raise MechsteerError(str(e)) from None
-    chat = uses_chat_template(lm)
-    budget = total_length(lm)
-    max_gen = min(int(o.max_new_tokens or budget), budget - 1)
-    settings = TaskSettings(
-        task=name, protocol=o.protocol, samples=o.samples, max_gen_toks=max_gen, chat=chat, template=o.template
-    )
-
-    def count_tokens(text: str) -> int:
-        return len(lm.tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    stops = lm_stop_token_ids(lm)
-    config = vllm_task_config(build_task_config(settings, rows, count_tokens), stops)
-    task.progress(0, len(rows) * settings.samples)
-    dtype = str(lm.dtype).removeprefix("torch.")
-    engine = vllm_engine(checkpoint, dtype=dtype, seed=task.seed, max_length=budget, batch_size="auto")
-    results = evaluate_task(engine, config, seed=task.seed, chat=chat, limit=o.limit)
-    task.progress(len(rows) * settings.samples, None)
-
+    cell's steering context. The task, problems and result handling are runner.run_eval's; only the engine
+    differs."""
     from importlib.metadata import version
 
-    lm_name = lm_eval_task_name(name)
-    metrics = flatten_metrics(results["results"][lm_name])
-    samples = json_safe(results["samples"][lm_name])
-    metrics["n_problems"] = float(len(samples))
-    metrics["samples_per_problem"] = float(settings.samples)
-    summary = json_safe({k: v for k, v in results.items() if k != "samples"})
+    from mechsteer.generation import lm_stop_token_ids, stop_info
+
+    lm = task.lm
+    checkpoint = compile_condition(lm, interventions, task.ctx.vectors)
+    setup = prepare_eval(task)
+    stops = lm_stop_token_ids(lm)
+    config = vllm_task_config(setup.config, stops)
+    task.progress(0, len(setup.rows) * setup.settings.samples)
+    dtype = str(lm.dtype).removeprefix("torch.")
+    engine = vllm_engine(checkpoint, dtype=dtype, seed=task.seed, max_length=setup.budget, batch_size="auto")
+    results = evaluate_task(engine, config, seed=task.seed, chat=setup.chat, limit=task.spec.limit)
+    task.progress(len(setup.rows) * setup.settings.samples, None)
     info = {
         "backend": "vllm",
         "vllm_version": version("vllm"),
         "compiled_checkpoint": checkpoint,
-        "lm_eval_version": lm_eval_version,
-        "lm_eval_task": lm_name,
-        "chat_template": chat,
-        "max_length": budget,
-        "max_gen_toks": max_gen,
         "generation_kwargs": config["generation_kwargs"],
-        "repeats": settings.samples,
-        "prompt_example": samples[0]["arguments"][0][0] if samples else "",
+        **stop_info(lm.tokenizer, stops),
     }
-    files = {"lm_eval_results.json": json.dumps(summary, indent=2, ensure_ascii=False).encode()}
-    return MeasurementResult(metrics, samples, files=files, info=info)
+    return eval_result(setup, results, info)
