@@ -120,18 +120,12 @@ def _n_layers(results: Results) -> dict[str, int]:
 
 def _layer_templates(results: Results) -> list[tuple[str, re.Pattern, list[str]]]:
     """(template, regex, layer variables) of the study's sweep conditions that sweep over `layers`."""
-    for c in results.recorded():
-        spec = results.store.read_record(c["hash"]).get("resolved_spec") or {}
-        out = []
-        for name, body in (spec.get("conditions") or {}).items():
-            if not isinstance(body, dict) or "sweep" not in body:
-                continue
-            sweep = body["sweep"]
-            layer_vars = [v for v, r in sweep.items() if r == "layers"]
-            if layer_vars:
-                out.append((name, template_regex(name, {v: r"-?\d+" for v in sweep}), layer_vars))
-        return out
-    return []
+    out = []
+    for name, sweep in results.sweeps().items():
+        layer_vars = [v for v, r in sweep.items() if r == "layers"]
+        if layer_vars:
+            out.append((name, template_regex(name, {v: r"-?\d+" for v in sweep}), layer_vars))
+    return out
 
 
 def template_regex(template: str, patterns: dict[str, str]) -> re.Pattern:

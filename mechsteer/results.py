@@ -87,6 +87,18 @@ class Results:
         """Plan rows (hash, model, condition, measurement, kind, seed), one per model x condition x ..."""
         return list(self.summary["cells"])
 
+    def sweeps(self) -> dict[str, dict]:
+        """The study's sweep conditions as recorded: name template -> `{variable: range}` (from the resolved
+        spec in the first recorded cell; empty when nothing is recorded or the study has no sweep)."""
+        for c in self.recorded():
+            spec = self.store.read_record(c["hash"]).get("resolved_spec") or {}
+            return {
+                name: body["sweep"]
+                for name, body in (spec.get("conditions") or {}).items()
+                if isinstance(body, dict) and "sweep" in body
+            }
+        return {}
+
     def recorded(self) -> list[dict]:
         """Plan rows of the cells that are recorded."""
         return [c for c in self.cells if self.store.is_done(c["hash"])]

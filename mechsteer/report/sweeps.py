@@ -29,26 +29,18 @@ FALLBACK = [
 
 def sweep_templates(results) -> list[tuple[str, re.Pattern, str, list[str]]]:
     """(template, regex, axis: layers | heads | pairs, swept numeric variables) of the study's sweeps."""
-    for c in results.recorded():
-        spec = results.store.read_record(c["hash"]).get("resolved_spec") or {}
-        out = []
-        for name, body in (spec.get("conditions") or {}).items():
-            if not isinstance(body, dict) or "sweep" not in body:
-                continue
-            sweep = body["sweep"]
-            layers = [v for v, r in sweep.items() if r == "layers"]
-            heads = [v for v, r in sweep.items() if r in ("query_heads", "kv_heads")]
-            rx = template_regex(name, {v: r"-?\d+" for v, r in sweep.items() if isinstance(r, str)})
-            if len(sweep) == 1 and layers:
-                out.append((name, rx, "layers", layers))
-            elif len(sweep) == 1 and heads:
-                out.append((name, rx, "heads", heads))
-            elif len(sweep) == 2 and len(layers) == 2:
-                out.append((name, rx, "pairs", layers))
-        if out:
-            return out
-        break
-    return [(t, rx, axis, v) for t, rx, axis, v in FALLBACK]
+    out = []
+    for name, sweep in results.sweeps().items():
+        layers = [v for v, r in sweep.items() if r == "layers"]
+        heads = [v for v, r in sweep.items() if r in ("query_heads", "kv_heads")]
+        rx = template_regex(name, {v: r"-?\d+" for v, r in sweep.items() if isinstance(r, str)})
+        if len(sweep) == 1 and layers:
+            out.append((name, rx, "layers", layers))
+        elif len(sweep) == 1 and heads:
+            out.append((name, rx, "heads", heads))
+        elif len(sweep) == 2 and len(layers) == 2:
+            out.append((name, rx, "pairs", layers))
+    return out or [(t, rx, axis, v) for t, rx, axis, v in FALLBACK]
 
 
 def _label(template: str, groups: dict, numeric: list[str]) -> str:
