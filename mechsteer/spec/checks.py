@@ -10,7 +10,7 @@ from pathlib import Path
 from mechsteer import machine
 from mechsteer.errors import Problem
 from mechsteer.spec.evaluation import KNOWN_TASKS
-from mechsteer.spec.layers import LayerResolutionError, resolve_layers
+from mechsteer.spec.layers import selection_problems
 from mechsteer.spec.loader import LoadedStudy, doc_path
 from mechsteer.spec.models import known_shape
 from mechsteer.spec.sweeps import SweepSpec, check_name, sample_env, substitute
@@ -85,13 +85,8 @@ def check_study(ls: LoadedStudy) -> list[Problem]:
         sel = getattr(v, "layers", None)
         if sel is None:
             continue
-        for mname, shape in shapes.items():
-            if shape is None:
-                continue
-            try:
-                resolve_layers(sel, shape.n_layers)
-            except LayerResolutionError as e:
-                out.append(ls.problem(("vectors", name, "layers"), f"{e} (model {mname!r})"))
+        for mname, _, msg in selection_problems(sel, shapes):
+            out.append(ls.problem(("vectors", name, "layers"), f"{msg} (model {mname!r})"))
 
     names = [re.sub(r"\{\w+\}", "*", c) if isinstance(cond, SweepSpec) else c for c, cond in spec.conditions.items()]
     for rname, r in spec.readouts.items():

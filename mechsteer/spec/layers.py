@@ -145,3 +145,18 @@ def resolve_layers_or_raise(sel: LayerSelection, n_layers: int, what: str, error
         return resolve_layers(sel, n_layers)
     except LayerResolutionError as e:
         raise error(f"{what}: {e}") from None
+
+
+def selection_problems(sel: LayerSelection, shapes: dict) -> list[tuple[str, int, str]]:
+    """(model name, its block count, problem) for every model of known shape (`shapes`: name -> object with
+    `n_layers`, or None when unknown) on which a layer selection does not resolve: the one range check behind
+    `validate`'s layer problems for vector sets and readouts."""
+    out = []
+    for mname, shape in shapes.items():
+        if shape is None:
+            continue
+        try:
+            resolve_layers(sel, shape.n_layers)
+        except LayerResolutionError as e:
+            out.append((mname, shape.n_layers, str(e)))
+    return out

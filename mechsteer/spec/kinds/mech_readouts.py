@@ -18,7 +18,7 @@ from pydantic import Field, model_validator
 from mechsteer.spec.base import StrictModel
 from mechsteer.spec.kinds import readout_kind
 from mechsteer.spec.kinds.readouts import PromptSource
-from mechsteer.spec.layers import LayerResolutionError, LayerSelection, resolve_layers
+from mechsteer.spec.layers import LayerSelection, selection_problems
 
 Problem3 = tuple[tuple, str, str | None]
 """(sub-path under the readout, message, hint)."""
@@ -38,13 +38,8 @@ def _layer_problems(spec, fields: tuple[str, ...], shapes: dict) -> list[Problem
         sel = getattr(spec, f, None)
         if sel is None:
             continue
-        for mname, shape in shapes.items():
-            if shape is None:
-                continue
-            try:
-                resolve_layers(sel, shape.n_layers)
-            except LayerResolutionError as e:
-                out.append(((f,), f"{e} (model {mname!r})", f"the model has blocks 0..{shape.n_layers - 1}"))
+        for mname, n_layers, msg in selection_problems(sel, shapes):
+            out.append(((f,), f"{msg} (model {mname!r})", f"the model has blocks 0..{n_layers - 1}"))
     return out
 
 
