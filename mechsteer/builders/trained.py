@@ -22,6 +22,6 @@ def build_trained(spec, ctx: BuildContext) -> VectorSet:
     vs.meta.setdefault(
         "source",
         f"trained({Path(spec.train).name}{', ' + spec.profile if spec.profile else ''}"
-        f"{', step ' + str(spec.checkpoint) if spec.checkpoint else ''})",
+        f"{', ' + path.parent.name if spec.checkpoint else ''})",
     )
     return subset(vs, spec.layers, ctx, f"trained vectors {path}")

@@ -292,6 +292,25 @@ class TrainEvalSpec(StrictModel):
     """Evaluate every this many steps as well (0 = only before training and at the end)."""
     before: bool = True
     """Evaluate before the first step (the base model; vectors are zero)."""
+    split: Literal["test", "train"] = "test"
+    """Which side of the bundled task's fixed partition to evaluate on. `train` keeps the test problems unseen
+    when the evaluation picks a checkpoint (`select`): problems come from the training pool in the order of
+    `seed`, so use a seed other than the run's (some of them will have been trained on)."""
+    seed: int = 0
+    """Which problems (test) or which order of the training pool (train) the evaluation uses."""
+    select: Literal["greedy_lenient", "greedy_boxed", "sampled_lenient", "sampled_boxed"] | None = None
+    """Pick the best checkpoint by this held-out metric (the paper keeps, per run, the checkpoint with the best
+    benchmark accuracy): written to `best.json`, read by a study as `{kind: trained, checkpoint: best}`. Only
+    checkpoints with an evaluation at their step compete; set `every` to `checkpoint_every`. Ties go to the
+    earliest step."""
+
+    @model_validator(mode="after")
+    def _check_select(self):
+        if self.select and self.select.startswith("greedy") and not self.greedy:
+            raise ValueError(f"select: {self.select} needs greedy: true")
+        if self.select and self.select.startswith("sampled") and self.samples == 0:
+            raise ValueError(f"select: {self.select} needs samples > 0")
+        return self
 
 
 # ----------------------------------------------------------------------------------------- root
@@ -471,6 +490,30 @@ def trained_vectors_path(spec) -> tuple[Path, str]:
         + (f" --profile {spec.profile}" if spec.profile else "")
         + (f" --output {spec.output}" if spec.output else "")
     )
+    if spec.checkpoint == "best":
+        return best_checkpoint_dir(out, command) / "vectors.safetensors", command
     if spec.checkpoint is not None:
         return checkpoint_dir(out / "checkpoints", spec.checkpoint) / "vectors.safetensors", command
     return out / "vectors.safetensors", command
+
+
+BEST_FILE = "best.json"
+"""Written by a training run with `eval.select`: the selected checkpoint's step, the metric and every
+candidate's value."""
+
+
+def best_checkpoint_dir(out: Path, command: str) -> Path:
+    """The checkpoint folder a run's `best.json` selects (VectorError naming the fix when there is none)."""
+    import json
+
+    from mechsteer.errors import VectorError
+
+    path = out / BEST_FILE
+    if not path.is_file():
+        raise VectorError(
+            f"the training run in {out} has no {BEST_FILE}: it picks a best checkpoint only when its training "
+            "file sets `eval.select` (with `eval.every` equal to `checkpoint_every`)",
+            hint=f"set eval.select in the training file and run `{command}`, or name a checkpoint step",
+        )
+    best = json.loads(path.read_text(encoding="utf-8"))
+    return checkpoint_dir(out / "checkpoints", int(best["step"]))

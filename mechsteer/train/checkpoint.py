@@ -101,3 +101,19 @@ def load_checkpoint(path: Path, params: dict[str, torch.nn.Parameter], optimizer
     optimizer.load_state_dict({"state": opt_state, "param_groups": state["param_groups"]})
     torch.set_rng_state(tensors["rng/torch"])
     return state
+
+
+def select_best(evals: list[dict], checkpoint_steps: set[int], metric: str) -> dict | None:
+    """The checkpoint with the highest held-out `metric` (`greedy_lenient`, `sampled_boxed`, ...) among the
+    `evals` records taken at a checkpoint's step; ties go to the earliest step. Returns
+    {step, metric, value, candidates: [{step, value}]} or None when no checkpoint was evaluated."""
+    mode, _, grade = metric.partition("_")
+    candidates = [
+        {"step": r["step"], "value": float(r[mode][grade])}
+        for r in evals
+        if r["step"] in checkpoint_steps and mode in r and grade in r[mode]
+    ]
+    if not candidates:
+        return None
+    best = max(candidates, key=lambda c: (c["value"], -c["step"]))
+    return {"step": best["step"], "metric": metric, "value": best["value"], "candidates": candidates}

@@ -31,8 +31,8 @@ from mechsteer.errors import CompileError, MechsteerError
 from mechsteer.hooks import HookScope
 from mechsteer.spec.layers import LayerResolutionError, resolve_layer
 from mechsteer.spec.paths import resolve_path
-from mechsteer.spec.training import LoadedTrainSpec, TrainSpec, resolve_setup
-from mechsteer.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from mechsteer.spec.training import BEST_FILE, LoadedTrainSpec, TrainSpec, resolve_setup
+from mechsteer.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, select_best
 from mechsteer.train.data import PromptPool, build_pool, encode_prompts
 from mechsteer.train.metrics import MetricsLog, plot_metrics
 from mechsteer.train.params import BlockVectors, FullModel, Lora1, Parameterisation, PlaceVector, build_parameterisation
@@ -177,7 +177,7 @@ class Trainer:
             from mechsteer.eval.mini_task import generate_mini
 
             variant = ev.variant or (self.spec.data.variant if self.spec.data.kind == "mini" else None)
-            eval_rows = generate_mini(split="test", n=ev.n, **({"variant": variant} if variant else {}))
+            eval_rows = generate_mini(split=ev.split, n=ev.n, seed=ev.seed, **({"variant": variant} if variant else {}))
         ids = encode_prompts(
             self.lm, [r["problem"] for r in eval_rows], self.spec.data.template, self.spec.data.prefix_token
         )
@@ -477,6 +477,24 @@ class Trainer:
         }
         atomic_write_text(self.output_dir / "run.json", json.dumps(info, indent=1, sort_keys=True, default=str))
 
+    def _select_best(self, evals: list[dict]) -> dict | None:
+        """Write `best.json` when `eval.select` is set: the checkpoint with the best held-out metric."""
+        ev = self.eval_spec
+        if ev is None or ev.select is None:
+            return None
+        ckpt_root = self.output_dir / "checkpoints"
+        steps = {int(p.name.split("-")[1]) for p in ckpt_root.glob("step-*") if (p / "state.json").is_file()}
+        best = select_best(evals, steps, ev.select)
+        if best is None:
+            self.console.print(
+                f"[yellow]eval.select {ev.select}: no checkpoint has an evaluation at its step; no best.json "
+                "(set eval.every to checkpoint_every)[/]"
+            )
+            return None
+        atomic_write_text(self.output_dir / BEST_FILE, json.dumps(best, indent=1, sort_keys=True))
+        self.console.print(f"best checkpoint by {ev.select}: step {best['step']} ({best['value']:.3f})")
+        return best
+
     def _finish(self, new_records: list[dict], eval_before) -> TrainResult:
         records = self.metrics.records()
         steps = [r for r in records if r["type"] == "step"]
@@ -496,6 +514,9 @@ class Trainer:
             "eval_after": last_eval,
             "final": str(final) if final else None,
         }
+        best = self._select_best(evals)
+        if best is not None:
+            summary["best"] = best
         atomic_write_text(self.output_dir / "summary.json", json.dumps(summary, indent=1, sort_keys=True))
         if records:
             plot_metrics(records, self.output_dir / "train.png", title=f"{self.spec.name} ({self.params.describe()})")

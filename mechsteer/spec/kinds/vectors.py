@@ -6,7 +6,7 @@ A vector set is an `[n_layers, d_model]` stack (rows may be absent). Sources her
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -85,8 +85,9 @@ class TrainedVectors(StrictModel):
     """The training file (relative to the study file), e.g. `train_paper.yaml`."""
     profile: str | None = None
     """The training file's profile the run used (its output folder is outputs/train/<name>-<profile>)."""
-    checkpoint: int | None = Field(default=None, gt=0)
-    """Read this checkpoint's vectors (its optimizer step, e.g. 265) instead of the final ones."""
+    checkpoint: Annotated[int, Field(gt=0)] | Literal["best"] | None = None
+    """Read this checkpoint's vectors (its optimizer step, e.g. 265) instead of the final ones; `best` = the
+    checkpoint the run selected by its held-out evaluation (`eval.select` in the training file, `best.json`)."""
     output: str | None = None
     """The run's output folder when `mechsteer train -o` moved it (relative to the study file)."""
     layers: LayerSelection | None = None
