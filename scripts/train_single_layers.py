@@ -3,9 +3,12 @@
     python scripts/train_single_layers.py                       # every third block + the last two (12 runs)
     python scripts/train_single_layers.py --layers 1,2,4        # more blocks later; finished ones are skipped
     python scripts/train_single_layers.py --bundle-only         # rebuild the bundle from finished runs
+    python scripts/train_single_layers.py --train studies/train_paper.yaml --profile single_layer --layers all
 
-Each block k gets its own RLOO run (`studies/train_mini.yaml --profile single`, with `setup: {single_layer: k}`)
-under `outputs/train/single_layers/layer-KK/`. A finished run (its `summary.json` has every step) is skipped; an
+Each block k gets its own RLOO run (by default `studies/train_mini.yaml --profile single`, with
+`setup: {single_layer: k}`) under `<the run's output folder>/layer-KK/` (default
+`outputs/train/train_mini-single/layer-KK/`), the layout a study reads with
+`{kind: trained, train: <file>, profile: <profile>, per_block: [...], checkpoint: best}`. A finished run (its `summary.json` has every step) is skipped; an
 interrupted one resumes from its last checkpoint, bit-for-bit. The model is loaded once for all runs.
 
 Learning rate per block. Under Adam every coordinate moves by about lr per step whatever the gradient's size, so
@@ -14,7 +17,8 @@ a vector's norm grows at a rate set by lr alone, while the block's residual stre
 the stream they perturb. The paper faces the same and sets lr per block by hand (1e-2 early, 0.1 for the last
 blocks of Qwen2.5-Math-7B). Here the rule is explicit: lr_k = base_lr x r_k / r_ref, where r_k is the median norm
 of block k's output over the first 32 training prompts' tokens (BOS excluded) and ref = block 12, whose base_lr
-0.05 a 6-step pilot showed to move the training reward.
+0.05 a 6-step pilot showed to move the training reward. With `--lr-rule file` the training file's own lr
+(and `rloo.lr_per_layer`, the paper's per-block table in train_paper.yaml) is used instead.
 
 The bundle (`--bundle`, default on): one vector set `mechsteer/data/vectors/smollm2-135m/single_layers.safetensors`
 with a row per trained block, each the run's best checkpoint (held-out greedy lenient accuracy on 32 training-pool
@@ -72,7 +76,9 @@ def residual_norms(lm, prompt_ids: list[list[int]]) -> list[float]:
 
 
 def run_dir(out_root: Path, layer: int) -> Path:
-    return out_root / f"layer-{layer:02d}"
+    from mechsteer.spec.training import per_block_dir
+
+    return per_block_dir(out_root, layer)
 
 
 def finished(folder: Path, steps: int) -> bool:
@@ -90,7 +96,7 @@ def train_all(args, layers: list[int]) -> None:
     from mechsteer.train.trainer import Trainer
 
     torch.set_num_threads(args.threads)
-    loaded = load_train_spec(TRAIN_FILE, PROFILE)
+    loaded = load_train_spec(args.train, args.profile)
     base = loaded.spec
     steps = args.steps or base.rloo.steps
     todo = [k for k in layers if not finished(run_dir(args.out, k), steps)]
@@ -110,10 +116,14 @@ def train_all(args, layers: list[int]) -> None:
         args.out.mkdir(parents=True, exist_ok=True)
         norms_file.write_text(json.dumps({"median_norm": norms, "prompts": 32, "ref_layer": args.ref_layer}, indent=1))
     for k in todo:
-        lr = args.base_lr * norms[k] / norms[args.ref_layer]
+        if args.lr_rule == "norm":
+            lr = args.base_lr * norms[k] / norms[args.ref_layer]
+        else:
+            per = base.rloo.lr_per_layer or {}
+            lr = per.get(k, per.get(k - lm.shape.n_layers, base.rloo.lr))
         spec = base.model_copy(
             update={
-                "name": f"single_layer_{k:02d}",
+                "name": f"{base.name}-layer-{k:02d}",
                 "setup": base.setup.model_copy(update={"single_layer": k}),
                 "rloo": base.rloo.model_copy(update={"lr": lr, "steps": steps}),
             }
@@ -150,7 +160,7 @@ def bundle(args, layers: list[int]) -> None:
     from mechsteer.train.metrics import MetricsLog
     from mechsteer.vectors.vector_set import VectorSet, load_vector_set, save_vector_set
 
-    base = load_train_spec(TRAIN_FILE, PROFILE).spec
+    base = load_train_spec(args.train, args.profile).spec
     steps = args.steps or base.rloo.steps
     done = [k for k in layers if finished(run_dir(args.out, k), steps)]
     missing = [k for k in layers if k not in done]
@@ -308,19 +318,34 @@ def _cpu_name() -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--layers", default=DEFAULT_LAYERS, help="comma-separated blocks (default: %(default)s)")
+    ap.add_argument("--train", type=Path, default=TRAIN_FILE, help="training file (default: %(default)s)")
+    ap.add_argument("--profile", default=PROFILE, help="its profile (default: %(default)s)")
+    ap.add_argument("--layers", default=DEFAULT_LAYERS, help="comma-separated blocks or `all` (default: %(default)s)")
+    ap.add_argument("--lr-rule", choices=["norm", "file"], default="norm", help="per-block lr (see the docstring)")
     ap.add_argument("--steps", type=int, default=None, help="optimizer steps per block (default: the profile's)")
     ap.add_argument("--base-lr", type=float, default=0.05, help="lr of the reference block")
     ap.add_argument("--ref-layer", type=int, default=12, help="the reference block of the lr rule")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", type=Path, default=ROOT / "outputs" / "train" / "single_layers")
+    ap.add_argument("--out", type=Path, default=None, help="output root (default: the training file's output folder)")
     ap.add_argument("--bundle-only", action="store_true", help="only rebuild the bundle from finished runs")
-    ap.add_argument("--no-bundle", action="store_true", help="train only")
+    ap.add_argument("--no-bundle", action="store_true", help="train only (the bundle is for the embedded model)")
     args = ap.parse_args()
-    layers = [int(x) for x in args.layers.split(",") if x.strip()]
+    from mechsteer.spec.training import load_train_spec
+
+    loaded = load_train_spec(args.train, args.profile)
+    args.out = args.out or loaded.output_dir()
+    if args.layers == "all":
+        from mechsteer.spec.models import known_shape
+
+        shape = known_shape(loaded.spec.model.id)
+        if shape is None:
+            sys.exit(f"--layers all: the depth of {loaded.spec.model.id} is not known here; list the blocks")
+        layers = list(range(shape.n_layers))
+    else:
+        layers = [int(x) for x in args.layers.split(",") if x.strip()]
     if not args.bundle_only:
         train_all(args, layers)
-    if not args.no_bundle:
+    if not args.no_bundle and loaded.spec.model.id == "smollm2-135m":
         bundle(args, layers)
 
 

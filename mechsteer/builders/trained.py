@@ -1,16 +1,27 @@
-"""Builder of the `trained` vector kind: read what `mechsteer train` wrote (final vectors or a checkpoint)."""
+"""Builder of the `trained` vector kind: read what `mechsteer train` wrote (final vectors or a checkpoint),
+or stack the per-block single-layer runs `scripts/train_single_layers.py` wrote (`per_block`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from mechsteer.engine.vectors import BuildContext, subset
 from mechsteer.errors import VectorError
-from mechsteer.spec.training import trained_vectors_path
+from mechsteer.spec.training import (
+    per_block_command,
+    per_block_dir,
+    run_vectors_file,
+    trained_run_dir,
+    trained_vectors_path,
+)
 from mechsteer.vectors.vector_set import VectorSet, load_vector_set
 
 
 def build_trained(spec, ctx: BuildContext) -> VectorSet:
+    if spec.per_block is not None:
+        return _build_per_block(spec, ctx)
     path, command = trained_vectors_path(spec)
     if not path.is_file():
         what = f"checkpoint {spec.checkpoint}" if spec.checkpoint else "final vectors"
@@ -25,3 +36,36 @@ def build_trained(spec, ctx: BuildContext) -> VectorSet:
         f"{', ' + path.parent.name if spec.checkpoint else ''})",
     )
     return subset(vs, spec.layers, ctx, f"trained vectors {path}")
+
+
+def _build_per_block(spec, ctx: BuildContext) -> VectorSet:
+    """Row k of the result = row k of block k's own single-layer run; every missing run is named at once."""
+    layers = list(range(ctx.n_layers)) if spec.per_block == "all" else sorted(set(spec.per_block))
+    bad = [k for k in layers if not 0 <= k < ctx.n_layers]
+    if bad:
+        raise VectorError(f"per_block names blocks {bad} outside the model's 0..{ctx.n_layers - 1}")
+    out, _ = trained_run_dir(spec)
+    files, missing = {}, []
+    for k in layers:
+        try:
+            f = run_vectors_file(per_block_dir(out, k), spec.checkpoint, "")
+        except VectorError:  # no best.json: the run is not finished
+            f = None
+        if f is None or not f.is_file():
+            missing.append(k)
+        else:
+            files[k] = f
+    if missing:
+        raise VectorError(
+            f"{len(missing)} of {len(layers)} per-block runs are not there under {out} (blocks {missing})",
+            hint=f"train them first: `{per_block_command(spec, missing)}`",
+        )
+    rows = torch.zeros(ctx.n_layers, ctx.d_model)
+    for k, f in files.items():
+        vs = load_vector_set(f)
+        if k not in vs.layers:
+            raise VectorError(f"{f} is not block {k}'s single-layer run: its rows are {vs.layers}")
+        rows[k] = vs.vectors[k]
+    what = f", {spec.checkpoint}" if spec.checkpoint else ""
+    meta = {"source": f"trained per block({Path(spec.train).name}{', ' + spec.profile if spec.profile else ''}{what})"}
+    return subset(VectorSet(rows, layers, meta), spec.layers, ctx, f"per-block runs under {out}")

@@ -207,10 +207,13 @@ def vector_fingerprint(vectors: dict, name: str, _seen: tuple = ()) -> dict:
     spec = vectors[name]
     fp = _content_fingerprint(spec)
     if spec.kind == "trained":  # the run's output file: a finished (or continued) run changes the cells
-        from mechsteer.spec.training import trained_vectors_path
+        from mechsteer.spec.training import per_block_files, trained_vectors_path
 
-        f = trained_vectors_path(spec)[0]
-        fp["file_sha256"] = sha256_file(f) if f.is_file() else "missing"
+        if spec.per_block is None:
+            f = trained_vectors_path(spec)[0]
+            fp["file_sha256"] = sha256_file(f) if f.is_file() else "missing"
+        else:
+            fp["files_sha256"] = {k: sha256_file(f) for k, f in per_block_files(spec).items()}
         fp.pop("train", None), fp.pop("output", None)
     if spec.kind == "bundled":
         from mechsteer.spec.checks import BUNDLED_VECTOR_DIR

@@ -81,6 +81,8 @@ def check_study(ls: LoadedStudy) -> list[Problem]:
         for i, iv in enumerate(cond):
             out.extend(_check_intervention(ls, ("conditions", cname, i), iv, shapes, vec_names))
 
+    out.extend(_file_shape_problems(ls, shapes))
+
     for name, v in spec.vectors.items():
         sel = getattr(v, "layers", None)
         if sel is None:
@@ -127,6 +129,94 @@ def check_study(ls: LoadedStudy) -> list[Problem]:
                 hint=f"the reference is one of the conditions: {', '.join(spec.conditions)}",
             )
         )
+    return out
+
+
+def _vector_file(ls: LoadedStudy, v) -> Path | None:
+    """The file a bundled or file vector set reads (None for other kinds)."""
+    if v.kind == "bundled":
+        return BUNDLED_VECTOR_DIR / f"{v.name}.safetensors"
+    if v.kind == "file":
+        return ls.resolve_path(v.path)
+    return None
+
+
+def file_vector_shape(path: Path) -> tuple[int, int] | None:
+    """[n_layers, d_model] of a mechsteer vector file from its header alone (None if unreadable: the run
+    reports why)."""
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="numpy") as f:
+            shape = f.get_slice("vectors").get_shape()
+    except Exception:  # noqa: BLE001 - any unreadable file is reported with its cause when the set is built
+        return None
+    return (int(shape[0]), int(shape[1])) if len(shape) == 2 else None
+
+
+def _vector_refs(spec) -> tuple[set[str], set[str]]:
+    """(vector sets the conditions read, those some `transfer` reads: their shape is the donor's, checked by
+    transfer). Sweep templates match by pattern (`p_{place}` reads every `p_*`)."""
+
+    def walk(node, kind, found, donors):
+        if isinstance(node, dict):
+            kind = node.get("kind", kind)
+            vec = node.get("vector")
+            if isinstance(vec, str):
+                (donors if kind == "transfer" else found).add(vec)
+            for value in node.values():
+                walk(value, kind, found, donors)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item, kind, found, donors)
+
+    found: set[str] = set()
+    donors: set[str] = set()
+    for cond in spec.conditions.values():
+        ivs = cond.interventions if isinstance(cond, SweepSpec) else [iv.model_dump() for iv in cond]
+        walk(ivs, None, found, donors)
+
+    def expand(patterns):
+        return {n for n in spec.vectors for p in patterns if fnmatch.fnmatchcase(n, re.sub(r"\{\w+\}", "*", p))}
+
+    used, donors = expand(found), expand(donors)
+    frontier = set(used)
+    while frontier:  # a random control `norm_like` a used set makes that set's shape matter too
+        nxt = set()
+        for name in frontier:
+            v = spec.vectors[name]
+            for ref in (getattr(v, "norm_like", None), getattr(v, "of", None)):
+                if ref in spec.vectors and ref not in used:
+                    nxt.add(ref)
+        used |= nxt
+        frontier = nxt
+    return used, donors
+
+
+def _file_shape_problems(ls: LoadedStudy, shapes: dict) -> list[Problem]:
+    """A bundled or file vector set the conditions read must have each known model's shape (a transfer donor
+    excepted; an unused set is never built)."""
+    out = []
+    used, donors = _vector_refs(ls.spec)
+    for name, v in ls.spec.vectors.items():
+        path = _vector_file(ls, v)
+        if name not in used or name in donors or path is None or not path.is_file():
+            continue
+        vs_shape = file_vector_shape(path)
+        if vs_shape is None:
+            continue
+        for mname, sh in shapes.items():
+            if sh is not None and vs_shape != (sh.n_layers, sh.d_model):
+                field = "name" if v.kind == "bundled" else "path"
+                out.append(
+                    ls.problem(
+                        ("vectors", name, field),
+                        f"vector set is [{vs_shape[0]} layers x d_model {vs_shape[1]}] but model {mname!r} "
+                        f"({ls.spec.models[mname].id}) is [{sh.n_layers} layers x d_model {sh.d_model}]",
+                        hint="use vectors made for this model (in a profile, override the vector set with the "
+                        "model), or `kind: transfer` to apply another model's vectors",
+                    )
+                )
     return out
 
 

@@ -56,8 +56,9 @@ class ProfileSpec(StrictModel):
     """Per-model field overrides, e.g. {policy: {id: smollm2-135m, dtype: float32}}."""
     vectors: dict[str, dict[str, Any]] | None = None
     """Per-vector-set overrides (a new `kind` replaces the entry instead of merging into it)."""
-    conditions: dict[str, list[dict[str, Any]]] | None = None
-    """Conditions to replace or add."""
+    conditions: dict[str, list[dict[str, Any]] | dict[str, Any]] | None = None
+    """Conditions to replace or add: a list of interventions, or a sweep (merged key by key onto a sweep of
+    the same name, so `{sweep: {layer: layers}}` widens a mini run's explicit layer list to every block)."""
     evaluation: dict[str, Any] | None = None
     """Evaluation field overrides (tasks, protocol, limit, ...)."""
     readouts: dict[str, dict[str, Any]] | None = None

@@ -25,7 +25,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import Discriminator, Field, Tag, model_validator
 
-from mechsteer.errors import Problem, ProblemList, SpecError
+from mechsteer.errors import MechsteerError, Problem, ProblemList, SpecError
 from mechsteer.spec.base import StrictModel
 from mechsteer.spec.layers import LayerResolutionError, LayerSelection, resolve_layer, resolve_layers
 from mechsteer.spec.loader import LoadedSpecFile, apply_profile, read_spec_file, validate_document
@@ -480,9 +480,9 @@ def checkpoint_dir(root: Path, step: int) -> Path:
     return root / f"step-{step:06d}"
 
 
-def trained_vectors_path(spec) -> tuple[Path, str]:
-    """(the vector file a `trained` spec names, the command that writes it). `spec.train` is absolute (the
-    compiler binds paths)."""
+def trained_run_dir(spec) -> tuple[Path, str]:
+    """(the output folder of the run a `trained` spec names, the command that writes it). `spec.train` is
+    absolute (the compiler binds paths)."""
     ts = load_train_spec(spec.train, spec.profile)
     out = Path(spec.output) if spec.output else ts.output_dir()
     command = (
@@ -490,11 +490,56 @@ def trained_vectors_path(spec) -> tuple[Path, str]:
         + (f" --profile {spec.profile}" if spec.profile else "")
         + (f" --output {spec.output}" if spec.output else "")
     )
-    if spec.checkpoint == "best":
-        return best_checkpoint_dir(out, command) / "vectors.safetensors", command
-    if spec.checkpoint is not None:
-        return checkpoint_dir(out / "checkpoints", spec.checkpoint) / "vectors.safetensors", command
-    return out / "vectors.safetensors", command
+    return out, command
+
+
+def run_vectors_file(out: Path, checkpoint, command: str) -> Path:
+    """The vector file of the run in `out`: final (None), a checkpoint step, or `best` (from best.json)."""
+    if checkpoint == "best":
+        return best_checkpoint_dir(out, command) / "vectors.safetensors"
+    if checkpoint is not None:
+        return checkpoint_dir(out / "checkpoints", checkpoint) / "vectors.safetensors"
+    return out / "vectors.safetensors"
+
+
+def trained_vectors_path(spec) -> tuple[Path, str]:
+    """(the vector file a `trained` spec names, the command that writes it)."""
+    out, command = trained_run_dir(spec)
+    return run_vectors_file(out, spec.checkpoint, command), command
+
+
+def per_block_files(spec) -> dict[str, Path]:
+    """Every finished per-block run's vector file a `per_block` spec would read, by run folder name (the
+    plan hashes them, so a newly finished block changes the cells that read the stack)."""
+    out, _ = trained_run_dir(spec)
+    found = {}
+    for d in sorted(out.glob("layer-[0-9]*")) if out.is_dir() else []:
+        try:
+            f = run_vectors_file(d, spec.checkpoint, "")
+        except MechsteerError:
+            continue
+        if f.is_file():
+            found[d.name] = f
+    return found
+
+
+PER_BLOCK_SCRIPT = "scripts/train_single_layers.py"
+"""Trains one single-layer run per block under `<run output>/layer-KK/` (the paper's per-layer study)."""
+
+
+def per_block_dir(out: Path, layer: int) -> Path:
+    """The folder of block `layer`'s single-layer run inside a per-block training output."""
+    return out / f"layer-{layer:02d}"
+
+
+def per_block_command(spec, layers: list[int]) -> str:
+    """The command that trains the per-block runs a `trained` spec with `per_block` reads."""
+    return (
+        f"python {PER_BLOCK_SCRIPT} --train {spec.train}"
+        + (f" --profile {spec.profile}" if spec.profile else "")
+        + (f" --out {spec.output}" if spec.output else "")
+        + f" --layers {','.join(str(k) for k in layers)}"
+    )
 
 
 BEST_FILE = "best.json"

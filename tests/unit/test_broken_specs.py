@@ -100,6 +100,13 @@ CASES = [
     ),
     ("schema-version", "schema_version: 2\n" + GOOD, ["schema_version"]),
     (
+        "bundled-vectors-of-another-model",
+        GOOD.replace("{id: smollm2-135m}", "{id: Qwen/Qwen2.5-Math-7B}").replace(
+            "{kind: random, norm: 1.0}", "{kind: bundled, name: smollm2-135m/all_layers}"
+        ),
+        ["vectors.v.name", "[30 layers x d_model 576]", "[28 layers x d_model 3584]", "kind: transfer"],
+    ),
+    (
         "empty-conditions",
         GOOD.replace("conditions:\n  base: []\n  steer: [{kind: add, vector: v, layer: last}]\n", "conditions: {}\n"),
         ["conditions", "at least 1"],

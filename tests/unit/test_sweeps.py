@@ -94,3 +94,46 @@ def test_sweep_problems_are_located_before_any_model_loads(tmp_path, edit, expec
         load_study(f)
     text = str(e.value)
     assert expected in text and f"{f}:" in text, text
+
+
+def test_a_profile_widens_a_sweep_and_a_transfer_donor_keeps_its_own_shape(tmp_path):
+    """A mini run's explicit layer list becomes every block in a `paper` profile (profiles may carry sweeps), and
+    a bundled set read only by `transfer` is not held to the recipient's shape."""
+    text = """
+    name: widen
+    models: {m: {id: smollm2-135m}}
+    vectors:
+      v: {kind: random, norm: 1.0}
+      donor: {kind: bundled, name: smollm2-135m/all_layers}
+    conditions:
+      base: []
+      single_{layer}:
+        sweep: {layer: [0, 3]}
+        interventions: [{kind: add, vector: v, layer: "{layer}"}]
+      from_donor: [{kind: transfer, vector: donor, donor: smollm2-135m}]
+    readouts:
+      r: {kind: first_token, prompts: [a]}
+    profiles:
+      wide:
+        models: {m: {id: Qwen/Qwen2.5-Math-7B}}
+        conditions:
+          single_{layer}: {sweep: {layer: layers}}
+    """
+    mini = [c.condition for c in _plan(tmp_path / "a", text).cells]
+    assert [c for c in mini if c.startswith("single_")] == ["single_0", "single_3"]
+    f = tmp_path / "b" / "s.yaml"
+    f.parent.mkdir()
+    f.write_text(textwrap.dedent(text))
+    with pytest.raises(SpecError) as e:  # the donor is checked by transfer (widths differ), not as an `add` set
+        compile_study(load_study(f, profile="wide"), output_root=tmp_path / "out")
+    msgs = [p.format() for p in e.value.problems]
+    assert any("cannot transfer vectors from smollm2-135m" in m for m in msgs), msgs
+    assert not any("vectors.donor.name" in m for m in msgs), msgs
+    widened = text.replace("      from_donor: [{kind: transfer, vector: donor, donor: smollm2-135m}]\n", "")
+    wide = [c.condition for c in _plan(tmp_path / "c", widened.replace("profiles:", "profiles:")).cells]
+    assert wide == mini[:1] + [c for c in mini if c.startswith("single_")]  # default run unchanged
+    g = tmp_path / "d" / "s.yaml"
+    g.parent.mkdir()
+    g.write_text(textwrap.dedent(widened))
+    plan = compile_study(load_study(g, profile="wide"), output_root=tmp_path / "out2")
+    assert [c.condition for c in plan.cells if c.condition.startswith("single_")] == [f"single_{k}" for k in range(28)]

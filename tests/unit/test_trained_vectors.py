@@ -67,3 +67,48 @@ def test_a_broken_training_file_is_a_located_study_problem(tmp_path):
         SpecError, match=r"s.yaml:6:\d+: vectors.c.train: the training file does not validate: .*train.yaml:4:1: setup"
     ):
         load_study(tmp_path / "s.yaml")
+
+
+PER_BLOCK_STUDY = """
+name: s
+models: {m: {id: smollm2-135m}}
+vectors:
+  stack: {kind: trained, train: train.yaml, profile: last, per_block: [3, 29], checkpoint: best}
+conditions: {base: [], steer: [{kind: add, vector: stack}]}
+readouts: {r: {kind: first_token, prompts: [a]}}
+"""
+
+
+def test_per_block_stacks_each_blocks_own_run_and_names_the_missing_ones(tmp_path):
+    import json
+
+    from mechsteer.engine.plan import vector_fingerprint
+
+    (tmp_path / "train.yaml").write_text(textwrap.dedent(TRAIN))
+    (tmp_path / "s.yaml").write_text(textwrap.dedent(PER_BLOCK_STUDY))
+    vectors = bind_vectors(load_study(tmp_path / "s.yaml"))
+    out = tmp_path / "runs" / "tr-last"
+
+    def finish(k, best_step, value):
+        run = out / f"layer-{k:02d}"
+        rows = torch.zeros(30, 576)
+        for step in (2, 4):  # two checkpoints; best.json picks one
+            rows[k] = torch.full((576,), float(10 * k + step))
+            save_vector_set(
+                VectorSet(rows.clone(), [k]), run / "checkpoints" / f"step-{step:06d}" / "vectors.safetensors"
+            )
+        (run / "best.json").write_text(json.dumps({"step": best_step, "value": value}))
+
+    finish(3, 4, 0.5)
+    with pytest.raises(
+        VectorError, match=r"1 of 2 per-block runs .*blocks \[29\].*train_single_layers.py .*--layers 29"
+    ):
+        BuildContext(n_layers=30, d_model=576, specs=vectors).get("stack")
+    partial = vector_fingerprint(vectors, "stack")
+    finish(29, 2, 0.25)
+    assert vector_fingerprint(vectors, "stack") != partial  # a newly finished block changes the cells
+    vs = BuildContext(n_layers=30, d_model=576, specs=vectors).get("stack")
+    assert vs.layers == [3, 29]
+    assert torch.equal(vs.vectors[3], torch.full((576,), 34.0))  # block 3's best = step 4
+    assert torch.equal(vs.vectors[29], torch.full((576,), 292.0))  # block 29's best = step 2
+    assert vs.vectors[[i for i in range(30) if i not in (3, 29)]].abs().sum() == 0

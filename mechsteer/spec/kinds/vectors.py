@@ -90,5 +90,9 @@ class TrainedVectors(StrictModel):
     checkpoint the run selected by its held-out evaluation (`eval.select` in the training file, `best.json`)."""
     output: str | None = None
     """The run's output folder when `mechsteer train -o` moved it (relative to the study file)."""
+    per_block: list[int] | Literal["all"] | None = None
+    """Stack single-layer runs, one per block (the paper's per-layer study): row k comes from the run of
+    block k under `<output>/layer-KK/` (its final vectors, or `checkpoint`: a step or `best`), as
+    `scripts/train_single_layers.py --train <file> --profile <profile>` writes them. `all` = every block."""
     layers: LayerSelection | None = None
     """Keep only these rows; null keeps every row."""
