@@ -71,14 +71,17 @@ def section_path(stem: str) -> Path:
     return RESULTS / f"{stem}.md"
 
 
-def write_section(stem: str, lines: list[str] | str, data: dict | list | None = None) -> Path:
-    """Write benchmarks/results/<stem>.md (and .json when `data` is given) atomically; returns the .md path."""
+def write_section(
+    stem: str, lines: list[str] | str, data: dict | list | None = None, results_dir: Path = RESULTS
+) -> Path:
+    """Write benchmarks/results/<stem>.md (and .json when `data` is given) atomically; returns the .md path.
+    `results_dir` moves both files (tests write into a temporary folder)."""
     from mechsteer.atomic import atomic_write_text
 
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    md = RESULTS / f"{stem}.md"
+    results_dir.mkdir(parents=True, exist_ok=True)
+    md = results_dir / f"{stem}.md"
     atomic_write_text(md, (lines if isinstance(lines, str) else "\n".join(lines)).rstrip() + "\n")
     if data is not None:
-        atomic_write_text(RESULTS / f"{stem}.json", json.dumps(data, indent=2, default=str) + "\n")
+        atomic_write_text(results_dir / f"{stem}.json", json.dumps(data, indent=2, default=str) + "\n")
     print(f"wrote {md} and {md.with_suffix('.json')}")
     return md

@@ -26,6 +26,8 @@ ORDER = [
     "calibrate_mini",
     "reproducibility",
     "quickstart",
+    "studies",
+    "example_report",
 ]
 HEADER = """# Benchmarks
 
@@ -51,11 +53,20 @@ def _demote(md: str) -> str:
     return re.sub(r"^(#+) ", lambda m: "#" * max(1, len(m.group(1)) + shift) + " ", md, flags=re.MULTILINE)
 
 
+LINK = re.compile(r"(!?\[[^\]]*\]\()(?![a-z][a-z0-9+.-]*:|#|/)([^)\s]+\))")
+"""A Markdown link or image with a relative target. Sections write targets relative to the repository root
+(as the README reads them); results.md lives in benchmarks/, so there they get a `../`."""
+
+
+def _relink(md: str) -> str:
+    return LINK.sub(lambda m: f"{m.group(1)}../{m.group(2)}", md)
+
+
 def results_md(secs: dict[str, str]) -> str:
     parts = [HEADER]
     for name, md in secs.items():
         body = md if md.lstrip().startswith("#") else f"# {name}\n\n{md}"
-        parts.append(f"<!-- from benchmarks/results/{name}.md -->\n" + _demote(body))
+        parts.append(f"<!-- from benchmarks/results/{name}.md -->\n" + _relink(_demote(body)))
     return "\n".join(p.rstrip() + "\n" for p in parts)
 
 
