@@ -36,7 +36,7 @@ def write_report(results) -> Path:
     lines = [title, ""]
     if results.summary.get("description"):
         lines += [results.summary["description"].strip(), ""]
-    n_done = df.cell.nunique() if not df.empty else 0
+    n_done = len({c["hash"] for c in results.recorded()})  # cells without numeric metrics count too
     n_cells = len({c["hash"] for c in results.cells})
     lines += [
         f"{n_done} of {n_cells} cells recorded. Values are mean ± std over seeds; rates in %.",
