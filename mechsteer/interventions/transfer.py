@@ -4,8 +4,9 @@
 depth too for `same_index`; the error names both shapes. The layer map used is recorded in
 `ctx.extras["transfer"]` for provenance.
 
-Note: a study's vector sets are built against the recipient's shape, so a donor of another depth reaches
-this code only when the caller passes the VectorSet directly to `steering()`.
+A set read by `transfer` keeps its own shape when a study builds it (the engine skips the recipient-shape
+check for it and `validate` leaves it to this check), so a donor of another depth works from a study file
+(`tests/integration/test_transfer_yaml.py`).
 """
 
 from __future__ import annotations
