@@ -77,6 +77,11 @@ def lora_hook(a: torch.Tensor, b: torch.Tensor, scale: float = 1.0, record: dict
 
 
 def attach_lora1(spec, ctx: SteeringContext) -> None:
+    if getattr(spec, "train", None) and not Path(spec.path).is_file():
+        raise CompileError(
+            f"the training run's rank-1 LoRA is not there: {spec.path}",
+            hint=f"train it first: `{spec.train_command()}`",
+        )
     sh = ctx.shape
     a, b, rows = load_lora1(spec.path)
     if a.shape[0] != sh.n_layers or b.shape[1] != sh.d_model:

@@ -225,7 +225,10 @@ def _check_intervention(
 ) -> list[Problem]:
     spec, out = ls.spec, []
     ipath = getattr(iv, "path", None)
-    if isinstance(ipath, str) and not ls.resolve_path(ipath).is_file():
+    itrain = getattr(iv, "train", None)
+    if isinstance(itrain, str):  # the adapter comes from a training run: its file must validate (output may wait)
+        out.extend(_training_file_problems(ls, base + ("train",), itrain, getattr(iv, "profile", None)))
+    elif isinstance(ipath, str) and not ls.resolve_path(ipath).is_file():
         out.append(
             ls.problem(
                 base + ("path",),
@@ -320,24 +323,21 @@ def backend_problems(ls: LoadedStudy) -> list[Problem]:
 
 def _check_trained(ls: LoadedStudy, name: str, v) -> list[Problem]:
     """The training file a `trained` set names must exist and validate (its output may not exist yet)."""
+    return _training_file_problems(ls, ("vectors", name, "train"), v.train, v.profile)
+
+
+def _training_file_problems(ls: LoadedStudy, where: tuple, train: str, profile: str | None) -> list[Problem]:
+    """A training file a study reads must exist and validate with its profile."""
     from mechsteer.errors import MechsteerError
     from mechsteer.spec.training import load_train_spec
 
-    path = ls.resolve_path(v.train)
+    path = ls.resolve_path(train)
     if not path.is_file():
-        return [
-            ls.problem(
-                ("vectors", name, "train"),
-                f"training file not found: {path}",
-                hint="paths are relative to the study file",
-            )
-        ]
+        return [ls.problem(where, f"training file not found: {path}", hint="paths are relative to the study file")]
     try:
-        load_train_spec(path, v.profile)
+        load_train_spec(path, profile)
     except MechsteerError as e:
-        return [
-            ls.problem(("vectors", name, "train"), f"the training file does not validate: {e.problems[0].format()}")
-        ]
+        return [ls.problem(where, f"the training file does not validate: {e.problems[0].format()}")]
     return []
 
 

@@ -112,3 +112,32 @@ def test_per_block_stacks_each_blocks_own_run_and_names_the_missing_ones(tmp_pat
     assert torch.equal(vs.vectors[3], torch.full((576,), 34.0))  # block 3's best = step 4
     assert torch.equal(vs.vectors[29], torch.full((576,), 292.0))  # block 29's best = step 2
     assert vs.vectors[[i for i in range(30) if i not in (3, 29)]].abs().sum() == 0
+
+
+def test_lora1_from_a_training_run_binds_its_output_and_names_the_command_when_missing(tmp_path):
+    from mechsteer.engine.plan import compile_study
+    from mechsteer.errors import CompileError
+    from mechsteer.interventions.lora1 import attach_lora1
+
+    (tmp_path / "train.yaml").write_text(textwrap.dedent(TRAIN))
+    (tmp_path / "s.yaml").write_text(
+        textwrap.dedent(
+            """
+            name: s
+            models: {m: {id: smollm2-135m}}
+            conditions: {base: [], lora: [{kind: lora1, train: train.yaml, profile: last}]}
+            readouts: {r: {kind: first_token, prompts: [a]}}
+            """
+        )
+    )
+    plan = compile_study(load_study(tmp_path / "s.yaml"), output_root=tmp_path / "out")
+    iv = next(c for c in plan.cells if c.condition == "lora").interventions[0]
+    assert iv.path == str((tmp_path / "runs" / "tr-last" / "lora1.safetensors").absolute())
+    with pytest.raises(CompileError, match=r"not there.*mechsteer train .*train.yaml --profile last"):
+        attach_lora1(iv, None)
+    (tmp_path / "bad.yaml").write_text(
+        "name: b\nmodels: {m: {id: smollm2-135m}}\nconditions: {x: [{kind: lora1, path: a.st, train: train.yaml}]}\n"
+        "readouts: {r: {kind: first_token, prompts: [a]}}\n"
+    )
+    with pytest.raises(SpecError, match="not both or neither"):
+        load_study(tmp_path / "bad.yaml")

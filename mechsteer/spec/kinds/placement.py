@@ -7,9 +7,10 @@ Torch implementations: `mechsteer.interventions.place` and `mechsteer.interventi
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from mechsteer.spec.kinds import intervention_kind
 from mechsteer.spec.kinds.interventions import InterventionBase, PositionSelector
@@ -69,12 +70,36 @@ class Lora1Spec(InterventionBase):
     (int64, the rows present)."""
 
     kind: Literal["lora1"] = "lora1"
-    path: str = Field(min_length=1)
+    path: str | None = Field(default=None, min_length=1)
     """The adapter file, relative to the study file (made absolute by the compiler)."""
+    train: str | None = Field(default=None, min_length=1)
+    """Instead of `path`: the training file (relative to the study file) whose `lora1` run wrote the adapter
+    (`<its output>/lora1.safetensors`); a missing run is an error naming the `mechsteer train` command."""
+    profile: str | None = None
+    """The training file's profile that run used (with `train`)."""
     layer: LayerSelection = "all"
     """Blocks to adapt; `all` = every row the file has."""
     scale: float = 1.0
     """The LoRA scaling (PEFT alpha / r; 1 in the paper)."""
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.path is None) == (self.train is None):
+            raise ValueError("give the adapter as `path` (a file) or `train` (+ `profile`), not both or neither")
+        return self
+
+    def bind(self, model, shape, resolve_path):
+        out = super().bind(model, shape, resolve_path)
+        if self.train is None:
+            return out
+        from mechsteer.spec.training import load_train_spec
+
+        train = str(resolve_path(self.train))
+        run = load_train_spec(train, self.profile).output_dir()
+        return out.model_copy(update={"train": train, "path": str(Path(run).absolute() / "lora1.safetensors")})
+
+    def train_command(self) -> str:
+        return f"mechsteer train {self.train}" + (f" --profile {self.profile}" if self.profile else "")
 
     def layer_refs(self):
         return [] if self.layer == "all" else [("layer", self.layer)]
