@@ -28,6 +28,7 @@ ORDER = [
     "quickstart",
     "studies",
     "example_report",
+    "findings",
 ]
 HEADER = """# Benchmarks
 

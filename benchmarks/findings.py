@@ -1,0 +1,267 @@
+"""Which of the paper's findings show on the embedded model: computed from the output folders of a real run of
+the studies (`python benchmarks/studies.py`), never typed by hand.
+
+    python benchmarks/findings.py                         # the newest outputs/studies_bench/<time>/ root
+    python benchmarks/findings.py --root outputs/studies_bench/20261201-0130 [--root another]
+
+For each study present it tabulates the accuracies the claim rests on and tests the comparison the paper
+makes with an exact McNemar test on the shared problems (greedy, lenient accuracy, n = the study's problems):
+single-layer vectors against their norm-matched random control and the unsteered model (Figure 1), pairs
+against their better single (Figure 13), the block-24 vector at each place inside the block (Appendix C),
+persistence cosines at later blocks (Figure 2), the transfer row (Table 1). Statements are generated from the
+numbers with a fixed threshold (p < 0.05); "no effect" means no significant difference at this sample size,
+not evidence of absence. Writes benchmarks/results/findings.md/.json; `benchmarks/collect.py` puts the Markdown
+into the README block `<!-- results:findings -->`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+from pathlib import Path
+
+from _sections import REPO, command_line, setup_env, write_section
+
+ALPHA = 0.05
+METRIC = "acc_lenient"
+
+
+def newest_root() -> Path | None:
+    roots = sorted((REPO / "outputs" / "studies_bench").glob("*/"))
+    return roots[-1] if roots else None
+
+
+def find_study(roots: list[Path], study: str):
+    """Results of `study` from the last root that has it recorded (None when absent)."""
+    import mechsteer as ms
+
+    for root in reversed(roots):
+        folder = root / study
+        if (folder / "plan.json").is_file():
+            res = ms.load_results(folder)
+            if res.recorded():
+                return res
+    return None
+
+
+class Acc:
+    """Accuracy per condition of one study's eval cells, and paired tests between conditions."""
+
+    def __init__(self, res, measurement: str | None = None, kind: str = "eval", metric: str = METRIC):
+        self.res, self.kind, self.metric = res, kind, metric
+        t = res.table()
+        t = t[(t.kind == kind) & (t.metric == metric)]
+        if measurement is not None:
+            t = t[t.measurement == measurement]
+        self.t = t
+        self.value = t.groupby("condition").value.mean().to_dict()
+        self.n = {}
+
+    def cells(self, cond: str) -> list[str]:
+        hashes = [c["hash"] for c in self.res.recorded() if c["condition"] == cond and c["kind"] == self.kind]
+        return hashes
+
+    def test(self, a: str, b: str) -> tuple[float, float, int]:
+        """(acc a, acc b, ...) -> (difference b - a in points, exact McNemar p, shared problems)."""
+        from mechsteer.comparison import mcnemar_exact, problem_scores
+
+        sa, _ = problem_scores(self.res, self.cells(a), self.kind, self.metric)
+        sb, _ = problem_scores(self.res, self.cells(b), self.kind, self.metric)
+        common = sa.index.intersection(sb.index)
+        if len(common) == 0:
+            return math.nan, math.nan, 0
+        xa, xb = (sa[common] >= 0.5).to_numpy(), (sb[common] >= 0.5).to_numpy()
+        _, _, p = mcnemar_exact(xa, xb)
+        return 100 * (sb[common].mean() - sa[common].mean()), p, len(common)
+
+    def pct(self, cond: str) -> str:
+        v = self.value.get(cond)
+        return "-" if v is None else f"{100 * v:.1f}"
+
+
+def _sig(diff: float, p: float) -> str:
+    if math.isnan(p):
+        return "-"
+    mark = "**" if p < ALPHA else ""
+    return f"{mark}{diff:+.1f} (p={p:.3f}){mark}"
+
+
+def _numbered(values, prefix: str) -> list[int]:
+    rx = re.compile(rf"^{prefix}_(\d+)$")
+    return sorted(int(m.group(1)) for c in values if (m := rx.match(c)))
+
+
+def single_layer_section(res) -> tuple[list[str], dict]:
+    acc = Acc(res, "mini")
+    blocks = _numbered(acc.value, "single")
+    rows, data = [], []
+    beats_random, beats_base = [], []
+    for k in blocks:
+        d_r, p_r, n = acc.test(f"random_{k}", f"single_{k}")
+        d_b, p_b, _ = acc.test("base", f"single_{k}")
+        if p_r < ALPHA and d_r > 0:
+            beats_random.append(k)
+        if p_b < ALPHA and d_b > 0:
+            beats_base.append(k)
+        rows.append(
+            f"| {k} | {acc.pct(f'single_{k}')} | {acc.pct(f'random_{k}')} | {_sig(d_r, p_r)} | {_sig(d_b, p_b)} |"
+        )
+        data.append({"block": k, "single": acc.value.get(f"single_{k}"), "random": acc.value.get(f"random_{k}"),
+                     "vs_random": [d_r, p_r], "vs_base": [d_b, p_b], "n": n})
+    t1 = Acc(res, "sampled", kind="generate") if "sampled" in set(res.table().measurement) else None
+    lines = [
+        "### Single-layer vectors, accuracy per block (Figure 1; `studies/single_layer.yaml`)",
+        "",
+        f"Greedy lenient accuracy (%) on {data[0]['n'] if data else '?'} held-out `mini` problems. Unsteered: "
+        f"{acc.pct('base')}; all-layer vector: {acc.pct('all_layers')}"
+        + (f"; at temperature 1 (readout `sampled`): unsteered {t1.pct('base')}, all-layer {t1.pct('all_layers')}"
+           if t1 else "")
+        + ". Differences in points with the exact McNemar p; bold: p < 0.05.",
+        "",
+        "| block | s_k | random_k | s_k - random_k | s_k - unsteered |",
+        "|---|---|---|---|---|",
+        *rows,
+        "",
+        f"- s_k beats its norm-matched random control (p < 0.05) at blocks: {beats_random or 'none'}"
+        f" (of {blocks}).",
+        f"- s_k beats the unsteered model (p < 0.05) at blocks: {beats_base or 'none'}.",
+        "",
+    ]
+    return lines, {"blocks": data, "beats_random": beats_random, "beats_base": beats_base,
+                   "base": acc.value.get("base"), "all_layers": acc.value.get("all_layers")}
+
+
+def composition_section(res) -> tuple[list[str], dict]:
+    acc = Acc(res, "mini")
+    rx = re.compile(r"^pair_(\d+)_(\d+)$")
+    pairs = sorted((int(m.group(1)), int(m.group(2))) for c in acc.value if (m := rx.match(c)))
+    steer = acc.value.get("all_layers")
+    better, worse, reach, rows, data = 0, 0, 0, [], []
+    for i, j in pairs:
+        si, sj = acc.value.get(f"single_{i}"), acc.value.get(f"single_{j}")
+        if si is None or sj is None:
+            continue
+        best = f"single_{i}" if si >= sj else f"single_{j}"
+        d, p, _ = acc.test(best, f"pair_{i}_{j}")
+        v = acc.value[f"pair_{i}_{j}"]
+        ri = (v - max(si, sj)) / (steer - max(si, sj)) if steer is not None and steer > max(si, sj) else math.nan
+        better += p < ALPHA and d > 0
+        worse += p < ALPHA and d < 0
+        reach += (not math.isnan(ri)) and ri > 0.99
+        rows.append(f"| {i}, {j} | {acc.pct(f'pair_{i}_{j}')} | {100 * si:.1f} / {100 * sj:.1f} | {_sig(d, p)} "
+                    f"| {'-' if math.isnan(ri) else f'{ri:.2f}'} |")
+        data.append({"pair": [i, j], "acc": v, "singles": [si, sj], "vs_best_single": [d, p], "ri": ri})
+    lines = [
+        "### Composition of single-layer vectors (Figure 13; `studies/composition.yaml`)",
+        "",
+        f"Greedy lenient accuracy (%); all-layer vector {acc.pct('all_layers')}, unsteered {acc.pct('base')}. "
+        "RI = (pair - better single) / (all-layer - better single).",
+        "",
+        "| blocks | pair | singles | pair - better single | RI |",
+        "|---|---|---|---|---|",
+        *rows,
+        "",
+        f"- Of {len(data)} pairs, {better} beat their better single vector and {worse} fall below it (p < 0.05); "
+        f"{reach} reach the all-layer result (RI > 0.99).",
+        "",
+    ]
+    return lines, {"pairs": data, "better": better, "worse": worse, "reach_all_layers": reach}
+
+
+def add_place_section(res) -> tuple[list[str], dict]:
+    acc = Acc(res, "mini")
+    places = [c[3:] for c in acc.value if c.startswith("at_")]
+    rows, data = [], []
+    for place in places:
+        d_r, p_r, _ = acc.test(f"random_at_{place}", f"at_{place}")
+        d_b, p_b, _ = acc.test("base", f"at_{place}")
+        rows.append(f"| {place} | {acc.pct(f'at_{place}')} | {acc.pct(f'random_at_{place}')} | {_sig(d_r, p_r)} "
+                    f"| {_sig(d_b, p_b)} |")
+        data.append({"place": place, "acc": acc.value.get(f"at_{place}"), "vs_random": [d_r, p_r],
+                     "vs_base": [d_b, p_b]})
+    lines = [
+        "### Where inside the block (Appendix C; `studies/add_place.yaml`)",
+        "",
+        f"The block-24 single-layer vector added after each submodule of block 24; unsteered {acc.pct('base')}.",
+        "",
+        "| place | vector | random | vector - random | vector - unsteered |",
+        "|---|---|---|---|---|",
+        *rows,
+        "",
+    ]
+    return lines, {"places": data}
+
+
+def persistence_section(res) -> tuple[list[str], dict]:
+    t = res.table()
+    t = t[t.kind == "persistence"]
+    later = t[t.metric.str.startswith("later_")]
+    if later.empty:
+        return [], {}
+    wide = later.pivot_table(index="condition", columns="metric", values="value", aggfunc="mean")
+    lines = [
+        "### Persistence (Figure 2; `studies/persistence.yaml`)",
+        "",
+        "Mean cosines at blocks after the source (averaged over sources, tokens and samples):",
+        "",
+        wide.round(3).reset_index().to_markdown(index=False),
+        "",
+    ]
+    return lines, {"later": wide.round(4).to_dict()}
+
+
+def transfer_section(res) -> tuple[list[str], dict]:
+    acc = Acc(res, "mini")
+    d, p, _ = acc.test("base", "from_math")
+    dr, pr, _ = acc.test("base", "random_donor")
+    lines = [
+        "### Transfer (Table 1; `studies/transfer.yaml`)",
+        "",
+        f"Only the native row exists on the embedded model: unsteered {acc.pct('base')}, own vectors "
+        f"{acc.pct('from_math')} ({_sig(d, p)}), norm-matched random donor {acc.pct('random_donor')} "
+        f"({_sig(dr, pr)}). Cross-model transfer needs a second model of the family (the `paper` profile).",
+        "",
+    ]
+    return lines, {"native": [d, p], "random_donor": [dr, pr]}
+
+
+SECTIONS = [
+    ("single_layer", single_layer_section),
+    ("composition", composition_section),
+    ("add_place", add_place_section),
+    ("persistence", persistence_section),
+    ("transfer", transfer_section),
+]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--root", type=Path, action="append", help="studies output root(s); later ones win")
+    args = ap.parse_args()
+    setup_env()
+    roots = args.root or ([newest_root()] if newest_root() else [])
+    if not roots:
+        raise SystemExit("no outputs/studies_bench/<time>/ folder: run python benchmarks/studies.py first")
+    lines = [
+        "## Paper findings on the embedded model (benchmarks/findings.py)",
+        "",
+        f"Command: `{command_line()}`. From the study outputs under "
+        + ", ".join(f"`{r.relative_to(REPO) if r.is_absolute() and r.is_relative_to(REPO) else r}`" for r in roots)
+        + ". Every number below is computed from the recorded cells.",
+        "",
+    ]
+    data = {}
+    for study, fn in SECTIONS:
+        res = find_study(roots, study)
+        if res is None:
+            lines += [f"### {study}", "", "not run in these roots.", ""]
+            continue
+        section, d = fn(res)
+        lines += section
+        data[study] = d
+    write_section("findings", lines, data)
+
+
+if __name__ == "__main__":
+    main()
