@@ -362,7 +362,8 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict] = []
 
     def write() -> None:  # after every study, so an interrupted sitting keeps what it measured
-        out = merge_rows(previous, rows, known) if args.merge else rows
+        # re-read the file each time: another sitting running at once may have written rows meanwhile
+        out = merge_rows(load_previous(json_path) or previous, rows, known) if args.merge else rows
         _sections.write_section(STEM, section(out), {"rows": out}, results_dir=args.results_dir)
 
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("cells")]

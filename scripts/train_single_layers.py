@@ -1,6 +1,6 @@
 """Train the bundled single-layer steering vectors of the embedded model, one block at a time, resumably.
 
-    python scripts/train_single_layers.py                       # every third block + the last two (12 runs)
+    python scripts/train_single_layers.py                       # every sixth block + the last two (7 runs)
     python scripts/train_single_layers.py --layers 1,2,4        # more blocks later; finished ones are skipped
     python scripts/train_single_layers.py --bundle-only         # rebuild the bundle from finished runs
     python scripts/train_single_layers.py --train studies/train_paper.yaml --profile single_layer --layers all
@@ -42,7 +42,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_FILE = ROOT / "studies" / "train_mini.yaml"
 PROFILE = "single"
-DEFAULT_LAYERS = "0,3,6,9,12,15,18,21,24,27,28,29"
+DEFAULT_LAYERS = "0,6,12,18,24,28,29"
 BUNDLE_DIR = ROOT / "mechsteer" / "data" / "vectors" / "smollm2-135m"
 PLOT = ROOT / "docs" / "img" / "single_layers_curves.png"
 
@@ -192,6 +192,7 @@ def bundle(args, layers: list[int]) -> None:
                 "train_seconds": step_recs[-1]["train_seconds"],
                 "wall_seconds": compute.get("wall_seconds"),
                 "cpu_seconds": compute.get("cpu_seconds"),
+                "threads": run.get("threads"),
                 "reward": [r["reward_mean"] for r in step_recs],
                 "accuracy": [r["accuracy"] for r in step_recs],
                 "mean_len": [r["mean_len"] for r in step_recs],
@@ -222,7 +223,10 @@ def bundle(args, layers: list[int]) -> None:
         "commit": _commit(),
         "date": datetime.now(UTC).date().isoformat(),
         "machine": f"{platform.machine()}, {_cpu_name()}",
-        "threads": args.threads,
+        "threads": sorted({r["threads"] for r in records if r.get("threads") is not None}),
+        "runs": str(
+            args.out.relative_to(ROOT) if args.out.is_absolute() and args.out.is_relative_to(ROOT) else args.out
+        ),
     }
     atomic_write_text(BUNDLE_DIR / "single_layers.json", json.dumps(info, indent=1))
     atomic_write_text(BUNDLE_DIR / "single_layers.md", _markdown(info))
@@ -281,7 +285,8 @@ def _markdown(info) -> str:
             "lenient accuracy on 32 training-pool problems (seed 1; the test split is never seen).",
             "",
             f"Blocks: {info['layers']}" + (f"; not trained yet: {info['missing']}" if info["missing"] else "") + ".",
-            f"Commit {info['commit']}, {info['date']}, {info['machine']}, {info['threads']} torch threads, "
+            f"Commit {info['commit']}, {info['date']}, {info['machine']}, torch threads per run {info['threads']} "
+            "(two runs at a time on the 2 shared cores, so wall times are inflated; CPU time is the better measure), "
             f"{total:.0f} s of training in all (evaluations excluded).",
             "",
             "Use: `{kind: bundled, name: smollm2-135m/single_layers}`; the norm-matched control is",
@@ -291,7 +296,7 @@ def _markdown(info) -> str:
             "",
             "![training curves](../../../../docs/img/single_layers_curves.png)",
             "",
-            "Per-step records: `outputs/train/single_layers/layer-KK/metrics.jsonl` of the run that made them.",
+            f"Per-step records: `{info['runs']}/layer-KK/metrics.jsonl` of the runs that made them.",
             "",
         ]
     )
