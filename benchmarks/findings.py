@@ -107,29 +107,44 @@ def single_layer_section(res) -> tuple[list[str], dict]:
         rows.append(
             f"| {k} | {acc.pct(f'single_{k}')} | {acc.pct(f'random_{k}')} | {_sig(d_r, p_r)} | {_sig(d_b, p_b)} |"
         )
-        data.append({"block": k, "single": acc.value.get(f"single_{k}"), "random": acc.value.get(f"random_{k}"),
-                     "vs_random": [d_r, p_r], "vs_base": [d_b, p_b], "n": n})
+        data.append(
+            {
+                "block": k,
+                "single": acc.value.get(f"single_{k}"),
+                "random": acc.value.get(f"random_{k}"),
+                "vs_random": [d_r, p_r],
+                "vs_base": [d_b, p_b],
+                "n": n,
+            }
+        )
     t1 = Acc(res, "sampled", kind="generate") if "sampled" in set(res.table().measurement) else None
     lines = [
         "### Single-layer vectors, accuracy per block (Figure 1; `studies/single_layer.yaml`)",
         "",
         f"Greedy lenient accuracy (%) on {data[0]['n'] if data else '?'} held-out `mini` problems. Unsteered: "
         f"{acc.pct('base')}; all-layer vector: {acc.pct('all_layers')}"
-        + (f"; at temperature 1 (readout `sampled`): unsteered {t1.pct('base')}, all-layer {t1.pct('all_layers')}"
-           if t1 else "")
+        + (
+            f"; at temperature 1 (readout `sampled`): unsteered {t1.pct('base')}, all-layer {t1.pct('all_layers')}"
+            if t1
+            else ""
+        )
         + ". Differences in points with the exact McNemar p; bold: p < 0.05.",
         "",
         "| block | s_k | random_k | s_k - random_k | s_k - unsteered |",
         "|---|---|---|---|---|",
         *rows,
         "",
-        f"- s_k beats its norm-matched random control (p < 0.05) at blocks: {beats_random or 'none'}"
-        f" (of {blocks}).",
+        f"- s_k beats its norm-matched random control (p < 0.05) at blocks: {beats_random or 'none'} (of {blocks}).",
         f"- s_k beats the unsteered model (p < 0.05) at blocks: {beats_base or 'none'}.",
         "",
     ]
-    return lines, {"blocks": data, "beats_random": beats_random, "beats_base": beats_base,
-                   "base": acc.value.get("base"), "all_layers": acc.value.get("all_layers")}
+    return lines, {
+        "blocks": data,
+        "beats_random": beats_random,
+        "beats_base": beats_base,
+        "base": acc.value.get("base"),
+        "all_layers": acc.value.get("all_layers"),
+    }
 
 
 def composition_section(res) -> tuple[list[str], dict]:
@@ -149,8 +164,10 @@ def composition_section(res) -> tuple[list[str], dict]:
         better += p < ALPHA and d > 0
         worse += p < ALPHA and d < 0
         reach += (not math.isnan(ri)) and ri > 0.99
-        rows.append(f"| {i}, {j} | {acc.pct(f'pair_{i}_{j}')} | {100 * si:.1f} / {100 * sj:.1f} | {_sig(d, p)} "
-                    f"| {'-' if math.isnan(ri) else f'{ri:.2f}'} |")
+        rows.append(
+            f"| {i}, {j} | {acc.pct(f'pair_{i}_{j}')} | {100 * si:.1f} / {100 * sj:.1f} | {_sig(d, p)} "
+            f"| {'-' if math.isnan(ri) else f'{ri:.2f}'} |"
+        )
         data.append({"pair": [i, j], "acc": v, "singles": [si, sj], "vs_best_single": [d, p], "ri": ri})
     lines = [
         "### Composition of single-layer vectors (Figure 13; `studies/composition.yaml`)",
@@ -176,10 +193,13 @@ def add_place_section(res) -> tuple[list[str], dict]:
     for place in places:
         d_r, p_r, _ = acc.test(f"random_at_{place}", f"at_{place}")
         d_b, p_b, _ = acc.test("base", f"at_{place}")
-        rows.append(f"| {place} | {acc.pct(f'at_{place}')} | {acc.pct(f'random_at_{place}')} | {_sig(d_r, p_r)} "
-                    f"| {_sig(d_b, p_b)} |")
-        data.append({"place": place, "acc": acc.value.get(f"at_{place}"), "vs_random": [d_r, p_r],
-                     "vs_base": [d_b, p_b]})
+        rows.append(
+            f"| {place} | {acc.pct(f'at_{place}')} | {acc.pct(f'random_at_{place}')} | {_sig(d_r, p_r)} "
+            f"| {_sig(d_b, p_b)} |"
+        )
+        data.append(
+            {"place": place, "acc": acc.value.get(f"at_{place}"), "vs_random": [d_r, p_r], "vs_base": [d_b, p_b]}
+        )
     lines = [
         "### Where inside the block (Appendix C; `studies/add_place.yaml`)",
         "",
