@@ -40,18 +40,25 @@ def heatmap(
     vlines: Sequence[float] = (),
     cmap: str = "RdBu_r",
     annotate: bool | None = None,
+    limits: tuple[float, float] | None = None,
+    crosses: Sequence[tuple] = (),
 ) -> Path:
-    """Heat-map of a DataFrame (rows = y, columns = x), colours symmetric around 0 (limits +-max|value|; NaN
-    blank). `markers`: (row label, column label) cells to outline; `vlines`: x positions (column indices,
-    e.g. prompt-segment borders) drawn as dashed lines. Values are printed in the cells when small enough
-    (annotate=None: auto for <= 15 x 15)."""
+    """Heat-map of a DataFrame (rows = y, columns = x), colours centred at 0 (limits +-max|value| unless
+    `limits` = (low < 0, high > 0) gives them, e.g. (-2, 1) for a scale capped at 1; NaN blank). `markers`:
+    (row label, column label) cells to outline; `crosses`: cells marked with an x; `vlines`: x positions
+    (column indices, e.g. prompt-segment borders) drawn as dashed lines. Values are printed in the cells when
+    small enough (annotate=None: auto for <= 15 x 15)."""
+    from matplotlib import patheffects
+    from matplotlib.colors import Normalize, TwoSlopeNorm
+
     plt = _pyplot()
     a = matrix.to_numpy(dtype=float)
     finite = np.abs(a[np.isfinite(a)])
     vmax = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+    norm = Normalize(-vmax, vmax) if limits is None else TwoSlopeNorm(0.0, min(limits[0], -1e-9), max(limits[1], 1e-9))
     h, w = a.shape
     fig, ax = plt.subplots(figsize=(min(2 + 0.45 * w, 16), min(1.5 + 0.4 * h, 12)))
-    im = ax.imshow(np.ma.masked_invalid(a), cmap=cmap, vmin=-vmax, vmax=vmax, aspect="auto", interpolation="nearest")
+    im = ax.imshow(np.ma.masked_invalid(a), cmap=cmap, norm=norm, aspect="auto", interpolation="nearest")
     fig.colorbar(im, ax=ax)
     step_x, step_y = max(1, w // 30), max(1, h // 30)
     ax.set_xticks(range(0, w, step_x), [str(c) for c in list(matrix.columns)[::step_x]], rotation=90)
@@ -63,13 +70,17 @@ def heatmap(
     for r, c in markers:
         if r in rows and c in cols:
             ax.add_patch(plt.Rectangle((cols.index(c) - 0.5, rows.index(r) - 0.5), 1, 1, fill=False, lw=2, ec="k"))
+    for r, c in crosses:
+        if r in rows and c in cols:
+            ax.plot(cols.index(c), rows.index(r), marker="x", ms=20, mew=2, color="0.3", alpha=0.7, ls="none")
     for x in vlines:
         ax.axvline(x - 0.5, color="k", ls="--", lw=1)
     if annotate or (annotate is None and h <= 15 and w <= 15):
         for i in range(h):
             for j in range(w):
                 if np.isfinite(a[i, j]):
-                    ax.text(j, i, f"{a[i, j]:.2f}", ha="center", va="center", fontsize=7)
+                    t = ax.text(j, i, f"{a[i, j]:.2f}", ha="center", va="center", fontsize=7)
+                    t.set_path_effects([patheffects.withStroke(linewidth=2, foreground="w")])
     return _save(fig, path)
 
 

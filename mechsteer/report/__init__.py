@@ -2,10 +2,12 @@
 
 Sections, in order: the generic results table (rows = conditions, mean ± std over seeds), the difference from
 the unsteered baseline, the paper-shaped benchmark table (when the study has an `evaluation:`), the sweep
-plots (accuracy per layer / per head / per pair of layers, `report/sweeps.py`), then one section per readout
-kind present whose registration names a report function (`@readout_kind(..., report="module:attr")`, called
-as `fn(results, out_dir) -> list of Markdown lines`). The same lines are written as `report.md` and as the
-self-contained `report.html` (`report/html.py`: images inlined, rows traced to their cells).
+plots (accuracy per layer / per head, relative improvement per pair of layers: `report/sweeps.py`,
+`report/composition.py`), the transfer table (recipient x donor models, `report/transfer.py`), then one
+section per readout kind present whose registration names a report function (`@readout_kind(...,
+report="module:attr")`, called as `fn(results, out_dir) -> list of Markdown lines`). The same lines are
+written as `report.md` and as the self-contained `report.html` (`report/html.py`: images inlined, rows traced
+to their cells).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from mechsteer.report.html import write_html
 from mechsteer.report.paper_table import paper_table_section
 from mechsteer.report.sweeps import sweep_section
 from mechsteer.report.tables import is_rate
+from mechsteer.report.transfer import transfer_section
 from mechsteer.results import Results
 from mechsteer.spec.kinds import READOUT_KINDS
 
@@ -60,6 +63,7 @@ def write_report(results) -> Path:
             ]
     lines += paper_table_section(results, out)
     lines += sweep_section(results, out)
+    lines += transfer_section(results, out)
     for kind in sorted({c["kind"] for c in results.recorded()}):
         section = READOUT_KINDS.report(kind) if kind in READOUT_KINDS else None
         if section is not None:

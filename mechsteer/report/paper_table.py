@@ -60,6 +60,17 @@ def per_seed(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     return wide
 
 
+def seed_average(wide: pd.DataFrame) -> tuple[pd.Series, str]:
+    """One number per (model, condition, seed) of a `per_seed` table, and what it is: the paper's six-benchmark
+    `Average` when `per_seed` computed it, else the mean of the task columns present (only for seeds where every
+    one of them is present, as for the Average). Used where a table shows one accuracy per row (Table 1)."""
+    if AVERAGE in wide.columns:
+        return wide[AVERAGE], "the six-benchmark Average"
+    names = [LABELS.get(t, t) for t in wide.columns]
+    what = names[0] if len(names) == 1 else "the mean of " + ", ".join(names)
+    return wide.mean(axis=1).where(wide.notna().all(axis=1)), what
+
+
 def summarise(
     wide: pd.DataFrame, task_order: list[str], condition_order: list[str], model_order: list[str] | None = None
 ) -> pd.DataFrame:

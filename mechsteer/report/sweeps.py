@@ -1,13 +1,14 @@
 """Paper-shaped plots of swept conditions, from recorded cells: accuracy per layer for single-layer sweeps (the
-paper's Figure 1), per head for head sweeps (Figure 5), and a diverging heat-map of the difference from the
-baseline for pair sweeps (Figure 13).
+paper's Figure 1), per head for head sweeps (Figure 5), and for pair sweeps (Figure 13) the relative improvement
+of each pair over its better single layer, on the way to the all-layer result (`report/composition.py`; it
+needs a single-layer sweep and `evaluation.reference`, else the difference from the baseline is drawn).
 
 A sweep is recognised from the study's condition templates in the cells' resolved spec (`single_{layer}` with
 `sweep: {layer: layers}`; `q_head_{head}` with `query_heads` or `kv_heads`; two `layers` variables for pairs),
-or, for output folders without them, from names alone (`single_<n>`, `<...>head_<n>`). Every other condition of
-the same model and measurement (the baseline, an all-layer vector, a random control) is drawn as a horizontal
-band (mean ± std over seeds) or line (one seed). Points are the mean over seeds with ± std shaded. Each plot's
-numbers are written beside it as CSV with the cells (hash prefixes) they come from.
+or, for output folders without them, from names alone (`single_<n>`, `<...>head_<n>`, `pair_<i>_<j>`). Every
+other condition of the same model and measurement (the baseline, an all-layer vector, a random control) is
+drawn as a horizontal band (mean ± std over seeds) or line (one seed). Points are the mean over seeds with ± std
+shaded. Each plot's numbers are written beside it as CSV with the cells (hash prefixes) they come from.
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ import pandas as pd
 
 from mechsteer.atomic import atomic_write_text
 from mechsteer.comparison import template_regex
+from mechsteer.report.composition import pair_figure
 
 ACCURACY = ("acc_lenient", "acc_boxed")
 FALLBACK = [
     ("single_{layer}", re.compile(r"^single_(?P<layer>\d+)$"), "layers", ["layer"]),
     ("{kind}head_{head}", re.compile(r"^(?P<kind>.*head)_(?P<head>\d+)$"), "heads", ["head"]),
+    ("pair_{i}_{j}", re.compile(r"^pair_(?P<i>\d+)_(?P<j>\d+)$"), "pairs", ["i", "j"]),
 ]
 
 
@@ -54,7 +57,7 @@ def _safe(text: str) -> str:
 
 def sweep_section(results, out_dir: Path) -> list[str]:
     """Report section (Markdown lines) with the sweep plots and their CSVs; empty without sweeps."""
-    from mechsteer.readouts.plots import heatmap, line_plot
+    from mechsteer.readouts.plots import line_plot
 
     df = results.table()
     if df.empty:
@@ -85,9 +88,8 @@ def sweep_section(results, out_dir: Path) -> list[str]:
         for cond, g in others.groupby("condition", sort=False):
             mean, std = g.value.mean() * 100, g.value.std(ddof=1) * 100
             bands[f"{cond} ({mean:.1f})"] = (mean - std, mean + std) if len(g) > 1 and std > 0 else mean
+        tables: dict[tuple, pd.DataFrame] = {}
         for (label, axis, numeric), members in swept.items():
-            if len(members) < 2:
-                continue
             rows = []
             for cond, xs in members:
                 g = block[block.condition == cond]
@@ -101,22 +103,27 @@ def sweep_section(results, out_dir: Path) -> list[str]:
                         "cells": " ".join(sorted(set(g.cell))),
                     }
                 )
-            table = pd.DataFrame(rows).sort_values(list(numeric))
+            tables[(label, axis, numeric)] = pd.DataFrame(rows).sort_values(list(numeric))
+        singles = [(label, t, numeric[0]) for (label, axis, numeric), t in tables.items() if axis == "layers"]
+        for (label, axis, numeric), table in tables.items():
+            if len(table) < 2:
+                continue
             stem = _safe(f"sweep_{label}_{model}_{meas}_{metric}")
             atomic_write_text(out_dir / f"{stem}.csv", table.to_csv(index=False))
             what = {"layers": "per layer", "heads": "per head", "pairs": "per pair of layers"}[axis]
             title = f"{model}: {meas} {metric} {what} ({label})"
+            extra: list[str] = []
             if axis == "pairs":
-                base = results.baseline
-                ref = others[others.condition == base].value.mean() * 100 if base in set(others.condition) else 0.0
-                grid = table.assign(delta=table["mean"] - ref).pivot(
-                    index=numeric[0], columns=numeric[1], values="delta"
-                )
-                heatmap(
-                    grid,
-                    out_dir / f"{stem}.png",
-                    title=f"{title}: minus {base or 'nothing'} (pp)",
-                    markers=[(i, i) for i in grid.index if i in grid.columns],
+                caption, extra = pair_figure(
+                    table,
+                    list(numeric),
+                    others=others,
+                    baseline=results.baseline,
+                    reference=(results.evaluation or {}).get("reference"),
+                    single_tables=singles,
+                    out_dir=out_dir,
+                    stem=stem,
+                    title=title,
                 )
             else:
                 line_plot(
@@ -130,6 +137,7 @@ def sweep_section(results, out_dir: Path) -> list[str]:
                     bands=bands,
                     ylabel=f"{metric} (%)",
                 )
+                caption = "horizontal lines/bands: " + ", ".join(bands) if bands else ""
             shown = table.assign(
                 **{
                     metric: [
@@ -143,14 +151,10 @@ def sweep_section(results, out_dir: Path) -> list[str]:
                 "",
                 f"![{title}]({stem}.png)",
                 "",
-                "Points: mean over seeds, ± std shaded; "
-                + (
-                    "horizontal lines/bands: " + ", ".join(bands)
-                    if bands and axis != "pairs"
-                    else "colours: difference from the baseline, centred at 0"
-                )
-                + ".",
+                ("Points: mean over seeds, ± std shaded" if axis != "pairs" else "Cells: mean over seeds")
+                + (f"; {caption}." if caption else "."),
                 "",
+                *extra,
                 shown[[*numeric, "condition", metric, "seeds", "cells"]].to_markdown(index=False),
                 "",
                 f"File: `{stem}.csv`.",
