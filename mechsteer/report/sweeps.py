@@ -34,7 +34,7 @@ def sweep_templates(results) -> list[tuple[str, re.Pattern, str, list[str]]]:
     """(template, regex, axis: layers | heads | pairs, swept numeric variables) of the study's sweeps."""
     out = []
     for name, sweep in results.sweeps().items():
-        layers = [v for v, r in sweep.items() if r == "layers"]
+        layers = [v for v, r in sweep.items() if r == "layers" or _explicit_layers(v, r)]
         heads = [v for v, r in sweep.items() if r in ("query_heads", "kv_heads")]
         rx = template_regex(name, {v: r"-?\d+" for v, r in sweep.items() if isinstance(r, str)})
         if len(sweep) == 1 and layers:
@@ -44,6 +44,16 @@ def sweep_templates(results) -> list[tuple[str, re.Pattern, str, list[str]]]:
         elif len(sweep) == 2 and len(layers) == 2:
             out.append((name, rx, "pairs", layers))
     return out or [(t, rx, axis, v) for t, rx, axis, v in FALLBACK]
+
+
+def _explicit_layers(var: str, values) -> bool:
+    """A sweep over an explicit list of block indices (`{layer: [0, 6, 12]}`, a subset of the blocks)."""
+    return (
+        var.rstrip("s") in ("layer", "block")
+        and isinstance(values, list)
+        and bool(values)
+        and all(isinstance(x, int) for x in values)
+    )
 
 
 def _label(template: str, groups: dict, numeric: list[str]) -> str:
@@ -77,8 +87,10 @@ def sweep_section(results, out_dir: Path) -> list[str]:
                 m = rx.match(cond)
                 if m:
                     g = m.groupdict()
-                    key = (_label(template, g, numeric), axis, tuple(numeric))
-                    swept.setdefault(key, []).append((cond, tuple(int(g[v]) for v in numeric)))
+                    label = _label(template, g, numeric)
+                    # every per-layer sweep of one model and measurement shares a plot (e.g. s_k and random_k)
+                    key = ("per layer", axis, tuple(numeric)) if axis == "layers" else (label, axis, tuple(numeric))
+                    swept.setdefault(key, []).append((cond, tuple(int(g[v]) for v in numeric), label))
                     in_sweep.add(cond)
                     break
         if not swept:
@@ -90,13 +102,16 @@ def sweep_section(results, out_dir: Path) -> list[str]:
             bands[f"{cond} ({mean:.1f})"] = (mean - std, mean + std) if len(g) > 1 and std > 0 else mean
         tables: dict[tuple, pd.DataFrame] = {}
         for (label, axis, numeric), members in swept.items():
+            if axis == "layers" and len({m[2] for m in members}) == 1:
+                label = members[0][2]  # one per-layer sweep: named after its template
             rows = []
-            for cond, xs in members:
+            for cond, xs, sweep_label in members:
                 g = block[block.condition == cond]
                 rows.append(
                     {
                         **dict(zip(numeric, xs, strict=True)),
                         "condition": cond,
+                        "sweep": sweep_label,
                         "mean": g.value.mean() * 100,
                         "std": g.value.std(ddof=1) * 100 if len(g) > 1 else 0.0,
                         "seeds": len(g),
@@ -127,7 +142,7 @@ def sweep_section(results, out_dir: Path) -> list[str]:
                 )
             else:
                 line_plot(
-                    table.assign(sweep=label),
+                    table,
                     out_dir / f"{stem}.png",
                     x=numeric[0],
                     y="mean",
