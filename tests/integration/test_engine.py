@@ -171,7 +171,10 @@ def test_wrong_vector_shape_is_a_clear_error(tmp_path, tiny_model_dir):
     )
     r = CliRunner().invoke(app, ["run", str(study), "-o", str(tmp_path / "out"), "--quiet"])
     assert r.exit_code == 1
-    assert "[30, 576]" in r.output and "[4, 32]" in r.output and "Traceback" not in r.output
+    # caught by validation, before any model loads, with the field and both shapes
+    out = " ".join(r.output.split())
+    assert "vectors.v.path" in out and "[30 layers x d_model 576]" in out and "[4 layers x d_model 32]" in out
+    assert "Traceback" not in r.output
 
 
 def test_missing_local_model_is_a_clear_error(tmp_path):

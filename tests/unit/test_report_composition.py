@@ -200,3 +200,30 @@ def test_report_html_inlines_the_composition_heat_map(tmp_path):
     images = {base64.b64decode(i) for i in re.findall(r'<img [^>]*src="data:image/png;base64,([^"]+)"', page)}
     assert (out / f"{STEM}.png").read_bytes() in images
     assert "Relative improvement (rows i, columns j" in page and "1.50 x" in page
+
+
+def test_per_layer_sweeps_over_explicit_blocks_share_one_plot(tmp_path):
+    """`single_{layer}` and `random_{layer}` over an explicit block list are both layer sweeps and are drawn in
+    one per-layer plot (s_k beside its random control), with every point in its CSV."""
+    spec = {
+        "base": [],
+        "single_{layer}": {"sweep": {"layer": [0, 6, 12]}, "interventions": []},
+        "random_{layer}": {"sweep": {"layer": [0, 6, 12]}, "interventions": []},
+    }
+    acc = {"base": (4, 4), "single_0": (8, 8), "single_6": (12, 12), "single_12": (16, 16)}
+    acc.update({"random_0": (5, 5), "random_6": (3, 3), "random_12": (6, 6)})
+    out = _run(tmp_path, acc=acc, spec=spec, reference=None)
+    write_report(Results.load(out))
+    report = out / "report"
+    table = pd.read_csv(report / "sweep_per_layer_m_mini_acc_lenient.csv")
+    got = {(r.sweep, r.layer): r["mean"] for _, r in table.iterrows()}
+    assert got == {
+        ("single_{layer}", 0): 40.0,
+        ("single_{layer}", 6): 60.0,
+        ("single_{layer}", 12): 80.0,
+        ("random_{layer}", 0): 25.0,
+        ("random_{layer}", 6): 15.0,
+        ("random_{layer}", 12): 30.0,
+    }
+    assert (report / "sweep_per_layer_m_mini_acc_lenient.png").is_file()
+    assert not list(report.glob("sweep_single_layer_*")) and not list(report.glob("sweep_random_layer_*"))
