@@ -6,23 +6,14 @@ were. Then scripts/readme_report.py copies a plot and a table of such a report i
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
 
 import yaml
 from conftest import make_tiny_model
+from script_loader import load_script
 from tiny_tokenizer import VOCAB_SIZE, make_tiny_tokenizer
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _load(rel: str):
-    spec = importlib.util.spec_from_file_location(Path(rel).stem, REPO / rel)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _studies(tmp_path: Path) -> Path:
@@ -51,7 +42,7 @@ def _studies(tmp_path: Path) -> Path:
 
 
 def test_every_study_runs_fresh_and_is_recorded(tmp_path):
-    sb = _load("benchmarks/studies.py")
+    sb = load_script("benchmarks/studies.py")
     studies, results, out = _studies(tmp_path), tmp_path / "results", tmp_path / "out"
     common = ["--studies-dir", str(studies), "--results-dir", str(results), "--threads", "1"]
     assert sb.main([*common, "--output-dir", str(out)]) == 1  # `broken` failed
@@ -88,7 +79,7 @@ def test_every_study_runs_fresh_and_is_recorded(tmp_path):
     # a plot and a table of a real report into the README block
     report = tmp_path / "out2" / "tiny" / "report"
     (report / "fig.png").write_bytes(b"\x89PNG fake")  # the first_token readout draws no plot
-    rr = _load("scripts/readme_report.py")
+    rr = load_script("scripts/readme_report.py")
     docs = tmp_path / "docs"
     args = ["--from", str(tmp_path / "out2" / "tiny"), "--plot", "fig", "--table", "table.md"]
     assert rr.main([*args, "--docs-dir", str(docs), "--results-dir", str(results)]) == 0
@@ -97,7 +88,7 @@ def test_every_study_runs_fresh_and_is_recorded(tmp_path):
     assert (report / "table.md").read_text().strip() in snippet
     assert "![tiny: fig](docs/example_report/fig.png)" in snippet
     assert f"`mechsteer run {studies / 'tiny.yaml'} -o {tmp_path / 'out2'}` (2 cells" in snippet
-    collect = _load("benchmarks/collect.py")
+    collect = load_script("benchmarks/collect.py")
     readme = tmp_path / "README.md"
     readme.write_text("<!-- results:example_report -->\n<!-- /results:example_report -->\n")
     assert collect.main(["--results-dir", str(results), "--out", str(tmp_path / "r.md"), "--readme", str(readme)]) == 0

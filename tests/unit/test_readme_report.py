@@ -3,15 +3,10 @@ Markdown with the chosen columns and rows, empty cells as "-"."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
+from script_loader import load_script
 
-REPO = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("readme_report", REPO / "scripts" / "readme_report.py")
-rr = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(rr)
+rr = load_script("scripts/readme_report.py")
 
 
 def test_one_file_must_match(tmp_path):

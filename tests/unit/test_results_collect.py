@@ -3,23 +3,12 @@ script-written section files, and the Quickstart table only from a report's long
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pandas as pd
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _load(rel: str):
-    spec = importlib.util.spec_from_file_location(Path(rel).stem, REPO / rel)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from script_loader import REPO, load_script
 
 
 def test_collect_concatenates_sections_and_fills_markers(tmp_path):
-    collect = _load("benchmarks/collect.py")
+    collect = load_script("benchmarks/collect.py")
     res = tmp_path / "results"
     res.mkdir()
     (res / "train_step.md").write_text("# Train step\n\n| a | b |\n|---|---|\n| 1 | 2 |\n")
@@ -48,12 +37,12 @@ def test_collect_concatenates_sections_and_fills_markers(tmp_path):
 
 
 def test_committed_results_md_is_generated():
-    collect = _load("benchmarks/collect.py")
+    collect = load_script("benchmarks/collect.py")
     assert (REPO / "benchmarks" / "results.md").read_text() == collect.results_md(collect.sections())
 
 
 def test_quickstart_table_from_the_long_table():
-    qt = _load("scripts/quickstart_table.py")
+    qt = load_script("scripts/quickstart_table.py")
     rows = []
     for cond, acc, t1, boxed, p_to, length in [
         ("base", (0.25, 0.5), 0.125, 0.0, 0.6, 60.0),

@@ -3,25 +3,15 @@ the cell timings read from an output folder, the merge of sittings, and the READ
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import yaml
+from script_loader import REPO, load_script
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _load(rel: str):
-    spec = importlib.util.spec_from_file_location(Path(rel).stem, REPO / rel)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-sb = _load("benchmarks/studies.py")
+sb = load_script("benchmarks/studies.py")
 
 
 def _cell(root: Path, h: str, seconds: float, started: str, *, metrics: bool = True, recorded_hash: str | None = None):
