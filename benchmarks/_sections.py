@@ -36,14 +36,7 @@ def machine_facts() -> dict:
     from mechsteer import machine
 
     flags = machine.read_cpu_flags() or set()
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    model = machine.cpu_model()
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     return {
         "cpu": model,

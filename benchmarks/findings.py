@@ -56,14 +56,12 @@ class Acc:
             t = t[t.measurement == measurement]
         self.t = t
         self.value = t.groupby("condition").value.mean().to_dict()
-        self.n = {}
 
     def cells(self, cond: str) -> list[str]:
-        hashes = [c["hash"] for c in self.res.recorded() if c["condition"] == cond and c["kind"] == self.kind]
-        return hashes
+        return [c["hash"] for c in self.res.recorded() if c["condition"] == cond and c["kind"] == self.kind]
 
     def test(self, a: str, b: str) -> tuple[float, float, int]:
-        """(acc a, acc b, ...) -> (difference b - a in points, exact McNemar p, shared problems)."""
+        """(b - a in points on the shared problems, exact McNemar p, number of shared problems)."""
         from mechsteer.comparison import mcnemar_exact, problem_scores
 
         sa, _ = problem_scores(self.res, self.cells(a), self.kind, self.metric)

@@ -35,6 +35,17 @@ def read_cpu_flags() -> set[str] | None:
     return None
 
 
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else what `platform` says, else "unknown CPU"."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
 def cpu_has_native_bf16() -> tuple[bool, str]:
     """(native bf16?, why), from the CPU flags; unknown = no (float32 is never the slow choice)."""
     flags = read_cpu_flags()

@@ -156,6 +156,7 @@ def bundle(args, layers: list[int]) -> None:
     import torch
 
     from mechsteer.atomic import atomic_write_text
+    from mechsteer.machine import cpu_model
     from mechsteer.spec.training import load_train_spec
     from mechsteer.train.metrics import MetricsLog
     from mechsteer.vectors.vector_set import VectorSet, load_vector_set, save_vector_set
@@ -222,7 +223,7 @@ def bundle(args, layers: list[int]) -> None:
         "records": records,
         "commit": _commit(),
         "date": datetime.now(UTC).date().isoformat(),
-        "machine": f"{platform.machine()}, {_cpu_name()}",
+        "machine": f"{platform.machine()}, {cpu_model()}",
         "threads": sorted({r["threads"] for r in records if r.get("threads") is not None}),
         "runs": str(
             args.out.relative_to(ROOT) if args.out.is_absolute() and args.out.is_relative_to(ROOT) else args.out
@@ -309,16 +310,6 @@ def _commit() -> str:
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main() -> None:

@@ -10,9 +10,9 @@ import torch
 from mechsteer.engine.vectors import BuildContext, subset
 from mechsteer.errors import VectorError
 from mechsteer.spec.training import (
+    finished_vectors_file,
     per_block_command,
     per_block_dir,
-    run_vectors_file,
     trained_run_dir,
     trained_vectors_path,
 )
@@ -47,11 +47,8 @@ def _build_per_block(spec, ctx: BuildContext) -> VectorSet:
     out, _ = trained_run_dir(spec)
     files, missing = {}, []
     for k in layers:
-        try:
-            f = run_vectors_file(per_block_dir(out, k), spec.checkpoint, "")
-        except VectorError:  # no best.json: the run is not finished
-            f = None
-        if f is None or not f.is_file():
+        f = finished_vectors_file(per_block_dir(out, k), spec.checkpoint)
+        if f is None:
             missing.append(k)
         else:
             files[k] = f

@@ -514,13 +514,19 @@ def per_block_files(spec) -> dict[str, Path]:
     out, _ = trained_run_dir(spec)
     found = {}
     for d in sorted(out.glob("layer-[0-9]*")) if out.is_dir() else []:
-        try:
-            f = run_vectors_file(d, spec.checkpoint, "")
-        except MechsteerError:
-            continue
-        if f.is_file():
+        f = finished_vectors_file(d, spec.checkpoint)
+        if f is not None:
             found[d.name] = f
     return found
+
+
+def finished_vectors_file(out: Path, checkpoint) -> Path | None:
+    """The vector file of the run in `out` when it is there (None: not written yet, or no best.json)."""
+    try:
+        f = run_vectors_file(out, checkpoint, "")
+    except MechsteerError:
+        return None
+    return f if f.is_file() else None
 
 
 PER_BLOCK_SCRIPT = "scripts/train_single_layers.py"

@@ -28,16 +28,22 @@ from mechsteer.spec.training import checkpoint_dir  # noqa: F401 - the layout li
 STEP_DIR = re.compile(r"^step-(\d+)$")
 
 
-def latest_checkpoint(root: Path) -> Path | None:
-    """The complete checkpoint with the highest step under `root` (None when there is none)."""
+def checkpoint_steps(root: Path) -> dict[int, Path]:
+    """Every complete checkpoint under `root`, by optimizer step."""
     if not root.is_dir():
-        return None
-    found = []
+        return {}
+    found = {}
     for p in root.iterdir():
         m = STEP_DIR.match(p.name)
         if m and (p / "state.json").is_file() and (p / "state.safetensors").is_file():
-            found.append((int(m.group(1)), p))
-    return max(found)[1] if found else None
+            found[int(m.group(1))] = p
+    return found
+
+
+def latest_checkpoint(root: Path) -> Path | None:
+    """The complete checkpoint with the highest step under `root` (None when there is none)."""
+    found = checkpoint_steps(root)
+    return found[max(found)] if found else None
 
 
 def save_checkpoint(

@@ -32,7 +32,13 @@ from mechsteer.hooks import HookScope
 from mechsteer.spec.layers import LayerResolutionError, resolve_layer
 from mechsteer.spec.paths import resolve_path
 from mechsteer.spec.training import BEST_FILE, LoadedTrainSpec, TrainSpec, resolve_setup
-from mechsteer.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, select_best
+from mechsteer.train.checkpoint import (
+    checkpoint_steps,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    select_best,
+)
 from mechsteer.train.data import PromptPool, build_pool, encode_prompts
 from mechsteer.train.metrics import MetricsLog, plot_metrics
 from mechsteer.train.params import BlockVectors, FullModel, Lora1, Parameterisation, PlaceVector, build_parameterisation
@@ -482,9 +488,7 @@ class Trainer:
         ev = self.eval_spec
         if ev is None or ev.select is None:
             return None
-        ckpt_root = self.output_dir / "checkpoints"
-        steps = {int(p.name.split("-")[1]) for p in ckpt_root.glob("step-*") if (p / "state.json").is_file()}
-        best = select_best(evals, steps, ev.select)
+        best = select_best(evals, set(checkpoint_steps(self.output_dir / "checkpoints")), ev.select)
         if best is None:
             self.console.print(
                 f"[yellow]eval.select {ev.select}: no checkpoint has an evaluation at its step; no best.json "

@@ -32,7 +32,8 @@ class BundledVectors(StrictModel):
 
     kind: Literal["bundled"] = "bundled"
     name: str = Field(min_length=1)
-    """Name of the bundled set, e.g. `smollm2-135m/all_layers`; an unknown name is an error that lists the bundled sets (mechsteer/data/vectors)."""
+    """Name of the bundled set, e.g. `smollm2-135m/all_layers`; an unknown name is an error that lists the
+    bundled sets (mechsteer/data/vectors)."""
     layers: LayerSelection | None = None
     """Keep only these rows; null keeps every row."""
 
