@@ -146,6 +146,8 @@ def single_layer_section(res) -> tuple[list[str], dict]:
 
 
 def composition_section(res) -> tuple[list[str], dict]:
+    from mechsteer.report.composition import relative_improvement
+
     acc = Acc(res, "mini")
     rx = re.compile(r"^pair_(\d+)_(\d+)$")
     pairs = sorted((int(m.group(1)), int(m.group(2))) for c in acc.value if (m := rx.match(c)))
@@ -158,7 +160,7 @@ def composition_section(res) -> tuple[list[str], dict]:
         best = f"single_{i}" if si >= sj else f"single_{j}"
         d, p, _ = acc.test(best, f"pair_{i}_{j}")
         v = acc.value[f"pair_{i}_{j}"]
-        ri = (v - max(si, sj)) / (steer - max(si, sj)) if steer is not None and steer > max(si, sj) else math.nan
+        ri = relative_improvement(v, si, sj, steer)[0] if steer is not None else math.nan
         better += p < ALPHA and d > 0
         worse += p < ALPHA and d < 0
         reach += (not math.isnan(ri)) and ri > 0.99
