@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 import threading
 from dataclasses import dataclass
-from fractions import Fraction
+from decimal import Decimal
 
 # Seconds math-verify may spend parsing / verifying one expression (its own default is 5).
 MATH_VERIFY_TIMEOUT_S = 5
@@ -149,14 +149,18 @@ def last_number(text: str | None) -> str | None:
     return found[-1].replace(",", "") if found else None
 
 
-def _as_fraction(value: object) -> Fraction | None:
-    """Exact value of a plain number string ("27", "27.0", "-1,234.5", "$18"), or None if not a number."""
+def _exact_value(value: object) -> Decimal | None:
+    """Exact value of a plain number string ("27", "27.0", "-1,234.5", "$18"), or None if not a number.
+
+    A `Decimal` built from a string is exact at any length and compares exactly ("27" == "27.0"); unlike
+    `int` or `Fraction` it is not subject to Python's 4300-digit limit on int/str conversion, so a degenerate
+    completion of thousands of digits is compared, not raised on."""
     if isinstance(value, bool) or value is None:
         return None
     text = str(value).strip().strip("$").strip().replace(",", "")
     if not re.fullmatch(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)", text):
         return None
-    return Fraction(text)
+    return Decimal(text)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -244,8 +248,11 @@ def grade_last_number(completion: str | None, gold: object) -> bool:
 
     A gold answer that is not a plain number (e.g. `\\frac{1}{2}`) can never match this way.
     """
-    want = _as_fraction(gold)
-    got = _as_fraction(last_number(completion))
+    try:
+        want = _exact_value(gold)
+        got = _exact_value(last_number(completion))
+    except Exception:  # noqa: BLE001 - a grader must score weird input as wrong, never crash an eval
+        return False
     return want is not None and got is not None and want == got
 
 
