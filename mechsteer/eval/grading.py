@@ -34,6 +34,9 @@ GOLD_PARSE_ATTEMPTS = 5
 # Off the main thread: wall-clock seconds one verification may take in the helper process (every parse and the
 # verify may each use their own limit inside it), after which the answer counts as not verified.
 OFF_THREAD_LIMIT_S = (GOLD_PARSE_ATTEMPTS + 2) * MATH_VERIFY_TIMEOUT_S
+# Helpers that may die on one answer (a crash, garbage on the protocol) before it counts as not verified: a
+# second try tells an unrelated loss of the helper from an answer that kills whatever grades it.
+HELPER_ATTEMPTS = 2
 # What the helper process runs ("module:function"); tests point it at deliberately slow stand-ins.
 VERIFY_IN_HELPER = "mechsteer.eval.grading:verify_in_helper"
 
@@ -194,14 +197,18 @@ def verify_box(box: str, gold: object) -> bool:
     off the main thread, never takes longer than `OFF_THREAD_LIMIT_S` (see the module docstring)."""
     if threading.current_thread() is threading.main_thread():
         return _verify(box, str(gold), MATH_VERIFY_TIMEOUT_S)
-    from mechsteer.eval.helper_process import HelperUnavailable, helper_pool
+    from mechsteer.eval.helper_process import HelperFailed, HelperUnavailable, helper_pool
 
-    try:
-        return bool(helper_pool().call(VERIFY_IN_HELPER, [box, str(gold)], OFF_THREAD_LIMIT_S))
-    except TimeoutError:
-        return False  # overran: not verified
-    except HelperUnavailable:
-        return _verify(box, str(gold), None)  # no helper process here: grade in this thread, unbounded
+    for _attempt in range(HELPER_ATTEMPTS):
+        try:
+            return bool(helper_pool().call(VERIFY_IN_HELPER, [box, str(gold)], OFF_THREAD_LIMIT_S))
+        except TimeoutError:
+            return False  # overran: not verified
+        except HelperUnavailable:
+            return _verify(box, str(gold), None)  # no helper process here: grade in this thread, unbounded
+        except HelperFailed:
+            continue  # the helper died under this answer: once more in a fresh one, then not verified
+    return False
 
 
 def verify_in_helper(box: str, gold: str) -> bool:
