@@ -332,7 +332,9 @@ def _conditions_for(ls: LoadedStudy, model: str, entry: ModelEntry) -> dict[str,
 
 
 def bind_vectors(ls: LoadedStudy) -> dict:
-    """The study's vector specs with every `path` absolute (the executor never resolves paths)."""
+    """The study's vector specs with every `path` absolute (the executor never resolves paths): a `trained`
+    spec without `output` gets its training run's default folder, bound here, so a Ray worker whose working
+    directory differs reads the run the driver planned with."""
     out = {}
     for name, v in ls.spec.vectors.items():
         update = {
@@ -340,6 +342,10 @@ def bind_vectors(ls: LoadedStudy) -> dict:
             for f in PATH_FIELDS
             if f in type(v).model_fields and isinstance(getattr(v, f), str)
         }
+        if v.kind == "trained" and v.output is None:
+            from mechsteer.spec.training import load_train_spec
+
+            update["output"] = str(load_train_spec(update["train"], v.profile).output_dir())
         out[name] = v.model_copy(update=update) if update else v
     return out
 
@@ -414,7 +420,7 @@ def compile_study(ls: LoadedStudy, *, limit: int | None = None, output_root: str
     return Plan(
         study=spec.name,
         profile=ls.profile,
-        output_dir=Path(output_root) / name,
+        output_dir=Path(output_root).resolve() / name,  # absolute: Ray workers elsewhere write cells here
         models=models,
         vectors=vectors,
         conditions=list(order),
@@ -423,7 +429,7 @@ def compile_study(ls: LoadedStudy, *, limit: int | None = None, output_root: str
         code=code_fingerprint(),
         description=spec.description,
         evaluation=evaluation,
-        spec_file=str(ls.file),
+        spec_file=str(Path(ls.file).resolve()),
         spec_hash=ls.spec_hash(),
         resolved_spec=spec.model_dump(mode="json"),
     )

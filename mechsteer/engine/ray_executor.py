@@ -6,6 +6,10 @@ atomically into the shared output folder as it finishes. So the cell hashes, met
 local executor's, a killed worker loses only the cell in progress, and running the study again resumes
 (a retried task skips the cells that are already recorded).
 
+Paths: every path in a compiled plan is absolute (the output folder, vector and model files, a `trained`
+set's run folder), so a worker whose working directory differs from the driver's, on this machine or
+another one that shares the file system, writes and reads the same files.
+
 Resources: each task asks for `gpus_per_model` GPUs (the model entry's `gpus`, default 1 when the cluster has
 GPUs, else 0) and `cpus_per_worker` CPUs, and sets torch's threads to its CPU share, so workers x threads
 never exceed the cores (two 2-thread runs on 2 cores take ~7x longer than one). A model's cells are split
@@ -14,6 +18,7 @@ across as many tasks as the cluster can run at once for it. Needs `pip install m
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -70,6 +75,8 @@ def submit(
 ) -> list:
     """Submit the cells as Ray tasks (Ray must be initialised); returns their object refs."""
     ray = _ray()
+    if not plan.output_dir.is_absolute():  # a Plan built by hand: bind it here, not in each worker's directory
+        plan = dataclasses.replace(plan, output_dir=plan.output_dir.resolve())
     total_cpus = ray.cluster_resources().get("CPU", 1)
     total_gpus = ray.cluster_resources().get("GPU", 0)
     by_cpu = int(total_cpus // max(resources.cpus_per_worker, 1e-9))

@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 import threading
 from dataclasses import dataclass
-from fractions import Fraction
+from decimal import Decimal
 
 # Seconds math-verify may spend parsing / verifying one expression (its own default is 5).
 MATH_VERIFY_TIMEOUT_S = 5
@@ -34,6 +34,9 @@ GOLD_PARSE_ATTEMPTS = 5
 # Off the main thread: wall-clock seconds one verification may take in the helper process (every parse and the
 # verify may each use their own limit inside it), after which the answer counts as not verified.
 OFF_THREAD_LIMIT_S = (GOLD_PARSE_ATTEMPTS + 2) * MATH_VERIFY_TIMEOUT_S
+# Helpers that may die on one answer (a crash, garbage on the protocol) before it counts as not verified: a
+# second try tells an unrelated loss of the helper from an answer that kills whatever grades it.
+HELPER_ATTEMPTS = 2
 # What the helper process runs ("module:function"); tests point it at deliberately slow stand-ins.
 VERIFY_IN_HELPER = "mechsteer.eval.grading:verify_in_helper"
 
@@ -149,14 +152,18 @@ def last_number(text: str | None) -> str | None:
     return found[-1].replace(",", "") if found else None
 
 
-def _as_fraction(value: object) -> Fraction | None:
-    """Exact value of a plain number string ("27", "27.0", "-1,234.5", "$18"), or None if not a number."""
+def _exact_value(value: object) -> Decimal | None:
+    """Exact value of a plain number string ("27", "27.0", "-1,234.5", "$18"), or None if not a number.
+
+    A `Decimal` built from a string is exact at any length and compares exactly ("27" == "27.0"); unlike
+    `int` or `Fraction` it is not subject to Python's 4300-digit limit on int/str conversion, so a degenerate
+    completion of thousands of digits is compared, not raised on."""
     if isinstance(value, bool) or value is None:
         return None
     text = str(value).strip().strip("$").strip().replace(",", "")
     if not re.fullmatch(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)", text):
         return None
-    return Fraction(text)
+    return Decimal(text)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -190,14 +197,18 @@ def verify_box(box: str, gold: object) -> bool:
     off the main thread, never takes longer than `OFF_THREAD_LIMIT_S` (see the module docstring)."""
     if threading.current_thread() is threading.main_thread():
         return _verify(box, str(gold), MATH_VERIFY_TIMEOUT_S)
-    from mechsteer.eval.helper_process import HelperUnavailable, helper_pool
+    from mechsteer.eval.helper_process import HelperFailed, HelperUnavailable, helper_pool
 
-    try:
-        return bool(helper_pool().call(VERIFY_IN_HELPER, [box, str(gold)], OFF_THREAD_LIMIT_S))
-    except TimeoutError:
-        return False  # overran: not verified
-    except HelperUnavailable:
-        return _verify(box, str(gold), None)  # no helper process here: grade in this thread, unbounded
+    for _attempt in range(HELPER_ATTEMPTS):
+        try:
+            return bool(helper_pool().call(VERIFY_IN_HELPER, [box, str(gold)], OFF_THREAD_LIMIT_S))
+        except TimeoutError:
+            return False  # overran: not verified
+        except HelperUnavailable:
+            return _verify(box, str(gold), None)  # no helper process here: grade in this thread, unbounded
+        except HelperFailed:
+            continue  # the helper died under this answer: once more in a fresh one, then not verified
+    return False
 
 
 def verify_in_helper(box: str, gold: str) -> bool:
@@ -244,8 +255,11 @@ def grade_last_number(completion: str | None, gold: object) -> bool:
 
     A gold answer that is not a plain number (e.g. `\\frac{1}{2}`) can never match this way.
     """
-    want = _as_fraction(gold)
-    got = _as_fraction(last_number(completion))
+    try:
+        want = _exact_value(gold)
+        got = _exact_value(last_number(completion))
+    except Exception:  # noqa: BLE001 - a grader must score weird input as wrong, never crash an eval
+        return False
     return want is not None and got is not None and want == got
 
 

@@ -1,12 +1,15 @@
 """`non_english`: do the vectors suppress tokens of non-Latin scripts (paper section 4.8, Figures 15-17)?
 
-Offline and deterministic: each token's text is classified by Unicode script from `unicodedata` character
-names (LATIN..., CYRILLIC..., CJK UNIFIED IDEOGRAPH..., ARABIC..., HANGUL..., ...). A token's script is the
-most frequent script among its letters; a token with no letters (digits, punctuation, spaces, symbols) is
-"common"; a token containing U+FFFD (an incomplete UTF-8 byte sequence, common in byte-level BPE vocabularies)
-and no letters is "byte". Then, per layer, among the top-k and the bottom-k tokens of a logit-lens score, the
-fraction of tokens in non-Latin scripts (of all k, and of the k's lettered tokens), and counts per script.
-Pure: scores and token strings in, DataFrames out.
+Offline and deterministic: each letter of a token's text is classified by its Unicode Script property
+(UAX #24, read from fontTools' copy of the Unicode Character Database, `fontTools.unicodedata.script`;
+Python's `unicodedata` lacks the property). Letters of the Common script (µ MICRO SIGN, 𝐀 MATHEMATICAL BOLD
+CAPITAL A, ʼ MODIFIER LETTER APOSTROPHE) are "common"; combining marks of the Inherited script (accents)
+take the script of the letter they sit on, as UAX #24 prescribes. A token's script is the most frequent
+script among its letters; a token with no letters of a script (digits, punctuation, spaces, symbols) is
+"common"; a token containing U+FFFD (an incomplete UTF-8 byte sequence, common in byte-level BPE
+vocabularies) and no such letters is "byte". Then, per layer, among the top-k and the bottom-k tokens of a
+logit-lens score, the fraction of tokens in non-Latin scripts (of all k, and of the k's lettered tokens),
+and counts per script. Pure: scores and token strings in, DataFrames out.
 """
 
 from __future__ import annotations
@@ -18,67 +21,60 @@ from functools import lru_cache
 
 import pandas as pd
 import torch
+from fontTools import unicodedata as ucd
 
 COMMON, BYTE, LATIN = "common", "byte", "Latin"
+INHERITED = "inherited"
+"""What `char_script` says of a combining mark of the Inherited script: it takes its base letter's script."""
 
-# Name keywords -> script, checked in order (first match wins), for letters and combining marks.
-_KEYWORDS = (
-    ("LATIN", LATIN),
-    ("CYRILLIC", "Cyrillic"),
-    ("GREEK", "Greek"),
-    ("ARMENIAN", "Armenian"),
-    ("GEORGIAN", "Georgian"),
-    ("HEBREW", "Hebrew"),
-    ("ARABIC", "Arabic"),
-    ("SYRIAC", "Syriac"),
-    ("CJK", "Han"),
-    ("IDEOGRAPHIC", "Han"),
-    ("HIRAGANA", "Hiragana"),
-    ("KATAKANA", "Katakana"),
-    ("HANGUL", "Hangul"),
-    ("BOPOMOFO", "Bopomofo"),
-    ("DEVANAGARI", "Devanagari"),
-    ("BENGALI", "Bengali"),
-    ("GURMUKHI", "Gurmukhi"),
-    ("GUJARATI", "Gujarati"),
-    ("ORIYA", "Oriya"),
-    ("TAMIL", "Tamil"),
-    ("TELUGU", "Telugu"),
-    ("KANNADA", "Kannada"),
-    ("MALAYALAM", "Malayalam"),
-    ("SINHALA", "Sinhala"),
-    ("THAI", "Thai"),
-    ("LAO", "Lao"),
-    ("TIBETAN", "Tibetan"),
-    ("MYANMAR", "Myanmar"),
-    ("KHMER", "Khmer"),
-    ("ETHIOPIC", "Ethiopic"),
-    ("MONGOLIAN", "Mongolian"),
-    ("THAANA", "Thaana"),
-)
+# ISO 15924 codes of the Script values that name no script of their own.
+_COMMON_CODES = frozenset({"Zyyy", "Zzzz"})  # Common, Unknown (unassigned, private use)
+_INHERITED_CODE = "Zinh"
 
 
 @lru_cache(maxsize=65536)
 def char_script(ch: str) -> str:
-    """Script of one character: a script name for letters/marks, "common" otherwise."""
+    """Script of one character by its Unicode Script property: a script name ("Latin", "Cyrillic", "Han")
+    for letters and marks of a script, `INHERITED` for a combining mark that takes its base's script,
+    "common" for everything else (digits, punctuation, symbols, letters of the Common script), and "byte"
+    for U+FFFD."""
     if ch == "\ufffd":
         return BYTE
-    cat = unicodedata.category(ch)
-    if cat[0] not in "LM":
+    if unicodedata.category(ch)[0] not in "LM":
         return COMMON
-    name = unicodedata.name(ch, "")
-    words = name.replace("-", " ").split()
-    for key, script in _KEYWORDS:
-        if key in words:
-            return script
-    if cat[0] == "M":  # a combining mark without a script of its own (accents) takes its letters' script
+    code = ucd.script(ch)
+    if code == _INHERITED_CODE:
+        return INHERITED
+    if code in _COMMON_CODES:
         return COMMON
-    return words[0].title() if words else "other"
+    return ucd.script_name(code)
+
+
+@lru_cache(maxsize=65536)
+def _unbased_mark_script(ch: str) -> str:
+    """A combining mark with no letter before it in the token (byte-level BPE splits them off): the one
+    script its Script_Extensions name, or "common" when they name several."""
+    codes = ucd.script_extension(ch) - _COMMON_CODES - {_INHERITED_CODE}
+    return ucd.script_name(next(iter(codes))) if len(codes) == 1 else COMMON
+
+
+def letter_scripts(token: str) -> list[str]:
+    """The script of each character of `token`, combining marks resolved to their base letter's script."""
+    out: list[str] = []
+    base: str | None = None
+    for ch in token:
+        script = char_script(ch)
+        if script == INHERITED:
+            script = base if base is not None else _unbased_mark_script(ch)
+        elif unicodedata.category(ch)[0] != "M":
+            base = script  # marks stack on the last non-mark character, whatever its script
+        out.append(script)
+    return out
 
 
 def token_script(token: str) -> str:
     """Script of a token's text (see module docstring). Marks (accents) follow their letters' script."""
-    counts = Counter(s for s in map(char_script, token) if s not in (COMMON, BYTE))
+    counts = Counter(s for s in letter_scripts(token) if s not in (COMMON, BYTE))
     if counts:
         return min(counts.items(), key=lambda kv: (-kv[1], kv[0]))[0]
     return BYTE if "\ufffd" in token else COMMON

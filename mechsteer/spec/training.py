@@ -390,9 +390,12 @@ class LoadedTrainSpec(LoadedSpecFile):
     spec: TrainSpec
 
     def output_dir(self) -> Path:
+        """The run's folder, absolute: `output` (relative to the training file), else
+        `outputs/train/<name>[-<profile>]` under the working directory of this call (a study binds it when
+        it compiles, so its cells never depend on where they run)."""
         if self.spec.output:
-            return self.resolve_path(self.spec.output)
-        return Path("outputs") / "train" / (self.spec.name + (f"-{self.profile}" if self.profile else ""))
+            return self.resolve_path(self.spec.output).absolute()
+        return Path("outputs").absolute() / "train" / (self.spec.name + (f"-{self.profile}" if self.profile else ""))
 
     def total_steps(self, n_prompts: int) -> int:
         """Optimizer steps: `rloo.steps`, or one epoch of `n_prompts` prompts."""
@@ -485,10 +488,11 @@ def trained_run_dir(spec) -> tuple[Path, str]:
     absolute (the compiler binds paths)."""
     ts = load_train_spec(spec.train, spec.profile)
     out = Path(spec.output) if spec.output else ts.output_dir()
+    moved = out != ts.output_dir()  # the compiler binds `output`; name it only where the run would not go itself
     command = (
         f"mechsteer train {spec.train}"
         + (f" --profile {spec.profile}" if spec.profile else "")
-        + (f" --output {spec.output}" if spec.output else "")
+        + (f" --output {out}" if moved else "")
     )
     return out, command
 

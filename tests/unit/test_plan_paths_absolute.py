@@ -1,0 +1,61 @@
+"""Every path in a compiled plan is absolute, bound against the compiling process's working directory: a worker
+running in another folder (a Ray worker on a cluster) writes the cells and reads a `trained` set's default run
+folder where the driver meant. tests/integration/test_ray_cluster_paths.py checks the same on a real cluster."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import torch
+
+from mechsteer.engine.plan import PATH_FIELDS, compile_study
+from mechsteer.engine.vectors import BuildContext
+from mechsteer.spec.loader import load_study
+from mechsteer.vectors.vector_set import VectorSet, save_vector_set
+
+TRAIN = """
+name: tr
+model: {id: smollm2-135m}
+setup: all_layers
+rloo: {steps: 2, max_new_tokens: 8}
+data: {kind: mini}
+"""
+
+STUDY = """
+name: s
+models: {m: {id: smollm2-135m}}
+vectors:
+  t: {kind: trained, train: train.yaml}
+  f: {kind: file, path: v.safetensors}
+conditions: {base: [], steer: [{kind: add, vector: t}], file: [{kind: add, vector: f}]}
+readouts: {r: {kind: first_token, prompts: [a]}}
+"""
+
+
+def test_a_plan_compiled_from_relative_paths_holds_only_absolute_ones(tmp_path, monkeypatch):
+    (tmp_path / "study").mkdir()
+    (tmp_path / "study" / "train.yaml").write_text(textwrap.dedent(TRAIN))
+    (tmp_path / "study" / "s.yaml").write_text(textwrap.dedent(STUDY))
+    save_vector_set(VectorSet(torch.ones(30, 576), list(range(30))), tmp_path / "study" / "v.safetensors")
+    driver, worker = tmp_path / "driver", tmp_path / "worker"
+    driver.mkdir(), worker.mkdir()
+
+    monkeypatch.chdir(driver)
+    plan = compile_study(load_study(Path("../study/s.yaml")), output_root="outputs")
+    assert plan.output_dir == driver.resolve() / "outputs" / "s" and plan.cells_dir.is_absolute()
+    assert Path(plan.spec_file).is_absolute()
+    assert all(m.base_dir.is_absolute() for m in plan.models.values())
+    for name, spec in plan.vectors.items():
+        for field in PATH_FIELDS:
+            value = getattr(spec, field, None)
+            assert value is None or Path(value).is_absolute(), (name, field, value)
+    assert plan.vectors["t"].output == str(driver.resolve() / "outputs" / "train" / "tr")  # the default, bound
+
+    rows = torch.zeros(30, 576)
+    rows[7] = 3.0
+    save_vector_set(VectorSet(rows, [7]), driver / "outputs" / "train" / "tr" / "vectors.safetensors")
+    monkeypatch.chdir(worker)  # what a Ray worker sees: another working directory
+    got = BuildContext(n_layers=30, d_model=576, specs=plan.vectors).get("t")
+    assert got.layers == [7] and torch.equal(got.vectors[7], rows[7])
+    assert not (worker / "outputs").exists()
