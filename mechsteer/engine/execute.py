@@ -260,6 +260,10 @@ def prepare_work_dir(plan: Plan, cell: Cell, force: bool) -> Path:
     keep = code_digest(cell.code)
     if root.is_dir():
         for p in root.iterdir():
-            if force or p.name != keep:
-                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+            if not force and p.name == keep:
+                continue
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
     return root / keep
