@@ -62,7 +62,10 @@ class Study:
         return self.loaded.profile
 
     def plan(self, limit: int | None = None, output_dir: str | Path = "outputs") -> Plan:
-        """The compiled cells (model x condition x measurement x seed) with their hashes; loads no model."""
+        """The compiled cells (model x condition x measurement x seed) with their hashes; loads no model.
+        With `limit`, the plan's folder is `<output_dir>/<study>[-<profile>]/limit-<N>/`: a limited run never
+        replaces the full run's plan.json and report. `Plan.notes` lists what the cell keys could not pin
+        down (a hub commit that could not be resolved)."""
         return compile_study(self.loaded, limit=limit, output_root=output_dir)
 
     def status(self, limit: int | None = None, output_dir: str | Path = "outputs") -> pd.DataFrame:

@@ -131,11 +131,18 @@ def plan(
     )
     for r in stale.itertuples():
         console.print(f"  {r.cell} {r.state}: {r.reason}")
+    _print_notes(p)
     if (status.backend == "vllm").any() or status.backend_note.notna().any():
         on = uniq[uniq.backend == "vllm"]
         console.print(f"backend vllm: {len(on)} evaluation cells run on bias-compiled checkpoints")
         for cond, note in uniq[uniq.backend_note.notna()].groupby("condition").backend_note.first().items():
             console.print(f"  {cond} stays on HF: {note}")
+
+
+def _print_notes(p) -> None:
+    """What the cell keys could not pin down (`Plan.notes`), one line each, plain text."""
+    for note in p.notes:
+        console.print(f"note: {note}", markup=False, soft_wrap=True)
 
 
 _STATUS_TEXT = {
@@ -193,6 +200,7 @@ def run(
         + (f" (profile {p.profile})" if p.profile else "")
         + f": {len(status)} cells, {todo} to run -> {p.output_dir}"
     )
+    _print_notes(p)
     results = run_plan(
         p, force=force, reuse_stale=reuse_stale, threads=threads, progress=not quiet, executor=executor, address=address
     )

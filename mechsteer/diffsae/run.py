@@ -53,7 +53,9 @@ def run_diffsae(
 ) -> dict:
     """Run the whole DiffSAE analysis into `out_dir`; steps whose output exists are reused (the collection
     folder and each layer's finished SAE), SAE training resumes from its checkpoints. Returns the summary
-    (also written to `summary.json`).
+    (also written to `summary.json`). Reuse is only as sound as `out_dir`'s key: the engine passes the cell's
+    work folder (`work/<cell hash>/<code digest>/`, emptied when the cell is forced), so it never holds
+    what other settings, other code or an earlier forced-over run wrote.
 
     The model must be unsteered when this is called (no condition's hooks active): it runs the base model
     itself and applies `condition` only where the steered model is needed."""

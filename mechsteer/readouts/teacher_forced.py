@@ -1,6 +1,7 @@
 """What the mechanistic readout kinds share: the unembedding and token strings of a loaded model, teacher-forced
-sequences sampled under a condition (cached per (model, source condition, sampling settings, seed) in the
-output folder's `work/sequences/`, so every readout and cell that compares on them reuses them), right-padded
+sequences sampled under a condition (cached per (model, source condition, sampling settings, seed, and the
+fingerprint of the code that samples them) in the output folder's `work/sequences/`, so every readout and
+cell that compares on them reuses them, while a change of that code or `--force` samples them again), right-padded
 chunks of them, residual-stream shifts dF of a condition (replayed from the first block it touches), tables
 recorded as cell files, and the report side's reading of them back.
 
@@ -119,6 +120,18 @@ class Sequence:
     prompt_length: int
 
 
+def sequence_modules(interventions) -> list[str]:
+    """The modules that sample sequences under `interventions`: this one (with generation, the steering
+    scope and the models layer it imports) and each intervention kind's implementation and spec."""
+    from mechsteer.spec.kinds import INTERVENTION_KINDS
+
+    mods = {__name__}
+    for iv in interventions:
+        kind = INTERVENTION_KINDS.kind(iv.kind)
+        mods |= {kind.impl.partition(":")[0], kind.spec.__module__}
+    return sorted(mods)
+
+
 def _cache_key(task, interventions: list, prompts: list[str]) -> dict:
     s = task.spec
     w = task.lm.adapter.module_at(task.lm.model, "unembed")[0].weight
@@ -133,29 +146,45 @@ def _cache_key(task, interventions: list, prompts: list[str]) -> dict:
         "max_new_tokens": s.max_new_tokens,
         "samples": s.samples,
         "seed": task.seed,
+        "code": task.code_of(sequence_modules(interventions)) if task.code_of else None,
     }
     return json.loads(json.dumps(key, default=str))
 
 
 def _cache_file(task, key: dict) -> Path | None:
-    if task.work_dir is None:
+    if task.shared_work_dir is None:
         return None
     h = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
-    return Path(task.work_dir).parent / "sequences" / f"{h}.json"
+    return Path(task.shared_work_dir) / "sequences" / f"{h}.json"
+
+
+def _cached(cache: Path | None, key: dict, run_id: str | None) -> list[dict] | None:
+    """The cached sequences when the file holds this key (and, in a forced run, was written by that run)."""
+    if cache is None or not cache.is_file():
+        return None
+    try:
+        data = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("key") != key or (run_id is not None and data.get("run") != run_id):
+        return None
+    return data.get("sequences")
 
 
 def sample_sequences(task, interventions: list) -> list[Sequence]:
     """Sequences (prompt + sampled completion) under a condition, at the readout's temperature and seed.
-    Cached in `work/sequences/<hash>.json` ({"key", "sequences"}) keyed by model, condition content,
-    prompts, sampling settings and seed."""
+    Cached in `work/sequences/<hash>.json` ({"key", "run", "sequences"}) keyed by model, condition content,
+    prompts, sampling settings, seed and the fingerprint of the sampling code (`sequence_modules`); a forced
+    run (`task.run_id`) reuses only the files it wrote itself."""
     lm, s = task.lm, task.spec
     problems = load_problems(s)
     with steering(lm.model, lm.adapter, list(interventions), task.vectors, tokenizer=lm.tokenizer) as ctx:
         prompts = render_prompts(lm, [p["problem"] for p in problems], s.template, ctx.prompt_suffix)
         key = _cache_key(task, interventions, prompts)
         cache = _cache_file(task, key)
-        if cache is not None and cache.is_file():
-            return [Sequence(**d) for d in json.loads(cache.read_text())["sequences"]]
+        cached = _cached(cache, key, task.run_id)
+        if cached is not None:
+            return [Sequence(**d) for d in cached]
         comps = generate(
             lm,
             ctx,
@@ -176,7 +205,7 @@ def sample_sequences(task, interventions: list) -> list[Sequence]:
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(cache, suffix=".json") as tmp:
-            Path(tmp).write_text(json.dumps({"key": key, "sequences": [d.__dict__ for d in out]}))
+            Path(tmp).write_text(json.dumps({"key": key, "run": task.run_id, "sequences": [d.__dict__ for d in out]}))
     return out
 
 

@@ -34,6 +34,7 @@ from mechsteer.spec.paths import resolve_path
 from mechsteer.spec.training import BEST_FILE, LoadedTrainSpec, TrainSpec, resolve_setup
 from mechsteer.train.checkpoint import (
     checkpoint_steps,
+    clear_previous_run,
     latest_checkpoint,
     load_checkpoint,
     save_checkpoint,
@@ -377,6 +378,13 @@ class Trainer:
                     last_eval = evals[-1] if evals else None
                     self.console.print(f"resuming from {ck} (step {start}/{self.total_steps})")
                 else:
+                    removed = clear_previous_run(self.output_dir)
+                    if removed:
+                        self.console.print(
+                            f"fresh run: removed {len(removed)} files and checkpoints of an earlier run in "
+                            f"{self.output_dir} (--resume continues a run instead)",
+                            markup=False,
+                        )
                     self.metrics.reset()
                     self._write_run_info()
                     if self.eval_spec is not None and self.eval_spec.before:

@@ -103,6 +103,24 @@ def test_resume_refuses_a_different_spec_or_no_checkpoint(tmp_path):
         other.run(resume=True)
 
 
+def test_a_fresh_run_clears_an_earlier_runs_checkpoints(tmp_path):
+    """A fresh (not resumed) run into a folder that holds another run's checkpoints and final vectors leaves
+    only its own: `checkpoint: 4` can no longer read the earlier run's step 4."""
+    from mechsteer.train.checkpoint import checkpoint_steps
+
+    out = tmp_path / "run"
+    _trainer(out).run()  # steps 2 and 4
+    assert sorted(checkpoint_steps(out / "checkpoints")) == [2, 4]
+    (out / "best.json").write_text('{"step": 4}')  # as an eval.select run would have left it
+    (out / "checkpoints" / ".step-000006.tmp").mkdir()  # a crashed writer's leftover
+    lm = tiny_lm(make_tiny_model("llama", vocab_size=VOCAB, seed=1))  # another model: other vectors
+    fresh = Trainer(_spec(), lm=lm, output_dir=out, rows=rows(5), progress=False, reward_fn=_reward, steps=2).run()
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-000002"]
+    assert not (out / "best.json").exists()
+    mine = load_vector_set(out / "checkpoints" / "step-000002" / "vectors.safetensors")
+    assert torch.equal(mine.vectors, load_vector_set(fresh.final_path).vectors)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_trained_vectors_through_add_reproduce_the_trainer_forward(tmp_path, dtype):
     from mechsteer.hooks import HookScope

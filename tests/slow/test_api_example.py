@@ -32,16 +32,18 @@ def test_readme_api_example_matches_the_cli(tmp_path, monkeypatch):
     scope: dict = {}
     exec(compile(readme_example(), "README.md api-example", "exec"), scope)  # noqa: S102 - our own README
     results = scope["results"]
-    assert Path(results.output_dir) == (tmp_path / "outputs" / "quickstart").resolve()  # bound absolute at compile
+    # bound absolute at compile; a limited run has its own folder
+    assert Path(results.output_dir) == (tmp_path / "outputs" / "quickstart" / "limit-8").resolve()
     assert scope["ms"].diff(results, scope["again"])["delta"].abs().max() == 0
 
     limit = int(re.search(r"limit=(\d+)", readme_example()).group(1))
     r = CliRunner().invoke(app, ["run", "studies/quickstart.yaml", "--limit", str(limit), "-o", "cli", "-q"])
     assert r.exit_code == 0, r.output
-    api_cells = sorted(p.name for p in Path("outputs/quickstart/cells").iterdir() if not p.name.startswith("."))
-    cli_cells = sorted(p.name for p in Path("cli/quickstart/cells").iterdir() if not p.name.startswith("."))
+    api_dir, cli_dir = results.output_dir, Path(f"cli/quickstart/limit-{limit}")
+    api_cells = sorted(p.name for p in (api_dir / "cells").iterdir() if not p.name.startswith("."))
+    cli_cells = sorted(p.name for p in (cli_dir / "cells").iterdir() if not p.name.startswith("."))
     assert api_cells == cli_cells and len(api_cells) == len({c["hash"] for c in results.cells})
-    api_table = pd.read_csv("outputs/quickstart/report/table.csv")
-    cli_table = pd.read_csv("cli/quickstart/report/table.csv")
+    api_table = pd.read_csv(api_dir / "report" / "table.csv")
+    cli_table = pd.read_csv(cli_dir / "report" / "table.csv")
     pd.testing.assert_frame_equal(api_table, cli_table)
     assert not results.wide().empty and not results.delta().empty

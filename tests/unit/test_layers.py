@@ -22,6 +22,7 @@ LAYERS: list[tuple[int, tuple[str, ...]]] = [
             "mechsteer.progress",
             "mechsteer.hub",
             "mechsteer.machine",
+            "mechsteer.file_hash",
         ),
     ),
     (2, ("mechsteer.spec",)),
