@@ -25,6 +25,7 @@ from mechsteer.engine.execute import CellState, cell_states, execute_plan
 from mechsteer.engine.plan import Plan, compile_study
 from mechsteer.errors import MechsteerError, Problem, SpecError
 from mechsteer.results import Results
+from mechsteer.spec.bounds import DEFAULT_MAX_CELLS
 from mechsteer.spec.loader import LoadedStudy, load_study_dict
 from mechsteer.spec.loader import load_study as _load_study_file
 
@@ -43,10 +44,11 @@ class Study:
         profile: str | None = None,
         base_dir: str | Path | None = None,
         data_dir: str | Path | None = None,
+        max_cells: int = DEFAULT_MAX_CELLS,
     ) -> Study:
         """A study built in memory: the same document a YAML study file holds. Relative paths are resolved
-        against `base_dir` (default: the working directory)."""
-        return cls(load_study_dict(doc, profile, base_dir=base_dir, data_dir=data_dir))
+        against `base_dir` (default: the working directory). More than `max_cells` cells is an error."""
+        return cls(load_study_dict(doc, profile, base_dir=base_dir, data_dir=data_dir, max_cells=max_cells))
 
     @property
     def spec(self):
@@ -104,9 +106,16 @@ class Study:
         return f"Study({self.name!r}, profile={self.profile!r}, file={self.loaded.display_name!r})"
 
 
-def load_study(path: str | Path, profile: str | None = None, *, data_dir: str | Path | None = None) -> Study:
-    """Read, merge `profile` into and validate a study file (SpecError lists every problem)."""
-    return Study(_load_study_file(path, profile, data_dir=data_dir))
+def load_study(
+    path: str | Path,
+    profile: str | None = None,
+    *,
+    data_dir: str | Path | None = None,
+    max_cells: int = DEFAULT_MAX_CELLS,
+) -> Study:
+    """Read, merge `profile` into and validate a study file (SpecError lists every problem; a study of more
+    than `max_cells` cells is one)."""
+    return Study(_load_study_file(path, profile, data_dir=data_dir, max_cells=max_cells))
 
 
 def plan_status(plan: Plan) -> pd.DataFrame:
