@@ -22,6 +22,7 @@ LAYERS: list[tuple[int, tuple[str, ...]]] = [
             "mechsteer.progress",
             "mechsteer.hub",
             "mechsteer.machine",
+            "mechsteer.safe_text",
         ),
     ),
     (2, ("mechsteer.spec",)),
