@@ -25,6 +25,7 @@ from mechsteer.engine.execute import CellState, cell_states, execute_plan
 from mechsteer.engine.plan import Plan, compile_study
 from mechsteer.errors import MechsteerError, Problem, SpecError
 from mechsteer.results import Results
+from mechsteer.spec.base import LIMIT_MAX
 from mechsteer.spec.bounds import DEFAULT_MAX_CELLS
 from mechsteer.spec.loader import LoadedStudy, load_study_dict
 from mechsteer.spec.loader import load_study as _load_study_file
@@ -65,6 +66,8 @@ class Study:
 
     def plan(self, limit: int | None = None, output_dir: str | Path = "outputs") -> Plan:
         """The compiled cells (model x condition x measurement x seed) with their hashes; loads no model."""
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= LIMIT_MAX):
+            raise SpecError(f"limit={limit!r}: give a whole number from 1 to {LIMIT_MAX:,} (or None for no limit)")
         return compile_study(self.loaded, limit=limit, output_root=output_dir)
 
     def status(self, limit: int | None = None, output_dir: str | Path = "outputs") -> pd.DataFrame:

@@ -196,6 +196,16 @@ def test_limits_are_bounded(tmp_path):
     assert r.exit_code != 0 and "--limit" in r.output
 
 
+def test_an_api_limit_is_bounded_too(tmp_path):
+    from mechsteer.api import load_study as api_load_study
+
+    study = api_load_study(_write(tmp_path, HEAD))
+    for bad in (0, -1, 10**7, 2.5, True):
+        with pytest.raises(SpecError, match="limit"):
+            study.plan(limit=bad, output_dir=tmp_path / "o")
+    assert len(study.plan(limit=1, output_dir=tmp_path / "o").cells) == 1
+
+
 def test_a_mini_limit_above_the_pool_takes_the_pool():
     from mechsteer.eval.lm_eval_tasks import load_problems
     from mechsteer.eval.mini_task import mini_pool
