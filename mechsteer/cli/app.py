@@ -102,9 +102,9 @@ def schema(
             continue
         out_dir.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
-        console.print(f"wrote {path}")
+        console.print(escape(f"wrote {path}"))
     if stale:
-        console.print(f"[red]out of date[/]: {', '.join(stale)} (run `mechsteer schema`)")
+        console.print(f"[red]out of date[/]: {escape(', '.join(stale))} (run `mechsteer schema`)")
         raise typer.Exit(1)
 
 
