@@ -25,6 +25,8 @@ from mechsteer.engine.execute import CellState, cell_states, execute_plan
 from mechsteer.engine.plan import Plan, compile_study
 from mechsteer.errors import MechsteerError, Problem, SpecError
 from mechsteer.results import Results
+from mechsteer.spec.base import LIMIT_MAX
+from mechsteer.spec.bounds import DEFAULT_MAX_CELLS
 from mechsteer.spec.loader import LoadedStudy, load_study_dict
 from mechsteer.spec.loader import load_study as _load_study_file
 
@@ -43,10 +45,11 @@ class Study:
         profile: str | None = None,
         base_dir: str | Path | None = None,
         data_dir: str | Path | None = None,
+        max_cells: int = DEFAULT_MAX_CELLS,
     ) -> Study:
         """A study built in memory: the same document a YAML study file holds. Relative paths are resolved
-        against `base_dir` (default: the working directory)."""
-        return cls(load_study_dict(doc, profile, base_dir=base_dir, data_dir=data_dir))
+        against `base_dir` (default: the working directory). More than `max_cells` cells is an error."""
+        return cls(load_study_dict(doc, profile, base_dir=base_dir, data_dir=data_dir, max_cells=max_cells))
 
     @property
     def spec(self):
@@ -66,6 +69,8 @@ class Study:
         With `limit`, the plan's folder is `<output_dir>/<study>[-<profile>]/limit-<N>/`: a limited run never
         replaces the full run's plan.json and report. `Plan.notes` lists what the cell keys could not pin
         down (a hub commit that could not be resolved)."""
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= LIMIT_MAX):
+            raise SpecError(f"limit={limit!r}: give a whole number from 1 to {LIMIT_MAX:,} (or None for no limit)")
         return compile_study(self.loaded, limit=limit, output_root=output_dir)
 
     def status(self, limit: int | None = None, output_dir: str | Path = "outputs") -> pd.DataFrame:
@@ -107,9 +112,16 @@ class Study:
         return f"Study({self.name!r}, profile={self.profile!r}, file={self.loaded.display_name!r})"
 
 
-def load_study(path: str | Path, profile: str | None = None, *, data_dir: str | Path | None = None) -> Study:
-    """Read, merge `profile` into and validate a study file (SpecError lists every problem)."""
-    return Study(_load_study_file(path, profile, data_dir=data_dir))
+def load_study(
+    path: str | Path,
+    profile: str | None = None,
+    *,
+    data_dir: str | Path | None = None,
+    max_cells: int = DEFAULT_MAX_CELLS,
+) -> Study:
+    """Read, merge `profile` into and validate a study file (SpecError lists every problem; a study of more
+    than `max_cells` cells is one)."""
+    return Study(_load_study_file(path, profile, data_dir=data_dir, max_cells=max_cells))
 
 
 def plan_status(plan: Plan) -> pd.DataFrame:

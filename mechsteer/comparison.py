@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import string
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +32,7 @@ import pandas as pd
 
 from mechsteer.errors import MechsteerError
 from mechsteer.results import Results
+from mechsteer.safe_text import markdown_table
 
 PAIRED_METRICS = {"acc_lenient": "lenient_correct", "acc_boxed": "boxed_correct"}
 """Accuracy metric -> the per-sample field of a `generate` readout that holds it (eval samples use the metric's
@@ -130,11 +130,14 @@ def _layer_templates(results: Results) -> list[tuple[str, re.Pattern, list[str]]
 
 def template_regex(template: str, patterns: dict[str, str]) -> re.Pattern:
     """A regex matching the names a sweep template `single_{layer}` expands to, one named group per variable."""
-    parts = []
-    for literal, var, _, _ in string.Formatter().parse(template):
-        parts.append(re.escape(literal))
-        if var is not None:
-            parts.append(f"(?P<{var}>{patterns.get(var, '.+?')})")
+    parts, seen, pos = [], set(), 0
+    for m in re.finditer(r"\{([A-Za-z_]\w*)\}", template):  # plain `{var}` only (spec.sweeps' rule)
+        var = m.group(1)
+        parts.append(re.escape(template[pos : m.start()]))
+        parts.append(f"(?P={var})" if var in seen else f"(?P<{var}>{patterns.get(var, '.+?')})")
+        seen.add(var)
+        pos = m.end()
+    parts.append(re.escape(template[pos:]))
     return re.compile("^" + "".join(parts) + "$")
 
 
@@ -242,10 +245,10 @@ class DiffResult:
                 f"delta = B - A in percentage points; 95% paired bootstrap CI ({self.n_boot} resamples, "
                 f"seed {self.seed}); exact McNemar p on the discordant problems.",
                 "",
-                _paired_text(self.paired).to_markdown(index=False, disable_numparse=True),
+                markdown_table(_paired_text(self.paired), index=False, disable_numparse=True),
                 "",
             ]
-        metrics = _metrics_text(self.metrics).to_markdown(index=False, disable_numparse=True)
+        metrics = markdown_table(_metrics_text(self.metrics), index=False, disable_numparse=True)
         lines += ["## Metrics (mean over seeds)", "", metrics, ""]
         if self.unmatched_a or self.unmatched_b:
             lines += [f"Unmatched conditions: A {self.unmatched_a or '-'}; B {self.unmatched_b or '-'}.", ""]
@@ -269,6 +272,7 @@ class DiffResult:
     def rich_tables(self) -> list:
         """rich Tables for the terminal: the paired statistics, then the readout metrics side by side (the
         cells' hash prefixes and the evaluation metrics' full list are in the files `write` makes)."""
+        from rich.markup import escape
         from rich.table import Table
 
         out = []
@@ -281,13 +285,14 @@ class DiffResult:
         ):
             if df.empty:
                 continue
-            t = Table(title=title)
+            t = Table(title=escape(title))
             for col in df.columns:
                 t.add_column(
-                    str(col), justify="left" if col in ("model", "condition", "measurement", "metric") else "right"
+                    escape(str(col)),
+                    justify="left" if col in ("model", "condition", "measurement", "metric") else "right",
                 )
-            for row in df.itertuples(index=False):
-                t.add_row(*[str(v) for v in row])
+            for row in df.itertuples(index=False):  # names are user text, never rich markup
+                t.add_row(*[escape(str(v)) for v in row])
             out.append(t)
         return out
 

@@ -17,12 +17,67 @@ from functools import cached_property
 from pathlib import Path
 
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 from mechsteer.engine.plan import PLAN_FILE, Plan
 from mechsteer.engine.store import CellStore
-from mechsteer.errors import MechsteerError
+from mechsteer.errors import MechsteerError, Problem
+from mechsteer.spec.sweeps import template_problem
 
 COLUMNS = ["model", "condition", "measurement", "kind", "seed", "metric", "value", "cell"]
+
+
+class _Loose(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class _CellRow(_Loose):
+    hash: str = Field(pattern=r"^[0-9a-f]{12,64}$")
+    """A folder name under cells/: hex only, so it can never point elsewhere."""
+    model: str
+    condition: str
+    measurement: str = Field(pattern=r"^[a-z_]+:.+$")
+    kind: str
+    seed: StrictInt
+
+
+class _Evaluation(_Loose):
+    tasks: list[str]
+    protocol: str = "greedy"
+    seeds: list[StrictInt] = Field(default_factory=lambda: [0])
+    reference: str | None = None
+
+
+class PlanSummary(_Loose):
+    """What results readers need from a plan.json (the fields `Plan.summary` writes); others are kept."""
+
+    study: str
+    profile: str | None = None
+    description: str | None = None
+    models: list[str]
+    conditions: list[str]
+    baseline: str | None = None
+    evaluation: _Evaluation | None = None
+    cells: list[_CellRow]
+
+
+def check_summary(data, file: str | Path) -> dict:
+    """A plan.json's content checked against `PlanSummary` (a MechsteerError naming each bad field), as a
+    plain dict; a folder someone else wrote (downloaded, edited) is read only when it has that shape."""
+    hint = "this plan.json was not written by `mechsteer run` (or was edited); run the study again to rewrite it"
+    try:
+        return PlanSummary.model_validate(data).model_dump(mode="json")
+    except ValidationError as e:
+        problems = [
+            Problem(
+                err["msg"],
+                file=str(file),
+                field=".".join(str(p) for p in err["loc"]) or None,
+                hint=hint,
+            )
+            for err in e.errors(include_url=False)[:5]
+        ]
+        raise MechsteerError(problems) from None
 
 
 class Results:
@@ -52,10 +107,11 @@ class Results:
                 hint="give the folder `mechsteer run` printed (outputs/<study>[-<profile>])",
             )
         try:
-            summary = json.loads(f.read_text())
-        except (OSError, ValueError) as e:
+            summary = json.loads(f.read_text(encoding="utf-8"))
+            json.dumps(summary, ensure_ascii=False).encode("utf-8")  # lone surrogates (`\ud800`) cannot be written
+        except (OSError, ValueError, RecursionError) as e:  # UnicodeError is a ValueError
             raise MechsteerError(f"{f}: unreadable ({e})", hint="run the study again to rewrite it") from None
-        return cls(summary, path)
+        return cls(check_summary(summary, f), path)
 
     # ------------------------------------------------------------------ facts
     @property
@@ -92,10 +148,14 @@ class Results:
         spec in the first recorded cell; empty when nothing is recorded or the study has no sweep)."""
         for c in self.recorded():
             spec = self.store.read_record(c["hash"]).get("resolved_spec") or {}
+            conditions = spec.get("conditions") if isinstance(spec, dict) else None
             return {
                 name: body["sweep"]
-                for name, body in (spec.get("conditions") or {}).items()
-                if isinstance(body, dict) and "sweep" in body
+                for name, body in (conditions if isinstance(conditions, dict) else {}).items()
+                if isinstance(body, dict)
+                and isinstance(body.get("sweep"), dict)
+                and template_problem(name) is None  # a folder's cell.json is read, not trusted
+                and all(isinstance(v, str) and v.isidentifier() for v in body["sweep"])
             }
         return {}
 
@@ -108,7 +168,8 @@ class Results:
     def _long(self) -> pd.DataFrame:
         rows = []
         for c in self.recorded():
-            for metric, value in self.store.read_metrics(c["hash"]).items():
+            metrics = self.store.read_metrics(c["hash"])
+            for metric, value in metrics.items() if isinstance(metrics, dict) else ():
                 if isinstance(value, bool) or not isinstance(value, (int, float)):
                     continue
                 rows.append(

@@ -11,8 +11,11 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 
 from mechsteer.cli.output import console, handle_errors, print_problems
+from mechsteer.spec.base import LIMIT_MAX
+from mechsteer.spec.bounds import DEFAULT_MAX_CELLS
 
 app = typer.Typer(
     name="mechsteer",
@@ -24,7 +27,10 @@ app = typer.Typer(
 
 StudyFile = Annotated[Path, typer.Argument(help="Study YAML file.", show_default=False)]
 ProfileOpt = Annotated[Optional[str], typer.Option("--profile", "-p", help="Profile to merge (e.g. mini, paper).")]
-LimitOpt = Annotated[Optional[int], typer.Option("--limit", min=1, help="At most N problems/prompts per measurement.")]
+LimitOpt = Annotated[
+    Optional[int],
+    typer.Option("--limit", min=1, max=LIMIT_MAX, help="At most N problems/prompts per measurement."),
+]
 OutputOpt = Annotated[Path, typer.Option("--output-dir", "-o", help="Root folder for results.")]
 DataDirOpt = Annotated[
     Optional[Path],
@@ -35,13 +41,27 @@ DataDirOpt = Annotated[
     ),
 ]
 
+MaxCellsOpt = Annotated[
+    int,
+    typer.Option(
+        "--max-cells",
+        min=1,
+        help="Refuse a study that compiles to more cells (model x condition x measurement x seed) than this.",
+    ),
+]
+
 SCHEMA_DIR = Path("schemas")
 
 
 @app.command()
 @handle_errors
-def validate(files: Annotated[list[Path], typer.Argument(help="Study files to check.")]) -> None:
+def validate(
+    files: Annotated[list[Path], typer.Argument(help="Study files to check.")],
+    max_cells: MaxCellsOpt = DEFAULT_MAX_CELLS,
+) -> None:
     """Check syntax, schema and cross-references of study files (and every profile they define)."""
+    import functools
+
     from mechsteer.errors import MechsteerError
     from mechsteer.spec.loader import load_study
 
@@ -50,13 +70,14 @@ def validate(files: Annotated[list[Path], typer.Argument(help="Study files to ch
         try:
             from mechsteer.spec.training import is_training_file, load_train_spec
 
-            load = load_train_spec if is_training_file(f) else load_study  # studies and training files
+            # studies and training files (which compile to no cells)
+            load = load_train_spec if is_training_file(f) else functools.partial(load_study, max_cells=max_cells)
             ls = load(f)
             profiles = list(ls.spec.profiles)
             for p in profiles:
                 load(f, p)
             extra = f" (profiles: {', '.join(profiles)})" if profiles else ""
-            console.print(f"[green]ok[/] {f}{extra}")
+            console.print(f"[green]ok[/] {escape(str(f))}{escape(extra)}")
         except MechsteerError as e:
             failed += 1
             print_problems(e)
@@ -81,9 +102,9 @@ def schema(
             continue
         out_dir.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
-        console.print(f"wrote {path}")
+        console.print(escape(f"wrote {path}"))
     if stale:
-        console.print(f"[red]out of date[/]: {', '.join(stale)} (run `mechsteer schema`)")
+        console.print(f"[red]out of date[/]: {escape(', '.join(stale))} (run `mechsteer schema`)")
         raise typer.Exit(1)
 
 
@@ -107,20 +128,23 @@ def plan(
     limit: LimitOpt = None,
     output_dir: OutputOpt = Path("outputs"),
     data_dir: DataDirOpt = None,
+    max_cells: MaxCellsOpt = DEFAULT_MAX_CELLS,
 ) -> None:
     """Show the compiled cells (model x condition x measurement x seed), their hashes and cache state."""
     from rich.table import Table
 
     from mechsteer.api import load_study, plan_status
 
-    st = load_study(study, profile, data_dir=data_dir)
+    st = load_study(study, profile, data_dir=data_dir, max_cells=max_cells)
     p = st.plan(limit, output_dir)
     status = plan_status(p)
-    t = Table(title=f"{p.study}" + (f" [{p.profile}]" if p.profile else "") + f" -> {p.output_dir}")
+    t = Table(title=escape(f"{p.study}" + (f" [{p.profile}]" if p.profile else "") + f" -> {p.output_dir}"))
     for col in ("cell", "model", "condition", "measurement", "seed", "status"):
         t.add_column(col)
-    for r in status.itertuples():
-        t.add_row(r.cell, r.model, r.condition, r.measurement, str(r.seed), _STATUS_TEXT[r.state])
+    for r in status.itertuples():  # names are user text: escaped, so `[x]` in a name is shown, not read as markup
+        t.add_row(
+            *(escape(str(v)) for v in (r.cell, r.model, r.condition, r.measurement, r.seed)), _STATUS_TEXT[r.state]
+        )
     console.print(t)
     uniq = status.drop_duplicates("hash")
     counts = uniq.state.value_counts()
@@ -130,13 +154,13 @@ def plan(
         f"{len(uniq) - counts.get('fresh', 0)} to run" + (f" ({len(stale)} stale or damaged)" if len(stale) else "")
     )
     for r in stale.itertuples():
-        console.print(f"  {r.cell} {r.state}: {r.reason}")
+        console.print(escape(f"  {r.cell} {r.state}: {r.reason}"))
     _print_notes(p)
     if (status.backend == "vllm").any() or status.backend_note.notna().any():
         on = uniq[uniq.backend == "vllm"]
         console.print(f"backend vllm: {len(on)} evaluation cells run on bias-compiled checkpoints")
         for cond, note in uniq[uniq.backend_note.notna()].groupby("condition").backend_note.first().items():
-            console.print(f"  {cond} stays on HF: {note}")
+            console.print(escape(f"  {cond} stays on HF: {note}"))
 
 
 def _print_notes(p) -> None:
@@ -162,6 +186,7 @@ def run(
     limit: LimitOpt = None,
     output_dir: OutputOpt = Path("outputs"),
     data_dir: DataDirOpt = None,
+    max_cells: MaxCellsOpt = DEFAULT_MAX_CELLS,
     force: Annotated[bool, typer.Option("--force", help="Re-run cells even when cached.")] = False,
     reuse_stale: Annotated[
         bool,
@@ -190,15 +215,16 @@ def run(
     from mechsteer.api import load_study, plan_status, run_plan
 
     t0 = time.perf_counter()
-    p = load_study(study, profile, data_dir=data_dir).plan(limit, output_dir)
+    p = load_study(study, profile, data_dir=data_dir, max_cells=max_cells).plan(limit, output_dir)
     status = plan_status(p).drop_duplicates("hash")
     todo = len(status) if force else int((status.state != "fresh").sum())
     if reuse_stale and not force:
         todo -= int((status.state == "stale").sum())
     console.print(
-        f"[bold]{p.study}[/]"
-        + (f" (profile {p.profile})" if p.profile else "")
-        + f": {len(status)} cells, {todo} to run -> {p.output_dir}"
+        f"[bold]{escape(p.study)}[/]"
+        + escape(
+            (f" (profile {p.profile})" if p.profile else "") + f": {len(status)} cells, {todo} to run -> {p.output_dir}"
+        )
     )
     _print_notes(p)
     results = run_plan(
@@ -211,7 +237,7 @@ def run(
         + f", in {time.perf_counter() - t0:.0f} s"
     )
     typer.echo((results.output_dir / "report" / "table.md").read_text())  # plain echo: tables must not wrap
-    console.print(f"report: {results.output_dir / 'report' / 'report.md'}")
+    console.print(escape(f"report: {results.output_dir / 'report' / 'report.md'}"))
 
 
 @app.command()
@@ -222,6 +248,7 @@ def report(
     limit: LimitOpt = None,
     output_dir: OutputOpt = Path("outputs"),
     data_dir: DataDirOpt = None,
+    max_cells: MaxCellsOpt = DEFAULT_MAX_CELLS,
 ) -> None:
     """Rebuild a study's tables from its recorded cells (no model is loaded)."""
     from mechsteer.api import load_results, load_study
@@ -231,10 +258,11 @@ def report(
     if target.is_dir():
         results = load_results(target)
     else:
-        results = Results.from_plan(load_study(target, profile, data_dir=data_dir).plan(limit, output_dir))
+        study = load_study(target, profile, data_dir=data_dir, max_cells=max_cells)
+        results = Results.from_plan(study.plan(limit, output_dir))
     path = write_report(results)
     typer.echo((path.parent / "table.md").read_text())
-    console.print(f"report: {path}")
+    console.print(escape(f"report: {path}"))
 
 
 @app.command("diff")
@@ -268,7 +296,7 @@ def diff_command(
             console.print(table)
     if out is not None:
         for path in d.write(out):
-            console.print(f"wrote {path}")
+            console.print(escape(f"wrote {path}"))
 
 
 def _register_optional_commands() -> None:

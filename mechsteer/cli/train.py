@@ -41,6 +41,7 @@ def train_command(
 ) -> None:
     """Train steering vectors (or a LoRA-1 / full fine-tuning baseline) with RLOO on a frozen model."""
     from rich.console import Console
+    from rich.markup import escape
 
     from mechsteer.spec.training import load_train_spec
 
@@ -49,9 +50,11 @@ def train_command(
     out_dir = output if output is not None else loaded.output_dir()
     spec = loaded.spec
     console.print(
-        f"[bold]{spec.name}[/]"
-        + (f" (profile {profile})" if profile else "")
-        + f": {spec.model.id}, setup {_setup_text(spec.setup)}, reward {spec.reward} -> {out_dir}"
+        f"[bold]{escape(spec.name)}[/]"
+        + escape(
+            (f" (profile {profile})" if profile else "")
+            + f": {spec.model.id}, setup {_setup_text(spec.setup)}, reward {spec.reward} -> {out_dir}"
+        )
     )
     if validate_only:
         console.print("[green]ok[/]")
@@ -81,8 +84,10 @@ def train_command(
                     f"boxed {b['boxed']:.3f} -> {a['boxed']:.3f}"
                 )
     console.print(
-        f"trained {res.steps} steps in {res.train_seconds:.0f} s; "
-        + (f"final: {res.final_path}" if res.final_path else f"checkpoints: {out_dir / 'checkpoints'}")
+        escape(
+            f"trained {res.steps} steps in {res.train_seconds:.0f} s; "
+            + (f"final: {res.final_path}" if res.final_path else f"checkpoints: {out_dir / 'checkpoints'}")
+        )
     )
 
 

@@ -25,6 +25,7 @@ import torch
 
 from mechsteer.atomic import atomic_path, atomic_write_text
 from mechsteer.diffsae.sae import TopKSAE
+from mechsteer.readouts.plots import plain_labels
 
 
 @dataclass
@@ -258,6 +259,7 @@ def logit_lens_table(
 
 
 # -------------------------------------------------------------------------------------------- report
+@plain_labels
 def plot_frequencies(df, path: Path, alpha: float, title: str) -> None:
     import matplotlib
 

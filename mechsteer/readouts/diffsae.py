@@ -17,6 +17,7 @@ import pandas as pd
 from mechsteer.errors import MechsteerError
 from mechsteer.measurement import MeasurementResult, MeasurementTask
 from mechsteer.readouts.prompts import load_problems
+from mechsteer.safe_text import markdown_table
 from mechsteer.spec.layers import resolve_layers_or_raise
 
 RECORDED = (
@@ -145,7 +146,7 @@ def report_section(results, out_dir: Path) -> list[str]:
         "correction, and the feature with the largest difference each way (sequence-level firing rate "
         "correct / incorrect, q-value).",
         "",
-        table.to_markdown(index=False),
+        markdown_table(table, index=False),
         "",
         "File: `diffsae.csv`.",
         "",

@@ -3,6 +3,7 @@ a per-layer line plot with baseline bands. PNGs are written atomically (a crash 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -21,6 +22,21 @@ def _pyplot():
     return plt
 
 
+def plain_labels(fn):
+    """Run a plotting function with matplotlib's mathtext off: titles, labels, ticks and legends hold user text
+    (condition and model names, tokens), and a `$` there must be drawn, not parsed as TeX (which raises on
+    `$\\x$`). The setting is scoped to the call; nothing global changes."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        import matplotlib
+
+        with matplotlib.rc_context({"text.parse_math": False, "text.usetex": False}):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
 def _save(fig, path: str | Path) -> Path:
     plt = _pyplot()
     with atomic_path(path, suffix=".png") as tmp:
@@ -29,6 +45,7 @@ def _save(fig, path: str | Path) -> Path:
     return Path(path)
 
 
+@plain_labels
 def heatmap(
     matrix: pd.DataFrame,
     path: str | Path,
@@ -84,6 +101,7 @@ def heatmap(
     return _save(fig, path)
 
 
+@plain_labels
 def line_plot(
     df: pd.DataFrame,
     path: str | Path,

@@ -29,6 +29,7 @@ from mechsteer.interventions import steering
 from mechsteer.models.adapters import decoder_output_tensor
 from mechsteer.readouts.prompts import load_problems
 from mechsteer.replay import NotReplayable, earliest_block, record, replay
+from mechsteer.safe_text import cap_stem, markdown_table
 
 # ------------------------------------------------------------------------------------------ model facts
 
@@ -347,9 +348,9 @@ def gather(results, kind: str, name: str) -> pd.DataFrame:
 
 
 def slug(*parts) -> str:
-    """A file-name-safe join of labels."""
-    return "_".join("".join(ch if ch.isalnum() or ch in "-." else "-" for ch in str(p)) for p in parts)
+    """A file-name-safe join of labels (a long join ends in a hash of the whole, see `safe_text.cap_stem`)."""
+    return cap_stem("_".join("".join(ch if ch.isalnum() or ch in "-." else "-" for ch in str(p)) for p in parts))
 
 
 def md(df: pd.DataFrame, floatfmt: str = ".3g") -> str:
-    return df.to_markdown(index=False, floatfmt=floatfmt)
+    return markdown_table(df, index=False, floatfmt=floatfmt)

@@ -23,6 +23,7 @@ from mechsteer.report.sweeps import sweep_section
 from mechsteer.report.tables import is_rate
 from mechsteer.report.transfer import transfer_section
 from mechsteer.results import Results
+from mechsteer.safe_text import markdown_table
 from mechsteer.spec.kinds import READOUT_KINDS
 
 
@@ -49,7 +50,7 @@ def write_report(results) -> Path:
     ]
     if not text.empty:
         atomic_write_text(out / "table.csv", means.to_csv())
-        lines += [text.reset_index().to_markdown(index=False), ""]
+        lines += [markdown_table(text.reset_index(), index=False), ""]
         delta = results.delta()
         if not delta.empty:
             atomic_write_text(out / "delta.csv", delta.to_csv())
@@ -58,7 +59,7 @@ def write_report(results) -> Path:
                 "",
                 "(percentage points for rates)",
                 "",
-                _format_delta(delta).reset_index().to_markdown(index=False),
+                markdown_table(_format_delta(delta).reset_index(), index=False),
                 "",
             ]
     lines += paper_table_section(results, out)

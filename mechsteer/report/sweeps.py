@@ -21,6 +21,8 @@ import pandas as pd
 from mechsteer.atomic import atomic_write_text
 from mechsteer.comparison import template_regex
 from mechsteer.report.composition import pair_figure
+from mechsteer.safe_text import file_stem, markdown_table
+from mechsteer.spec.sweeps import fill
 
 ACCURACY = ("acc_lenient", "acc_boxed")
 FALLBACK = [
@@ -58,11 +60,12 @@ def _explicit_layers(var: str, values) -> bool:
 
 def _label(template: str, groups: dict, numeric: list[str]) -> str:
     """The plot title of a sweep: the template with its non-numeric variables filled in (e.g. `q_head_{head}`)."""
-    return template.format(**{k: (f"{{{k}}}" if k in numeric else v) for k, v in groups.items()})
+    return fill(template, {k: v for k, v in groups.items() if k not in numeric})
 
 
 def _safe(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text.replace("{", "").replace("}", "")).strip("_")
+    """A file stem from plot labels (braces of templates dropped; long ones end in a hash)."""
+    return file_stem(text.replace("{", "").replace("}", ""))
 
 
 def sweep_section(results, out_dir: Path) -> list[str]:
@@ -170,7 +173,7 @@ def sweep_section(results, out_dir: Path) -> list[str]:
                 + (f"; {caption}." if caption else "."),
                 "",
                 *extra,
-                shown[[*numeric, "condition", metric, "seeds", "cells"]].to_markdown(index=False),
+                markdown_table(shown[[*numeric, "condition", metric, "seeds", "cells"]], index=False),
                 "",
                 f"File: `{stem}.csv`.",
                 "",

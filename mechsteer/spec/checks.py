@@ -9,6 +9,7 @@ from pathlib import Path
 
 from mechsteer import machine
 from mechsteer.errors import Problem
+from mechsteer.spec.bounds import DEFAULT_MAX_CELLS, cell_problems, length_problems
 from mechsteer.spec.evaluation import KNOWN_TASKS
 from mechsteer.spec.layers import selection_problems
 from mechsteer.spec.loader import LoadedStudy, doc_path
@@ -27,10 +28,14 @@ def bundled_vector_names() -> list[str]:
     )
 
 
-def check_study(ls: LoadedStudy) -> list[Problem]:
+def check_study(ls: LoadedStudy, max_cells: int = DEFAULT_MAX_CELLS) -> list[Problem]:
     spec = ls.spec
     out: list[Problem] = []
     vec_names = set(spec.vectors)
+    shapes = {m: known_shape(ms.id, ls.base_dir) for m, ms in spec.models.items()}
+    too_big = cell_problems(ls, shapes, max_cells)  # sized first: nothing below expands an oversized sweep
+    out.extend(too_big)
+    out.extend(length_problems(ls))
 
     if spec.evaluation is None and not spec.readouts:
         out.append(ls.problem((), "the study measures nothing", hint="add an `evaluation:` block or `readouts:`"))
@@ -73,10 +78,9 @@ def check_study(ls: LoadedStudy) -> list[Problem]:
     out.extend(backend_problems(ls))
 
     # conditions: references and shapes (a sweep is checked on a sample expansion, then per known model)
-    shapes = {m: known_shape(ms.id, ls.base_dir) for m, ms in spec.models.items()}
     for cname, cond in spec.conditions.items():
         if isinstance(cond, SweepSpec):
-            out.extend(_check_sweep(ls, cname, cond, shapes, vec_names))
+            out.extend(_check_sweep(ls, cname, cond, shapes, vec_names, expand=not too_big))
             continue
         for i, iv in enumerate(cond):
             out.extend(_check_intervention(ls, ("conditions", cname, i), iv, shapes, vec_names))
@@ -253,9 +257,12 @@ def _check_intervention(
     return out
 
 
-def _check_sweep(ls: LoadedStudy, cname: str, sweep: SweepSpec, shapes: dict, vec_names: set) -> list[Problem]:
+def _check_sweep(
+    ls: LoadedStudy, cname: str, sweep: SweepSpec, shapes: dict, vec_names: set, *, expand: bool = True
+) -> list[Problem]:
     """A sweep's name template, a sample expansion validated as interventions (located in the file), and its
-    full expansion against every model whose shape is known."""
+    full expansion against every model whose shape is known (`expand=False`: the name only, for a study
+    already refused as too large)."""
     from pydantic import ValidationError
 
     from mechsteer.spec.study import expanded_conditions, intervention_list
@@ -264,7 +271,12 @@ def _check_sweep(ls: LoadedStudy, cname: str, sweep: SweepSpec, shapes: dict, ve
     msg = check_name(cname, sweep)
     if msg:
         return [ls.problem(base, msg)]
-    raw = substitute(sweep.interventions, sample_env(sweep))
+    if not expand:
+        return []
+    try:
+        raw = substitute(sweep.interventions, sample_env(sweep))
+    except ValueError as e:
+        return [ls.problem(base, str(e))]
     try:
         sample = intervention_list(raw)
     except ValidationError as e:

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from mechsteer.spec.base import StrictModel
+from mechsteer.spec.base import LIMIT_MAX, StrictModel
 
 KNOWN_TASKS = ("aime24", "aime25", "amc23", "math500", "minerva_math", "olympiadbench", "gsm8k", "mini")
 """Tasks mechsteer ships definitions for. The six paper benchmarks form the paper's Average."""
@@ -33,7 +33,7 @@ class EvaluationSpec(StrictModel):
     """Override samples per problem for some tasks (e.g. {aime24: 4} in a mini profile)."""
     data_dir: str | None = None
     """Folder with `<task>/test.jsonl` files (relative to the study file); null = hub datasets."""
-    limit: int | None = Field(default=None, gt=0)
+    limit: int | None = Field(default=None, gt=0, le=LIMIT_MAX)
     """At most this many problems per task (smoke runs)."""
     max_new_tokens: int | None = Field(default=None, gt=0)
     """Cap on generated tokens; null = the model's max_length minus the prompt."""

@@ -21,8 +21,9 @@ import yaml
 from pydantic import ValidationError
 
 from mechsteer.errors import Problem, ProblemList, SpecError
+from mechsteer.spec.bounds import DEFAULT_MAX_CELLS
 from mechsteer.spec.paths import resolve_path
-from mechsteer.spec.study import NAME_PATTERN, StudySpec
+from mechsteer.spec.study import NAME_MAX_LENGTH, NAME_PATTERN, StudySpec
 
 
 @dataclass
@@ -80,38 +81,81 @@ def format_path(path: tuple) -> str:
 # ---------------------------------------------------------------- YAML with positions
 
 
-_CONSTRUCTOR = yaml.constructor.SafeConstructor()
+MAX_YAML_NODES = 100_000
+"""Most values a spec file may hold once aliases are expanded (the bundled studies hold a few hundred): an
+alias bomb (`b: [*a, *a, ...]` nested) is refused at this count instead of expanding to gigabytes."""
+MAX_YAML_DEPTH = 64
+"""Deepest nesting of mappings and lists."""
+MAX_SPEC_BYTES = 4 << 20
+"""Largest spec file read (4 MiB; a study is a few kB)."""
 
 
-def _scalar(node: yaml.Node) -> Any:
-    """Construct a node exactly as yaml.safe_load would (ints, floats, bools, nulls, strings)."""
-    return _CONSTRUCTOR.construct_object(node, deep=True)
+class _Refused(Exception):
+    """A located reason to stop reading a document (duplicate key, alias bomb, recursion, bad tag)."""
+
+    def __init__(self, message: str, node: yaml.Node | None = None, hint: str | None = None, mark=None):
+        self.message, self.hint = message, hint
+        self.mark = mark if mark is not None else (node.start_mark if node is not None else None)
 
 
-class _DuplicateKey(Exception):
-    def __init__(self, key, node):
-        self.key, self.node = key, node
+class _Walker:
+    """Turns a composed YAML node graph into plain data and positions, counting every value it produces (an
+    alias is counted each time it is used) and refusing recursive aliases, so the result is bounded."""
 
+    def __init__(self, positions: dict):
+        self.positions = positions
+        self.constructor = yaml.constructor.SafeConstructor()  # per document: it caches what it built
+        self.count = 0
+        self.active: set[int] = set()
 
-def _walk(node: yaml.Node, path: tuple, positions: dict) -> Any:
-    positions[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
-    if isinstance(node, yaml.MappingNode):
-        out = {}
-        for k, v in node.value:
-            key = _scalar(k) if isinstance(k, yaml.ScalarNode) else str(_scalar(k))
-            if key in out:
-                raise _DuplicateKey(key, k)
-            out[key] = _walk(v, path + (key,), positions)
-            # Report problems about a key at the key itself, not at its value.
-            positions[path + (key,)] = (k.start_mark.line + 1, k.start_mark.column + 1)
-        return out
-    if isinstance(node, yaml.SequenceNode):
-        return [_walk(v, path + (i,), positions) for i, v in enumerate(node.value)]
-    return _scalar(node)
+    def scalar(self, node: yaml.Node) -> Any:
+        """Construct a scalar exactly as yaml.safe_load would (ints, floats, bools, nulls, strings)."""
+        try:
+            return self.constructor.construct_object(node, deep=True)
+        except yaml.YAMLError as e:
+            raise _Refused(f"cannot read this value: {getattr(e, 'problem', None) or e}", node) from None
+
+    def walk(self, node: yaml.Node, path: tuple) -> Any:
+        self.count += 1
+        if self.count > MAX_YAML_NODES:
+            raise _Refused(
+                f"the document expands to more than {MAX_YAML_NODES:,} values (aliases counted each time used)",
+                node,
+                hint="a study needs far fewer; repeated `*alias` references multiply",
+            )
+        if len(path) > MAX_YAML_DEPTH:
+            raise _Refused(f"values are nested more than {MAX_YAML_DEPTH} levels deep", node)
+        self.positions[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+        if isinstance(node, yaml.ScalarNode):
+            return self.scalar(node)
+        if id(node) in self.active:
+            raise _Refused("an alias refers to a value that contains it (a recursive alias)", node)
+        self.active.add(id(node))
+        try:
+            if isinstance(node, yaml.MappingNode):
+                out = {}
+                for k, v in node.value:
+                    if not isinstance(k, yaml.ScalarNode):
+                        raise _Refused("a key must be a plain value (text or a number), not a list or mapping", k)
+                    key = self.scalar(k)
+                    if key in out:
+                        raise _Refused(
+                            f"duplicate key {key!r}",
+                            k,
+                            hint="each key may appear once; the second would silently replace the first",
+                        )
+                    out[key] = self.walk(v, path + (key,))
+                    # Report problems about a key at the key itself, not at its value.
+                    self.positions[path + (key,)] = (k.start_mark.line + 1, k.start_mark.column + 1)
+                return out
+            return [self.walk(v, path + (i,)) for i, v in enumerate(node.value)]
+        finally:
+            self.active.discard(id(node))
 
 
 def parse_yaml(text: str, file: str) -> tuple[Any, dict]:
-    """Parse YAML into plain data and a map path -> (line, col). Raises SpecError on syntax errors."""
+    """Parse YAML into plain data and a map path -> (line, col). Raises SpecError on syntax errors, and on
+    documents that would expand beyond MAX_YAML_NODES values or MAX_YAML_DEPTH levels."""
     positions: dict = {}
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -128,18 +172,20 @@ def parse_yaml(text: str, file: str) -> tuple[Any, dict]:
         ) from None
     except yaml.YAMLError as e:
         raise SpecError(Problem(f"YAML error: {e}", file=file)) from None
+    except RecursionError:
+        raise SpecError(Problem(f"values are nested more than {MAX_YAML_DEPTH} levels deep", file=file)) from None
     if node is None:
         return None, positions
     try:
-        return _walk(node, (), positions), positions
-    except _DuplicateKey as d:
+        return _Walker(positions).walk(node, ()), positions
+    except _Refused as r:
         raise SpecError(
             Problem(
-                f"duplicate key {d.key!r}",
+                r.message,
                 file=file,
-                line=d.node.start_mark.line + 1,
-                col=d.node.start_mark.column + 1,
-                hint="each key may appear once; the second would silently replace the first",
+                line=r.mark.line + 1 if r.mark else None,
+                col=r.mark.column + 1 if r.mark else None,
+                hint=r.hint,
             )
         ) from None
 
@@ -175,7 +221,10 @@ def deep_merge(base: Any, patch: Any) -> Any:
     return copy.deepcopy(patch)
 
 
-_NAME_HINT = "use letters, digits, `_`, `.` and `-`, starting with a letter or digit (it becomes part of the output folder's name)"
+_NAME_HINT = (
+    f"use at most {NAME_MAX_LENGTH} letters, digits, `_`, `.` and `-`, starting with a letter or digit (it becomes "
+    "part of the output folder's name)"
+)
 
 
 def profile_name_problems(raw: dict, file: str, positions: dict) -> list[Problem]:
@@ -186,7 +235,7 @@ def profile_name_problems(raw: dict, file: str, positions: dict) -> list[Problem
         return []
     out = []
     for name in profiles:
-        if not (isinstance(name, str) and re.fullmatch(NAME_PATTERN, name)):
+        if not (isinstance(name, str) and re.fullmatch(NAME_PATTERN, name) and len(name) <= NAME_MAX_LENGTH):
             line, col = positions.get(("profiles", name), (None, None))
             out.append(
                 Problem(
@@ -205,7 +254,7 @@ def apply_profile(
     raw: dict, profile: str, file: str, positions: dict, *, what: str = "study", replace: tuple[str, ...] = ()
 ) -> dict:
     """Merge the named profile onto the raw document; keys in `replace` are replaced instead of merged."""
-    if not re.fullmatch(NAME_PATTERN, profile):
+    if not re.fullmatch(NAME_PATTERN, profile) or len(profile) > NAME_MAX_LENGTH:
         raise SpecError(Problem(f"invalid profile name {profile!r} (--profile)", file=file, hint=_NAME_HINT))
     profiles = raw.get("profiles") or {}
     if not isinstance(profiles, dict) or profile not in profiles:
@@ -302,6 +351,10 @@ def read_spec_file(path: str | Path, what: str, keys: str, example: str) -> tupl
     if not file.is_file():
         raise SpecError(Problem(f"{what} not found", file=fname, hint=f"check the path; see {example}"))
     try:
+        if file.stat().st_size > MAX_SPEC_BYTES:
+            raise SpecError(
+                Problem(f"the {what} is larger than {MAX_SPEC_BYTES >> 20} MiB", file=fname, hint=f"see {example}")
+            )
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise SpecError(Problem(f"cannot read {what}: {e}", file=fname)) from None
@@ -398,20 +451,33 @@ _NOT_GIVEN: Any = object()
 
 
 def load_study(
-    path: str | Path, profile: str | None = None, *, check_refs: bool = True, data_dir: str | Path | None = _NOT_GIVEN
+    path: str | Path,
+    profile: str | None = None,
+    *,
+    check_refs: bool = True,
+    data_dir: str | Path | None = _NOT_GIVEN,
+    max_cells: int = DEFAULT_MAX_CELLS,
 ) -> LoadedStudy:
     """Read, merge the profile, validate and cross-check a study file. Raises SpecError listing every problem.
     `data_dir` overrides where benchmark data is read from (see `with_data_dir`); `data_dir:
     $MECHSTEER_DATA_DIR` in the file is filled from that environment variable when `data_dir` is None. The
     commands that run or plan cells pass `data_dir` (their --data-dir, possibly None): a placeholder left
-    unfilled is then an error. Called without it (validation), an unfilled placeholder is kept as written."""
+    unfilled is then an error. Called without it (validation), an unfilled placeholder is kept as written.
+    A study that compiles to more than `max_cells` cells is refused (`spec.bounds`)."""
     required = data_dir is not _NOT_GIVEN
     data_dir = None if data_dir is _NOT_GIVEN else data_dir
     raw, positions = read_spec_file(
         path, "study file", "name:, models:, conditions:, ...", "studies/quickstart.yaml for a minimal study"
     )
     return _load_document(
-        raw, positions, Path(path), profile, check_refs=check_refs, data_dir=data_dir, required=required
+        raw,
+        positions,
+        Path(path),
+        profile,
+        check_refs=check_refs,
+        data_dir=data_dir,
+        required=required,
+        max_cells=max_cells,
     )
 
 
@@ -422,13 +488,16 @@ def load_study_dict(
     base_dir: str | Path | None = None,
     data_dir: str | Path | None = None,
     check_refs: bool = True,
+    max_cells: int = DEFAULT_MAX_CELLS,
 ) -> LoadedStudy:
     """A study built in memory (the same document a YAML file holds); relative paths in it are resolved
     against `base_dir` (default: the working directory). Problems name the study `<in-memory study>`."""
     if not isinstance(doc, dict):
         raise SpecError(Problem(f"a study must be a mapping (name, models, conditions, ...), got {type(doc).__name__}"))
     file = Path(base_dir or ".").resolve() / IN_MEMORY
-    return _load_document(copy.deepcopy(doc), {}, file, profile, check_refs=check_refs, data_dir=data_dir)
+    return _load_document(
+        copy.deepcopy(doc), {}, file, profile, check_refs=check_refs, data_dir=data_dir, max_cells=max_cells
+    )
 
 
 IN_MEMORY = "<in-memory study>"
@@ -443,6 +512,7 @@ def _load_document(
     check_refs: bool,
     data_dir: str | Path | None,
     required: bool = True,
+    max_cells: int = DEFAULT_MAX_CELLS,
 ) -> LoadedStudy:
     fname = str(file) if file.name != IN_MEMORY else IN_MEMORY
     merged = apply_profile(raw, profile, fname, positions) if profile else raw
@@ -460,6 +530,6 @@ def _load_document(
     if check_refs:
         from mechsteer.spec.checks import check_study
 
-        problems = ProblemList(check_study(loaded))
+        problems = ProblemList(check_study(loaded, max_cells=max_cells))
         problems.raise_if_any(SpecError)
     return loaded

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import Discriminator, Field, Tag, TypeAdapter, ValidationError
+from pydantic import Discriminator, Field, StringConstraints, Tag, TypeAdapter, ValidationError
 
 from mechsteer.spec.base import StrictModel
 from mechsteer.spec.evaluation import EvaluationSpec
@@ -45,6 +45,25 @@ Condition = Annotated[
 """A condition: a list of interventions applied together, or a sweep expanded per model (`spec.sweeps`)."""
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+NAME_MAX_LENGTH = 100
+"""Longest name of a study, profile, model, vector set, condition (also once a sweep is expanded) or readout:
+names become parts of folder and file names, which file systems cap at 255 bytes."""
+LABEL_PATTERN = r"^[^\x00-\x1f\x7f]+$"
+"""Names of models, vector sets, conditions and readouts: any text without control characters (a tab or a line
+break would break the tables and file names they appear in)."""
+
+Name = Annotated[str, StringConstraints(min_length=1, max_length=NAME_MAX_LENGTH, pattern=LABEL_PATTERN)]
+
+
+def name_problem(name: str) -> str | None:
+    """Why an expanded condition name breaks the `Name` rule (None when it does not)."""
+    import re
+
+    if len(name) > NAME_MAX_LENGTH:
+        return f"has {len(name)} characters (at most {NAME_MAX_LENGTH}: names become parts of file names)"
+    if not re.fullmatch(LABEL_PATTERN, name):
+        return "holds a control character (a tab or a line break)"
+    return None
 
 
 class ProfileSpec(StrictModel):
@@ -72,20 +91,20 @@ class StudySpec(StrictModel):
 
     schema_version: Literal[1] = 1
     """Version of this spec format."""
-    name: str = Field(pattern=NAME_PATTERN)
+    name: str = Field(pattern=NAME_PATTERN, max_length=NAME_MAX_LENGTH)
     """Study name; outputs go to outputs/<name>/."""
     description: str | None = None
-    models: dict[str, ModelSpec] = Field(min_length=1)
+    models: dict[Name, ModelSpec] = Field(min_length=1)
     """Named models."""
-    vectors: dict[str, VectorSpec] = Field(default_factory=dict)  # type: ignore[valid-type]
+    vectors: dict[Name, VectorSpec] = Field(default_factory=dict)  # type: ignore[valid-type]
     """Named steering-vector sets."""
-    conditions: dict[str, Condition] = Field(min_length=1)  # type: ignore[valid-type]
+    conditions: dict[Name, Condition] = Field(min_length=1)  # type: ignore[valid-type]
     """Named conditions, each a list of interventions applied together (`[]` is the unsteered baseline), or a
     sweep: `{sweep: {layer: layers}, interventions: [...]}` under a name template such as `single_{layer}`,
     expanded per model (layers, query_heads, kv_heads, lists, {start, stop, step}; `where: [i < j]`)."""
     evaluation: EvaluationSpec | None = None
     """Benchmark evaluation through lm-eval."""
-    readouts: dict[str, ReadoutSpec] = Field(default_factory=dict)  # type: ignore[valid-type]
+    readouts: dict[Name, ReadoutSpec] = Field(default_factory=dict)  # type: ignore[valid-type]
     """Named readouts (generations, first-token distributions, ...)."""
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     """Seeds for sampled readouts."""
@@ -121,6 +140,9 @@ def expanded_conditions(spec: StudySpec, shape: ModelShape | None) -> dict[str, 
             out[name] = list(cond)
             continue
         for cname, raw in expand(name, cond, shape).items():
+            bad = name_problem(cname)
+            if bad:
+                raise ValueError(f"sweep {name!r} expands to the condition name {cname!r}, which {bad}")
             if cname in out:
                 raise ValueError(f"sweep {name!r} expands to {cname!r}, which is already a condition")
             try:

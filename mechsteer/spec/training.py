@@ -26,9 +26,9 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import Discriminator, Field, Tag, model_validator
 
 from mechsteer.errors import MechsteerError, Problem, ProblemList, SpecError
-from mechsteer.spec.base import StrictModel
+from mechsteer.spec.base import LIMIT_MAX, StrictModel
 from mechsteer.spec.layers import LayerResolutionError, LayerSelection, resolve_layer, resolve_layers
-from mechsteer.spec.loader import LoadedSpecFile, apply_profile, read_spec_file, validate_document
+from mechsteer.spec.loader import MAX_SPEC_BYTES, LoadedSpecFile, apply_profile, read_spec_file, validate_document
 from mechsteer.spec.models import ModelSpec, known_shape
 
 TRAIN_SCHEMA_VERSION = 1
@@ -219,7 +219,7 @@ class DataBase(StrictModel):
     prefix_token: str | None = None
     """Forced opening of the assistant turn (the paper's `append_to`, e.g. "To"), appended to every prompt
     during training and evaluation."""
-    limit: int | None = Field(default=None, gt=0)
+    limit: int | None = Field(default=None, gt=0, le=LIMIT_MAX)
     """Use at most this many problems (after shuffling with the seed)."""
     max_prompt_tokens: int | None = Field(default=None, gt=0)
     """Drop problems whose prompt is longer (the authors dropped prompts longer than max_seq_length);
@@ -406,6 +406,8 @@ def is_training_file(path: str | Path) -> bool:
     """True for a training file (a top-level `model:` and no `models:`, or the train-schema modeline), so
     `mechsteer validate` can check study and training files side by side. Unreadable files are not."""
     try:
+        if Path(path).stat().st_size > MAX_SPEC_BYTES:
+            return False  # the loader says why
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         return False
@@ -413,11 +415,14 @@ def is_training_file(path: str | Path) -> bool:
         return True
     import yaml
 
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError:
+    try:  # the top-level keys only: composing builds no values, so an alias bomb costs nothing here
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except (yaml.YAMLError, RecursionError):
         return False
-    return isinstance(raw, dict) and "model" in raw and "models" not in raw
+    if not isinstance(node, yaml.MappingNode):
+        return False
+    keys = {k.value for k, _ in node.value if isinstance(k, yaml.ScalarNode)}
+    return "model" in keys and "models" not in keys
 
 
 def load_train_spec(path: str | Path, profile: str | None = None) -> LoadedTrainSpec:
@@ -570,5 +575,15 @@ def best_checkpoint_dir(out: Path, command: str) -> Path:
             "file sets `eval.select` (with `eval.every` equal to `checkpoint_every`)",
             hint=f"set eval.select in the training file and run `{command}`, or name a checkpoint step",
         )
-    best = json.loads(path.read_text(encoding="utf-8"))
-    return checkpoint_dir(out / "checkpoints", int(best["step"]))
+    try:
+        best = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as e:  # ValueError covers bad JSON and non-UTF-8 bytes
+        best = e
+    step = best.get("step") if isinstance(best, dict) else None
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        got = f"unreadable ({best})" if isinstance(best, Exception) else f"step {step!r}"
+        raise VectorError(
+            f"{path}: not a best-checkpoint record ({got}; expected a JSON object with a non-negative integer `step`)",
+            hint=f"run `{command}` again to rewrite it, or name a checkpoint step instead of `best`",
+        )
+    return checkpoint_dir(out / "checkpoints", step)

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from rich.markup import escape
 
 from mechsteer.atomic import atomic_write_text, default_mode
 from mechsteer.errors import CompileError, MechsteerError
@@ -376,7 +377,7 @@ class Trainer:
                     evals = [r for r in records if r["type"] == "eval"]
                     eval_before = next((r for r in evals if r["step"] == 0), None)
                     last_eval = evals[-1] if evals else None
-                    self.console.print(f"resuming from {ck} (step {start}/{self.total_steps})")
+                    self.console.print(escape(f"resuming from {ck} (step {start}/{self.total_steps})"))
                 else:
                     removed = clear_previous_run(self.output_dir)
                     if removed:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from hostile_runs import hostile_run, outside_markers
 from recorded_runs import paper_shapes_run
 
 from mechsteer.report import write_report
@@ -125,3 +126,44 @@ def test_report_html_renders_in_a_headless_browser(tmp_path):
         browser.quit()
     table = pd.read_csv(out / "paper_table_lenient.csv")
     assert len(table) == expected_rows[2]  # the paper table has one row per condition
+
+
+def test_a_hostile_report_runs_no_script_and_shows_no_outside_file(tmp_path):
+    """The report of a hostile output folder (`tests/hostile_runs.py`: script tags, event handlers and
+    `javascript:` links in names and the description, a cell's HTML sample with a script, symlinks to files
+    outside the folder), opened from disk: no script runs (in the page or in a frame), no dialog opens, no link
+    leaves for a `javascript:`, `data:` or outside `file:` target, and the only images are the folder's own."""
+    run = hostile_run(tmp_path)
+    page = write_report(Results.load(run)).parent / "report.html"
+    text = page.read_text()
+    assert not any(m in text for m in outside_markers())
+    browser = _browser()
+    try:
+        browser.get(page.as_uri())
+        for details in browser.find_elements("css selector", "details"):  # open every frame
+            details.find_element("css selector", "summary").click()
+        frames = browser.find_elements("css selector", "iframe")
+        assert frames, "the cell's HTML sample is embedded"
+        assert browser.execute_script("return typeof window.__pwned") == "undefined"
+        alert = browser.execute_script("return 1")  # a pending dialog would make any script call fail
+        assert alert == 1
+        links = browser.execute_script(
+            "return Array.from(document.links, a => [a.protocol, decodeURIComponent(a.pathname)])"
+        )
+        assert links
+        for protocol, path in links:
+            assert protocol in ("http:", "https:", "file:"), (protocol, path)
+            if protocol == "file:":
+                assert path.startswith(str(run)), path
+        images = browser.execute_script(
+            "return Array.from(document.images, i => [i.title, i.complete, i.naturalWidth])"
+        )
+        assert sorted(t for t, _, _ in images) == ["extra.png", "own.png"]
+        assert all(ok and w > 0 for _, ok, w in images), images
+        # the frame still shows its sample (sandboxing stops scripts, not rendering)
+        browser.switch_to.frame(frames[0])
+        assert [s.text for s in browser.find_elements("css selector", "span.tok")] == ["ok"]
+        browser.switch_to.default_content()
+        assert browser.execute_script("return typeof window.__pwned") == "undefined"
+    finally:
+        browser.quit()

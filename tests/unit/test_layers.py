@@ -23,6 +23,7 @@ LAYERS: list[tuple[int, tuple[str, ...]]] = [
             "mechsteer.hub",
             "mechsteer.machine",
             "mechsteer.file_hash",
+            "mechsteer.safe_text",
         ),
     ),
     (2, ("mechsteer.spec",)),

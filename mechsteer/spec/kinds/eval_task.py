@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from mechsteer.spec.base import StrictModel
+from mechsteer.spec.base import LIMIT_MAX, StrictModel
 from mechsteer.spec.kinds import measurement_kind
 
 
@@ -24,7 +24,7 @@ class EvalTaskSpec(StrictModel):
     """`paper` (temperature 1, top_p 1) or `greedy`."""
     samples: int = Field(gt=0)
     """Completions per problem."""
-    limit: int | None = Field(default=None, gt=0)
+    limit: int | None = Field(default=None, gt=0, le=LIMIT_MAX)
     """At most this many problems."""
     max_new_tokens: int | None = Field(default=None, gt=0)
     """Cap on generated tokens (null = the model's max_length minus the prompt)."""

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from mechsteer.spec.base import StrictModel
+from mechsteer.spec.base import LIMIT_MAX, StrictModel
 from mechsteer.spec.kinds import readout_kind
 
 
@@ -23,7 +23,7 @@ class PromptSource(StrictModel):
     """Take problems (and gold answers) from this task, e.g. `mini` or `math500`."""
     split: Literal["test", "train"] = "test"
     """Split of the task (the bundled `mini` task has both; benchmarks only `test`)."""
-    limit: int | None = Field(default=None, gt=0)
+    limit: int | None = Field(default=None, gt=0, le=LIMIT_MAX)
     """Use at most this many problems."""
     data_dir: str | None = None
     """Local benchmark folder (see `evaluation.data_dir`)."""
