@@ -4,7 +4,8 @@
     python scripts/train_attempts.py ATTEMPTS.yaml --report-only     # rewrite the record from finished runs
 
 An attempts file names a training file and profile and lists attempts, each a name and overrides merged onto
-that profile (the same deep merge as a profile: `rloo: {lr: 0.05, steps: 48}`). Every attempt trains in its
+that profile (the same deep merge as a profile: `rloo: {lr: 0.05, steps: 48}`); `run_name` keeps the name an
+attempt's run was started under when the attempt is renamed (a resumed run must keep its name). Every attempt trains in its
 own folder `<out>/<attempt>/` (default `outputs/attempts/<file stem>/`); a finished attempt (its summary.json
 has every step) is skipped and an interrupted one resumes from its last checkpoint, so the script can be
 stopped and started again across sittings. The model is loaded once.
@@ -64,7 +65,7 @@ def attempt_specs(doc: dict, path: Path):
     specs = {}
     for a in doc["attempts"]:
         d = deep_merge(base, a.get("overrides", {}))
-        d["name"] = f"{loaded.spec.name}-{a['name']}"
+        d["name"] = f"{loaded.spec.name}-{a.get('run_name', a['name'])}"  # resume checks the name too
         d.pop("profiles", None)
         specs[a["name"]] = TrainSpec.model_validate(d)
     return loaded, specs
