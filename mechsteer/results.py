@@ -18,17 +18,23 @@ from pathlib import Path
 
 import pandas as pd
 
-from mechsteer.engine.plan import PLAN_FILE, Plan
+from mechsteer.engine.plan import PLAN_FILE, PLAN_FORMAT, Plan
 from mechsteer.engine.store import CellStore
 from mechsteer.errors import MechsteerError
 
 COLUMNS = ["model", "condition", "measurement", "kind", "seed", "metric", "value", "cell"]
+"""Columns of the long table (`Results.table()`)."""
+
+READABLE_FORMATS = ("mechsteer.plan/1", PLAN_FORMAT)
+"""plan.json formats this version reads: `/1` (sweep templates and readout settings only in the cell records'
+copy of the study, `resolved_spec`) and the current one."""
 
 
 class Results:
     """The recorded cells of one run (see the module docstring)."""
 
     def __init__(self, summary: dict, output_dir: str | Path):
+        """`summary`: the plan's summary (plan.json); `output_dir`: the run's folder."""
         self.summary = summary
         self.output_dir = Path(output_dir)
         self.store = CellStore(self.output_dir / "cells")
@@ -39,6 +45,7 @@ class Results:
     # ------------------------------------------------------------------ constructors
     @classmethod
     def from_plan(cls, plan: Plan) -> Results:
+        """The results of a plan compiled (and usually run) in this process."""
         return cls(plan.summary(), plan.output_dir)
 
     @classmethod
@@ -55,31 +62,43 @@ class Results:
             summary = json.loads(f.read_text())
         except (OSError, ValueError) as e:
             raise MechsteerError(f"{f}: unreadable ({e})", hint="run the study again to rewrite it") from None
+        fmt = summary.get("format") if isinstance(summary, dict) else None
+        if fmt not in READABLE_FORMATS:
+            raise MechsteerError(
+                f"{f}: plan format {fmt!r} is not one this mechsteer reads ({', '.join(READABLE_FORMATS)})",
+                hint="read it with the mechsteer version that wrote it, or run the study again to rewrite it",
+            )
         return cls(summary, path)
 
     # ------------------------------------------------------------------ facts
     @property
     def study(self) -> str:
+        """The study's name."""
         return self.summary["study"]
 
     @property
     def profile(self) -> str | None:
+        """The profile the run used."""
         return self.summary.get("profile")
 
     @property
     def conditions(self) -> list[str]:
+        """Condition names in study order."""
         return list(self.summary["conditions"])
 
     @property
     def models(self) -> list[str]:
+        """Model keys in study order."""
         return list(self.summary["models"])
 
     @property
     def baseline(self) -> str | None:
+        """The unsteered baseline condition, if the study has one."""
         return self.summary.get("baseline")
 
     @property
     def evaluation(self) -> dict | None:
+        """The study's evaluation block (with its resolved seeds), or None."""
         return self.summary.get("evaluation")
 
     @property
@@ -88,8 +107,11 @@ class Results:
         return list(self.summary["cells"])
 
     def sweeps(self) -> dict[str, dict]:
-        """The study's sweep conditions as recorded: name template -> `{variable: range}` (from the resolved
-        spec in the first recorded cell; empty when nothing is recorded or the study has no sweep)."""
+        """The study's sweep conditions: name template -> `{variable: range}` (plan.json's `sweeps`; a plan
+        written before that field read them from the study copy in its first recorded cell, and so does this;
+        empty when the study has no sweep)."""
+        if "sweeps" in self.summary:
+            return dict(self.summary["sweeps"])
         for c in self.recorded():
             spec = self.store.read_record(c["hash"]).get("resolved_spec") or {}
             return {
@@ -98,6 +120,19 @@ class Results:
                 if isinstance(body, dict) and "sweep" in body
             }
         return {}
+
+    def measurement_spec(self, cell: dict) -> dict:
+        """The measurement spec a recorded cell ran (a plan row's `hash` and `measurement`), as JSON: its
+        record's `measurement_spec`, or, in a cell recorded before that field, the readout's entry in the
+        record's copy of the study. Empty when the cell is not readable."""
+        try:
+            record = self.store.read_record(cell["hash"])
+        except (OSError, ValueError):
+            return {}
+        if "measurement_spec" in record:
+            return dict(record["measurement_spec"] or {})
+        readouts = (record.get("resolved_spec") or {}).get("readouts") or {}
+        return dict(readouts.get(cell["measurement"].split(":", 1)[1]) or {})
 
     def recorded(self) -> list[dict]:
         """Plan rows of the cells that are recorded."""
