@@ -19,12 +19,17 @@ from pathlib import Path
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
-from mechsteer.engine.plan import PLAN_FILE, Plan
+from mechsteer.engine.plan import PLAN_FILE, PLAN_FORMAT, Plan
 from mechsteer.engine.store import CellStore
 from mechsteer.errors import MechsteerError, Problem
 from mechsteer.spec.sweeps import template_problem
 
 COLUMNS = ["model", "condition", "measurement", "kind", "seed", "metric", "value", "cell"]
+"""Columns of the long table (`Results.table()`)."""
+
+READABLE_FORMATS = ("mechsteer.plan/1", PLAN_FORMAT)
+"""plan.json formats this version reads: `/1` (sweep templates and readout settings only in the cell records'
+copy of the study, `resolved_spec`) and the current one."""
 
 
 class _Loose(BaseModel):
@@ -58,6 +63,8 @@ class PlanSummary(_Loose):
     conditions: list[str]
     baseline: str | None = None
     evaluation: _Evaluation | None = None
+    sweeps: dict[str, dict[str, str | list | dict]] | None = None
+    """Sweep name template -> {variable: range} (format /2; absent in /1)."""
     cells: list[_CellRow]
 
 
@@ -84,6 +91,7 @@ class Results:
     """The recorded cells of one run (see the module docstring)."""
 
     def __init__(self, summary: dict, output_dir: str | Path):
+        """`summary`: the plan's summary (plan.json); `output_dir`: the run's folder."""
         self.summary = summary
         self.output_dir = Path(output_dir)
         self.store = CellStore(self.output_dir / "cells")
@@ -94,6 +102,7 @@ class Results:
     # ------------------------------------------------------------------ constructors
     @classmethod
     def from_plan(cls, plan: Plan) -> Results:
+        """The results of a plan compiled (and usually run) in this process."""
         return cls(plan.summary(), plan.output_dir)
 
     @classmethod
@@ -111,31 +120,43 @@ class Results:
             json.dumps(summary, ensure_ascii=False).encode("utf-8")  # lone surrogates (`\ud800`) cannot be written
         except (OSError, ValueError, RecursionError) as e:  # UnicodeError is a ValueError
             raise MechsteerError(f"{f}: unreadable ({e})", hint="run the study again to rewrite it") from None
+        fmt = summary.get("format") if isinstance(summary, dict) else None
+        if fmt not in READABLE_FORMATS:
+            raise MechsteerError(
+                f"{f}: plan format {fmt!r} is not one this mechsteer reads ({', '.join(READABLE_FORMATS)})",
+                hint="read it with the mechsteer version that wrote it, or run the study again to rewrite it",
+            )
         return cls(check_summary(summary, f), path)
 
     # ------------------------------------------------------------------ facts
     @property
     def study(self) -> str:
+        """The study's name."""
         return self.summary["study"]
 
     @property
     def profile(self) -> str | None:
+        """The profile the run used."""
         return self.summary.get("profile")
 
     @property
     def conditions(self) -> list[str]:
+        """Condition names in study order."""
         return list(self.summary["conditions"])
 
     @property
     def models(self) -> list[str]:
+        """Model keys in study order."""
         return list(self.summary["models"])
 
     @property
     def baseline(self) -> str | None:
+        """The unsteered baseline condition, if the study has one."""
         return self.summary.get("baseline")
 
     @property
     def evaluation(self) -> dict | None:
+        """The study's evaluation block (with its resolved seeds), or None."""
         return self.summary.get("evaluation")
 
     @property
@@ -144,8 +165,15 @@ class Results:
         return list(self.summary["cells"])
 
     def sweeps(self) -> dict[str, dict]:
-        """The study's sweep conditions as recorded: name template -> `{variable: range}` (from the resolved
-        spec in the first recorded cell; empty when nothing is recorded or the study has no sweep)."""
+        """The study's sweep conditions: name template -> `{variable: range}` (plan.json's `sweeps`; a plan
+        written before that field read them from the study copy in its first recorded cell, and so does this;
+        empty when the study has no sweep)."""
+        if self.summary.get("sweeps") is not None:
+            return {
+                name: sweep
+                for name, sweep in self.summary["sweeps"].items()
+                if template_problem(name) is None and all(isinstance(v, str) and v.isidentifier() for v in sweep)
+            }
         for c in self.recorded():
             spec = self.store.read_record(c["hash"]).get("resolved_spec") or {}
             conditions = spec.get("conditions") if isinstance(spec, dict) else None
@@ -158,6 +186,19 @@ class Results:
                 and all(isinstance(v, str) and v.isidentifier() for v in body["sweep"])
             }
         return {}
+
+    def measurement_spec(self, cell: dict) -> dict:
+        """The measurement spec a recorded cell ran (a plan row's `hash` and `measurement`), as JSON: its
+        record's `measurement_spec`, or, in a cell recorded before that field, the readout's entry in the
+        record's copy of the study. Empty when the cell is not readable."""
+        try:
+            record = self.store.read_record(cell["hash"])
+        except (OSError, ValueError):
+            return {}
+        if "measurement_spec" in record:
+            return dict(record["measurement_spec"] or {})
+        readouts = (record.get("resolved_spec") or {}).get("readouts") or {}
+        return dict(readouts.get(cell["measurement"].split(":", 1)[1]) or {})
 
     def recorded(self) -> list[dict]:
         """Plan rows of the cells that are recorded."""

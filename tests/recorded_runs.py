@@ -9,6 +9,7 @@ import hashlib
 import json
 from pathlib import Path
 
+from mechsteer.engine.plan import PLAN_FORMAT
 from mechsteer.engine.store import CellStore
 
 
@@ -55,7 +56,8 @@ def write_run(
     profile: str | None = None,
 ) -> Path:
     """`cells`: dicts with model, condition, measurement (`eval:mini`, `readout:gen`), kind, seed, metrics,
-    samples. Returns the output folder."""
+    samples; `conditions_spec`: the study's `conditions:` (its sweep templates go into plan.json, as
+    `compile_study` puts them). Returns the output folder."""
     store = CellStore(root / "cells")
     rows, conditions, models = [], [], []
     for c in cells:
@@ -82,11 +84,16 @@ def write_run(
             "measurement": c["measurement"],
             "seed": c["seed"],
             "model_provenance": {"name": c["model"], "n_layers": (n_layers or {}).get(c["model"], 4)},
-            "resolved_spec": {"name": study, "conditions": conditions_spec or {}},
+            "measurement_spec": {"kind": c["kind"]},
         }
         store.write(h, record, c["metrics"], c.get("samples", []), c.get("files"))
+    sweeps = {
+        name: body["sweep"]
+        for name, body in (conditions_spec or {}).items()
+        if isinstance(body, dict) and "sweep" in body
+    }
     summary = {
-        "format": "mechsteer.plan/1",
+        "format": PLAN_FORMAT,
         "study": study,
         "profile": profile,
         "description": None,
@@ -94,6 +101,7 @@ def write_run(
         "conditions": conditions,
         "baseline": baseline,
         "evaluation": evaluation,
+        "sweeps": sweeps,
         "spec_file": None,
         "spec_hash": "x",
         "cells": rows,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from mechsteer.engine.vectors import BuildContext
+from mechsteer.builders.context import BuildContext
 from mechsteer.errors import VectorError
 from mechsteer.hooks import HookScope
 from mechsteer.models.adapters import decoder_output_tensor

@@ -1,5 +1,8 @@
 """Builder of the `trained` vector kind: read what `mechsteer train` wrote (final vectors or a checkpoint),
-or stack the per-block single-layer runs `scripts/train_single_layers.py` wrote (`per_block`)."""
+or stack the per-block single-layer runs `scripts/train_single_layers.py` wrote (`per_block`).
+
+It reads only the files the compiler located (`TrainedVectors.bind` -> `spec.run`): never the training file,
+so a plan runs the same wherever it executes and a set's content is the one its cells were keyed by."""
 
 from __future__ import annotations
 
@@ -7,27 +10,27 @@ from pathlib import Path
 
 import torch
 
-from mechsteer.engine.vectors import BuildContext, subset
+from mechsteer.builders.context import BuildContext, subset
 from mechsteer.errors import VectorError
-from mechsteer.spec.training import (
-    finished_vectors_file,
-    per_block_command,
-    per_block_dir,
-    trained_run_dir,
-    trained_vectors_path,
-)
+from mechsteer.spec.training import per_block_command, per_block_dir
 from mechsteer.vectors.vector_set import VectorSet, load_vector_set
 
 
 def build_trained(spec, ctx: BuildContext) -> VectorSet:
+    """The run's final vectors or a checkpoint's (`per_block`: the stack of single-layer runs); a missing file
+    is a VectorError naming the command that writes it."""
     if spec.per_block is not None:
         return _build_per_block(spec, ctx)
-    path, command = trained_vectors_path(spec)
+    run = spec.bound_run()
+    if run.problem is not None:
+        message, hint = run.problem
+        raise VectorError(message, hint=hint)
+    path = Path(run.file)
     if not path.is_file():
         what = f"checkpoint {spec.checkpoint}" if spec.checkpoint else "final vectors"
         raise VectorError(
             f"the training run's {what} are not there: {path}",
-            hint=f"train them first: `{command}` (or set `output:` to where the run wrote them)",
+            hint=f"train them first: `{run.command}` (or set `output:` to where the run wrote them)",
         )
     vs = load_vector_set(path)
     vs.meta.setdefault(
@@ -44,14 +47,15 @@ def _build_per_block(spec, ctx: BuildContext) -> VectorSet:
     bad = [k for k in layers if not 0 <= k < ctx.n_layers]
     if bad:
         raise VectorError(f"per_block names blocks {bad} outside the model's 0..{ctx.n_layers - 1}")
-    out, _ = trained_run_dir(spec)
+    run = spec.bound_run()
+    out, found = Path(run.output), run.blocks or {}
     files, missing = {}, []
     for k in layers:
-        f = finished_vectors_file(per_block_dir(out, k), spec.checkpoint)
+        f = found.get(per_block_dir(out, k).name)
         if f is None:
             missing.append(k)
         else:
-            files[k] = f
+            files[k] = Path(f)
     if missing:
         raise VectorError(
             f"{len(missing)} of {len(layers)} per-block runs are not there under {out} (blocks {missing})",

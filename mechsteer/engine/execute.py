@@ -32,6 +32,7 @@ from mechsteer.engine.provenance import environment
 from mechsteer.engine.store import CellStore
 
 State = Literal["missing", "fresh", "stale", "damaged"]
+"""A cell's cache state (see `CellState`)."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,8 @@ class CellState:
 
 @dataclass
 class RunSummary:
+    """What a run did: cells executed, found cached, reused although stale (hashes), and its wall time."""
+
     executed: list[str] = field(default_factory=list)
     cached: list[str] = field(default_factory=list)
     reused_stale: list[str] = field(default_factory=list)
@@ -54,13 +57,21 @@ class RunSummary:
 class NullProgress:
     """Progress sink used when no display is wanted (tests, --quiet, the Python API by default)."""
 
-    def start_cell(self, cell: Cell, index: int, total: int) -> None: ...
-    def advance(self, n: int, total: int | None = None) -> None: ...
-    def end_cell(self, cell: Cell, seconds: float) -> None: ...
-    def message(self, text: str) -> None: ...
+    def start_cell(self, cell: Cell, index: int, total: int) -> None:
+        """A cell starts (`index` of `total`)."""
+
+    def advance(self, n: int, total: int | None = None) -> None:
+        """The running cell did `n` more units of work (of `total`, when known)."""
+
+    def end_cell(self, cell: Cell, seconds: float) -> None:
+        """A cell is recorded."""
+
+    def message(self, text: str) -> None:
+        """A line for the user."""
 
 
 def _now() -> str:
+    """The current UTC time, ISO 8601 to the second (what records and timings store)."""
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
@@ -168,7 +179,7 @@ def run_model_cells(
 
     Cells are taken through per-cell claims (`claims.claimed`), so runs sharing the output folder never
     compute a cell twice: a cell another run finished meanwhile (fresh under this code) is counted as cached."""
-    from mechsteer.engine.vectors import BuildContext
+    from mechsteer.builders.context import BuildContext
     from mechsteer.interventions import steering
     from mechsteer.measurement import MeasurementTask, runner_for
     from mechsteer.models.loading import load_model
@@ -191,7 +202,7 @@ def run_model_cells(
         vectors = {n: bctx.get(n, check_shape=n not in foreign) for n in cell.vector_names()}
         started, t_cell = _now(), time.perf_counter()
         work_dir = prepare_work_dir(plan, cell, force)
-        own = getattr(cell.measurement.spec, "steers_itself", False)
+        own = cell.measurement.spec.steers_itself  # the runner applies the condition itself
         with steering(
             lm.model, lm.adapter, [] if own else list(cell.interventions), vectors, tokenizer=lm.tokenizer
         ) as ctx:
@@ -225,9 +236,9 @@ def run_model_cells(
             "key": cell.key,
             "code": cell.code,
             "interventions": [iv.model_dump(mode="json") for iv in cell.interventions],
+            "measurement_spec": cell.measurement.spec.model_dump(mode="json"),
             "spec_file": plan.spec_file,
             "spec_hash": plan.spec_hash,
-            "resolved_spec": plan.resolved_spec,
             "model_provenance": lm.provenance(),
             "vectors": {
                 n: {"sha256": v.sha256(), "layers": v.layers, "norms": v.norms(), "meta": v.meta}

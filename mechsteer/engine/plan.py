@@ -10,11 +10,13 @@ carries everything its execution needs, already bound for its model:
 * `measurement`: a typed measurement spec (`EvalTaskSpec` for a benchmark task, the readout's own spec for
   a readout) with limits resolved and data folders absolute, plus the data fingerprint.
 
-The plan itself carries the model entries, the bound vector specs, the condition order and the study facts
-the report needs. Its `hash` per cell covers what can change a result: the model entry (device excluded)
+The plan itself is a frozen value: the model entries, the bound vector specs (a `trained` set with its
+training run's files located, so execution never reads a training file), the condition order and the few
+study facts the report needs (description, evaluation settings, sweep templates), not a copy of the study. Its `hash` per cell covers what can change a result: the model entry (device excluded)
 with its content (`models.identity`: file hashes of a local folder, the commit a hub id loads, the embedded
 model's package and GGUF), the interventions, the content of every vector set they read (file sha256, or the
-deterministic spec of generated sets), the measurement with its data fingerprint (file hash, or the commit
+deterministic spec of generated sets: each vector kind's `content_key`), the measurement with its data
+fingerprint (file hash, or the commit
 of a hub dataset), and the seed. The code that computes a cell is fingerprinted separately, per cell
 (`code_version`: the modules its kinds use): a cell computed by other code is stale, not silently reused.
 What could not be identified (a hub commit offline and not cached) is keyed as `unresolved` and listed in
@@ -26,7 +28,6 @@ and report. Nothing here imports torch.
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import json
 import secrets
@@ -42,12 +43,17 @@ from mechsteer.file_hash import sha256_file
 from mechsteer.hub import resolve_commit
 from mechsteer.models.dtype import resolve_dtype
 from mechsteer.models.identity import KEYED_AS, UNRESOLVED, model_identity, model_source
-from mechsteer.spec.evaluation import MINI_DEFAULT_N
+from mechsteer.spec.evaluation import EvaluationSpec
 from mechsteer.spec.kinds import INTERVENTION_KINDS, MEASUREMENT_KINDS, VECTOR_KINDS
 from mechsteer.spec.kinds.eval_task import EvalTaskSpec
+from mechsteer.spec.kinds.interventions import InterventionBase
+from mechsteer.spec.kinds.measurements import MeasurementBase, resolved_limit
+from mechsteer.spec.kinds.vectors import VectorSourceBase
 from mechsteer.spec.loader import LoadedStudy, canonical_json
 from mechsteer.spec.models import ModelShape, ModelSpec, known_shape
+from mechsteer.spec.paths import file_content_key
 from mechsteer.spec.study import expanded_conditions
+from mechsteer.spec.sweeps import SweepSpec
 
 BACKENDS = {"vllm": "mechsteer.eval.vllm_backend"}
 """Evaluation engines other than HF: the module the executor calls (`run_eval_vllm(task, interventions)`,
@@ -57,16 +63,21 @@ their code fingerprint."""
 PLAN_FILE = "plan.json"
 """Written into the output folder by every run, so results can be read back without the study file."""
 
+PLAN_FORMAT = "mechsteer.plan/2"
+"""The format of plan.json (`/2`: the sweep templates are in the plan and no cell record copies the study;
+`results.Results.load` also reads `/1`)."""
+
 
 @dataclass(frozen=True)
 class Measurement:
     """What a cell measures: `eval:<task>` or `readout:<name>`, with its typed, resolved spec."""
 
     id: str
+    """`eval:<task>` or `readout:<name>` (the name in the study's `readouts:`)."""
     kind: str
-    """`eval` or the readout kind (`generate`, `first_token`, ...): the key in MEASUREMENT_KINDS."""
-    spec: Any = field(compare=False)
-    """The typed spec (EvalTaskSpec, or the readout's spec class) the runner reads."""
+    """The measurement kind (`spec.kind`): the key in MEASUREMENT_KINDS that names its runner."""
+    spec: MeasurementBase = field(compare=False)
+    """The typed spec (EvalTaskSpec, or the readout's spec class) the runner reads, bound (`bound`)."""
     data: dict = field(default_factory=dict, compare=False)
     """Fingerprint of the data it reads (hashed into the cell)."""
 
@@ -96,6 +107,7 @@ class ModelEntry:
 
     @classmethod
     def of(cls, name: str, spec: ModelSpec, base_dir: Path, shape: ModelShape | None = None) -> ModelEntry:
+        """The entry of a study's model, with its source and content identity (reads file hashes or the hub)."""
         source, _ = model_source(spec.id, base_dir)
         identity, commit, note = model_identity(spec.id, spec.revision, base_dir)
         return cls(name, spec, base_dir, shape, source, identity, commit, note)
@@ -107,26 +119,37 @@ class ModelEntry:
 
 @dataclass(frozen=True)
 class Cell:
+    """One unit of work and of caching: a model x a condition x a measurement x a seed, with everything its
+    execution needs bound (see the module docstring). Cells of different conditions with the same content
+    share a `hash` (and one record)."""
+
     model: str
+    """The model's key in the study's `models:`."""
     condition: str
-    interventions: tuple = field(compare=False)
+    """The condition's name (not hashed)."""
+    interventions: tuple[InterventionBase, ...] = field(compare=False)
     """The condition's intervention specs, bound for this model."""
     measurement: Measurement
+    """What the cell measures."""
     seed: int
+    """The seed of the measurement's sampling."""
     key: dict = field(hash=False, compare=False, repr=False)
+    """Everything hashed into `hash` (model content, interventions, vector contents, measurement, seed)."""
     hash: str = ""
+    """sha256 of `key`: the cell's folder name under `cells/`."""
     code: dict = field(default_factory=dict, hash=False, compare=False, repr=False)
     """The code fingerprint of what computes this cell (`code_version.code_fingerprint` of its kinds)."""
     backend: str = "hf"
     """`vllm` for an evaluation cell that runs on a bias-compiled checkpoint, else `hf`."""
     backend_note: str | None = None
     """Why a cell of a `backend: vllm` model stays on HF (None otherwise)."""
-    reference: tuple | None = field(default=None, compare=False)
+    reference: tuple[InterventionBase, ...] | None = field(default=None, compare=False)
     """The bound interventions of the condition a comparison readout (`reference:`) compares with (None when
     the measurement names no reference)."""
 
     @property
     def short(self) -> str:
+        """The first 12 characters of the hash (how output names a cell)."""
         return self.hash[:12]
 
     def vector_names(self) -> list[str]:
@@ -146,28 +169,39 @@ class Cell:
         }
 
 
-@dataclass
+@dataclass(frozen=True, eq=False)
 class Plan:
-    """Everything a run needs; `execute_plan` and the report read only this and the cell store."""
+    """Everything a run needs; `execute_plan` and the report read only this and the cell store. A frozen value
+    made by `compile_study`: nothing changes it afterwards (a changed study or training run is a new plan)."""
 
     study: str
+    """The study's name."""
     profile: str | None
+    """The profile it was compiled with."""
     output_dir: Path
+    """The run's folder (absolute): `cells/`, `work/`, `report/` and plan.json live here."""
     models: dict[str, ModelEntry]
-    vectors: dict[str, Any]
-    """Vector specs by name, with paths absolute."""
-    conditions: list[str]
-    """Condition names in study order."""
+    """The model entries by key, in study order."""
+    vectors: dict[str, VectorSourceBase]
+    """Vector specs by name, bound (`VectorSourceBase.bind`: paths absolute, training runs' files located)."""
+    conditions: tuple[str, ...]
+    """Condition names in study order (sweeps expanded)."""
     baseline: str | None
     """The first condition without interventions (the shared unsteered baseline), if any."""
-    cells: list[Cell]
+    cells: tuple[Cell, ...]
+    """Every model x condition x measurement x seed, in study order."""
     description: str | None = None
-    evaluation: dict | None = None
-    """The study's evaluation block (tasks, protocol, seeds) for the paper-shaped table."""
+    """The study's description (shown by the report)."""
+    evaluation: EvaluationSpec | None = None
+    """The study's evaluation block (tasks, protocol, seeds, reference) for the paper-shaped tables."""
+    sweeps: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Sweep condition templates -> their variables' values as written (`{"single_{layer}": {"layer":
+    "layers"}}`), which the report's per-layer, composition and transfer views group by."""
     spec_file: str | None = None
+    """The study file (absolute), recorded in every cell."""
     spec_hash: str = ""
-    resolved_spec: dict = field(default_factory=dict, repr=False)
-    notes: list[str] = field(default_factory=list)
+    """sha256 of the validated, profile-merged study (recorded in every cell)."""
+    notes: tuple[str, ...] = ()
     """What the cell keys could not pin down (a hub commit not resolved), for `plan` and `run` to show."""
     limit: int | None = None
     """The `--limit` the plan was compiled with (its cells then live in their own folder)."""
@@ -176,6 +210,7 @@ class Plan:
 
     @property
     def cells_dir(self) -> Path:
+        """Where the cells are recorded (`<output_dir>/cells`)."""
         return self.output_dir / "cells"
 
     @cached_property
@@ -194,25 +229,25 @@ class Plan:
 
     def unique_cells(self) -> list[Cell]:
         """One cell per hash, in plan order (conditions with identical interventions share a cell)."""
-        seen: dict[str, Cell] = {}
-        for c in self.cells:
-            seen.setdefault(c.hash, c)
-        return list(seen.values())
+        return list(self._by_hash.values())
 
     def conditions_of(self, h: str) -> list[str]:
+        """The names of the conditions that share cell `h`."""
         return sorted({c.condition for c in self.cells if c.hash == h})
 
     def summary(self) -> dict:
         """The JSON-able facts results readers need (written to plan.json by every run)."""
+        ev = self.evaluation
         return {
-            "format": "mechsteer.plan/1",
+            "format": PLAN_FORMAT,
             "study": self.study,
             "profile": self.profile,
             "description": self.description,
             "models": list(self.models),
-            "conditions": self.conditions,
+            "conditions": list(self.conditions),
             "baseline": self.baseline,
-            "evaluation": self.evaluation,
+            "evaluation": ev.model_dump(mode="json") | {"seeds": ev.resolved_seeds()} if ev is not None else None,
+            "sweeps": self.sweeps,
             "spec_file": self.spec_file,
             "spec_hash": self.spec_hash,
             "limit": self.limit,
@@ -220,6 +255,7 @@ class Plan:
         }
 
     def write_summary(self) -> Path:
+        """Write `summary()` to `<output_dir>/plan.json` (atomically)."""
         from mechsteer.atomic import atomic_write_text
 
         return atomic_write_text(self.output_dir / PLAN_FILE, json.dumps(self.summary(), indent=1) + "\n")
@@ -232,39 +268,13 @@ def _hash(obj: Any) -> str:
     return hashlib.sha256(canonical_json(obj).encode()).hexdigest()
 
 
-def _content_fingerprint(spec) -> dict:
-    """A spec's dump with its `path` replaced by the file's sha256: moving a file (or the study) does not
-    change a cell, changing the file's content does."""
-    fp = spec.model_dump(mode="json")
-    path = fp.pop("path", None)
-    if isinstance(path, str):
-        p = Path(path)
-        fp["file_sha256"] = sha256_file(p) if p.is_file() else f"missing:{p.name}"
-    return fp
-
-
-def vector_fingerprint(vectors: dict, name: str, _seen: tuple = ()) -> dict:
-    """Content identity of a (bound) vector set: its spec, the sha256 of any file it reads, its dependencies."""
+def vector_fingerprint(vectors: dict[str, VectorSourceBase], name: str, _seen: tuple = ()) -> dict:
+    """Content identity of a (bound) vector set: its kind's `content_key` (the spec, with the sha256 of every
+    file it reads) and, under the field that names each, the identity of the sets it is built from."""
     spec = vectors[name]
-    fp = _content_fingerprint(spec)
-    if spec.kind == "trained":  # the run's output file: a finished (or continued) run changes the cells
-        from mechsteer.spec.training import per_block_files, trained_vectors_path
-
-        if spec.per_block is None:
-            f = trained_vectors_path(spec)[0]
-            fp["file_sha256"] = sha256_file(f) if f.is_file() else "missing"
-        else:
-            fp["files_sha256"] = {k: sha256_file(f) for k, f in per_block_files(spec).items()}
-        fp.pop("train", None), fp.pop("output", None)
-    if spec.kind == "bundled":
-        from mechsteer.spec.checks import BUNDLED_VECTOR_DIR
-
-        f = BUNDLED_VECTOR_DIR / f"{spec.name}.safetensors"
-        if f.is_file():
-            fp["file_sha256"] = sha256_file(f)
-    for dep_field in ("norm_like", "of"):
-        dep = getattr(spec, dep_field, None)
-        if dep and dep in vectors and dep not in _seen:
+    fp = spec.content_key()
+    for dep_field, dep in spec.depends_on().items():
+        if dep in vectors and dep not in _seen:
             fp[dep_field] = vector_fingerprint(vectors, dep, _seen + (name,))
     return fp
 
@@ -313,66 +323,50 @@ def data_fingerprint(task: str, data_dir: str | None) -> tuple[dict, str | None]
 # ------------------------------------------------------------------------------------------- measurements
 
 
-def _limit(own: int | None, cli: int | None, task: str | None) -> int | None:
-    lim = own if cli is None else (min(cli, own) if own else cli)
-    return MINI_DEFAULT_N if task == "mini" and lim is None else lim
-
-
 def _measurements(ls: LoadedStudy, limit: int | None, notes: list[str]) -> list[tuple[Measurement, list[int]]]:
+    """Every measurement of the study, bound (`MeasurementBase.bound`), with the seeds it runs: one `eval` per
+    task of the evaluation block (its seeds), then each readout (the study's seeds, as the kind takes them)."""
     spec = ls.spec
+    resolve = lambda p: ls.resolve_path(p).resolve()  # noqa: E731
     out: list[tuple[Measurement, list[int]]] = []
 
-    def data_of(task: str, data_dir: str | None) -> dict:
-        fp, note = data_fingerprint(task, data_dir)
+    def data_of(m: MeasurementBase) -> dict:
+        source = m.data_source()
+        if source is None:
+            return {}
+        fp, note = data_fingerprint(*source)
         if note and note not in notes:
             notes.append(note)
         return fp
 
     ev = spec.evaluation
     if ev is not None:
-        data_dir = str(ls.resolve_path(ev.data_dir).resolve()) if ev.data_dir else None
+        data_dir = str(resolve(ev.data_dir)) if ev.data_dir else None
         for task in ev.tasks:
             m = EvalTaskSpec(
                 task=task,
                 protocol=ev.protocol,
                 samples=ev.samples_for(task),
-                limit=_limit(ev.limit, limit, task),
+                limit=resolved_limit(ev.limit, limit, task),
                 max_new_tokens=ev.max_new_tokens,
                 batch_size=ev.batch_size,
                 template=ev.template,
                 data_dir=data_dir,
             )
-            out.append((Measurement(f"eval:{task}", "eval", m, data_of(task, data_dir)), ev.resolved_seeds()))
+            out.append((Measurement(f"{m.kind}:{task}", m.kind, m, data_of(m)), m.seeds_to_run(ev.resolved_seeds())))
     for name, r in spec.readouts.items():
-        update: dict = {}
-        data: dict = {}
-        task = getattr(r, "task", None)
-        if task:
-            update["limit"] = _limit(r.limit, limit, task)
-            data_dir = str(ls.resolve_path(r.data_dir).resolve()) if r.data_dir else None
-            update["data_dir"] = data_dir
-            data = data_of(task, data_dir)
-        elif limit is not None and getattr(r, "prompts", None):
-            update["prompts"] = r.prompts[:limit]
-        m = r.model_copy(update=update)
-        deterministic = float(getattr(m, "temperature", 0.0)) == 0.0
-        seeds = spec.seeds[:1] if deterministic else list(spec.seeds)
-        out.append((Measurement(f"readout:{name}", r.kind, m, data), seeds))
+        m = r.bound(limit, resolve)
+        out.append((Measurement(f"readout:{name}", m.kind, m, data_of(m)), m.seeds_to_run(list(spec.seeds))))
     return out
 
 
 def _measurement_key(m: Measurement) -> dict:
+    """The measurement part of a cell key (data folders excluded: their content is in `data`)."""
     body = m.spec.model_dump(mode="json", exclude={"data_dir"})
     return {"id": m.id.split(":")[0], **body, "kind": m.kind, "data": m.data}
 
 
 # ------------------------------------------------------------------------------------------- compile
-
-
-def applies_to(spec, condition: str) -> bool:
-    """Whether a measurement runs under a condition (a readout's `conditions:` names or patterns)."""
-    wanted = getattr(spec, "conditions", None)
-    return wanted is None or any(fnmatch.fnmatchcase(condition, w) for w in wanted)
 
 
 def _conditions_for(ls: LoadedStudy, model: str, entry: ModelEntry) -> dict[str, list]:
@@ -383,31 +377,16 @@ def _conditions_for(ls: LoadedStudy, model: str, entry: ModelEntry) -> dict[str,
         raise CompileError(ls.problem(("conditions",), f"{e} (model {model!r}: {entry.spec.id})")) from None
 
 
-def bind_vectors(ls: LoadedStudy) -> dict:
-    """The study's vector specs with every `path` absolute (the executor never resolves paths): a `trained`
-    spec without `output` gets its training run's default folder, bound here, so a Ray worker whose working
-    directory differs reads the run the driver planned with."""
-    out = {}
-    for name, v in ls.spec.vectors.items():
-        update = {
-            f: str(ls.resolve_path(getattr(v, f)).resolve())
-            for f in PATH_FIELDS
-            if f in type(v).model_fields and isinstance(getattr(v, f), str)
-        }
-        if v.kind == "trained" and v.output is None:
-            from mechsteer.spec.training import load_train_spec
-
-            update["output"] = str(load_train_spec(update["train"], v.profile).output_dir())
-        out[name] = v.model_copy(update=update) if update else v
-    return out
+def bind_vectors(ls: LoadedStudy) -> dict[str, VectorSourceBase]:
+    """The study's vector specs, each bound by its kind (`VectorSourceBase.bind`): every path absolute (the
+    executor never resolves paths, and a Ray worker whose working directory differs reads what the driver
+    planned with) and a `trained` set's training run located, so execution never reads a training file."""
+    resolve = lambda p: ls.resolve_path(p).resolve()  # noqa: E731
+    return {name: v.bind(resolve) for name, v in ls.spec.vectors.items()}
 
 
-PATH_FIELDS = ("path", "train", "output")
-"""Fields of vector specs that hold paths (relative to the study file until the compiler binds them)."""
-
-
-def _vector_closure(vectors: dict, names) -> set[str]:
-    """The vector sets `names` and those they are built from (`norm_like`, `of`)."""
+def _vector_closure(vectors: dict[str, VectorSourceBase], names) -> set[str]:
+    """The vector sets `names` and those they are built from (`depends_on`)."""
     out: set[str] = set()
     todo = list(names)
     while todo:
@@ -415,7 +394,7 @@ def _vector_closure(vectors: dict, names) -> set[str]:
         if n in out or n not in vectors:
             continue
         out.add(n)
-        todo += [d for d in (getattr(vectors[n], f, None) for f in ("norm_like", "of")) if isinstance(d, str)]
+        todo += list(vectors[n].depends_on().values())
     return out
 
 
@@ -437,6 +416,10 @@ def cell_code(interventions, measurement: Measurement, vector_specs: list, backe
 
 
 def compile_study(ls: LoadedStudy, *, limit: int | None = None, output_root: str | Path = "outputs") -> Plan:
+    """Compile a validated study into a Plan (see the module docstring): models identified by content,
+    vectors bound, sweeps expanded per model, every cell's interventions bound and its key, hash and code
+    fingerprint computed. `limit` caps every measurement's problems (its plan gets its own folder,
+    `<output_root>/<study>[-<profile>]/limit-<N>/`). Reads no weights and imports no torch."""
     spec = ls.spec
     resolve = lambda p: ls.resolve_path(p).resolve()  # noqa: E731
     models = {
@@ -458,24 +441,25 @@ def compile_study(ls: LoadedStudy, *, limit: int | None = None, output_root: str
         order.update(dict.fromkeys(conditions))
         baseline = baseline or next((c for c, ivs in conditions.items() if not ivs), None)
         for cond, bound in bound_all.items():
-            ivs = [_content_fingerprint(iv) for iv in bound]
+            ivs = [file_content_key(iv) for iv in bound]
             vec_names = sorted({ref for iv in bound for ref in iv.vector_refs()})
             vfp = {n: vector_fingerprint(vectors, n) for n in vec_names}
             wants_vllm = (entry.spec.backend or spec.backend or "hf") == "vllm"
             expressible, why = vllm_expressible(bound) if wants_vllm else (False, None)
             for meas, seeds in measurements:
-                if not applies_to(meas.spec, cond):
+                if not meas.spec.applies_to(cond):
                     continue
                 mkey = _measurement_key(meas)
-                on_vllm = wants_vllm and meas.kind == "eval" and expressible
-                note = None if on_vllm or not wants_vllm else (why if meas.kind == "eval" else "readouts run on HF")
-                ref_name = getattr(meas.spec, "reference", None)
-                ref = bound_all.get(ref_name) if isinstance(ref_name, str) else None
+                hf_only = meas.spec.vllm_unsupported()
+                on_vllm = wants_vllm and hf_only is None and expressible
+                note = None if on_vllm or not wants_vllm else (hf_only or why)
+                ref_name = meas.spec.reference_condition()
+                ref = bound_all.get(ref_name) if ref_name is not None else None
                 for seed in seeds:
                     key = {"model": mfp, "interventions": ivs, "vectors": vfp, "measurement": mkey, "seed": seed}
                     if ref is not None:  # the compared condition's content, not only its name
                         key["reference"] = {
-                            "interventions": [_content_fingerprint(iv) for iv in ref],
+                            "interventions": [file_content_key(iv) for iv in ref],
                             "vectors": {n: vector_fingerprint(vectors, n) for iv in ref for n in iv.vector_refs()},
                         }
                     if on_vllm:
@@ -502,25 +486,23 @@ def compile_study(ls: LoadedStudy, *, limit: int | None = None, output_root: str
     output_dir = Path(output_root).resolve() / name  # absolute: Ray workers elsewhere write cells here
     if limit is not None:  # never the full run's folder: its plan.json and report stay the full run's
         output_dir = output_dir / f"limit-{limit}"
-    evaluation = (
-        spec.evaluation.model_dump(mode="json") | {"seeds": spec.evaluation.resolved_seeds()}
-        if spec.evaluation
-        else None
-    )
+    sweeps = {
+        c: body.model_dump(mode="json")["sweep"] for c, body in spec.conditions.items() if isinstance(body, SweepSpec)
+    }
     return Plan(
         study=spec.name,
         profile=ls.profile,
         output_dir=output_dir,
         models=models,
         vectors=vectors,
-        conditions=list(order),
+        conditions=tuple(order),
         baseline=baseline,
-        cells=cells,
+        cells=tuple(cells),
         description=spec.description,
-        evaluation=evaluation,
+        evaluation=spec.evaluation,
+        sweeps=sweeps,
         spec_file=str(Path(ls.file).resolve()),
         spec_hash=ls.spec_hash(),
-        resolved_spec=spec.model_dump(mode="json"),
-        notes=notes,
+        notes=tuple(notes),
         limit=limit,
     )

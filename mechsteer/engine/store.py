@@ -23,7 +23,9 @@ from mechsteer.atomic import TRASH_MARK, atomic_dir, recover_dir
 from mechsteer.engine.claims import Claim
 
 REQUIRED = ("cell.json", "metrics.json")
+"""The files whose presence (and parsing) makes a cell complete."""
 TMP = ".tmp-"
+"""Prefix of the temporary folders a cell is assembled in."""
 CELL_NAME = re.compile(r"^(?:[0-9a-f]{64}|[0-9a-f]{12})$")
 """A cell hash (or its first 12 characters, as temporary folders were once named): the only owner names
 `clean_temp` accepts from the names of leftover folders."""
@@ -46,10 +48,13 @@ def _trash_owner(name: str) -> str | None:
 
 
 class CellStore:
+    """The cells of one output folder (`<output>/cells`), each in a folder named by its hash."""
+
     def __init__(self, root: Path):
         self.root = Path(root)
 
     def dir(self, h: str) -> Path:
+        """The folder of cell `h`."""
         return self.root / h
 
     def is_done(self, h: str) -> bool:
@@ -78,6 +83,8 @@ class CellStore:
     def write(
         self, h: str, record: dict, metrics: dict, samples: Iterable[dict], files: dict[str, bytes] | None = None
     ) -> Path:
+        """Record cell `h` atomically (record, metrics, samples and extra files appear together or not at all);
+        the caller holds the cell's claim."""
         target = self.dir(h)
         with atomic_dir(target, prefix=f"{TMP}{h}-") as tmp:
             with open(tmp / "samples.jsonl", "w", encoding="utf-8") as f:
@@ -92,12 +99,15 @@ class CellStore:
         return target
 
     def read_metrics(self, h: str) -> dict:
+        """Cell `h`'s metrics.json."""
         return json.loads((self.dir(h) / "metrics.json").read_text())
 
     def read_record(self, h: str) -> dict:
+        """Cell `h`'s cell.json (provenance, key, code fingerprint, timings)."""
         return json.loads((self.dir(h) / "cell.json").read_text())
 
     def read_samples(self, h: str) -> list[dict]:
+        """Cell `h`'s per-sample records (samples.jsonl; empty when it wrote none)."""
         p = self.dir(h) / "samples.jsonl"
         if not p.is_file():
             return []

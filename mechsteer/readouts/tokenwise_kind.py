@@ -41,6 +41,7 @@ KIND = "tokenwise"
 
 @torch.no_grad()
 def run(task: MeasurementTask) -> MeasurementResult:
+    """The tokenwise readout of one cell: alpha_t, ||m_t|| and cos(m_t, B^) per layer and position."""
     spec, lm = task.spec, task.lm
     cond = list(task.interventions)
     if not any(getattr(iv, "kind", None) == "lora1" for iv in cond):
@@ -89,6 +90,7 @@ def run(task: MeasurementTask) -> MeasurementResult:
 
 
 def report_section(results, out_dir: Path) -> list[str]:
+    """The report's tokenwise section: per-layer and per-segment tables and alpha heat-maps."""
     ls = gather(results, KIND, "layers.csv")
     if ls.empty:
         return []
@@ -138,8 +140,5 @@ def report_section(results, out_dir: Path) -> list[str]:
 
 
 def _spec_samples(results, cell: dict) -> int:
-    try:
-        rec = results.store.read_record(cell["hash"])
-        return int(rec["resolved_spec"]["readouts"][cell["measurement"].split(":", 1)[1]].get("heatmap_samples", 2))
-    except (OSError, KeyError, ValueError):
-        return 2
+    """`heatmap_samples` of the readout as the cell ran it (`Results.measurement_spec`)."""
+    return int(results.measurement_spec(cell).get("heatmap_samples", 2))

@@ -29,6 +29,7 @@ KIND = "vector_stats"
 
 
 def run(task: MeasurementTask) -> MeasurementResult:
+    """The vector_stats readout of one cell: norms, cosines, singular values of each analysed set."""
     sets = analysed_sets(task)
     metrics: dict[str, float] = {}
     files: dict[str, bytes] = {}
@@ -55,6 +56,7 @@ def run(task: MeasurementTask) -> MeasurementResult:
 
 
 def report_section(results, out_dir: Path) -> list[str]:
+    """The report's vector_stats section: summaries, norms and the alignment of sets of one shape."""
     summary = gather(results, KIND, "summary.csv")
     if summary.empty:
         return []
@@ -127,10 +129,5 @@ def report_section(results, out_dir: Path) -> list[str]:
 
 
 def _spec_field(results, cell: dict, field: str, default):
-    """A field of the readout's spec as the cell's record resolved it."""
-    try:
-        readouts = results.store.read_record(cell["hash"])["resolved_spec"]["readouts"]
-        spec = readouts[cell["measurement"].split(":", 1)[1]]
-    except (OSError, KeyError, ValueError):
-        return default
-    return spec.get(field, default)
+    """A field of the readout's spec as the cell ran it (`Results.measurement_spec`)."""
+    return results.measurement_spec(cell).get(field, default)

@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import copy
 import difflib
-import hashlib
-import json
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,60 +19,29 @@ from pydantic import ValidationError
 
 from mechsteer.errors import Problem, ProblemList, SpecError
 from mechsteer.spec.bounds import DEFAULT_MAX_CELLS
-from mechsteer.spec.paths import resolve_path
+from mechsteer.spec.document import (
+    LoadedSpecFile,
+    LoadedStudy,
+    canonical_json,
+    doc_path,
+    format_path,
+    locate,
+)
 from mechsteer.spec.study import NAME_MAX_LENGTH, NAME_PATTERN, StudySpec
 
-
-@dataclass
-class LoadedSpecFile:
-    """A validated spec file (study or training file) plus what is needed to report problems at their
-    line and column and to resolve paths relative to the file."""
-
-    spec: Any
-    file: Path
-    profile: str | None
-    positions: dict[tuple, tuple[int, int]] = field(repr=False, default_factory=dict)
-
-    @property
-    def base_dir(self) -> Path:
-        return self.file.parent
-
-    def resolve_path(self, p: str) -> Path:
-        """A path from the spec, relative to the study file."""
-        return resolve_path(p, self.base_dir)
-
-    def locate(self, path: tuple) -> tuple[int | None, int | None]:
-        return _locate(self.positions, path, self.profile)
-
-    def problem(self, path: tuple, message: str, hint: str | None = None) -> Problem:
-        line, col = self.locate(path)
-        return Problem(message, file=self.display_name, field=format_path(path), line=line, col=col, hint=hint)
-
-    @property
-    def display_name(self) -> str:
-        """How problems name this file (`<in-memory study>` for a study built with `load_study_dict`)."""
-        return self.file.name if self.file.name.startswith("<") else str(self.file)
-
-
-@dataclass
-class LoadedStudy(LoadedSpecFile):
-    """A validated study file."""
-
-    spec: StudySpec
-
-    def spec_hash(self) -> str:
-        return hashlib.sha256(canonical_json(self.spec.model_dump(mode="json")).encode()).hexdigest()
-
-
-def canonical_json(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def format_path(path: tuple) -> str:
-    out = ""
-    for p in path:
-        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
-    return out
+__all__ = [
+    "LoadedSpecFile",
+    "LoadedStudy",
+    "apply_profile",
+    "canonical_json",
+    "deep_merge",
+    "doc_path",
+    "format_path",
+    "load_study",
+    "load_study_dict",
+    "read_spec_file",
+    "validate_document",
+]
 
 
 # ---------------------------------------------------------------- YAML with positions
@@ -190,21 +156,6 @@ def parse_yaml(text: str, file: str) -> tuple[Any, dict]:
         ) from None
 
 
-def _locate(positions: dict, path: tuple, profile: str | None) -> tuple[int | None, int | None]:
-    """Position of `path`, or of its longest existing ancestor. With a profile, a value that came from the
-    profile's overrides is located there (ties go to the profile, whose value won the merge)."""
-    best: tuple[int, tuple[int | None, int | None]] = (-1, (None, None))
-    prefixes = [(), ("profiles", profile)] if profile else [()]
-    for prefix in reversed(prefixes):  # profile first, so it wins ties
-        for n in range(len(path), -1, -1):
-            key = prefix + tuple(path[:n])
-            if key in positions and (n > 0 or not prefix):
-                if n > best[0]:
-                    best = (n, positions[key])
-                break
-    return best[1]
-
-
 # ---------------------------------------------------------------- profiles
 
 
@@ -277,37 +228,6 @@ def apply_profile(
 # ---------------------------------------------------------------- validation
 
 
-def doc_path(loc: tuple, raw: Any) -> tuple:
-    """Map a pydantic error loc onto a path in the document, dropping union-member tags pydantic inserts."""
-    out: list = []
-    cur = raw
-    for part in loc:
-        if isinstance(cur, dict):
-            if part in cur:
-                out.append(part)
-                cur = cur[part]
-                continue
-            if isinstance(part, str) and (
-                cur.get("kind") == part
-                or part[:1].isupper()
-                or "[" in part
-                or part.startswith(("function-", "literal", "int", "str", "list"))
-            ):
-                continue  # a union-member tag, not a key
-            out.append(part)  # a missing/extra key: report at that key
-            cur = None
-        elif isinstance(cur, list) and isinstance(part, int) and 0 <= part < len(cur):
-            out.append(part)
-            cur = cur[part]
-        elif cur is None:
-            out.append(part)
-        else:
-            if isinstance(part, str) and (part[:1].isupper() or "[" in part or part.startswith(("literal", "int"))):
-                continue
-            out.append(part)
-    return tuple(out)
-
-
 _HINTS = {
     "extra_forbidden": "remove this key or fix its spelling; `mechsteer schema` writes the list of allowed fields",
     "missing": "add this required field",
@@ -338,7 +258,7 @@ def _validation_problems(err: ValidationError, raw: Any, file: str, positions: d
             close = difflib.get_close_matches(bad, options, n=1)
             if close:
                 hint = f"did you mean {close[0]!r}?"
-        line, col = _locate(positions, path, profile)
+        line, col = locate(positions, path, profile)
         fld = format_path(path) + (f" (profile {profile})" if profile else "")
         problems.append(Problem(msg, file=file, field=fld, line=line, col=col, hint=hint))
     return problems

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mechsteer.spec.checks import BUNDLED_VECTOR_DIR, bundled_vector_names
+from mechsteer.spec.kinds.vectors import BUNDLED_VECTOR_DIR, bundled_vector_names
 from mechsteer.vectors.vector_set import load_vector_set
 
 EXPECTED = {"all_layers": list(range(30)), "last": [29], "penultimate": [28]}

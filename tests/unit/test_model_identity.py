@@ -122,7 +122,7 @@ def test_a_hub_model_is_keyed_by_the_commit_it_loads(tmp_path, hf_cache):
     study = _study(tmp_path, "Qwen/Qwen2.5-Math-7B")
     _ref(hf_cache, "models--Qwen--Qwen2.5-Math-7B", SHA_A)
     plan = load_study(study).plan(output_dir=tmp_path / "out")
-    assert plan.cells[0].key["model"]["content"] == {"commit": SHA_A} and plan.notes == []
+    assert plan.cells[0].key["model"]["content"] == {"commit": SHA_A} and plan.notes == ()
     assert plan.models["m"].load_spec().revision == SHA_A  # the executor loads exactly the keyed commit
     a = _hashes(study)
     _ref(hf_cache, "models--Qwen--Qwen2.5-Math-7B", SHA_B)  # a new upstream commit

@@ -13,8 +13,15 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from mechsteer.spec.kinds import intervention_kind
-from mechsteer.spec.kinds.interventions import InterventionBase, PositionSelector
-from mechsteer.spec.layers import LayerSelection
+from mechsteer.spec.kinds.interventions import (
+    InterventionBase,
+    PositionSelector,
+    check_positions_replayable,
+    first_of,
+    rows_or_all,
+)
+from mechsteer.spec.kinds.vectors import training_file_problems
+from mechsteer.spec.layers import LayerSelection, resolve_layers
 from mechsteer.spec.models import ModelShape
 
 Place = Literal["input_layernorm", "self_attn", "post_attention_layernorm", "pre_feedforward_layernorm", "mlp"]
@@ -61,6 +68,14 @@ class AddAtPlaceSpec(InterventionBase):
     def layer_refs(self):
         return [] if self.layer == "all" else [("layer", self.layer)]
 
+    def first_block(self, n_layers, vectors=None):
+        """The smallest steered block (`all`: the vector set's first row); not replayable with positions."""
+        check_positions_replayable(self.kind, self.positions)
+        return first_of(rows_or_all(self.vector, self.layer, n_layers, vectors))
+
+    def vllm_unsupported(self):
+        return "add_at_place adds at one place inside a block, not on the residual stream at all positions"
+
 
 @intervention_kind("lora1", impl="mechsteer.interventions.lora1:attach_lora1")
 class Lora1Spec(InterventionBase):
@@ -99,10 +114,27 @@ class Lora1Spec(InterventionBase):
         return out.model_copy(update={"train": train, "path": str(Path(run).absolute() / "lora1.safetensors")})
 
     def train_command(self) -> str:
+        """The command that writes the adapter of a `train:` lora1."""
         return f"mechsteer train {self.train}" + (f" --profile {self.profile}" if self.profile else "")
+
+    def vector_refs(self) -> list[str]:
+        return []
 
     def layer_refs(self):
         return [] if self.layer == "all" else [("layer", self.layer)]
+
+    def first_block(self, n_layers, vectors=None):
+        """The smallest adapted block (`all`: block 0, since the file's rows are not known here)."""
+        return 0 if self.layer == "all" else first_of(resolve_layers(self.layer, n_layers))
+
+    def vllm_unsupported(self):
+        return "lora1 is an input-dependent rank-1 update, not a constant bias"
+
+    def file_problems(self, resolve_path):
+        """With `train`, the training file must exist and validate (its output may come later); else `path`."""
+        if self.train is None:
+            return super().file_problems(resolve_path)
+        return [(("train",), msg, hint) for msg, hint in training_file_problems(resolve_path(self.train), self.profile)]
 
     def shape_problems(self, shape: ModelShape) -> list[tuple[tuple, str]]:
         out = super().shape_problems(shape)
