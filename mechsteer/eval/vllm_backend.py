@@ -27,8 +27,8 @@ from __future__ import annotations
 import copy
 import gc
 
-from mechsteer import machine
 from mechsteer.backends.bias_checkpoint import compile_bias_checkpoint, condition_bias, vllm_expressible
+from mechsteer.backends.vllm_engine import engine_options, import_vllm, shutdown_engine, vllm_version
 from mechsteer.errors import MechsteerError
 from mechsteer.eval.runner import eval_result, evaluate_task, prepare_eval
 from mechsteer.measurement import MeasurementResult, MeasurementTask
@@ -62,11 +62,12 @@ def vllm_task_config(config: dict, stop_ids: list[int]) -> dict:
 
 
 def release_engine() -> None:
-    """Free the kept vLLM engine and its GPU memory."""
+    """Stop the kept vLLM engine (its engine-core process too) and free its memory."""
     entry = _ENGINE.pop("lm", None)
     _ENGINE.pop("key", None)
     if entry is None:
         return
+    shutdown_engine(getattr(entry, "model", None))
     del entry
     gc.collect()
     try:
@@ -76,15 +77,6 @@ def release_engine() -> None:
             torch.cuda.empty_cache()
     except ImportError:  # pragma: no cover
         pass
-
-
-def _gpu_memory_fraction(cap: float = 0.9) -> float:
-    """The share of GPU memory vLLM may take: at most `cap`, and less when another user (the HF copy of the
-    model loaded by the engine) already holds some."""
-    import torch
-
-    free, total = torch.cuda.mem_get_info()
-    return max(0.1, min(cap, free / total - 0.05))
 
 
 def vllm_engine(
@@ -97,16 +89,21 @@ def vllm_engine(
     tensor_parallel_size: int = 1,
     gpu_memory_utilization: float | None = None,
 ):
-    """lm-eval's VLLM model on `checkpoint` (kept for the next call with the same key)."""
-    problem = machine.vllm_problem()
-    if problem is not None:
-        raise MechsteerError(problem, hint=machine.VLLM_HINT)
+    """lm-eval's VLLM model on `checkpoint` (kept for the next call with the same key), with the platform's
+    engine settings (backends.vllm_engine.engine_options: eager mode and an explicit KV-cache size on CPU,
+    the free share of GPU memory on a GPU)."""
+    import_vllm()
     key = (checkpoint, dtype, seed, max_length, str(batch_size), tensor_parallel_size)
     if _ENGINE.get("key") == key:
         return _ENGINE["lm"]
     release_engine()
     from lm_eval.models.vllm_causallms import VLLM
 
+    opts = engine_options(
+        checkpoint, dtype=dtype, seed=seed, max_model_len=max_length, gpu_memory_utilization=gpu_memory_utilization
+    )
+    for k in ("model", "dtype", "seed", "max_model_len"):  # lm-eval's own arguments below
+        opts.pop(k)
     lm = VLLM(
         pretrained=checkpoint,
         dtype=dtype,
@@ -114,7 +111,7 @@ def vllm_engine(
         max_model_len=max_length,
         batch_size=batch_size,
         tensor_parallel_size=tensor_parallel_size,
-        gpu_memory_utilization=gpu_memory_utilization or _gpu_memory_fraction(),
+        **opts,
     )
     _ENGINE.update(key=key, lm=lm)
     return lm
@@ -134,8 +131,6 @@ def run_eval_vllm(task: MeasurementTask, interventions: list) -> MeasurementResu
     (all-position `add` only; the engine keeps every other condition on HF); the vectors come from the
     cell's steering context. The task, problems and result handling are runner.run_eval's; only the engine
     differs."""
-    from importlib.metadata import version
-
     from mechsteer.generation import lm_stop_token_ids, stop_info
 
     lm = task.lm
@@ -150,7 +145,7 @@ def run_eval_vllm(task: MeasurementTask, interventions: list) -> MeasurementResu
     task.progress(len(setup.rows) * setup.settings.samples, None)
     info = {
         "backend": "vllm",
-        "vllm_version": version("vllm"),
+        "vllm_version": vllm_version(),
         "compiled_checkpoint": checkpoint,
         "generation_kwargs": config["generation_kwargs"],
         **stop_info(lm.tokenizer, stops),
