@@ -84,4 +84,4 @@ if [ -n "$unmet" ]; then
 fi
 # The end-to-end check: vLLM imports, an engine starts on the embedded model and its greedy tokens equal
 # transformers' (about a minute on 2 CPU cores, most of it engine start-up).
-python -m mechsteer.backends.vllm_check
+VLLM_LOGGING_LEVEL=${VLLM_LOGGING_LEVEL:-WARNING} HF_HUB_OFFLINE=1 python -m mechsteer.backends.vllm_check

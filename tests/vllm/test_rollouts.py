@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import torch
-from vllm_shared import float32_tolerance, hf_block_hooks, require_vllm
+from vllm_shared import engine, float32_tolerance, hf_block_hooks, hf_greedy, require_vllm, shared  # noqa: F401 - engine, shared: session fixtures
 
 from mechsteer.hooks import HookScope
 from mechsteer.train.rloo import rloo_loss_backward, sequence_logprobs
@@ -68,6 +68,23 @@ def test_greedy_rollouts_after_a_sync_equal_hf_and_give_the_same_loss_and_gradie
     loss_h, grad_h = _loss_and_grad(lm, ro_hf, adv, vectors)
     assert loss_v == loss_h and torch.equal(grad_v, grad_h) and grad_h.norm() > 0
     assert ro_hf.finished.any() and not ro_hf.finished.all()  # both ways of ending a row were compared
+
+
+def test_a_sync_invalidates_prompt_kv_cached_under_the_old_biases(shared, engine):
+    """vLLM caches the KV of full prompt blocks (128 tokens on CPU) by token ids: the same long prompt after a
+    sync must be recomputed under the new biases, not served from the cache."""
+    lm = shared.lm
+    preamble = " ".join(f"Fact {i}: {i} plus {i} is {2 * i}." for i in range(40))
+    ids = lm.tokenizer(preamble, add_special_tokens=False)["input_ids"][:300] + shared.prompts[0]
+    assert len(ids) > 2 * 128
+    old, new = shared.vectors, _trained_like(shared, seed=5, scale=0.6)
+    for bias in (old, new):
+        engine.sync(bias)
+        got = engine.generate(
+            [ids], group_size=1, max_new_tokens=[16], temperature=0.0, stop_ids=shared.stop_ids, seed=0
+        ).token_ids
+    assert got == hf_greedy(lm, [ids], new, shared.stop_ids, new_tokens=16)
+    assert got != hf_greedy(lm, [ids], old, shared.stop_ids, new_tokens=16)  # the two policies differ here
 
 
 def test_sampled_rollouts_come_from_the_synced_policy(shared, engine):

