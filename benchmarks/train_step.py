@@ -350,7 +350,7 @@ def _run_trainer(lm, args, rollouts: str, out_dir: Path) -> dict:
         if tr.rollout_engine is not None:
             tr.rollout_engine.close()
     steps = [r for r in res.records if r["type"] == "step"]
-    keys = ("t_sample", "t_reward", "t_update", "t_step", "n_tokens", "t_sync", "t_generate")
+    keys = ("t_sample", "t_reward", "t_update", "t_step", "n_tokens", "t_sync", "t_generate", "backward_skipped")
     return {
         "rollouts": rollouts,
         "steps": [{k: s[k] for k in keys if k in s} for s in steps],
@@ -390,34 +390,57 @@ def compare_rollouts(args) -> None:
         versions += f", GPU {torch.cuda.get_device_name(0)}"
     write_section(
         args.stem,
-        _rollouts_section(runs, args, lm, facts, versions, total, command_line()),
-        {"args": vars(args), "machine": facts, "versions": versions, "runs": runs, "seconds": total},
+        _rollouts_section(
+            runs, args, f"{str(lm.dtype).removeprefix('torch.')}, {lm.device}", facts, versions, total, command_line()
+        ),
+        {
+            "args": vars(args),
+            "command": command_line(),
+            "model": f"{str(lm.dtype).removeprefix('torch.')}, {lm.device}",
+            "machine": facts,
+            "versions": versions,
+            "runs": runs,
+            "seconds": total,
+        },
     )
 
 
-def _rollouts_section(runs, args, lm, facts, versions, total, command) -> list[str]:
+def _backward_ran(step: dict) -> bool:
+    """Whether a step's loss backward ran (False when every advantage was 0). Runs recorded before the flag
+    was kept: a skipped backward leaves an update of well under a second, a real one takes seconds here."""
+    if "backward_skipped" in step:
+        return not step["backward_skipped"]
+    return step["t_update"] > 1.0
+
+
+def _rollouts_section(runs, args, model: str, facts, versions, total, command) -> list[str]:
     from _sections import facts_lines
 
     hf, vl = runs
-    steady = slice(1, None) if args.steps > 1 else slice(0, None)
 
-    def med(run, key, sl=steady):
-        vals = [s[key] for s in run["steps"][sl] if s.get(key) is not None]
+    def med(run, key, only_backward=False):
+        vals = [s[key] for s in run["steps"] if s.get(key) is not None and (_backward_ran(s) or not only_backward)]
         return statistics.median(vals) if vals else float("nan")
 
     start = vl["engine_start_s"]
+    roll = {id(r): med(r, "t_sample") for r in runs}
+    upd = {id(r): med(r, "t_update", only_backward=True) for r in runs}
+    grade = {id(r): med(r, "t_reward") for r in runs}
     rows = [
-        ("whole step (median of steps 2..)", med(hf, "t_step"), med(vl, "t_step")),
-        ("rollouts (vLLM: sync + generate)", med(hf, "t_sample"), med(vl, "t_sample")),
+        (
+            "RLOO step with a backward (rollouts + grading + update)",
+            *(roll[id(r)] + grade[id(r)] + upd[id(r)] for r in runs),
+        ),
+        ("rollouts (vLLM: sync + generate)", roll[id(hf)], roll[id(vl)]),
         ("  of which prefill (probe: 1 new token)", hf["prefill_probe_s"], vl["prefill_probe_s"]),
         (
             "  of which decode (the rest)",
-            med(hf, "t_sample") - hf["prefill_probe_s"],
+            roll[id(hf)] - hf["prefill_probe_s"],
             med(vl, "t_generate") - vl["prefill_probe_s"],
         ),
         ("  of which bias sync into the engine", float("nan"), med(vl, "t_sync")),
-        ("grading", med(hf, "t_reward"), med(vl, "t_reward")),
-        ("update: HF loss forward + backward + AdamW", med(hf, "t_update"), med(vl, "t_update")),
+        ("grading", grade[id(hf)], grade[id(vl)]),
+        ("update: HF loss forward + backward + AdamW (steps whose backward ran)", upd[id(hf)], upd[id(vl)]),
     ]
 
     def fmt(x):
@@ -427,10 +450,12 @@ def _rollouts_section(runs, args, lm, facts, versions, total, command) -> list[s
         "# One RLOO step with vLLM rollouts vs HF rollouts (benchmarks/train_step.py --rollouts)",
         "",
         f"Command: `{command}` ({total:.0f} s in all). {versions}. The embedded model "
-        f"({str(lm.dtype).removeprefix('torch.')}, {lm.device}), all-layer vectors, {args.prompts} prompts x "
+        f"({model}), all-layer vectors, {args.prompts} prompts x "
         f"{args.group} samples at T=1, at most {args.max_new_tokens} new tokens, {args.steps} steps per engine "
         f"through `mechsteer.train.Trainer` (same spec and seed; only `rollouts:` differs), {args.threads} "
-        "thread(s) for HF and for vLLM's worker on CPU. Medians over the steps after the first.",
+        "thread(s) for HF and for vLLM's worker on CPU. Medians over the steps; the update only over steps whose "
+        "backward ran (a step whose advantages are all 0 skips it), and the whole step is composed from the medians "
+        "so that both sides include a backward.",
         "",
         "| | HF rollouts | vLLM rollouts | vLLM / HF |",
         "|---|---|---|---|",
@@ -438,16 +463,20 @@ def _rollouts_section(runs, args, lm, facts, versions, total, command) -> list[s
     for name, a, b in rows:
         ratio = "" if (a != a or b != b or a <= 0) else f"{b / a:.2f}"
         lines.append(
-            f"| {name} | {fmt(a)} | {fmt(b)} | {('**' + ratio + '**') if name.startswith('whole') else ratio} |"
+            f"| {name} | {fmt(a)} | {fmt(b)} | {('**' + ratio + '**') if name.startswith('RLOO') else ratio} |"
         )
-    tok_h = statistics.median(s["n_tokens"] for s in hf["steps"][steady])
-    tok_v = statistics.median(s["n_tokens"] for s in vl["steps"][steady])
+    tok_h = statistics.median(s["n_tokens"] for s in hf["steps"])
+    tok_v = statistics.median(s["n_tokens"] for s in vl["steps"])
+    ran = {r["rollouts"]: [_backward_ran(s) for s in r["steps"]] for r in runs}
     lines += [
         "",
-        f"vLLM engine start-up, once per run (before step 1): {fmt(start)}. Generated tokens per "
-        f"step (median): HF {tok_h:.0f}, vLLM {tok_v:.0f} (different samples: the two engines draw from the same "
-        "distribution with different random streams, so lengths and rewards differ too). All step times (s): HF "
-        f"{[round(s['t_step'], 2) for s in hf['steps']]}, vLLM {[round(s['t_step'], 2) for s in vl['steps']]}.",
+        f"vLLM engine start-up, once per run (before step 1): {fmt(start)}. Generated tokens per step (median): HF "
+        f"{tok_h:.0f}, vLLM {tok_v:.0f} (different samples: the two engines draw from the same distribution with "
+        "different random streams, so lengths, rewards and which steps have a learning signal differ too). All step "
+        f"times (s): HF {[round(s['t_step'], 2) for s in hf['steps']]}, vLLM {[round(s['t_step'], 2) for s in vl['steps']]}; "
+        f"backward ran: HF {ran['hf']}, vLLM {ran['vllm']}. The update is the same transformers code on both sides; "
+        "its time differs only through the load of this shared machine (and, with vLLM, the engine's processes "
+        "sharing the two cores).",
         "",
         *facts_lines(facts),
         "",
@@ -468,10 +497,27 @@ def main() -> None:
     ap.add_argument("--device", default="auto", help="--rollouts: the HF model's device (auto | cpu | cuda)")
     ap.add_argument("--dtype", default="auto", help="--rollouts: model dtype")
     ap.add_argument("--stem", default="train_step_rollouts", help="--rollouts: results file stem")
+    ap.add_argument("--section-from", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--child", choices=["vectors", "full"], help=argparse.SUPPRESS)
     ap.add_argument("--batch", help=argparse.SUPPRESS)
     ap.add_argument("--result", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.section_from:  # rebuild a --rollouts section from its recorded JSON (no new measurement)
+        sys.path.insert(0, str(HERE))
+        from _sections import write_section
+
+        d = json.loads(args.section_from.read_text())
+        a = argparse.Namespace(**d["args"])
+        cmd = d.get("command") or (
+            f"python benchmarks/train_step.py --rollouts --prompts {a.prompts} --group {a.group} "
+            f"--max-new-tokens {a.max_new_tokens} --steps {a.steps}"
+        )
+        write_section(
+            a.stem,
+            _rollouts_section(d["runs"], a, d.get("model", a.dtype), d["machine"], d["versions"], d["seconds"], cmd),
+            d,
+        )
+        return
     if args.rollouts:
         compare_rollouts(args)
         return
