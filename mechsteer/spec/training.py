@@ -325,6 +325,7 @@ class TrainProfileSpec(StrictModel):
     setup: Any = None
     rloo: dict[str, Any] | None = None
     reward: str | None = None
+    rollouts: str | None = None
     data: dict[str, Any] | None = None
     eval: dict[str, Any] | None = None
     checkpoint_every: int | None = None
@@ -349,6 +350,11 @@ class TrainSpec(StrictModel):
     """Optimisation hyper-parameters."""
     reward: Reward = "boxed"
     """How a completion is scored (+1 correct, `rloo.negative_reward` otherwise)."""
+    rollouts: Literal["hf", "vllm"] = "hf"
+    """Which engine samples the rollouts: `hf` (transformers with the vectors' hooks) or `vllm` (one vLLM
+    engine per run on the model compiled with down_proj biases, the vectors synced into it in place after
+    every optimizer step; vector setups only; needs vLLM: `bash scripts/setup_vllm.sh` on CPU,
+    `pip install 'mechsteer[vllm]'` on a GPU). The loss is computed by transformers either way."""
     data: DataSpec  # type: ignore[valid-type]
     """Training prompts."""
     checkpoint_every: int | None = Field(default=None, gt=0)
@@ -470,6 +476,16 @@ def check_train_spec(ls: LoadedTrainSpec) -> list[Problem]:
                 ("data", "path"),
                 f"data file not found: {ls.resolve_path(spec.data.path)}",
                 hint="paths are relative to the training file",
+            )
+        )
+    if spec.rollouts == "vllm" and (spec.setup == "full" or isinstance(spec.setup, (AtPlaceSetup, Lora1Setup))):
+        kind = spec.setup if isinstance(spec.setup, str) else next(iter(spec.setup.model_dump()))
+        out.append(
+            ls.problem(
+                ("rollouts",),
+                f"rollouts: vllm syncs steering vectors into the engine as down_proj biases; setup {kind!r} "
+                "changes more than a bias",
+                hint="use rollouts: hf, or a vector setup (all_layers, single_layer, layers)",
             )
         )
     if spec.rloo.max_new_tokens is None and spec.model.max_length is None:
