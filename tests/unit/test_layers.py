@@ -1,7 +1,7 @@
 """The package's layer order (README, "Design"): each module imports only from its own layer or the layers
 below it (every import, module-level or inside a function), and module-level imports form no cycle. Static
 analysis of the source, so it is fast and names the offending line; `tests/slow/test_import_isolation.py`
-also imports every module in a fresh interpreter."""
+also imports every module first, in its own process."""
 
 from __future__ import annotations
 
