@@ -8,7 +8,7 @@ import copy
 import pytest
 import torch
 from conftest import make_tiny_model
-from tolerance import assert_close, logits_tolerance
+from tolerance import assert_close, assert_greedy_is_robust, logits_tolerance
 
 from mechsteer.interventions import steering
 from mechsteer.models.adapters import adapter_for
@@ -109,8 +109,10 @@ def test_cached_and_uncached_generation_agree(arch, positions):
         s1, sc1 = _gen(m, ids, mask, ctx, True)
         s2, sc2 = _gen(m, ids, mask, ctx, False)
     assert (sc1 - base_scores).abs().max() > 1e-3, "steering must change generation"
+    tol = logits_tolerance(m, sc1, sc2)
+    assert_greedy_is_robust(sc1, tol)
     assert torch.equal(s1, s2)
-    assert_close(sc1, sc2, logits_tolerance(m, sc1, sc2))
+    assert_close(sc1, sc2, tol)
 
 
 def _hand_steered_logits(m, seq, mask, positions_to_add: torch.Tensor, vs, layers):
@@ -182,6 +184,7 @@ def test_batch_of_8_equals_batch_of_1(arch):
             ids[i, width - len(p) :] = p
             mask[i, width - len(p) :] = 1
         seqs, scores = _gen(m, ids, mask, ctx, True)
+    assert_greedy_is_robust(scores, logits_tolerance(m, scores))
     for i, (s, sc) in enumerate(singles):
         assert torch.equal(seqs[i, width:], s[0, s.shape[1] - 6 :]), f"row {i} differs"
         assert_close(scores[i], sc[0], logits_tolerance(m, scores[i], sc[0]), f"row {i}")

@@ -9,7 +9,7 @@ import torch
 from conftest import make_tiny_model
 from pydantic import TypeAdapter
 from safetensors.torch import save_file
-from tolerance import assert_close, logits_tolerance
+from tolerance import assert_close, assert_greedy_is_robust, logits_tolerance
 
 from mechsteer.interventions import steering
 from mechsteer.models.adapters import adapter_for
@@ -106,6 +106,7 @@ def test_cached_equals_uncached_for_every_kind(arch, lora_path):
         assert not torch.allclose(cached, base, atol=1e-3), f"{name}: no effect on generation"
         tol = logits_tolerance(model, cached, uncached)
         assert_close(cached, uncached, tol, name)
+        assert_greedy_is_robust(cached, tol)
         assert torch.equal(seq_c, seq_u), name
         first, second = _generate_twice(model, specs, vectors, ids, mask)
         assert torch.equal(first, cached), f"{name} (1st call)"  # the same computation: bit for bit
