@@ -18,6 +18,7 @@ import torch
 from conftest import make_tiny_model
 from safetensors.torch import save_file
 from tiny_tokenizer import VOCAB_SIZE, make_tiny_tokenizer
+from tolerance import tolerance
 
 from mechsteer.errors import NotReplayable
 from mechsteer.spec.base import StrictModel
@@ -239,4 +240,4 @@ def test_vector_kind_builds_a_fitting_set(kind, tmp_path):
     if kind == "zeros":
         assert not vs.vectors.any()
     if kind == "random":
-        assert all(abs(n - 2.0) < 1e-5 for n in vs.norms().values())
+        assert all(abs(n - 2.0) <= tolerance(torch.float32, 2.0, D) for n in vs.norms().values())  # float32 rescale
