@@ -229,6 +229,20 @@ class Results:
         """A cell's per-sample records (samples.jsonl) as a DataFrame."""
         return pd.DataFrame(self.store.read_samples(self.find(cell, **where)["hash"]))
 
+    # ------------------------------------------------------------------ readout files
+    def recorded_cells(self, kind: str) -> list[dict]:
+        """One plan row per recorded cell of a measurement kind (conditions sharing the cell joined by '/')."""
+        from mechsteer.report.records import recorded_cells
+
+        return recorded_cells(self, kind)
+
+    def gather(self, kind: str, name: str) -> pd.DataFrame:
+        """The CSV `<kind>/<name>` every recorded cell of `kind` keeps, concatenated, with model, condition,
+        measurement, seed and cell columns in front (empty when none): what readouts' report sections read."""
+        from mechsteer.report.records import gather
+
+        return gather(self, kind, name)
+
     def __repr__(self) -> str:
         return (
             f"Results({self.study!r}, profile={self.profile!r}, {len(self.recorded())}/"

@@ -175,7 +175,7 @@ def test_a_dollar_in_a_label_is_drawn_not_parsed_as_tex(tmp_path):
 def test_file_stems_from_long_names_fit_a_file_system(tmp_path):
     """Plot and CSV names join model, condition and measurement names: a long join ends in a hash instead of
     exceeding the 255-byte limit of a file name (and two long names that share a start stay distinct)."""
-    from mechsteer.readouts.teacher_forced import slug
+    from mechsteer.cell_tables import slug
     from mechsteer.report.sweeps import _safe
 
     a, b = "m" * 100, "c" * 100
