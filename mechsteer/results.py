@@ -61,6 +61,16 @@ class PlanSummary(_Loose):
     cells: list[_CellRow]
 
 
+def _values_pattern(values) -> str:
+    """A regex for the values a sweep variable takes (numbers for named ranges and steps, else the listed
+    values), so a template matches only its own expansions."""
+    import re
+
+    if isinstance(values, list) and values:
+        return "|".join(re.escape(str(v)) for v in values)
+    return r"-?\d+" if isinstance(values, (str, dict)) else ".+?"
+
+
 def check_summary(data, file: str | Path) -> dict:
     """A plan.json's content checked against `PlanSummary` (a MechsteerError naming each bad field), as a
     plain dict; a folder someone else wrote (downloaded, edited) is read only when it has that shape."""
@@ -228,6 +238,77 @@ class Results:
     def samples(self, cell: str | None = None, **where) -> pd.DataFrame:
         """A cell's per-sample records (samples.jsonl) as a DataFrame."""
         return pd.DataFrame(self.store.read_samples(self.find(cell, **where)["hash"]))
+
+    # ------------------------------------------------------------------ effects
+    @cached_property
+    def _study_spec(self) -> dict:
+        """The resolved study spec recorded in the first recorded cell (read, not trusted; {} without one)."""
+        for c in self.recorded():
+            spec = self.store.read_record(c["hash"]).get("resolved_spec")
+            return spec if isinstance(spec, dict) else {}
+        return {}
+
+    def controls(self) -> dict[str, str]:
+        """Condition -> the control condition the report compares it with (its `control:`, a sweep's control
+        template filled per expansion, else `evaluation.control`), for the recorded conditions whose control
+        is itself a condition of this run."""
+        from mechsteer.comparison.matching import template_regex
+        from mechsteer.spec.sweeps import fill
+
+        spec = self._study_spec
+        declared = spec.get("conditions") if isinstance(spec.get("conditions"), dict) else {}
+        evaluation = self.evaluation or {}
+        default = evaluation.get("control") if isinstance(evaluation.get("control"), str) else None
+        sweeps = self.sweeps()
+        names = set(self.conditions)
+        out: dict[str, str] = {}
+        for cond in self.conditions:
+            body = declared.get(cond)
+            control = body.get("control") if isinstance(body, dict) and cond not in sweeps else None
+            if body is None:  # an expansion: its sweep's control template, filled with its values
+                for template, sweep in sweeps.items():
+                    m = template_regex(template, {v: _values_pattern(r) for v, r in sweep.items()}).match(cond)
+                    ctl = declared[template].get("control")
+                    if m and isinstance(ctl, str) and template_problem(ctl) is None:
+                        control = fill(ctl, m.groupdict())
+                        break
+            control = control if isinstance(control, str) else default
+            if control and control != cond and control in names:
+                out[cond] = control
+        return out
+
+    def headline(self) -> str:
+        """The accuracy metric the effects, the first figures and the terminal summary show: the study's
+        `report.headline`, else `acc_boxed` (the paper's metric) under the paper protocol, else `acc_lenient`."""
+        report = self._study_spec.get("report")
+        chosen = report.get("headline") if isinstance(report, dict) else None
+        if chosen in ("acc_lenient", "acc_boxed"):
+            return chosen
+        return "acc_boxed" if (self.evaluation or {}).get("protocol") == "paper" else "acc_lenient"
+
+    def effects(self, metric: str | None = None, *, seed: int = 0, n_boot: int = 10_000) -> pd.DataFrame:
+        """Each condition against the baseline and its control, per measurement with per-problem records: rate
+        with a Wilson (or bootstrap) 95% CI, differences with paired bootstrap 95% CIs and exact McNemar p
+        (`mechsteer.comparison.effects`). `metric`: acc_lenient or acc_boxed (default: `headline()`)."""
+        from mechsteer.comparison.effects import compute_effects
+
+        key = (metric, seed, n_boot)
+        cache = self.__dict__.setdefault("_effects", {})
+        if key not in cache:
+            cache[key] = compute_effects(self, metric=metric, seed=seed, n_boot=n_boot)
+        return cache[key].copy()
+
+    def plot(self, metric: str | None = None, *, model: str | None = None):
+        """The report's headline figure as a matplotlib Figure: per measurement, each condition's rate with its
+        95% CI, the baseline as a line and band, controls marked (`mechsteer.report.effects`). `model`: which
+        model (default: the first); None when nothing has per-problem records."""
+        from mechsteer.report.effects import effects_figure
+
+        eff = self.effects(metric)
+        if eff.empty:
+            return None
+        model = model if model is not None else eff.model.iloc[0]
+        return effects_figure(eff[eff.model == model], title=f"{self.study}: {model}")
 
     # ------------------------------------------------------------------ readout files
     def recorded_cells(self, kind: str) -> list[dict]:

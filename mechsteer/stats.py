@@ -81,14 +81,15 @@ def wilson_ci(k: int, n: int, *, level: float = LEVEL) -> tuple[float, float]:
 
 
 def rate(
-    x: np.ndarray, *, n_boot: int = N_BOOT, seed: int = 0, level: float = LEVEL
+    x: np.ndarray, *, binary: bool | None = None, n_boot: int = N_BOOT, seed: int = 0, level: float = LEVEL
 ) -> tuple[float, float, float, str]:
     """(mean, low, high, method) of per-problem scores: the Wilson interval when every score is one 0/1
-    outcome, else the percentile bootstrap of the mean (averaged scores: avg@k, several seeds)."""
+    outcome, else the percentile bootstrap of the mean (averaged scores: avg@k, several seeds). `binary`:
+    whether each score is one graded outcome (default: read from the values)."""
     x = np.asarray(x, dtype=float)
     if x.size == 0:
         return math.nan, math.nan, math.nan, "-"
-    if is_binary(x):
+    if is_binary(x) and binary is not False:
         lo, hi = wilson_ci(int(x.sum()), x.size, level=level)
         return float(x.mean()), lo, hi, "wilson"
     lo, hi = bootstrap_ci(x, n_boot=n_boot, seed=seed, level=level)
