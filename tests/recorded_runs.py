@@ -53,9 +53,11 @@ def write_run(
     baseline: str | None = "base",
     evaluation: dict | None = None,
     profile: str | None = None,
+    spec_extra: dict | None = None,
 ) -> Path:
     """`cells`: dicts with model, condition, measurement (`eval:mini`, `readout:gen`), kind, seed, metrics,
-    samples. Returns the output folder."""
+    samples. `spec_extra`: more fields of the resolved spec the cells record (e.g. `report`). Returns the
+    output folder."""
     store = CellStore(root / "cells")
     rows, conditions, models = [], [], []
     for c in cells:
@@ -82,7 +84,7 @@ def write_run(
             "measurement": c["measurement"],
             "seed": c["seed"],
             "model_provenance": {"name": c["model"], "n_layers": (n_layers or {}).get(c["model"], 4)},
-            "resolved_spec": {"name": study, "conditions": conditions_spec or {}},
+            "resolved_spec": {"name": study, "conditions": conditions_spec or {}, **(spec_extra or {})},
         }
         store.write(h, record, c["metrics"], c.get("samples", []), c.get("files"))
     summary = {
@@ -179,3 +181,36 @@ def paper_shapes_run(root, reference="all_layers", token_html: str | None = None
         }
     ev = {"tasks": ["mini"], "protocol": "paper", "seeds": [0, 1], "reference": reference}
     return write_run(root, study="paper_shapes", cells=cells, conditions_spec=PAPER_SHAPES_SPEC, evaluation=ev)
+
+
+def record_plan(plan, outcomes: dict[tuple[str, str], list[int]], finished: str = "2026-01-02T03:04:05+00:00") -> Path:
+    """Write every cell of a compiled `plan` as `mechsteer run` would have, without loading a model: fresh
+    records (the plan's code fingerprint, resolved spec and timing), per-problem samples for evaluation and
+    `generate` cells from `outcomes[(condition, measurement name)]` (0/1 per problem; conditions missing there
+    get all zeros), empty records for other readouts, and plan.json. Returns the output folder."""
+    store = CellStore(plan.cells_dir)
+    for cell in plan.unique_cells():
+        meas = cell.measurement.id.split(":", 1)[1]
+        correct = next((outcomes[(c, meas)] for c in plan.conditions_of(cell.hash) if (c, meas) in outcomes), [0] * 8)
+        if cell.measurement.kind == "eval":
+            built = eval_cell(cell.model, cell.condition, correct, task=meas)
+        elif cell.measurement.kind == "generate":
+            built = generate_cell(cell.model, cell.condition, correct, name=meas)
+        else:
+            built = {"metrics": {"n": 8.0, "p(To)": 0.5, "entropy": 1.0}, "samples": []}
+        record = {
+            "hash": cell.hash,
+            "study": plan.study,
+            "profile": plan.profile,
+            "model": cell.model,
+            "conditions": plan.conditions_of(cell.hash),
+            "measurement": cell.measurement.id,
+            "seed": cell.seed,
+            "code": cell.code,
+            "resolved_spec": plan.resolved_spec,
+            "model_provenance": {"name": cell.model, "n_layers": 30},
+            "timing": {"started": finished, "finished": finished, "seconds": 1.0},
+        }
+        store.write(cell.hash, record, built["metrics"], built["samples"])
+    plan.write_summary()
+    return plan.output_dir

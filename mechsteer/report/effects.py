@@ -45,17 +45,22 @@ def rate_text(row) -> str:
 
 
 def delta_text(delta: float, low: float, high: float) -> str:
-    """`+46.9 [+32.8, +60.9]` in percentage points, `-` when there is no comparison."""
+    """`+46.9 [32.8, 60.9]` in percentage points, `-` when there is no comparison."""
     if pd.isna(delta):
         return "-"
-    return f"{delta * 100:+.1f} [{low * 100:+.1f}, {high * 100:+.1f}]"
+    return f"{delta * 100:+.1f} [{low * 100:.1f}, {high * 100:.1f}]"
 
 
-def p_text(p: float, delta: float = 0.0) -> str:
-    """McNemar's p (3 significant digits), `n/a` where the scores are averages, `-` without a comparison."""
+def p_text(p: float, delta: float = 0.0, *, short: bool = False) -> str:
+    """McNemar's p (3 decimals; `short`: below 0.001 as `<0.001`, else 2 significant digits), `n/a` where the
+    scores are averages, `-` without a comparison."""
     if pd.isna(delta):
         return "-"
-    return "n/a" if pd.isna(p) else f"{p:.2g}" if p < 0.001 else f"{p:.3f}"
+    if pd.isna(p):
+        return "n/a"
+    if p < 0.001:
+        return "<0.001" if short else f"{p:.2g}"
+    return f"{p:.3f}"
 
 
 def _bold(text: str, on: bool) -> str:
@@ -63,11 +68,12 @@ def _bold(text: str, on: bool) -> str:
 
 
 def effects_table(eff: pd.DataFrame) -> pd.DataFrame:
-    """The effects of one model and metric as shown: rates in %, differences in points (bold: p < 0.05)."""
+    """The effects of one model, measurement and metric as shown: rates in %, differences in points (bold:
+    p < 0.05); a `control` column only where the conditions have different controls (one shared control is
+    named above the table)."""
     metric = eff.metric.iloc[0]
-    has_control = eff.control.notna().any()
+    controls = set(eff.control.dropna())
     cols = {
-        "measurement": eff.measurement,
         "model": eff.model,
         "condition": eff.condition,
         "role": eff.role.replace("", "-"),
@@ -78,10 +84,11 @@ def effects_table(eff: pd.DataFrame) -> pd.DataFrame:
         ],
         "p": [p_text(r.p_baseline, r.vs_baseline) for r in eff.itertuples()],
     }
-    if has_control:
+    if controls:
+        if len(controls) > 1:
+            cols["control"] = eff.control.fillna("-")
         cols["vs control, pp [95% CI]"] = [
             _bold(delta_text(r.vs_control, r.vs_control_low, r.vs_control_high), _sig(r, "control"))
-            + (f" vs {r.control}" if isinstance(r.control, str) else "")
             for r in eff.itertuples()
         ]
         cols["p (control)"] = [p_text(r.p_control, r.vs_control) for r in eff.itertuples()]
@@ -192,7 +199,11 @@ def effects_section(results, out_dir: Path) -> list[str]:
         n_cond = part.condition.nunique()
         more = f" (the first {MAX_CONDITIONS} of {n_cond} conditions)" if n_cond > MAX_CONDITIONS else ""
         lines += [f"![{model}: {metric} per condition{more}]({stem}.png)", ""]
-        tables += [f"### {model}: {metric}", "", markdown_table(effects_table(part), index=False), ""]
+        tables += [f"### {model}: {metric}", ""]
+        for meas, rows in part.groupby("measurement", sort=False):  # one table per measurement, under its name
+            shared = set(rows.control.dropna())
+            note = [f"Control: `{shared.pop()}`.", ""] if len(shared) == 1 else []
+            tables += [f"#### {meas}", "", *note, markdown_table(effects_table(rows), index=False), ""]
     return lines + tables + ["File: `effects.csv` (every number above, with the cells).", ""]
 
 
