@@ -5,8 +5,10 @@ building blocks a researcher uses directly. Every CLI command is a few lines ove
     plan = study.plan(limit=16)        # cells, hashes, cache state; no model loaded
     results = study.run(limit=16)      # the same cells and cache as `mechsteer run`
     results.table(); results.wide(); results.delta(); results.samples(condition="steered", measurement="t1")
+    results.effects(); results.plot()          # each condition vs baseline and control, with CIs; the figure
     ms.load_results("outputs/quickstart")     # a finished run, without its study file
-    ms.diff(results_a, results_b)              # metric differences, as a DataFrame
+    ms.diff(results_a, results_b)              # paired statistics of two runs (a DiffResult)
+    ms.list_outputs("outputs")                 # the run folders: cells recorded / stale / damaged
 
 Errors are raised as `mechsteer.errors.MechsteerError` subclasses carrying the same located problems the CLI
 prints (`file:line:col: field: message (hint)`); nothing here prints or exits.
@@ -210,6 +212,15 @@ def load_results(path: str | Path) -> Results:
     return Results.load(path)
 
 
+def list_outputs(root: str | Path = "outputs") -> pd.DataFrame:
+    """The run folders under `root` (`mechsteer ls`): study, profile, limit, models, cells, how many are
+    recorded, stale (other code than now; None when the study file cannot be compiled again) and damaged, the
+    last run and the report's path (`mechsteer.report.folders`)."""
+    from mechsteer.report.folders import list_outputs as _list
+
+    return _list(root)
+
+
 def diff(a: Results | str | Path, b: Results | str | Path, **options):
     """Compare two runs of the same study, B - A: conditions matched by name (layer sweeps by relative depth),
     paired statistics on shared problems (exact McNemar, paired bootstrap 95% CI), readout metrics side by
@@ -303,6 +314,7 @@ __all__ = [
     "load_study",
     "load_results",
     "diff",
+    "list_outputs",
     "load_model",
     "steering",
     "Results",

@@ -13,6 +13,7 @@ Tables are views of the cell records, never the only copy:
 from __future__ import annotations
 
 import json
+from typing import Any
 from functools import cached_property
 from pathlib import Path
 
@@ -65,7 +66,21 @@ class PlanSummary(_Loose):
     evaluation: _Evaluation | None = None
     sweeps: dict[str, dict[str, str | list | dict]] | None = None
     """Sweep name template -> {variable: range} (format /2; absent in /1)."""
+    controls: dict[str, str] | None = None
+    """Condition -> its control condition (absent in plans written before controls)."""
+    report: dict[str, Any] | None = None
+    """The study's `report:` settings (absent in plans written before them)."""
     cells: list[_CellRow]
+
+
+def _values_pattern(values) -> str:
+    """A regex for the values a sweep variable takes (numbers for named ranges and steps, else the listed
+    values), so a template matches only its own expansions."""
+    import re
+
+    if isinstance(values, list) and values:
+        return "|".join(re.escape(str(v)) for v in values)
+    return r"-?\d+" if isinstance(values, (str, dict)) else ".+?"
 
 
 def check_summary(data, file: str | Path) -> dict:
@@ -269,6 +284,68 @@ class Results:
     def samples(self, cell: str | None = None, **where) -> pd.DataFrame:
         """A cell's per-sample records (samples.jsonl) as a DataFrame."""
         return pd.DataFrame(self.store.read_samples(self.find(cell, **where)["hash"]))
+
+    # ------------------------------------------------------------------ effects
+    def controls(self) -> dict[str, str]:
+        """Condition -> the control condition the report compares it with (its `control:`, a sweep's control
+        template filled per expansion, else `evaluation.control`; compiled into plan.json), for the conditions
+        whose control is itself a condition of this run. A plan written before controls were compiled gives
+        only `evaluation.control`."""
+        names = set(self.conditions)
+        recorded = self.summary.get("controls")
+        if isinstance(recorded, dict):
+            pairs = recorded.items()
+        else:
+            default = (self.evaluation or {}).get("control")
+            pairs = [(c, default) for c in self.conditions] if isinstance(default, str) else []
+        return {c: ctl for c, ctl in pairs if c in names and ctl in names and ctl != c}
+
+    def headline(self) -> str:
+        """The accuracy metric the effects, the first figures and the terminal summary show: the study's
+        `report.headline`, else `acc_boxed` (the paper's metric) under the paper protocol, else `acc_lenient`."""
+        report = self.summary.get("report")
+        chosen = report.get("headline") if isinstance(report, dict) else None
+        if chosen in ("acc_lenient", "acc_boxed"):
+            return chosen
+        return "acc_boxed" if (self.evaluation or {}).get("protocol") == "paper" else "acc_lenient"
+
+    def effects(self, metric: str | None = None, *, seed: int = 0, n_boot: int = 10_000) -> pd.DataFrame:
+        """Each condition against the baseline and its control, per measurement with per-problem records: rate
+        with a Wilson (or bootstrap) 95% CI, differences with paired bootstrap 95% CIs and exact McNemar p
+        (`mechsteer.comparison.effects`). `metric`: acc_lenient or acc_boxed (default: `headline()`)."""
+        from mechsteer.comparison.effects import compute_effects
+
+        key = (metric, seed, n_boot)
+        cache = self.__dict__.setdefault("_effects", {})
+        if key not in cache:
+            cache[key] = compute_effects(self, metric=metric, seed=seed, n_boot=n_boot)
+        return cache[key].copy()
+
+    def plot(self, metric: str | None = None, *, model: str | None = None):
+        """The report's headline figure as a matplotlib Figure: per measurement, each condition's rate with its
+        95% CI, the baseline as a line and band, controls marked (`mechsteer.report.effects`). `model`: which
+        model (default: the first); None when nothing has per-problem records."""
+        from mechsteer.report.effects import effects_figure
+
+        eff = self.effects(metric)
+        if eff.empty:
+            return None
+        model = model if model is not None else eff.model.iloc[0]
+        return effects_figure(eff[eff.model == model], title=f"{self.study}: {model}")
+
+    # ------------------------------------------------------------------ readout files
+    def recorded_cells(self, kind: str) -> list[dict]:
+        """One plan row per recorded cell of a measurement kind (conditions sharing the cell joined by '/')."""
+        from mechsteer.report.records import recorded_cells
+
+        return recorded_cells(self, kind)
+
+    def gather(self, kind: str, name: str) -> pd.DataFrame:
+        """The CSV `<kind>/<name>` every recorded cell of `kind` keeps, concatenated, with model, condition,
+        measurement, seed and cell columns in front (empty when none): what readouts' report sections read."""
+        from mechsteer.report.records import gather
+
+        return gather(self, kind, name)
 
     def __repr__(self) -> str:
         return (

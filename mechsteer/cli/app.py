@@ -7,6 +7,7 @@ transformers, lm-eval) happen inside the commands that run models.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -50,7 +51,20 @@ MaxCellsOpt = Annotated[
     ),
 ]
 
+FormatOpt = Annotated[
+    str,
+    typer.Option(
+        "--format",
+        help="text: a summary table sized to the terminal and the report's paths; json: the same facts for scripts.",
+    ),
+]
+
 SCHEMA_DIR = Path("schemas")
+
+
+def _check_format(fmt: str) -> None:
+    if fmt not in ("text", "json"):
+        raise typer.BadParameter(f"--format {fmt!r}: use text or json")
 
 
 @app.command()
@@ -163,10 +177,10 @@ def plan(
             console.print(escape(f"  {cond} stays on HF: {note}"))
 
 
-def _print_notes(p) -> None:
+def _print_notes(p, out=console) -> None:
     """What the cell keys could not pin down (`Plan.notes`), one line each, plain text."""
     for note in p.notes:
-        console.print(f"note: {note}", markup=False, soft_wrap=True)
+        out.print(f"note: {note}", markup=False, soft_wrap=True)
 
 
 _STATUS_TEXT = {
@@ -208,36 +222,67 @@ def run(
         Optional[str], typer.Option("--address", help="Ray cluster address (default: a local Ray instance).")
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    fmt: FormatOpt = "text",
 ) -> None:
-    """Run every cell of a study that is not cached yet, then write its tables."""
+    """Run every cell of a study that is not cached yet, write its report, and print a summary of the effects
+    (`--format json`: the same as JSON on stdout; progress and notes then go to stderr or are left out)."""
     import time
 
     from mechsteer.api import load_study, plan_status, run_plan
+    from mechsteer.cli.output import err_console
 
+    _check_format(fmt)
+    out = console if fmt == "text" else err_console
     t0 = time.perf_counter()
     p = load_study(study, profile, data_dir=data_dir, max_cells=max_cells).plan(limit, output_dir)
     status = plan_status(p).drop_duplicates("hash")
     todo = len(status) if force else int((status.state != "fresh").sum())
     if reuse_stale and not force:
         todo -= int((status.state == "stale").sum())
-    console.print(
+    out.print(
         f"[bold]{escape(p.study)}[/]"
         + escape(
             (f" (profile {p.profile})" if p.profile else "") + f": {len(status)} cells, {todo} to run -> {p.output_dir}"
         )
     )
-    _print_notes(p)
+    _print_notes(p, out)
     results = run_plan(
-        p, force=force, reuse_stale=reuse_stale, threads=threads, progress=not quiet, executor=executor, address=address
+        p,
+        force=force,
+        reuse_stale=reuse_stale,
+        threads=threads,
+        progress=not quiet and fmt == "text",
+        executor=executor,
+        address=address,
     )
     ran = results.run_summary
-    console.print(
+    seconds = time.perf_counter() - t0
+    line = (
         f"ran {len(ran.executed)} cells, {len(ran.cached)} cached"
         + (f" ({len(ran.reused_stale)} stale reused)" if ran.reused_stale else "")
-        + f", in {time.perf_counter() - t0:.0f} s"
+        + f", in {seconds:.0f} s"
     )
-    typer.echo((results.output_dir / "report" / "table.md").read_text())  # plain echo: tables must not wrap
-    console.print(escape(f"report: {results.output_dir / 'report' / 'report.md'}"))
+    _summary(
+        results,
+        fmt,
+        ran=line,
+        facts={
+            "executed": len(ran.executed),
+            "cached": len(ran.cached),
+            "reused_stale": len(ran.reused_stale),
+            "seconds": round(seconds, 1),
+        },
+    )
+
+
+def _summary(results, fmt: str, *, ran: str | None = None, facts: dict | None = None) -> None:
+    """The end of `run` and `report`: the summary table and the report's paths, or the JSON document."""
+    from mechsteer.cli.summary import print_summary, summary_json
+
+    if fmt == "json":
+        typer.echo(summary_json(results, facts))
+    else:
+        print_summary(results, console, ran=ran)
 
 
 @app.command()
@@ -249,20 +294,22 @@ def report(
     output_dir: OutputOpt = Path("outputs"),
     data_dir: DataDirOpt = None,
     max_cells: MaxCellsOpt = DEFAULT_MAX_CELLS,
+    fmt: FormatOpt = "text",
 ) -> None:
-    """Rebuild a study's tables from its recorded cells (no model is loaded)."""
+    """Rebuild a study's report from its recorded cells (no model is loaded) and print a summary of the
+    effects and the report's paths (`--format json`: as JSON)."""
     from mechsteer.api import load_results, load_study
     from mechsteer.report import write_report
     from mechsteer.results import Results
 
+    _check_format(fmt)
     if target.is_dir():
         results = load_results(target)
     else:
         study = load_study(target, profile, data_dir=data_dir, max_cells=max_cells)
         results = Results.from_plan(study.plan(limit, output_dir))
-    path = write_report(results)
-    typer.echo((path.parent / "table.md").read_text())
-    console.print(escape(f"report: {path}"))
+    write_report(results)
+    _summary(results, fmt)
 
 
 @app.command("diff")
@@ -297,6 +344,31 @@ def diff_command(
     if out is not None:
         for path in d.write(out):
             console.print(escape(f"wrote {path}"))
+
+
+@app.command("ls")
+@handle_errors
+def ls_command(
+    root: Annotated[Path, typer.Argument(help="Folder to look in (default: outputs).")] = Path("outputs"),
+    fmt: FormatOpt = "text",
+) -> None:
+    """List the output folders under ROOT: study, profile, models, cells recorded / stale / damaged, the last
+    run and the report's path (limited runs, `limit-N/`, marked with their limit)."""
+    from mechsteer.api import list_outputs
+    from mechsteer.cli.summary import ls_table
+
+    _check_format(fmt)
+    df = list_outputs(root)
+    if fmt == "json":
+        typer.echo(df.to_json(orient="records", indent=1))
+        return
+    if df.empty:
+        console.print(escape(f"no output folders under {root}"))
+        return
+    t = ls_table(df, root, console.size.width)
+    console.print(t)
+    for r in df[df.note != ""].itertuples():
+        console.print(escape(f"{os.path.relpath(r.folder, root)}: {r.note}"), soft_wrap=True)
 
 
 def _register_optional_commands() -> None:

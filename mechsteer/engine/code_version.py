@@ -33,7 +33,7 @@ from pathlib import Path
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
-EXCLUDED = ("report", "results.py", "comparison.py", "api.py", "cli", "progress.py", "__init__.py")
+EXCLUDED = ("report", "results.py", "comparison", "api.py", "cli", "progress.py", "__init__.py")
 """Paths (relative to the package) that never change a computed result: readers of recorded cells, what
 `diff` computes, and the user interface. `__init__.py` is the top-level lazy front door only (sub-package
 `__init__` files are code)."""

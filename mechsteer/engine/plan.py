@@ -52,7 +52,7 @@ from mechsteer.spec.kinds.vectors import VectorSourceBase
 from mechsteer.spec.loader import LoadedStudy, canonical_json
 from mechsteer.spec.models import ModelShape, ModelSpec, known_shape
 from mechsteer.spec.paths import file_content_key
-from mechsteer.spec.study import expanded_conditions
+from mechsteer.spec.study import condition_controls, expanded_conditions
 from mechsteer.spec.sweeps import SweepSpec
 
 BACKENDS = {"vllm": "mechsteer.eval.vllm_backend"}
@@ -203,6 +203,11 @@ class Plan:
     """sha256 of the validated, profile-merged study (recorded in every cell)."""
     notes: tuple[str, ...] = ()
     """What the cell keys could not pin down (a hub commit not resolved), for `plan` and `run` to show."""
+    controls: dict[str, str] = field(default_factory=dict)
+    """Condition -> the condition the report compares it with besides the baseline (its `control:`, a sweep's
+    control template filled per expansion, else `evaluation.control`), for controls that are conditions."""
+    report: dict[str, Any] | None = None
+    """The study's `report:` settings (headline metric)."""
     limit: int | None = None
     """The `--limit` the plan was compiled with (its cells then live in their own folder)."""
     run_id: str = field(default_factory=lambda: secrets.token_hex(8))
@@ -248,6 +253,8 @@ class Plan:
             "baseline": self.baseline,
             "evaluation": ev.model_dump(mode="json") | {"seeds": ev.resolved_seeds()} if ev is not None else None,
             "sweeps": self.sweeps,
+            "controls": self.controls,
+            "report": self.report,
             "spec_file": self.spec_file,
             "spec_hash": self.spec_hash,
             "limit": self.limit,
@@ -434,9 +441,11 @@ def compile_study(ls: LoadedStudy, *, limit: int | None = None, output_root: str
     cells: list[Cell] = []
     order: dict[str, None] = {}
     baseline = None
+    controls: dict[str, str] = {}
     for mname, entry in models.items():
         mfp = model_fingerprint(entry)
         conditions = _conditions_for(ls, mname, entry)
+        controls.update((c, ctl) for c, ctl in condition_controls(spec, entry.shape).items() if ctl in conditions)
         bound_all = {c: tuple(iv.bind(entry.spec, entry.shape, resolve) for iv in ivs) for c, ivs in conditions.items()}
         order.update(dict.fromkeys(conditions))
         baseline = baseline or next((c for c, ivs in conditions.items() if not ivs), None)
@@ -501,6 +510,8 @@ def compile_study(ls: LoadedStudy, *, limit: int | None = None, output_root: str
         description=spec.description,
         evaluation=spec.evaluation,
         sweeps=sweeps,
+        controls=controls,
+        report=spec.report.model_dump(mode="json") if spec.report is not None else None,
         spec_file=str(Path(ls.file).resolve()),
         spec_hash=ls.spec_hash(),
         notes=tuple(notes),

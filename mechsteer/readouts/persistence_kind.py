@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 
 from mechsteer.atomic import atomic_write_text
+from mechsteer.cell_tables import csv_bytes, md, slug
 from mechsteer.errors import MechsteerError
 from mechsteer.measurement import MeasurementResult, MeasurementTask
 from mechsteer.readouts.persistence import METRICS, PersistenceAccumulator, matrix
@@ -20,15 +21,11 @@ from mechsteer.readouts.teacher_forced import (
     added_vector,
     chunks,
     counted_mask,
-    csv_bytes,
-    gather,
-    md,
     pad_id,
     rows_of,
     sample_sequences,
     shifts,
     single_layer,
-    slug,
 )
 from mechsteer.spec.layers import resolve_layers_or_raise
 
@@ -81,7 +78,7 @@ def run(task: MeasurementTask) -> MeasurementResult:
 
 
 def report_section(results, out_dir: Path) -> list[str]:
-    t = gather(results, KIND, "table.csv")
+    t = results.gather(KIND, "table.csv")
     if t.empty:
         return []
     atomic_write_text(out_dir / "persistence.csv", t.to_csv(index=False))

@@ -113,11 +113,12 @@ def line_plot(
     bands: Mapping[str, tuple[float, float] | float] | None = None,
     ylabel: str | None = None,
     err: str | None = None,
+    ci: tuple[str, str] | None = None,
 ) -> Path:
     """y against x (e.g. accuracy or a metric per layer), one line per `hue` value. `bands`: label ->
     (low, high) shaded horizontal band, or a single value drawn as a horizontal line (baselines such as the
     unsteered model or a random control). `err`: a column of +- half-widths (e.g. the std over seeds) shaded
-    around each line."""
+    around each line. `ci`: the columns of an interval's lower and upper ends, drawn as error bars."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     groups = df.groupby(hue) if hue else [(y, df)]
@@ -127,6 +128,9 @@ def line_plot(
         if err is not None:
             e = g[err].fillna(0.0)
             ax.fill_between(g[x], g[y] - e, g[y] + e, alpha=0.2, color=line.get_color(), lw=0)
+        if ci is not None:
+            lo, hi = (g[y] - g[ci[0]]).clip(lower=0).fillna(0.0), (g[ci[1]] - g[y]).clip(lower=0).fillna(0.0)
+            ax.errorbar(g[x], g[y], yerr=[lo, hi], fmt="none", ecolor=line.get_color(), capsize=2, lw=0.8)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (label, band) in enumerate((bands or {}).items()):
         col = colours[(i + 3) % len(colours)]

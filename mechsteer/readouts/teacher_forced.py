@@ -2,8 +2,8 @@
 sequences sampled under a condition (cached per (model, source condition, sampling settings, seed, and the
 fingerprint of the code that samples them) in the output folder's `work/sequences/`, so every readout and
 cell that compares on them reuses them, while a change of that code or `--force` samples them again), right-padded
-chunks of them, residual-stream shifts dF of a condition (replayed from the first block it touches), tables
-recorded as cell files, and the report side's reading of them back.
+chunks of them, and residual-stream shifts dF of a condition (replayed from the first block it touches). The
+tables readouts record as cell files are `mechsteer.cell_tables`.
 
 Layer 5: imports the interventions, replay and generation; never the engine.
 """
@@ -11,14 +11,12 @@ Layer 5: imports the interventions, replay and generation; never the engine.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-import pandas as pd
 import torch
 
 from mechsteer.atomic import atomic_path
@@ -29,7 +27,6 @@ from mechsteer.interventions import steering
 from mechsteer.models.adapters import decoder_output_tensor
 from mechsteer.readouts.prompts import load_problems
 from mechsteer.replay import NotReplayable, earliest_block, record, replay
-from mechsteer.safe_text import cap_stem, markdown_table
 
 # ------------------------------------------------------------------------------------------ model facts
 
@@ -291,66 +288,3 @@ def _full_final_resid(lm, ctx, ids, mask, prompt_lengths) -> torch.Tensor:
         ctx.begin(torch.as_tensor(prompt_lengths))
         lm.model(input_ids=ids, attention_mask=mask, use_cache=False)
     return seen["h"]
-
-
-# ------------------------------------------------------------------------------------------ records
-
-
-def csv_bytes(df: pd.DataFrame, index: bool = False) -> bytes:
-    return df.to_csv(index=index).encode()
-
-
-TEXT_COLUMNS = {"token", "boosted", "suppressed", "ref_top", "other_top", "segment", "vectors", "condition"}
-"""Columns that hold token or label text: never parsed as numbers or NaN (a token may be "nan", "1" or "")."""
-
-
-def read_csv(path: Path, **kw) -> pd.DataFrame:
-    """A recorded table back, with token text kept verbatim and empty numeric cells as NaN."""
-    df = pd.read_csv(io.StringIO(path.read_text()), keep_default_na=False, **kw)
-    for c in df.columns:
-        if c in TEXT_COLUMNS or not (pd.api.types.is_object_dtype(df[c]) or pd.api.types.is_string_dtype(df[c])):
-            continue
-        filled = df[c] != ""
-        num = pd.to_numeric(df[c].where(filled), errors="coerce")
-        if bool((num.notna() == filled).all()):
-            df[c] = num
-    return df
-
-
-def recorded_cells(results, kind: str) -> list[dict]:
-    """One row per recorded cell of `kind` (conditions sharing the cell joined by '/')."""
-    by_hash: dict[str, dict] = {}
-    for c in results.recorded():
-        if c["kind"] != kind:
-            continue
-        row = by_hash.setdefault(c["hash"], dict(c))
-        if c["condition"] not in row["condition"].split("/"):
-            row["condition"] += "/" + c["condition"]
-    return list(by_hash.values())
-
-
-def gather(results, kind: str, name: str) -> pd.DataFrame:
-    """The CSV `<kind>/<name>` of every recorded cell of `kind`, with model, condition, measurement, seed and
-    cell columns in front (empty when none)."""
-    parts = []
-    for c in recorded_cells(results, kind):
-        f = results.store.dir(c["hash"]) / kind / name
-        if f.is_file() and f.stat().st_size > 1:
-            df = read_csv(f)
-            for i, col in enumerate(("model", "condition", "measurement", "seed", "cell")):
-                df.insert(
-                    i,
-                    col,
-                    c[col if col != "cell" else "hash"] if col != "measurement" else c["measurement"].split(":", 1)[1],
-                )
-            parts.append(df)
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
-
-
-def slug(*parts) -> str:
-    """A file-name-safe join of labels (a long join ends in a hash of the whole, see `safe_text.cap_stem`)."""
-    return cap_stem("_".join("".join(ch if ch.isalnum() or ch in "-." else "-" for ch in str(p)) for p in parts))
-
-
-def md(df: pd.DataFrame, floatfmt: str = ".3g") -> str:
-    return markdown_table(df, index=False, floatfmt=floatfmt)

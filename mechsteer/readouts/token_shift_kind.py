@@ -11,18 +11,15 @@ from pathlib import Path
 import pandas as pd
 
 from mechsteer.atomic import atomic_write_text
+from mechsteer.cell_tables import csv_bytes, md, slug
 from mechsteer.errors import MechsteerError
 from mechsteer.measurement import MeasurementResult, MeasurementTask
 from mechsteer.readouts.plots import line_plot
 from mechsteer.readouts.teacher_forced import (
     chunks,
-    csv_bytes,
     final_resid,
-    gather,
-    md,
     pad_id,
     sample_sequences,
-    slug,
     token_strings,
 )
 from mechsteer.readouts.token_shift import generated_positions, html_samples, render_html, summarize, token_shift
@@ -114,13 +111,13 @@ def _top(table: pd.DataFrame, n: int) -> list:
 
 
 def report_section(results, out_dir: Path) -> list[str]:
-    g = gather(results, KIND, "by_group.csv")
+    g = results.gather(KIND, "by_group.csv")
     if g.empty:
         return []
     atomic_write_text(out_dir / "token_shift_groups.csv", g.to_csv(index=False))
-    tok = gather(results, KIND, "by_token.csv")
+    tok = results.gather(KIND, "by_token.csv")
     atomic_write_text(out_dir / "token_shift_tokens.csv", tok.to_csv(index=False))
-    pos = gather(results, KIND, "by_position.csv")
+    pos = results.gather(KIND, "by_position.csv")
     atomic_write_text(out_dir / "token_shift_positions.csv", pos.to_csv(index=False))
     lines = [
         "## Token shift against the reference condition",

@@ -12,20 +12,15 @@ import pandas as pd
 import torch
 
 from mechsteer.atomic import atomic_write_text
+from mechsteer.cell_tables import csv_bytes, md, read_csv, slug
 from mechsteer.errors import MechsteerError
 from mechsteer.interventions import steering
 from mechsteer.measurement import MeasurementResult, MeasurementTask
 from mechsteer.readouts.plots import heatmap
 from mechsteer.readouts.teacher_forced import (
     chunks,
-    csv_bytes,
-    gather,
-    md,
     pad_id,
-    read_csv,
-    recorded_cells,
     sample_sequences,
-    slug,
 )
 from mechsteer.readouts.tokenwise import (
     alpha_matrix,
@@ -91,10 +86,10 @@ def run(task: MeasurementTask) -> MeasurementResult:
 
 def report_section(results, out_dir: Path) -> list[str]:
     """The report's tokenwise section: per-layer and per-segment tables and alpha heat-maps."""
-    ls = gather(results, KIND, "layers.csv")
+    ls = results.gather(KIND, "layers.csv")
     if ls.empty:
         return []
-    ss = gather(results, KIND, "segments.csv")
+    ss = results.gather(KIND, "segments.csv")
     atomic_write_text(out_dir / "tokenwise_layers.csv", ls.to_csv(index=False))
     atomic_write_text(out_dir / "tokenwise_segments.csv", ss.to_csv(index=False))
     seg = ss.pivot_table(
@@ -113,7 +108,7 @@ def report_section(results, out_dir: Path) -> list[str]:
         md(seg),
         "",
     ]
-    for c in recorded_cells(results, KIND):
+    for c in results.recorded_cells(KIND):
         cdir = results.store.dir(c["hash"]) / KIND
         if not (cdir / "rows.csv").is_file():
             continue

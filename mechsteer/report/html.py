@@ -43,7 +43,7 @@ _BOLD = re.compile(r"\*\*([^*]+)\*\*")
 _SEPARATOR = re.compile(r"^\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)*\|?\s*$")
 
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:1em 0;font-size:13px}th,td{border:1px solid #ccc;padding:3px 7px}
+table{border-collapse:collapse;margin:1em 0;font-size:13px;max-width:100%}th,td{border:1px solid #ccc;padding:3px 7px}
 th{background:#f3f3f3}tr:nth-child(even) td{background:#fafafa}td.num{text-align:right}
 td.cells{font-family:monospace;font-size:11px;color:#666}img{max-width:100%;border:1px solid #eee}
 code{background:#f3f3f3;padding:0 3px}iframe{width:100%;height:420px;border:1px solid #ccc}"""
@@ -77,6 +77,8 @@ class _Builder:
         self.inlined: set[Path] = set()
         self.embedded: set[Path] = set()
         self.tables = 0
+        self.heading = ""
+        """The text of the last heading: a table under `### <measurement>` traces that measurement's cells."""
         df = results.table()
         self.measurements = list(dict.fromkeys(df.measurement))
         self.cells: dict[tuple, set[str]] = {}
@@ -85,12 +87,15 @@ class _Builder:
                 self.cells.setdefault(key, set()).add(row.cell)
                 self.cells.setdefault((*key, row.measurement), set()).add(row.cell)
 
-    def _hashes(self, key: list[str], header: list[str]) -> str:
-        """The cells behind a row: restricted to the measurements the table's columns name (`mini/acc_lenient`,
-        `mini`, `MATH500`), else every cell of the row's model and condition (and seed)."""
+    def _hashes(self, key: list[str], header: list[str], measurement: str | None = None) -> str:
+        """The cells behind a row: of the row's own measurement (a `measurement` column, or the heading the
+        table sits under, e.g. `### mini`), else restricted to the measurements the table's columns name
+        (`mini/acc_lenient`, `mini`, `MATH500`), else every cell of the row's model and condition (and seed)."""
         named = [
             m for m in self.measurements if any(h == m or h.startswith(m + "/") or h == LABELS.get(m) for h in header)
         ]
+        if measurement in self.measurements:
+            named = [measurement]
         if not named:
             return " ".join(sorted(self.cells.get(tuple(key), ())))
         return " ".join(sorted(set().union(*(self.cells.get((*key, m), set()) for m in named))))
@@ -171,7 +176,8 @@ class _Builder:
                 key = [cells[lower.index("model")], cells[lower.index("condition")]]
                 if "seed" in lower:
                     key.append(cells[lower.index("seed")])
-                hashes = self._hashes(key, header)
+                meas = cells[lower.index("measurement")] if "measurement" in lower else self.heading.split(" (")[0]
+                hashes = self._hashes(key, header, meas)
             out.append(f'<tr title="cells: {html.escape(hashes)}">' if hashes else "<tr>")
             for c in cells:
                 cls = ' class="num"' if re.fullmatch(r"[-+]?[\d.]+( ± [\d.]+)?%?|-", c) else ""
@@ -212,6 +218,7 @@ class _Builder:
             if m:
                 flush()
                 level = len(m.group(1))
+                self.heading = m.group(2).strip()
                 out.append(f"<h{level}>{self.inline(m.group(2))}</h{level}>")
             elif line.startswith(("- ", "* ")):
                 flush()

@@ -17,7 +17,7 @@ from mechsteer.spec.document import LoadedStudy, doc_path
 from mechsteer.spec.kinds import INTERVENTION_KINDS
 from mechsteer.spec.layers import selection_problems
 from mechsteer.spec.models import known_shape
-from mechsteer.spec.sweeps import SweepSpec, check_name, sample_env, substitute
+from mechsteer.spec.sweeps import SweepSpec, check_name, placeholders, sample_env, substitute, template_problem
 
 
 def check_study(ls: LoadedStudy, max_cells: int = DEFAULT_MAX_CELLS) -> list[Problem]:
@@ -53,12 +53,15 @@ def check_study(ls: LoadedStudy, max_cells: int = DEFAULT_MAX_CELLS) -> list[Pro
     out.extend(backend_problems(ls))
 
     # conditions: references and shapes (a sweep is checked on a sample expansion, then per known model)
+    from mechsteer.spec.study import interventions_of
+
     for cname, cond in spec.conditions.items():
         if isinstance(cond, SweepSpec):
             out.extend(_check_sweep(ls, cname, cond, shapes, vec_names, expand=not too_big))
             continue
-        for i, iv in enumerate(cond):
-            out.extend(_check_intervention(ls, ("conditions", cname, i), iv, shapes, vec_names))
+        base = ("conditions", cname) + (() if isinstance(cond, list) else ("interventions",))
+        for i, iv in enumerate(interventions_of(cond)):
+            out.extend(_check_intervention(ls, base + (i,), iv, shapes, vec_names))
 
     out.extend(_file_shape_problems(ls, shapes))
 
@@ -81,15 +84,70 @@ def check_study(ls: LoadedStudy, max_cells: int = DEFAULT_MAX_CELLS) -> list[Pro
         # the readout's own cross-references (its task, layers, reference conditions, kinds it needs)
         for sub, msg, hint in r.study_problems(spec.conditions, shapes):
             out.append(ls.problem(("readouts", rname) + tuple(sub), msg, hint=hint))
-    ref = spec.evaluation.reference if spec.evaluation is not None else None
-    if ref is not None and not any(fnmatch.fnmatchcase(ref, n) for n in names):
-        out.append(
-            ls.problem(
-                ("evaluation", "reference"),
-                f"no condition named {ref!r}",
-                hint=f"the reference is one of the conditions: {', '.join(spec.conditions)}",
+    for field in ("reference", "control"):
+        ref = getattr(spec.evaluation, field) if spec.evaluation is not None else None
+        if ref is not None and not any(fnmatch.fnmatchcase(ref, n) for n in names):
+            out.append(
+                ls.problem(
+                    ("evaluation", field),
+                    f"no condition named {ref!r}",
+                    hint=f"the {field} is one of the conditions: {', '.join(spec.conditions)}",
+                )
             )
-        )
+    out.extend(_control_problems(ls, names, shapes, expand=not too_big))
+    return out
+
+
+def _control_problems(ls: LoadedStudy, names: list[str], shapes: dict, *, expand: bool) -> list[Problem]:
+    """Each condition's `control:` names another condition: a plain name must exist (as written or as an
+    expansion of a sweep), a sweep's control template may use only the sweep's variables, and for every model
+    whose shape is known each expansion's control must be one of that model's conditions."""
+    from mechsteer.spec.study import condition_controls, expanded_conditions
+
+    spec, out = ls.spec, []
+    hint = f"the control is one of the conditions: {', '.join(spec.conditions)}"
+    for cname, cond in spec.conditions.items():
+        control = getattr(cond, "control", None)
+        if control is None:
+            continue
+        where = ("conditions", cname, "control")
+        if control == cname:
+            out.append(ls.problem(where, "a condition cannot be its own control", hint=hint))
+            continue
+        if isinstance(cond, SweepSpec):
+            extra = sorted(placeholders(control) - set(cond.sweep))
+            if extra or template_problem(control):
+                what = (
+                    f"uses {', '.join(extra)}, which the sweep does not define" if extra else "is not a plain template"
+                )
+                out.append(ls.problem(where, f"the control {control!r} {what}", hint="e.g. control: random_{layer}"))
+                continue
+        pattern = re.sub(r"\{\w+\}", "*", control)
+        if not any(fnmatch.fnmatchcase(pattern, n) or fnmatch.fnmatchcase(n, pattern) for n in names):
+            out.append(ls.problem(where, f"no condition named {control!r}", hint=hint))
+    default = spec.evaluation.control if spec.evaluation is not None else None
+    if out or not expand or (default is not None and not any(fnmatch.fnmatchcase(default, n) for n in names)):
+        return out  # a missing name is reported once, by name (above, or as `evaluation.control`)
+    seen: set[tuple] = set()
+    for mname, shape in shapes.items():
+        try:
+            existing = set(expanded_conditions(spec, shape))
+        except ValueError:
+            continue  # a named range of a model whose shape is not known yet, or a sweep problem reported above
+        for cname, cond in spec.conditions.items():
+            field = ("conditions", cname, "control") if getattr(cond, "control", None) else ("evaluation", "control")
+            single = spec.model_copy(update={"conditions": {cname: cond}})
+            missing = [(c, ctl) for c, ctl in condition_controls(single, shape).items() if ctl not in existing]
+            if missing and field not in seen:
+                seen.add(field)
+                c, ctl = missing[0]
+                out.append(
+                    ls.problem(
+                        field,
+                        f"condition {c!r} is compared against {ctl!r}, which is not a condition of model {mname!r}",
+                        hint=hint,
+                    )
+                )
     return out
 
 
@@ -128,10 +186,12 @@ def _vector_refs(spec) -> tuple[set[str], set[str]]:
             for item in node:
                 walk(item, kind, found, donors)
 
+    from mechsteer.spec.study import interventions_of
+
     found: set[str] = set()
     donors: set[str] = set()
     for cond in spec.conditions.values():
-        ivs = cond.interventions if isinstance(cond, SweepSpec) else [iv.model_dump() for iv in cond]
+        ivs = cond.interventions if isinstance(cond, SweepSpec) else [iv.model_dump() for iv in interventions_of(cond)]
         walk(ivs, None, found, donors)
 
     def expand(patterns):

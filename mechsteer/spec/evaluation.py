@@ -44,6 +44,9 @@ class EvaluationSpec(StrictModel):
     reference: str | None = None
     """A condition the report's accuracy table normalises against (the paper: full fine-tuning): adds the
     columns Relative (%) = 100 x / x_ref and Relative Improvement (%) = 100 (x - x_base) / (x_ref - x_base)."""
+    control: str | None = None
+    """The control condition (e.g. a norm-matched random vector) every other condition is compared against in
+    the report's effects, besides the unsteered baseline; a condition's own `control:` takes precedence."""
 
     @model_validator(mode="after")
     def _check(self):

@@ -71,6 +71,9 @@ class SweepSpec(StrictModel):
     """Constraints between variables such as `i < j` (comparisons only)."""
     interventions: list[dict[str, Any]]
     """The condition's interventions, with `{var}` placeholders."""
+    control: str | None = None
+    """The condition each expansion is compared against in the report's effects (besides the baseline): a
+    condition name, or a template with this sweep's variables (`random_{layer}` for `single_{layer}`)."""
 
     @field_validator("sweep")
     @classmethod

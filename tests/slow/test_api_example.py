@@ -53,6 +53,10 @@ def test_readme_api_example_matches_the_cli(tmp_path, monkeypatch):
     cli_table = pd.read_csv(cli_dir / "report" / "table.csv")
     pd.testing.assert_frame_equal(api_table, cli_table)
     assert not results.wide().empty and not results.delta().empty
+    eff = results.effects()  # the quickstart's control: steered is compared with random_control too
+    steered = eff[(eff.measurement == "mini") & (eff.condition == "steered")].iloc[0]
+    assert steered.control == "random_control" and steered.n == limit and steered.interval == "wilson"
+    assert len([ax for ax in results.plot().axes if ax.get_visible()]) == eff.measurement.nunique()
 
 
 def test_api_and_cli_compute_the_same_cells_and_tables(tmp_path):

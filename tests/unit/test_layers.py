@@ -29,6 +29,8 @@ LAYERS: list[tuple[int, tuple[str, ...]]] = [
             "mechsteer.machine",
             "mechsteer.file_hash",
             "mechsteer.safe_text",
+            "mechsteer.stats",
+            "mechsteer.cell_tables",
         ),
     ),
     (2, ("mechsteer.spec",)),

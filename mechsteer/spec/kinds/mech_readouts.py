@@ -44,9 +44,9 @@ def _missing_kind(spec, conditions: dict, kinds: tuple[str, ...], why: str) -> l
     their interventions are known per model)."""
     out = []
     for name, cond in applied_conditions(spec, conditions).items():
-        if not isinstance(cond, list):
+        if hasattr(cond, "sweep"):
             continue
-        if not any(getattr(iv, "kind", None) in kinds for iv in cond):
+        if not any(getattr(iv, "kind", None) in kinds for iv in getattr(cond, "interventions", cond)):
             field = ("conditions",) if spec.condition_patterns() is not None else ("kind",)
             out.append(
                 (
