@@ -71,11 +71,12 @@ def relative_vector(lm, prompts_ids, rel_norm: float, seed: int):
 
 
 def hf_greedy(lm, interventions, vectors, prompts, new_tokens, batch):
-    from mechsteer.generation import generate
+    from mechsteer.generation import model_sampling, sample_texts
     from mechsteer.interventions import steering
 
+    settings = model_sampling(lm, max_new_tokens=new_tokens, batch_size=batch)
     with steering(lm.model, lm.adapter, interventions, vectors, tokenizer=lm.tokenizer) as ctx:
-        return [c[0].text for c in generate(lm, ctx, prompts, max_new_tokens=new_tokens, batch_size=batch)]
+        return [q.text(lm.tokenizer) for q in sample_texts(lm, ctx, prompts, settings)]
 
 
 def hf_throughput(lm, interventions, vectors, prompts, new_tokens, batch) -> float:

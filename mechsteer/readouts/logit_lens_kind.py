@@ -24,7 +24,6 @@ from mechsteer.readouts.teacher_forced import (
     csv_bytes,
     gather,
     md,
-    pad_id,
     read_csv,
     recorded_cells,
     rows_of,
@@ -35,6 +34,7 @@ from mechsteer.readouts.teacher_forced import (
     token_strings,
     unembedding,
 )
+from mechsteer.sequences import pad_id
 
 KIND = "logit_lens"
 

@@ -23,13 +23,13 @@ from mechsteer.readouts.teacher_forced import (
     csv_bytes,
     gather,
     md,
-    pad_id,
     rows_of,
     sample_sequences,
     shifts,
     single_layer,
     slug,
 )
+from mechsteer.sequences import pad_id
 from mechsteer.spec.layers import resolve_layers_or_raise
 
 KIND = "persistence"

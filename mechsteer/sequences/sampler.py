@@ -35,7 +35,7 @@ def cache_kwargs(model, cache: DynamicCache) -> dict:
     """`{"cache": cache}` on transformers versions that renamed `past_key_values` (5.2x), else the old name.
 
     The DynamicCache is updated in place, so callers keep using their own reference to it."""
-    params = inspect.signature(model.forward).parameters
+    params = inspect.signature(type(model).forward).parameters  # the class's: an instance may wrap forward
     return {"cache": cache} if "cache" in params else {"past_key_values": cache}
 
 
