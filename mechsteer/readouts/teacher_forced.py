@@ -29,6 +29,7 @@ from mechsteer.interventions import steering
 from mechsteer.readouts.prompts import load_problems
 from mechsteer.replay import NotReplayable, earliest_block, record, replay
 from mechsteer.sequences import SamplingSettings, Sequence, pad_right
+from mechsteer.sequences import only_finished as keep_finished
 
 # ------------------------------------------------------------------------------------------ model facts
 
@@ -159,12 +160,13 @@ def _cached(cache: Path | None, key: dict, run_id: str | None) -> list[dict] | N
     return data.get("sequences")
 
 
-def sample_sequences(task, interventions: list) -> list[Sequence]:
+def sample_sequences(task, interventions: list, *, only_finished: bool = False) -> list[Sequence]:
     """Sequences (prompt + sampled completion, as the sampled token ids, a stop token that ended one kept as
     its last id) under a condition, with the readout's sampling settings and the cell's seed. Cached in
     `work/sequences/<hash>.json` ({"key", "run", "sequences"}) keyed by model, condition content, prompts,
     sampling settings (seed included) and the fingerprint of the sampling code (`sequence_modules`); a forced
-    run (`task.run_id`) reuses only the files it wrote itself."""
+    run (`task.run_id`) reuses only the files it wrote itself. `only_finished`: drop the sequences that ran
+    out of tokens before a stop token (the cache keeps them all)."""
     lm, s = task.lm, task.spec
     problems = load_problems(s)
     settings = spec_sampling(lm, s, task.seed)
@@ -174,13 +176,14 @@ def sample_sequences(task, interventions: list) -> list[Sequence]:
         cache = _cache_file(task, key)
         cached = _cached(cache, key, task.run_id)
         if cached is not None:
-            return [Sequence.from_json(d) for d in cached]
+            out = [Sequence.from_json(d) for d in cached]
+            return keep_finished(out) if only_finished else out
         out = sample_texts(lm, ctx, prompts, settings)
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(cache, suffix=".json") as tmp:
             Path(tmp).write_text(json.dumps({"key": key, "run": task.run_id, "sequences": [q.to_json() for q in out]}))
-    return out
+    return keep_finished(out) if only_finished else out
 
 
 def chunks(seqs: list[Sequence], batch_size: int, pad_value: int, device) -> Iterator[tuple]:

@@ -231,3 +231,25 @@ def test_one_padder_left_and_right_and_the_pad_id_rule():
     assert pad_id(tok) == tok.eos_token_id
     with pytest.raises(ValueError, match="at least one token"):
         pad_prompts([[1], []], 0)
+
+
+def test_teacher_forced_sequences_are_the_sampled_ids_cached_and_filtered(tmp_path):
+    """The readouts' `sample_sequences`: the sampler's own ids (not decoded text encoded again), written to
+    `work/sequences/` once, and `only_finished` keeps the sequences a stop token ended."""
+    from mechsteer.generation import spec_sampling
+    from mechsteer.measurement import MeasurementTask
+    from mechsteer.readouts.teacher_forced import sample_sequences
+    from mechsteer.spec.kinds import READOUT_KINDS
+    from mechsteer.spec.study import StudySpec  # noqa: F401 - registers every kind
+
+    lm = _lm()
+    spec = READOUT_KINDS.spec("token_shift")(
+        prompts=PROBLEMS, template="raw", max_new_tokens=6, temperature=1.0, samples=2, track=[]
+    )
+    task = MeasurementTask(lm=lm, ctx=None, spec=spec, seed=3, shared_work_dir=tmp_path)
+    seqs = sample_sequences(task, [])
+    ref = sample_texts(lm, None, render_prompts(lm, PROBLEMS, "raw"), spec_sampling(lm, spec, 3))
+    assert seqs == ref and len(list((tmp_path / "sequences").glob("*.json"))) == 1
+    kept = sample_sequences(task, [], only_finished=True)  # read back from the cache
+    assert kept == [q for q in ref if q.finished] and 0 < len(kept) < len(ref)
+    assert all(q.generated_ids[-1] in spec_sampling(lm, spec, 3).stop_ids for q in kept)
