@@ -13,9 +13,9 @@ Tables are views of the cell records, never the only copy:
 from __future__ import annotations
 
 import json
-from typing import Any
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError

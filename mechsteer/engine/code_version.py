@@ -173,7 +173,8 @@ def impl_module(target: str) -> str:
 
 
 @cache
-def _versions(names: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+def installed_versions(names: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """(name, installed version or "not installed") of each package, looked up once per process."""
     out = []
     for name in names:
         try:
@@ -185,7 +186,7 @@ def _versions(names: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
 
 def package_fingerprint(vllm: bool = False) -> dict[str, str]:
     """{package: installed version} of the libraries that compute results (vLLM's only with `vllm`)."""
-    return dict(_versions(RESULT_PACKAGES + (VLLM_PACKAGES if vllm else ())))
+    return dict(installed_versions(RESULT_PACKAGES + (VLLM_PACKAGES if vllm else ())))
 
 
 def code_fingerprint(

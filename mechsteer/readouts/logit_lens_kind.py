@@ -22,7 +22,6 @@ from mechsteer.readouts.teacher_forced import (
     analysed_sets,
     chunks,
     counted_mask,
-    pad_id,
     rows_of,
     sample_sequences,
     shifts,
@@ -30,6 +29,7 @@ from mechsteer.readouts.teacher_forced import (
     token_strings,
     unembedding,
 )
+from mechsteer.sequences import pad_id
 
 KIND = "logit_lens"
 

@@ -21,12 +21,12 @@ from mechsteer.readouts.teacher_forced import (
     added_vector,
     chunks,
     counted_mask,
-    pad_id,
     rows_of,
     sample_sequences,
     shifts,
     single_layer,
 )
+from mechsteer.sequences import pad_id
 from mechsteer.spec.layers import resolve_layers_or_raise
 
 KIND = "persistence"

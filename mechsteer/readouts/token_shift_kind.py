@@ -18,12 +18,13 @@ from mechsteer.readouts.plots import line_plot
 from mechsteer.readouts.teacher_forced import (
     chunks,
     final_resid,
-    pad_id,
     sample_sequences,
     token_strings,
 )
-from mechsteer.readouts.token_shift import generated_positions, html_samples, render_html, summarize, token_shift
+from mechsteer.readouts.token_shift import generated_positions, html_samples, summarize, token_shift
 from mechsteer.replay import unembed
+from mechsteer.sequences import pad_id
+from mechsteer.sequences.html import render_tokens
 
 KIND = "token_shift"
 SLICE = 128
@@ -86,11 +87,11 @@ def run(task: MeasurementTask) -> MeasurementResult:
         f"{KIND}/by_group.csv": csv_bytes(s["by_group"]),
         f"{KIND}/by_position.csv": csv_bytes(s["by_position"]),
     }
-    sequences = {q.sample: [tokens[i] if i < len(tokens) else "" for i in q.ids] for q in seqs}
-    plen = {q.sample: q.prompt_length for q in seqs}
+    sequences = {n: [tokens[i] if i < len(tokens) else "" for i in q.ids] for n, q in enumerate(seqs)}
+    plen = {n: q.prompt_length for n, q in enumerate(seqs)}
     if len(table):
-        html = render_html(
-            html_samples(table, sequences, plen, samples=_top(table, min(spec.top, 5)), value="kl"),
+        html = render_tokens(
+            [("", html_samples(table, sequences, plen, samples=_top(table, min(spec.top, 5)), value="kl"))],
             title=f"token shift vs {spec.reference or 'unsteered'}: KL per generated token",
             value_name="KL(reference || condition)",
         )

@@ -19,7 +19,6 @@ from mechsteer.measurement import MeasurementResult, MeasurementTask
 from mechsteer.readouts.plots import heatmap
 from mechsteer.readouts.teacher_forced import (
     chunks,
-    pad_id,
     sample_sequences,
 )
 from mechsteer.readouts.tokenwise import (
@@ -30,6 +29,7 @@ from mechsteer.readouts.tokenwise import (
     segment_summary,
     tokenwise_rows,
 )
+from mechsteer.sequences import pad_id
 
 KIND = "tokenwise"
 
@@ -50,12 +50,12 @@ def run(task: MeasurementTask) -> MeasurementResult:
     with steering(lm.model, lm.adapter, cond, task.vectors, tokenizer=lm.tokenizer) as ctx:
         for ids, mask, _, sids, part in chunks(seqs, spec.batch_size, pad_id(lm.tokenizer), lm.device):
             segs = []
-            for q in part:
+            for sid, q in zip(sids, part):
                 try:
                     b = segment_borders(
                         lm.tokenizer.convert_ids_to_tokens(q.ids[: q.prompt_length]), prompt_length=q.prompt_length
                     )
-                    borders_of[q.sample] = b
+                    borders_of[sid] = b
                     segs.append(segment_labels(len(q.ids), b))
                 except ValueError:  # not a chat prompt: prompt vs generation only
                     segs.append(["problem"] * q.prompt_length + ["generation"] * (len(q.ids) - q.prompt_length))

@@ -30,6 +30,7 @@ from rich.markup import escape
 from mechsteer.atomic import atomic_write_text, default_mode
 from mechsteer.errors import CompileError, MechsteerError
 from mechsteer.hooks import HookScope
+from mechsteer.sequences import SamplingSettings, sample_rollouts
 from mechsteer.spec.layers import LayerResolutionError, resolve_layer
 from mechsteer.spec.paths import resolve_path
 from mechsteer.spec.training import BEST_FILE, LoadedTrainSpec, TrainSpec, resolve_setup
@@ -46,7 +47,7 @@ from mechsteer.train.metrics import MetricsLog, plot_metrics
 from mechsteer.train.params import BlockVectors, FullModel, Lora1, Parameterisation, PlaceVector, build_parameterisation
 from mechsteer.train.rewards import Completion, custom_reward, named_reward
 from mechsteer.train.rloo import rloo_advantages, rloo_loss_backward
-from mechsteer.train.rollout import pad_prompts, row_budgets, sample
+from mechsteer.train.rollout import pad_prompts, row_budgets
 
 DEFAULT_CHUNK_PROMPTS = 4
 
@@ -224,17 +225,14 @@ class Trainer:
         if self.spec.rollouts == "vllm":
             ro, engine_info = self._vllm_sample(step, items, prompts, max_new)
         else:
-            gen = torch.Generator(device=self.device).manual_seed(step_seed(self.spec.seed, step))
-            ro = sample(
-                self.lm.model,
-                prompts,
-                group_size=r.group_size,
-                max_new_tokens=max_new,
+            settings = SamplingSettings(
+                max_new_tokens=int(max_new.max()),
                 temperature=r.temperature,
-                stop_ids=self.stop_ids,
-                pad_id=tok.pad_token_id,
-                generator=gen,
+                samples=r.group_size,
+                seed=step_seed(self.spec.seed, step),
+                stop_ids=tuple(self.stop_ids),
             )
+            ro = sample_rollouts(self.lm.model, prompts, settings, pad_id=tok.pad_token_id, budgets=max_new)
         t_sample = time.perf_counter() - t0
 
         graded = []

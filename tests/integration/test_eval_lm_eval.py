@@ -198,7 +198,7 @@ def test_bridge_generation_matches_mechsteer_generate_with_position_selective_st
     generation one prompt at a time, and the bridge calls begin() before every generate batch.
     (float32: transformers 5 returns NaN logits for left-padded float64 batches.)"""
     from mechsteer.eval.lm_eval_tasks import load_problems
-    from mechsteer.generation import generate, render_prompts
+    from mechsteer.generation import model_sampling, render_prompts, sample_texts
     from mechsteer.interventions.base import SteeringContext
 
     lm = tiny_lm(dtype=torch.float32)
@@ -215,9 +215,9 @@ def test_bridge_generation_matches_mechsteer_generate_with_position_selective_st
     problems = load_problems("mini", None, 6)
     with steering(lm.model, lm.adapter, ivs, vecs, tokenizer=lm.tokenizer) as ctx:
         prompts = render_prompts(lm, [p["problem"] for p in problems], "qwen_math")
-        direct = generate(lm, ctx, prompts, max_new_tokens=5, batch_size=1)
+        direct = sample_texts(lm, ctx, prompts, model_sampling(lm, max_new_tokens=5, batch_size=1))
     by_id = {s["doc"]["id"]: s["filtered_resps"][0][0] for s in via_lm_eval.samples}
-    assert [by_id[p["id"]] for p in problems] == [c[0].text for c in direct]
+    assert [by_id[p["id"]] for p in problems] == [q.text(lm.tokenizer) for q in direct]
     unsteered = run(lm, limit=6, batch_size=4)
     assert completions(unsteered) != completions(via_lm_eval)
 

@@ -36,7 +36,11 @@ def _sequences(out: Path, match) -> list[dict]:
     found = [json.loads(f.read_text()) for f in (out / "work" / "sequences").glob("*.json")]
     hits = [f for f in found if match(f["key"]["interventions"])]
     assert len(hits) == 1, [f["key"]["interventions"] for f in found]
-    return hits[0]["sequences"]
+    # each cached sequence is the sampled ids; a readout's sample id is its index in the list
+    return [
+        {**d, "ids": d["prompt_ids"] + d["generated_ids"], "prompt_length": len(d["prompt_ids"]), "sample": i}
+        for i, d in enumerate(hits[0]["sequences"])
+    ]
 
 
 def _pad(seqs):

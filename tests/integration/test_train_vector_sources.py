@@ -140,25 +140,18 @@ def test_mean_diff_needs_the_model(tmp_path):
 
 def test_mean_diff_generations_contrasts_correct_and_incorrect():
     from mechsteer.builders.mean_diff import mean_diff_generations
+    from mechsteer.sequences import SamplingSettings
 
     lm = tiny_lm(make_tiny_model("llama", vocab_size=VOCAB))
     problems = [{"answer": "x"}, {"answer": "y"}]
     ids = [lm.tokenizer("what is 1?")["input_ids"], lm.tokenizer("2 + 3 = ?")["input_ids"]]
     # "correct" = the completion starts with an even character id: both groups get tokens
     vs = mean_diff_generations(
-        lm,
-        problems,
-        ids,
-        [1, 3],
-        samples=4,
-        temperature=1.0,
-        max_new_tokens=4,
-        grade=lambda text, gold: len(text) % 2 == 0,
-        seed=0,
+        lm, problems, ids, [1, 3], SamplingSettings(4, 1.0, samples=4), grade=lambda text, gold: len(text) % 2 == 0
     )
     assert vs.layers == [1, 3] and vs.vectors[1].norm() > 0
     assert int(vs.meta["tokens_correct"]) > 0 and int(vs.meta["tokens_incorrect"]) > 0
     with pytest.raises(VectorError, match="both groups"):
         mean_diff_generations(
-            lm, problems, ids, [1], samples=2, temperature=1.0, max_new_tokens=2, grade=lambda text, gold: True
+            lm, problems, ids, [1], SamplingSettings(2, 1.0, samples=2), grade=lambda text, gold: True
         )

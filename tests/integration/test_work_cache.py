@@ -60,7 +60,7 @@ def _tamper_sequences(out: Path) -> int:
     for f in files:
         data = json.loads(f.read_text())
         for s in data["sequences"]:
-            s["ids"] = s["ids"][: s["prompt_length"]] + [7, 9]  # two tokens where there were more
+            s["generated_ids"] = [7, 9]  # two tokens where there were more
         f.write_text(json.dumps(data))
     return len(files)
 
@@ -100,8 +100,8 @@ def test_a_forced_run_still_shares_the_sequences_it_samples(tmp_path, monkeypatc
     out = tmp_path / "out"
     study = load_study(_study(tmp_path, readouts))
     calls = []
-    real = tf.generate
-    monkeypatch.setattr(tf, "generate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = tf.sample_texts
+    monkeypatch.setattr(tf, "sample_texts", lambda *a, **k: calls.append(1) or real(*a, **k))
     study.run(output_dir=out, report=False)
     assert len(calls) == 1
     plan = study.plan(output_dir=out)

@@ -132,3 +132,48 @@ def test_reused_cache_is_reported():
         ):
             with pytest.raises(MechsteerError, match="already holds 3 positions"):
                 model(input_ids=ids[:, 3:], cache=cache, use_cache=True)
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_the_sequence_sampler_equals_generate_for_every_kind(arch, lora_path):
+    """`mechsteer.sequences.sample_rollouts` (every copy prefilled, the condition's context told `begin()`)
+    gives the raw step logits and tokens of `transformers`' cached greedy `generate` under every kind."""
+    from mechsteer.sequences import Prompts, SamplingSettings, sample_rollouts
+
+    model = make_tiny_model(arch)
+    gen = torch.Generator().manual_seed(6)
+    vectors = {
+        "pen": VectorSet(torch.randn(4, 32, generator=gen) * 2.0, [0, 1, 2, 3]),
+        "other": VectorSet(torch.randn(4, 32, generator=gen) * 2.0, [0, 1, 2, 3]),
+    }
+    ids = torch.tensor([[0, 0, 0, 11, 12, 13, 14], [21, 22, 23, 24, 25, 26, 27]])
+    mask = (ids != 0).long()
+    settings = SamplingSettings(STEPS)  # greedy, no stop ids: STEPS tokens per row
+    for name, fields in KINDS.items():
+        fields = {k: (lora_path if v == "LORA" else v) for k, v in fields.items()}
+        specs = [_IV.validate_python(fields)]
+        steps: list[torch.Tensor] = []
+        with torch.no_grad(), steering(model, adapter_for(model), specs, vectors) as ctx:
+            ro = sample_rollouts(
+                model,
+                Prompts(ids, mask),
+                settings,
+                pad_id=0,
+                share_prefill=False,
+                ctx=ctx,
+                on_logits=lambda i, x, steps=steps: steps.append(x.float()),
+            )
+            ref = model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                max_new_tokens=STEPS,
+                min_new_tokens=STEPS,
+                do_sample=False,
+                output_logits=True,
+                return_dict_in_generate=True,
+                pad_token_id=0,
+            )
+        want = torch.stack(ref.logits, dim=1)
+        tol = torch.finfo(torch.float32).eps * float(want.abs().max()) * 32**0.5
+        torch.testing.assert_close(torch.stack(steps, 1), want, atol=tol, rtol=0, msg=lambda m, n=name: f"{n}: {m}")
+        assert torch.equal(ro.tokens, ref.sequences[:, ids.shape[1] :]), name

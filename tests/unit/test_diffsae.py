@@ -15,12 +15,13 @@ import torch
 from conftest import make_tiny_model
 from tolerance import assert_close, forward_ops, tolerance
 
-from mechsteer.diffsae.collect import Sequence, collect_diffs, load_index, load_layer, read_manifest
-from mechsteer.diffsae.features import Encoded, analyse_features, benjamini_hochberg, feature_stats, logit_lens
+from mechsteer.diffsae.collect import Graded, collect_diffs, load_index, load_layer, read_manifest
+from mechsteer.diffsae.features import Encoded, analyse_features, benjamini_hochberg, feature_stats
 from mechsteer.diffsae.sae import TopKSAE, load_saelens, save_saelens
 from mechsteer.diffsae.train import SAETrainConfig, TokenSource, fold_scale, train_sae
 from mechsteer.interventions import steering
 from mechsteer.models.adapters import adapter_for
+from mechsteer.sequences import SamplingSettings, Sequence
 from mechsteer.spec.kinds.interventions import AddSpec
 from mechsteer.vectors import VectorSet
 
@@ -202,20 +203,40 @@ def test_top_contexts_pick_the_strongest_token_per_sequence_with_its_window():
     assert ctx[0]["token_ids"] == [20, 21, 22] and ctx[0]["acts"] == [1.0, 4.0, 0.5] and ctx[0]["center"] == 1
     assert ctx[1]["token_ids"] == [11, 12, 13] and ctx[1]["acts"] == [1.0, 3.0, 2.0]
     page = contexts_html([(5, "title", ctx)], lambda t: f"<t{t}>")
-    assert "&lt;t21&gt;" in page and "rgba(255,120,0,1.00)" in page and "incorrect" in page
+    assert "&lt;t21&gt;" in page and "rgb(230,120,20)" in page and "incorrect" in page  # the peak: full orange
+    assert page.count("outline:") == 2  # each context's centre token
 
 
-def test_logit_lens_is_the_unembedding_of_the_normed_direction():
+def test_feature_logit_lens_is_the_unembedding_of_the_normed_decoder_row():
+    """The DiffSAE table uses the readouts' logit lens: top/bottom tokens of lm_head(final_norm(W_dec[f]))."""
+    from mechsteer.diffsae.features import logit_lens_table
+
     m = make_tiny_model("llama")
-    d = torch.randn(3, 32)
-    top_v, top_i, bot_v, bot_i = logit_lens(d, m.lm_head, m.model.norm, k=5)
-    ref = m.lm_head(m.model.norm(d))
-    normed = m.model.norm(d)
-    terms = normed.abs() @ m.lm_head.weight.abs().T  # the logits before cancellation
-    assert_close(top_v, ref.topk(5).values, tolerance(torch.float32, terms.max(), 2 * 32))
-    assert torch.equal(bot_i, ref.topk(5, largest=False).indices)
-    plain = logit_lens(d, m.lm_head, None, k=5)[1]
-    assert torch.equal(plain, (d @ m.lm_head.weight.T).topk(5).indices)
+    sae = TopKSAE(32, 8, 2)
+    sae.init_weights(torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        sae.W_dec.mul_(5.0)  # rows far from unit norm: the final norm must change the scores
+
+    def norm(x):
+        return m.model.norm(x.float()).double()
+
+    def parsed(cell):  # "'5':1.23 | '17':0.98 | ..." -> ([5, 17, ...], [1.23, 0.98, ...])
+        pairs = [p.rsplit(":", 1) for p in cell.split(" | ")]
+        return [int(t.strip("'")) for t, _ in pairs], [float(v) for _, v in pairs]
+
+    table = logit_lens_table(sae, [1, 6], m.lm_head.weight.detach(), norm, str, k=4)
+    plain = logit_lens_table(sae, [1, 6], m.lm_head.weight.detach(), None, str, k=4)
+    with torch.no_grad():
+        normed_ref = m.lm_head(m.model.norm(sae.W_dec[[1, 6]]))
+        plain_ref = sae.W_dec[[1, 6]] @ m.lm_head.weight.T
+    for got, ref in ((table, normed_ref), (plain, plain_ref)):
+        for r in range(2):
+            for col, largest in (("top_tokens", True), ("bottom_tokens", False)):
+                ids, vals = parsed(got.loc[r, col])
+                want = ref[r].topk(4, largest=largest)
+                assert ids == want.indices.tolist()
+                assert vals == pytest.approx(want.values.tolist(), abs=0.006)  # printed with 2 decimals
+    assert table.loc[0, "top_tokens"] != plain.loc[0, "top_tokens"]
 
 
 # ---------------------------------------------------------------------------------------------- SAE format
@@ -302,10 +323,14 @@ def _sequences():
     g = torch.Generator().manual_seed(5)
     lens = [(5, 4), (3, 7), (8, 2)]
     return [
-        Sequence(
+        Graded(
+            Sequence(
+                torch.randint(3, 97, (a,), generator=g).tolist(),
+                torch.randint(3, 97, (b,), generator=g).tolist(),
+                finished=False,
+                prompt=i,
+            ),
             problem=f"p{i}",
-            prompt_ids=torch.randint(3, 97, (a,), generator=g).tolist(),
-            generated_ids=torch.randint(3, 97, (b,), generator=g).tolist(),
             correct=i != 1,
         )
         for i, (a, b) in enumerate(lens)
@@ -328,25 +353,27 @@ def test_collector_dF_is_zero_before_the_steered_layer_and_equals_an_independent
     vs = VectorSet(torch.randn(4, 32, generator=torch.Generator().manual_seed(1)) * 2, [0, 1, 2, 3])
     cond = [AddSpec(vector="v", layer=1)]
     seqs = _sequences()
-    ids = torch.tensor([seqs[0].ids])
+    ids = torch.tensor([seqs[0].sequence.ids])
     with steering(m, adapter_for(m), cond, {"v": vs}):
         steered_logits = m(ids).logits
     assert (steered_logits - m(ids).logits).abs().max() > 1e-2, "steering must change the logits"
 
     manifest = collect_diffs(_tiny_lm(m), cond, {"v": vs}, seqs, [0, 1, 2], tmp_path / "c", batch_size=3)
-    assert manifest["n_tokens"] == sum(len(s.ids) for s in seqs) == manifest["shards"][0]["n_tokens"]
+    assert manifest["n_tokens"] == sum(len(s.sequence.ids) for s in seqs) == manifest["shards"][0]["n_tokens"]
     index = load_index(tmp_path / "c")
-    assert index["seq"].tolist() == [i for i, s in enumerate(seqs) for _ in s.ids]
-    assert index["token_id"].tolist() == [t for s in seqs for t in s.ids]
-    assert index["is_generated"].tolist() == [p >= len(s.prompt_ids) for s in seqs for p in range(len(s.ids))]
-    assert index["correct"].tolist() == [s.correct for s in seqs for _ in s.ids]
+    assert index["seq"].tolist() == [i for i, s in enumerate(seqs) for _ in s.sequence.ids]
+    assert index["token_id"].tolist() == [t for s in seqs for t in s.sequence.ids]
+    assert index["is_generated"].tolist() == [
+        p >= len(s.sequence.prompt_ids) for s in seqs for p in range(len(s.sequence.ids))
+    ]
+    assert index["correct"].tolist() == [s.correct for s in seqs for _ in s.sequence.ids]
 
     dF = {layer: load_layer(tmp_path / "c", layer) for layer in (0, 1, 2)}
     assert torch.equal(dF[0], torch.zeros_like(dF[0]))  # before the steered block: exactly nothing changes
     ref_model = _bias_reference(m, 1, vs.vectors[1])
     expected, size = {1: [], 2: []}, {1: 0.0, 2: 0.0}
     for s in seqs:  # unpadded, one sequence at a time: also checks the collector's padding
-        t = torch.tensor([s.ids])
+        t = torch.tensor([s.sequence.ids])
         hb = m(t, output_hidden_states=True).hidden_states
         hs = ref_model(t, output_hidden_states=True).hidden_states
         for layer in (1, 2):
@@ -362,7 +389,7 @@ def test_collector_dF_is_zero_before_the_steered_layer_and_equals_an_independent
     assert dF[2].std(0).max() > 1e-3  # after the steered block dF varies from token to token
 
     gen_only = collect_diffs(_tiny_lm(m), cond, {"v": vs}, seqs, [2], tmp_path / "g", positions="generated")
-    assert gen_only["n_tokens"] == sum(len(s.generated_ids) for s in seqs)
+    assert gen_only["n_tokens"] == sum(len(s.sequence.generated_ids) for s in seqs)
     # another batching (the default batch size): rounding apart
     assert_close(load_layer(tmp_path / "g", 2), dF[2][torch.tensor(index["is_generated"].tolist())], tol[2])
 
@@ -439,35 +466,23 @@ def tiny_lm(tmp_path_factory):
 def test_generate_and_grade_keeps_the_sampled_ids_and_matches_generation(tiny_lm):
     from mechsteer.diffsae.collect import generate_and_grade
     from mechsteer.eval.grading import grade
-    from mechsteer.generation import generate, render_prompts
+    from mechsteer.generation import model_sampling, render_prompts, sample_texts
 
     vs = VectorSet(torch.randn(4, 32, generator=torch.Generator().manual_seed(4)) * 3, [0, 1, 2, 3])
     cond, vecs = [AddSpec(vector="v", layer=2)], {"v": vs}
     problems = [{"id": f"q{i}", "problem": f"What is {i} + 1?", "answer": str(i + 1)} for i in range(5)]
-    seqs = generate_and_grade(tiny_lm, cond, vecs, problems, temperature=0.0, max_new_tokens=6, batch_size=2)
+    settings = model_sampling(tiny_lm, max_new_tokens=6, batch_size=2)
+    graded = generate_and_grade(tiny_lm, cond, vecs, problems, settings)
+    prompts = render_prompts(tiny_lm, [p["problem"] for p in problems], "qwen_math")
     with steering(tiny_lm.model, tiny_lm.adapter, cond, vecs, tokenizer=tiny_lm.tokenizer) as ctx:
-        ref = generate(
-            tiny_lm,
-            ctx,
-            render_prompts(tiny_lm, [p["problem"] for p in problems], "qwen_math"),
-            max_new_tokens=6,
-            temperature=0.0,
-            batch_size=3,
-        )
-    base = generate(
-        tiny_lm,
-        None,
-        render_prompts(tiny_lm, [p["problem"] for p in problems], "qwen_math"),
-        max_new_tokens=6,
-        temperature=0.0,
-        batch_size=3,
-    )
-    assert [s.completion for s in seqs] != [c[0].text for c in base], "steering must change the completions"
-    assert [s.completion for s in seqs] == [c[0].text for c in ref]
-    for s, p in zip(seqs, problems):
-        assert tiny_lm.tokenizer.decode(s.generated_ids, skip_special_tokens=True) == s.completion
-        assert s.correct == grade(s.completion, p["answer"]).lenient_correct
-        assert tiny_lm.tokenizer.decode(s.prompt_ids).endswith("<|im_start|>assistant\n")
+        ref = sample_texts(tiny_lm, ctx, prompts, settings.replace(batch_size=3))
+    base = sample_texts(tiny_lm, None, prompts, settings)
+    assert [g.sequence for g in graded] != base, "steering must change the completions"
+    assert [g.sequence for g in graded] == ref
+    for g, p in zip(graded, problems):
+        assert g.sequence.text(tiny_lm.tokenizer) == g.completion and g.problem == p["id"]
+        assert g.correct == grade(g.completion, p["answer"]).lenient_correct
+        assert tiny_lm.tokenizer.decode(g.sequence.prompt_ids).endswith("<|im_start|>assistant\n")
 
 
 def test_run_diffsae_writes_every_stage(tiny_lm, tmp_path):
@@ -477,7 +492,7 @@ def test_run_diffsae_writes_every_stage(tiny_lm, tmp_path):
     problems = [{"id": f"q{i}", "problem": f"{i}", "answer": str(i % 10)} for i in range(12)]
     cfg = DiffSAEConfig(
         sae=SAETrainConfig(width=16, k=2, tokens=40 * 32, batch_size=32, log_every=10),
-        max_new_tokens=5,
+        sampling=SamplingSettings(max_new_tokens=5, temperature=1.0, batch_size=4),
         batch_size=4,
         top_n=2,
         n_contexts=2,

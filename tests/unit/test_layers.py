@@ -35,7 +35,16 @@ LAYERS: list[tuple[int, tuple[str, ...]]] = [
     ),
     (2, ("mechsteer.spec",)),
     (3, ("mechsteer.models", "mechsteer.backends")),
-    (4, ("mechsteer.interventions", "mechsteer.positions", "mechsteer.capture", "mechsteer.replay")),
+    (
+        4,
+        (
+            "mechsteer.interventions",
+            "mechsteer.positions",
+            "mechsteer.capture",
+            "mechsteer.replay",
+            "mechsteer.sequences",
+        ),
+    ),
     (5, ("mechsteer.generation", "mechsteer.measurement", "mechsteer.eval", "mechsteer.readouts", "mechsteer.diffsae")),
     (6, ("mechsteer.train", "mechsteer.builders")),
     (7, ("mechsteer.engine",)),

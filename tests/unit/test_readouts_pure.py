@@ -221,16 +221,25 @@ def test_token_shift_table_and_summary_by_hand():
     assert ts.top_samples(df, n=1) == ["s0"]
     # prompt "p q" (2 tokens), generated "To x": the first row (pos 0) is drawn on "To", the second on "x"
     hs = ts.html_samples(df, {"s0": ["p", "q", "To", "x"]}, {"s0": 2})
-    assert hs[0]["values"][:2] == [None, None] and hs[0]["values"][2:] == pytest.approx(df["kl"].tolist())
+    assert hs[0].values[:2] == [None, None] and hs[0].values[2:] == pytest.approx(df["kl"].tolist())
 
 
-def test_render_html_is_self_contained_and_diverging():
-    html = ts.render_html([{"title": "s<0>", "tokens": ["<b>", "x", "y"], "values": [1.0, -0.5, 0.0]}], value_name="dp")
-    assert "&lt;b&gt;" in html and "<b>" not in html and "s&lt;0&gt;" in html
+def test_render_tokens_is_self_contained_and_diverging():
+    from mechsteer.sequences.html import TokenRow, render_tokens
+
+    html = render_tokens(
+        [("h<1>", [TokenRow("s<0>", ["<b>", "x", "y"], [1.0, -0.5, 0.0])])], title="t", value_name="dp"
+    )
+    assert "&lt;b&gt;" in html and "<b>" not in html and "s&lt;0&gt;" in html and "h&lt;1&gt;" in html
     assert "rgb(230,120,20)" in html  # +max: full orange
     assert "rgb(148,178,238)" in html  # -half: half-way to blue (40,100,220)
     assert "rgb(255,255,255)" in html  # 0: white
     assert "<script" not in html and "http" not in html
+    # one scale per section: 1.0 is full orange in a section whose largest |value| is 1, half in one of 2
+    two = render_tokens(
+        [("a", [TokenRow("r", ["x"], [1.0])]), ("b", [TokenRow("r", ["x", "y"], [1.0, 2.0])])], title="t"
+    )
+    assert two.count("rgb(230,120,20)") == 2 and "rgb(242,188,138)" in two
 
 
 # ------------------------------------------------------------------------------------------- scripts

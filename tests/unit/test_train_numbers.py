@@ -13,6 +13,7 @@ from tolerance import forward_ops, tolerance
 from train_helpers import VOCAB, rows, tiny_lm, train_spec
 
 from mechsteer.hooks import HookScope
+from mechsteer.sequences import SamplingSettings
 from mechsteer.train.params import BlockVectors
 from mechsteer.train.rloo import rloo_advantages, rloo_loss_backward
 from mechsteer.train.rollout import Rollouts, pad_prompts
@@ -61,7 +62,7 @@ def test_evaluate_accuracy_matches_counts_by_hand(monkeypatch):
     n = len(hand)
     right = sum(_marked(t) for t in texts)
     assert 0 < right < n and 0 < sum(h[2] for h in hand) < n
-    got = ev.accuracy(lm, probs, ids, temperature=0.0, samples=1, max_new_tokens=5, batch_size=3, seed=0, stop_ids=[2])
+    got = ev.accuracy(lm, probs, ids, SamplingSettings(max_new_tokens=5, batch_size=3, stop_ids=(2,)))
     assert got["n"] == n
     assert got["lenient"] == pytest.approx(right / n)
     assert got["boxed"] == pytest.approx(sum(_marked(t) and len(t) % 2 == 1 for t in texts) / n)
