@@ -119,7 +119,7 @@ def loaded_model_dir(lm) -> Path:
     if lm.source == "embedded":
         from mechsteer.models.embedded import embedded_dir
 
-        return embedded_dir()
+        return embedded_dir(lm.spec.id)
     where = getattr(lm.model.config, "_name_or_path", None) or lm.spec.id
     if Path(where).is_dir():
         return Path(where)

