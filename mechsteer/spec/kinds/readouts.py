@@ -12,6 +12,7 @@ from pydantic import Field, model_validator
 
 from mechsteer.spec.base import StrictModel
 from mechsteer.spec.kinds import readout_kind
+from mechsteer.spec.templates import PromptTemplateOrRaw
 
 
 class PromptSource(StrictModel):
@@ -27,8 +28,9 @@ class PromptSource(StrictModel):
     """Use at most this many problems."""
     data_dir: str | None = None
     """Local benchmark folder (see `evaluation.data_dir`)."""
-    template: Literal["qwen_math", "r1", "raw"] = "qwen_math"
-    """Prompt template: the paper's qwen_math (system prompt asking for \\boxed{}), r1, or raw (user text only)."""
+    template: PromptTemplateOrRaw = "qwen_math"
+    """Prompt template: the paper's qwen_math (system prompt asking for \\boxed{}), r1, qa / qa_fewshot (base models
+    answering on one line; `mechsteer.spec.templates`), or raw (user text only)."""
     conditions: list[str] | None = None
     """Run this readout only under these conditions (names or shell patterns such as `single_*`); null = all."""
 
