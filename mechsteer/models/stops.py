@@ -1,8 +1,8 @@
 """Which tokens end a completion: the chat template's end-of-turn token and a model entry's `stop:` strings.
 
 A `stop:` entry is one token of the vocabulary, or `"\n"`: the end of the line, i.e. every token whose text is
-only newlines. Base models prompted with a one-line-answer template (`qa`, `qa_fewshot`) answer and then go
-on to invent the next question; Gemma's tokenizer has one token per run of 1 to 31 newlines, so the single
+only newlines. Base models such as the embedded Gemma 3 270M answer on one line and then go on to invent the
+next question; Gemma's tokenizer has one token per run of 1 to 31 newlines, so the single
 `\n` token alone would miss a blank line (measured: `benchmarks/gemma_templates.py`).
 
 The generation config's eos is not always the token that closes an assistant turn (Qwen2.5-Math-7B's is
