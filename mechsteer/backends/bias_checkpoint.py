@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from mechsteer.atomic import atomic_dir
-from mechsteer.backends.expressible import vllm_expressible  # noqa: F401 - re-exported
+from mechsteer.backends.expressible import NORM_AFTER_MLP, architecture_problem, vllm_expressible  # noqa: F401 - vllm_expressible re-exported
 from mechsteer.errors import CompileError, ModelLoadError
 from mechsteer.models.embedded import cache_root
 from mechsteer.spec.layers import LayerResolutionError, resolve_layers
@@ -119,7 +119,7 @@ def loaded_model_dir(lm) -> Path:
     if lm.source == "embedded":
         from mechsteer.models.embedded import embedded_dir
 
-        return embedded_dir()
+        return embedded_dir(lm.spec.id)
     where = getattr(lm.model.config, "_name_or_path", None) or lm.spec.id
     if Path(where).is_dir():
         return Path(where)
@@ -156,11 +156,7 @@ def llama_config(cfg: dict) -> dict:
     """The config.json of the compiled checkpoint: a Llama with mlp_bias (and attention_bias for Qwen2)."""
     kind = cfg.get("model_type")
     if kind not in SUPPORTED:
-        why = (
-            " (its post-feed-forward norm follows down_proj, so a down_proj bias is not an `add`)"
-            if kind and kind.startswith("gemma")
-            else ""
-        )
+        why = f" ({NORM_AFTER_MLP})" if architecture_problem(kind) else ""
         raise CompileError(
             f"cannot compile a bias checkpoint for model_type {kind!r}{why}",
             hint=f"supported: {', '.join(SUPPORTED)}; use backend: hf",

@@ -3,11 +3,29 @@ asks it for every cell). Each intervention kind answers for itself (`Interventio
 
 from __future__ import annotations
 
+NORM_AFTER_MLP = (
+    "its post-feed-forward norm (post_feedforward_layernorm) follows down_proj, so a down_proj bias is not an "
+    "`add`, and a bias-compiled checkpoint (a Llama with MLP biases) cannot carry this architecture"
+)
+"""Why Gemma-family models never compile (Gemma2 and Gemma3 normalise the MLP output before the residual add)."""
 
-def vllm_expressible(interventions: list) -> tuple[bool, str]:
+
+def architecture_problem(architecture: str | None) -> str | None:
+    """Why no condition of a model of this architecture (`Gemma3ForCausalLM`, or a config's `gemma3_text`)
+    can run on a bias-compiled checkpoint, or None. Unknown (None) is left to the compiler."""
+    if architecture and architecture.lower().startswith("gemma"):
+        return f"{architecture}: {NORM_AFTER_MLP}"
+    return None
+
+
+def vllm_expressible(interventions: list, architecture: str | None = None) -> tuple[bool, str]:
     """(can a bias-compiled checkpoint run this condition exactly?, why). Only `add` at positions `all` (any
     layers, any scale, several summed) is a constant down_proj bias; the empty condition is the base model.
-    The reason is the first intervention's own answer (`vllm_unsupported`) when it cannot."""
+    The reason is the first intervention's own answer (`vllm_unsupported`) when it cannot. `architecture`
+    (the model's, when known): a Gemma model runs nothing there (`architecture_problem`)."""
+    arch_why = architecture_problem(architecture)
+    if arch_why:
+        return False, arch_why
     for spec in interventions:
         why = spec.vllm_unsupported()
         if why:

@@ -454,7 +454,8 @@ def compile_study(ls: LoadedStudy, *, limit: int | None = None, output_root: str
             vec_names = sorted({ref for iv in bound for ref in iv.vector_refs()})
             vfp = {n: vector_fingerprint(vectors, n) for n in vec_names}
             wants_vllm = (entry.spec.backend or spec.backend or "hf") == "vllm"
-            expressible, why = vllm_expressible(bound) if wants_vllm else (False, None)
+            arch = entry.shape.architecture if entry.shape else None
+            expressible, why = vllm_expressible(bound, arch) if wants_vllm else (False, None)
             for meas, seeds in measurements:
                 if not meas.spec.applies_to(cond):
                     continue

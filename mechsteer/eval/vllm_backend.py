@@ -152,7 +152,7 @@ def vllm_engine(
 
 def compile_condition(lm, interventions: list, vectors: dict) -> str:
     """The bias-compiled checkpoint of a condition on a LoadedModel (error naming why if not expressible)."""
-    ok, why = vllm_expressible(interventions)
+    ok, why = vllm_expressible(interventions, lm.shape.architecture)
     if not ok:
         raise MechsteerError(f"this condition cannot run on vLLM: {why}", hint="it runs with backend: hf")
     bias = condition_bias(interventions, vectors, lm.shape.n_layers, lm.shape.d_model)

@@ -72,10 +72,22 @@ def folder_content(folder: Path) -> dict[str, str]:
     return {p.relative_to(folder).as_posix(): sha256_file(p) for p in model_files(folder)}
 
 
-def embedded_identity() -> dict:
-    """The embedded model's package version and the sha256 of its GGUF (or that the package is missing)."""
-    from mechsteer.models.embedded import gguf_path
+def embedded_identity(model_id: str = "smollm2-135m") -> dict:
+    """An embedded model's package version and the identity of its GGUF: SmolLM2's sha256 (hashed from the
+    installed file), Gemma's sha256 as its package declares and checks on assembly (the GGUF exists only
+    while it is assembled); or that the package is missing."""
+    from mechsteer.models.embedded import gguf_path, package_pin
 
+    if model_id != "smollm2-135m":
+        pin = package_pin(model_id)
+        if "not installed" in pin:
+            return {"package": pin}
+        from mechsteer.models.embedded import _gemma_package
+
+        try:
+            return {"package": pin, "gguf_sha256": _gemma_package().EXPECTED_SHA256}
+        except ModelLoadError:
+            return {"package": pin + " (parts missing)"}
     try:
         gguf, ver = gguf_path()
     except ModelLoadError:
@@ -87,7 +99,7 @@ def model_identity(model_id: str, revision: str | None, base_dir: Path | None) -
     """(content identity for a key, the hub commit to load or None, a note when the identity is incomplete)."""
     source, where = model_source(model_id, base_dir)
     if source == "embedded":
-        return embedded_identity(), None, None
+        return embedded_identity(model_id), None, None
     if source == "local":
         return {"files": folder_content(where)}, None, None
     if source == "missing":

@@ -68,7 +68,7 @@ def _locate(spec: ModelSpec, base_dir: Path | None) -> tuple[str, str]:
     if source == "embedded":
         from mechsteer.models.embedded import embedded_dir
 
-        return str(embedded_dir()), "embedded"
+        return str(embedded_dir(spec.id)), "embedded"
     if source == "local":
         if not (p / "config.json").is_file():
             raise ModelLoadError(

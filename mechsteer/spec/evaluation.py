@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from mechsteer.spec.base import LIMIT_MAX, StrictModel
+from mechsteer.spec.templates import PromptTemplate
 
 KNOWN_TASKS = ("aime24", "aime25", "amc23", "math500", "minerva_math", "olympiadbench", "gsm8k", "mini")
 """Tasks mechsteer ships definitions for. The six paper benchmarks form the paper's Average."""
@@ -39,8 +40,9 @@ class EvaluationSpec(StrictModel):
     """Cap on generated tokens; null = the model's max_length minus the prompt."""
     batch_size: int = Field(default=8, gt=0)
     """Sequences per generate call."""
-    template: Literal["qwen_math", "r1"] = "qwen_math"
-    """Prompt template (paper section 3.4)."""
+    template: PromptTemplate = "qwen_math"
+    """Prompt template: the paper's `qwen_math` or `r1` (section 3.4), or `qa` / `qa_fewshot` for base models
+    that answer on one line (with a newline stop; `mechsteer.spec.templates`)."""
     reference: str | None = None
     """A condition the report's accuracy table normalises against (the paper: full fine-tuning): adds the
     columns Relative (%) = 100 x / x_ref and Relative Improvement (%) = 100 (x - x_base) / (x_ref - x_base)."""

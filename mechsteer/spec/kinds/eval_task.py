@@ -12,6 +12,7 @@ from pydantic import Field
 from mechsteer.spec.base import LIMIT_MAX
 from mechsteer.spec.kinds import measurement_kind
 from mechsteer.spec.kinds.measurements import MeasurementBase
+from mechsteer.spec.templates import PromptTemplate
 
 
 @measurement_kind("eval", impl="mechsteer.eval.runner:run_eval")
@@ -31,8 +32,8 @@ class EvalTaskSpec(MeasurementBase):
     """Cap on generated tokens (null = the model's max_length minus the prompt)."""
     batch_size: int = Field(default=8, gt=0)
     """Sequences per generate call."""
-    template: Literal["qwen_math", "r1"] = "qwen_math"
-    """Prompt template."""
+    template: PromptTemplate = "qwen_math"
+    """Prompt template (`mechsteer.spec.templates`)."""
     data_dir: str | None = None
     """Absolute folder with `<task>/test.jsonl` (null = hub datasets)."""
 

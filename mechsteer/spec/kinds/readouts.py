@@ -15,6 +15,7 @@ from mechsteer.spec.base import LIMIT_MAX
 from mechsteer.spec.evaluation import KNOWN_TASKS
 from mechsteer.spec.kinds import readout_kind
 from mechsteer.spec.kinds.measurements import MeasurementBase, resolved_limit
+from mechsteer.spec.templates import PromptTemplateOrRaw
 
 
 class PromptSource(MeasurementBase):
@@ -30,8 +31,9 @@ class PromptSource(MeasurementBase):
     """Use at most this many problems."""
     data_dir: str | None = None
     """Local benchmark folder (see `evaluation.data_dir`)."""
-    template: Literal["qwen_math", "r1", "raw"] = "qwen_math"
-    """Prompt template: the paper's qwen_math (system prompt asking for \\boxed{}), r1, or raw (user text only)."""
+    template: PromptTemplateOrRaw = "qwen_math"
+    """Prompt template: the paper's qwen_math (system prompt asking for \\boxed{}), r1, qa / qa_fewshot (base models
+    answering on one line; `mechsteer.spec.templates`), or raw (user text only)."""
     conditions: list[str] | None = None
     """Run this readout only under these conditions (names or shell patterns such as `single_*`); null = all."""
 

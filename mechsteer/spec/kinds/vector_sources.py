@@ -19,6 +19,7 @@ from mechsteer.spec.kinds import vector_kind
 from mechsteer.spec.kinds.vectors import VectorSourceBase
 from mechsteer.spec.layers import LayerSelection
 from mechsteer.spec.paths import file_content_key
+from mechsteer.spec.templates import PromptTemplateOrRaw
 
 
 class CorrectVsIncorrect(StrictModel):
@@ -60,7 +61,7 @@ class MeanDiffVectors(VectorSourceBase):
     """Blocks to compute (the vector set's rows)."""
     position: Literal["last", "mean"] = "last"
     """Prompt sets: the activation at each prompt's last token (as repeng does) or the mean over its tokens."""
-    template: Literal["qwen_math", "r1", "raw"] = "raw"
+    template: PromptTemplateOrRaw = "raw"
     """Render prompts with a template first (`raw` = the text as given, chat-wrapped for chat models)."""
     batch_size: int = Field(default=8, gt=0)
     """Prompts per forward pass."""
