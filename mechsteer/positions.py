@@ -36,6 +36,13 @@ class PositionTracker:
         self._explicit = None if prompt_lengths is None else torch.as_tensor(prompt_lengths).long()
         self._await_prompt = prompt_lengths is None
 
+    def select_rows(self, indices: torch.Tensor) -> None:
+        """Keep only these rows (a generation dropped its ended rows); positions are recomputed from the
+        next forward's mask, the prompt lengths are per row."""
+        if self.prompt_len is not None:
+            self.prompt_len = self.prompt_len[indices.to(self.prompt_len.device)]
+        self._masks = {}
+
     def attach(self, scope: HookScope, base_model: torch.nn.Module) -> None:
         scope.pre_hook(base_model, self._pre_hook, with_kwargs=True)
 

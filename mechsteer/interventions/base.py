@@ -40,6 +40,8 @@ class SteeringContext:
     extras: dict = field(default_factory=dict)
     """Values interventions expose to readouts (e.g. lora1 magnitudes)."""
     _tracker: PositionTracker | None = None
+    _row_state: list = field(default_factory=list)
+    """Objects holding per-row state across the steps of one generation (`keeps_rows`)."""
 
     @property
     def shape(self) -> ModelShape:
@@ -67,6 +69,19 @@ class SteeringContext:
             self._tracker = PositionTracker()
             self._tracker.attach(self.scope, self.adapter.base_model(self.model))
         return self._tracker
+
+    def keeps_rows(self, holder) -> None:
+        """Register an object that holds per-row state across decode steps (a spliced block's side caches):
+        `select_rows` passes the rows a generation keeps on to its `select_rows(indices)`."""
+        self._row_state.append(holder)
+
+    def select_rows(self, indices: torch.Tensor) -> None:
+        """A generation dropped ended rows from its batch and keeps `indices` (in the current batch's row
+        order): every per-row state of this condition (position tracker, registered holders) does the same."""
+        if self._tracker is not None:
+            self._tracker.select_rows(indices)
+        for holder in self._row_state:
+            holder.select_rows(indices)
 
     def begin(self, prompt_lengths=None) -> None:
         """Tell position-selective interventions that new sequences start (see PositionTracker.begin)."""

@@ -61,6 +61,11 @@ class SideCaches:
                     "by the circuit interventions",
                 )
 
+    def select_rows(self, indices) -> None:
+        """Keep only these batch rows in every side cache (the model's cache dropped its ended rows)."""
+        for cache in self._caches.values():
+            cache.batch_select_indices(indices)
+
     def get(self, role: str):
         """The side cache for `role` (created empty on first use in a sequence), or None when uncached."""
         if not self._active:

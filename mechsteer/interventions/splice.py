@@ -78,6 +78,7 @@ class BlockSplicer:
         self.qkv = [p for p in PROJS if p in self.masks]
         self.patching = plan.patch_path != "all" and bool(self.masks)
         self.caches = SideCaches(model.config, b)
+        ctx.keeps_rows(self.caches)  # a generation that drops ended rows drops them here too
         self._side: str | None = None  # set while a side computation runs: this splicer's hooks pass through
         self._reset()
 

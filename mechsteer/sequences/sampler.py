@@ -9,7 +9,13 @@ takes the last position's logits, applies temperature, top-k and top-p exactly a
 (greedy = argmax), and draws from an explicit `torch.Generator`, so a batch's samples depend only on the
 settings' seed, the prompts and the arithmetic: a training step's rollouts depend only on (seed, step),
 which makes `--resume` bit for bit. A row ends at its first stop token (kept as its last id) or at its
-budget; finished rows are fed pad tokens until every row has ended, as `generate` does.
+budget. Ended rows leave the batch (`compact`, the default): the KV cache, the mask, the positions and the
+steering context's per-row state (`SteeringContext.select_rows`: the position tracker, a spliced block's side
+caches) keep only the rows still running, so a batch costs what its rows generate rather than its longest row
+times its width; `transformers`' `generate` instead feeds ended rows pad tokens until every row has ended
+(`compact=False` does the same, the reference the compacted loop is tested against). Ids are the same either
+way up to float rounding (which a different batch width can change in a near tie): sampling still draws for
+every row of the batch, so each running row gets the random numbers it would have got.
 
 `sample` is what measurements call: prompts (token id lists) sorted by length (longest first, so a batch
 holds prompts of similar length and little padding) in batches of `settings.batch_size`, one generator
@@ -153,10 +159,20 @@ def _warp(logits: torch.Tensor, settings: SamplingSettings) -> torch.Tensor:
     return scores
 
 
-def _pick(logits: torch.Tensor, settings: SamplingSettings, generator: torch.Generator | None) -> torch.Tensor:
+def _pick(
+    logits: torch.Tensor, settings: SamplingSettings, generator: torch.Generator | None, rows: torch.Tensor, n: int
+) -> torch.Tensor:
+    """The next token of each running row (`logits` are the rows `rows` of a batch of `n`). Sampling draws
+    for all `n` rows, ended ones included (uniform over the vocabulary there, then discarded), because
+    `torch.multinomial` spends the same random numbers on a row whatever its probabilities: the running
+    rows then get exactly the draws `generate` gives them, whether ended rows left the batch or not."""
     if settings.greedy:
         return logits.argmax(dim=-1)
     probs = torch.softmax(_warp(logits, settings), dim=-1)
+    if len(rows) < n:
+        full = torch.ones(n, probs.shape[1], dtype=probs.dtype, device=probs.device)
+        full[rows] = probs
+        return torch.multinomial(full, 1, generator=generator).squeeze(1)[rows]
     return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
 
@@ -171,7 +187,8 @@ def sample_rollouts(
     generator: torch.Generator | None = None,
     share_prefill: bool = True,
     ctx=None,
-    on_logits: Callable[[int, torch.Tensor], None] | None = None,
+    on_logits: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
+    compact: bool = True,
 ) -> Rollouts:
     """Sample `settings.samples` completions per prompt of one batch (see the module docstring).
 
@@ -179,8 +196,9 @@ def sample_rollouts(
     `settings.max_new_tokens` for every prompt; a row that reaches its budget stops there, unfinished, while
     longer-budget rows go on. `generator`: the random stream (default: a new one seeded with
     `settings.seed`). `ctx`: the steering context of the condition whose hooks are on the model (its
-    `begin()` is called before the prefill). `on_logits(step, logits)` sees each step's last-position
-    logits before a token is picked (tests compare them with an uncached forward)."""
+    `begin()` is called before the prefill). `on_logits(step, logits, rows)` sees each step's last-position
+    logits of the running rows (`rows`: their indices in the batch) before a token is picked (tests compare
+    them with an uncached forward). `compact`: drop ended rows from the batch (see the module docstring)."""
     device = prompts.ids.device
     G = settings.samples
     n_prompts = prompts.ids.shape[0]
@@ -208,26 +226,35 @@ def sample_rollouts(
     n = logits.shape[0]
     stop = torch.tensor(sorted(set(settings.stop_ids)), dtype=torch.long, device=device)
     done = torch.zeros(n, dtype=torch.bool, device=device)  # emitted a stop token
-    ended = torch.zeros(n, dtype=torch.bool, device=device)  # stopped or out of budget
-    toks, keep = [], []
+    tokens = torch.full((n, limit), pad_id, dtype=torch.long, device=device)
+    resp_mask = torch.zeros((n, limit), dtype=torch.long, device=device)
+    rows = torch.arange(n, device=device)  # the batch rows still in the forward batch
+    running = torch.ones(n, dtype=torch.bool, device=device)  # of those, the ones not ended
+    width = 0
     for i in range(limit):
         if on_logits is not None:
-            on_logits(i, logits)
-        tok = _pick(logits, settings, generator)
-        active = ~ended
-        tok = torch.where(active, tok, torch.full_like(tok, pad_id))
-        toks.append(tok)
-        keep.append(active)
-        done = done | (active & torch.isin(tok, stop))
-        ended = done | (budget <= i + 1)
-        if bool(ended.all()) or len(toks) == limit:
+            on_logits(i, logits, rows)
+        tok = _pick(logits, settings, generator, rows, n)
+        tok = torch.where(running, tok, torch.full_like(tok, pad_id))
+        tokens[rows, i] = tok
+        resp_mask[rows, i] = running.long()
+        width = i + 1
+        stopped = running & torch.isin(tok, stop)
+        done[rows] |= stopped
+        running = running & ~stopped & (budget[rows] > i + 1)
+        if not bool(running.any()) or i + 1 == limit:
             break
-        mask = torch.cat([mask, torch.ones(n, 1, dtype=mask.dtype, device=device)], dim=1)
+        if compact and not bool(running.all()):
+            keep = running.nonzero().squeeze(1)
+            rows, tok, mask, next_pos, running = rows[keep], tok[keep], mask[keep], next_pos[keep], running[keep]
+            next(iter(ckw.values())).batch_select_indices(keep)
+            if ctx is not None:
+                ctx.select_rows(keep)
+        mask = torch.cat([mask, torch.ones(len(rows), 1, dtype=mask.dtype, device=device)], dim=1)
         out = model(input_ids=tok[:, None], attention_mask=mask, position_ids=next_pos, use_cache=True, **ckw)
         logits = out.logits[:, -1]
         next_pos = next_pos + 1
-    tokens = torch.stack(toks, dim=1)
-    resp_mask = torch.stack(keep, dim=1).long()
+    tokens, resp_mask = tokens[:, :width], resp_mask[:, :width]
     return Rollouts(prompts, G, tokens, resp_mask, done.clone())
 
 

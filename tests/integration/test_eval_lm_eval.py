@@ -269,9 +269,13 @@ def test_conditions_never_share_lm_eval_cached_outputs(lm, monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(lm_eval, "simple_evaluate", spy)
+    from mechsteer.eval.lm_eval_bridge import SteeredHFLM
+
     generated = []
-    real_generate = lm.model.generate
-    monkeypatch.setattr(lm.model, "generate", lambda *a, **k: generated.append(1) or real_generate(*a, **k))
+    real_generate = SteeredHFLM._model_generate
+    monkeypatch.setattr(
+        SteeredHFLM, "_model_generate", lambda self, *a, **k: generated.append(1) or real_generate(self, *a, **k)
+    )
     first = run(lm, limit=4)
     second = run(lm, [AddSpec(vector="v", layer=[2])], {"v": random_vs(seed=5)}, limit=4)
     again = run(lm, limit=4)
@@ -321,3 +325,50 @@ def test_embedded_model_through_lm_eval_prompt_zero_vector_and_steering():
         assert prompt == build_prompt(lm.tokenizer, s["doc"]["problem"]) and QWEN_MATH_SYSTEM in prompt
     assert completions(zero) == completions(base)
     assert completions(steered) != completions(base)
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_bridge_sampler_equals_transformers_generate_when_rows_end_early(temperature):
+    """The bridge generates with the sequence sampler, which drops ended rows from the batch; transformers'
+    `generate` (the bridge's path for stop strings that no stop token spells) keeps them to the end. Under a
+    spliced-block condition (side KV caches per row), with rows of different prompt lengths and so different
+    budgets, both give the same ids; sampled ids too, with the global stream seeded alike."""
+    from conftest import make_tiny_model
+    from tolerance import assert_greedy_is_robust, logits_tolerance
+
+    from mechsteer.eval.lm_eval_bridge import SteeredHFLM
+    from mechsteer.spec.kinds.circuit import HeadSpec
+
+    lm = tiny_lm()
+    lm.model = make_tiny_model("llama", vocab_size=VOCAB_SIZE, max_position_embeddings=512)
+    rows = [[5, 6, 7, 8, 9, 10, 11], [12, 13, 14], [15, 16, 17, 18, 19]]
+    width = max(map(len, rows))
+    context = torch.tensor([[0] * (width - len(r)) + r for r in rows])
+    mask = (context != 0).long()
+    kw = {"do_sample": temperature > 0, "temperature": temperature} if temperature else {}
+    with steering(lm.model, lm.adapter, [HeadSpec(vector="v", heads=[1])], {"v": random_vs(scale=4.0)}) as ctx:
+        bridge = SteeredHFLM(lm.model, lm.tokenizer, ctx, batch_size=3, max_length=width + 2)
+        outs = []
+        for stop in ([], ["never-said"]):  # the sampler; then generate, which the stop text needs
+            torch.manual_seed(3)
+            outs.append(bridge._model_generate(context, width + 30, stop, attention_mask=mask, **kw))
+        if not temperature:
+            ctx.begin()
+            ref = lm.model.generate(
+                input_ids=context,
+                attention_mask=mask,
+                max_new_tokens=6,
+                do_sample=False,
+                pad_token_id=0,
+                output_logits=True,
+                return_dict_in_generate=True,
+            )
+    sampler, generate = outs
+    budgets = [width + 2 - len(r) for r in rows]
+    assert sorted(set(budgets)) == [2, 4, 6]  # rows end after 2, 4 and 6 tokens: the batch shrinks twice
+    assert sampler.shape == generate.shape == (3, width + 6)
+    for r, n in enumerate(budgets):
+        assert torch.equal(sampler[r, : width + n], generate[r, : width + n]), r
+    if not temperature:
+        logits = torch.stack(ref.logits, dim=1)
+        assert_greedy_is_robust(logits, logits_tolerance(lm.model, logits))

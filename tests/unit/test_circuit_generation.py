@@ -161,7 +161,7 @@ def test_the_sequence_sampler_equals_generate_for_every_kind(arch, lora_path):
                 pad_id=0,
                 share_prefill=False,
                 ctx=ctx,
-                on_logits=lambda i, x, steps=steps: steps.append(x.float()),
+                on_logits=lambda i, x, rows, steps=steps: steps.append(x.float()),
             )
             ref = model.generate(
                 input_ids=ids,
@@ -177,3 +177,61 @@ def test_the_sequence_sampler_equals_generate_for_every_kind(arch, lora_path):
         tol = torch.finfo(torch.float32).eps * float(want.abs().max()) * 32**0.5
         torch.testing.assert_close(torch.stack(steps, 1), want, atol=tol, rtol=0, msg=lambda m, n=name: f"{n}: {m}")
         assert torch.equal(ro.tokens, ref.sequences[:, ids.shape[1] :]), name
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_dropping_ended_rows_changes_nothing_for_every_kind(arch, lora_path):
+    """The sampler drops ended rows from its batch (KV cache, mask, positions, the condition's per-row state:
+    position tracker and a spliced block's side caches). Rows that end after 2 and 4 of 6 steps, one of them in
+    the middle of the batch, so the kept rows are renumbered: every row's step logits equal those of the loop
+    that keeps every row to the end (`compact=False`, which equals `generate`, above), and so do its tokens."""
+    from mechsteer.sequences import Prompts, SamplingSettings, sample_rollouts
+
+    model = make_tiny_model(arch)
+    gen = torch.Generator().manual_seed(6)
+    vectors = {
+        "pen": VectorSet(torch.randn(4, 32, generator=gen) * 2.0, [0, 1, 2, 3]),
+        "other": VectorSet(torch.randn(4, 32, generator=gen) * 2.0, [0, 1, 2, 3]),
+    }
+    ids = torch.tensor([[0, 0, 0, 11, 12, 13, 14], [21, 22, 23, 24, 25, 26, 27], [0, 31, 32, 33, 34, 35, 36]])
+    mask = (ids != 0).long()
+    budgets = torch.tensor([6, 2, 4])
+    settings = SamplingSettings(STEPS)
+    for name, fields in {"none": None, **KINDS}.items():
+        specs = (
+            []
+            if fields is None
+            else [_IV.validate_python({k: (lora_path if v == "LORA" else v) for k, v in fields.items()})]
+        )
+        runs = {}
+        for compact in (True, False):
+            steps = torch.full((3, STEPS, model.config.vocab_size), float("nan"))
+
+            def keep(i, x, rows, steps=steps):
+                steps[rows, i] = x.float()
+
+            with torch.no_grad(), steering(model, adapter_for(model), specs, vectors) as ctx:
+                ro = sample_rollouts(
+                    model,
+                    Prompts(ids, mask),
+                    settings,
+                    pad_id=0,
+                    budgets=budgets,
+                    share_prefill=False,
+                    ctx=ctx,
+                    on_logits=keep,
+                    compact=compact,
+                )
+            runs[compact] = (ro, steps)
+        (ro_c, got), (ro_full, want) = runs[True], runs[False]
+        assert ro_c.lengths.tolist() == [6, 2, 4], name
+        if fields is not None:
+            base = baseline_steps  # noqa: F821 - set by the first iteration (no intervention)
+            assert not torch.allclose(want[0], base[0], atol=1e-3), f"{name}: no effect"
+        else:
+            baseline_steps = want  # noqa: F841
+        for r, n in enumerate(budgets.tolist()):
+            tol = logits_tolerance(model, want[r, :n])
+            assert_close(got[r, :n], want[r, :n], tol, f"{name} row {r}")
+            assert_greedy_is_robust(want[r, :n], tol)
+        assert torch.equal(ro_c.tokens, ro_full.tokens) and torch.equal(ro_c.mask, ro_full.mask), name

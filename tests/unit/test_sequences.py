@@ -158,11 +158,13 @@ def test_cached_step_logits_equal_an_uncached_forward(share_prefill):
     lm = tiny_lm(make_tiny_model("qwen2", vocab_size=VOCAB))
     prompts = pad_prompts([[5, 6, 7, 8], [9, 10]], pad_id=0)
     s = SamplingSettings(6, 1.0, samples=3, seed=2, stop_ids=(2,))
-    steps: list[torch.Tensor] = []
-    ro = sample_rollouts(
-        lm.model, prompts, s, pad_id=0, share_prefill=share_prefill, on_logits=lambda i, x: steps.append(x.clone())
-    )
-    cached = torch.stack(steps, dim=1)  # [rows, steps, vocab]
+    cached = torch.full((6, 6, lm.model.config.vocab_size), float("nan"))  # [rows, steps, vocab]
+
+    def keep(i, x, rows):  # ended rows leave the batch: `rows` are the running rows' indices
+        cached[rows, i] = x.float()
+
+    ro = sample_rollouts(lm.model, prompts, s, pad_id=0, share_prefill=share_prefill, on_logits=keep)
+    assert len(set(ro.lengths.tolist())) > 1  # rows ended at different steps: the compaction was used
     seqs = ro.sequences()
     ids, mask = pad([q.ids for q in seqs], 0, "left")
     with torch.no_grad():
