@@ -6,7 +6,8 @@ the studies (`python benchmarks/studies.py`), never typed by hand.
 
 For each study present it tabulates the accuracies the claim rests on and tests the comparison the paper
 makes with an exact McNemar test on the shared problems (greedy, lenient accuracy, n = the study's problems):
-single-layer vectors against their norm-matched random control and the unsteered model (Figure 1), pairs
+the penultimate-block vector and its circuit on the last block (Figures 5, 20, 21), single-layer vectors
+against their norm-matched random control and the unsteered model (Figure 1), pairs
 against their better single (Figure 13), the block-24 vector at each place inside the block (Appendix C),
 persistence cosines at later blocks (Figure 2), the transfer row (Table 1). Statements are generated from the
 numbers with a fixed threshold (p < 0.05); "no effect" means no significant difference at this sample size,
@@ -246,7 +247,79 @@ def transfer_section(res) -> tuple[list[str], dict]:
     return lines, {"native": [d, p], "random_donor": [dr, pr]}
 
 
+def penultimate_section(res) -> tuple[list[str], dict]:
+    """The circuit of the penultimate-block vector on the last block (Figures 5, 20, 21)."""
+    acc = Acc(res, "mini")
+    kv, heads = _numbered_plain(acc.value, "v_only_kv"), _numbered(acc.value, "steer_head")
+    # (condition, what the paper compares it with)
+    pairs = [("s_pen", "random_pen"), ("random_pen", None), ("skip_attn", "s_pen"), ("skip_layer", "s_pen")]
+    pairs += [(f"v_only_kv{h}", "skip_attn") for h in kv] + [(f"steer_head_{h}", "s_pen") for h in heads]
+    rows, data = [], {}
+    for cond, ref in pairs:
+        if cond not in acc.value:
+            continue
+        d_b, p_b, n = acc.test("base", cond)
+        d_r, p_r, _ = acc.test(ref, cond) if ref in acc.value else (math.nan, math.nan, 0)
+        rows.append(f"| {cond} | {acc.pct(cond)} | {_sig(d_b, p_b)} | {ref or '-'} | {_sig(d_r, p_r)} |")
+        data[cond] = {"acc": acc.value.get(cond), "vs_base": [d_b, p_b], "ref": ref, "vs_ref": [d_r, p_r], "n": n}
+
+    def verdict(cond: str, key: str, what: str) -> str:
+        d = data.get(cond)
+        if d is None:
+            return f"{cond} was not run"
+        diff, p = d[key]
+        if math.isnan(p):
+            return f"{cond}: no shared problems"
+        if p < ALPHA:
+            return f"{cond} is {'above' if diff > 0 else 'below'} {what} ({diff:+.1f} points, p={p:.3f})"
+        return f"{cond} does not differ from {what} at this sample size ({diff:+.1f} points, p={p:.3f})"
+
+    gain = lambda c: (acc.value[c] - acc.value["base"]) if c in acc.value and "base" in acc.value else math.nan  # noqa: E731
+    kept = {c: gain(c) / gain("s_pen") for c in ("skip_attn", "skip_layer") if gain("s_pen") > 0 and c in acc.value}
+    above = lambda names: [
+        n for n in names if data.get(n, {}).get("vs_base", [0, 1])[1] < ALPHA and data[n]["vs_base"][0] > 0
+    ]  # noqa: E731
+    n = next(iter(data.values()))["n"] if data else "?"
+    lines = [
+        "### Penultimate-block circuit (Figures 5, 20, 21; `studies/penultimate.yaml`)",
+        "",
+        f"Greedy lenient accuracy (%) on {n} held-out `mini` problems with the bundled block-28 vector s_pen "
+        f"(SmolLM2 has 30 blocks; 28 is the penultimate). Unsteered: {acc.pct('base')}. Each circuit condition "
+        "is compared with the unsteered model and with the condition the paper compares it with; differences in "
+        "points with the exact McNemar p on the shared problems; bold: p < 0.05.",
+        "",
+        "| condition | accuracy | vs unsteered | compared with | vs that |",
+        "|---|---|---|---|---|",
+        *rows,
+        "",
+        f"- {verdict('s_pen', 'vs_base', 'the unsteered model')}; {verdict('s_pen', 'vs_ref', 'its norm-matched random control')}.",
+        f"- Skip-Attn (the last block's attention reads the unsteered stream): {verdict('skip_attn', 'vs_ref', 's_pen')}"
+        + (
+            f"; it keeps {100 * kept['skip_attn']:.0f}% of s_pen's gain over the unsteered model"
+            if "skip_attn" in kept
+            else ""
+        )
+        + ".",
+        f"- Skip-Layer (the last block runs on the unsteered stream, s_pen added after it): {verdict('skip_layer', 'vs_ref', 's_pen')}"
+        + (f"; it keeps {100 * kept['skip_layer']:.0f}% of the gain" if "skip_layer" in kept else "")
+        + ".",
+        f"- V steered in one KV head only (all else unsteered): above the unsteered model (p < 0.05) for KV heads "
+        f"{above([f'v_only_kv{h}' for h in kv]) or 'none'} of {kv}.",
+        f"- Steer-Head (one query head reads the steered stream): above the unsteered model (p < 0.05) for heads "
+        f"{above([f'steer_head_{h}' for h in heads]) or 'none'} of {heads}.",
+        "",
+    ]
+    return lines, {"conditions": data, "base": acc.value.get("base"), "gain_kept": kept}
+
+
+def _numbered_plain(values, prefix: str) -> list[int]:
+    """Numbers k of conditions named `<prefix><k>` (no underscore: `v_only_kv0`)."""
+    rx = re.compile(rf"^{prefix}(\d+)$")
+    return sorted(int(m.group(1)) for c in values if (m := rx.match(c)))
+
+
 SECTIONS = [
+    ("penultimate", penultimate_section),
     ("single_layer", single_layer_section),
     ("composition", composition_section),
     ("add_place", add_place_section),
