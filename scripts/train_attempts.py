@@ -138,6 +138,7 @@ def reselect(doc: dict, path: Path, out: Path, threads: int) -> None:
     from mechsteer.generation import lm_stop_token_ids
     from mechsteer.interventions import steering
     from mechsteer.models.loading import load_model
+    from mechsteer.sequences import SamplingSettings
     from mechsteer.spec.kinds.interventions import AddSpec
     from mechsteer.spec.kinds.placement import Lora1Spec
     from mechsteer.train.data import encode_prompts
@@ -170,18 +171,13 @@ def reselect(doc: dict, path: Path, out: Path, threads: int) -> None:
             else:
                 ivs, vecs = [Lora1Spec(path=str(ck / "lora1.safetensors"))], {}
             with steering(lm.model, lm.adapter, ivs, vecs, tokenizer=lm.tokenizer):
-                acc = accuracy(
-                    lm,
-                    rows,
-                    ids,
-                    temperature=0.0,
-                    samples=1,
+                settings = SamplingSettings(
                     max_new_tokens=sel["max_new_tokens"],
                     batch_size=32,
                     seed=spec.seed,
-                    template=spec.data.template,
-                    stop_ids=lm_stop_token_ids(lm),
+                    stop_ids=tuple(lm_stop_token_ids(lm)),
                 )
+                acc = accuracy(lm, rows, ids, settings, template=spec.data.template)
             results.append({"step": step, "value": acc["lenient"], "mean_len": acc["mean_len"]})
             print(f"{name} step {step}: {100 * acc['lenient']:.1f}% on {sel['n']} training-pool problems", flush=True)
         best = max(results, key=lambda r: (r["value"], r["step"]))
