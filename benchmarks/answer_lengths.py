@@ -56,7 +56,7 @@ def main() -> None:
 
     from mechsteer.eval.grading import grade
     from mechsteer.eval.mini_task import generate_mini
-    from mechsteer.generation import generate, render_prompts
+    from mechsteer.generation import model_sampling, render_prompts, sample_texts
     from mechsteer.models.loading import load_model
     from mechsteer.spec.models import ModelSpec
 
@@ -67,13 +67,14 @@ def main() -> None:
     for dtype in args.dtypes:
         lm = load_model("smol", ModelSpec(id="smollm2-135m", dtype=dtype))
         prompts = render_prompts(lm, [r["problem"] for r in rows], "qwen_math")
-        outs = [o[0] for o in generate(lm, None, prompts, max_new_tokens=args.cap, batch_size=args.batch_size)]
-        lengths = [o.n_tokens for o in outs]
-        finished = [o.n_tokens for o in outs if o.finished]
-        ids = [lm.tokenizer(o.text, add_special_tokens=False)["input_ids"] for o in outs]
+        settings = model_sampling(lm, max_new_tokens=args.cap, batch_size=args.batch_size)
+        outs = sample_texts(lm, None, prompts, settings)
+        lengths = [o.n_generated for o in outs]
+        finished = [o.n_generated for o in outs if o.finished]
+        ids = [list(o.completion_ids) for o in outs]
         acc = {}
         for b in (*BUDGETS, args.cap):
-            texts = [lm.tokenizer.decode(i[:b]) for i in ids]
+            texts = [lm.tokenizer.decode(i[:b], skip_special_tokens=True) for i in ids]
             acc[b] = sum(grade(t, r["answer"]).lenient_correct for t, r in zip(texts, rows)) / len(rows)
         per_dtype[dtype] = {
             "lengths": lengths,

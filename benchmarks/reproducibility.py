@@ -46,7 +46,7 @@ def main() -> None:
     from mechsteer.spec.kinds.interventions import AddSpec
     from mechsteer.spec.kinds.vectors import BundledVectors
     from mechsteer.spec.models import ModelSpec
-    from mechsteer.vectors.sources import BuildContext
+    from mechsteer.builders.context import BuildContext
 
     torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
@@ -59,7 +59,6 @@ def main() -> None:
             n_layers=lm.shape.n_layers,
             d_model=lm.shape.d_model,
             specs={"v": BundledVectors(name="smollm2-135m/all_layers")},
-            resolve_path=Path,
             model_id="smollm2-135m",
             lm=lm,
         )

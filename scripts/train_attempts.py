@@ -171,13 +171,13 @@ def reselect(doc: dict, path: Path, out: Path, threads: int) -> None:
             else:
                 ivs, vecs = [Lora1Spec(path=str(ck / "lora1.safetensors"))], {}
             with steering(lm.model, lm.adapter, ivs, vecs, tokenizer=lm.tokenizer):
-                settings = SamplingSettings(
+                sampling = SamplingSettings(
                     max_new_tokens=sel["max_new_tokens"],
                     batch_size=32,
                     seed=spec.seed,
                     stop_ids=tuple(lm_stop_token_ids(lm)),
                 )
-                acc = accuracy(lm, rows, ids, settings, template=spec.data.template)
+                acc = accuracy(lm, rows, ids, sampling, template=spec.data.template)
             results.append({"step": step, "value": acc["lenient"], "mean_len": acc["mean_len"]})
             print(f"{name} step {step}: {100 * acc['lenient']:.1f}% on {sel['n']} training-pool problems", flush=True)
         best = max(results, key=lambda r: (r["value"], r["step"]))

@@ -11,7 +11,7 @@ import pytest
 import torch
 from gemma_model import TIER, gemma  # noqa: F401 - fixture
 
-from mechsteer.generation import generate, lm_stop_token_ids, render_prompts, stop_token_ids
+from mechsteer.generation import lm_stop_token_ids, model_sampling, render_prompts, sample_texts, stop_token_ids
 from mechsteer.models.embedded import cache_root, embedded_dir
 from mechsteer.spec.models import KNOWN_SHAPES
 
@@ -79,16 +79,18 @@ def test_one_line_templates_need_and_get_the_newline_stop(gemma, template):  # n
 
     prompts = render_prompts(gemma, ["What is 3 + 4?"], template)
     assert prompts[0].endswith("Question: What is 3 + 4?\nAnswer:")
-    free = generate(gemma, None, prompts, max_new_tokens=24)[0][0]
-    assert "\n" in free.text.strip("\n") and not free.finished
+    free = sample_texts(gemma, None, prompts, model_sampling(gemma, max_new_tokens=24))[0]
+    free_text = free.text(gemma.tokenizer)
+    assert "\n" in free_text.strip("\n") and not free.finished
     lm = dataclasses.replace(gemma, spec=gemma.spec.model_copy(update={"stop": ["\n"]}))
     assert len(lm_stop_token_ids(lm)) > len(lm_stop_token_ids(gemma))
-    cut = generate(lm, None, prompts, max_new_tokens=24)[0][0]
-    assert cut.finished and "\n" not in cut.text
-    assert free.text.startswith(cut.text)  # the same greedy answer line, stopped at its end
-    assert cut.n_tokens < free.n_tokens
+    cut = sample_texts(lm, None, prompts, model_sampling(lm, max_new_tokens=24))[0]
+    cut_text = cut.text(lm.tokenizer)
+    assert cut.finished and "\n" not in cut_text
+    assert free_text.startswith(cut_text)  # the same greedy answer line, stopped at its end
+    assert cut.n_generated < free.n_generated
     if template == "qa_fewshot":
-        assert free.text.startswith(cut.text + "\n\n"), "the few-shot answer line ends with a blank line"
+        assert free_text.startswith(cut_text + "\n\n"), "the few-shot answer line ends with a blank line"
 
 
 @pytest.mark.parametrize("template", ["qa", "qa_fewshot"])
