@@ -38,6 +38,7 @@ def main() -> None:
     import torch
     from _sections import command_line, facts_lines, machine_facts, write_section
 
+    from mechsteer.builders.context import BuildContext
     from mechsteer.eval.grading import grade
     from mechsteer.eval.mini_task import generate_mini
     from mechsteer.generation import model_sampling, render_prompts, sample_texts
@@ -46,7 +47,6 @@ def main() -> None:
     from mechsteer.spec.kinds.interventions import AddSpec
     from mechsteer.spec.kinds.vectors import BundledVectors
     from mechsteer.spec.models import ModelSpec
-    from mechsteer.builders.context import BuildContext
 
     torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
