@@ -122,7 +122,9 @@ def main() -> None:
             f"| {r['condition']} | {r['generate_s']:.1f} | {r['sampler_s']:.1f} | **{r['ratio']:.2f}** | "
             f"{r['identical']}/{r['n']} | {r['mean_len']:.1f} | {r['ended_at_cap']} |"
         )
-    write_section("eval_generation", lines, {"settings": vars(args), "rows": rows, "machine": facts, "capability": capability})
+    write_section(
+        "eval_generation", lines, {"settings": vars(args), "rows": rows, "machine": facts, "capability": capability}
+    )
 
 
 if __name__ == "__main__":

@@ -52,7 +52,10 @@ def _controls(conditions_spec: dict, default: str | None, conditions: list[str])
         control = body.get("control") if isinstance(body, dict) else None
         if isinstance(body, dict) and "sweep" in body:
             var, values = next(iter(body["sweep"].items()))
-            pairs = [(name.replace("{" + var + "}", str(v)), (control or default or "").replace("{" + var + "}", str(v))) for v in values]
+            pairs = [
+                (name.replace("{" + var + "}", str(v)), (control or default or "").replace("{" + var + "}", str(v)))
+                for v in values
+            ]
         else:
             pairs = [(name, control or default or "")]
         out.update((c, ctl) for c, ctl in pairs if ctl and ctl != c)
