@@ -216,7 +216,7 @@ def paper_shapes_run(root, reference="all_layers", token_html: str | None = None
 
 def record_plan(plan, outcomes: dict[tuple[str, str], list[int]], finished: str = "2026-01-02T03:04:05+00:00") -> Path:
     """Write every cell of a compiled `plan` as `mechsteer run` would have, without loading a model: fresh
-    records (the plan's code fingerprint, resolved spec and timing), per-problem samples for evaluation and
+    records (the plan's code fingerprint, measurement spec and timing), per-problem samples for evaluation and
     `generate` cells from `outcomes[(condition, measurement name)]` (0/1 per problem; conditions missing there
     get all zeros), empty records for other readouts, and plan.json. Returns the output folder."""
     store = CellStore(plan.cells_dir)
@@ -238,7 +238,7 @@ def record_plan(plan, outcomes: dict[tuple[str, str], list[int]], finished: str 
             "measurement": cell.measurement.id,
             "seed": cell.seed,
             "code": cell.code,
-            "resolved_spec": plan.resolved_spec,
+            "measurement_spec": cell.measurement.spec.model_dump(mode="json"),
             "model_provenance": {"name": cell.model, "n_layers": 30},
             "timing": {"started": finished, "finished": finished, "seconds": 1.0},
         }
