@@ -83,7 +83,11 @@ def _sig(diff: float, p: float) -> str:
     if math.isnan(p):
         return "-"
     mark = "**" if p < ALPHA else ""
-    return f"{mark}{diff:+.1f} (p={p:.3f}){mark}"
+    return f"{mark}{diff:+.1f} ({_p(p)}){mark}"
+
+
+def _p(p: float) -> str:
+    return "p<0.001" if p < 0.001 else f"p={p:.3f}"
 
 
 def _numbered(values, prefix: str) -> list[int]:
@@ -271,14 +275,18 @@ def penultimate_section(res) -> tuple[list[str], dict]:
         if math.isnan(p):
             return f"{cond}: no shared problems"
         if p < ALPHA:
-            return f"{cond} is {'above' if diff > 0 else 'below'} {what} ({diff:+.1f} points, p={p:.3f})"
-        return f"{cond} does not differ from {what} at this sample size ({diff:+.1f} points, p={p:.3f})"
+            return f"{cond} is {'above' if diff > 0 else 'below'} {what} ({diff:+.1f} points, {_p(p)})"
+        return f"{cond} does not differ from {what} at this sample size ({diff:+.1f} points, {_p(p)})"
 
     gain = lambda c: (acc.value[c] - acc.value["base"]) if c in acc.value and "base" in acc.value else math.nan  # noqa: E731
     kept = {c: gain(c) / gain("s_pen") for c in ("skip_attn", "skip_layer") if gain("s_pen") > 0 and c in acc.value}
-    above = lambda names: [
-        n for n in names if data.get(n, {}).get("vs_base", [0, 1])[1] < ALPHA and data[n]["vs_base"][0] > 0
-    ]  # noqa: E731
+
+    def above(prefix: str, numbers: list[int]) -> list[int]:
+        """The numbers k whose condition `<prefix>k` is above the unsteered model at p < ALPHA."""
+        return [
+            k for k in numbers if (d := data.get(f"{prefix}{k}")) and d["vs_base"][1] < ALPHA and d["vs_base"][0] > 0
+        ]
+
     n = next(iter(data.values()))["n"] if data else "?"
     lines = [
         "### Penultimate-block circuit (Figures 5, 20, 21; `studies/penultimate.yaml`)",
@@ -304,9 +312,9 @@ def penultimate_section(res) -> tuple[list[str], dict]:
         + (f"; it keeps {100 * kept['skip_layer']:.0f}% of the gain" if "skip_layer" in kept else "")
         + ".",
         f"- V steered in one KV head only (all else unsteered): above the unsteered model (p < 0.05) for KV heads "
-        f"{above([f'v_only_kv{h}' for h in kv]) or 'none'} of {kv}.",
+        f"{above('v_only_kv', kv) or 'none'} of {kv}.",
         f"- Steer-Head (one query head reads the steered stream): above the unsteered model (p < 0.05) for heads "
-        f"{above([f'steer_head_{h}' for h in heads]) or 'none'} of {heads}.",
+        f"{above('steer_head_', heads) or 'none'} of {heads}.",
         "",
     ]
     return lines, {"conditions": data, "base": acc.value.get("base"), "gain_kept": kept}
@@ -331,6 +339,12 @@ SECTIONS = [
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--root", type=Path, action="append", help="studies output root(s); later ones win")
+    ap.add_argument(
+        "--section",
+        choices=[name for name, _ in SECTIONS],
+        help="compute only this study's section, into its own file benchmarks/results/findings_<study>.md "
+        "(a study rerun alone, e.g. `--root outputs --section penultimate` after `mechsteer run studies/penultimate.yaml`)",
+    )
     args = ap.parse_args()
     setup_env()
     roots = args.root or ([newest_root()] if newest_root() else [])
@@ -345,7 +359,11 @@ def main() -> None:
         "",
     ]
     data = {}
+    if args.section:
+        lines[0] = f"## Paper findings on the embedded model: {args.section} (benchmarks/findings.py)"
     for study, fn in SECTIONS:
+        if args.section and study != args.section:
+            continue
         res = find_study(roots, study)
         if res is None:
             lines += [f"### {study}", "", "not run in these roots.", ""]
@@ -353,7 +371,7 @@ def main() -> None:
         section, d = fn(res)
         lines += section
         data[study] = d
-    write_section("findings", lines, data)
+    write_section(f"findings_{args.section}" if args.section else "findings", lines, data)
 
 
 if __name__ == "__main__":
