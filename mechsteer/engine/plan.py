@@ -30,7 +30,7 @@ from typing import Any
 
 from mechsteer.backends.expressible import vllm_expressible
 from mechsteer.engine.code_version import code_fingerprint
-from mechsteer.errors import CompileError
+from mechsteer.errors import CompileError, MechsteerError
 from mechsteer.models.dtype import resolve_dtype
 from mechsteer.spec.evaluation import MINI_DEFAULT_N
 from mechsteer.spec.kinds import MEASUREMENT_KINDS
@@ -157,6 +157,7 @@ class Plan:
             "study": self.study,
             "profile": self.profile,
             "description": self.description,
+            "deviations": list(self.resolved_spec.get("deviations") or []),
             "models": list(self.models),
             "conditions": self.conditions,
             "baseline": self.baseline,
@@ -210,8 +211,11 @@ def vector_fingerprint(vectors: dict, name: str, _seen: tuple = ()) -> dict:
         from mechsteer.spec.training import per_block_files, trained_vectors_path
 
         if spec.per_block is None:
-            f = trained_vectors_path(spec)[0]
-            fp["file_sha256"] = sha256_file(f) if f.is_file() else "missing"
+            try:
+                f = trained_vectors_path(spec)[0]
+            except MechsteerError:  # `checkpoint: best` before best.json exists: building it says what to run
+                f = None
+            fp["file_sha256"] = sha256_file(f) if f is not None and f.is_file() else "missing"
         else:
             fp["files_sha256"] = {k: sha256_file(f) for k, f in per_block_files(spec).items()}
         fp.pop("train", None), fp.pop("output", None)

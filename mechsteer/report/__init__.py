@@ -1,13 +1,14 @@
 """The study report: tables (CSV + Markdown) and plots from recorded cells only, linked from `report.md`.
 
-Sections, in order: the generic results table (rows = conditions, mean ± std over seeds), the difference from
-the unsteered baseline, the paper-shaped benchmark table (when the study has an `evaluation:`), the sweep
-plots (accuracy per layer / per head, relative improvement per pair of layers: `report/sweeps.py`,
-`report/composition.py`), the transfer table (recipient x donor models, `report/transfer.py`), then one
-section per readout kind present whose registration names a report function (`@readout_kind(...,
-report="module:attr")`, called as `fn(results, out_dir) -> list of Markdown lines`). The same lines are
-written as `report.md` and as the self-contained `report.html` (`report/html.py`: images inlined, rows traced
-to their cells).
+Sections, in order: the study's deviations from the paper (`deviations:`), the generic results table (rows =
+conditions, mean ± std over seeds), the difference from the unsteered baseline, the paper-shaped benchmark
+table (when the study has an `evaluation:`), the sweep plots (accuracy per layer / per head, relative
+improvement per pair of layers: `report/sweeps.py`, `report/composition.py`), the transfer table (recipient x
+donor models, `report/transfer.py`), the training checkpoints behind every trained vector set
+(`report/provenance.py`), then one section per readout kind present whose registration names a report function
+(`@readout_kind(..., report="module:attr")`, called as `fn(results, out_dir) -> list of Markdown lines`). The
+same lines are written as `report.md` and as the self-contained `report.html` (`report/html.py`: images
+inlined, rows traced to their cells).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pandas as pd
 from mechsteer.atomic import atomic_write_text
 from mechsteer.report.html import write_html
 from mechsteer.report.paper_table import paper_table_section
+from mechsteer.report.provenance import checkpoints_section, deviations_section
 from mechsteer.report.sweeps import sweep_section
 from mechsteer.report.tables import is_rate
 from mechsteer.report.transfer import transfer_section
@@ -39,6 +41,7 @@ def write_report(results) -> Path:
     lines = [title, ""]
     if results.summary.get("description"):
         lines += [results.summary["description"].strip(), ""]
+    lines += deviations_section(results)
     n_done = len({c["hash"] for c in results.recorded()})  # cells without numeric metrics count too
     n_cells = len({c["hash"] for c in results.cells})
     lines += [
@@ -64,6 +67,7 @@ def write_report(results) -> Path:
     lines += paper_table_section(results, out)
     lines += sweep_section(results, out)
     lines += transfer_section(results, out)
+    lines += checkpoints_section(results)
     for kind in sorted({c["kind"] for c in results.recorded()}):
         section = READOUT_KINDS.report(kind) if kind in READOUT_KINDS else None
         if section is not None:

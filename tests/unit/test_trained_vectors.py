@@ -101,7 +101,9 @@ def test_per_block_stacks_each_blocks_own_run_and_names_the_missing_ones(tmp_pat
 
     finish(3, 4, 0.5)
     with pytest.raises(
-        VectorError, match=r"1 of 2 per-block runs .*blocks \[29\].*train_single_layers.py .*--layers 29"
+        VectorError,
+        match=r"1 of 2 per-block runs .*blocks \[29\].*`mechsteer train \S*train.yaml --profile last --per-block 29 "
+        r"--lr-rule file`",
     ):
         BuildContext(n_layers=30, d_model=576, specs=vectors).get("stack")
     partial = vector_fingerprint(vectors, "stack")

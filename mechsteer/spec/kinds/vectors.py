@@ -85,15 +85,18 @@ class TrainedVectors(StrictModel):
     train: str = Field(min_length=1)
     """The training file (relative to the study file), e.g. `train_paper.yaml`."""
     profile: str | None = None
-    """The training file's profile the run used (its output folder is outputs/train/<name>-<profile>)."""
+    """The training file's profile the run used (its output folder: the file's `output` suffixed `-<profile>`,
+    or outputs/train/<name>-<profile> next to the training file)."""
     checkpoint: Annotated[int, Field(gt=0)] | Literal["best"] | None = None
     """Read this checkpoint's vectors (its optimizer step, e.g. 265) instead of the final ones; `best` = the
-    checkpoint the run selected by its held-out evaluation (`eval.select` in the training file, `best.json`)."""
+    checkpoint in the run's `best.json`: the paper's selection by the six-benchmark Average (`mechsteer
+    select-checkpoints` on a study that evaluated the checkpoints, studies/checkpoints.yaml), or the training
+    file's held-out `eval.select`. The cells record the step actually read."""
     output: str | None = None
     """The run's output folder when `mechsteer train -o` moved it (relative to the study file)."""
     per_block: list[int] | Literal["all"] | None = None
     """Stack single-layer runs, one per block (the paper's per-layer study): row k comes from the run of
-    block k under `<output>/layer-KK/` (its final vectors, or `checkpoint`: a step or `best`), as
-    `scripts/train_single_layers.py --train <file> --profile <profile>` writes them. `all` = every block."""
+    block k under `<output>/layer-KK/` (its final vectors, or `checkpoint`: a step or `best`, per block), as
+    `mechsteer train <file> --profile <profile> --per-block <blocks>` writes them. `all` = every block."""
     layers: LayerSelection | None = None
     """Keep only these rows; null keeps every row."""
