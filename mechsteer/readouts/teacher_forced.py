@@ -117,6 +117,8 @@ class Sequence:
     """Sample id: prompt index * samples + k."""
     ids: list[int]
     prompt_length: int
+    finished: bool = True
+    """The completion ended with a stop token (False: truncated at max_new_tokens)."""
 
 
 def _cache_key(task, interventions: list, prompts: list[str]) -> dict:
@@ -133,6 +135,7 @@ def _cache_key(task, interventions: list, prompts: list[str]) -> dict:
         "max_new_tokens": s.max_new_tokens,
         "samples": s.samples,
         "seed": task.seed,
+        "format": 2,  # sequences record `finished` (format 1 did not)
     }
     return json.loads(json.dumps(key, default=str))
 
@@ -147,7 +150,21 @@ def _cache_file(task, key: dict) -> Path | None:
 def sample_sequences(task, interventions: list) -> list[Sequence]:
     """Sequences (prompt + sampled completion) under a condition, at the readout's temperature and seed.
     Cached in `work/sequences/<hash>.json` ({"key", "sequences"}) keyed by model, condition content,
-    prompts, sampling settings and seed."""
+    prompts, sampling settings and seed. With the readout's `only_finished`, the truncated ones are left out
+    (`kept_sequences` also says how many)."""
+    return kept_sequences(task, interventions)[0]
+
+
+def kept_sequences(task, interventions: list) -> tuple[list[Sequence], int]:
+    """(the sequences `sample_sequences` returns, how many truncated ones `only_finished` dropped)."""
+    seqs = _sample_sequences(task, interventions)
+    if not getattr(task.spec, "only_finished", False):
+        return seqs, 0
+    kept = [q for q in seqs if q.finished]
+    return kept, len(seqs) - len(kept)
+
+
+def _sample_sequences(task, interventions: list) -> list[Sequence]:
     lm, s = task.lm, task.spec
     problems = load_problems(s)
     with steering(lm.model, lm.adapter, list(interventions), task.vectors, tokenizer=lm.tokenizer) as ctx:
@@ -171,8 +188,10 @@ def sample_sequences(task, interventions: list) -> list[Sequence]:
     for i, (prompt, cs) in enumerate(zip(prompts, comps, strict=True)):
         p_ids = lm.tokenizer(prompt, add_special_tokens=special)["input_ids"]
         for k, c in enumerate(cs):
+            # TODO(sequence toolkit): keep the generated token ids instead of re-tokenising the decoded text
+            # (a round trip that can merge or split tokens at the prompt boundary); the samplers return text.
             g_ids = lm.tokenizer(c.text, add_special_tokens=False)["input_ids"] if c.text else []
-            out.append(Sequence(i * s.samples + k, list(p_ids) + list(g_ids), len(p_ids)))
+            out.append(Sequence(i * s.samples + k, list(p_ids) + list(g_ids), len(p_ids), bool(c.finished)))
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(cache, suffix=".json") as tmp:

@@ -9,11 +9,12 @@ from pathlib import Path
 
 from mechsteer import machine
 from mechsteer.errors import Problem
-from mechsteer.spec.evaluation import KNOWN_TASKS
+from mechsteer.spec.evaluation import KNOWN_TASKS, PROMPT_TASKS
 from mechsteer.spec.layers import selection_problems
 from mechsteer.spec.loader import LoadedStudy, doc_path
 from mechsteer.spec.models import known_shape
 from mechsteer.spec.sweeps import SweepSpec, check_name, sample_env, substitute
+from mechsteer.spec.vector_origin import single_source_problems
 
 BUNDLED_VECTOR_DIR = Path(__file__).resolve().parent.parent / "data" / "vectors"
 
@@ -106,13 +107,23 @@ def check_study(ls: LoadedStudy) -> list[Problem]:
             for sub, msg, hint in hook(spec.conditions, shapes):
                 out.append(ls.problem(("readouts", rname) + tuple(sub), msg, hint=hint))
         task = getattr(r, "task", None)
-        if task is not None and task not in KNOWN_TASKS:
+        if task is not None and task not in KNOWN_TASKS + PROMPT_TASKS:
             out.append(
                 ls.problem(
-                    ("readouts", rname, "task"), f"unknown task {task!r}", hint=f"known tasks: {', '.join(KNOWN_TASKS)}"
+                    ("readouts", rname, "task"),
+                    f"unknown task {task!r}",
+                    hint=f"known tasks: {', '.join(KNOWN_TASKS + PROMPT_TASKS)}",
                 )
             )
-        if task is not None and task != "mini" and getattr(r, "split", "test") != "test":
+        elif task in PROMPT_TASKS and getattr(r, "split", "test") != "train":
+            out.append(
+                ls.problem(
+                    ("readouts", rname, "split"),
+                    f"{task} is a training set: its prompts are the train split",
+                    hint="set split: train",
+                )
+            )
+        elif task is not None and task not in ("mini", *PROMPT_TASKS) and getattr(r, "split", "test") != "test":
             out.append(
                 ls.problem(
                     ("readouts", rname, "split"),
@@ -120,6 +131,7 @@ def check_study(ls: LoadedStudy) -> list[Problem]:
                     hint="use split: test (only the bundled `mini` task has a train split)",
                 )
             )
+    out.extend(single_source_problems(ls))  # u_l and persistence read one run per block, not joint rows
     ref = spec.evaluation.reference if spec.evaluation is not None else None
     if ref is not None and not any(fnmatch.fnmatchcase(ref, n) for n in names):
         out.append(

@@ -20,11 +20,17 @@ class PromptSource(StrictModel):
     prompts: list[str] | None = None
     """Inline user messages."""
     task: str | None = None
-    """Take problems (and gold answers) from this task, e.g. `mini` or `math500`."""
+    """Take problems (and gold answers) from this task, e.g. `mini` or `math500`; `deepscaler` (with
+    `split: train`) is the paper's training set, whose prompts the authors' readouts analysed."""
     split: Literal["test", "train"] = "test"
-    """Split of the task (the bundled `mini` task has both; benchmarks only `test`)."""
+    """Split of the task (the bundled `mini` task has both; benchmarks only `test`; `deepscaler` only
+    `train`)."""
     limit: int | None = Field(default=None, gt=0)
     """Use at most this many problems."""
+    shuffle: int | None = None
+    """Shuffle the task's problems with this seed before taking `limit` (a numpy `default_rng(seed)`
+    permutation, the one `datasets.Dataset.shuffle(seed=...)` draws; the authors' DeepScaleR subsets use seed 0,
+    Figure 6's seed 1); null keeps the file order."""
     data_dir: str | None = None
     """Local benchmark folder (see `evaluation.data_dir`)."""
     template: Literal["qwen_math", "r1", "raw"] = "qwen_math"
@@ -36,6 +42,8 @@ class PromptSource(StrictModel):
     def _one_source(self):
         if (self.prompts is None) == (self.task is None):
             raise ValueError("give exactly one of `prompts` or `task`")
+        if self.shuffle is not None and self.task is None:
+            raise ValueError("shuffle orders a task's problems: give `task`")
         return self
 
 
