@@ -40,7 +40,7 @@ def main() -> None:
 
     from mechsteer.eval.grading import grade
     from mechsteer.eval.mini_task import generate_mini
-    from mechsteer.generation import generate, render_prompts
+    from mechsteer.generation import model_sampling, render_prompts, sample_texts
     from mechsteer.interventions import steering
     from mechsteer.models.loading import load_model
     from mechsteer.spec.kinds.interventions import AddSpec
@@ -67,12 +67,13 @@ def main() -> None:
             for k, bs in enumerate(args.batch_sizes):
                 for rep in range(2 if k == len(args.batch_sizes) - 1 else 1):
                     t0 = time.perf_counter()
+                    settings = model_sampling(lm, max_new_tokens=args.max_new_tokens, batch_size=bs)
                     if cond == "steered":
                         with steering(lm.model, lm.adapter, [AddSpec(vector="v")], {"v": ctx_b.get("v")}) as ctx:
-                            outs = generate(lm, ctx, prompts, max_new_tokens=args.max_new_tokens, batch_size=bs)
+                            outs = sample_texts(lm, ctx, prompts, settings)
                     else:
-                        outs = generate(lm, None, prompts, max_new_tokens=args.max_new_tokens, batch_size=bs)
-                    texts = [o[0].text for o in outs]
+                        outs = sample_texts(lm, None, prompts, settings)
+                    texts = [q.text(lm.tokenizer) for q in outs]
                     acc = sum(grade(t, r["answer"]).lenient_correct for t, r in zip(texts, rows)) / len(rows)
                     runs.append(
                         {

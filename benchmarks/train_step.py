@@ -16,6 +16,15 @@ leaves out.
 
 Usage: HF_HUB_OFFLINE=1 python benchmarks/train_step.py [--steps 3] [--threads 1] [--prompts 8] [--group 8]
        [--max-new-tokens 64]
+
+`--rollouts` measures something else, in the vLLM environment (`.venv-vllm/bin/python benchmarks/train_step.py
+--rollouts`; benchmarks/gpu_check.sh runs it on a GPU): whole RLOO steps of the embedded model's all-layer
+vectors through `mechsteer.train.Trainer`, once with `rollouts: hf` and once with `rollouts: vllm`, same
+spec, seed and prompts, `--steps` steps each. Per step the trainer records sampling (vLLM: the in-place
+sync of the vectors + generation), grading and the update (HF loss forward + backward + AdamW, the same
+code for both); vLLM's engine start-up is paid once, in the first step, and reported apart. Prefill vs
+decode of the rollouts is estimated by sampling the first step's prompts again with 1 new token. Writes
+`benchmarks/results/train_step_rollouts.{md,json}` (`--stem` renames).
 """
 
 from __future__ import annotations
@@ -259,6 +268,222 @@ def write_table(batch: dict, results: list[dict], args, seconds: float) -> str:
     return "\n".join(lines)
 
 
+# ----------------------------------------------------------------------------------------------- --rollouts
+
+
+def _rollout_spec(args, rollouts: str):
+    from mechsteer.spec.training import TrainSpec
+
+    return TrainSpec.model_validate(
+        {
+            "name": f"bench_{rollouts}",
+            "model": {"id": "smollm2-135m", "dtype": args.dtype, "device": args.device},
+            "setup": "all_layers",
+            "rollouts": rollouts,
+            "rloo": {
+                "group_size": args.group,
+                "prompts_per_step": args.prompts,
+                "steps": args.steps,
+                "lr": 1e-2,
+                "max_new_tokens": args.max_new_tokens,
+                "warmup_ratio": 0.0,
+                "loss_chunk_prompts": args.chunk,
+            },
+            "reward": "last_number",
+            "data": {"kind": "mini"},
+            "seed": 0,
+        }
+    )
+
+
+def _prefill_probe(trainer) -> float:
+    """Seconds to sample step 1's prompts with 1 new token each (prefill + one sampled token)."""
+    import torch
+
+    from mechsteer.train.rollout import pad_prompts, sample
+    from mechsteer.train.trainer import step_seed
+    from mechsteer.train.vllm_rollouts import block_biases
+
+    r = trainer.spec.rloo
+    items = trainer.pool.batch(0)
+    ids = [list(it.prompt_ids) for it in items]
+    t0 = time.perf_counter()
+    if trainer.spec.rollouts == "vllm":
+        eng = trainer._vllm_engine()
+        eng.sync(block_biases(trainer.params, trainer.lm.shape.n_layers, trainer.lm.shape.d_model))
+        t0 = time.perf_counter()
+        eng.generate(ids, group_size=r.group_size, max_new_tokens=[1] * len(ids), temperature=1.0, stop_ids=[], seed=0)
+    else:
+        sample(
+            trainer.lm.model,
+            pad_prompts(ids, trainer.lm.tokenizer.pad_token_id, trainer.device),
+            group_size=r.group_size,
+            max_new_tokens=1,
+            temperature=1.0,
+            stop_ids=[],
+            pad_id=trainer.lm.tokenizer.pad_token_id,
+            generator=torch.Generator(device=trainer.device).manual_seed(step_seed(0, 0)),
+        )
+    if trainer.device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
+def _run_trainer(lm, args, rollouts: str, out_dir: Path) -> dict:
+    from mechsteer.hooks import HookScope
+    from mechsteer.train.trainer import Trainer
+
+    tr = Trainer(_rollout_spec(args, rollouts), lm=lm, output_dir=out_dir, progress=False, run_eval=False)
+    start = None
+    if rollouts == "vllm":  # started here (timed) and kept after the run for the prefill probe
+        t0 = time.perf_counter()
+        tr._vllm_engine()
+        start = time.perf_counter() - t0
+        tr._owns_rollout_engine = False
+    try:
+        res = tr.run()
+        with HookScope("probe") as scope:  # the probe samples with the trained vectors active, as a step does
+            tr.params.attach(scope)
+            probe = _prefill_probe(tr)
+            tr.params.detach()
+    finally:
+        if tr.rollout_engine is not None:
+            tr.rollout_engine.close()
+    steps = [r for r in res.records if r["type"] == "step"]
+    keys = ("t_sample", "t_reward", "t_update", "t_step", "n_tokens", "t_sync", "t_generate", "backward_skipped")
+    return {
+        "rollouts": rollouts,
+        "steps": [{k: s[k] for k in keys if k in s} for s in steps],
+        "prefill_probe_s": probe,
+        "engine_start_s": start,
+    }
+
+
+def compare_rollouts(args) -> None:
+    import torch
+
+    sys.path.insert(0, str(HERE))
+    from _sections import command_line, machine_facts, write_section
+
+    from mechsteer import machine
+    from mechsteer.models.loading import load_model
+    from mechsteer.spec.models import ModelSpec
+
+    problem = machine.vllm_problem()
+    if problem is not None:
+        sys.exit(f"train_step --rollouts: not run: {problem} (hint: {machine.VLLM_HINT})")
+    from mechsteer.backends.vllm_engine import on_cpu, vllm_version
+
+    if on_cpu():
+        torch.set_num_threads(args.threads)
+        os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{args.threads - 1}" if args.threads > 1 else "0")
+    t0 = time.perf_counter()
+    lm = load_model("policy", ModelSpec(id="smollm2-135m", dtype=args.dtype, device=args.device))
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = [_run_trainer(lm, args, r, Path(tmp) / r) for r in ("hf", "vllm")]
+    total = time.perf_counter() - t0
+    import transformers
+
+    facts = machine_facts()
+    versions = f"{vllm_version()}, transformers {transformers.__version__}, torch {torch.__version__}"
+    if torch.cuda.is_available():
+        versions += f", GPU {torch.cuda.get_device_name(0)}"
+    write_section(
+        args.stem,
+        _rollouts_section(
+            runs, args, f"{str(lm.dtype).removeprefix('torch.')}, {lm.device}", facts, versions, total, command_line()
+        ),
+        {
+            "args": vars(args),
+            "command": command_line(),
+            "model": f"{str(lm.dtype).removeprefix('torch.')}, {lm.device}",
+            "machine": facts,
+            "versions": versions,
+            "runs": runs,
+            "seconds": total,
+        },
+    )
+
+
+def _backward_ran(step: dict) -> bool:
+    """Whether a step's loss backward ran (False when every advantage was 0). Runs recorded before the flag
+    was kept: a skipped backward leaves an update of well under a second, a real one takes seconds here."""
+    if "backward_skipped" in step:
+        return not step["backward_skipped"]
+    return step["t_update"] > 1.0
+
+
+def _rollouts_section(runs, args, model: str, facts, versions, total, command) -> list[str]:
+    from _sections import facts_lines
+
+    hf, vl = runs
+
+    def med(run, key, only_backward=False):
+        vals = [s[key] for s in run["steps"] if s.get(key) is not None and (_backward_ran(s) or not only_backward)]
+        return statistics.median(vals) if vals else float("nan")
+
+    start = vl["engine_start_s"]
+    roll = {id(r): med(r, "t_sample") for r in runs}
+    upd = {id(r): med(r, "t_update", only_backward=True) for r in runs}
+    grade = {id(r): med(r, "t_reward") for r in runs}
+    rows = [
+        (
+            "RLOO step with a backward (rollouts + grading + update)",
+            *(roll[id(r)] + grade[id(r)] + upd[id(r)] for r in runs),
+        ),
+        ("rollouts (vLLM: sync + generate)", roll[id(hf)], roll[id(vl)]),
+        ("  of which prefill (probe: 1 new token)", hf["prefill_probe_s"], vl["prefill_probe_s"]),
+        (
+            "  of which decode (the rest)",
+            roll[id(hf)] - hf["prefill_probe_s"],
+            med(vl, "t_generate") - vl["prefill_probe_s"],
+        ),
+        ("  of which bias sync into the engine", float("nan"), med(vl, "t_sync")),
+        ("grading", grade[id(hf)], grade[id(vl)]),
+        ("update: HF loss forward + backward + AdamW (steps whose backward ran)", upd[id(hf)], upd[id(vl)]),
+    ]
+
+    def fmt(x):
+        return "-" if x != x else (f"{x * 1e3:.1f} ms" if x < 0.1 else f"{x:.2f} s")
+
+    lines = [
+        "# One RLOO step with vLLM rollouts vs HF rollouts (benchmarks/train_step.py --rollouts)",
+        "",
+        f"Command: `{command}` ({total:.0f} s in all). {versions}. The embedded model "
+        f"({model}), all-layer vectors, {args.prompts} prompts x "
+        f"{args.group} samples at T=1, at most {args.max_new_tokens} new tokens, {args.steps} steps per engine "
+        f"through `mechsteer.train.Trainer` (same spec and seed; only `rollouts:` differs), {args.threads} "
+        "thread(s) for HF and for vLLM's worker on CPU. Medians over the steps; the update only over steps whose "
+        "backward ran (a step whose advantages are all 0 skips it), and the whole step is composed from the medians "
+        "so that both sides include a backward.",
+        "",
+        "| | HF rollouts | vLLM rollouts | vLLM / HF |",
+        "|---|---|---|---|",
+    ]
+    for name, a, b in rows:
+        ratio = "" if (a != a or b != b or a <= 0) else f"{b / a:.2f}"
+        lines.append(
+            f"| {name} | {fmt(a)} | {fmt(b)} | {('**' + ratio + '**') if name.startswith('RLOO') else ratio} |"
+        )
+    tok_h = statistics.median(s["n_tokens"] for s in hf["steps"])
+    tok_v = statistics.median(s["n_tokens"] for s in vl["steps"])
+    ran = {r["rollouts"]: [_backward_ran(s) for s in r["steps"]] for r in runs}
+    lines += [
+        "",
+        f"vLLM engine start-up, once per run (before step 1): {fmt(start)}. Generated tokens per step (median): HF "
+        f"{tok_h:.0f}, vLLM {tok_v:.0f} (different samples: the two engines draw from the same distribution with "
+        "different random streams, so lengths, rewards and which steps have a learning signal differ too). All step "
+        f"times (s): HF {[round(s['t_step'], 2) for s in hf['steps']]}, vLLM {[round(s['t_step'], 2) for s in vl['steps']]}; "
+        f"backward ran: HF {ran['hf']}, vLLM {ran['vllm']}. The update is the same transformers code on both sides; "
+        "its time differs only through the load of this shared machine (and, with vLLM, the engine's processes "
+        "sharing the two cores).",
+        "",
+        *facts_lines(facts),
+        "",
+    ]
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=3)
@@ -268,10 +493,34 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--chunk", type=int, default=4, help="prompt groups per loss forward/backward chunk")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "train_step.md")
+    ap.add_argument("--rollouts", action="store_true", help="RLOO steps with vLLM vs HF rollouts (see above)")
+    ap.add_argument("--device", default="auto", help="--rollouts: the HF model's device (auto | cpu | cuda)")
+    ap.add_argument("--dtype", default="auto", help="--rollouts: model dtype")
+    ap.add_argument("--stem", default="train_step_rollouts", help="--rollouts: results file stem")
+    ap.add_argument("--section-from", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--child", choices=["vectors", "full"], help=argparse.SUPPRESS)
     ap.add_argument("--batch", help=argparse.SUPPRESS)
     ap.add_argument("--result", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.section_from:  # rebuild a --rollouts section from its recorded JSON (no new measurement)
+        sys.path.insert(0, str(HERE))
+        from _sections import write_section
+
+        d = json.loads(args.section_from.read_text())
+        a = argparse.Namespace(**d["args"])
+        cmd = d.get("command") or (
+            f"python benchmarks/train_step.py --rollouts --prompts {a.prompts} --group {a.group} "
+            f"--max-new-tokens {a.max_new_tokens} --steps {a.steps}"
+        )
+        write_section(
+            a.stem,
+            _rollouts_section(d["runs"], a, d.get("model", a.dtype), d["machine"], d["versions"], d["seconds"], cmd),
+            d,
+        )
+        return
+    if args.rollouts:
+        compare_rollouts(args)
+        return
     if args.child:
         res = run_setup(args.child, args.batch, args.steps, args.threads, args.chunk)
         Path(args.result).write_text(json.dumps(res))

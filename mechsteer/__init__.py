@@ -21,6 +21,7 @@ _API = {
     "load_study": "mechsteer.api",
     "load_results": "mechsteer.api",
     "diff": "mechsteer.api",
+    "list_outputs": "mechsteer.api",
     "load_model": "mechsteer.api",
     "steering": "mechsteer.api",
     "plan_status": "mechsteer.api",

@@ -5,8 +5,10 @@ building blocks a researcher uses directly. Every CLI command is a few lines ove
     plan = study.plan(limit=16)        # cells, hashes, cache state; no model loaded
     results = study.run(limit=16)      # the same cells and cache as `mechsteer run`
     results.table(); results.wide(); results.delta(); results.samples(condition="steered", measurement="t1")
+    results.effects(); results.plot()          # each condition vs baseline and control, with CIs; the figure
     ms.load_results("outputs/quickstart")     # a finished run, without its study file
-    ms.diff(results_a, results_b)              # metric differences, as a DataFrame
+    ms.diff(results_a, results_b)              # paired statistics of two runs (a DiffResult)
+    ms.list_outputs("outputs")                 # the run folders: cells recorded / stale / damaged
 
 Errors are raised as `mechsteer.errors.MechsteerError` subclasses carrying the same located problems the CLI
 prints (`file:line:col: field: message (hint)`); nothing here prints or exits.
@@ -25,6 +27,8 @@ from mechsteer.engine.execute import CellState, cell_states, execute_plan
 from mechsteer.engine.plan import Plan, compile_study
 from mechsteer.errors import MechsteerError, Problem, SpecError
 from mechsteer.results import Results
+from mechsteer.spec.base import LIMIT_MAX
+from mechsteer.spec.bounds import DEFAULT_MAX_CELLS
 from mechsteer.spec.loader import LoadedStudy, load_study_dict
 from mechsteer.spec.loader import load_study as _load_study_file
 
@@ -43,10 +47,11 @@ class Study:
         profile: str | None = None,
         base_dir: str | Path | None = None,
         data_dir: str | Path | None = None,
+        max_cells: int = DEFAULT_MAX_CELLS,
     ) -> Study:
         """A study built in memory: the same document a YAML study file holds. Relative paths are resolved
-        against `base_dir` (default: the working directory)."""
-        return cls(load_study_dict(doc, profile, base_dir=base_dir, data_dir=data_dir))
+        against `base_dir` (default: the working directory). More than `max_cells` cells is an error."""
+        return cls(load_study_dict(doc, profile, base_dir=base_dir, data_dir=data_dir, max_cells=max_cells))
 
     @property
     def spec(self):
@@ -62,7 +67,12 @@ class Study:
         return self.loaded.profile
 
     def plan(self, limit: int | None = None, output_dir: str | Path = "outputs") -> Plan:
-        """The compiled cells (model x condition x measurement x seed) with their hashes; loads no model."""
+        """The compiled cells (model x condition x measurement x seed) with their hashes; loads no model.
+        With `limit`, the plan's folder is `<output_dir>/<study>[-<profile>]/limit-<N>/`: a limited run never
+        replaces the full run's plan.json and report. `Plan.notes` lists what the cell keys could not pin
+        down (a hub commit that could not be resolved)."""
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= LIMIT_MAX):
+            raise SpecError(f"limit={limit!r}: give a whole number from 1 to {LIMIT_MAX:,} (or None for no limit)")
         return compile_study(self.loaded, limit=limit, output_root=output_dir)
 
     def status(self, limit: int | None = None, output_dir: str | Path = "outputs") -> pd.DataFrame:
@@ -104,9 +114,16 @@ class Study:
         return f"Study({self.name!r}, profile={self.profile!r}, file={self.loaded.display_name!r})"
 
 
-def load_study(path: str | Path, profile: str | None = None, *, data_dir: str | Path | None = None) -> Study:
-    """Read, merge `profile` into and validate a study file (SpecError lists every problem)."""
-    return Study(_load_study_file(path, profile, data_dir=data_dir))
+def load_study(
+    path: str | Path,
+    profile: str | None = None,
+    *,
+    data_dir: str | Path | None = None,
+    max_cells: int = DEFAULT_MAX_CELLS,
+) -> Study:
+    """Read, merge `profile` into and validate a study file (SpecError lists every problem; a study of more
+    than `max_cells` cells is one)."""
+    return Study(_load_study_file(path, profile, data_dir=data_dir, max_cells=max_cells))
 
 
 def plan_status(plan: Plan) -> pd.DataFrame:
@@ -193,6 +210,15 @@ def run_plan(
 def load_results(path: str | Path) -> Results:
     """The results of a finished run from its output folder alone (outputs/<study>[-<profile>])."""
     return Results.load(path)
+
+
+def list_outputs(root: str | Path = "outputs") -> pd.DataFrame:
+    """The run folders under `root` (`mechsteer ls`): study, profile, limit, models, cells, how many are
+    recorded, stale (other code than now; None when the study file cannot be compiled again) and damaged, the
+    last run and the report's path (`mechsteer.report.folders`)."""
+    from mechsteer.report.folders import list_outputs as _list
+
+    return _list(root)
 
 
 def diff(a: Results | str | Path, b: Results | str | Path, **options):
@@ -288,6 +314,7 @@ __all__ = [
     "load_study",
     "load_results",
     "diff",
+    "list_outputs",
     "load_model",
     "steering",
     "Results",

@@ -2,8 +2,13 @@
 
 A file is written under a temporary name in its target folder and renamed into place in one step, so a
 crash or Ctrl-C never leaves a half-written file; a folder replaces an existing one without a moment in which
-neither exists (`replace_dir`). A full disk becomes one OutputError line naming what was being written. mkstemp/mkdtemp create 0600/0700 entries; outputs get the
-permissions a normally created file or folder would have under the current umask, so others can read them.
+neither exists (`replace_dir`). A full disk becomes one OutputError line naming what was being written.
+
+Permissions: temporary files and folders are created with the ordinary modes (0666 / 0777, reduced by the
+umask and the folder's default ACL, as any normally created file), not mkstemp's 0600/0700, so outputs are as
+readable as the user's other files. The process umask is never changed (reading it with `os.umask` means
+setting it, which races with every other thread creating files): `current_umask` reads it from
+`/proc/self/status`, or from the mode a probe file gets.
 """
 
 from __future__ import annotations
@@ -24,11 +29,40 @@ from pathlib import Path
 from mechsteer.errors import OutputError
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it: the `Umask:` line of /proc/self/status (Linux), else
+    what the umask removed from a probe file created with mode 0777 in the temporary folder."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    probe = os.path.join(tempfile.gettempdir(), f".mechsteer-umask-{os.getpid()}-{secrets.token_hex(4)}")
+    fd = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o777)
+    try:
+        return 0o777 & ~os.fstat(fd).st_mode
+    finally:
+        os.close(fd)
+        os.unlink(probe)
+
+
 def default_mode(directory: bool = False) -> int:
-    """0o666 (file) or 0o777 (folder) under the current umask."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return (0o777 if directory else 0o666) & ~mask
+    """0o666 (file) or 0o777 (folder) under the current umask (which is read, never changed)."""
+    return (0o777 if directory else 0o666) & ~current_umask()
+
+
+def _new_temp_file(parent: Path, prefix: str, suffix: str) -> str:
+    """Create an empty file with a unique name in `parent`, with the ordinary mode (0666 less the umask)."""
+    for _ in range(100):
+        name = os.path.join(parent, f"{prefix}{secrets.token_hex(6)}{suffix}")
+        try:
+            os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            return name
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temporary name", str(parent))
 
 
 @contextmanager
@@ -37,12 +71,10 @@ def atomic_path(path: str | Path, suffix: str = ".tmp") -> Iterator[str]:
     `suffix` matters to writers that pick a format from the extension (matplotlib)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
-    os.close(fd)
+    tmp = _new_temp_file(path.parent, f".{path.name}.", suffix)
     try:
         try:
             yield tmp
-            os.chmod(tmp, default_mode())
             os.replace(tmp, path)
         except OSError as e:
             _raise_if_disk_full(e, path)
@@ -74,8 +106,10 @@ def atomic_dir(target: str | Path, prefix: str) -> Iterator[Path]:
     try:
         try:
             yield tmp
-            for f in tmp.rglob("*"):
-                f.chmod(default_mode(directory=f.is_dir()))
+            modes = {False: default_mode(), True: default_mode(directory=True)}
+            for f in tmp.rglob("*"):  # files some writers create privately (mkstemp) become ordinary
+                if not f.is_symlink():
+                    f.chmod(modes[f.is_dir()])
             replace_dir(tmp, target)
         except OSError as e:
             _raise_if_disk_full(e, target)
@@ -90,7 +124,7 @@ def atomic_dir(target: str | Path, prefix: str) -> Iterator[Path]:
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2  # linux/fs.h
-_TRASH = ".old-"
+TRASH_MARK = ".old-"
 
 
 def _renameat2_exchange(a: Path, b: Path) -> bool:
@@ -133,7 +167,7 @@ def _raise_if_disk_full(e: OSError, where: Path) -> None:
 
 def trash_name(target: Path) -> Path:
     """Where the fallback parks the old `target` while the new one is renamed in."""
-    return target.parent / f".{target.name}{_TRASH}{os.getpid()}-{secrets.token_hex(4)}"
+    return target.parent / f".{target.name}{TRASH_MARK}{os.getpid()}-{secrets.token_hex(4)}"
 
 
 def replace_dir(new: Path, target: Path) -> None:
@@ -166,7 +200,7 @@ def leftover_trash(target: Path) -> list[Path]:
     target = Path(target)
     if not target.parent.is_dir():
         return []
-    return sorted(target.parent.glob(f".{glob.escape(target.name)}{_TRASH}*"))
+    return sorted(target.parent.glob(f".{glob.escape(target.name)}{TRASH_MARK}*"))
 
 
 def recover_dir(target: str | Path) -> bool:
@@ -185,8 +219,14 @@ def recover_dir(target: str | Path) -> bool:
 
 
 def temp_dir(parent: str | Path, prefix: str) -> Path:
-    """A readable temporary folder inside `parent`, to be renamed into place once complete."""
+    """A temporary folder inside `parent` with the ordinary mode (0777 less the umask), to be renamed into
+    place once complete."""
     Path(parent).mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
-    tmp.chmod(default_mode(directory=True))
-    return tmp
+    for _ in range(100):
+        tmp = Path(parent) / f"{prefix}{secrets.token_hex(6)}"
+        try:
+            tmp.mkdir(mode=0o777)
+            return tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temporary name", str(parent))

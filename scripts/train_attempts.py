@@ -4,15 +4,23 @@
     python scripts/train_attempts.py ATTEMPTS.yaml --report-only     # rewrite the record from finished runs
 
 An attempts file names a training file and profile and lists attempts, each a name and overrides merged onto
-that profile (the same deep merge as a profile: `rloo: {lr: 0.05, steps: 48}`). Every attempt trains in its
+that profile (the same deep merge as a profile: `rloo: {lr: 0.05, steps: 48}`); `run_name` keeps the name an
+attempt's run was started under when the attempt is renamed (a resumed run must keep its name). Every attempt trains in its
 own folder `<out>/<attempt>/` (default `outputs/attempts/<file stem>/`); a finished attempt (its summary.json
 has every step) is skipped and an interrupted one resumes from its last checkpoint, so the script can be
 stopped and started again across sittings. The model is loaded once.
 
+Selection. During training each attempt evaluates its checkpoints on a few training-pool problems (`eval:` of the
+training file: 32 problems, 64 new tokens), which is noisy (one standard error is about 9 points). An attempts file
+may add `selection: {n, seed, max_new_tokens, fractions}`: after training, the checkpoints at those fractions of
+the run (the paper's candidates are 1/3, 1/2, 2/3, 5/6 and 1 of its steps) are re-evaluated greedily on `n`
+training-pool problems (drawn with `seed`; the test split stays unseen) at the study's generation budget, and
+the best of them (ties: the later step) is the attempt's checkpoint (`<attempt>/selection.json`).
+
 The record (`<file stem>.attempts.md` and `.json` beside the attempts file, and a curve plot) lists every
 attempt with its settings, its training curve, its held-out selection metric at each evaluation, its best
 checkpoint and its compute. `chosen` in the record is the attempt with the best selection metric (ties: the
-earlier attempt); `--bundle NAME` copies that attempt's best checkpoint to the bundled vector file the
+earlier attempt); `--bundle` copies that attempt's selected checkpoint to the bundled vector file the
 attempts file names. Nothing in the record is typed by hand.
 
 Why a script and not `mechsteer train`: an attempt series is how the bundled vectors of this repository were
@@ -36,11 +44,16 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 
 
+REPLACED = ("setup",)
+"""Keys an override replaces instead of merging (as a training profile does: a setup is one form or another)."""
+
+
 def deep_merge(base: dict, over: dict) -> dict:
-    """`over` merged onto `base` (dicts merge key by key, anything else replaces)."""
+    """`over` merged onto `base` (dicts merge key by key, anything else and the REPLACED keys replace)."""
     out = copy.deepcopy(base)
     for k, v in over.items():
-        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+        merge = isinstance(v, dict) and isinstance(out.get(k), dict) and k not in REPLACED
+        out[k] = deep_merge(out[k], v) if merge else copy.deepcopy(v)
     return out
 
 
@@ -64,7 +77,7 @@ def attempt_specs(doc: dict, path: Path):
     specs = {}
     for a in doc["attempts"]:
         d = deep_merge(base, a.get("overrides", {}))
-        d["name"] = f"{loaded.spec.name}-{a['name']}"
+        d["name"] = f"{loaded.spec.name}-{a.get('run_name', a['name'])}"  # resume checks the name too
         d.pop("profiles", None)
         specs[a["name"]] = TrainSpec.model_validate(d)
     return loaded, specs
@@ -109,6 +122,74 @@ def train(doc: dict, path: Path, out: Path, threads: int, only: list[str] | None
         prev.write_text(json.dumps(timing, indent=1))
 
 
+def candidate_steps(total: int, every: int, fractions: list[float]) -> list[int]:
+    """Checkpoint steps at the given fractions of a run, rounded to the nearest multiple of the checkpoint cadence."""
+    return sorted({min(total, max(every, every * round(f * total / every))) for f in fractions})
+
+
+def reselect(doc: dict, path: Path, out: Path, threads: int) -> None:
+    """Re-evaluate each finished attempt's candidate checkpoints (`selection:` of the attempts file)."""
+    sel = doc.get("selection")
+    if not sel:
+        return
+    import torch
+
+    from mechsteer.eval.mini_task import generate_mini
+    from mechsteer.generation import lm_stop_token_ids
+    from mechsteer.interventions import steering
+    from mechsteer.models.loading import load_model
+    from mechsteer.spec.kinds.interventions import AddSpec
+    from mechsteer.spec.kinds.placement import Lora1Spec
+    from mechsteer.train.data import encode_prompts
+    from mechsteer.train.evaluate import accuracy
+    from mechsteer.vectors.vector_set import load_vector_set
+
+    torch.set_num_threads(threads)
+    loaded, specs = attempt_specs(doc, path)
+    lm = None
+    for name, spec in specs.items():
+        folder = out / name
+        target = folder / "selection.json"
+        if not finished(folder, spec.rloo.steps):
+            continue
+        steps = candidate_steps(
+            spec.rloo.steps, spec.checkpoint_every, sel.get("fractions", [1 / 3, 1 / 2, 2 / 3, 5 / 6, 1])
+        )
+        settings = {k: sel.get(k) for k in ("n", "seed", "max_new_tokens")} | {"steps": steps}
+        if target.is_file() and json.loads(target.read_text()).get("settings") == settings:
+            continue
+        if lm is None:
+            lm = load_model("policy", spec.model, loaded.base_dir)
+            rows = generate_mini("train", sel["n"], seed=sel["seed"])
+            ids = encode_prompts(lm, [r["problem"] for r in rows], spec.data.template, spec.data.prefix_token)
+        results = []
+        for step in steps:
+            ck = folder / "checkpoints" / f"step-{step:06d}"
+            if (ck / "vectors.safetensors").is_file():
+                ivs, vecs = [AddSpec(vector="v")], {"v": load_vector_set(ck / "vectors.safetensors")}
+            else:
+                ivs, vecs = [Lora1Spec(path=str(ck / "lora1.safetensors"))], {}
+            with steering(lm.model, lm.adapter, ivs, vecs, tokenizer=lm.tokenizer):
+                acc = accuracy(
+                    lm,
+                    rows,
+                    ids,
+                    temperature=0.0,
+                    samples=1,
+                    max_new_tokens=sel["max_new_tokens"],
+                    batch_size=32,
+                    seed=spec.seed,
+                    template=spec.data.template,
+                    stop_ids=lm_stop_token_ids(lm),
+                )
+            results.append({"step": step, "value": acc["lenient"], "mean_len": acc["mean_len"]})
+            print(f"{name} step {step}: {100 * acc['lenient']:.1f}% on {sel['n']} training-pool problems", flush=True)
+        best = max(results, key=lambda r: (r["value"], r["step"]))
+        atomic = folder / ".selection.json.tmp"
+        atomic.write_text(json.dumps({"settings": settings, "candidates": results, "best": best}, indent=1))
+        atomic.replace(target)
+
+
 def attempt_record(name: str, attempt: dict, spec, folder: Path) -> dict:
     """What the record says of one attempt (finished or not)."""
     from mechsteer.train.metrics import MetricsLog
@@ -139,8 +220,11 @@ def attempt_record(name: str, attempt: dict, spec, folder: Path) -> dict:
         for r in metrics
         if r["type"] == "eval" and sel
     ]
-    best = folder / "best.json"
+    best, selection = folder / "best.json", folder / "selection.json"
     rec["best"] = json.loads(best.read_text()) if best.is_file() else None
+    rec["selection"] = json.loads(selection.read_text()) if selection.is_file() else None
+    if rec["selection"]:  # the re-evaluation on more problems decides
+        rec["best"] = rec["selection"]["best"]
     comp = folder / "compute.json"
     rec["compute"] = json.loads(comp.read_text()) if comp.is_file() else None
     rec["train_seconds"] = steps[-1]["train_seconds"] if steps else 0.0
@@ -166,6 +250,7 @@ def report(doc: dict, path: Path, out: Path) -> dict:
         "train": doc["train"],
         "profile": doc.get("profile"),
         "bundle": doc.get("bundle"),
+        "selection": doc.get("selection"),
         "records": records,
         "chosen": chosen,
         "date": datetime.now(UTC).date().isoformat(),
@@ -191,16 +276,30 @@ def markdown(info: dict) -> str:
         f"`{info['train']}`" + (f" profile `{info['profile']}`" if info["profile"] else "") + "; each attempt "
         "overrides it as listed. Runs in `" + info["runs"] + "`. " + info["machine"] + ", " + info["date"] + ".",
         "",
-        "Selection metric: held-out greedy accuracy on training-pool problems (the test split stays unseen); "
-        "the chosen attempt has the best selected checkpoint.",
+        "Selection: greedy lenient accuracy on training-pool problems (the test split stays unseen). The "
+        "training-time metric uses the training file's `eval:` (few problems, short budget); where the attempts "
+        "file has `selection:` ("
+        + (
+            f"{info['selection']['n']} problems, seed {info['selection']['seed']}, "
+            f"{info['selection']['max_new_tokens']} new tokens"
+            if info.get("selection")
+            else "none here"
+        )
+        + "), the candidate checkpoints are re-evaluated and that decides. The chosen attempt has the best "
+        "selected checkpoint.",
         "",
         "| attempt | lr | P x G | steps done | reward first 4 -> last 4 | length first -> last | vector norm at end "
-        "| selection metric by step | best step (value) | CPU s | why |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| training-time metric by step | re-selection by step | selected step (value) | CPU s | why |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in info["records"]:
         n = len(r["reward"])
         evals = ", ".join(f"{e['step']}: {100 * e['value']:.0f}" for e in r["evals"]) or "-"
+        resel = (
+            ", ".join(f"{c['step']}: {100 * c['value']:.1f}" for c in r["selection"]["candidates"])
+            if r["selection"]
+            else "-"
+        )
         best = f"{r['best']['step']} ({100 * r['best']['value']:.1f}%)" if r["best"] else "-"
         cpu = f"{r['compute']['cpu_seconds']:.0f}" if r["compute"] else "-"
         lines.append(
@@ -208,7 +307,7 @@ def markdown(info: dict) -> str:
             f"{r['prompts_per_step']} x {r['group_size']} | {r['steps_done']}/{r['steps']} | "
             f"{f(block_mean(r['reward'], 0, 4))} -> {f(block_mean(r['reward'], max(0, n - 4), n))} | "
             f"{f(block_mean(r['mean_len'], 0, 1), '{:.0f}')} -> {f(block_mean(r['mean_len'], n - 1, n), '{:.0f}')} | "
-            f"{f(r['param_norm'][-1] if r['param_norm'] else None, '{:.2f}')} | {evals} | {best} | {cpu} | "
+            f"{f(r['param_norm'][-1] if r['param_norm'] else None, '{:.2f}')} | {evals} | {resel} | {best} | {cpu} | "
             f"{r['why']} |"
         )
     lines += ["", f"![curves]({Path(info['attempts_file']).stem}.attempts.png)", ""]
@@ -237,21 +336,35 @@ def plot(records: list[dict], path: Path) -> None:
 
 
 def bundle(info: dict, out: Path, path: Path) -> None:
-    """Copy the chosen attempt's best checkpoint to the bundled vector file the attempts file names."""
+    """Copy the chosen attempt's best checkpoint (a vector set, or a rank-1 LoRA file) to the bundled file the
+    attempts file names, with metadata saying where it came from."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
     from mechsteer.vectors.vector_set import load_vector_set, save_vector_set
 
     if not info["chosen"] or not info["bundle"]:
         sys.exit("nothing to bundle: no finished attempt with a best checkpoint, or no `bundle:` in the file")
     rec = next(r for r in info["records"] if r["name"] == info["chosen"])
-    src = out / rec["name"] / "checkpoints" / f"step-{rec['best']['step']:06d}" / "vectors.safetensors"
-    vs = load_vector_set(src)
-    meta = dict(vs.meta)
-    meta.update(
-        source=f"scripts/train_attempts.py {info['attempts_file']} (attempt {rec['name']}, step {rec['best']['step']})",
-        attempts_record=Path(info["attempts_file"]).with_suffix(".attempts.md").name,
-    )
+    folder = out / rec["name"] / "checkpoints" / f"step-{rec['best']['step']:06d}"
+    provenance = {
+        "source": f"scripts/train_attempts.py {info['attempts_file']} (attempt {rec['name']}, step {rec['best']['step']})",
+        "attempts_record": Path(info["attempts_file"]).with_suffix(".attempts.md").name,
+    }
     dest = (path.parent / info["bundle"]).resolve()
-    save_vector_set(type(vs)(vs.vectors, vs.layers, {}), dest, **meta)
+    if (folder / "vectors.safetensors").is_file():
+        src = folder / "vectors.safetensors"
+        vs = load_vector_set(src)
+        meta = {k: v for k, v in vs.meta.items() if k != "path"} | provenance  # `path`: where it was read from
+        save_vector_set(type(vs)(vs.vectors, vs.layers, meta), dest)
+    else:
+        src = folder / "lora1.safetensors"
+        with safe_open(str(src), "pt") as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            meta = {**(f.metadata() or {}), **provenance}
+        tmp = dest.with_name(f".{dest.name}.tmp")
+        save_file(tensors, str(tmp), metadata=meta)
+        tmp.replace(dest)
     print(f"bundled {src} -> {dest}")
 
 
@@ -269,6 +382,7 @@ def main() -> None:
     out = (args.out or ROOT / "outputs" / "attempts" / path.stem).resolve()
     if not args.report_only:
         train(doc, path, out, args.threads, args.only.split(",") if args.only else None)
+        reselect(doc, path, out, args.threads)
     info = report(doc, path, out)
     if args.bundle:
         bundle(info, out, path)

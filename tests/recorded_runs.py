@@ -9,6 +9,7 @@ import hashlib
 import json
 from pathlib import Path
 
+from mechsteer.engine.plan import PLAN_FORMAT
 from mechsteer.engine.store import CellStore
 
 
@@ -43,6 +44,27 @@ def generate_samples(correct: list[int], prefix: str = "p") -> list[dict]:
     ]
 
 
+def _controls(conditions_spec: dict, default: str | None, conditions: list[str]) -> dict[str, str]:
+    """What `compile_study` writes as plan.json's `controls` for these conditions (sweeps over listed values
+    only): each condition's `control:` (a sweep's template filled per expansion), else `default`."""
+    out = {}
+    for name, body in conditions_spec.items():
+        control = body.get("control") if isinstance(body, dict) else None
+        if isinstance(body, dict) and "sweep" in body:
+            var, values = next(iter(body["sweep"].items()))
+            pairs = [
+                (name.replace("{" + var + "}", str(v)), (control or default or "").replace("{" + var + "}", str(v)))
+                for v in values
+            ]
+        else:
+            pairs = [(name, control or default or "")]
+        out.update((c, ctl) for c, ctl in pairs if ctl and ctl != c)
+    for c in conditions:  # conditions given only as recorded cells
+        if c not in out and default and default != c:
+            out[c] = default
+    return {c: ctl for c, ctl in out.items() if ctl in conditions}
+
+
 def write_run(
     root: Path,
     *,
@@ -53,9 +75,12 @@ def write_run(
     baseline: str | None = "base",
     evaluation: dict | None = None,
     profile: str | None = None,
+    spec_extra: dict | None = None,
 ) -> Path:
     """`cells`: dicts with model, condition, measurement (`eval:mini`, `readout:gen`), kind, seed, metrics,
-    samples. Returns the output folder."""
+    samples; `conditions_spec`: the study's `conditions:` (its sweep templates and the conditions' controls go
+    into plan.json, as `compile_study` puts them); `spec_extra`: more plan.json fields (e.g. `report`).
+    Returns the output folder."""
     store = CellStore(root / "cells")
     rows, conditions, models = [], [], []
     for c in cells:
@@ -82,11 +107,16 @@ def write_run(
             "measurement": c["measurement"],
             "seed": c["seed"],
             "model_provenance": {"name": c["model"], "n_layers": (n_layers or {}).get(c["model"], 4)},
-            "resolved_spec": {"name": study, "conditions": conditions_spec or {}},
+            "measurement_spec": {"kind": c["kind"]},
         }
         store.write(h, record, c["metrics"], c.get("samples", []), c.get("files"))
+    sweeps = {
+        name: body["sweep"]
+        for name, body in (conditions_spec or {}).items()
+        if isinstance(body, dict) and "sweep" in body
+    }
     summary = {
-        "format": "mechsteer.plan/1",
+        "format": PLAN_FORMAT,
         "study": study,
         "profile": profile,
         "description": None,
@@ -94,9 +124,12 @@ def write_run(
         "conditions": conditions,
         "baseline": baseline,
         "evaluation": evaluation,
+        "sweeps": sweeps,
+        "controls": _controls(conditions_spec or {}, (evaluation or {}).get("control"), conditions),
         "spec_file": None,
         "spec_hash": "x",
         "cells": rows,
+        **(spec_extra or {}),
     }
     (root / "plan.json").write_text(json.dumps(summary))
     return root
@@ -179,3 +212,36 @@ def paper_shapes_run(root, reference="all_layers", token_html: str | None = None
         }
     ev = {"tasks": ["mini"], "protocol": "paper", "seeds": [0, 1], "reference": reference}
     return write_run(root, study="paper_shapes", cells=cells, conditions_spec=PAPER_SHAPES_SPEC, evaluation=ev)
+
+
+def record_plan(plan, outcomes: dict[tuple[str, str], list[int]], finished: str = "2026-01-02T03:04:05+00:00") -> Path:
+    """Write every cell of a compiled `plan` as `mechsteer run` would have, without loading a model: fresh
+    records (the plan's code fingerprint, resolved spec and timing), per-problem samples for evaluation and
+    `generate` cells from `outcomes[(condition, measurement name)]` (0/1 per problem; conditions missing there
+    get all zeros), empty records for other readouts, and plan.json. Returns the output folder."""
+    store = CellStore(plan.cells_dir)
+    for cell in plan.unique_cells():
+        meas = cell.measurement.id.split(":", 1)[1]
+        correct = next((outcomes[(c, meas)] for c in plan.conditions_of(cell.hash) if (c, meas) in outcomes), [0] * 8)
+        if cell.measurement.kind == "eval":
+            built = eval_cell(cell.model, cell.condition, correct, task=meas)
+        elif cell.measurement.kind == "generate":
+            built = generate_cell(cell.model, cell.condition, correct, name=meas)
+        else:
+            built = {"metrics": {"n": 8.0, "p(To)": 0.5, "entropy": 1.0}, "samples": []}
+        record = {
+            "hash": cell.hash,
+            "study": plan.study,
+            "profile": plan.profile,
+            "model": cell.model,
+            "conditions": plan.conditions_of(cell.hash),
+            "measurement": cell.measurement.id,
+            "seed": cell.seed,
+            "code": cell.code,
+            "resolved_spec": plan.resolved_spec,
+            "model_provenance": {"name": cell.model, "n_layers": 30},
+            "timing": {"started": finished, "finished": finished, "seconds": 1.0},
+        }
+        store.write(cell.hash, record, built["metrics"], built["samples"])
+    plan.write_summary()
+    return plan.output_dir

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from mechsteer.atomic import atomic_dir, atomic_write_text
+from mechsteer.atomic import atomic_dir
 from mechsteer.backends.expressible import vllm_expressible  # noqa: F401 - re-exported
 from mechsteer.errors import CompileError, ModelLoadError
 from mechsteer.models.embedded import cache_root
@@ -134,34 +134,16 @@ def loaded_model_dir(lm) -> Path:
         ) from None
 
 
-def _file_sha256(path: Path, memo: dict) -> str:
-    st = path.stat()
-    key = f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
-    if key not in memo:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 22), b""):
-                h.update(block)
-        memo[key] = h.hexdigest()
-    return memo[key]
-
-
 def fingerprint(model_dir: str | Path) -> str:
-    """sha256 over the names and contents of every top-level file of a model directory (weights, config,
-    tokenizer, chat template), so a compiled checkpoint is keyed by what it was built from. File hashes are
-    memoised by (path, size, mtime) under the compiled cache: a 15 GB model is read once."""
-    model_dir = Path(model_dir)
-    memo_path = cache_root() / "compiled" / "file_hashes.json"
-    try:
-        memo = json.loads(memo_path.read_text())
-    except (OSError, json.JSONDecodeError):
-        memo = {}
-    before = dict(memo)
+    """sha256 over the names and contents of every file of a model directory that loading reads (weights,
+    config, tokenizer, chat template: `mechsteer.models.identity.model_files`), so a compiled checkpoint is
+    keyed by what it was built from. File hashes are memoised (`mechsteer.file_hash`): a 15 GB model is read
+    once."""
+    from mechsteer.models.identity import folder_content
+
     h = hashlib.sha256()
-    for f in sorted(p for p in model_dir.iterdir() if p.is_file() and not p.name.startswith(".")):
-        h.update(f"{f.name}\0{_file_sha256(f, memo)}\n".encode())
-    if memo != before:
-        atomic_write_text(memo_path, json.dumps(memo, indent=0, sort_keys=True))
+    for name, digest in folder_content(Path(model_dir)).items():
+        h.update(f"{name}\0{digest}\n".encode())
     return h.hexdigest()
 
 

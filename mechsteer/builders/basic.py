@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import torch
 
-from mechsteer.engine.vectors import BuildContext, subset
+from mechsteer.builders.context import BuildContext, subset
 from mechsteer.errors import VectorError
 from mechsteer.vectors.vector_set import VectorSet, load_vector_set
 
 
 def build_file(spec, ctx: BuildContext) -> VectorSet:
+    """A mechsteer safetensors vector file (rows kept by `layers`, checked against the model when selected)."""
     vs = load_vector_set(spec.path)
     vs.meta.setdefault("source", "file")
     if spec.layers is None:
@@ -20,9 +21,10 @@ def build_file(spec, ctx: BuildContext) -> VectorSet:
 
 
 def build_bundled(spec, ctx: BuildContext) -> VectorSet:
-    from mechsteer.spec.checks import BUNDLED_VECTOR_DIR, bundled_vector_names
+    """A vector set shipped in the package (`mechsteer/data/vectors/<name>.safetensors`)."""
+    from mechsteer.spec.kinds.vectors import bundled_vector_names
 
-    path = BUNDLED_VECTOR_DIR / f"{spec.name}.safetensors"
+    path = spec.file()
     if not path.is_file():
         raise VectorError(
             f"no bundled vector set {spec.name!r}; bundled: {', '.join(bundled_vector_names()) or 'none'}"
@@ -32,6 +34,7 @@ def build_bundled(spec, ctx: BuildContext) -> VectorSet:
 
 
 def build_zeros(spec, ctx: BuildContext) -> VectorSet:
+    """All-zero rows at the selected layers."""
     return VectorSet(torch.zeros(ctx.n_layers, ctx.d_model), ctx.layers(spec.layers, "zeros"), {"source": "zeros"})
 
 
@@ -55,5 +58,6 @@ def build_random(spec, ctx: BuildContext) -> VectorSet:
 
 
 def build_scaled(spec, ctx: BuildContext) -> VectorSet:
+    """Another set (built first) times `factor`, with its rows and metadata."""
     ref = ctx.get(spec.of)
     return VectorSet(ref.vectors * spec.factor, ref.layers, {**ref.meta, "source": f"scaled({spec.of}, {spec.factor})"})

@@ -6,37 +6,26 @@ Two contrasts:
   prompt's tokens) for `positive`, minus the same for `negative`;
 * correct vs incorrect generations: sample the model on task problems, grade the answers, and take the mean
   activation over the generated tokens of correct answers minus that of incorrect ones.
-Activations are captured with forward hooks inside a HookScope and accumulated in float32.
+Completions come from the one sampler (`mechsteer.sequences`); activations are captured through
+`mechsteer.capture` and accumulated in float32.
 """
 
 from __future__ import annotations
 
 import torch
 
-from mechsteer.engine.vectors import BuildContext
+from mechsteer.builders.context import BuildContext
+from mechsteer.capture import block_outputs
 from mechsteer.errors import VectorError
-from mechsteer.hooks import HookScope
-from mechsteer.models.adapters import decoder_output_tensor
-from mechsteer.train.rollout import pad_prompts, sample
+from mechsteer.generation import model_sampling
+from mechsteer.sequences import SamplingSettings, pad_id, pad_prompts, pad_right, sample
 from mechsteer.vectors.vector_set import VectorSet
 
 
 def _capture(lm, ids: torch.Tensor, mask: torch.Tensor, layers: list[int]) -> dict[int, torch.Tensor]:
-    """Outputs of the given blocks, float32, shape (batch, tokens, d_model), for one padded batch."""
-    acts: dict[int, torch.Tensor] = {}
-
-    def grab(i):
-        def hook(module, args, output):
-            acts[i] = decoder_output_tensor(output).detach().float()
-
-        return hook
-
-    with HookScope("mean_diff") as scope, torch.no_grad():
-        for i in layers:
-            scope.forward_hook(lm.adapter.layer(lm.model, i), grab(i))
-        pos = (mask.cumsum(dim=1) - 1).clamp(min=0)
-        lm.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False)
-    return acts
+    """Outputs of the given blocks, float32, shape (batch, tokens, d_model), for one left-padded batch."""
+    pos = (mask.cumsum(dim=1) - 1).clamp(min=0)
+    return block_outputs(lm.model, lm.adapter, layers, input_ids=ids, attention_mask=mask, position_ids=pos)
 
 
 def prompt_activations(
@@ -46,7 +35,7 @@ def prompt_activations(
     device = next(lm.model.parameters()).device
     out: dict[int, list[torch.Tensor]] = {i: [] for i in layers}
     for s in range(0, len(token_lists), batch_size):
-        p = pad_prompts(token_lists[s : s + batch_size], lm.tokenizer.pad_token_id, device)
+        p = pad_prompts(token_lists[s : s + batch_size], pad_id(lm.tokenizer), device)
         acts = _capture(lm, p.ids, p.mask, layers)
         m = p.mask.unsqueeze(-1).float()
         for i in layers:
@@ -76,52 +65,28 @@ def mean_diff_prompts(
 
 
 def mean_diff_generations(
-    lm,
-    problems: list[dict],
-    prompt_ids: list[list[int]],
-    layers: list[int],
-    *,
-    samples: int,
-    temperature: float,
-    max_new_tokens: int,
-    grade,
-    seed: int = 0,
-    batch_size: int = 8,
+    lm, problems: list[dict], prompt_ids: list[list[int]], layers: list[int], settings: SamplingSettings, *, grade
 ) -> VectorSet:
-    """Mean activation over generated tokens of correct answers minus incorrect ones (`grade(text, gold)`)."""
-    from mechsteer.generation import lm_stop_token_ids
-
+    """Mean activation over generated tokens of correct answers minus incorrect ones (`grade(text, gold)`);
+    `settings.samples` completions per problem, sampled from the model as it is (no condition)."""
     device = next(lm.model.parameters()).device
-    gen = torch.Generator(device=device).manual_seed(seed)
     d = lm.shape.d_model
     sums = {ok: {i: torch.zeros(d) for i in layers} for ok in (True, False)}
     counts = {True: 0, False: 0}
-    stops, pad = lm_stop_token_ids(lm), lm.tokenizer.pad_token_id
-    for s in range(0, len(problems), batch_size):
-        prom = pad_prompts(prompt_ids[s : s + batch_size], pad, device)
-        ro = sample(
-            lm.model,
-            prom,
-            group_size=samples,
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            stop_ids=stops,
-            pad_id=pad,
-            generator=gen,
-        )
-        ids = torch.cat([prom.ids.repeat_interleave(samples, 0), ro.tokens], dim=1)
-        mask = torch.cat([prom.mask.repeat_interleave(samples, 0), ro.mask], dim=1)
-        acts = _capture(lm, ids, mask, layers)
+    pad = pad_id(lm.tokenizer)
+    seqs = sample(lm.model, prompt_ids, settings, pad_id=pad, share_prefill=True, device=device)
+    rows = settings.batch_size * settings.samples
+    for s in range(0, len(seqs), rows):
+        part = seqs[s : s + rows]  # every sequence has at least one generated token
+        prom = pad_prompts([q.prompt_ids for q in part], pad, device)
+        gen_ids, gen_mask = pad_right([q.generated_ids for q in part], pad, device)
+        acts = _capture(lm, torch.cat([prom.ids, gen_ids], 1), torch.cat([prom.mask, gen_mask], 1), layers)
         width = prom.ids.shape[1]
-        for r, toks in enumerate(ro.token_lists()):
-            text = lm.tokenizer.decode(toks, skip_special_tokens=True)
-            ok = bool(grade(text, str(problems[s + r // samples]["answer"])))
-            n = len(toks)
-            if n == 0:
-                continue
-            counts[ok] += n
+        for r, q in enumerate(part):
+            ok = bool(grade(q.text(lm.tokenizer), str(problems[q.prompt]["answer"])))
+            counts[ok] += q.n_generated
             for i in layers:
-                sums[ok][i] += acts[i][r, width : width + n].sum(dim=0).cpu()
+                sums[ok][i] += acts[i][r, width : width + q.n_generated].sum(dim=0).cpu()
     if not counts[True] or not counts[False]:
         raise VectorError(
             f"mean_diff generations: {counts[True]} correct and {counts[False]} incorrect generated "
@@ -172,15 +137,12 @@ def build_mean_diff(spec, ctx: BuildContext) -> VectorSet:
     def correct(text: str, gold: str) -> bool:
         return grader(Completion(text, gold, (), True)).reward > 0
 
-    return mean_diff_generations(
+    settings = model_sampling(
         lm,
-        problems,
-        ids,
-        layers,
-        samples=g.samples,
-        temperature=g.temperature,
         max_new_tokens=g.max_new_tokens,
-        grade=correct,
+        temperature=g.temperature,
+        samples=g.samples,
         seed=g.seed,
         batch_size=spec.batch_size,
     )
+    return mean_diff_generations(lm, problems, ids, layers, settings, grade=correct)

@@ -4,7 +4,10 @@ or stack the per-block single-layer runs `mechsteer train FILE --per-block LAYER
 The built set's metadata names the run folder(s) and the optimizer step(s) actually read (`run`,
 `checkpoint`; per block: `runs` = {block: {run, checkpoint}}), so every cell record says which checkpoint a
 result used (`best` and the final vectors resolved to their step), the report shows it, and
-`mechsteer select-checkpoints` maps a condition back to the run it evaluated."""
+`mechsteer select-checkpoints` maps a condition back to the run it evaluated.
+
+It reads only the files the compiler located (`TrainedVectors.bind` -> `spec.run`): never the training file,
+so a plan runs the same wherever it executes and a set's content is the one its cells were keyed by."""
 
 from __future__ import annotations
 
@@ -14,30 +17,30 @@ from pathlib import Path
 
 import torch
 
-from mechsteer.engine.vectors import BuildContext, subset
+from mechsteer.builders.context import BuildContext, subset
 from mechsteer.errors import VectorError
-from mechsteer.spec.training import (
-    finished_vectors_file,
-    per_block_command,
-    per_block_dir,
-    trained_run_dir,
-    trained_vectors_path,
-)
+from mechsteer.spec.training import per_block_dir
 from mechsteer.vectors.vector_set import VectorSet, load_vector_set
 
 
 def build_trained(spec, ctx: BuildContext) -> VectorSet:
+    """The run's final vectors or a checkpoint's (`per_block`: the stack of single-layer runs); a missing file
+    is a VectorError naming the command that writes it."""
     if spec.per_block is not None:
         return _build_per_block(spec, ctx)
-    path, command = trained_vectors_path(spec)
+    run = spec.bound_run()
+    if run.problem is not None:
+        message, hint = run.problem
+        raise VectorError(message, hint=hint)
+    path = Path(run.file)
     if not path.is_file():
         what = f"checkpoint {spec.checkpoint}" if spec.checkpoint else "final vectors"
         raise VectorError(
             f"the training run's {what} are not there: {path}",
-            hint=f"train them first: `{command}` (or set `output:` to where the run wrote them)",
+            hint=f"train them first: `{run.command}` (or set `output:` to where the run wrote them)",
         )
     vs = load_vector_set(path)
-    out, _ = trained_run_dir(spec)
+    out = Path(run.output)
     step = checkpoint_step(path, vs.meta)
     vs.meta.setdefault(
         "source",
@@ -60,6 +63,12 @@ def checkpoint_step(path: Path, meta: dict) -> int | None:
         return None
 
 
+def _blocks_command(run, blocks: list[int]) -> str:
+    """The command that trains `blocks`' single-layer runs (as the compiler named it from the training file)."""
+    head, tail = run.block_command or (f"{run.command} --per-block ", "")
+    return f"{head}{','.join(str(k) for k in blocks)}{tail}"
+
+
 def _rule(checkpoint) -> str:
     """How the checkpoint was chosen, for the report: `best` (best.json), `fixed` (a step) or `final`."""
     return "best" if checkpoint == "best" else ("final" if checkpoint is None else "fixed")
@@ -71,18 +80,19 @@ def _build_per_block(spec, ctx: BuildContext) -> VectorSet:
     bad = [k for k in layers if not 0 <= k < ctx.n_layers]
     if bad:
         raise VectorError(f"per_block names blocks {bad} outside the model's 0..{ctx.n_layers - 1}")
-    out, _ = trained_run_dir(spec)
+    run = spec.bound_run()
+    out, found = Path(run.output), run.blocks or {}
     files, missing = {}, []
     for k in layers:
-        f = finished_vectors_file(per_block_dir(out, k), spec.checkpoint)
+        f = found.get(per_block_dir(out, k).name)
         if f is None:
             missing.append(k)
         else:
-            files[k] = f
+            files[k] = Path(f)
     if missing:
         raise VectorError(
             f"{len(missing)} of {len(layers)} per-block runs are not there under {out} (blocks {missing})",
-            hint=f"train them first: `{per_block_command(spec, missing)}`",
+            hint=f"train them first: `{_blocks_command(run, missing)}`",
         )
     rows = torch.zeros(ctx.n_layers, ctx.d_model)
     runs = {}

@@ -8,12 +8,16 @@ transformers, lm-eval) happen inside the commands that run models.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 
 from mechsteer.cli.output import console, handle_errors, print_problems
+from mechsteer.spec.base import LIMIT_MAX
+from mechsteer.spec.bounds import DEFAULT_MAX_CELLS
 
 app = typer.Typer(
     name="mechsteer",
@@ -25,7 +29,10 @@ app = typer.Typer(
 
 StudyFile = Annotated[Path, typer.Argument(help="Study YAML file.", show_default=False)]
 ProfileOpt = Annotated[Optional[str], typer.Option("--profile", "-p", help="Profile to merge (e.g. mini, paper).")]
-LimitOpt = Annotated[Optional[int], typer.Option("--limit", min=1, help="At most N problems/prompts per measurement.")]
+LimitOpt = Annotated[
+    Optional[int],
+    typer.Option("--limit", min=1, max=LIMIT_MAX, help="At most N problems/prompts per measurement."),
+]
 OutputOpt = Annotated[Path, typer.Option("--output-dir", "-o", help="Root folder for results.")]
 DataDirOpt = Annotated[
     Optional[Path],
@@ -36,13 +43,40 @@ DataDirOpt = Annotated[
     ),
 ]
 
+MaxCellsOpt = Annotated[
+    int,
+    typer.Option(
+        "--max-cells",
+        min=1,
+        help="Refuse a study that compiles to more cells (model x condition x measurement x seed) than this.",
+    ),
+]
+
+FormatOpt = Annotated[
+    str,
+    typer.Option(
+        "--format",
+        help="text: a summary table sized to the terminal and the report's paths; json: the same facts for scripts.",
+    ),
+]
+
 SCHEMA_DIR = Path("schemas")
+
+
+def _check_format(fmt: str) -> None:
+    if fmt not in ("text", "json"):
+        raise typer.BadParameter(f"--format {fmt!r}: use text or json")
 
 
 @app.command()
 @handle_errors
-def validate(files: Annotated[list[Path], typer.Argument(help="Study files to check.")]) -> None:
+def validate(
+    files: Annotated[list[Path], typer.Argument(help="Study files to check.")],
+    max_cells: MaxCellsOpt = DEFAULT_MAX_CELLS,
+) -> None:
     """Check syntax, schema and cross-references of study files (and every profile they define)."""
+    import functools
+
     from mechsteer.errors import MechsteerError
     from mechsteer.spec.loader import load_study
 
@@ -51,13 +85,14 @@ def validate(files: Annotated[list[Path], typer.Argument(help="Study files to ch
         try:
             from mechsteer.spec.training import is_training_file, load_train_spec
 
-            load = load_train_spec if is_training_file(f) else load_study  # studies and training files
+            # studies and training files (which compile to no cells)
+            load = load_train_spec if is_training_file(f) else functools.partial(load_study, max_cells=max_cells)
             ls = load(f)
             profiles = list(ls.spec.profiles)
             for p in profiles:
                 load(f, p)
             extra = f" (profiles: {', '.join(profiles)})" if profiles else ""
-            console.print(f"[green]ok[/] {f}{extra}")
+            console.print(f"[green]ok[/] {escape(str(f))}{escape(extra)}")
         except MechsteerError as e:
             failed += 1
             print_problems(e)
@@ -82,9 +117,9 @@ def schema(
             continue
         out_dir.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
-        console.print(f"wrote {path}")
+        console.print(escape(f"wrote {path}"))
     if stale:
-        console.print(f"[red]out of date[/]: {', '.join(stale)} (run `mechsteer schema`)")
+        console.print(f"[red]out of date[/]: {escape(', '.join(stale))} (run `mechsteer schema`)")
         raise typer.Exit(1)
 
 
@@ -108,20 +143,23 @@ def plan(
     limit: LimitOpt = None,
     output_dir: OutputOpt = Path("outputs"),
     data_dir: DataDirOpt = None,
+    max_cells: MaxCellsOpt = DEFAULT_MAX_CELLS,
 ) -> None:
     """Show the compiled cells (model x condition x measurement x seed), their hashes and cache state."""
     from rich.table import Table
 
     from mechsteer.api import load_study, plan_status
 
-    st = load_study(study, profile, data_dir=data_dir)
+    st = load_study(study, profile, data_dir=data_dir, max_cells=max_cells)
     p = st.plan(limit, output_dir)
     status = plan_status(p)
-    t = Table(title=f"{p.study}" + (f" [{p.profile}]" if p.profile else "") + f" -> {p.output_dir}")
+    t = Table(title=escape(f"{p.study}" + (f" [{p.profile}]" if p.profile else "") + f" -> {p.output_dir}"))
     for col in ("cell", "model", "condition", "measurement", "seed", "status"):
         t.add_column(col)
-    for r in status.itertuples():
-        t.add_row(r.cell, r.model, r.condition, r.measurement, str(r.seed), _STATUS_TEXT[r.state])
+    for r in status.itertuples():  # names are user text: escaped, so `[x]` in a name is shown, not read as markup
+        t.add_row(
+            *(escape(str(v)) for v in (r.cell, r.model, r.condition, r.measurement, r.seed)), _STATUS_TEXT[r.state]
+        )
     console.print(t)
     uniq = status.drop_duplicates("hash")
     counts = uniq.state.value_counts()
@@ -131,12 +169,19 @@ def plan(
         f"{len(uniq) - counts.get('fresh', 0)} to run" + (f" ({len(stale)} stale or damaged)" if len(stale) else "")
     )
     for r in stale.itertuples():
-        console.print(f"  {r.cell} {r.state}: {r.reason}")
+        console.print(escape(f"  {r.cell} {r.state}: {r.reason}"))
+    _print_notes(p)
     if (status.backend == "vllm").any() or status.backend_note.notna().any():
         on = uniq[uniq.backend == "vllm"]
         console.print(f"backend vllm: {len(on)} evaluation cells run on bias-compiled checkpoints")
         for cond, note in uniq[uniq.backend_note.notna()].groupby("condition").backend_note.first().items():
-            console.print(f"  {cond} stays on HF: {note}")
+            console.print(escape(f"  {cond} stays on HF: {note}"))
+
+
+def _print_notes(p, out=console) -> None:
+    """What the cell keys could not pin down (`Plan.notes`), one line each, plain text."""
+    for note in p.notes:
+        out.print(f"note: {note}", markup=False, soft_wrap=True)
 
 
 _STATUS_TEXT = {
@@ -156,6 +201,7 @@ def run(
     limit: LimitOpt = None,
     output_dir: OutputOpt = Path("outputs"),
     data_dir: DataDirOpt = None,
+    max_cells: MaxCellsOpt = DEFAULT_MAX_CELLS,
     force: Annotated[bool, typer.Option("--force", help="Re-run cells even when cached.")] = False,
     reuse_stale: Annotated[
         bool,
@@ -177,34 +223,67 @@ def run(
         Optional[str], typer.Option("--address", help="Ray cluster address (default: a local Ray instance).")
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    fmt: FormatOpt = "text",
 ) -> None:
-    """Run every cell of a study that is not cached yet, then write its tables."""
+    """Run every cell of a study that is not cached yet, write its report, and print a summary of the effects
+    (`--format json`: the same as JSON on stdout; progress and notes then go to stderr or are left out)."""
     import time
 
     from mechsteer.api import load_study, plan_status, run_plan
+    from mechsteer.cli.output import err_console
 
+    _check_format(fmt)
+    out = console if fmt == "text" else err_console
     t0 = time.perf_counter()
-    p = load_study(study, profile, data_dir=data_dir).plan(limit, output_dir)
+    p = load_study(study, profile, data_dir=data_dir, max_cells=max_cells).plan(limit, output_dir)
     status = plan_status(p).drop_duplicates("hash")
     todo = len(status) if force else int((status.state != "fresh").sum())
     if reuse_stale and not force:
         todo -= int((status.state == "stale").sum())
-    console.print(
-        f"[bold]{p.study}[/]"
-        + (f" (profile {p.profile})" if p.profile else "")
-        + f": {len(status)} cells, {todo} to run -> {p.output_dir}"
+    out.print(
+        f"[bold]{escape(p.study)}[/]"
+        + escape(
+            (f" (profile {p.profile})" if p.profile else "") + f": {len(status)} cells, {todo} to run -> {p.output_dir}"
+        )
     )
+    _print_notes(p, out)
     results = run_plan(
-        p, force=force, reuse_stale=reuse_stale, threads=threads, progress=not quiet, executor=executor, address=address
+        p,
+        force=force,
+        reuse_stale=reuse_stale,
+        threads=threads,
+        progress=not quiet and fmt == "text",
+        executor=executor,
+        address=address,
     )
     ran = results.run_summary
-    console.print(
+    seconds = time.perf_counter() - t0
+    line = (
         f"ran {len(ran.executed)} cells, {len(ran.cached)} cached"
         + (f" ({len(ran.reused_stale)} stale reused)" if ran.reused_stale else "")
-        + f", in {time.perf_counter() - t0:.0f} s"
+        + f", in {seconds:.0f} s"
     )
-    typer.echo((results.output_dir / "report" / "table.md").read_text())  # plain echo: tables must not wrap
-    console.print(f"report: {results.output_dir / 'report' / 'report.md'}")
+    _summary(
+        results,
+        fmt,
+        ran=line,
+        facts={
+            "executed": len(ran.executed),
+            "cached": len(ran.cached),
+            "reused_stale": len(ran.reused_stale),
+            "seconds": round(seconds, 1),
+        },
+    )
+
+
+def _summary(results, fmt: str, *, ran: str | None = None, facts: dict | None = None) -> None:
+    """The end of `run` and `report`: the summary table and the report's paths, or the JSON document."""
+    from mechsteer.cli.summary import print_summary, summary_json
+
+    if fmt == "json":
+        typer.echo(summary_json(results, facts))
+    else:
+        print_summary(results, console, ran=ran)
 
 
 @app.command()
@@ -215,19 +294,23 @@ def report(
     limit: LimitOpt = None,
     output_dir: OutputOpt = Path("outputs"),
     data_dir: DataDirOpt = None,
+    max_cells: MaxCellsOpt = DEFAULT_MAX_CELLS,
+    fmt: FormatOpt = "text",
 ) -> None:
-    """Rebuild a study's tables from its recorded cells (no model is loaded)."""
+    """Rebuild a study's report from its recorded cells (no model is loaded) and print a summary of the
+    effects and the report's paths (`--format json`: as JSON)."""
     from mechsteer.api import load_results, load_study
     from mechsteer.report import write_report
     from mechsteer.results import Results
 
+    _check_format(fmt)
     if target.is_dir():
         results = load_results(target)
     else:
-        results = Results.from_plan(load_study(target, profile, data_dir=data_dir).plan(limit, output_dir))
-    path = write_report(results)
-    typer.echo((path.parent / "table.md").read_text())
-    console.print(f"report: {path}")
+        study = load_study(target, profile, data_dir=data_dir, max_cells=max_cells)
+        results = Results.from_plan(study.plan(limit, output_dir))
+    write_report(results)
+    _summary(results, fmt)
 
 
 @app.command("diff")
@@ -261,7 +344,32 @@ def diff_command(
             console.print(table)
     if out is not None:
         for path in d.write(out):
-            console.print(f"wrote {path}")
+            console.print(escape(f"wrote {path}"))
+
+
+@app.command("ls")
+@handle_errors
+def ls_command(
+    root: Annotated[Path, typer.Argument(help="Folder to look in (default: outputs).")] = Path("outputs"),
+    fmt: FormatOpt = "text",
+) -> None:
+    """List the output folders under ROOT: study, profile, models, cells recorded / stale / damaged, the last
+    run and the report's path (limited runs, `limit-N/`, marked with their limit)."""
+    from mechsteer.api import list_outputs
+    from mechsteer.cli.summary import ls_table
+
+    _check_format(fmt)
+    df = list_outputs(root)
+    if fmt == "json":
+        typer.echo(df.to_json(orient="records", indent=1))
+        return
+    if df.empty:
+        console.print(escape(f"no output folders under {root}"))
+        return
+    t = ls_table(df, root, console.size.width)
+    console.print(t)
+    for r in df[df.note != ""].itertuples():
+        console.print(escape(f"{os.path.relpath(r.folder, root)}: {r.note}"), soft_wrap=True)
 
 
 def _register_optional_commands() -> None:

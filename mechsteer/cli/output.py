@@ -8,14 +8,17 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
 
 def print_problems(exc) -> None:
+    """One line per problem; the problem's text is escaped (a file `run[abc].yaml` or a condition `base[/]`
+    is shown as written, never read as rich markup)."""
     for p in exc.problems:
-        err_console.print(f"[bold red]error[/]: {p.format()}", markup=True, soft_wrap=True, emoji=False)
+        err_console.print(f"[bold red]error[/]: {escape(p.format())}", markup=True, soft_wrap=True, emoji=False)
 
 
 def handle_errors(fn):

@@ -58,6 +58,7 @@ def train_command(
 ) -> None:
     """Train steering vectors (or a LoRA-1 / full fine-tuning baseline) with RLOO on a frozen model."""
     from rich.console import Console
+    from rich.markup import escape
 
     from mechsteer.errors import MechsteerError
     from mechsteer.spec.training import load_train_spec
@@ -77,13 +78,15 @@ def train_command(
             raise MechsteerError("--per-block resumes interrupted blocks by itself", hint="drop --resume")
         block_setup(spec.setup, 0)
     console.print(
-        f"[bold]{spec.name}[/]"
-        + (f" (profile {profile})" if profile else "")
-        + f": {spec.model.id}, setup {_setup_text(spec.setup)}, reward {spec.reward} -> {out_dir}"
-        + (
-            f" (one run per block: {per_block}, lr rule {lr_rule or spec.per_block.lr_rule})"
-            if per_block is not None
-            else ""
+        f"[bold]{escape(spec.name)}[/]"
+        + escape(
+            (f" (profile {profile})" if profile else "")
+            + f": {spec.model.id}, setup {_setup_text(spec.setup)}, reward {spec.reward} -> {out_dir}"
+            + (
+                f" (one run per block: {per_block}, lr rule {lr_rule or spec.per_block.lr_rule})"
+                if per_block is not None
+                else ""
+            )
         )
     )
     if validate_only:
@@ -131,8 +134,10 @@ def train_command(
                     f"boxed {b['boxed']:.3f} -> {a['boxed']:.3f}"
                 )
     console.print(
-        f"trained {res.steps} steps in {res.train_seconds:.0f} s; "
-        + (f"final: {res.final_path}" if res.final_path else f"checkpoints: {out_dir / 'checkpoints'}")
+        escape(
+            f"trained {res.steps} steps in {res.train_seconds:.0f} s; "
+            + (f"final: {res.final_path}" if res.final_path else f"checkpoints: {out_dir / 'checkpoints'}")
+        )
     )
 
 
@@ -163,8 +168,8 @@ def select_checkpoints_command(
     from rich.console import Console
 
     from mechsteer.errors import MechsteerError
+    from mechsteer.report.checkpoint_selection import select, write_best
     from mechsteer.results import Results
-    from mechsteer.train.select import select, write_best
 
     console = Console(highlight=False)
     if metric not in ("acc_boxed", "acc_lenient"):

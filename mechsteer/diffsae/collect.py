@@ -13,7 +13,8 @@ Output folder (assembled aside and renamed into place when complete):
 * `shard-00000.parquet`: one row per token of that shard, in the same order: `seq` (sequence index),
   `problem`, `sample`, `position` (token index in the full sequence), `gen_pos` (index in the completion,
   -1 for prompt tokens), `is_generated`, `correct`, `token_id`;
-* `sequences.jsonl`: one line per sequence (problem, sample, correct, prompt and completion ids and text);
+* `sequences.jsonl`: one line per sequence: `seq`, `problem`, `correct`, `completion` (text) and the
+  sampled `Sequence` (`prompt_ids`, `generated_ids`, `finished`, `prompt`, `sample`);
 * `manifest.json`: layers, d_model, dtype, shard names and token counts, the condition and the model.
 """
 
@@ -21,158 +22,79 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from mechsteer.atomic import atomic_dir
+from mechsteer.capture import block_outputs
 from mechsteer.errors import MechsteerError
-from mechsteer.hooks import HookScope
 from mechsteer.interventions import steering
-from mechsteer.models.adapters import decoder_output_tensor
 from mechsteer.models.loading import LoadedModel
+from mechsteer.sequences import SamplingSettings, Sequence, pad, pad_id
 
 HEADER_RESERVE = 4096
 """Bytes kept free in each shard for the safetensors JSON header (a few hundred bytes in practice)."""
 INDEX_COLUMNS = ("seq", "problem", "sample", "position", "gen_pos", "is_generated", "correct", "token_id")
 
 
-@dataclass
-class Sequence:
-    """One teacher-forced sequence: a prompt and a completion (token ids), with its grade."""
+@dataclass(frozen=True)
+class Graded:
+    """A sampled sequence with the problem it answers and its grade (None: ungraded)."""
 
+    sequence: Sequence
     problem: str
-    prompt_ids: list[int]
-    generated_ids: list[int]
     correct: bool | None = None
-    sample: int = 0
     completion: str = ""
-    extra: dict = field(default_factory=dict)
+    """The completion as text (for readers of `sequences.jsonl`)."""
 
-    @property
-    def ids(self) -> list[int]:
-        return list(self.prompt_ids) + list(self.generated_ids)
+    def record(self) -> dict:
+        """Its line in `sequences.jsonl` (without the `seq` index)."""
+        return {
+            "problem": self.problem,
+            "correct": self.correct,
+            "completion": self.completion,
+            **self.sequence.to_json(),
+        }
 
 
 # -------------------------------------------------------------------------------------------- generation
-@torch.no_grad()
 def generate_and_grade(
     lm: LoadedModel,
     interventions: list,
     vectors: dict,
     problems: list[dict],
+    settings: SamplingSettings,
     *,
     template: str = "qwen_math",
-    max_new_tokens: int = 64,
-    temperature: float = 1.0,
-    samples: int = 1,
-    seed: int = 0,
-    batch_size: int = 8,
     grader: str = "lenient",
     progress: Callable[[int], None] | None = None,
-) -> list[Sequence]:
+) -> list[Graded]:
     """Sample completions to task problems (`{"id", "problem", "answer"}`) under the condition and grade them.
 
-    Same sampling settings as `mechsteer.generation.generate` (top_k off, top_p 1, the model's stop tokens),
-    but the sampled token ids are kept (decoding and re-tokenizing text is not always the identity), and the
-    stop token, when emitted, stays in the completion: its activation difference is part of the generation.
-    `grader`: `lenient` (boxed or last number) or `boxed` (the paper's strict grader)."""
-    from transformers import GenerationConfig
-
+    The one sampler (`mechsteer.sequences.sample` through `generation.sample_texts`): the sampled token ids
+    are kept (decoding and re-tokenizing text is not always the identity), and the stop token, when emitted,
+    stays in the completion: its activation difference is part of the generation. `grader`: `lenient`
+    (boxed or last number) or `boxed` (the paper's strict grader)."""
     from mechsteer.eval.grading import grade
-    from mechsteer.generation import lm_stop_token_ids, render_prompts, tokenize
+    from mechsteer.generation import render_prompts, sample_texts
 
     if grader not in ("lenient", "boxed"):
         raise MechsteerError(f"diffsae grader {grader!r} is unknown", hint="use lenient or boxed")
-    stops = lm_stop_token_ids(lm)
-    cfg = GenerationConfig(
-        max_new_tokens=max_new_tokens,
-        do_sample=temperature > 0,
-        temperature=temperature if temperature > 0 else None,
-        top_p=1.0 if temperature > 0 else None,
-        top_k=0 if temperature > 0 else None,
-        num_return_sequences=samples,
-        pad_token_id=lm.tokenizer.pad_token_id,
-        eos_token_id=stops,
-    )
-    out: list[Sequence] = []
     with steering(lm.model, lm.adapter, interventions, vectors, tokenizer=lm.tokenizer) as ctx:
         prompts = render_prompts(lm, [p["problem"] for p in problems], template, ctx.prompt_suffix)
-        torch.manual_seed(seed)
-        for start in range(0, len(prompts), batch_size):
-            chunk = list(range(start, min(start + batch_size, len(prompts))))
-            enc = tokenize(lm, [prompts[i] for i in chunk])
-            ctx.begin()
-            gen = lm.model.generate(**enc, generation_config=cfg)
-            width = enc["input_ids"].shape[1]
-            for row in range(gen.shape[0]):
-                i = chunk[row // samples]
-                m = enc["attention_mask"][row // samples].bool()
-                prompt_ids = enc["input_ids"][row // samples][m].tolist()
-                ids = gen[row, width:].tolist()
-                for j, t in enumerate(ids):
-                    if t in stops:
-                        ids = ids[: j + 1]
-                        break
-                text = lm.tokenizer.decode([t for t in ids if t not in stops], skip_special_tokens=True)
-                g = grade(text, str(problems[i]["answer"]), template=template)
-                ok = g.boxed_correct if grader == "boxed" else g.lenient_correct
-                out.append(
-                    Sequence(
-                        problem=str(problems[i]["id"]),
-                        prompt_ids=prompt_ids,
-                        generated_ids=ids,
-                        correct=bool(ok),
-                        sample=row % samples,
-                        completion=text,
-                    )
-                )
-            if progress:
-                progress(len(chunk))
+        seqs = sample_texts(lm, ctx, prompts, settings, on_batch=progress)
+    out = []
+    for q in seqs:
+        text = q.text(lm.tokenizer)
+        g = grade(text, str(problems[q.prompt]["answer"]), template=template)
+        ok = g.boxed_correct if grader == "boxed" else g.lenient_correct
+        out.append(Graded(q, str(problems[q.prompt]["id"]), bool(ok), text))
     return out
 
 
 # -------------------------------------------------------------------------------------------- capture
-def _capture(
-    lm: LoadedModel,
-    ids: torch.Tensor,
-    mask: torch.Tensor,
-    layers: list[int],
-    ctx=None,
-    prompt_lengths: list[int] | None = None,
-) -> dict[int, torch.Tensor]:
-    """Outputs of the chosen blocks (float32, [batch, tokens, d]) for one left-padded batch."""
-    acts: dict[int, torch.Tensor] = {}
-
-    def grab(i):
-        def hook(module, args, output):
-            acts[i] = decoder_output_tensor(output).detach().float()
-
-        return hook
-
-    with HookScope("diffsae-capture") as scope:
-        # registered after the condition's hooks: the capture of block l sees block l's steering added
-        for i in layers:
-            scope.forward_hook(lm.adapter.layer(lm.model, i), grab(i))
-        if ctx is not None:
-            ctx.begin(prompt_lengths)
-        pos = (mask.cumsum(dim=1) - 1).clamp(min=0)
-        lm.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False)
-    return acts
-
-
-def _pad_left(seqs: list[Sequence], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(s.ids) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for r, s in enumerate(seqs):
-        t = s.ids
-        ids[r, width - len(t) :] = torch.tensor(t, dtype=torch.long)
-        mask[r, width - len(t) :] = 1
-    return ids.to(device), mask.to(device)
-
-
 class ShardWriter:
     """Buffers per-token rows and writes fixed-size shards (safetensors + parquet index)."""
 
@@ -226,7 +148,7 @@ def collect_diffs(
     lm: LoadedModel,
     interventions: list,
     vectors: dict,
-    sequences: list[Sequence],
+    sequences: list[Graded],
     layers: list[int],
     out_dir: str | Path,
     *,
@@ -253,15 +175,20 @@ def collect_diffs(
         with open(tmp / "sequences.jsonl", "w") as seq_file:
             for start in range(0, len(sequences), batch_size):
                 batch = sequences[start : start + batch_size]
-                ids, mask = _pad_left(batch, lm.tokenizer.pad_token_id or 0, lm.device)
-                base = _capture(lm, ids, mask, layers)
+                ids, mask = pad([g.sequence.ids for g in batch], pad_id(lm.tokenizer), "left", lm.device)
+                pos = (mask.cumsum(dim=1) - 1).clamp(min=0)
+                inputs = {"input_ids": ids, "attention_mask": mask, "position_ids": pos}
+                base = block_outputs(lm.model, lm.adapter, layers, **inputs)
                 with steering(lm.model, lm.adapter, interventions, vectors, tokenizer=lm.tokenizer) as ctx:
-                    steered = _capture(lm, ids, mask, layers, ctx, [len(s.prompt_ids) for s in batch])
+                    # captured after the condition's hooks: block l's output includes block l's steering
+                    ctx.begin([g.sequence.prompt_length for g in batch])
+                    steered = block_outputs(lm.model, lm.adapter, layers, **inputs)
                 width = ids.shape[1]
                 diffs: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
                 rows: list[dict] = []
-                for r, s in enumerate(batch):
-                    n_p, n = len(s.prompt_ids), len(s.ids)
+                for r, g in enumerate(batch):
+                    q = g.sequence
+                    n_p, n, ids_r = q.prompt_length, len(q.ids), q.ids
                     first = 0 if positions == "all" else n_p
                     cols = slice(width - n + first, width)
                     for layer in layers:
@@ -270,16 +197,16 @@ def collect_diffs(
                         rows.append(
                             {
                                 "seq": start + r,
-                                "problem": s.problem,
-                                "sample": s.sample,
+                                "problem": g.problem,
+                                "sample": q.sample,
                                 "position": p,
                                 "gen_pos": p - n_p if p >= n_p else -1,
                                 "is_generated": p >= n_p,
-                                "correct": s.correct,
-                                "token_id": s.ids[p],
+                                "correct": g.correct,
+                                "token_id": ids_r[p],
                             }
                         )
-                    seq_file.write(json.dumps({"seq": start + r, **{k: v for k, v in asdict(s).items()}}) + "\n")
+                    seq_file.write(json.dumps({"seq": start + r, **g.record()}) + "\n")
                 writer.add({layer: torch.cat(v) for layer, v in diffs.items()}, rows)
                 if progress:
                     progress(len(batch))

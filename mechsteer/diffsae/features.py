@@ -14,7 +14,6 @@ decoder row (top / bottom tokens through the unembedding, optionally after the f
 
 from __future__ import annotations
 
-import html
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +24,9 @@ import torch
 
 from mechsteer.atomic import atomic_path, atomic_write_text
 from mechsteer.diffsae.sae import TopKSAE
+from mechsteer.readouts.logit_lens import scores, top_bottom
+from mechsteer.readouts.plots import plain_labels
+from mechsteer.sequences.html import TokenRow, render_tokens
 
 
 @dataclass
@@ -196,56 +198,36 @@ def top_contexts(
 
 
 def contexts_html(features: list[tuple[int, str, list[dict]]], token_text: Callable[[int], str]) -> str:
-    """A standalone HTML page: per feature, its contexts with tokens shaded by activation (max = opaque)."""
-    parts = [
-        "<!doctype html><meta charset='utf-8'><title>DiffSAE feature contexts</title>",
-        "<style>body{font-family:sans-serif}.ctx{font-family:monospace;margin:4px 0;white-space:pre-wrap}"
-        ".tok{border-radius:2px}.c{outline:1px solid #333}</style>",
-    ]
+    """A standalone HTML page (`mechsteer.sequences.html.render_tokens`): per feature, its contexts with
+    tokens coloured by the feature's activation (one scale per feature), the centre token outlined."""
+    sections = []
     for feat, title, ctxs in features:
-        parts.append(f"<h3>feature {feat}: {html.escape(title)}</h3>")
-        peak = max([a for c in ctxs for a in c["acts"]] + [1e-12])
+        rows = []
         for c in ctxs:
-            toks = []
-            for j, (t, a) in enumerate(zip(c["token_ids"], c["acts"])):
-                alpha = min(1.0, a / peak)
-                cls = "tok c" if j == c["center"] else "tok"
-                toks.append(
-                    f"<span class='{cls}' title='{a:.3g}' style='background:rgba(255,120,0,{alpha:.2f})'>"
-                    f"{html.escape(token_text(t))}</span>"
-                )
             verdict = {True: "correct", False: "incorrect"}.get(c["correct"], "ungraded")
-            parts.append(
-                f"<div class='ctx'>[{verdict}, problem {html.escape(str(c['problem']))}, "
-                f"max {c['activation']:.3g}] {''.join(toks)}</div>"
+            rows.append(
+                TokenRow(
+                    f"{verdict}, problem {c['problem']}, max {c['activation']:.3g}",
+                    [token_text(t) for t in c["token_ids"]],
+                    list(c["acts"]),
+                    marked=c["center"],
+                )
             )
-    return "\n".join(parts)
+        sections.append((f"feature {feat}: {title}", rows))
+    return render_tokens(sections, title="DiffSAE feature contexts", value_name="activation")
 
 
 # -------------------------------------------------------------------------------------------- logit lens
-@torch.no_grad()
-def logit_lens(
-    directions: torch.Tensor, unembed: torch.nn.Module, final_norm: torch.nn.Module | None = None, k: int = 10
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Top-k and bottom-k (values, token ids) of `unembed(final_norm(d))` for each row d of `directions`."""
-    ref = next(unembed.parameters())
-    h = directions.to(ref.device, ref.dtype).unsqueeze(1)  # [n, 1, d]: norms expect a sequence axis
-    if final_norm is not None:
-        h = final_norm(h)
-    logits = unembed(h)[:, 0].float()
-    top = logits.topk(k, dim=-1)
-    bot = (-logits).topk(k, dim=-1)
-    return top.values, top.indices, -bot.values, bot.indices
-
-
 def logit_lens_table(
-    sae: TopKSAE, features: list[int], unembed, final_norm, token_text: Callable[[int], str], k: int = 10
+    sae: TopKSAE, features: list[int], w_u: torch.Tensor, norm: Callable | None, token_text: Callable[[int], str], k=10
 ):
+    """Top and bottom `k` tokens of each feature's decoder row through the unembedding `w_u` [vocab, d]
+    (after the final `norm` when given): `mechsteer.readouts.logit_lens`'s dot-product lens."""
     import pandas as pd
 
     if not features:
         return pd.DataFrame(columns=["feature", "top_tokens", "bottom_tokens"])
-    tv, ti, bv, bi = logit_lens(sae.W_dec[features].detach(), unembed, final_norm, k)
+    tv, ti, bv, bi = top_bottom(scores(sae.W_dec[features].detach().float().cpu(), w_u, "dot", norm), k)
 
     def fmt(ids, vals):
         return " | ".join(f"{token_text(int(t))!r}:{float(v):.2f}" for t, v in zip(ids, vals))
@@ -258,6 +240,7 @@ def logit_lens_table(
 
 
 # -------------------------------------------------------------------------------------------- report
+@plain_labels
 def plot_frequencies(df, path: Path, alpha: float, title: str) -> None:
     import matplotlib
 
@@ -287,8 +270,8 @@ def analyse_features(
     out_dir: str | Path,
     *,
     token_text: Callable[[int], str] = str,
-    unembed=None,
-    final_norm=None,
+    w_u: torch.Tensor | None = None,
+    norm: Callable | None = None,
     top_n: int = 10,
     n_contexts: int = 5,
     window: int = 8,
@@ -299,7 +282,8 @@ def analyse_features(
     title: str = "DiffSAE features",
 ) -> dict:
     """Encode dF `x` (rows aligned with `index`), rank features, and write `features.csv`,
-    `top_correct.csv`, `top_incorrect.csv`, `logit_lens.csv` (when `unembed` is given), `contexts.html`,
+    `top_correct.csv`, `top_incorrect.csv`, `logit_lens.csv` (when the unembedding `w_u` is given, through the
+    final `norm` when that is given too), `contexts.html`,
     `frequencies.png` and `summary.json` into `out_dir`. Returns {"table", "top_correct", "top_incorrect",
     "logit_lens", "summary"} (DataFrames and a dict)."""
     out_dir = Path(out_dir)
@@ -309,8 +293,8 @@ def analyse_features(
     top_i = df[df["freq_diff"] < 0].sort_values(["freq_diff", "p_fisher"]).head(top_n)
     chosen = list(top_c["feature"]) + list(top_i["feature"])
     lens = None
-    if unembed is not None:
-        lens = logit_lens_table(sae, [int(f) for f in chosen], unembed, final_norm, token_text, lens_k)
+    if w_u is not None:
+        lens = logit_lens_table(sae, [int(f) for f in chosen], w_u, norm, token_text, lens_k)
         for name in ("top_tokens", "bottom_tokens"):
             m = dict(zip(lens["feature"], lens[name]))
             top_c = top_c.assign(**{name: top_c["feature"].map(m)})

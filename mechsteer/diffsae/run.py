@@ -14,19 +14,21 @@ from mechsteer.atomic import atomic_write_text
 from mechsteer.diffsae.collect import collect_diffs, generate_and_grade, load_index, load_layer, load_sequences
 from mechsteer.diffsae.features import analyse_features
 from mechsteer.diffsae.train import SAETrainConfig, TokenSource, train_sae
+from mechsteer.generation import model_sampling
 from mechsteer.models.loading import LoadedModel
+from mechsteer.readouts.teacher_forced import unembedding
+from mechsteer.sequences import SamplingSettings
 
 
 @dataclass(frozen=True)
 class DiffSAEConfig:
     sae: SAETrainConfig = field(default_factory=SAETrainConfig)
     template: str = "qwen_math"
-    max_new_tokens: int = 64
-    temperature: float = 1.0
-    samples: int = 1
-    """Completions per problem."""
-    seed: int = 0
+    sampling: SamplingSettings | None = None
+    """How the completions are sampled; None: 64 new tokens at temperature 1, one per problem, seed 0, 16
+    prompts per batch, stopping at the model's stop tokens."""
     batch_size: int = 16
+    """Sequences per teacher-forced batch of the collection."""
     grader: str = "lenient"
     positions: str = "all"
     """Tokens whose dF is stored: all, or generated only (features are always ranked on generated tokens)."""
@@ -53,7 +55,9 @@ def run_diffsae(
 ) -> dict:
     """Run the whole DiffSAE analysis into `out_dir`; steps whose output exists are reused (the collection
     folder and each layer's finished SAE), SAE training resumes from its checkpoints. Returns the summary
-    (also written to `summary.json`).
+    (also written to `summary.json`). Reuse is only as sound as `out_dir`'s key: the engine passes the cell's
+    work folder (`work/<cell hash>/<code digest>/`, emptied when the cell is forced), so it never holds
+    what other settings, other code or an earlier forced-over run wrote.
 
     The model must be unsteered when this is called (no condition's hooks active): it runs the base model
     itself and applies `condition` only where the steered model is needed."""
@@ -64,18 +68,9 @@ def run_diffsae(
     t0 = time.perf_counter()
     if not (coll / "manifest.json").is_file():
         say("generate", {"problems": len(problems)})
+        sampling = config.sampling or model_sampling(lm, max_new_tokens=64, temperature=1.0, batch_size=16)
         seqs = generate_and_grade(
-            lm,
-            condition,
-            vectors,
-            problems,
-            template=config.template,
-            max_new_tokens=config.max_new_tokens,
-            temperature=config.temperature,
-            samples=config.samples,
-            seed=config.seed,
-            batch_size=config.batch_size,
-            grader=config.grader,
+            lm, condition, vectors, problems, sampling, template=config.template, grader=config.grader
         )
         timings["generate_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
@@ -97,8 +92,8 @@ def run_diffsae(
     seq_correct = [s["correct"] for s in sequences]
     tok = lm.tokenizer
     token_text = lambda t: tok.decode([t])  # noqa: E731
-    unembed, _ = lm.adapter.module_at(lm.model, "unembed")
-    norm = lm.adapter.module_at(lm.model, "final_norm")[0] if config.lens_through_norm else None
+    w_u, final_norm = unembedding(lm)
+    norm = final_norm if config.lens_through_norm else None
     per_layer = {}
     for layer in layers:
         t0 = time.perf_counter()
@@ -129,8 +124,8 @@ def run_diffsae(
             sequences,
             ldir / "features",
             token_text=token_text,
-            unembed=unembed,
-            final_norm=norm,
+            w_u=w_u,
+            norm=norm,
             top_n=config.top_n,
             n_contexts=config.n_contexts,
             window=config.window,

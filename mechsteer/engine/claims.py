@@ -19,19 +19,36 @@ import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-if TYPE_CHECKING:
-    from mechsteer.engine.store import CellStore
-
 log = logging.getLogger("mechsteer.engine")
 
 LOCK_DIR = ".locks"
+"""Folder (under the cell store's root) holding one lock file per claimed cell."""
+
+
+class CellFolders(Protocol):
+    """What `claimed` needs of a cell store (`mechsteer.engine.store.CellStore` is one). Claims sit below the
+    store, which uses them to guard its own clean-up, so they name no store class."""
+
+    root: Path
+
+    def dir(self, h: str) -> Path:
+        """The folder of cell `h`."""
+
+    def is_done(self, h: str) -> bool:
+        """Whether cell `h` is recorded completely."""
+
+    def damage(self, h: str) -> str | None:
+        """What is wrong with cell `h`'s folder, or None."""
+
+    def recover(self, h: str) -> int:
+        """Clean up what a crashed writer of cell `h` left (only under its claim)."""
 
 
 class Claim:
@@ -43,6 +60,7 @@ class Claim:
         self._fd: int | None = None
 
     def acquire(self, blocking: bool) -> bool:
+        """Take the lock (waiting for it when `blocking`); False when another process holds it."""
         if self._fd is not None:
             return True
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -60,12 +78,14 @@ class Claim:
         return True
 
     def release(self) -> None:
+        """Drop the lock (idempotent)."""
         if self._fd is not None:
             fd, self._fd = self._fd, None
             os.close(fd)  # closing the only descriptor of the open file drops the flock
 
     @property
     def held(self) -> bool:
+        """Whether this object holds the lock now."""
         return self._fd is not None
 
     def __enter__(self) -> Claim:
@@ -75,7 +95,7 @@ class Claim:
         self.release()
 
 
-def _stamp(store: CellStore, h: str) -> tuple[int, int] | None:
+def _stamp(store: CellFolders, h: str) -> tuple[int, int] | None:
     """Identity of a cell's record file (inode, mtime): a cell rewritten by another run gets a new one."""
     try:
         st = (store.dir(h) / "cell.json").stat()
@@ -85,7 +105,7 @@ def _stamp(store: CellStore, h: str) -> tuple[int, int] | None:
 
 
 def claimed(
-    store: CellStore,
+    store: CellFolders,
     cells: Iterable,
     force: bool = False,
     *,

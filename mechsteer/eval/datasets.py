@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mechsteer.errors import MechsteerError
 from mechsteer.eval.grading import extract_boxed_answer
 
 Row = dict[str, Any]
@@ -41,10 +42,11 @@ Row = dict[str, Any]
 _TRUE_ENV = {"1", "true", "yes", "on"}
 
 
-class DatasetUnavailableError(Exception):
+class DatasetUnavailableError(MechsteerError):
     """A benchmark cannot be loaded (hub unreachable or offline, local file missing or malformed).
 
-    The message always says which benchmark, where it was looked for, and how to fix it.
+    The message always says which benchmark, where it was looked for, and how to fix it; being a
+    MechsteerError, it reaches the command line as one line without a traceback.
     """
 
 
@@ -262,17 +264,47 @@ def _no_hub_reason() -> str | None:
 
 
 def _read_jsonl(path: Path, bench: Benchmark) -> list[Row]:
-    """Parse a jsonl file; blank lines are skipped, bad lines raise DatasetFormatError with the line."""
+    """Parse a jsonl file of JSON objects; blank lines are skipped, and a line that is not UTF-8, not JSON, or
+    not an object raises DatasetFormatError naming the file and line."""
     rows: list[Row] = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            where = f"{bench.name}: {path}:{lineno}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DatasetFormatError(
+                    f"{where}: not UTF-8 text ({exc.reason} at byte {exc.start}) (hint: save the file as UTF-8)"
+                ) from None
             if not line.strip():
                 continue
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise DatasetFormatError(f"{bench.name}: {path}:{lineno}: not valid JSON ({exc.msg})") from exc
+                raise DatasetFormatError(f"{where}: not valid JSON ({exc.msg})") from None
+            except RecursionError:
+                raise DatasetFormatError(f"{where}: JSON nested too deeply") from None
+            if not isinstance(row, dict):
+                raise DatasetFormatError(
+                    f'{where}: a row must be a JSON object such as {{"problem": ..., "answer": ...}}, '
+                    f"got {type(row).__name__}"
+                )
+            if not is_unicode(line, row):
+                raise DatasetFormatError(f"{where}: not valid Unicode text (an escaped lone surrogate such as \\ud800)")
+            rows.append(row)
     return rows
+
+
+def is_unicode(line: str, row: Any) -> bool:
+    """Whether a parsed JSON line holds only valid Unicode text: `\\ud800` escapes parse to lone surrogates,
+    which no later step (tokenizer, UTF-8 writer) can handle."""
+    if "\\u" not in line:
+        return True
+    try:
+        json.dumps(row, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _load_local(bench: Benchmark, data_dir: Path) -> list[Row]:

@@ -87,12 +87,14 @@ def load_problems(task: str, data_dir: str | Path | None, limit: int | None, spl
     evaluation cells and task-based readouts.
 
     `mini` is generated (seed 0: the problems never depend on the evaluation seed, which only drives
-    sampling; `split` picks its train or test pool). Benchmarks raise `datasets.DatasetUnavailableError` with
-    the `data_dir` fix when they cannot be loaded (hub offline or unreachable, local file missing)."""
+    sampling; `split` picks its train or test pool; a limit above the test pool takes the whole pool, as a
+    limit above a benchmark's size does). Benchmarks raise `datasets.DatasetUnavailableError` with the
+    `data_dir` fix when they cannot be loaded (hub offline or unreachable, local file missing)."""
     if task == "mini":
-        from mechsteer.eval.mini_task import generate_mini
+        from mechsteer.eval.mini_task import generate_mini, mini_pool
 
-        return generate_mini(split, limit or MINI_DEFAULT_N)
+        n = limit or MINI_DEFAULT_N
+        return generate_mini(split, min(n, len(mini_pool(split))) if split == "test" else n)
     from mechsteer.eval.datasets import load_benchmark
 
     return load_benchmark(task, data_dir, limit=limit)

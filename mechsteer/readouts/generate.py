@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from statistics import mean
 
-from mechsteer.generation import generate, lm_stop_token_ids, render_prompts, stop_info
+from mechsteer.generation import render_prompts, sample_texts, spec_sampling, stop_info
 from mechsteer.measurement import MeasurementResult, MeasurementTask
 from mechsteer.readouts.prompts import load_problems
 
@@ -28,40 +28,32 @@ def run_generate(task: MeasurementTask) -> MeasurementResult:
     problems = load_problems(o)
     prompts = render_prompts(task.lm, [p["problem"] for p in problems], o.template, task.ctx.prompt_suffix)
     task.progress(0, len(prompts))
-    outs = generate(
-        task.lm,
-        task.ctx,
-        prompts,
-        max_new_tokens=o.max_new_tokens,
-        temperature=o.temperature,
-        samples=o.samples,
-        seed=task.seed,
-        batch_size=o.batch_size,
-        on_batch=lambda n: task.progress(n, None),
-    )
+    settings = spec_sampling(task.lm, o, task.seed)
+    seqs = sample_texts(task.lm, task.ctx, prompts, settings, on_batch=lambda n: task.progress(n, None))
+    tok = task.lm.tokenizer
     samples, graded = [], []
-    for prob, comps in zip(problems, outs):
-        for k, c in enumerate(comps):
-            rec = {
-                "id": prob["id"],
-                "sample": k,
-                "problem": prob["problem"],
-                "answer": prob.get("answer"),
-                "completion": c.text,
-                "n_tokens": c.n_tokens,
-                "finished": c.finished,
-                "first_token": c.first_token,
-            }
-            if prob.get("answer") is not None:
-                g = grade(c.text, str(prob["answer"]))
-                rec.update(
-                    boxed_correct=g.boxed_correct,
-                    lenient_correct=g.boxed_correct or g.last_number_correct,
-                    has_box=g.has_box,
-                    extracted=g.extracted_boxed or g.extracted_number,
-                )
-                graded.append(rec)
-            samples.append(rec)
+    for q in seqs:
+        prob, text = problems[q.prompt], q.text(tok)
+        rec = {
+            "id": prob["id"],
+            "sample": q.sample,
+            "problem": prob["problem"],
+            "answer": prob.get("answer"),
+            "completion": text,
+            "n_tokens": q.n_generated,
+            "finished": q.finished,
+            "first_token": q.first_token(tok),
+        }
+        if prob.get("answer") is not None:
+            g = grade(text, str(prob["answer"]))
+            rec.update(
+                boxed_correct=g.boxed_correct,
+                lenient_correct=g.boxed_correct or g.last_number_correct,
+                has_box=g.has_box,
+                extracted=g.extracted_boxed or g.extracted_number,
+            )
+            graded.append(rec)
+        samples.append(rec)
     metrics: dict[str, float] = {
         "n": float(len(samples)),
         "mean_len": _mean(s["n_tokens"] for s in samples),
@@ -79,6 +71,6 @@ def run_generate(task: MeasurementTask) -> MeasurementResult:
     info = {
         "first_tokens": dict(firsts.most_common(10)),
         "prompt_example": prompts[0] if prompts else "",
-        **stop_info(task.lm.tokenizer, lm_stop_token_ids(task.lm)),
+        **stop_info(tok, list(settings.stop_ids)),
     }
     return MeasurementResult(metrics, samples, info=info)

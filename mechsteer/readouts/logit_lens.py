@@ -6,7 +6,8 @@ unembedding W_U [vocab, d], each row is scored against every token by
   cos  = (W_U / ||W_U||_row) x / ||x||   (direction only),
   prob = softmax(W_U x)      (as if x were the whole final residual),
 optionally after the final norm (x -> norm(x), pass the model's norm as a callable or its weight + eps).
-The top-k and bottom-k tokens of each row come back as one long DataFrame.
+The top-k and bottom-k tokens of each row come back as one long DataFrame (`top_bottom` picks them; the
+DiffSAE feature tables use the same two functions on decoder rows).
 
 The effective unembedding bias u_l is the mean shift of the LAST block's residual stream (before the final
 norm) caused by s_l alone: the engine gets it from the persistence accumulator (`mean_shift(l, L-1)`); this
@@ -61,6 +62,15 @@ def scores(
     return logits if metric == "dot" else torch.softmax(logits, dim=-1)
 
 
+def top_bottom(sc: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(top values, top ids, bottom values, bottom ids), each [n, min(k, vocab)], of [n, vocab] scores:
+    the k largest in decreasing and the k smallest in increasing order."""
+    kk = min(k, sc.shape[1])
+    top = sc.topk(kk, dim=1, largest=True)
+    bot = sc.topk(kk, dim=1, largest=False)
+    return top.values, top.indices, bot.values, bot.indices
+
+
 def logit_lens(
     vectors: torch.Tensor,
     w_u: torch.Tensor,
@@ -84,12 +94,10 @@ def logit_lens(
     rows = []
     for normed in [False, True] if norm is not None else [False]:
         for metric in metrics:
-            sc = scores(vectors, w_u, metric, norm if normed else None, bias)
-            kk = min(k, sc.shape[1])
-            for end, largest in (("top", True), ("bottom", False)):
-                val, idx = sc.topk(kk, dim=1, largest=largest)
+            tv, ti, bv, bi = top_bottom(scores(vectors, w_u, metric, norm if normed else None, bias), k)
+            for end, val, idx in (("top", tv, ti), ("bottom", bv, bi)):
                 for r in range(n):
-                    for rank in range(kk):
+                    for rank in range(idx.shape[1]):
                         t = int(idx[r, rank])
                         rows.append((labels[r], normed, metric, end, rank, t, tokens[t], float(val[r, rank])))
     return pd.DataFrame(rows, columns=["layer", "normed", "metric", "end", "rank", "token_id", "token", "value"])

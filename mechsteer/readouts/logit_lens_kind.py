@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 
 from mechsteer.atomic import atomic_write_text
+from mechsteer.cell_tables import csv_bytes, md, read_csv, slug
 from mechsteer.measurement import MeasurementResult, MeasurementTask
 from mechsteer.readouts.logit_lens import logit_lens, unembedding_bias
 from mechsteer.readouts.persistence import PersistenceAccumulator
@@ -21,20 +22,14 @@ from mechsteer.readouts.teacher_forced import (
     analysed_sets,
     chunks,
     counted_mask,
-    csv_bytes,
-    gather,
-    md,
-    pad_id,
-    read_csv,
-    recorded_cells,
     rows_of,
     sample_sequences,
     shifts,
     single_layer,
-    slug,
     token_strings,
     unembedding,
 )
+from mechsteer.sequences import pad_id
 
 KIND = "logit_lens"
 
@@ -93,7 +88,7 @@ def effective_bias(task) -> tuple[torch.Tensor, list[int], list[int]]:
 
 def report_section(results, out_dir: Path) -> list[str]:
     lines: list[str] = []
-    t = gather(results, KIND, "tokens.csv")
+    t = results.gather(KIND, "tokens.csv")
     if not t.empty:
         t = t.drop_duplicates(["model", "vectors", "layer", "normed", "metric", "end", "rank"])
         atomic_write_text(out_dir / "logit_lens.csv", t.to_csv(index=False))
@@ -114,7 +109,7 @@ def report_section(results, out_dir: Path) -> list[str]:
             md(short),
             "",
         ]
-    cells = recorded_cells(results, KIND)
+    cells = results.recorded_cells(KIND)
     bias_rows, pngs = [], []
     for c in cells:
         cdir = results.store.dir(c["hash"]) / KIND

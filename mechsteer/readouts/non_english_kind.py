@@ -9,11 +9,12 @@ from pathlib import Path
 import pandas as pd
 
 from mechsteer.atomic import atomic_write_text
+from mechsteer.cell_tables import csv_bytes, md, slug
 from mechsteer.measurement import MeasurementResult, MeasurementTask
 from mechsteer.readouts.logit_lens import scores
 from mechsteer.readouts.non_english import script_table, vocab_baseline
 from mechsteer.readouts.plots import line_plot
-from mechsteer.readouts.teacher_forced import analysed_sets, csv_bytes, gather, md, rows_of, token_strings, unembedding
+from mechsteer.readouts.teacher_forced import analysed_sets, rows_of, token_strings, unembedding
 
 KIND = "non_english"
 
@@ -55,11 +56,11 @@ def run(task: MeasurementTask) -> MeasurementResult:
 
 
 def report_section(results, out_dir: Path) -> list[str]:
-    t = gather(results, KIND, "scripts.csv")
+    t = results.gather(KIND, "scripts.csv")
     if t.empty:
         return []
     t = t.drop_duplicates(["model", "vectors", "layer", "k", "end"])
-    vocab = gather(results, KIND, "vocab.csv").drop_duplicates(["model"])
+    vocab = results.gather(KIND, "vocab.csv").drop_duplicates(["model"])
     atomic_write_text(out_dir / "non_english.csv", t.to_csv(index=False))
     short = (
         t.groupby(["model", "vectors", "k", "end"])["frac_non_latin"]
@@ -82,7 +83,7 @@ def report_section(results, out_dir: Path) -> list[str]:
         base = vocab[vocab["model"] == model]["frac_non_latin"]
         p = line_plot(
             g.assign(layer=g["layer"].astype(int)),
-            out_dir / f"non_english_{_slug(model, vec, k)}.png",
+            out_dir / f"non_english_{slug(model, vec, k)}.png",
             x="layer",
             y="frac_non_latin",
             hue="end",
@@ -92,9 +93,3 @@ def report_section(results, out_dir: Path) -> list[str]:
         lines += [f"![non-Latin {vec} k={k}]({p.name})", ""]
     lines += ["File: `non_english.csv` (per layer, k and end, with counts per script).", ""]
     return lines
-
-
-def _slug(*parts) -> str:
-    from mechsteer.readouts.teacher_forced import slug
-
-    return slug(*parts)

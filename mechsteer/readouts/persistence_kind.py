@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 
 from mechsteer.atomic import atomic_write_text
+from mechsteer.cell_tables import csv_bytes, md, slug
 from mechsteer.errors import MechsteerError
 from mechsteer.measurement import MeasurementResult, MeasurementTask
 from mechsteer.readouts.persistence import EXTRA, METRICS, PersistenceAccumulator, matrix
@@ -20,17 +21,12 @@ from mechsteer.readouts.teacher_forced import (
     added_vector,
     chunks,
     counted_mask,
-    csv_bytes,
-    gather,
     kept_sequences,
-    md,
-    pad_id,
-    recorded_cells,
     rows_of,
     shifts,
     single_layer,
-    slug,
 )
+from mechsteer.sequences import pad_id
 from mechsteer.spec.layers import resolve_layers_or_raise
 
 KIND = "persistence"
@@ -87,7 +83,7 @@ def run(task: MeasurementTask) -> MeasurementResult:
 
 
 def report_section(results, out_dir: Path) -> list[str]:
-    t = gather(results, KIND, "table.csv")
+    t = results.gather(KIND, "table.csv")
     if t.empty:
         return []
     atomic_write_text(out_dir / "persistence.csv", t.to_csv(index=False))
@@ -95,7 +91,7 @@ def report_section(results, out_dir: Path) -> list[str]:
     short = []
     pngs = []
     variants = {}  # (model, condition, seed) -> the Diff-Diff mean its cell used
-    for c in recorded_cells(results, KIND):
+    for c in results.recorded_cells(KIND):
         info = results.store.read_record(c["hash"]).get("info") or {}
         variants[(c["model"], c["condition"], c["seed"])] = info.get("diff_diff_mean", "sample")
     for key, g in t.groupby(keys):

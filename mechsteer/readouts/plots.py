@@ -3,6 +3,7 @@ a per-layer line plot with baseline bands. PNGs are written atomically (a crash 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -21,6 +22,21 @@ def _pyplot():
     return plt
 
 
+def plain_labels(fn):
+    """Run a plotting function with matplotlib's mathtext off: titles, labels, ticks and legends hold user text
+    (condition and model names, tokens), and a `$` there must be drawn, not parsed as TeX (which raises on
+    `$\\x$`). The setting is scoped to the call; nothing global changes."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        import matplotlib
+
+        with matplotlib.rc_context({"text.parse_math": False, "text.usetex": False}):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
 def _save(fig, path: str | Path) -> Path:
     plt = _pyplot()
     with atomic_path(path, suffix=".png") as tmp:
@@ -29,6 +45,7 @@ def _save(fig, path: str | Path) -> Path:
     return Path(path)
 
 
+@plain_labels
 def heatmap(
     matrix: pd.DataFrame,
     path: str | Path,
@@ -84,6 +101,7 @@ def heatmap(
     return _save(fig, path)
 
 
+@plain_labels
 def line_plot(
     df: pd.DataFrame,
     path: str | Path,
@@ -95,11 +113,12 @@ def line_plot(
     bands: Mapping[str, tuple[float, float] | float] | None = None,
     ylabel: str | None = None,
     err: str | None = None,
+    ci: tuple[str, str] | None = None,
 ) -> Path:
     """y against x (e.g. accuracy or a metric per layer), one line per `hue` value. `bands`: label ->
     (low, high) shaded horizontal band, or a single value drawn as a horizontal line (baselines such as the
     unsteered model or a random control). `err`: a column of +- half-widths (e.g. the std over seeds) shaded
-    around each line."""
+    around each line. `ci`: the columns of an interval's lower and upper ends, drawn as error bars."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     groups = df.groupby(hue) if hue else [(y, df)]
@@ -109,6 +128,9 @@ def line_plot(
         if err is not None:
             e = g[err].fillna(0.0)
             ax.fill_between(g[x], g[y] - e, g[y] + e, alpha=0.2, color=line.get_color(), lw=0)
+        if ci is not None:
+            lo, hi = (g[y] - g[ci[0]]).clip(lower=0).fillna(0.0), (g[ci[1]] - g[y]).clip(lower=0).fillna(0.0)
+            ax.errorbar(g[x], g[y], yerr=[lo, hi], fmt="none", ecolor=line.get_color(), capsize=2, lw=0.8)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (label, band) in enumerate((bands or {}).items()):
         col = colours[(i + 3) % len(colours)]

@@ -1,8 +1,10 @@
 """What the mechanistic readout kinds share: the unembedding and token strings of a loaded model, teacher-forced
-sequences sampled under a condition (cached per (model, source condition, sampling settings, seed) in the
-output folder's `work/sequences/`, so every readout and cell that compares on them reuses them), right-padded
-chunks of them, residual-stream shifts dF of a condition (replayed from the first block it touches), tables
-recorded as cell files, and the report side's reading of them back.
+sequences sampled under a condition (`mechsteer.sequences.Sequence`: the sampled token ids, never text
+re-tokenised; cached per (model, source condition, sampling settings with the seed, and the fingerprint of
+the code that samples them) in the output folder's `work/sequences/`, so every readout and cell that
+compares on them reuses them, while a change of that code or `--force` samples them again), right-padded
+chunks of them, and residual-stream shifts dF of a condition (replayed from the first block it touches). The
+tables readouts record as cell files are `mechsteer.cell_tables`.
 
 Layer 5: imports the interventions, replay and generation; never the engine.
 """
@@ -10,24 +12,22 @@ Layer 5: imports the interventions, replay and generation; never the engine.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-import pandas as pd
 import torch
 
 from mechsteer.atomic import atomic_path
+from mechsteer.capture import block_outputs
 from mechsteer.errors import MechsteerError
-from mechsteer.generation import generate, render_prompts, uses_chat_template
-from mechsteer.hooks import HookScope
+from mechsteer.generation import render_prompts, sample_texts, spec_sampling
 from mechsteer.interventions import steering
-from mechsteer.models.adapters import decoder_output_tensor
 from mechsteer.readouts.prompts import load_problems
 from mechsteer.replay import NotReplayable, earliest_block, record, replay
+from mechsteer.sequences import SamplingSettings, Sequence, pad_right
+from mechsteer.sequences import only_finished as keep_finished
 
 # ------------------------------------------------------------------------------------------ model facts
 
@@ -111,18 +111,19 @@ def single_layer(add_spec, layer: int) -> list:
 # ------------------------------------------------------------------------------------------ sequences
 
 
-@dataclass
-class Sequence:
-    sample: int
-    """Sample id: prompt index * samples + k."""
-    ids: list[int]
-    prompt_length: int
-    finished: bool = True
-    """The completion ended with a stop token (False: truncated at max_new_tokens)."""
+def sequence_modules(interventions) -> list[str]:
+    """The modules that sample sequences under `interventions`: this one (with generation, the steering
+    scope and the models layer it imports) and each intervention kind's implementation and spec."""
+    from mechsteer.spec.kinds import INTERVENTION_KINDS
+
+    mods = {__name__}
+    for iv in interventions:
+        kind = INTERVENTION_KINDS.kind(iv.kind)
+        mods |= {kind.impl.partition(":")[0], kind.spec.__module__}
+    return sorted(mods)
 
 
-def _cache_key(task, interventions: list, prompts: list[str]) -> dict:
-    s = task.spec
+def _cache_key(task, interventions: list, prompts: list[str], settings: SamplingSettings) -> dict:
     w = task.lm.adapter.module_at(task.lm.model, "unembed")[0].weight
     weights = hashlib.sha256(w[:256].detach().float().cpu().numpy().tobytes()).hexdigest()[:16]
     key = {
@@ -131,89 +132,75 @@ def _cache_key(task, interventions: list, prompts: list[str]) -> dict:
         "interventions": [iv.model_dump(mode="json") for iv in interventions],
         "vectors": {n: task.vectors[n].sha256() for iv in interventions for n in iv.vector_refs() if n in task.vectors},
         "prompts": prompts,
-        "temperature": s.temperature,
-        "max_new_tokens": s.max_new_tokens,
-        "samples": s.samples,
-        "seed": task.seed,
-        "format": 2,  # sequences record `finished` (format 1 did not)
+        "sampling": settings.key(),
+        "code": task.code_of(sequence_modules(interventions)) if task.code_of else None,
     }
     return json.loads(json.dumps(key, default=str))
 
 
 def _cache_file(task, key: dict) -> Path | None:
-    if task.work_dir is None:
+    if task.shared_work_dir is None:
         return None
     h = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
-    return Path(task.work_dir).parent / "sequences" / f"{h}.json"
+    return Path(task.shared_work_dir) / "sequences" / f"{h}.json"
 
 
-def sample_sequences(task, interventions: list) -> list[Sequence]:
-    """Sequences (prompt + sampled completion) under a condition, at the readout's temperature and seed.
-    Cached in `work/sequences/<hash>.json` ({"key", "sequences"}) keyed by model, condition content,
-    prompts, sampling settings and seed. With the readout's `only_finished`, the truncated ones are left out
-    (`kept_sequences` also says how many)."""
-    return kept_sequences(task, interventions)[0]
+def _cached(cache: Path | None, key: dict, run_id: str | None) -> list[dict] | None:
+    """The cached sequences when the file holds this key (and, in a forced run, was written by that run)."""
+    if cache is None or not cache.is_file():
+        return None
+    try:
+        data = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("key") != key or (run_id is not None and data.get("run") != run_id):
+        return None
+    return data.get("sequences")
 
 
-def kept_sequences(task, interventions: list) -> tuple[list[Sequence], int]:
-    """(the sequences `sample_sequences` returns, how many truncated ones `only_finished` dropped)."""
-    seqs = _sample_sequences(task, interventions)
-    if not getattr(task.spec, "only_finished", False):
-        return seqs, 0
-    kept = [q for q in seqs if q.finished]
-    return kept, len(seqs) - len(kept)
-
-
-def _sample_sequences(task, interventions: list) -> list[Sequence]:
+def sample_sequences(task, interventions: list, *, only_finished: bool = False) -> list[Sequence]:
+    """Sequences (prompt + sampled completion, as the sampled token ids, a stop token that ended one kept as
+    its last id) under a condition, with the readout's sampling settings and the cell's seed. Cached in
+    `work/sequences/<hash>.json` ({"key", "run", "sequences"}) keyed by model, condition content, prompts,
+    sampling settings (seed included) and the fingerprint of the sampling code (`sequence_modules`); a forced
+    run (`task.run_id`) reuses only the files it wrote itself. `only_finished`: drop the sequences that ran
+    out of tokens before a stop token (the cache keeps them all)."""
     lm, s = task.lm, task.spec
     problems = load_problems(s)
+    settings = spec_sampling(lm, s, task.seed)
     with steering(lm.model, lm.adapter, list(interventions), task.vectors, tokenizer=lm.tokenizer) as ctx:
         prompts = render_prompts(lm, [p["problem"] for p in problems], s.template, ctx.prompt_suffix)
-        key = _cache_key(task, interventions, prompts)
+        key = _cache_key(task, interventions, prompts, settings)
         cache = _cache_file(task, key)
-        if cache is not None and cache.is_file():
-            return [Sequence(**d) for d in json.loads(cache.read_text())["sequences"]]
-        comps = generate(
-            lm,
-            ctx,
-            prompts,
-            max_new_tokens=s.max_new_tokens,
-            temperature=s.temperature,
-            samples=s.samples,
-            seed=task.seed,
-            batch_size=s.batch_size,
-        )
-    special = not uses_chat_template(lm)
-    out = []
-    for i, (prompt, cs) in enumerate(zip(prompts, comps, strict=True)):
-        p_ids = lm.tokenizer(prompt, add_special_tokens=special)["input_ids"]
-        for k, c in enumerate(cs):
-            # TODO(sequence toolkit): keep the generated token ids instead of re-tokenising the decoded text
-            # (a round trip that can merge or split tokens at the prompt boundary); the samplers return text.
-            g_ids = lm.tokenizer(c.text, add_special_tokens=False)["input_ids"] if c.text else []
-            out.append(Sequence(i * s.samples + k, list(p_ids) + list(g_ids), len(p_ids), bool(c.finished)))
+        cached = _cached(cache, key, task.run_id)
+        if cached is not None:
+            out = [Sequence.from_json(d) for d in cached]
+            return keep_finished(out) if only_finished else out
+        out = sample_texts(lm, ctx, prompts, settings)
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(cache, suffix=".json") as tmp:
-            Path(tmp).write_text(json.dumps({"key": key, "sequences": [d.__dict__ for d in out]}))
-    return out
+            Path(tmp).write_text(json.dumps({"key": key, "run": task.run_id, "sequences": [q.to_json() for q in out]}))
+    return keep_finished(out) if only_finished else out
 
 
-def chunks(seqs: list[Sequence], batch_size: int, pad_id: int, device) -> Iterator[tuple]:
-    """(input_ids, attention_mask, prompt_lengths, sample_ids, seqs) per chunk, right-padded."""
+def kept_sequences(task, interventions: list) -> tuple[list[Sequence], int]:
+    """(the sequences `sample_sequences` returns under the readout's `only_finished`, how many truncated ones
+    it dropped), so a readout can say how many samples it left out."""
+    seqs = sample_sequences(task, interventions)
+    if not getattr(task.spec, "only_finished", False):
+        return seqs, 0
+    kept = keep_finished(seqs)
+    return kept, len(seqs) - len(kept)
+
+
+def chunks(seqs: list[Sequence], batch_size: int, pad_value: int, device) -> Iterator[tuple]:
+    """(input_ids, attention_mask, prompt_lengths, sample_ids, seqs) per chunk, right-padded; a sequence's
+    sample id is its index in `seqs`."""
     for start in range(0, len(seqs), batch_size):
         part = seqs[start : start + batch_size]
-        T = max(len(q.ids) for q in part)
-        ids = torch.full((len(part), T), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(part), T), dtype=torch.long)
-        for r, q in enumerate(part):
-            ids[r, : len(q.ids)] = torch.tensor(q.ids)
-            mask[r, : len(q.ids)] = 1
-        yield (ids.to(device), mask.to(device), [q.prompt_length for q in part], [q.sample for q in part], part)
-
-
-def pad_id(tokenizer) -> int:
-    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+        ids, mask = pad_right([q.ids for q in part], pad_value, device)
+        yield (ids, mask, [q.prompt_length for q in part], list(range(start, start + len(part))), part)
 
 
 def counted_mask(mask: torch.Tensor) -> torch.Tensor:
@@ -270,76 +257,6 @@ def final_resid(lm, conditions: list[list], vectors: dict, ids, mask, prompt_len
 
 
 def _full_final_resid(lm, ctx, ids, mask, prompt_lengths) -> torch.Tensor:
-    seen: dict = {}
-
-    def keep(module, args, output):
-        seen["h"] = decoder_output_tensor(output).detach()
-
-    with HookScope("final_resid") as scope:
-        scope.forward_hook(lm.adapter.layer(lm.model, lm.shape.n_layers - 1), keep)
-        ctx.begin(torch.as_tensor(prompt_lengths))
-        lm.model(input_ids=ids, attention_mask=mask, use_cache=False)
-    return seen["h"]
-
-
-# ------------------------------------------------------------------------------------------ records
-
-
-def csv_bytes(df: pd.DataFrame, index: bool = False) -> bytes:
-    return df.to_csv(index=index).encode()
-
-
-TEXT_COLUMNS = {"token", "boosted", "suppressed", "ref_top", "other_top", "segment", "vectors", "condition"}
-"""Columns that hold token or label text: never parsed as numbers or NaN (a token may be "nan", "1" or "")."""
-
-
-def read_csv(path: Path, **kw) -> pd.DataFrame:
-    """A recorded table back, with token text kept verbatim and empty numeric cells as NaN."""
-    df = pd.read_csv(io.StringIO(path.read_text()), keep_default_na=False, **kw)
-    for c in df.columns:
-        if c in TEXT_COLUMNS or not (pd.api.types.is_object_dtype(df[c]) or pd.api.types.is_string_dtype(df[c])):
-            continue
-        filled = df[c] != ""
-        num = pd.to_numeric(df[c].where(filled), errors="coerce")
-        if bool((num.notna() == filled).all()):
-            df[c] = num
-    return df
-
-
-def recorded_cells(results, kind: str) -> list[dict]:
-    """One row per recorded cell of `kind` (conditions sharing the cell joined by '/')."""
-    by_hash: dict[str, dict] = {}
-    for c in results.recorded():
-        if c["kind"] != kind:
-            continue
-        row = by_hash.setdefault(c["hash"], dict(c))
-        if c["condition"] not in row["condition"].split("/"):
-            row["condition"] += "/" + c["condition"]
-    return list(by_hash.values())
-
-
-def gather(results, kind: str, name: str) -> pd.DataFrame:
-    """The CSV `<kind>/<name>` of every recorded cell of `kind`, with model, condition, measurement, seed and
-    cell columns in front (empty when none)."""
-    parts = []
-    for c in recorded_cells(results, kind):
-        f = results.store.dir(c["hash"]) / kind / name
-        if f.is_file() and f.stat().st_size > 1:
-            df = read_csv(f)
-            for i, col in enumerate(("model", "condition", "measurement", "seed", "cell")):
-                df.insert(
-                    i,
-                    col,
-                    c[col if col != "cell" else "hash"] if col != "measurement" else c["measurement"].split(":", 1)[1],
-                )
-            parts.append(df)
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
-
-
-def slug(*parts) -> str:
-    """A file-name-safe join of labels."""
-    return "_".join("".join(ch if ch.isalnum() or ch in "-." else "-" for ch in str(p)) for p in parts)
-
-
-def md(df: pd.DataFrame, floatfmt: str = ".3g") -> str:
-    return df.to_markdown(index=False, floatfmt=floatfmt)
+    last = lm.shape.n_layers - 1
+    ctx.begin(torch.as_tensor(prompt_lengths))
+    return block_outputs(lm.model, lm.adapter, [last], keep_dtype=True, input_ids=ids, attention_mask=mask)[last]

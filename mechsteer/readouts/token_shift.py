@@ -9,19 +9,19 @@ Per analysed position (p = softmax(logits), float64):
 the first generated token, i.e. the last prompt position); the position-0 vs later split is the paper's
 "First"/"Other". Work is done in slices of positions so a 150k vocabulary in float64 stays bounded.
 
-`summarize` groups the per-position table (by boosted token, by position group); `render_html` draws
-samples as coloured tokens (self-contained HTML, inline styles, diverging colours centred at 0).
+`summarize` groups the per-position table (by boosted token, by position group); `html_samples` turns
+samples into coloured-token rows for `mechsteer.sequences.html.render_tokens`.
 Pure: logits in, DataFrames/HTML out.
 """
 
 from __future__ import annotations
 
-import html
-import math
 from collections.abc import Sequence
 
 import pandas as pd
 import torch
+
+from mechsteer.sequences.html import TokenRow
 
 COLUMNS = [
     "sample",
@@ -172,51 +172,13 @@ def top_samples(table: pd.DataFrame, *, by: str = "kl", n: int = 5) -> list:
     return table.groupby("sample")[by].max().sort_values(ascending=False).head(n).index.tolist()
 
 
-def _colour(v: float, vmax: float) -> str:
-    """Diverging blue (negative) - white (0) - orange (positive), as an rgb() string."""
-    x = 0.0 if vmax <= 0 or math.isnan(v) else max(-1.0, min(1.0, v / vmax))
-    hi = (230, 120, 20) if x > 0 else (40, 100, 220)
-    a = abs(x)
-    r, g, b = (round(255 + (c - 255) * a) for c in hi)
-    return f"rgb({r},{g},{b})"
-
-
-def render_html(samples: Sequence[dict], *, title: str = "token shift", value_name: str = "value") -> str:
-    """Self-contained HTML of coloured tokens. Each sample: {"title": str, "tokens": [str], "values":
-    [float | None]} (None = not analysed, drawn plain); optional "notes": [str] per token (tooltip).
-    Colours are centred at 0 with one scale, max |value| over all samples."""
-    vals = [abs(v) for s in samples for v in s["values"] if v is not None and not math.isnan(v)]
-    vmax = max(vals) if vals else 0.0
-    parts = [
-        "<!DOCTYPE html><html><head><meta charset='utf-8'>",
-        f"<title>{html.escape(title)}</title></head>",
-        "<body style='font-family:sans-serif'>",
-        f"<h2>{html.escape(title)}</h2>",
-        f"<p>colour: {html.escape(value_name)}, blue &lt; 0 &lt; orange, |max| = {vmax:.4g}</p>",
-    ]
-    for s in samples:
-        parts.append(f"<h3>{html.escape(str(s.get('title', '')))}</h3><div style='line-height:1.9'>")
-        notes = s.get("notes") or [None] * len(s["tokens"])
-        for tok, v, note in zip(s["tokens"], s["values"], notes):
-            tip = f"{value_name}={v:.4g}" if v is not None else "not analysed"
-            if note:
-                tip += f"; {note}"
-            style = "white-space:pre-wrap;font-family:monospace;padding:1px;border:1px solid #ddd;"
-            if v is not None:
-                style += f"background:{_colour(v, vmax)};"
-            parts.append(f"<span title='{html.escape(tip, quote=True)}' style='{style}'>{html.escape(tok)}</span>")
-        parts.append("</div>")
-    parts.append("</body></html>")
-    return "".join(parts)
-
-
 def html_samples(
     table: pd.DataFrame, sequences: dict, prompt_lengths: dict, *, samples: Sequence | None = None, value: str = "kl"
-) -> list[dict]:
-    """Inputs for `render_html`: each chosen sample's tokens (`sequences[sample]`: the token strings of
-    prompt + generation) with `value` of the position that predicted each generated token drawn on that
-    token (generated token g sits at index prompt_length + g); prompt tokens are drawn plain. Default
-    samples: `top_samples(table, by=value)`."""
+) -> list[TokenRow]:
+    """Rows for `mechsteer.sequences.html.render_tokens`: each chosen sample's tokens (`sequences[sample]`:
+    the token strings of prompt + generation) with `value` of the position that predicted each generated
+    token drawn on that token (generated token g sits at index prompt_length + g); prompt tokens are drawn
+    plain. Default samples: `top_samples(table, by=value)`."""
     samples = top_samples(table, by=value) if samples is None else list(samples)
     out = []
     for s in samples:
@@ -228,14 +190,7 @@ def html_samples(
             if i < len(toks):
                 vals[i] = float(row[value])
                 notes[i] = f"ref top {row['ref_top']!r}, other top {row['other_top']!r}, boosted {row['boosted']!r}"
-        out.append(
-            {
-                "title": f"sample {s} (max {value} {max(v for v in vals if v is not None):.4g})"
-                if any(v is not None for v in vals)
-                else f"sample {s}",
-                "tokens": toks,
-                "values": vals,
-                "notes": notes,
-            }
-        )
+        drawn = [v for v in vals if v is not None]
+        title = f"sample {s} (max {value} {max(drawn):.4g})" if drawn else f"sample {s}"
+        out.append(TokenRow(title, toks, vals, notes))
     return out

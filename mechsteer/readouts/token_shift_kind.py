@@ -12,22 +12,20 @@ from pathlib import Path
 import pandas as pd
 
 from mechsteer.atomic import atomic_write_text
+from mechsteer.cell_tables import csv_bytes, md, slug
 from mechsteer.errors import MechsteerError
 from mechsteer.measurement import MeasurementResult, MeasurementTask
 from mechsteer.readouts.plots import line_plot
 from mechsteer.readouts.teacher_forced import (
     chunks,
-    csv_bytes,
     final_resid,
-    gather,
     kept_sequences,
-    md,
-    pad_id,
-    slug,
     token_strings,
 )
-from mechsteer.readouts.token_shift import generated_positions, html_samples, render_html, summarize, token_shift
+from mechsteer.readouts.token_shift import generated_positions, html_samples, summarize, token_shift
 from mechsteer.replay import unembed
+from mechsteer.sequences import pad_id
+from mechsteer.sequences.html import render_tokens
 
 KIND = "token_shift"
 SLICE = 128
@@ -108,11 +106,11 @@ def run(task: MeasurementTask) -> MeasurementResult:
         f"{KIND}/by_group.csv": csv_bytes(s["by_group"]),
         f"{KIND}/by_position.csv": csv_bytes(s["by_position"]),
     }
-    sequences = {q.sample: [tokens[i] if i < len(tokens) else "" for i in q.ids] for q in seqs}
-    plen = {q.sample: q.prompt_length for q in seqs}
+    sequences = {n: [tokens[i] if i < len(tokens) else "" for i in q.ids] for n, q in enumerate(seqs)}
+    plen = {n: q.prompt_length for n, q in enumerate(seqs)}
     if len(table):
-        html = render_html(
-            html_samples(table, sequences, plen, samples=_top(table, min(spec.top, 5)), value="kl"),
+        html = render_tokens(
+            [("", html_samples(table, sequences, plen, samples=_top(table, min(spec.top, 5)), value="kl"))],
             title=f"token shift vs {spec.reference or 'unsteered'}: KL per generated token",
             value_name="KL(reference || condition)",
         )
@@ -145,13 +143,13 @@ def _top(table: pd.DataFrame, n: int) -> list:
 
 
 def report_section(results, out_dir: Path) -> list[str]:
-    g = gather(results, KIND, "by_group.csv")
+    g = results.gather(KIND, "by_group.csv")
     if g.empty:
         return []
     atomic_write_text(out_dir / "token_shift_groups.csv", g.to_csv(index=False))
-    tok = gather(results, KIND, "by_token.csv")
+    tok = results.gather(KIND, "by_token.csv")
     atomic_write_text(out_dir / "token_shift_tokens.csv", tok.to_csv(index=False))
-    pos = gather(results, KIND, "by_position.csv")
+    pos = results.gather(KIND, "by_position.csv")
     atomic_write_text(out_dir / "token_shift_positions.csv", pos.to_csv(index=False))
     lines = [
         "## Token shift against the reference condition",

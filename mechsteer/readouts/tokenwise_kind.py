@@ -12,20 +12,14 @@ import pandas as pd
 import torch
 
 from mechsteer.atomic import atomic_write_text
+from mechsteer.cell_tables import csv_bytes, md, read_csv, slug
 from mechsteer.errors import MechsteerError
 from mechsteer.interventions import steering
 from mechsteer.measurement import MeasurementResult, MeasurementTask
 from mechsteer.readouts.plots import heatmap
 from mechsteer.readouts.teacher_forced import (
     chunks,
-    csv_bytes,
-    gather,
-    md,
-    pad_id,
-    read_csv,
-    recorded_cells,
     sample_sequences,
-    slug,
 )
 from mechsteer.readouts.tokenwise import (
     alpha_matrix,
@@ -35,12 +29,14 @@ from mechsteer.readouts.tokenwise import (
     segment_summary,
     tokenwise_rows,
 )
+from mechsteer.sequences import pad_id
 
 KIND = "tokenwise"
 
 
 @torch.no_grad()
 def run(task: MeasurementTask) -> MeasurementResult:
+    """The tokenwise readout of one cell: alpha_t, ||m_t|| and cos(m_t, B^) per layer and position."""
     spec, lm = task.spec, task.lm
     cond = list(task.interventions)
     if not any(getattr(iv, "kind", None) == "lora1" for iv in cond):
@@ -54,12 +50,12 @@ def run(task: MeasurementTask) -> MeasurementResult:
     with steering(lm.model, lm.adapter, cond, task.vectors, tokenizer=lm.tokenizer) as ctx:
         for ids, mask, _, sids, part in chunks(seqs, spec.batch_size, pad_id(lm.tokenizer), lm.device):
             segs = []
-            for q in part:
+            for sid, q in zip(sids, part):
                 try:
                     b = segment_borders(
                         lm.tokenizer.convert_ids_to_tokens(q.ids[: q.prompt_length]), prompt_length=q.prompt_length
                     )
-                    borders_of[q.sample] = b
+                    borders_of[sid] = b
                     segs.append(segment_labels(len(q.ids), b))
                 except ValueError:  # not a chat prompt: prompt vs generation only
                     segs.append(["problem"] * q.prompt_length + ["generation"] * (len(q.ids) - q.prompt_length))
@@ -89,10 +85,11 @@ def run(task: MeasurementTask) -> MeasurementResult:
 
 
 def report_section(results, out_dir: Path) -> list[str]:
-    ls = gather(results, KIND, "layers.csv")
+    """The report's tokenwise section: per-layer and per-segment tables and alpha heat-maps."""
+    ls = results.gather(KIND, "layers.csv")
     if ls.empty:
         return []
-    ss = gather(results, KIND, "segments.csv")
+    ss = results.gather(KIND, "segments.csv")
     atomic_write_text(out_dir / "tokenwise_layers.csv", ls.to_csv(index=False))
     atomic_write_text(out_dir / "tokenwise_segments.csv", ss.to_csv(index=False))
     seg = ss.pivot_table(
@@ -111,7 +108,7 @@ def report_section(results, out_dir: Path) -> list[str]:
         md(seg),
         "",
     ]
-    for c in recorded_cells(results, KIND):
+    for c in results.recorded_cells(KIND):
         cdir = results.store.dir(c["hash"]) / KIND
         if not (cdir / "rows.csv").is_file():
             continue
@@ -138,8 +135,5 @@ def report_section(results, out_dir: Path) -> list[str]:
 
 
 def _spec_samples(results, cell: dict) -> int:
-    try:
-        rec = results.store.read_record(cell["hash"])
-        return int(rec["resolved_spec"]["readouts"][cell["measurement"].split(":", 1)[1]].get("heatmap_samples", 2))
-    except (OSError, KeyError, ValueError):
-        return 2
+    """`heatmap_samples` of the readout as the cell ran it (`Results.measurement_spec`)."""
+    return int(results.measurement_spec(cell).get("heatmap_samples", 2))

@@ -11,17 +11,12 @@ import pandas as pd
 import torch
 
 from mechsteer.atomic import atomic_write_text
+from mechsteer.cell_tables import csv_bytes, md, read_csv, slug
 from mechsteer.measurement import MeasurementResult, MeasurementTask
 from mechsteer.readouts.plots import heatmap, line_plot
 from mechsteer.readouts.teacher_forced import (
     analysed_sets,
-    csv_bytes,
-    gather,
-    md,
-    read_csv,
-    recorded_cells,
     rows_of,
-    slug,
 )
 from mechsteer.readouts.vector_stats import alignment, vector_stats
 
@@ -29,6 +24,7 @@ KIND = "vector_stats"
 
 
 def run(task: MeasurementTask) -> MeasurementResult:
+    """The vector_stats readout of one cell: norms, cosines, singular values of each analysed set."""
     sets = analysed_sets(task)
     metrics: dict[str, float] = {}
     files: dict[str, bytes] = {}
@@ -55,11 +51,12 @@ def run(task: MeasurementTask) -> MeasurementResult:
 
 
 def report_section(results, out_dir: Path) -> list[str]:
-    summary = gather(results, KIND, "summary.csv")
+    """The report's vector_stats section: summaries, norms and the alignment of sets of one shape."""
+    summary = results.gather(KIND, "summary.csv")
     if summary.empty:
         return []
     summary = summary.drop_duplicates(["model", "vectors"])
-    norms = gather(results, KIND, "norms.csv").drop_duplicates(["model", "vectors", "layer"])
+    norms = results.gather(KIND, "norms.csv").drop_duplicates(["model", "vectors", "layer"])
     atomic_write_text(out_dir / "vector_stats.csv", summary.to_csv(index=False))
     atomic_write_text(out_dir / "vector_stats_norms.csv", norms.to_csv(index=False))
     lines = [
@@ -82,7 +79,7 @@ def report_section(results, out_dir: Path) -> list[str]:
     lines += [f"![norms]({png.name})", ""]
     stacks: dict[tuple, pd.DataFrame] = {}
     want_align = False
-    for c in recorded_cells(results, KIND):
+    for c in results.recorded_cells(KIND):
         want_align = want_align or _spec_field(results, c, "align", True)
         cdir = results.store.dir(c["hash"]) / KIND
         for name in read_csv(cdir / "summary.csv")["vectors"] if (cdir / "summary.csv").is_file() else []:
@@ -127,10 +124,5 @@ def report_section(results, out_dir: Path) -> list[str]:
 
 
 def _spec_field(results, cell: dict, field: str, default):
-    """A field of the readout's spec as the cell's record resolved it."""
-    try:
-        readouts = results.store.read_record(cell["hash"])["resolved_spec"]["readouts"]
-        spec = readouts[cell["measurement"].split(":", 1)[1]]
-    except (OSError, KeyError, ValueError):
-        return default
-    return spec.get(field, default)
+    """A field of the readout's spec as the cell ran it (`Results.measurement_spec`)."""
+    return results.measurement_spec(cell).get(field, default)

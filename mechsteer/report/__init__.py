@@ -1,14 +1,16 @@
 """The study report: tables (CSV + Markdown) and plots from recorded cells only, linked from `report.md`.
 
-Sections, in order: the study's deviations from the paper (`deviations:`), the generic results table (rows =
-conditions, mean ± std over seeds), the difference from the unsteered baseline, the paper-shaped benchmark
-table (when the study has an `evaluation:`), the sweep plots (accuracy per layer / per head, relative
-improvement per pair of layers: `report/sweeps.py`, `report/composition.py`), the transfer table (recipient x
-donor models, `report/transfer.py`), the training checkpoints behind every trained vector set
-(`report/provenance.py`), then one section per readout kind present whose registration names a report function
-(`@readout_kind(..., report="module:attr")`, called as `fn(results, out_dir) -> list of Markdown lines`). The
-same lines are written as `report.md` and as the self-contained `report.html` (`report/html.py`: images
-inlined, rows traced to their cells).
+Sections, in order: the study's deviations from the paper (`deviations:`), the effects (`report/effects.py`:
+per measurement with per-problem records, each condition against the baseline and its control, a figure per
+model and headline metric, then a table), the results per measurement (rows = conditions, mean ± std over
+seeds, at most six metric columns per table, so every table fits the page), the difference from the unsteered
+baseline, the paper-shaped benchmark table (when the study has an `evaluation:`), the sweep plots (accuracy per
+layer / per head, relative improvement per pair of layers: `report/sweeps.py`, `report/composition.py`), the
+transfer table (recipient x donor models, `report/transfer.py`), the training checkpoints behind every trained
+vector set (`report/provenance.py`), then one section per readout kind present whose registration names a
+report function (`@readout_kind(..., report="module:attr")`, called as `fn(results, out_dir) -> list of
+Markdown lines`). The same lines are written as `report.md` and as the self-contained `report.html`
+(`report/html.py`: images inlined, rows traced to their cells).
 """
 
 from __future__ import annotations
@@ -18,13 +20,15 @@ from pathlib import Path
 import pandas as pd
 
 from mechsteer.atomic import atomic_write_text
+from mechsteer.report.effects import effects_section
 from mechsteer.report.html import write_html
 from mechsteer.report.paper_table import paper_table_section
 from mechsteer.report.provenance import checkpoints_section, deviations_section
 from mechsteer.report.sweeps import sweep_section
-from mechsteer.report.tables import is_rate
+from mechsteer.report.tables import column_chunks, delta_table, is_rate, per_measurement
 from mechsteer.report.transfer import transfer_section
 from mechsteer.results import Results
+from mechsteer.safe_text import markdown_table
 from mechsteer.spec.kinds import READOUT_KINDS
 
 
@@ -44,25 +48,23 @@ def write_report(results) -> Path:
     lines += deviations_section(results)
     n_done = len({c["hash"] for c in results.recorded()})  # cells without numeric metrics count too
     n_cells = len({c["hash"] for c in results.cells})
-    lines += [
-        f"{n_done} of {n_cells} cells recorded. Values are mean ± std over seeds; rates in %.",
-        "",
-        "## Results",
-        "",
-    ]
+    lines += [f"{n_done} of {n_cells} cells recorded. Values are mean ± std over seeds; rates in %.", ""]
+    lines += effects_section(results, out)
+    lines += ["## Results", ""]
     if not text.empty:
         atomic_write_text(out / "table.csv", means.to_csv())
-        lines += [text.reset_index().to_markdown(index=False), ""]
+        tables = per_measurement(df, results.conditions)
+        lines += _measurement_tables([(meas, shown) for meas, _, shown in tables])
         delta = results.delta()
         if not delta.empty:
             atomic_write_text(out / "delta.csv", delta.to_csv())
+            deltas = [(meas, delta_table(m, results.baseline)) for meas, m, _ in tables]
             lines += [
                 f"## Difference from the baseline condition `{results.baseline}`",
                 "",
                 "(percentage points for rates)",
                 "",
-                _format_delta(delta).reset_index().to_markdown(index=False),
-                "",
+                *_measurement_tables([(meas, _format_delta(d)) for meas, d in deltas if not d.empty]),
             ]
     lines += paper_table_section(results, out)
     lines += sweep_section(results, out)
@@ -76,7 +78,8 @@ def write_report(results) -> Path:
         "## Files",
         "",
         "- `results.csv`: one row per model x condition x measurement x seed x metric",
-        "- `table.csv`, `delta.csv`: the tables above as numbers",
+        "- `table.csv`, `delta.csv`: the tables above as numbers (one column per measurement/metric)",
+        "- `effects.csv`: the effects (rates, differences, intervals, p-values, cells)",
         "- `report.html`: this report as one page (plots inlined, table rows name their cells)",
         f"- cells: `{results.store.root}`",
         "",
@@ -85,6 +88,18 @@ def write_report(results) -> Path:
     write_html(results, out, lines)
     atomic_write_text(out / "table.md", "\n".join(lines[: lines.index("## Files")]))
     return out / "report.md"
+
+
+def _measurement_tables(tables: list[tuple[str, pd.DataFrame]]) -> list[str]:
+    """One Markdown table per measurement (rows = model x condition, columns = its metrics, at most
+    `MAX_METRIC_COLUMNS` per table)."""
+    lines: list[str] = []
+    for meas, text in tables:
+        chunks = column_chunks(text)
+        for i, chunk in enumerate(chunks):
+            lines += [f"### {meas}" + (f" ({i + 1} of {len(chunks)})" if len(chunks) > 1 else ""), ""]
+            lines += [markdown_table(chunk.reset_index(), index=False, disable_numparse=True), ""]
+    return lines
 
 
 def _format_delta(delta: pd.DataFrame) -> pd.DataFrame:

@@ -24,6 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from mechsteer.atomic import atomic_write_text
+from mechsteer.safe_text import markdown_table
 
 RI_CAP = 1.0
 """Heat-map colours stop here (the paper's cap); larger values are drawn as the cap."""
@@ -127,7 +128,7 @@ def grid_markdown(grid: pd.DataFrame, numeric: list[str]) -> str:
     cols = sorted(set(grid.j))
     matrix = shown.pivot(index="i", columns="j", values="text").reindex(columns=cols).fillna("")
     matrix.index.name = f"{numeric[0]} \\ {numeric[1]}"
-    return matrix.reset_index().to_markdown(index=False, disable_numparse=True)
+    return markdown_table(matrix.reset_index(), index=False, disable_numparse=True)
 
 
 def _pick_singles(single_tables: list[tuple[str, pd.DataFrame, str]]) -> tuple[str, pd.DataFrame, str] | None:

@@ -24,6 +24,7 @@ import math
 
 import pandas as pd
 
+from mechsteer.safe_text import markdown_table
 from mechsteer.spec.evaluation import KNOWN_TASKS, PAPER_AVERAGE_TASKS
 
 LABELS = {
@@ -146,7 +147,7 @@ def to_markdown(stats: pd.DataFrame, relative: pd.DataFrame | None = None) -> st
                 **extra,
             }
         )
-    return pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)
+    return markdown_table(pd.DataFrame(rows), index=False, disable_numparse=True)
 
 
 def to_csv(stats: pd.DataFrame, relative: pd.DataFrame | None = None) -> str:

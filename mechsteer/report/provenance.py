@@ -8,6 +8,8 @@ import json
 
 import pandas as pd
 
+from mechsteer.safe_text import markdown_table
+
 
 def deviations_section(results) -> list[str]:
     """`## Deviations from the paper`: the study's (or profile's) `deviations:` list, when it has one."""
@@ -67,6 +69,6 @@ def checkpoints_section(results) -> list[str]:
         "six-benchmark Average, as the paper; or the training file's `eval.select`), `fixed` = a step named in "
         "the study, `final` = the run's last step.",
         "",
-        t.to_markdown(index=False),
+        markdown_table(t, index=False),
         "",
     ]

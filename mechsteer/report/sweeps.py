@@ -7,12 +7,15 @@ A sweep is recognised from the study's condition templates in the cells' resolve
 `sweep: {layer: layers}`; `q_head_{head}` with `query_heads` or `kv_heads`; two `layers` variables for pairs),
 or, for output folders without them, from names alone (`single_<n>`, `<...>head_<n>`, `pair_<i>_<j>`). Every
 other condition of the same model and measurement (the baseline, an all-layer vector, a random control) is
-drawn as a horizontal band (mean ± std over seeds) or line (one seed). Points are the mean over seeds with ± std
-shaded. Each plot's numbers are written beside it as CSV with the cells (hash prefixes) they come from.
+drawn as a horizontal band (its 95% interval where per-problem records exist, else mean ± std over seeds) or
+line (one seed, no records). Points are the mean over seeds with 95% interval bars (Wilson for one graded answer
+per problem, else a bootstrap over problems; `Results.effects`) and ± std over seeds shaded. Each plot's numbers
+are written beside it as CSV with the intervals and the cells (hash prefixes) they come from.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -21,6 +24,8 @@ import pandas as pd
 from mechsteer.atomic import atomic_write_text
 from mechsteer.comparison import template_regex
 from mechsteer.report.composition import pair_figure
+from mechsteer.safe_text import file_stem, markdown_table
+from mechsteer.spec.sweeps import fill
 
 ACCURACY = ("acc_lenient", "acc_boxed")
 FALLBACK = [
@@ -58,11 +63,20 @@ def _explicit_layers(var: str, values) -> bool:
 
 def _label(template: str, groups: dict, numeric: list[str]) -> str:
     """The plot title of a sweep: the template with its non-numeric variables filled in (e.g. `q_head_{head}`)."""
-    return template.format(**{k: (f"{{{k}}}" if k in numeric else v) for k, v in groups.items()})
+    return fill(template, {k: v for k, v in groups.items() if k not in numeric})
 
 
 def _safe(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text.replace("{", "").replace("}", "")).strip("_")
+    """A file stem from plot labels (braces of templates dropped; long ones end in a hash)."""
+    return file_stem(text.replace("{", "").replace("}", ""))
+
+
+def _intervals(results, model: str, measurement: str, metric: str) -> dict[str, tuple[float, float]]:
+    """condition -> the 95% interval (in %) of its rate from the per-problem records (`Results.effects`);
+    empty for a measurement without them."""
+    eff = results.effects(metric)
+    eff = eff[(eff.model == model) & (eff.measurement == measurement) & (eff.metric == metric)]
+    return {r.condition: (r.low * 100, r.high * 100) for r in eff.itertuples()}
 
 
 def sweep_section(results, out_dir: Path) -> list[str]:
@@ -96,10 +110,14 @@ def sweep_section(results, out_dir: Path) -> list[str]:
         if not swept:
             continue
         others = block[~block.condition.isin(in_sweep)]
+        ci = _intervals(results, model, meas, metric)
         bands: dict[str, tuple[float, float] | float] = {}
         for cond, g in others.groupby("condition", sort=False):
             mean, std = g.value.mean() * 100, g.value.std(ddof=1) * 100
-            bands[f"{cond} ({mean:.1f})"] = (mean - std, mean + std) if len(g) > 1 and std > 0 else mean
+            if cond in ci:
+                bands[f"{cond} ({mean:.1f}, 95% CI)"] = ci[cond]
+            else:
+                bands[f"{cond} ({mean:.1f})"] = (mean - std, mean + std) if len(g) > 1 and std > 0 else mean
         tables: dict[tuple, pd.DataFrame] = {}
         for (label, axis, numeric), members in swept.items():
             if axis == "layers" and len({m[2] for m in members}) == 1:
@@ -115,6 +133,8 @@ def sweep_section(results, out_dir: Path) -> list[str]:
                         "mean": g.value.mean() * 100,
                         "std": g.value.std(ddof=1) * 100 if len(g) > 1 else 0.0,
                         "seeds": len(g),
+                        "ci_low": ci.get(cond, (math.nan, math.nan))[0],
+                        "ci_high": ci.get(cond, (math.nan, math.nan))[1],
                         "cells": " ".join(sorted(set(g.cell))),
                     }
                 )
@@ -148,6 +168,7 @@ def sweep_section(results, out_dir: Path) -> list[str]:
                     y="mean",
                     hue="sweep",
                     err="std",
+                    ci=("ci_low", "ci_high"),
                     title=title,
                     bands=bands,
                     ylabel=f"{metric} (%)",
@@ -158,7 +179,11 @@ def sweep_section(results, out_dir: Path) -> list[str]:
                     metric: [
                         f"{m:.1f}" + (f" ± {s:.1f}" if n > 1 else "")
                         for m, s, n in zip(table["mean"], table["std"], table.seeds, strict=True)
-                    ]
+                    ],
+                    "95% CI": [
+                        "-" if pd.isna(lo) else f"[{lo:.1f}, {hi:.1f}]"
+                        for lo, hi in zip(table.ci_low, table.ci_high, strict=True)
+                    ],
                 }
             )
             lines += [
@@ -166,11 +191,16 @@ def sweep_section(results, out_dir: Path) -> list[str]:
                 "",
                 f"![{title}]({stem}.png)",
                 "",
-                ("Points: mean over seeds, ± std shaded" if axis != "pairs" else "Cells: mean over seeds")
+                (
+                    "Points: mean over seeds with 95% CI bars (Wilson, or a bootstrap over problems for averages), "
+                    "± std over seeds shaded"
+                    if axis != "pairs"
+                    else "Cells: mean over seeds"
+                )
                 + (f"; {caption}." if caption else "."),
                 "",
                 *extra,
-                shown[[*numeric, "condition", metric, "seeds", "cells"]].to_markdown(index=False),
+                markdown_table(shown[[*numeric, "condition", metric, "95% CI", "seeds", "cells"]], index=False),
                 "",
                 f"File: `{stem}.csv`.",
                 "",

@@ -71,3 +71,27 @@ def delta_table(means: pd.DataFrame, baseline: str) -> pd.DataFrame:
             continue
         parts.append(block - block.loc[(model, baseline)])
     return pd.concat(parts) if parts else pd.DataFrame()
+
+
+MAX_METRIC_COLUMNS = 6
+"""A table shows at most this many metric columns beside model and condition (more are split into further
+tables), so every table fits a page."""
+
+
+def per_measurement(df: pd.DataFrame, condition_order: list[str]) -> list[tuple[str, pd.DataFrame, pd.DataFrame]]:
+    """(measurement, numeric means, formatted mean ± std) per measurement, in recorded order: rows (model,
+    condition), columns = that measurement's metrics (the generic table cut by measurement, so it fits)."""
+    out = []
+    for meas in dict.fromkeys(df.measurement):
+        means, text = wide_table(df[df.measurement == meas], condition_order)
+        if means.empty:
+            continue
+        strip = {c: c[len(meas) + 1 :] for c in means.columns}
+        out.append((meas, means.rename(columns=strip), text.rename(columns=strip)))
+    return out
+
+
+def column_chunks(table: pd.DataFrame, size: int = MAX_METRIC_COLUMNS) -> list[pd.DataFrame]:
+    """The table's columns in groups of at most `size` (its index kept in each)."""
+    cols = list(table.columns)
+    return [table[cols[i : i + size]] for i in range(0, len(cols), size)] or [table]

@@ -34,6 +34,7 @@ import pandas as pd
 from mechsteer.atomic import atomic_write_text
 from mechsteer.report.paper_table import TABLES, per_seed, seed_average
 from mechsteer.report.sweeps import _safe
+from mechsteer.safe_text import markdown_table
 
 BASE = "Base"
 
@@ -142,7 +143,7 @@ def _matrix(table: pd.DataFrame) -> str:
     columns = list(dict.fromkeys(table.column))
     recipients = list(dict.fromkeys(table.recipient))
     m = table.pivot(index="recipient", columns="column", values="text").reindex(index=recipients, columns=columns)
-    return m.fillna("-").reset_index().to_markdown(index=False, disable_numparse=True)
+    return markdown_table(m.fillna("-").reset_index(), index=False, disable_numparse=True)
 
 
 def transfer_section(results, out_dir: Path) -> list[str]:

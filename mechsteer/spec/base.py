@@ -8,3 +8,8 @@ from pydantic import BaseModel, ConfigDict
 
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+
+LIMIT_MAX = 1_000_000
+"""Largest `limit` (problems or prompts per measurement, training problems): no benchmark comes near it, and a
+typo such as 10**12 is an error at validation instead of a run that tries to generate that many."""

@@ -1,5 +1,8 @@
 """Cross-reference checks that the schema alone cannot express: names that must exist, layer references
-that must fit the named models (when their shape is known without loading them), files that must exist."""
+that must fit the named models (when their shape is known without loading them), files that must exist.
+
+What a particular kind needs checked is asked of the kind (`study_problems`, `file_problems`,
+`shape_problems`, `shape_file`, `depends_on`, `layer_refs` of its spec class): nothing here names a kind."""
 
 from __future__ import annotations
 
@@ -9,38 +12,32 @@ from pathlib import Path
 
 from mechsteer import machine
 from mechsteer.errors import Problem
-from mechsteer.spec.evaluation import KNOWN_TASKS, PROMPT_TASKS
+from mechsteer.spec.bounds import DEFAULT_MAX_CELLS, cell_problems, length_problems
+from mechsteer.spec.document import LoadedStudy, doc_path
+from mechsteer.spec.kinds import INTERVENTION_KINDS
 from mechsteer.spec.layers import selection_problems
-from mechsteer.spec.loader import LoadedStudy, doc_path
 from mechsteer.spec.models import known_shape
-from mechsteer.spec.sweeps import SweepSpec, check_name, sample_env, substitute
+from mechsteer.spec.sweeps import SweepSpec, check_name, placeholders, sample_env, substitute, template_problem
 from mechsteer.spec.vector_origin import single_source_problems
 
-BUNDLED_VECTOR_DIR = Path(__file__).resolve().parent.parent / "data" / "vectors"
 
-
-def bundled_vector_names() -> list[str]:
-    """Names of vector sets shipped in the package (`<model>/<name>`)."""
-    if not BUNDLED_VECTOR_DIR.is_dir():
-        return []
-    return sorted(
-        str(p.relative_to(BUNDLED_VECTOR_DIR).with_suffix("")) for p in BUNDLED_VECTOR_DIR.rglob("*.safetensors")
-    )
-
-
-def check_study(ls: LoadedStudy) -> list[Problem]:
+def check_study(ls: LoadedStudy, max_cells: int = DEFAULT_MAX_CELLS) -> list[Problem]:
+    """Every cross-reference problem of a validated study, located in its file (empty when there is none)."""
     spec = ls.spec
     out: list[Problem] = []
     vec_names = set(spec.vectors)
+    shapes = {m: known_shape(ms.id, ls.base_dir) for m, ms in spec.models.items()}
+    too_big = cell_problems(ls, shapes, max_cells)  # sized first: nothing below expands an oversized sweep
+    out.extend(too_big)
+    out.extend(length_problems(ls))
 
     if spec.evaluation is None and not spec.readouts:
         out.append(ls.problem((), "the study measures nothing", hint="add an `evaluation:` block or `readouts:`"))
 
     # vector sources
     for name, v in spec.vectors.items():
-        for ref_field in ("norm_like", "of"):
-            ref = getattr(v, ref_field, None)
-            if ref is not None and ref not in vec_names:
+        for ref_field, ref in v.depends_on().items():
+            if ref not in vec_names:
                 out.append(
                     ls.problem(
                         ("vectors", name, ref_field),
@@ -50,50 +47,33 @@ def check_study(ls: LoadedStudy) -> list[Problem]:
                 )
             if ref == name:
                 out.append(ls.problem(("vectors", name, ref_field), "a vector set cannot refer to itself"))
-        if v.kind == "file":
-            if not ls.resolve_path(v.path).is_file():
-                out.append(
-                    ls.problem(
-                        ("vectors", name, "path"),
-                        f"vector file not found: {ls.resolve_path(v.path)}",
-                        hint="paths are relative to the study file; `mechsteer train` writes vector sets",
-                    )
-                )
-        if v.kind == "trained":
-            out.extend(_check_trained(ls, name, v))
-        if v.kind == "bundled" and v.name not in bundled_vector_names():
-            out.append(
-                ls.problem(
-                    ("vectors", name, "name"),
-                    f"no bundled vector set {v.name!r}",
-                    hint=f"bundled sets: {', '.join(bundled_vector_names()) or 'none'}",
-                )
-            )
+        for sub, msg, hint in v.study_problems(ls.resolve_path):
+            out.append(ls.problem(("vectors", name, *sub), msg, hint=hint))
     out.extend(_cycles(ls))
 
     out.extend(backend_problems(ls))
 
     # conditions: references and shapes (a sweep is checked on a sample expansion, then per known model)
-    shapes = {m: known_shape(ms.id, ls.base_dir) for m, ms in spec.models.items()}
+    from mechsteer.spec.study import interventions_of
+
     for cname, cond in spec.conditions.items():
         if isinstance(cond, SweepSpec):
-            out.extend(_check_sweep(ls, cname, cond, shapes, vec_names))
+            out.extend(_check_sweep(ls, cname, cond, shapes, vec_names, expand=not too_big))
             continue
-        for i, iv in enumerate(cond):
-            out.extend(_check_intervention(ls, ("conditions", cname, i), iv, shapes, vec_names))
+        base = ("conditions", cname) + (() if isinstance(cond, list) else ("interventions",))
+        for i, iv in enumerate(interventions_of(cond)):
+            out.extend(_check_intervention(ls, base + (i,), iv, shapes, vec_names))
 
     out.extend(_file_shape_problems(ls, shapes))
 
     for name, v in spec.vectors.items():
-        sel = getattr(v, "layers", None)
-        if sel is None:
-            continue
-        for mname, _, msg in selection_problems(sel, shapes):
-            out.append(ls.problem(("vectors", name, "layers"), f"{msg} (model {mname!r})"))
+        for fname, sel in v.layer_refs():
+            for mname, _, msg in selection_problems(sel, shapes):
+                out.append(ls.problem(("vectors", name, fname), f"{msg} (model {mname!r})"))
 
     names = [re.sub(r"\{\w+\}", "*", c) if isinstance(cond, SweepSpec) else c for c, cond in spec.conditions.items()]
     for rname, r in spec.readouts.items():
-        for i, w in enumerate(getattr(r, "conditions", None) or []):
+        for i, w in enumerate(r.condition_patterns() or []):
             if not any(fnmatch.fnmatchcase(n, w) or fnmatch.fnmatchcase(w, n) for n in names):
                 out.append(
                     ls.problem(
@@ -102,55 +82,75 @@ def check_study(ls: LoadedStudy) -> list[Problem]:
                         hint=f"conditions: {', '.join(spec.conditions)}",
                     )
                 )
-        hook = getattr(r, "study_problems", None)
-        if hook is not None:  # readout-specific cross-references (layers, reference conditions, kinds needed)
-            for sub, msg, hint in hook(spec.conditions, shapes):
-                out.append(ls.problem(("readouts", rname) + tuple(sub), msg, hint=hint))
-        task = getattr(r, "task", None)
-        if task is not None and task not in KNOWN_TASKS + PROMPT_TASKS:
+        # the readout's own cross-references (its task, layers, reference conditions, kinds it needs)
+        for sub, msg, hint in r.study_problems(spec.conditions, shapes):
+            out.append(ls.problem(("readouts", rname) + tuple(sub), msg, hint=hint))
+    for field in ("reference", "control"):
+        ref = getattr(spec.evaluation, field) if spec.evaluation is not None else None
+        if ref is not None and not any(fnmatch.fnmatchcase(ref, n) for n in names):
             out.append(
                 ls.problem(
-                    ("readouts", rname, "task"),
-                    f"unknown task {task!r}",
-                    hint=f"known tasks: {', '.join(KNOWN_TASKS + PROMPT_TASKS)}",
-                )
-            )
-        elif task in PROMPT_TASKS and getattr(r, "split", "test") != "train":
-            out.append(
-                ls.problem(
-                    ("readouts", rname, "split"),
-                    f"{task} is a training set: its prompts are the train split",
-                    hint="set split: train",
-                )
-            )
-        elif task is not None and task not in ("mini", *PROMPT_TASKS) and getattr(r, "split", "test") != "test":
-            out.append(
-                ls.problem(
-                    ("readouts", rname, "split"),
-                    "benchmarks only have a test split",
-                    hint="use split: test (only the bundled `mini` task has a train split)",
+                    ("evaluation", field),
+                    f"no condition named {ref!r}",
+                    hint=f"the {field} is one of the conditions: {', '.join(spec.conditions)}",
                 )
             )
     out.extend(single_source_problems(ls))  # u_l and persistence read one run per block, not joint rows
-    ref = spec.evaluation.reference if spec.evaluation is not None else None
-    if ref is not None and not any(fnmatch.fnmatchcase(ref, n) for n in names):
-        out.append(
-            ls.problem(
-                ("evaluation", "reference"),
-                f"no condition named {ref!r}",
-                hint=f"the reference is one of the conditions: {', '.join(spec.conditions)}",
-            )
-        )
+    out.extend(_control_problems(ls, names, shapes, expand=not too_big))
     return out
 
 
-def _vector_file(ls: LoadedStudy, v) -> Path | None:
-    """The file a bundled or file vector set reads (None for other kinds)."""
-    if v.kind == "bundled":
-        return BUNDLED_VECTOR_DIR / f"{v.name}.safetensors"
-    if v.kind == "file":
-        return ls.resolve_path(v.path)
-    return None
+def _control_problems(ls: LoadedStudy, names: list[str], shapes: dict, *, expand: bool) -> list[Problem]:
+    """Each condition's `control:` names another condition: a plain name must exist (as written or as an
+    expansion of a sweep), a sweep's control template may use only the sweep's variables, and for every model
+    whose shape is known each expansion's control must be one of that model's conditions."""
+    from mechsteer.spec.study import condition_controls, expanded_conditions
+
+    spec, out = ls.spec, []
+    hint = f"the control is one of the conditions: {', '.join(spec.conditions)}"
+    for cname, cond in spec.conditions.items():
+        control = getattr(cond, "control", None)
+        if control is None:
+            continue
+        where = ("conditions", cname, "control")
+        if control == cname:
+            out.append(ls.problem(where, "a condition cannot be its own control", hint=hint))
+            continue
+        if isinstance(cond, SweepSpec):
+            extra = sorted(placeholders(control) - set(cond.sweep))
+            if extra or template_problem(control):
+                what = (
+                    f"uses {', '.join(extra)}, which the sweep does not define" if extra else "is not a plain template"
+                )
+                out.append(ls.problem(where, f"the control {control!r} {what}", hint="e.g. control: random_{layer}"))
+                continue
+        pattern = re.sub(r"\{\w+\}", "*", control)
+        if not any(fnmatch.fnmatchcase(pattern, n) or fnmatch.fnmatchcase(n, pattern) for n in names):
+            out.append(ls.problem(where, f"no condition named {control!r}", hint=hint))
+    default = spec.evaluation.control if spec.evaluation is not None else None
+    if out or not expand or (default is not None and not any(fnmatch.fnmatchcase(default, n) for n in names)):
+        return out  # a missing name is reported once, by name (above, or as `evaluation.control`)
+    seen: set[tuple] = set()
+    for mname, shape in shapes.items():
+        try:
+            existing = set(expanded_conditions(spec, shape))
+        except ValueError:
+            continue  # a named range of a model whose shape is not known yet, or a sweep problem reported above
+        for cname, cond in spec.conditions.items():
+            field = ("conditions", cname, "control") if getattr(cond, "control", None) else ("evaluation", "control")
+            single = spec.model_copy(update={"conditions": {cname: cond}})
+            missing = [(c, ctl) for c, ctl in condition_controls(single, shape).items() if ctl not in existing]
+            if missing and field not in seen:
+                seen.add(field)
+                c, ctl = missing[0]
+                out.append(
+                    ls.problem(
+                        field,
+                        f"condition {c!r} is compared against {ctl!r}, which is not a condition of model {mname!r}",
+                        hint=hint,
+                    )
+                )
+    return out
 
 
 def file_vector_shape(path: Path) -> tuple[int, int] | None:
@@ -166,26 +166,34 @@ def file_vector_shape(path: Path) -> tuple[int, int] | None:
     return (int(shape[0]), int(shape[1])) if len(shape) == 2 else None
 
 
+def _foreign_shape(kind) -> bool:
+    """Whether an intervention kind reads vector sets of another model's shape (`checks_vector_shape` False:
+    the intervention checks them itself)."""
+    return kind in INTERVENTION_KINDS and not INTERVENTION_KINDS.spec(kind).checks_vector_shape
+
+
 def _vector_refs(spec) -> tuple[set[str], set[str]]:
-    """(vector sets the conditions read, those some `transfer` reads: their shape is the donor's, checked by
-    transfer). Sweep templates match by pattern (`p_{place}` reads every `p_*`)."""
+    """(vector sets the conditions read, those read by a kind that takes another model's vectors: their shape
+    is the donor's, checked by that kind). Sweep templates match by pattern (`p_{place}` reads every `p_*`)."""
 
     def walk(node, kind, found, donors):
         if isinstance(node, dict):
             kind = node.get("kind", kind)
             vec = node.get("vector")
             if isinstance(vec, str):
-                (donors if kind == "transfer" else found).add(vec)
+                (donors if _foreign_shape(kind) else found).add(vec)
             for value in node.values():
                 walk(value, kind, found, donors)
         elif isinstance(node, list):
             for item in node:
                 walk(item, kind, found, donors)
 
+    from mechsteer.spec.study import interventions_of
+
     found: set[str] = set()
     donors: set[str] = set()
     for cond in spec.conditions.values():
-        ivs = cond.interventions if isinstance(cond, SweepSpec) else [iv.model_dump() for iv in cond]
+        ivs = cond.interventions if isinstance(cond, SweepSpec) else [iv.model_dump() for iv in interventions_of(cond)]
         walk(ivs, None, found, donors)
 
     def expand(patterns):
@@ -196,8 +204,7 @@ def _vector_refs(spec) -> tuple[set[str], set[str]]:
     while frontier:  # a random control `norm_like` a used set makes that set's shape matter too
         nxt = set()
         for name in frontier:
-            v = spec.vectors[name]
-            for ref in (getattr(v, "norm_like", None), getattr(v, "of", None)):
+            for ref in spec.vectors[name].depends_on().values():
                 if ref in spec.vectors and ref not in used:
                     nxt.add(ref)
         used |= nxt
@@ -206,20 +213,20 @@ def _vector_refs(spec) -> tuple[set[str], set[str]]:
 
 
 def _file_shape_problems(ls: LoadedStudy, shapes: dict) -> list[Problem]:
-    """A bundled or file vector set the conditions read must have each known model's shape (a transfer donor
-    excepted; an unused set is never built)."""
+    """A vector set whose file tells its shape (`shape_file`: a bundled or file set) must have each known
+    model's shape when the conditions read it (a transfer donor excepted; an unused set is never built)."""
     out = []
     used, donors = _vector_refs(ls.spec)
     for name, v in ls.spec.vectors.items():
-        path = _vector_file(ls, v)
-        if name not in used or name in donors or path is None or not path.is_file():
+        located = v.shape_file(ls.resolve_path)
+        if name not in used or name in donors or located is None or not located[1].is_file():
             continue
+        field, path = located
         vs_shape = file_vector_shape(path)
         if vs_shape is None:
             continue
         for mname, sh in shapes.items():
             if sh is not None and vs_shape != (sh.n_layers, sh.d_model):
-                field = "name" if v.kind == "bundled" else "path"
                 out.append(
                     ls.problem(
                         ("vectors", name, field),
@@ -236,18 +243,8 @@ def _check_intervention(
     ls: LoadedStudy, base: tuple, iv, shapes: dict, vec_names: set, expanded: str = ""
 ) -> list[Problem]:
     spec, out = ls.spec, []
-    ipath = getattr(iv, "path", None)
-    itrain = getattr(iv, "train", None)
-    if isinstance(itrain, str):  # the adapter comes from a training run: its file must validate (output may wait)
-        out.extend(_training_file_problems(ls, base + ("train",), itrain, getattr(iv, "profile", None)))
-    elif isinstance(ipath, str) and not ls.resolve_path(ipath).is_file():
-        out.append(
-            ls.problem(
-                base + ("path",),
-                f"file not found: {ls.resolve_path(ipath)}",
-                hint="paths are relative to the study file",
-            )
-        )
+    for sub, msg, hint in iv.file_problems(ls.resolve_path):
+        out.append(ls.problem(base + sub, msg, hint=hint))
     for ref in iv.vector_refs():
         if ref not in vec_names:
             out.append(
@@ -265,9 +262,12 @@ def _check_intervention(
     return out
 
 
-def _check_sweep(ls: LoadedStudy, cname: str, sweep: SweepSpec, shapes: dict, vec_names: set) -> list[Problem]:
+def _check_sweep(
+    ls: LoadedStudy, cname: str, sweep: SweepSpec, shapes: dict, vec_names: set, *, expand: bool = True
+) -> list[Problem]:
     """A sweep's name template, a sample expansion validated as interventions (located in the file), and its
-    full expansion against every model whose shape is known."""
+    full expansion against every model whose shape is known (`expand=False`: the name only, for a study
+    already refused as too large)."""
     from pydantic import ValidationError
 
     from mechsteer.spec.study import expanded_conditions, intervention_list
@@ -276,7 +276,12 @@ def _check_sweep(ls: LoadedStudy, cname: str, sweep: SweepSpec, shapes: dict, ve
     msg = check_name(cname, sweep)
     if msg:
         return [ls.problem(base, msg)]
-    raw = substitute(sweep.interventions, sample_env(sweep))
+    if not expand:
+        return []
+    try:
+        raw = substitute(sweep.interventions, sample_env(sweep))
+    except ValueError as e:
+        return [ls.problem(base, str(e))]
     try:
         sample = intervention_list(raw)
     except ValidationError as e:
@@ -333,45 +338,28 @@ def backend_problems(ls: LoadedStudy) -> list[Problem]:
     ]
 
 
-def _check_trained(ls: LoadedStudy, name: str, v) -> list[Problem]:
-    """The training file a `trained` set names must exist and validate (its output may not exist yet)."""
-    return _training_file_problems(ls, ("vectors", name, "train"), v.train, v.profile)
-
-
-def _training_file_problems(ls: LoadedStudy, where: tuple, train: str, profile: str | None) -> list[Problem]:
-    """A training file a study reads must exist and validate with its profile."""
-    from mechsteer.errors import MechsteerError
-    from mechsteer.spec.training import load_train_spec
-
-    path = ls.resolve_path(train)
-    if not path.is_file():
-        return [ls.problem(where, f"training file not found: {path}", hint="paths are relative to the study file")]
-    try:
-        load_train_spec(path, profile)
-    except MechsteerError as e:
-        return [ls.problem(where, f"the training file does not validate: {e.problems[0].format()}")]
-    return []
-
-
 def _cycles(ls: LoadedStudy) -> list[Problem]:
-    deps = {}
-    for name, v in ls.spec.vectors.items():
-        ref = getattr(v, "norm_like", None) or getattr(v, "of", None)
-        if ref:
-            deps[name] = ref
+    """Vector sets built from each other in a cycle (`depends_on`), reported at every set on one."""
+    deps = {name: [r for r in v.depends_on().values() if r in ls.spec.vectors] for name, v in ls.spec.vectors.items()}
+
+    def path_back(start: str) -> list[str] | None:
+        """A dependency path from `start` back to itself (depth first), or None."""
+        todo, seen = [[start]], set()
+        while todo:
+            path = todo.pop()
+            for nxt in deps[path[-1]]:
+                if nxt == start:
+                    return path + [nxt]
+                if nxt not in seen:
+                    seen.add(nxt)
+                    todo.append(path + [nxt])
+        return None
+
     out = []
     for start in deps:
-        seen, cur = [start], deps[start]
-        while cur in deps:
-            if cur in seen:
-                if cur == start:
-                    out.append(
-                        ls.problem(
-                            ("vectors", start),
-                            f"vector sets refer to each other in a cycle: {' -> '.join(seen + [cur])}",
-                        )
-                    )
-                break
-            seen.append(cur)
-            cur = deps[cur]
+        cycle = path_back(start)
+        if cycle:
+            out.append(
+                ls.problem(("vectors", start), f"vector sets refer to each other in a cycle: {' -> '.join(cycle)}")
+            )
     return out

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from mechsteer.spec.base import StrictModel
+from mechsteer.spec.base import LIMIT_MAX, StrictModel
 
 KNOWN_TASKS = ("aime24", "aime25", "amc23", "math500", "minerva_math", "olympiadbench", "gsm8k", "mini")
 """Tasks mechsteer ships definitions for. The six paper benchmarks form the paper's Average."""
@@ -37,7 +37,7 @@ class EvaluationSpec(StrictModel):
     """Override samples per problem for some tasks (e.g. {aime24: 4} in a mini profile)."""
     data_dir: str | None = None
     """Folder with `<task>/test.jsonl` files (relative to the study file); null = hub datasets."""
-    limit: int | None = Field(default=None, gt=0)
+    limit: int | None = Field(default=None, gt=0, le=LIMIT_MAX)
     """At most this many problems per task (smoke runs)."""
     max_new_tokens: int | None = Field(default=None, gt=0)
     """Cap on generated tokens; null = the model's max_length minus the prompt."""
@@ -48,6 +48,9 @@ class EvaluationSpec(StrictModel):
     reference: str | None = None
     """A condition the report's accuracy table normalises against (the paper: full fine-tuning): adds the
     columns Relative (%) = 100 x / x_ref and Relative Improvement (%) = 100 (x - x_base) / (x_ref - x_base)."""
+    control: str | None = None
+    """The control condition (e.g. a norm-matched random vector) every other condition is compared against in
+    the report's effects, besides the unsteered baseline; a condition's own `control:` takes precedence."""
 
     @model_validator(mode="after")
     def _check(self):

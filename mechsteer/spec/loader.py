@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import copy
 import difflib
-import hashlib
-import json
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,97 +18,110 @@ import yaml
 from pydantic import ValidationError
 
 from mechsteer.errors import Problem, ProblemList, SpecError
-from mechsteer.spec.paths import resolve_path
-from mechsteer.spec.study import NAME_PATTERN, StudySpec
+from mechsteer.spec.bounds import DEFAULT_MAX_CELLS
+from mechsteer.spec.document import (
+    LoadedSpecFile,
+    LoadedStudy,
+    canonical_json,
+    doc_path,
+    format_path,
+    locate,
+)
+from mechsteer.spec.study import NAME_MAX_LENGTH, NAME_PATTERN, StudySpec
 
-
-@dataclass
-class LoadedSpecFile:
-    """A validated spec file (study or training file) plus what is needed to report problems at their
-    line and column and to resolve paths relative to the file."""
-
-    spec: Any
-    file: Path
-    profile: str | None
-    positions: dict[tuple, tuple[int, int]] = field(repr=False, default_factory=dict)
-
-    @property
-    def base_dir(self) -> Path:
-        return self.file.parent
-
-    def resolve_path(self, p: str) -> Path:
-        """A path from the spec, relative to the study file."""
-        return resolve_path(p, self.base_dir)
-
-    def locate(self, path: tuple) -> tuple[int | None, int | None]:
-        return _locate(self.positions, path, self.profile)
-
-    def problem(self, path: tuple, message: str, hint: str | None = None) -> Problem:
-        line, col = self.locate(path)
-        return Problem(message, file=self.display_name, field=format_path(path), line=line, col=col, hint=hint)
-
-    @property
-    def display_name(self) -> str:
-        """How problems name this file (`<in-memory study>` for a study built with `load_study_dict`)."""
-        return self.file.name if self.file.name.startswith("<") else str(self.file)
-
-
-@dataclass
-class LoadedStudy(LoadedSpecFile):
-    """A validated study file."""
-
-    spec: StudySpec
-
-    def spec_hash(self) -> str:
-        return hashlib.sha256(canonical_json(self.spec.model_dump(mode="json")).encode()).hexdigest()
-
-
-def canonical_json(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def format_path(path: tuple) -> str:
-    out = ""
-    for p in path:
-        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
-    return out
+__all__ = [
+    "LoadedSpecFile",
+    "LoadedStudy",
+    "apply_profile",
+    "canonical_json",
+    "deep_merge",
+    "doc_path",
+    "format_path",
+    "load_study",
+    "load_study_dict",
+    "read_spec_file",
+    "validate_document",
+]
 
 
 # ---------------------------------------------------------------- YAML with positions
 
 
-_CONSTRUCTOR = yaml.constructor.SafeConstructor()
+MAX_YAML_NODES = 100_000
+"""Most values a spec file may hold once aliases are expanded (the bundled studies hold a few hundred): an
+alias bomb (`b: [*a, *a, ...]` nested) is refused at this count instead of expanding to gigabytes."""
+MAX_YAML_DEPTH = 64
+"""Deepest nesting of mappings and lists."""
+MAX_SPEC_BYTES = 4 << 20
+"""Largest spec file read (4 MiB; a study is a few kB)."""
 
 
-def _scalar(node: yaml.Node) -> Any:
-    """Construct a node exactly as yaml.safe_load would (ints, floats, bools, nulls, strings)."""
-    return _CONSTRUCTOR.construct_object(node, deep=True)
+class _Refused(Exception):
+    """A located reason to stop reading a document (duplicate key, alias bomb, recursion, bad tag)."""
+
+    def __init__(self, message: str, node: yaml.Node | None = None, hint: str | None = None, mark=None):
+        self.message, self.hint = message, hint
+        self.mark = mark if mark is not None else (node.start_mark if node is not None else None)
 
 
-class _DuplicateKey(Exception):
-    def __init__(self, key, node):
-        self.key, self.node = key, node
+class _Walker:
+    """Turns a composed YAML node graph into plain data and positions, counting every value it produces (an
+    alias is counted each time it is used) and refusing recursive aliases, so the result is bounded."""
 
+    def __init__(self, positions: dict):
+        self.positions = positions
+        self.constructor = yaml.constructor.SafeConstructor()  # per document: it caches what it built
+        self.count = 0
+        self.active: set[int] = set()
 
-def _walk(node: yaml.Node, path: tuple, positions: dict) -> Any:
-    positions[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
-    if isinstance(node, yaml.MappingNode):
-        out = {}
-        for k, v in node.value:
-            key = _scalar(k) if isinstance(k, yaml.ScalarNode) else str(_scalar(k))
-            if key in out:
-                raise _DuplicateKey(key, k)
-            out[key] = _walk(v, path + (key,), positions)
-            # Report problems about a key at the key itself, not at its value.
-            positions[path + (key,)] = (k.start_mark.line + 1, k.start_mark.column + 1)
-        return out
-    if isinstance(node, yaml.SequenceNode):
-        return [_walk(v, path + (i,), positions) for i, v in enumerate(node.value)]
-    return _scalar(node)
+    def scalar(self, node: yaml.Node) -> Any:
+        """Construct a scalar exactly as yaml.safe_load would (ints, floats, bools, nulls, strings)."""
+        try:
+            return self.constructor.construct_object(node, deep=True)
+        except yaml.YAMLError as e:
+            raise _Refused(f"cannot read this value: {getattr(e, 'problem', None) or e}", node) from None
+
+    def walk(self, node: yaml.Node, path: tuple) -> Any:
+        self.count += 1
+        if self.count > MAX_YAML_NODES:
+            raise _Refused(
+                f"the document expands to more than {MAX_YAML_NODES:,} values (aliases counted each time used)",
+                node,
+                hint="a study needs far fewer; repeated `*alias` references multiply",
+            )
+        if len(path) > MAX_YAML_DEPTH:
+            raise _Refused(f"values are nested more than {MAX_YAML_DEPTH} levels deep", node)
+        self.positions[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+        if isinstance(node, yaml.ScalarNode):
+            return self.scalar(node)
+        if id(node) in self.active:
+            raise _Refused("an alias refers to a value that contains it (a recursive alias)", node)
+        self.active.add(id(node))
+        try:
+            if isinstance(node, yaml.MappingNode):
+                out = {}
+                for k, v in node.value:
+                    if not isinstance(k, yaml.ScalarNode):
+                        raise _Refused("a key must be a plain value (text or a number), not a list or mapping", k)
+                    key = self.scalar(k)
+                    if key in out:
+                        raise _Refused(
+                            f"duplicate key {key!r}",
+                            k,
+                            hint="each key may appear once; the second would silently replace the first",
+                        )
+                    out[key] = self.walk(v, path + (key,))
+                    # Report problems about a key at the key itself, not at its value.
+                    self.positions[path + (key,)] = (k.start_mark.line + 1, k.start_mark.column + 1)
+                return out
+            return [self.walk(v, path + (i,)) for i, v in enumerate(node.value)]
+        finally:
+            self.active.discard(id(node))
 
 
 def parse_yaml(text: str, file: str) -> tuple[Any, dict]:
-    """Parse YAML into plain data and a map path -> (line, col). Raises SpecError on syntax errors."""
+    """Parse YAML into plain data and a map path -> (line, col). Raises SpecError on syntax errors, and on
+    documents that would expand beyond MAX_YAML_NODES values or MAX_YAML_DEPTH levels."""
     positions: dict = {}
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -128,35 +138,22 @@ def parse_yaml(text: str, file: str) -> tuple[Any, dict]:
         ) from None
     except yaml.YAMLError as e:
         raise SpecError(Problem(f"YAML error: {e}", file=file)) from None
+    except RecursionError:
+        raise SpecError(Problem(f"values are nested more than {MAX_YAML_DEPTH} levels deep", file=file)) from None
     if node is None:
         return None, positions
     try:
-        return _walk(node, (), positions), positions
-    except _DuplicateKey as d:
+        return _Walker(positions).walk(node, ()), positions
+    except _Refused as r:
         raise SpecError(
             Problem(
-                f"duplicate key {d.key!r}",
+                r.message,
                 file=file,
-                line=d.node.start_mark.line + 1,
-                col=d.node.start_mark.column + 1,
-                hint="each key may appear once; the second would silently replace the first",
+                line=r.mark.line + 1 if r.mark else None,
+                col=r.mark.column + 1 if r.mark else None,
+                hint=r.hint,
             )
         ) from None
-
-
-def _locate(positions: dict, path: tuple, profile: str | None) -> tuple[int | None, int | None]:
-    """Position of `path`, or of its longest existing ancestor. With a profile, a value that came from the
-    profile's overrides is located there (ties go to the profile, whose value won the merge)."""
-    best: tuple[int, tuple[int | None, int | None]] = (-1, (None, None))
-    prefixes = [(), ("profiles", profile)] if profile else [()]
-    for prefix in reversed(prefixes):  # profile first, so it wins ties
-        for n in range(len(path), -1, -1):
-            key = prefix + tuple(path[:n])
-            if key in positions and (n > 0 or not prefix):
-                if n > best[0]:
-                    best = (n, positions[key])
-                break
-    return best[1]
 
 
 # ---------------------------------------------------------------- profiles
@@ -175,7 +172,10 @@ def deep_merge(base: Any, patch: Any) -> Any:
     return copy.deepcopy(patch)
 
 
-_NAME_HINT = "use letters, digits, `_`, `.` and `-`, starting with a letter or digit (it becomes part of the output folder's name)"
+_NAME_HINT = (
+    f"use at most {NAME_MAX_LENGTH} letters, digits, `_`, `.` and `-`, starting with a letter or digit (it becomes "
+    "part of the output folder's name)"
+)
 
 
 def profile_name_problems(raw: dict, file: str, positions: dict) -> list[Problem]:
@@ -186,7 +186,7 @@ def profile_name_problems(raw: dict, file: str, positions: dict) -> list[Problem
         return []
     out = []
     for name in profiles:
-        if not (isinstance(name, str) and re.fullmatch(NAME_PATTERN, name)):
+        if not (isinstance(name, str) and re.fullmatch(NAME_PATTERN, name) and len(name) <= NAME_MAX_LENGTH):
             line, col = positions.get(("profiles", name), (None, None))
             out.append(
                 Problem(
@@ -205,7 +205,7 @@ def apply_profile(
     raw: dict, profile: str, file: str, positions: dict, *, what: str = "study", replace: tuple[str, ...] = ()
 ) -> dict:
     """Merge the named profile onto the raw document; keys in `replace` are replaced instead of merged."""
-    if not re.fullmatch(NAME_PATTERN, profile):
+    if not re.fullmatch(NAME_PATTERN, profile) or len(profile) > NAME_MAX_LENGTH:
         raise SpecError(Problem(f"invalid profile name {profile!r} (--profile)", file=file, hint=_NAME_HINT))
     profiles = raw.get("profiles") or {}
     if not isinstance(profiles, dict) or profile not in profiles:
@@ -226,37 +226,6 @@ def apply_profile(
 
 
 # ---------------------------------------------------------------- validation
-
-
-def doc_path(loc: tuple, raw: Any) -> tuple:
-    """Map a pydantic error loc onto a path in the document, dropping union-member tags pydantic inserts."""
-    out: list = []
-    cur = raw
-    for part in loc:
-        if isinstance(cur, dict):
-            if part in cur:
-                out.append(part)
-                cur = cur[part]
-                continue
-            if isinstance(part, str) and (
-                cur.get("kind") == part
-                or part[:1].isupper()
-                or "[" in part
-                or part.startswith(("function-", "literal", "int", "str", "list"))
-            ):
-                continue  # a union-member tag, not a key
-            out.append(part)  # a missing/extra key: report at that key
-            cur = None
-        elif isinstance(cur, list) and isinstance(part, int) and 0 <= part < len(cur):
-            out.append(part)
-            cur = cur[part]
-        elif cur is None:
-            out.append(part)
-        else:
-            if isinstance(part, str) and (part[:1].isupper() or "[" in part or part.startswith(("literal", "int"))):
-                continue
-            out.append(part)
-    return tuple(out)
 
 
 _HINTS = {
@@ -289,7 +258,7 @@ def _validation_problems(err: ValidationError, raw: Any, file: str, positions: d
             close = difflib.get_close_matches(bad, options, n=1)
             if close:
                 hint = f"did you mean {close[0]!r}?"
-        line, col = _locate(positions, path, profile)
+        line, col = locate(positions, path, profile)
         fld = format_path(path) + (f" (profile {profile})" if profile else "")
         problems.append(Problem(msg, file=file, field=fld, line=line, col=col, hint=hint))
     return problems
@@ -302,6 +271,10 @@ def read_spec_file(path: str | Path, what: str, keys: str, example: str) -> tupl
     if not file.is_file():
         raise SpecError(Problem(f"{what} not found", file=fname, hint=f"check the path; see {example}"))
     try:
+        if file.stat().st_size > MAX_SPEC_BYTES:
+            raise SpecError(
+                Problem(f"the {what} is larger than {MAX_SPEC_BYTES >> 20} MiB", file=fname, hint=f"see {example}")
+            )
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise SpecError(Problem(f"cannot read {what}: {e}", file=fname)) from None
@@ -398,20 +371,33 @@ _NOT_GIVEN: Any = object()
 
 
 def load_study(
-    path: str | Path, profile: str | None = None, *, check_refs: bool = True, data_dir: str | Path | None = _NOT_GIVEN
+    path: str | Path,
+    profile: str | None = None,
+    *,
+    check_refs: bool = True,
+    data_dir: str | Path | None = _NOT_GIVEN,
+    max_cells: int = DEFAULT_MAX_CELLS,
 ) -> LoadedStudy:
     """Read, merge the profile, validate and cross-check a study file. Raises SpecError listing every problem.
     `data_dir` overrides where benchmark data is read from (see `with_data_dir`); `data_dir:
     $MECHSTEER_DATA_DIR` in the file is filled from that environment variable when `data_dir` is None. The
     commands that run or plan cells pass `data_dir` (their --data-dir, possibly None): a placeholder left
-    unfilled is then an error. Called without it (validation), an unfilled placeholder is kept as written."""
+    unfilled is then an error. Called without it (validation), an unfilled placeholder is kept as written.
+    A study that compiles to more than `max_cells` cells is refused (`spec.bounds`)."""
     required = data_dir is not _NOT_GIVEN
     data_dir = None if data_dir is _NOT_GIVEN else data_dir
     raw, positions = read_spec_file(
         path, "study file", "name:, models:, conditions:, ...", "studies/quickstart.yaml for a minimal study"
     )
     return _load_document(
-        raw, positions, Path(path), profile, check_refs=check_refs, data_dir=data_dir, required=required
+        raw,
+        positions,
+        Path(path),
+        profile,
+        check_refs=check_refs,
+        data_dir=data_dir,
+        required=required,
+        max_cells=max_cells,
     )
 
 
@@ -422,13 +408,16 @@ def load_study_dict(
     base_dir: str | Path | None = None,
     data_dir: str | Path | None = None,
     check_refs: bool = True,
+    max_cells: int = DEFAULT_MAX_CELLS,
 ) -> LoadedStudy:
     """A study built in memory (the same document a YAML file holds); relative paths in it are resolved
     against `base_dir` (default: the working directory). Problems name the study `<in-memory study>`."""
     if not isinstance(doc, dict):
         raise SpecError(Problem(f"a study must be a mapping (name, models, conditions, ...), got {type(doc).__name__}"))
     file = Path(base_dir or ".").resolve() / IN_MEMORY
-    return _load_document(copy.deepcopy(doc), {}, file, profile, check_refs=check_refs, data_dir=data_dir)
+    return _load_document(
+        copy.deepcopy(doc), {}, file, profile, check_refs=check_refs, data_dir=data_dir, max_cells=max_cells
+    )
 
 
 IN_MEMORY = "<in-memory study>"
@@ -443,6 +432,7 @@ def _load_document(
     check_refs: bool,
     data_dir: str | Path | None,
     required: bool = True,
+    max_cells: int = DEFAULT_MAX_CELLS,
 ) -> LoadedStudy:
     fname = str(file) if file.name != IN_MEMORY else IN_MEMORY
     merged = apply_profile(raw, profile, fname, positions) if profile else raw
@@ -460,6 +450,6 @@ def _load_document(
     if check_refs:
         from mechsteer.spec.checks import check_study
 
-        problems = ProblemList(check_study(loaded))
+        problems = ProblemList(check_study(loaded, max_cells=max_cells))
         problems.raise_if_any(SpecError)
     return loaded

@@ -26,9 +26,9 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import Discriminator, Field, Tag, model_validator
 
 from mechsteer.errors import MechsteerError, Problem, ProblemList, SpecError
-from mechsteer.spec.base import StrictModel
+from mechsteer.spec.base import LIMIT_MAX, StrictModel
 from mechsteer.spec.layers import LayerResolutionError, LayerSelection, resolve_layer, resolve_layers
-from mechsteer.spec.loader import LoadedSpecFile, apply_profile, read_spec_file, validate_document
+from mechsteer.spec.loader import MAX_SPEC_BYTES, LoadedSpecFile, apply_profile, read_spec_file, validate_document
 from mechsteer.spec.models import ModelSpec, known_shape
 
 TRAIN_SCHEMA_VERSION = 1
@@ -219,7 +219,7 @@ class DataBase(StrictModel):
     prefix_token: str | None = None
     """Forced opening of the assistant turn (the paper's `append_to`, e.g. "To"), appended to every prompt
     during training and evaluation."""
-    limit: int | None = Field(default=None, gt=0)
+    limit: int | None = Field(default=None, gt=0, le=LIMIT_MAX)
     """Use at most this many problems (after shuffling with the seed)."""
     max_prompt_tokens: int | None = Field(default=None, gt=0)
     """Drop problems whose prompt is longer (the authors dropped prompts longer than max_seq_length);
@@ -345,6 +345,7 @@ class TrainProfileSpec(StrictModel):
     setup: Any = None
     rloo: dict[str, Any] | None = None
     reward: str | None = None
+    rollouts: str | None = None
     data: dict[str, Any] | None = None
     eval: dict[str, Any] | None = None
     checkpoint_every: int | None = None
@@ -370,6 +371,11 @@ class TrainSpec(StrictModel):
     """Optimisation hyper-parameters."""
     reward: Reward = "boxed"
     """How a completion is scored (+1 correct, `rloo.negative_reward` otherwise)."""
+    rollouts: Literal["hf", "vllm"] = "hf"
+    """Which engine samples the rollouts: `hf` (transformers with the vectors' hooks) or `vllm` (one vLLM
+    engine per run on the model compiled with down_proj biases, the vectors synced into it in place after
+    every optimizer step; vector setups only; needs vLLM: `bash scripts/setup_vllm.sh` on CPU,
+    `pip install 'mechsteer[vllm]'` on a GPU). The loss is computed by transformers either way."""
     data: DataSpec  # type: ignore[valid-type]
     """Training prompts."""
     checkpoint_every: int | None = Field(default=None, gt=0)
@@ -435,6 +441,8 @@ def is_training_file(path: str | Path) -> bool:
     """True for a training file (a top-level `model:` and no `models:`, or the train-schema modeline), so
     `mechsteer validate` can check study and training files side by side. Unreadable files are not."""
     try:
+        if Path(path).stat().st_size > MAX_SPEC_BYTES:
+            return False  # the loader says why
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         return False
@@ -442,11 +450,14 @@ def is_training_file(path: str | Path) -> bool:
         return True
     import yaml
 
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError:
+    try:  # the top-level keys only: composing builds no values, so an alias bomb costs nothing here
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except (yaml.YAMLError, RecursionError):
         return False
-    return isinstance(raw, dict) and "model" in raw and "models" not in raw
+    if not isinstance(node, yaml.MappingNode):
+        return False
+    keys = {k.value for k, _ in node.value if isinstance(k, yaml.ScalarNode)}
+    return "model" in keys and "models" not in keys
 
 
 def load_train_spec(path: str | Path, profile: str | None = None) -> LoadedTrainSpec:
@@ -495,6 +506,16 @@ def check_train_spec(ls: LoadedTrainSpec) -> list[Problem]:
                 ("data", "path"),
                 f"data file not found: {ls.resolve_path(spec.data.path)}",
                 hint="paths are relative to the training file",
+            )
+        )
+    if spec.rollouts == "vllm" and (spec.setup == "full" or isinstance(spec.setup, (AtPlaceSetup, Lora1Setup))):
+        kind = spec.setup if isinstance(spec.setup, str) else next(iter(spec.setup.model_dump()))
+        out.append(
+            ls.problem(
+                ("rollouts",),
+                f"rollouts: vllm syncs steering vectors into the engine as down_proj biases; setup {kind!r} "
+                "changes more than a bias",
+                hint="use rollouts: hf, or a vector setup (all_layers, single_layer, layers)",
             )
         )
     if spec.rloo.max_new_tokens is None and spec.model.max_length is None:
@@ -574,14 +595,18 @@ def per_block_command(spec, layers: list[int]) -> str:
     with `per_block` reads: `mechsteer train FILE --profile P --per-block K,... --lr-rule R`, with the lr
     rule the training file asks for (so the recorded lr is the one the study expects) and `--output` only
     where the study reads a folder the run would not choose itself."""
+    head, tail = per_block_command_parts(spec)
+    return f"{head}{','.join(str(k) for k in layers)}{tail}"
+
+
+def per_block_command_parts(spec) -> tuple[str, str]:
+    """`per_block_command` before and after its block list, read from the training file once (the compiler
+    keeps them in the bound run, so naming missing blocks at execution reads no YAML)."""
     ts = load_train_spec(spec.train, spec.profile)
     out = Path(spec.output) if getattr(spec, "output", None) else ts.output_dir()
-    return (
-        f"mechsteer train {spec.train}"
-        + (f" --profile {spec.profile}" if spec.profile else "")
-        + f" --per-block {','.join(str(k) for k in layers)} --lr-rule {ts.spec.per_block.lr_rule}"
-        + (f" --output {out}" if out != ts.output_dir() else "")
-    )
+    head = f"mechsteer train {spec.train}" + (f" --profile {spec.profile}" if spec.profile else "") + " --per-block "
+    tail = f" --lr-rule {ts.spec.per_block.lr_rule}" + (f" --output {out}" if out != ts.output_dir() else "")
+    return head, tail
 
 
 BEST_FILE = "best.json"
@@ -606,5 +631,15 @@ def best_checkpoint_dir(out: Path, command: str) -> Path:
             hint=f"run the checkpoint-selection study and `mechsteer select-checkpoints` on its output, set "
             f"eval.select and run `{command}`, or name a checkpoint step",
         )
-    best = json.loads(path.read_text(encoding="utf-8"))
-    return checkpoint_dir(out / "checkpoints", int(best["step"]))
+    try:
+        best = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as e:  # ValueError covers bad JSON and non-UTF-8 bytes
+        best = e
+    step = best.get("step") if isinstance(best, dict) else None
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        got = f"unreadable ({best})" if isinstance(best, Exception) else f"step {step!r}"
+        raise VectorError(
+            f"{path}: not a best-checkpoint record ({got}; expected a JSON object with a non-negative integer `step`)",
+            hint=f"run `{command}` again to rewrite it, or name a checkpoint step instead of `best`",
+        )
+    return checkpoint_dir(out / "checkpoints", step)

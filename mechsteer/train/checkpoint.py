@@ -10,20 +10,23 @@ Layout of `checkpoints/step-000053/`:
   of the spec, and how many metrics lines belong to this checkpoint.
 
 The directory is written under a temporary name and renamed into place, so a crash never leaves a
-half-written checkpoint that `--resume` could pick up.
+half-written checkpoint that `--resume` could pick up. A fresh (not resumed) run first removes what an
+earlier run left in its folder (`clear_previous_run`), so `checkpoint: N`, `best` or the final file can never
+name another run's vectors.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import torch
 
 from mechsteer.atomic import atomic_dir
 from mechsteer.errors import MechsteerError
-from mechsteer.spec.training import checkpoint_dir  # noqa: F401 - the layout lives with the training spec
+from mechsteer.spec.training import BEST_FILE, checkpoint_dir  # noqa: F401 - the layout lives with the training spec
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
 
@@ -38,6 +41,26 @@ def checkpoint_steps(root: Path) -> dict[int, Path]:
         if m and (p / "state.json").is_file() and (p / "state.safetensors").is_file():
             found[int(m.group(1))] = p
     return found
+
+
+RUN_FILES = ("vectors.safetensors", "lora1.safetensors", BEST_FILE, "summary.json", "train.png")
+"""What a finished run writes beside `checkpoints/` (the final parameters, the best checkpoint's record, the
+summary and the curves)."""
+
+
+def clear_previous_run(out: Path) -> list[str]:
+    """Remove an earlier run's checkpoints and final files from the output folder `out` before a fresh run
+    writes there; other files (and per-block runs in `layer-*` sub-folders) stay. Returns what was removed."""
+    removed = []
+    ckpts = out / "checkpoints"
+    if ckpts.is_dir():
+        removed += sorted(p.name for p in ckpts.iterdir())
+        shutil.rmtree(ckpts)
+    for name in RUN_FILES:
+        if (out / name).is_file():
+            (out / name).unlink()
+            removed.append(name)
+    return removed
 
 
 def latest_checkpoint(root: Path) -> Path | None:

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from mechsteer.errors import MechsteerError
+from mechsteer.eval.datasets import is_unicode
 
 
 @dataclass(frozen=True)
@@ -50,14 +51,29 @@ def _read_jsonl(path: Path, pf: str, af: str) -> list[dict]:
     if not path.is_file():
         raise MechsteerError(f"training data file not found: {path}")
     rows = []
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
+    with path.open("rb") as f:
+        for n, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise MechsteerError(
+                    f"{path}:{n}: not UTF-8 text ({e.reason} at byte {e.start})", hint="save the file as UTF-8"
+                ) from None
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
                 raise MechsteerError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+            except RecursionError:
+                raise MechsteerError(f"{path}:{n}: JSON nested too deeply") from None
+            if not isinstance(row, dict):
+                raise MechsteerError(
+                    f"{path}:{n}: a row must be a JSON object with fields {pf!r} and {af!r}, got {type(row).__name__}",
+                    hint="write one object per line, e.g. " + json.dumps({pf: "...", af: "..."}),
+                )
+            if not is_unicode(line, row):
+                raise MechsteerError(f"{path}:{n}: not valid Unicode text (an escaped lone surrogate such as \\ud800)")
             if pf not in row or af not in row:
                 raise MechsteerError(
                     f"{path}:{n}: a row needs fields {pf!r} and {af!r}; found {sorted(row)}",

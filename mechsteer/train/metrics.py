@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from mechsteer.atomic import atomic_path, atomic_write_text
+from mechsteer.readouts.plots import plain_labels
 
 
 class MetricsLog:
@@ -42,6 +43,7 @@ class MetricsLog:
         return len(self.records())
 
 
+@plain_labels
 def plot_metrics(records: list[dict], path: Path, title: str = "") -> Path:
     """Reward, loss / grad norm, and accuracy (training rollouts; held-out evaluations as markers) against step,
     as one PNG."""

@@ -25,15 +25,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from rich.markup import escape
 
 from mechsteer.atomic import atomic_write_text, default_mode
 from mechsteer.errors import CompileError, MechsteerError
 from mechsteer.hooks import HookScope
+from mechsteer.sequences import SamplingSettings, sample_rollouts
 from mechsteer.spec.layers import LayerResolutionError, resolve_layer
 from mechsteer.spec.paths import resolve_path
 from mechsteer.spec.training import BEST_FILE, LoadedTrainSpec, TrainSpec, resolve_setup
 from mechsteer.train.checkpoint import (
     checkpoint_steps,
+    clear_previous_run,
     latest_checkpoint,
     load_checkpoint,
     save_checkpoint,
@@ -44,7 +47,7 @@ from mechsteer.train.metrics import MetricsLog, plot_metrics
 from mechsteer.train.params import BlockVectors, FullModel, Lora1, Parameterisation, PlaceVector, build_parameterisation
 from mechsteer.train.rewards import Completion, custom_reward, named_reward
 from mechsteer.train.rloo import rloo_advantages, rloo_loss_backward
-from mechsteer.train.rollout import pad_prompts, row_budgets, sample
+from mechsteer.train.rollout import pad_prompts, row_budgets
 
 DEFAULT_CHUNK_PROMPTS = 4
 
@@ -67,6 +70,8 @@ def spec_fingerprint(spec: TrainSpec) -> str:
     for k in ("eval", "checkpoint_every", "output", "profiles", "description", "per_block"):
         d.pop(k, None)
     d["rloo"].pop("steps", None)
+    if d.get("rollouts") == "hf":
+        d.pop("rollouts")  # the default: fingerprints of runs from before the field existed stay valid
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
 
@@ -85,7 +90,9 @@ class Trainer:
     """Train the parameterisation a TrainSpec describes.
 
     `lm` (a `LoadedModel`), `rows` (training problems), `eval_rows` and `reward_fn` (a callable on
-    `Completion`) may be given directly; tests use them with tiny models."""
+    `Completion`) may be given directly; tests use them with tiny models. With `rollouts: vllm`,
+    `rollout_engine` (a train.vllm_rollouts.RolloutEngine) may be given too; it is then the caller's to close,
+    otherwise the trainer starts one at the first step and closes it at the end of `run`."""
 
     def __init__(
         self,
@@ -101,6 +108,7 @@ class Trainer:
         console=None,
         progress: bool = True,
         run_eval: bool = True,
+        rollout_engine=None,
     ):
         if isinstance(spec, LoadedTrainSpec):
             self.loaded = spec
@@ -118,6 +126,16 @@ class Trainer:
         from rich.console import Console
 
         self.console = console or Console(highlight=False)
+        self.rollout_engine = rollout_engine
+        self._owns_rollout_engine = rollout_engine is None
+        if spec.rollouts == "vllm" and rollout_engine is None:
+            from mechsteer import machine
+
+            problem = machine.vllm_problem()
+            if problem is not None:
+                raise MechsteerError(
+                    f"rollouts: vllm: {problem}", hint=machine.VLLM_HINT.replace("backend", "rollouts")
+                )
         if lm is None:
             from mechsteer.models.loading import load_model
 
@@ -208,17 +226,18 @@ class Trainer:
                 f"step {step}: no room to generate (prompt {int(prompts.lengths.max())} tokens, "
                 f"max_length {self.spec.model.max_length})"
             )
-        gen = torch.Generator(device=self.device).manual_seed(step_seed(self.spec.seed, step))
-        ro = sample(
-            self.lm.model,
-            prompts,
-            group_size=r.group_size,
-            max_new_tokens=max_new,
-            temperature=r.temperature,
-            stop_ids=self.stop_ids,
-            pad_id=tok.pad_token_id,
-            generator=gen,
-        )
+        engine_info: dict = {}
+        if self.spec.rollouts == "vllm":
+            ro, engine_info = self._vllm_sample(step, items, prompts, max_new)
+        else:
+            settings = SamplingSettings(
+                max_new_tokens=int(max_new.max()),
+                temperature=r.temperature,
+                samples=r.group_size,
+                seed=step_seed(self.spec.seed, step),
+                stop_ids=tuple(self.stop_ids),
+            )
+            ro = sample_rollouts(self.lm.model, prompts, settings, pad_id=tok.pad_token_id, budgets=max_new)
         t_sample = time.perf_counter() - t0
 
         graded = []
@@ -272,8 +291,50 @@ class Trainer:
             "t_reward": t_reward,
             "t_update": t_total - t_sample - t_reward,
             "t_step": t_total,
-            "tokens_per_s": ro.n_tokens / max(t_sample, 1e-9),
+            "tokens_per_s": ro.n_tokens / max(t_sample - engine_info.get("t_engine_start", 0.0), 1e-9),
+            **engine_info,
         }
+
+    # ------------------------------------------------------------------ vLLM rollouts (rollouts: vllm)
+    def _vllm_engine(self):
+        """The run's vLLM rollout engine, started on first use (after `--resume` has loaded the vectors)."""
+        if self.rollout_engine is None:
+            from mechsteer.train.vllm_rollouts import VllmRollouts
+
+            if not isinstance(self.params, BlockVectors):
+                raise MechsteerError(
+                    f"rollouts: vllm needs a vector setup; {self.params.describe()} changes more than a bias",
+                    hint="use rollouts: hf",
+                )
+            longest = max(len(it.prompt_ids) for it in self.pool.items)
+            budget = self.spec.model.max_length or longest + (self.spec.rloo.max_new_tokens or 0)
+            try:
+                self.rollout_engine = VllmRollouts.for_model(self.lm, max_model_len=budget, seed=self.spec.seed)
+            except CompileError as e:
+                raise MechsteerError(f"rollouts: vllm: {e}", hint="use rollouts: hf for this model") from None
+            self.console.print(f"vLLM rollout engine started in {self.rollout_engine.start_seconds:.0f} s")
+        return self.rollout_engine
+
+    def _vllm_sample(self, step: int, items, prompts, max_new) -> tuple:
+        """Step `step`'s rollouts from the vLLM engine: sync the current vectors into it, then sample (the
+        same prompts, budgets, stop ids and temperature as the HF sampler; seed from (seed, step))."""
+        from mechsteer.train.vllm_rollouts import block_biases, rollouts_from_samples
+
+        t0 = time.perf_counter()
+        fresh = self.rollout_engine is None
+        engine = self._vllm_engine()
+        info = {"t_engine_start": time.perf_counter() - t0} if fresh else {}
+        info["t_sync"] = engine.sync(block_biases(self.params, self.lm.shape.n_layers, self.lm.shape.d_model))
+        samples = engine.generate(
+            [list(it.prompt_ids) for it in items],
+            group_size=self.spec.rloo.group_size,
+            max_new_tokens=[int(b) for b in max_new],
+            temperature=self.spec.rloo.temperature,
+            stop_ids=self.stop_ids,
+            seed=step_seed(self.spec.seed, step),
+        )
+        info["t_generate"] = samples.timing.get("generate")
+        return rollouts_from_samples(prompts, self.spec.rloo.group_size, samples, self.lm.tokenizer.pad_token_id), info
 
     def _param_norm(self) -> float | None:
         if isinstance(self.params, FullModel):
@@ -386,8 +447,15 @@ class Trainer:
                     evals = [r for r in records if r["type"] == "eval"]
                     eval_before = next((r for r in evals if r["step"] == 0), None)
                     last_eval = evals[-1] if evals else None
-                    self.console.print(f"resuming from {ck} (step {start}/{self.total_steps})")
+                    self.console.print(escape(f"resuming from {ck} (step {start}/{self.total_steps})"))
                 else:
+                    removed = clear_previous_run(self.output_dir)
+                    if removed:
+                        self.console.print(
+                            f"fresh run: removed {len(removed)} files and checkpoints of an earlier run in "
+                            f"{self.output_dir} (--resume continues a run instead)",
+                            markup=False,
+                        )
                     self.metrics.reset()
                     self._write_run_info()
                     if self.eval_spec is not None and self.eval_spec.before:
@@ -396,6 +464,9 @@ class Trainer:
                 records += self._loop(start, ckpt_root, fp, train_seconds, last_eval)
             finally:
                 self.params.detach()
+                if self._owns_rollout_engine and self.rollout_engine is not None:
+                    self.rollout_engine.close()
+                    self.rollout_engine = None
         return self._finish(records, eval_before)
 
     def _eval_record(self, step: int) -> dict:

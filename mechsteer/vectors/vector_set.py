@@ -124,11 +124,24 @@ def load_vector_set(path: str | Path) -> VectorSet:
                     "import other formats with the `lm_eval_steered` or `gguf` vector kinds",
                 )
             vectors = f.get_tensor("vectors")
-            layers = f.get_tensor("layers").tolist() if "layers" in keys else list(range(vectors.shape[0]))
-    except (SafetensorError, OSError, ValueError) as e:
+            rows = f.get_tensor("layers") if "layers" in keys else None
+    except (SafetensorError, OSError, ValueError, TypeError) as e:
         raise VectorError(f"{path}: not a readable safetensors file ({e})") from None
     if vectors.dim() != 2:
         raise VectorError(f"{path}: 'vectors' has shape {tuple(vectors.shape)}; expected [n_layers, d_model]")
+    if rows is None:
+        layers = list(range(vectors.shape[0]))
+    elif rows.dim() != 1 or rows.is_floating_point() or rows.is_complex() or rows.dtype == torch.bool:
+        raise VectorError(
+            f"{path}: 'layers' has shape {tuple(rows.shape)} and dtype {rows.dtype}; expected the indices of the "
+            "rows present, a 1-D integer tensor [k]"
+        )
+    else:
+        layers = rows.tolist()
+        bad = sorted({i for i in layers if not 0 <= i < vectors.shape[0]})
+        if bad or len(set(layers)) != len(layers):
+            what = f"rows {bad[:8]} outside 0..{vectors.shape[0] - 1}" if bad else "a row twice"
+            raise VectorError(f"{path}: 'layers' lists {what}; expected distinct indices of rows of 'vectors'")
     if not vectors.is_floating_point():
         raise VectorError(f"{path}: 'vectors' has dtype {vectors.dtype}; expected a float dtype")
     if not torch.isfinite(vectors).all():

@@ -72,6 +72,8 @@ def test_run_records_cells_and_reuses_them(tmp_path, tiny_model_dir):
         assert rec["hash"] == c.hash and rec["model_provenance"]["dtype"] == "float32"
         assert rec["environment"]["packages"]["torch"] != "not installed"
         assert rec["spec_hash"] and rec["timing"]["seconds"] >= 0
+        # the spec the cell ran, not a copy of the whole study
+        assert rec["measurement_spec"] == c.measurement.spec.model_dump(mode="json") and "resolved_spec" not in rec
     steer = next(c for c in plan.cells if c.condition == "steer" and c.measurement.id == "readout:gen")
     assert store.read_record(steer.hash)["vectors"]["v"]["sha256"]
     again = execute_plan(compile_study(load_study(study), output_root=tmp_path / "out"))

@@ -170,6 +170,7 @@ def test_cells_and_trained_runs_resolve_against_the_driver_folder_not_the_worker
     address, env, head_cwd = ray_head
     study = _study(tmp_path / "study")
     driver_cwd = tmp_path / "driver"
+    driver_cwd.mkdir()
     cfg = make_tiny_model("llama", vocab_size=VOCAB_SIZE).config
     rows = torch.randn(cfg.num_hidden_layers, cfg.hidden_size, generator=torch.Generator().manual_seed(1))
     save_vector_set(  # the run's default folder is next to its training file, whatever the working directory

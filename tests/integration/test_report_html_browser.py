@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from hostile_runs import hostile_run, outside_markers
 from recorded_runs import paper_shapes_run
 
 from mechsteer.report import write_report
@@ -86,7 +87,7 @@ def test_report_html_renders_in_a_headless_browser(tmp_path):
     out = write_report(Results.load(run)).parent
     page = out / "report.html"
     pngs = sorted(out.glob("*.png"))
-    assert len(pngs) == 3
+    assert len(pngs) == 4  # the effects figure and three sweep plots
     expected_rows = _markdown_tables((out / "report.md").read_text())
     assert len(expected_rows) >= 6
     browser = _browser()
@@ -108,9 +109,11 @@ def test_report_html_renders_in_a_headless_browser(tmp_path):
         # the decoded widths are the PNG files' own widths (PNG header: width at bytes 16..20)
         widths = sorted(int.from_bytes(p.read_bytes()[16:20], "big") for p in pngs)
         assert sorted(w for _, w, _ in sizes) == widths
-        # a row of the results table names its cells
+        # a row of the results table (the first table with `model` in its first column) names its cells
         res = Results.load(run).table()
-        row = browser.find_element("xpath", "//table[1]//tr[td[2][normalize-space()='single_1']]")
+        row = browser.find_element(
+            "xpath", "(//table[thead/tr/th[1][normalize-space()='model']])[1]//tr[td[2][normalize-space()='single_1']]"
+        )
         assert row.get_attribute("title") == "cells: " + " ".join(sorted(set(res[res.condition == "single_1"].cell)))
         # the coloured-token sample: open its frame and find the spans
         details = browser.find_element("css selector", "details")
@@ -124,4 +127,102 @@ def test_report_html_renders_in_a_headless_browser(tmp_path):
     finally:
         browser.quit()
     table = pd.read_csv(out / "paper_table_lenient.csv")
-    assert len(table) == expected_rows[2]  # the paper table has one row per condition
+    assert len(table) == len(Results.load(run).conditions)  # the paper table has one row per condition
+    assert len(table) in expected_rows
+
+
+def test_a_hostile_report_runs_no_script_and_shows_no_outside_file(tmp_path):
+    """The report of a hostile output folder (`tests/hostile_runs.py`: script tags, event handlers and
+    `javascript:` links in names and the description, a cell's HTML sample with a script, symlinks to files
+    outside the folder), opened from disk: no script runs (in the page or in a frame), no dialog opens, no link
+    leaves for a `javascript:`, `data:` or outside `file:` target, and the only images are the folder's own."""
+    run = hostile_run(tmp_path)
+    page = write_report(Results.load(run)).parent / "report.html"
+    text = page.read_text()
+    assert not any(m in text for m in outside_markers())
+    browser = _browser()
+    try:
+        browser.get(page.as_uri())
+        for details in browser.find_elements("css selector", "details"):  # open every frame
+            details.find_element("css selector", "summary").click()
+        frames = browser.find_elements("css selector", "iframe")
+        assert frames, "the cell's HTML sample is embedded"
+        assert browser.execute_script("return typeof window.__pwned") == "undefined"
+        alert = browser.execute_script("return 1")  # a pending dialog would make any script call fail
+        assert alert == 1
+        links = browser.execute_script(
+            "return Array.from(document.links, a => [a.protocol, decodeURIComponent(a.pathname)])"
+        )
+        assert links
+        for protocol, path in links:
+            assert protocol in ("http:", "https:", "file:"), (protocol, path)
+            if protocol == "file:":
+                assert path.startswith(str(run)), path
+        images = browser.execute_script(
+            "return Array.from(document.images, i => [i.title, i.complete, i.naturalWidth])"
+        )
+        own = sorted(p.name for p in (run / "report").glob("*.png") if not p.is_symlink())
+        assert {"extra.png", "own.png"} < set(own) and sorted(t for t, _, _ in images) == own
+        assert all(ok and w > 0 for _, ok, w in images), images
+        # the frame still shows its sample (sandboxing stops scripts, not rendering)
+        browser.switch_to.frame(frames[0])
+        assert [s.text for s in browser.find_elements("css selector", "span.tok")] == ["ok"]
+        browser.switch_to.default_content()
+        assert browser.execute_script("return typeof window.__pwned") == "undefined"
+    finally:
+        browser.quit()
+
+
+def _wide_run(root):
+    """Two models, a dozen conditions with long names, an evaluation, a generate readout and a first_token
+    readout tracking eight tokens (17 metrics): the tables a report must split to fit."""
+    from recorded_runs import eval_cell, generate_cell, write_run
+
+    tokens = ["To", "Step", "The", "First", "Let", "We", "Answer", "Solution"]
+    conditions = ["base"] + [f"steer_head_{i}_with_a_rather_long_name" for i in range(11)]
+    cells = []
+    for model in ("qwen_math_7b", "llama_8b_instruct"):
+        for k, cond in enumerate(conditions):
+            outcome = [1 if (i + k) % 3 else 0 for i in range(48)]
+            cells += [eval_cell(model, cond, outcome), generate_cell(model, cond, outcome, name="sampled_t1")]
+            metrics = {"n": 48.0, "entropy": 1.0 + k / 10}
+            for t in tokens:
+                metrics |= {f"p({t})": 0.1 + k / 100, f"top1=={t}": 0.05}
+            cells.append(
+                {
+                    "model": model,
+                    "condition": cond,
+                    "measurement": "readout:first_token_distribution",
+                    "kind": "first_token",
+                    "seed": 0,
+                    "metrics": metrics,
+                    "samples": [],
+                }
+            )
+    ev = {"tasks": ["mini"], "protocol": "greedy", "seeds": [0], "control": conditions[1]}
+    return write_run(root, study="wide", cells=cells, evaluation=ev)
+
+
+@pytest.mark.parametrize("which", ["paper_shapes", "wide"])
+def test_no_table_or_figure_overflows_at_1280_px(tmp_path, which):
+    """At a 1280 px wide window every table and figure of report.html fits: the page has no horizontal
+    scroll, and no element's content is wider than the element."""
+    run = paper_shapes_run(tmp_path / "run") if which == "paper_shapes" else _wide_run(tmp_path / "run")
+    page = write_report(Results.load(run)).parent / "report.html"
+    browser = _browser()
+    try:
+        browser.set_window_size(1280, 1000)
+        browser.get(page.as_uri())
+        view = browser.execute_script("return document.documentElement.clientWidth")
+        assert 1200 <= view <= 1280
+        boxes = browser.execute_script(
+            "return Array.from(document.querySelectorAll('table, img'), e => [e.tagName, "
+            "e.getBoundingClientRect().left, e.getBoundingClientRect().right, e.scrollWidth, e.clientWidth])"
+        )
+        assert sum(tag == "TABLE" for tag, *_ in boxes) >= 5 and any(tag == "IMG" for tag, *_ in boxes)
+        for tag, left, right, scroll, client in boxes:
+            assert left >= 0 and right <= view + 0.5, (tag, left, right, view)
+            assert scroll <= client + 1, (tag, scroll, client)
+        assert browser.execute_script("return document.documentElement.scrollWidth") <= view
+    finally:
+        browser.quit()

@@ -16,11 +16,11 @@ from mechsteer.engine.plan import bind_vectors, compile_study
 from mechsteer.engine.store import CellStore
 from mechsteer.engine.vectors import BuildContext
 from mechsteer.errors import MechsteerError
+from mechsteer.report.checkpoint_selection import candidate_of, select, write_best
 from mechsteer.report.provenance import checkpoint_rows
 from mechsteer.results import Results
 from mechsteer.spec.evaluation import PAPER_AVERAGE_TASKS
 from mechsteer.spec.loader import load_study
-from mechsteer.train.select import candidate_of, select, write_best
 from mechsteer.vectors.vector_set import VectorSet, save_vector_set
 
 N, D = 30, 576

@@ -31,12 +31,14 @@ def study_file(tmp_path):
 
 
 def _pretend(monkeypatch, source: str | None = None, torch_version: str | None = None):
-    real = code_version.code_fingerprint()
-    fp = {
-        "source": source or real["source"],
-        "packages": {**real["packages"], **({"torch": torch_version} if torch_version else {})},
-    }
-    monkeypatch.setattr("mechsteer.engine.plan.code_fingerprint", lambda: fp)
+    def pretended(*args, **kwargs):
+        real = code_version.code_fingerprint(*args, **kwargs)
+        return {
+            "source": source or real["source"],
+            "packages": {**real["packages"], **({"torch": torch_version} if torch_version else {})},
+        }
+
+    monkeypatch.setattr("mechsteer.engine.plan.code_fingerprint", pretended)
 
 
 def test_code_change_makes_cells_stale_and_run_recomputes_them(study_file, tmp_path, monkeypatch):
@@ -67,3 +69,41 @@ def test_reuse_stale_keeps_cells_and_records_the_reuse(study_file, tmp_path, mon
     for h in kept.run_summary.reused_stale:
         rec = json.loads((out / "stale" / "cells" / h / "cell.json").read_text())
         assert rec["reused_stale"][-1]["code"]["packages"]["torch"] == "99.0"
+
+
+def test_editing_one_readout_module_recomputes_only_its_cells(tmp_path, monkeypatch):
+    """Per-cell fingerprints: after an edit of readouts/first_token.py (in a copy of the package), the
+    first_token cells are stale and recomputed; the generate cells stay cached."""
+    import shutil
+
+    m = make_tiny_model("llama", vocab_size=VOCAB_SIZE)
+    m.save_pretrained(tmp_path / "model")
+    make_tiny_tokenizer().save_pretrained(tmp_path / "model")
+    doc = {
+        "name": "two",
+        "models": {"tiny": {"id": "model", "dtype": "float32", "device": "cpu"}},
+        "vectors": {"v": {"kind": "random", "seed": 0, "norm": 4.0}},
+        "conditions": {"base": [], "steer": [{"kind": "add", "vector": "v"}]},
+        "readouts": {
+            "first": {"kind": "first_token", "prompts": ["ab"], "template": "raw", "track": ["a"]},
+            "gen": {"kind": "generate", "prompts": ["ab"], "template": "raw", "max_new_tokens": 2},
+        },
+    }
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(doc))
+    out = tmp_path / "out"
+    study = load_study(tmp_path / "s.yaml")
+    first = study.run(output_dir=out, report=False)
+    assert len(first.run_summary.executed) == 4
+
+    edited = tmp_path / "copy" / "mechsteer"
+    shutil.copytree(code_version.PACKAGE_ROOT, edited, ignore=shutil.ignore_patterns("__pycache__", "data"))
+    with open(edited / "readouts" / "first_token.py", "a") as f:
+        f.write("\n_EDITED = 1\n")
+    monkeypatch.setattr(code_version, "TREE", code_version.SourceTree(edited))
+    status = study.status(output_dir=out)
+    states = dict(zip(status.measurement, status.state, strict=False))
+    assert set(status[status.measurement == "readout:first"].state) == {"stale"}
+    assert set(status[status.measurement == "readout:gen"].state) == {"fresh"}, states
+    again = study.run(output_dir=out, report=False)
+    firsts = {c.hash for c in study.plan(output_dir=out).cells if c.measurement.id == "readout:first"}
+    assert set(again.run_summary.executed) == firsts and len(again.run_summary.cached) == 2

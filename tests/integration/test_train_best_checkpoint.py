@@ -94,6 +94,7 @@ def test_a_run_with_eval_select_writes_best_json_and_a_study_reads_that_checkpoi
     assert not torch.equal(want.vectors, final.vectors)  # the selection matters: step 4 != step 6
     assert torch.equal(got.vectors, want.vectors)
     (out / "best.json").unlink()
+    vectors = bind_vectors(load_study(tmp_path / "s.yaml"))  # a plan compiled now finds no selection
     with pytest.raises(VectorError, match=r"no best.json.*eval.select"):
         BuildContext(n_layers=n, d_model=d, specs=vectors).get("best")
 

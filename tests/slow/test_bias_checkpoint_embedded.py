@@ -1,17 +1,20 @@
 """The bias-compiled checkpoint of the embedded SmolLM2-135M-Instruct, loaded by plain transformers (no hooks),
 against the hooked `add` (all layers, plus a second `add` summed into two layers).
 
-float64: identical to the last bits (the bias is the hooked terms' exact sum). float32: the two differ only
-by the order of additions (residual + (mlp + s) vs (residual + mlp) + s); through 30 layers with logits near
-30 that order alone moves logits by ~6e-5, as much as float32 itself moves the hooked logits away from the
-float64 ones, so the float32 check is: the compiled model is no further from the float64 truth than the
-hooked model is (measured in benchmarks/bias_checkpoint.py)."""
+float64: equal up to float64 rounding (the bias is the hooked terms' exact sum; only the order of additions
+differs). float32: the two differ only by that order (residual + (mlp + s) vs (residual + mlp) + s); through 30
+layers with logits near 30 that order alone moves logits by about as much as float32 itself moves the hooked
+logits away from the float64 ones (~6e-5 here, measured in benchmarks/bias_checkpoint.py), so the float32
+checks use that measured error of float32 on this machine as the yardstick: the compiled model is no further
+from the float64 truth than the hooked model is, and the two float32 models are no further apart than twice
+float32's own error."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 from conftest import register_model
+from tolerance import logits_tolerance
 
 from mechsteer.backends.bias_checkpoint import compile_bias_checkpoint, condition_bias
 from mechsteer.interventions import steering
@@ -52,9 +55,9 @@ def test_embedded_compiled_checkpoint_equals_hooked_add(tmp_path, monkeypatch):
             logits[dtype] = (hooked.double(), compiled(ids).logits.double())
         assert (hooked - base).abs().max() > 0.1, "the condition must change the logits"
     hooked64, compiled64 = logits[torch.float64]
-    assert (compiled64 - hooked64).abs().max().item() <= 1e-9
+    assert (compiled64 - hooked64).abs().max().item() <= logits_tolerance(model, hooked64, dtype=torch.float64)
     hooked32, compiled32 = logits[torch.float32]
     err_hooked = (hooked32 - hooked64).abs().max().item()
     err_compiled = (compiled32 - hooked64).abs().max().item()
     assert err_compiled <= 1.5 * err_hooked, (err_compiled, err_hooked)
-    assert (compiled32 - hooked32).abs().max().item() <= 2e-4
+    assert (compiled32 - hooked32).abs().max().item() <= 2 * err_hooked

@@ -111,5 +111,6 @@ def test_every_third_party_module_the_package_imports_is_declared():
     provides = _modules_of_distributions()
     by_module = {m: dist for dist, modules in provides.items() for m in modules}
     third_party = _imported_modules("mechsteer") - set(sys.stdlib_module_names) - {"mechsteer", "__future__"}
-    undeclared = sorted(m for m in third_party if by_module.get(m) not in declared)
+    # a module of an optional distribution not installed here (vllm in the main venv) must carry its name
+    undeclared = sorted(m for m in third_party if by_module.get(m, canonicalize_name(m)) not in declared)
     assert undeclared == [], f"mechsteer imports modules of undeclared distributions: {undeclared}"

@@ -13,13 +13,15 @@ import pandas as pd
 import pytest
 import torch
 from conftest import make_tiny_model
+from tolerance import assert_close, forward_ops, tolerance
 
-from mechsteer.diffsae.collect import Sequence, collect_diffs, load_index, load_layer, read_manifest
-from mechsteer.diffsae.features import Encoded, analyse_features, benjamini_hochberg, feature_stats, logit_lens
+from mechsteer.diffsae.collect import Graded, collect_diffs, load_index, load_layer, read_manifest
+from mechsteer.diffsae.features import Encoded, analyse_features, benjamini_hochberg, feature_stats
 from mechsteer.diffsae.sae import TopKSAE, load_saelens, save_saelens
 from mechsteer.diffsae.train import SAETrainConfig, TokenSource, fold_scale, train_sae
 from mechsteer.interventions import steering
 from mechsteer.models.adapters import adapter_for
+from mechsteer.sequences import SamplingSettings, Sequence
 from mechsteer.spec.kinds.interventions import AddSpec
 from mechsteer.vectors import VectorSet
 
@@ -62,7 +64,9 @@ def test_topk_sae_recovers_most_ground_truth_directions(tmp_path):
     assert frac >= 0.8
     assert res.metrics["explained_variance"] > 0.8 and res.metrics["nmse"] < 0.2
     # decoder rows are kept unit norm; the export in SAELens format reloads to the same SAE
-    torch.testing.assert_close(res.sae.W_dec.norm(dim=1), torch.ones(128), rtol=0, atol=1e-5)
+    torch.testing.assert_close(
+        res.sae.W_dec.norm(dim=1), torch.ones(128), rtol=0, atol=tolerance(torch.float32, 1.0, 32)
+    )
     loaded, cfg_json = load_saelens(tmp_path / "sae")
     assert cfg_json["k"] == 4 and cfg_json["d_sae"] == 128
     assert torch.equal(loaded.W_enc, res.sae.W_enc) and torch.equal(loaded.b_dec, res.sae.b_dec)
@@ -199,18 +203,40 @@ def test_top_contexts_pick_the_strongest_token_per_sequence_with_its_window():
     assert ctx[0]["token_ids"] == [20, 21, 22] and ctx[0]["acts"] == [1.0, 4.0, 0.5] and ctx[0]["center"] == 1
     assert ctx[1]["token_ids"] == [11, 12, 13] and ctx[1]["acts"] == [1.0, 3.0, 2.0]
     page = contexts_html([(5, "title", ctx)], lambda t: f"<t{t}>")
-    assert "&lt;t21&gt;" in page and "rgba(255,120,0,1.00)" in page and "incorrect" in page
+    assert "&lt;t21&gt;" in page and "rgb(230,120,20)" in page and "incorrect" in page  # the peak: full orange
+    assert page.count("outline:") == 2  # each context's centre token
 
 
-def test_logit_lens_is_the_unembedding_of_the_normed_direction():
+def test_feature_logit_lens_is_the_unembedding_of_the_normed_decoder_row():
+    """The DiffSAE table uses the readouts' logit lens: top/bottom tokens of lm_head(final_norm(W_dec[f]))."""
+    from mechsteer.diffsae.features import logit_lens_table
+
     m = make_tiny_model("llama")
-    d = torch.randn(3, 32)
-    top_v, top_i, bot_v, bot_i = logit_lens(d, m.lm_head, m.model.norm, k=5)
-    ref = m.lm_head(m.model.norm(d))
-    torch.testing.assert_close(top_v, ref.topk(5).values)
-    assert torch.equal(bot_i, ref.topk(5, largest=False).indices)
-    plain = logit_lens(d, m.lm_head, None, k=5)[1]
-    assert torch.equal(plain, (d @ m.lm_head.weight.T).topk(5).indices)
+    sae = TopKSAE(32, 8, 2)
+    sae.init_weights(torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        sae.W_dec.mul_(5.0)  # rows far from unit norm: the final norm must change the scores
+
+    def norm(x):
+        return m.model.norm(x.float()).double()
+
+    def parsed(cell):  # "'5':1.23 | '17':0.98 | ..." -> ([5, 17, ...], [1.23, 0.98, ...])
+        pairs = [p.rsplit(":", 1) for p in cell.split(" | ")]
+        return [int(t.strip("'")) for t, _ in pairs], [float(v) for _, v in pairs]
+
+    table = logit_lens_table(sae, [1, 6], m.lm_head.weight.detach(), norm, str, k=4)
+    plain = logit_lens_table(sae, [1, 6], m.lm_head.weight.detach(), None, str, k=4)
+    with torch.no_grad():
+        normed_ref = m.lm_head(m.model.norm(sae.W_dec[[1, 6]]))
+        plain_ref = sae.W_dec[[1, 6]] @ m.lm_head.weight.T
+    for got, ref in ((table, normed_ref), (plain, plain_ref)):
+        for r in range(2):
+            for col, largest in (("top_tokens", True), ("bottom_tokens", False)):
+                ids, vals = parsed(got.loc[r, col])
+                want = ref[r].topk(4, largest=largest)
+                assert ids == want.indices.tolist()
+                assert vals == pytest.approx(want.values.tolist(), abs=0.006)  # printed with 2 decimals
+    assert table.loc[0, "top_tokens"] != plain.loc[0, "top_tokens"]
 
 
 # ---------------------------------------------------------------------------------------------- SAE format
@@ -258,7 +284,10 @@ def test_saelens_format_round_trip(tmp_path):
     # encode by hand: ReLU of the 3 largest of (x - b_dec) W_enc + b_enc
     pre = (x - sae.b_dec) @ sae.W_enc + sae.b_enc
     kth = pre.topk(3, dim=-1).values[:, -1:]
-    torch.testing.assert_close(acts, torch.where(pre >= kth, pre.relu(), torch.zeros_like(pre)))
+    terms = (x - sae.b_dec).abs() @ sae.W_enc.abs() + sae.b_enc.abs()
+    assert_close(
+        acts, torch.where(pre >= kth, pre.relu(), torch.zeros_like(pre)), tolerance(torch.float32, terms.max(), 16)
+    )
 
 
 def test_folding_the_input_scale_gives_the_raw_unit_sae():
@@ -268,8 +297,12 @@ def test_folding_the_input_scale_gives_the_raw_unit_sae():
         sae.b_enc.copy_(torch.randn(20))
     x, c = torch.randn(30, 8), 7.5
     raw = fold_scale(sae, c)
-    torch.testing.assert_close(raw(x), sae(x * c) / c)
-    torch.testing.assert_close(raw.encode(x), sae.encode(x * c) / c)
+    with torch.no_grad():  # the size of the terms: pre-activations, then the decoded sum of k=2 rows
+        enc_terms = (x.abs() + sae.b_dec.abs() / c) @ sae.W_enc.abs() + sae.b_enc.abs() / c
+        dec_terms = enc_terms.max() * 2 * sae.W_dec.abs().max() + sae.b_dec.abs().max() / c
+    n = 8 + 20  # encode over d_in, decode over d_sae
+    assert_close(raw.encode(x), sae.encode(x * c) / c, tolerance(torch.float32, enc_terms.max(), n))
+    assert_close(raw(x), sae(x * c) / c, tolerance(torch.float32, dec_terms, n))
 
 
 # ---------------------------------------------------------------------------------------------- collector
@@ -290,10 +323,14 @@ def _sequences():
     g = torch.Generator().manual_seed(5)
     lens = [(5, 4), (3, 7), (8, 2)]
     return [
-        Sequence(
+        Graded(
+            Sequence(
+                torch.randint(3, 97, (a,), generator=g).tolist(),
+                torch.randint(3, 97, (b,), generator=g).tolist(),
+                finished=False,
+                prompt=i,
+            ),
             problem=f"p{i}",
-            prompt_ids=torch.randint(3, 97, (a,), generator=g).tolist(),
-            generated_ids=torch.randint(3, 97, (b,), generator=g).tolist(),
             correct=i != 1,
         )
         for i, (a, b) in enumerate(lens)
@@ -316,37 +353,45 @@ def test_collector_dF_is_zero_before_the_steered_layer_and_equals_an_independent
     vs = VectorSet(torch.randn(4, 32, generator=torch.Generator().manual_seed(1)) * 2, [0, 1, 2, 3])
     cond = [AddSpec(vector="v", layer=1)]
     seqs = _sequences()
-    ids = torch.tensor([seqs[0].ids])
+    ids = torch.tensor([seqs[0].sequence.ids])
     with steering(m, adapter_for(m), cond, {"v": vs}):
         steered_logits = m(ids).logits
     assert (steered_logits - m(ids).logits).abs().max() > 1e-2, "steering must change the logits"
 
     manifest = collect_diffs(_tiny_lm(m), cond, {"v": vs}, seqs, [0, 1, 2], tmp_path / "c", batch_size=3)
-    assert manifest["n_tokens"] == sum(len(s.ids) for s in seqs) == manifest["shards"][0]["n_tokens"]
+    assert manifest["n_tokens"] == sum(len(s.sequence.ids) for s in seqs) == manifest["shards"][0]["n_tokens"]
     index = load_index(tmp_path / "c")
-    assert index["seq"].tolist() == [i for i, s in enumerate(seqs) for _ in s.ids]
-    assert index["token_id"].tolist() == [t for s in seqs for t in s.ids]
-    assert index["is_generated"].tolist() == [p >= len(s.prompt_ids) for s in seqs for p in range(len(s.ids))]
-    assert index["correct"].tolist() == [s.correct for s in seqs for _ in s.ids]
+    assert index["seq"].tolist() == [i for i, s in enumerate(seqs) for _ in s.sequence.ids]
+    assert index["token_id"].tolist() == [t for s in seqs for t in s.sequence.ids]
+    assert index["is_generated"].tolist() == [
+        p >= len(s.sequence.prompt_ids) for s in seqs for p in range(len(s.sequence.ids))
+    ]
+    assert index["correct"].tolist() == [s.correct for s in seqs for _ in s.sequence.ids]
 
     dF = {layer: load_layer(tmp_path / "c", layer) for layer in (0, 1, 2)}
     assert torch.equal(dF[0], torch.zeros_like(dF[0]))  # before the steered block: exactly nothing changes
     ref_model = _bias_reference(m, 1, vs.vectors[1])
-    expected = {1: [], 2: []}
+    expected, size = {1: [], 2: []}, {1: 0.0, 2: 0.0}
     for s in seqs:  # unpadded, one sequence at a time: also checks the collector's padding
-        t = torch.tensor([s.ids])
+        t = torch.tensor([s.sequence.ids])
         hb = m(t, output_hidden_states=True).hidden_states
         hs = ref_model(t, output_hidden_states=True).hidden_states
         for layer in (1, 2):
             expected[layer].append((hs[layer + 1] - hb[layer + 1])[0])
+            size[layer] = max(size[layer], float(hs[layer + 1].abs().max()), float(hb[layer + 1].abs().max()))
+    # dF is a difference of two hidden states, each from two float32 forwards (collector vs reference): the
+    # rounding is that of the hidden states, twice
+    tol = {layer: 2 * tolerance(torch.float32, size[layer], forward_ops(m)) for layer in (1, 2)}
     for layer in (1, 2):
-        torch.testing.assert_close(dF[layer], torch.cat(expected[layer]), rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(dF[1], vs.vectors[1].expand_as(dF[1]), rtol=1e-4, atol=1e-5)
+        assert_close(dF[layer], torch.cat(expected[layer]), tol[layer], f"layer {layer}")
+    # at the steered block the same h either way: fl(h + v) - h, one rounding at the size of h + v
+    assert_close(dF[1], vs.vectors[1].expand_as(dF[1]), tolerance(torch.float32, size[1]))
     assert dF[2].std(0).max() > 1e-3  # after the steered block dF varies from token to token
 
     gen_only = collect_diffs(_tiny_lm(m), cond, {"v": vs}, seqs, [2], tmp_path / "g", positions="generated")
-    assert gen_only["n_tokens"] == sum(len(s.generated_ids) for s in seqs)
-    torch.testing.assert_close(load_layer(tmp_path / "g", 2), dF[2][torch.tensor(index["is_generated"].tolist())])
+    assert gen_only["n_tokens"] == sum(len(s.sequence.generated_ids) for s in seqs)
+    # another batching (the default batch size): rounding apart
+    assert_close(load_layer(tmp_path / "g", 2), dF[2][torch.tensor(index["is_generated"].tolist())], tol[2])
 
 
 def test_shards_respect_the_size_bound_and_concatenate_to_the_same_data(tmp_path):
@@ -357,7 +402,8 @@ def test_shards_respect_the_size_bound_and_concatenate_to_the_same_data(tmp_path
     small = collect_diffs(
         _tiny_lm(m), cond, {"v": vs}, seqs, [1, 2, 3], tmp_path / "small", max_shard_bytes=bound, batch_size=2
     )
-    big = collect_diffs(_tiny_lm(m), cond, {"v": vs}, seqs, [1, 2, 3], tmp_path / "big")
+    # the same batches (the same kernels, bit for bit), only the shards differ
+    big = collect_diffs(_tiny_lm(m), cond, {"v": vs}, seqs, [1, 2, 3], tmp_path / "big", batch_size=2)
     assert len(big["shards"]) == 1 and len(small["shards"]) == 5  # 29 tokens, 6 per shard
     assert [s["n_tokens"] for s in small["shards"]] == [6, 6, 6, 6, 5]
     for s in small["shards"]:
@@ -420,35 +466,23 @@ def tiny_lm(tmp_path_factory):
 def test_generate_and_grade_keeps_the_sampled_ids_and_matches_generation(tiny_lm):
     from mechsteer.diffsae.collect import generate_and_grade
     from mechsteer.eval.grading import grade
-    from mechsteer.generation import generate, render_prompts
+    from mechsteer.generation import model_sampling, render_prompts, sample_texts
 
     vs = VectorSet(torch.randn(4, 32, generator=torch.Generator().manual_seed(4)) * 3, [0, 1, 2, 3])
     cond, vecs = [AddSpec(vector="v", layer=2)], {"v": vs}
     problems = [{"id": f"q{i}", "problem": f"What is {i} + 1?", "answer": str(i + 1)} for i in range(5)]
-    seqs = generate_and_grade(tiny_lm, cond, vecs, problems, temperature=0.0, max_new_tokens=6, batch_size=2)
+    settings = model_sampling(tiny_lm, max_new_tokens=6, batch_size=2)
+    graded = generate_and_grade(tiny_lm, cond, vecs, problems, settings)
+    prompts = render_prompts(tiny_lm, [p["problem"] for p in problems], "qwen_math")
     with steering(tiny_lm.model, tiny_lm.adapter, cond, vecs, tokenizer=tiny_lm.tokenizer) as ctx:
-        ref = generate(
-            tiny_lm,
-            ctx,
-            render_prompts(tiny_lm, [p["problem"] for p in problems], "qwen_math"),
-            max_new_tokens=6,
-            temperature=0.0,
-            batch_size=3,
-        )
-    base = generate(
-        tiny_lm,
-        None,
-        render_prompts(tiny_lm, [p["problem"] for p in problems], "qwen_math"),
-        max_new_tokens=6,
-        temperature=0.0,
-        batch_size=3,
-    )
-    assert [s.completion for s in seqs] != [c[0].text for c in base], "steering must change the completions"
-    assert [s.completion for s in seqs] == [c[0].text for c in ref]
-    for s, p in zip(seqs, problems):
-        assert tiny_lm.tokenizer.decode(s.generated_ids, skip_special_tokens=True) == s.completion
-        assert s.correct == grade(s.completion, p["answer"]).lenient_correct
-        assert tiny_lm.tokenizer.decode(s.prompt_ids).endswith("<|im_start|>assistant\n")
+        ref = sample_texts(tiny_lm, ctx, prompts, settings.replace(batch_size=3))
+    base = sample_texts(tiny_lm, None, prompts, settings)
+    assert [g.sequence for g in graded] != base, "steering must change the completions"
+    assert [g.sequence for g in graded] == ref
+    for g, p in zip(graded, problems):
+        assert g.sequence.text(tiny_lm.tokenizer) == g.completion and g.problem == p["id"]
+        assert g.correct == grade(g.completion, p["answer"]).lenient_correct
+        assert tiny_lm.tokenizer.decode(g.sequence.prompt_ids).endswith("<|im_start|>assistant\n")
 
 
 def test_run_diffsae_writes_every_stage(tiny_lm, tmp_path):
@@ -458,7 +492,7 @@ def test_run_diffsae_writes_every_stage(tiny_lm, tmp_path):
     problems = [{"id": f"q{i}", "problem": f"{i}", "answer": str(i % 10)} for i in range(12)]
     cfg = DiffSAEConfig(
         sae=SAETrainConfig(width=16, k=2, tokens=40 * 32, batch_size=32, log_every=10),
-        max_new_tokens=5,
+        sampling=SamplingSettings(max_new_tokens=5, temperature=1.0, batch_size=4),
         batch_size=4,
         top_n=2,
         n_contexts=2,

@@ -204,7 +204,8 @@ def test_penultimate_profile_has_every_panel_of_figure_5_and_figure_6(profile, h
     assert panel("skip_attn") and panel("skip_layer")
     (band,) = conds["s_last"]
     assert band.kind == "add" and band.layer == pen + 1
-    assert ls.spec.vectors["s_last"].per_block == [pen + 1] and ls.spec.vectors["allpen"].per_block == [pen]
+    assert ls.spec.vectors["s_last"].per_block == [pen + 1] and ls.spec.vectors["pen"].per_block == [pen]
+    assert "allpen" not in ls.spec.vectors  # no second name for the same set
     fig6 = ls.spec.readouts["fig6"]
     assert fig6.kind == "token_shift" and fig6.reference == "skip_attn" and fig6.conditions == ["s_pen"]
     assert set(fig6.categories) == {"process_words", "structure_symbols"}

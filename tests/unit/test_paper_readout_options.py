@@ -145,15 +145,20 @@ def test_deepscaler_prompts_are_validated_as_a_training_set(tmp_path):
 
 
 def test_only_finished_drops_truncated_samples(monkeypatch):
+    """The readout's `only_finished` reaches the sampler's filter, and the readout learns how many it dropped."""
     from types import SimpleNamespace
 
     from mechsteer.readouts import teacher_forced as tf
+    from mechsteer.sequences import Sequence
 
-    seqs = [tf.Sequence(0, [1, 2, 3], 1, True), tf.Sequence(1, [1, 2], 1, False), tf.Sequence(2, [4], 1, True)]
-    monkeypatch.setattr(tf, "_sample_sequences", lambda task, ivs: list(seqs))
+    seqs = [
+        Sequence((1,), (2, 3), True, prompt=0),
+        Sequence((1,), (2,), False, prompt=1),
+        Sequence((4,), (5,), True, prompt=2),
+    ]
+    monkeypatch.setattr(tf, "sample_sequences", lambda task, ivs: list(seqs))
     on = SimpleNamespace(spec=SimpleNamespace(only_finished=True))
     off = SimpleNamespace(spec=SimpleNamespace(only_finished=False))
     kept, dropped = tf.kept_sequences(on, [])
-    assert [q.sample for q in kept] == [0, 2] and dropped == 1
+    assert [q.prompt for q in kept] == [0, 2] and dropped == 1
     assert tf.kept_sequences(off, []) == (seqs, 0)
-    assert [q.sample for q in tf.sample_sequences(on, [])] == [0, 2]

@@ -15,6 +15,7 @@ import pytest
 import torch
 from conftest import make_tiny_model
 from tiny_tokenizer import VOCAB_SIZE, make_tiny_tokenizer
+from tolerance import forward_ops, tolerance
 
 from mechsteer.interventions import steering
 from mechsteer.measurement import MeasurementTask
@@ -62,13 +63,17 @@ def test_first_token_readout_matches_softmax_by_hand():
 
     lm = _lm()
     tok = lm.tokenizer
-    hand = []
+    hand, size = [], 0.0
     with torch.no_grad():
         for p in PROMPTS:
             logits = lm.model(input_ids=torch.tensor([_ids(lm, p)])).logits[0, -1].double()
             e = torch.exp(logits - logits.max())
             probs = e / e.sum()
             hand.append(probs)
+            size = max(size, float(logits.abs().max()))
+    # the readout's float32 logits (batched, padded) are rounding apart from these: a logit error d moves p by
+    # at most p x 2d and the entropy H by at most H x 2d, so both are compared relatively
+    rel = 2 * tolerance(torch.float32, size, forward_ops(lm.model))
     top1 = [int(p.argmax()) for p in hand]
     tracked = tok.convert_ids_to_tokens(top1[0])  # a token that is the top-1 of at least one prompt
     other = "Q"
@@ -86,14 +91,14 @@ def test_first_token_readout_matches_softmax_by_hand():
         )
     m = res.metrics
     assert m["n"] == len(PROMPTS)
-    assert m[f"p({tracked})"] == pytest.approx(float(sum(p[t_id] for p in hand) / len(hand)), rel=1e-5)
-    assert m[f"p({other})"] == pytest.approx(float(sum(p[o_id] for p in hand) / len(hand)), rel=1e-5)
+    assert m[f"p({tracked})"] == pytest.approx(float(sum(p[t_id] for p in hand) / len(hand)), rel=rel)
+    assert m[f"p({other})"] == pytest.approx(float(sum(p[o_id] for p in hand) / len(hand)), rel=rel)
     assert m[f"top1=={tracked}"] == pytest.approx(share)
     ent = [float(-(p * torch.log(p)).sum()) for p in hand]
-    assert m["entropy"] == pytest.approx(sum(ent) / len(ent), rel=1e-5)
+    assert m["entropy"] == pytest.approx(sum(ent) / len(ent), rel=rel)
     for s, p in zip(res.samples, hand):
         vals, idx = p.topk(3)
-        assert [t for _, t in s["top"]] == pytest.approx([float(v) for v in vals], rel=1e-5)
+        assert [t for _, t in s["top"]] == pytest.approx([float(v) for v in vals], rel=rel)
         assert s["top1_id"] == int(idx[0])
 
 

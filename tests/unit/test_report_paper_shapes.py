@@ -73,6 +73,7 @@ def test_sweep_plots_numbers_and_html(tmp_path):
     assert pd.read_csv(head_csv)["head"].tolist() == [0, 1]
     pngs = sorted(p.name for p in out.glob("*.png"))
     assert pngs == [
+        "effects_m_acc_boxed.png",  # the paper protocol's headline: the paper's metric
         "sweep_pair_i_j_m_mini_acc_lenient.png",
         "sweep_q_head_head_m_mini_acc_lenient.png",
         "sweep_single_layer_m_mini_acc_lenient.png",
@@ -80,7 +81,14 @@ def test_sweep_plots_numbers_and_html(tmp_path):
     pairs = pd.read_csv(out / "sweep_pair_i_j_m_mini_acc_lenient.csv")
     assert list(zip(pairs.i, pairs.j, pairs["mean"], strict=True)) == [(0, 1, 50.0), (0, 2, 75.0), (1, 2, 12.5)]
     md = (out / "report.md").read_text()
-    assert "base (25.0)" in md and "all_layers (75.0)" in md  # the baselines drawn as lines
+    assert "base (25.0, 95% CI)" in md and "all_layers (75.0, 95% CI)" in md  # the baselines drawn as bands
+    # each point's interval is the one of the effects table (per-problem records, two seeds: a bootstrap)
+    eff = Results.load(run).effects("acc_lenient").set_index("condition")
+    for row in layers.itertuples():
+        assert (row.ci_low, row.ci_high) == pytest.approx(
+            (eff.loc[row.condition, "low"] * 100, eff.loc[row.condition, "high"] * 100)
+        )
+        assert row.ci_low < row.mean < row.ci_high and eff.loc[row.condition, "interval"] == "bootstrap"
     page = (out / "report.html").read_text()
     images = re.findall(r'<img [^>]*src="data:image/png;base64,([^"]+)"', page)
     assert len(images) == len(pngs)

@@ -230,7 +230,7 @@ def test_the_donor_sweep_as_the_compiler_records_it(tmp_path):
     store = CellStore(plan.cells_dir)
     for c in plan.cells:
         k = acc[(c.model, c.condition)]
-        record = {"hash": c.hash, "model": c.model, "resolved_spec": plan.resolved_spec}
+        record = {"hash": c.hash, "model": c.model}
         store.write(c.hash, record, {"acc_lenient": k / 10, "acc_boxed": 0.0}, [])
     plan.write_summary()
     results = Results.load(plan.output_dir)

@@ -14,7 +14,7 @@ import torch
 from conftest import make_tiny_model
 
 from mechsteer.errors import ModelLoadError
-from mechsteer.generation import generate, stop_info, stop_token_ids
+from mechsteer.generation import model_sampling, sample_texts, stop_info, stop_token_ids
 from mechsteer.models.adapters import adapter_for
 from mechsteer.models.loading import LoadedModel
 from mechsteer.models.stops import end_of_turn_id, stop_string_ids
@@ -149,8 +149,8 @@ def test_generation_stops_at_end_of_turn_when_eos_differs():
     ]
     # The unsteered tiny model first writes some text; then <|im_end|> is made the argmax after 3 new tokens.
     lm = _lm(tok, model)
-    free = generate(lm, None, prompts, max_new_tokens=8)[0][0]
-    assert not free.finished and free.n_tokens == 8
+    free = sample_texts(lm, None, prompts, model_sampling(lm, max_new_tokens=8))[0]
+    assert not free.finished and free.n_generated == 8
     width = len(tok(prompts[0], add_special_tokens=False)["input_ids"])
 
     orig_forward = model.forward
@@ -165,9 +165,10 @@ def test_generation_stops_at_end_of_turn_when_eos_differs():
 
     model.forward = forward
     try:
-        comp = generate(lm, None, prompts, max_new_tokens=8)[0][0]
+        comp = sample_texts(lm, None, prompts, model_sampling(lm, max_new_tokens=8))[0]
     finally:
         del model.forward
     assert comp.finished, "generation ran past the chat template's end-of-turn token"
-    assert comp.n_tokens == 4 and comp.text == free.text[: len(comp.text)] and len(comp.text) == 3
-    assert eot not in tok(comp.text, add_special_tokens=False)["input_ids"]
+    text = comp.text(tok)
+    assert comp.n_generated == 4 and text == free.text(tok)[: len(text)] and len(text) == 3
+    assert comp.generated_ids[-1] == eot and eot not in tok(text, add_special_tokens=False)["input_ids"]

@@ -58,7 +58,7 @@ def test_one_file_expands_per_model_depth_and_heads(tmp_path):
     kv = next(c for c in plan.cells if c.model == "llama" and c.condition == "kv_v_7")
     assert kv.interventions[0].proj == ["v"] and kv.interventions[0].heads == [7] and kv.interventions[0].layer == 31
     # conditions keep the study order, expansions in place; the baseline is shared
-    assert plan.conditions[:3] == ["base", "single_0", "single_1"] and plan.baseline == "base"
+    assert plan.conditions[:3] == ("base", "single_0", "single_1") and plan.baseline == "base"
 
 
 def test_expanded_sweep_equals_the_hand_written_conditions(tmp_path):

@@ -37,13 +37,13 @@ def test_trainer_gives_each_prompt_its_own_budget(tmp_path, monkeypatch):
     from mechsteer.train.trainer import Trainer
 
     seen = []
-    real = trainer_mod.sample
+    real = trainer_mod.sample_rollouts
 
-    def spy(model, prompts, **kw):
-        seen.append((prompts.lengths.tolist(), torch.as_tensor(kw["max_new_tokens"]).tolist()))
-        return real(model, prompts, **kw)
+    def spy(model, prompts, settings, **kw):
+        seen.append((prompts.lengths.tolist(), torch.as_tensor(kw["budgets"]).tolist()))
+        return real(model, prompts, settings, **kw)
 
-    monkeypatch.setattr(trainer_mod, "sample", spy)
+    monkeypatch.setattr(trainer_mod, "sample_rollouts", spy)
     lm = tiny_lm(make_tiny_model("llama", vocab_size=VOCAB, max_position_embeddings=128))
     data = [{"id": "a", "problem": "1+1?", "answer": "2"}, {"id": "b", "problem": "what is 12 + 30?", "answer": "42"}]
     spec = train_spec(

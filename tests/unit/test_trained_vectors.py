@@ -69,6 +69,29 @@ def test_a_broken_training_file_is_a_located_study_problem(tmp_path):
         load_study(tmp_path / "s.yaml")
 
 
+def test_the_compiler_locates_the_files_and_execution_reads_only_those(tmp_path):
+    """`bind` reads the training file and best.json once; building reads neither (a missing selection is
+    the build's error, named as before), an unbound spec is refused, and a study cannot set the bound run."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from mechsteer.spec.study import VectorSpec
+
+    ls = _setup(tmp_path)
+    (tmp_path / "s.yaml").write_text(textwrap.dedent(STUDY).replace("checkpoint: 2", "checkpoint: best"))
+    vectors = bind_vectors(load_study(tmp_path / "s.yaml"))  # compiles: best.json may come later
+    assert vectors["c"].run.file is None and "best.json" in vectors["c"].run.problem[0]
+    assert vector_fingerprint(vectors, "c")["file_sha256"] == "missing"
+    with pytest.raises(VectorError, match=r"no best.json.*eval.select"):
+        BuildContext(n_layers=30, d_model=576, specs=vectors).get("c")
+    assert vectors["v"].run.file == str(tmp_path / "runs" / "tr-last" / "vectors.safetensors")
+    with pytest.raises(VectorError, match="not bound to their files"):
+        BuildContext(n_layers=30, d_model=576, specs={"v": ls.spec.vectors["v"]}).get("v")
+    with pytest.raises(ValidationError, match="filled in by the compiler"):
+        TypeAdapter(VectorSpec).validate_python(
+            {"kind": "trained", "train": "t.yaml", "run": {"output": "x", "command": "y"}}
+        )
+
+
 PER_BLOCK_STUDY = """
 name: s
 models: {m: {id: smollm2-135m}}
@@ -86,8 +109,10 @@ def test_per_block_stacks_each_blocks_own_run_and_names_the_missing_ones(tmp_pat
 
     (tmp_path / "train.yaml").write_text(textwrap.dedent(TRAIN))
     (tmp_path / "s.yaml").write_text(textwrap.dedent(PER_BLOCK_STUDY))
-    vectors = bind_vectors(load_study(tmp_path / "s.yaml"))
     out = tmp_path / "runs" / "tr-last"
+
+    def compiled():  # the plan locates the finished runs when it is compiled (a new plan sees new runs)
+        return bind_vectors(load_study(tmp_path / "s.yaml"))
 
     def finish(k, best_step, value):
         run = out / f"layer-{k:02d}"
@@ -100,14 +125,18 @@ def test_per_block_stacks_each_blocks_own_run_and_names_the_missing_ones(tmp_pat
         (run / "best.json").write_text(json.dumps({"step": best_step, "value": value}))
 
     finish(3, 4, 0.5)
+    bound = compiled()
+    (tmp_path / "train.yaml").rename(tmp_path / "train.yaml.away")  # naming the missing blocks reads no YAML
     with pytest.raises(
         VectorError,
         match=r"1 of 2 per-block runs .*blocks \[29\].*`mechsteer train \S*train.yaml --profile last --per-block 29 "
         r"--lr-rule file`",
     ):
-        BuildContext(n_layers=30, d_model=576, specs=vectors).get("stack")
-    partial = vector_fingerprint(vectors, "stack")
+        BuildContext(n_layers=30, d_model=576, specs=bound).get("stack")
+    (tmp_path / "train.yaml.away").rename(tmp_path / "train.yaml")
+    partial = vector_fingerprint(compiled(), "stack")
     finish(29, 2, 0.25)
+    vectors = compiled()
     assert vector_fingerprint(vectors, "stack") != partial  # a newly finished block changes the cells
     vs = BuildContext(n_layers=30, d_model=576, specs=vectors).get("stack")
     assert vs.layers == [3, 29]
@@ -143,3 +172,29 @@ def test_lora1_from_a_training_run_binds_its_output_and_names_the_command_when_m
     )
     with pytest.raises(SpecError, match="not both or neither"):
         load_study(tmp_path / "bad.yaml")
+
+
+def test_a_per_block_lora1_names_its_blocks_run_and_command_without_reading_the_training_file(tmp_path):
+    """`per_block` reads block `layer`'s own run (layer-KK/), and the command that trains it (with the training
+    file's lr rule) is named at compile time: attaching a missing adapter reads no YAML. A study cannot set it."""
+    from mechsteer.engine.plan import compile_study
+    from mechsteer.errors import CompileError
+    from mechsteer.interventions.lora1 import attach_lora1
+
+    (tmp_path / "train.yaml").write_text(textwrap.dedent(TRAIN))
+    study = """
+        name: s
+        models: {m: {id: smollm2-135m}}
+        conditions: {base: [], lora: [{kind: lora1, train: train.yaml, profile: last, per_block: true, layer: 7}]}
+        readouts: {r: {kind: first_token, prompts: [a]}}
+        """
+    (tmp_path / "s.yaml").write_text(textwrap.dedent(study))
+    plan = compile_study(load_study(tmp_path / "s.yaml"), output_root=tmp_path / "out")
+    iv = next(c for c in plan.cells if c.condition == "lora").interventions[0]
+    assert iv.path == str((tmp_path / "runs" / "tr-last" / "layer-07" / "lora1.safetensors").absolute())
+    (tmp_path / "train.yaml").unlink()
+    with pytest.raises(CompileError, match=r"not there.*--profile last --per-block 7 --lr-rule file`"):
+        attach_lora1(iv, None)
+    (tmp_path / "s.yaml").write_text(textwrap.dedent(study).replace("layer: 7}", "layer: 7, command: x}"))
+    with pytest.raises(SpecError, match="filled in by the compiler"):
+        load_study(tmp_path / "s.yaml")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from safetensors.torch import save_file
+from tolerance import tolerance
 
 from mechsteer.engine.vectors import BuildContext
 from mechsteer.errors import VectorError
@@ -69,7 +70,8 @@ def test_random_norm_like_copies_rows_and_norms_and_is_seeded():
     r, r2, r3 = ctx.get("r"), ctx.get("r2"), ctx.get("r3")
     assert r.layers == [0, 2]
     for i in r.layers:
-        assert abs(r.vectors[i].norm() - base.vectors[i].norm()) < 1e-4
+        want = base.vectors[i].norm()
+        assert abs(r.vectors[i].norm() - want) <= tolerance(torch.float32, want, 16)  # a float32 rescale
     assert torch.equal(r.vectors, r2.vectors) and not torch.equal(r.vectors, r3.vectors)
     assert float(torch.nn.functional.cosine_similarity(r.vectors[0], base.vectors[0], dim=0)).__abs__() < 0.9
 

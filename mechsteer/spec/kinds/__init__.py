@@ -17,6 +17,7 @@ tiny model, so a kind without a working implementation fails the suite.
 from __future__ import annotations
 
 import importlib
+import inspect
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,31 +41,63 @@ class Kind:
 
 
 class KindRegistry:
-    """Kinds of one plug-in family (interventions, readouts, vector sources, measurements)."""
+    """Kinds of one plug-in family (interventions, readouts, vector sources, measurements).
+
+    Each family has a base class (`InterventionBase`, `VectorSourceBase`, `MeasurementBase`) whose abstract
+    methods are the questions the engine asks a kind (which block it changes first, whether vLLM can run it,
+    what files its content hash covers, ...). A spec class registers only when it subclasses its family's
+    base and answers every one of them: otherwise `register` raises a TypeError naming the missing methods,
+    so a new kind cannot silently fall through to a default the engine would guess."""
 
     def __init__(self, what: str):
         self.what = what
+        self.base: type | None = None
+        """The class every spec of this family subclasses (set by `require_base` where it is defined)."""
         self._kinds: Registry[Kind] = Registry(what)
         self._targets: Registry[Callable] = Registry(f"{what} implementation")
 
+    def require_base(self, base: type) -> None:
+        """Make `base` the class every spec registered from now on must subclass (called once, by the module
+        defining it, before its first registration)."""
+        self.base = base
+
     def register(self, name: str, spec: type, impl: str, report: str | None = None) -> None:
+        """Register `spec` as kind `name` with its lazily imported implementation (and report section)."""
         field = spec.model_fields.get("kind")
         if field is None or field.default != name:
             raise TypeError(f"{spec.__name__} must declare kind: Literal[{name!r}] = {name!r}")
         if ":" not in impl:
             raise TypeError(f"{self.what} {name!r}: impl must be 'module:attr', got {impl!r}")
+        problem = self.spec_problem(spec)
+        if problem:
+            raise TypeError(f"{self.what} {name!r}: {problem}")
         self._kinds.register(name, Kind(name, spec, impl, report))
         self._targets.register(f"impl:{name}", impl)
         if report is not None:
             self._targets.register(f"report:{name}", report)
 
+    def spec_problem(self, spec: type) -> str | None:
+        """Why `spec` cannot be a kind of this family (not a subclass of its base, or a method of the base
+        left unanswered), or None."""
+        if self.base is not None and not issubclass(spec, self.base):
+            return f"{spec.__name__} must subclass {self.base.__module__}.{self.base.__name__}"
+        if inspect.isabstract(spec):
+            missing = ", ".join(sorted(spec.__abstractmethods__))
+            return (
+                f"{spec.__name__} does not implement {missing} (every kind answers what the engine asks of it; "
+                "see CONTRIBUTING.md, 'Adding a kind')"
+            )
+        return None
+
     def kind(self, name: str) -> Kind:
+        """The registered kind `name` (KeyError listing the registered ones otherwise)."""
         try:
             return self._kinds.get(name)
         except KeyError as e:
             raise KeyError(str(e).strip("'\"")) from None
 
     def spec(self, name: str) -> type:
+        """The spec class of kind `name`."""
         return self.kind(name).spec
 
     def impl(self, name: str) -> Callable:
@@ -77,6 +110,7 @@ class KindRegistry:
         return self._targets.get(f"report:{name}") if self.kind(name).report else None
 
     def names(self) -> list[str]:
+        """Registered kind names, sorted."""
         return self._kinds.names()
 
     def __contains__(self, name: object) -> bool:
@@ -102,6 +136,10 @@ def _decorator(*registries: KindRegistry):
 
         return wrap
 
+    deco.__doc__ = (
+        f'`@decorator(name, impl="module:attr")`: register the decorated spec class as a {registries[0].what} '
+        "(a TypeError names what the class lacks: its family's base class, or an answer the engine needs)."
+    )
     return deco
 
 

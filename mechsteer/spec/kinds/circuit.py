@@ -87,6 +87,13 @@ class SurgeryBase(InterventionBase):
     def layer_refs(self):
         return [("layer", self.layer)]
 
+    def first_block(self, n_layers, vectors=None):
+        """The spliced block: everything before it runs as in the unsteered model (s enters at its input)."""
+        return self.block(n_layers)
+
+    def vllm_unsupported(self):
+        return f"circuit surgery ({self.kind}) changes a block's computation, not a bias"
+
     def shape_problems(self, shape: ModelShape) -> list[tuple[tuple, str]]:
         out = super().shape_problems(shape)
         if out:
@@ -179,6 +186,9 @@ class QKVSpec(AttentionSurgeryBase):
             )
         return self
 
+    def vllm_unsupported(self):
+        return "circuit surgery (qkv) edits attention internals per head"
+
     def shape_problems(self, shape: ModelShape) -> list[tuple[tuple, str]]:
         out = super().shape_problems(shape)
         if "q" in self.proj:
@@ -224,6 +234,9 @@ class HeadSpec(AttentionSurgeryBase):
         if self.heads is None and self.groups is None:
             raise ValueError("give `heads` (query heads, a list or all) and/or `groups` (KV groups)")
         return self
+
+    def vllm_unsupported(self):
+        return "head splicing edits attention internals per head"
 
     def shape_problems(self, shape: ModelShape) -> list[tuple[tuple, str]]:
         out = super().shape_problems(shape)

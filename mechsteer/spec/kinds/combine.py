@@ -14,7 +14,7 @@ from pydantic import Field, field_validator, model_validator
 
 from mechsteer.spec.base import StrictModel
 from mechsteer.spec.kinds import intervention_kind
-from mechsteer.spec.kinds.interventions import InterventionBase, resolved_selection
+from mechsteer.spec.kinds.interventions import InterventionBase, first_of, resolved_selection
 from mechsteer.spec.layers import LayerResolutionError, LayerSelection, resolve_layers
 from mechsteer.spec.models import ModelShape, known_shape
 
@@ -32,6 +32,7 @@ def depth_map(n_from: int, n_to: int, layer: int) -> int:
 
 
 def shape_str(n_layers: int, d_model: int) -> str:
+    """`[n layers x d_model d]`, as errors name a model's or a vector set's shape."""
     return f"[{n_layers} layers x d_model {d_model}]"
 
 
@@ -77,6 +78,21 @@ class TransferSpec(InterventionBase):
 
     def vector_refs(self) -> list[str]:
         return [self.vector]
+
+    def layer_refs(self):
+        return []
+
+    def first_block(self, n_layers, vectors=None):
+        """The first recipient block a donor row lands on (block 0 when the donor set is not given)."""
+        vs = (vectors or {}).get(self.vector)
+        if vs is None:
+            return 0
+        if self.layer_map == "relative_depth":
+            return first_of([depth_map(vs.n_layers, n_layers, i) for i in vs.layers])
+        return first_of(list(vs.layers))
+
+    def vllm_unsupported(self):
+        return "transfer is only compiled when written as `add`"
 
     def shape_problems(self, shape: ModelShape) -> list[tuple[tuple, str]]:
         if self.donor is None:
@@ -133,6 +149,13 @@ class ComposeSpec(InterventionBase):
 
     def layer_refs(self):
         return [(f"parts[{i}].layer", p.layer) for i, p in enumerate(self.parts)]
+
+    def first_block(self, n_layers, vectors=None):
+        """The smallest layer of its parts."""
+        return first_of([i for p in self.parts for i in resolve_layers(p.layer, n_layers)])
+
+    def vllm_unsupported(self):
+        return "compose is only compiled when written as `add` interventions"
 
     def bind(self, model, shape, resolve_path):
         """Each part's layer resolved to its block index when the model's shape is known."""

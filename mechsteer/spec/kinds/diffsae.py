@@ -82,3 +82,7 @@ class DiffSAEReadout(PromptSource):
     min_act_frac: float = Field(default=0.1, ge=0, lt=1)
     """A feature fires on a token when its activation exceeds this fraction of its largest activation (a TopK
     SAE fills k latents on every token, so "non-zero" would count weak fills as firing)."""
+
+    def seeds_to_run(self, seeds: list[int]) -> list[int]:
+        """Every seed: the completions are sampled (temperature > 0)."""
+        return list(seeds)

@@ -9,12 +9,13 @@ from typing import Literal
 
 from pydantic import Field
 
-from mechsteer.spec.base import StrictModel
+from mechsteer.spec.base import LIMIT_MAX
 from mechsteer.spec.kinds import measurement_kind
+from mechsteer.spec.kinds.measurements import MeasurementBase
 
 
 @measurement_kind("eval", impl="mechsteer.eval.runner:run_eval")
-class EvalTaskSpec(StrictModel):
+class EvalTaskSpec(MeasurementBase):
     """One benchmark task under the evaluation protocol, with limits and sample counts resolved."""
 
     kind: Literal["eval"] = "eval"
@@ -24,7 +25,7 @@ class EvalTaskSpec(StrictModel):
     """`paper` (temperature 1, top_p 1) or `greedy`."""
     samples: int = Field(gt=0)
     """Completions per problem."""
-    limit: int | None = Field(default=None, gt=0)
+    limit: int | None = Field(default=None, gt=0, le=LIMIT_MAX)
     """At most this many problems."""
     max_new_tokens: int | None = Field(default=None, gt=0)
     """Cap on generated tokens (null = the model's max_length minus the prompt)."""
@@ -34,3 +35,14 @@ class EvalTaskSpec(StrictModel):
     """Prompt template."""
     data_dir: str | None = None
     """Absolute folder with `<task>/test.jsonl` (null = hub datasets)."""
+
+    def seeds_to_run(self, seeds: list[int]) -> list[int]:
+        """Every seed of the evaluation block (`evaluation.seeds`, resolved by the protocol), as written."""
+        return list(seeds)
+
+    def data_source(self) -> tuple[str, str | None]:
+        return self.task, self.data_dir
+
+    def vllm_unsupported(self) -> str | None:
+        """None: a benchmark task runs through lm-eval's `vllm` model with the same prompts and graders."""
+        return None

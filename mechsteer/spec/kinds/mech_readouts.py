@@ -10,13 +10,12 @@ lack the intervention the readout reads.
 
 from __future__ import annotations
 
-import fnmatch
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from mechsteer.spec.base import StrictModel
 from mechsteer.spec.kinds import readout_kind
+from mechsteer.spec.kinds.measurements import MeasurementBase
 from mechsteer.spec.kinds.readouts import PromptSource
 from mechsteer.spec.layers import LayerSelection, selection_problems
 
@@ -26,10 +25,7 @@ Problem3 = tuple[tuple, str, str | None]
 
 def applied_conditions(spec, conditions: dict[str, Any]) -> dict[str, Any]:
     """The study's conditions (name -> intervention list or sweep) a readout runs under."""
-    wanted = getattr(spec, "conditions", None)
-    if wanted is None:
-        return dict(conditions)
-    return {n: c for n, c in conditions.items() if any(fnmatch.fnmatchcase(n, w) for w in wanted)}
+    return {n: c for n, c in conditions.items() if spec.applies_to(n)}
 
 
 def _layer_problems(spec, fields: tuple[str, ...], shapes: dict) -> list[Problem3]:
@@ -48,10 +44,10 @@ def _missing_kind(spec, conditions: dict, kinds: tuple[str, ...], why: str) -> l
     their interventions are known per model)."""
     out = []
     for name, cond in applied_conditions(spec, conditions).items():
-        if not isinstance(cond, list):
+        if hasattr(cond, "sweep"):
             continue
-        if not any(getattr(iv, "kind", None) in kinds for iv in cond):
-            field = ("conditions",) if getattr(spec, "conditions", None) is not None else ("kind",)
+        if not any(getattr(iv, "kind", None) in kinds for iv in getattr(cond, "interventions", cond)):
+            field = ("conditions",) if spec.condition_patterns() is not None else ("kind",)
             out.append(
                 (
                     field,
@@ -84,14 +80,22 @@ class _Sampled(PromptSource):
             raise ValueError("greedy sequences (temperature 0) are identical: set samples: 1")
         return self
 
+    def seeds_to_run(self, seeds: list[int]) -> list[int]:
+        """Every seed when the sequences are sampled; greedy ones are the same under every seed."""
+        return list(seeds) if self.temperature > 0 else list(seeds[:1])
 
-class _VectorRows(StrictModel):
+
+class _VectorRows(MeasurementBase):
     """Which vector sets of the condition, and which of their rows, a vector readout analyses."""
 
     vectors: list[str] | None = None
     """Vector sets to analyse (null: every set the condition's interventions read)."""
     layers: LayerSelection = "all"
     """Rows (layers) of each set to analyse (`all`: every row the set has)."""
+
+    def seeds_to_run(self, seeds: list[int]) -> list[int]:
+        """The first seed: the vectors' statistics involve no sampling."""
+        return list(seeds[:1])
 
 
 @readout_kind(
@@ -128,8 +132,14 @@ class LogitLensReadout(_Sampled, _VectorRows):
             raise ValueError("unembedding_bias needs prompts: give `prompts` or `task`")
         return self
 
+    def single_source_analysis(self):
+        """u_l is about s_l trained alone (Figure 4), unless `joint_rows` asks about joint rows on purpose."""
+        if self.unembedding_bias and not self.joint_rows:
+            return "the effective unembedding bias u_l", ("add",)
+        return None
+
     def study_problems(self, conditions: dict, shapes: dict) -> list[Problem3]:
-        out = _layer_problems(self, ("layers", "sources"), shapes)
+        out = super().study_problems(conditions, shapes) + _layer_problems(self, ("layers", "sources"), shapes)
         if self.unembedding_bias:
             out += _missing_kind(self, conditions, ("add",), "u_l is the shift caused by its added vector")
         return out
@@ -151,6 +161,9 @@ class VectorStatsReadout(_VectorRows):
     """Run this readout only under these conditions (names or shell patterns); null = all."""
     align: bool = True
     """Report the alignment of every two analysed vector sets of the same shape."""
+
+    def condition_patterns(self) -> list[str] | None:
+        return self.conditions
 
     def study_problems(self, conditions: dict, shapes: dict) -> list[Problem3]:
         return _layer_problems(self, ("layers",), shapes)
@@ -176,6 +189,9 @@ class NonEnglishReadout(_VectorRows):
     """Logit-lens score that ranks the tokens."""
     normed: bool = False
     """Apply the final norm to each row first."""
+
+    def condition_patterns(self) -> list[str] | None:
+        return self.conditions
 
     @model_validator(mode="after")
     def _k_range(self):
@@ -215,9 +231,15 @@ class PersistenceReadout(_Sampled):
     shift (the authors' code), `dataset` = E_x[dF] over every token of every sample (the paper's Figure 2
     caption). Both are recorded (`dd_sample`, `dd_dataset`); this picks the one shown as Diff-Diff."""
 
+    def single_source_analysis(self):
+        """Persistence is about s_l trained alone (Figure 2), unless `joint_rows` asks about joint rows."""
+        return None if self.joint_rows else ("persistence", ("add",))
+
     def study_problems(self, conditions: dict, shapes: dict) -> list[Problem3]:
-        return _layer_problems(self, ("sources", "targets"), shapes) + _missing_kind(
-            self, conditions, ("add",), "its rows are the single-layer sources"
+        return (
+            super().study_problems(conditions, shapes)
+            + _layer_problems(self, ("sources", "targets"), shapes)
+            + _missing_kind(self, conditions, ("add",), "its rows are the single-layer sources")
         )
 
 
@@ -261,16 +283,20 @@ class TokenShiftReadout(_Sampled):
                 raise ValueError(f"categories.{name}: not a regular expression ({e})") from None
         return self
 
+    def reference_condition(self) -> str | None:
+        return self.reference
+
     def study_problems(self, conditions: dict, shapes: dict) -> list[Problem3]:
+        out = super().study_problems(conditions, shapes)
         if self.reference is not None and self.reference not in conditions:
-            return [
+            out.append(
                 (
                     ("reference",),
                     f"unknown condition {self.reference!r}",
                     f"conditions: {', '.join(conditions) or 'none'}",
                 )
-            ]
-        return []
+            )
+        return out
 
 
 @readout_kind(
@@ -288,4 +314,6 @@ class TokenwiseReadout(_Sampled):
     """Samples drawn as layer x position heat-maps."""
 
     def study_problems(self, conditions: dict, shapes: dict) -> list[Problem3]:
-        return _missing_kind(self, conditions, ("lora1",), "alpha_t is lora1's token-wise magnitude")
+        return super().study_problems(conditions, shapes) + _missing_kind(
+            self, conditions, ("lora1",), "alpha_t is lora1's token-wise magnitude"
+        )

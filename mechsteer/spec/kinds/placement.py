@@ -9,11 +9,19 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from mechsteer.spec.kinds import intervention_kind
-from mechsteer.spec.kinds.interventions import InterventionBase, PositionSelector
-from mechsteer.spec.layers import LayerSelection
+from mechsteer.spec.kinds.interventions import (
+    InterventionBase,
+    PositionSelector,
+    check_positions_replayable,
+    first_of,
+    rows_or_all,
+)
+from mechsteer.spec.kinds.vectors import training_file_problems
+from mechsteer.spec.layers import LayerSelection, resolve_layers
 from mechsteer.spec.models import ModelShape
 
 Place = Literal["input_layernorm", "self_attn", "post_attention_layernorm", "pre_feedforward_layernorm", "mlp"]
@@ -60,6 +68,14 @@ class AddAtPlaceSpec(InterventionBase):
     def layer_refs(self):
         return [] if self.layer == "all" else [("layer", self.layer)]
 
+    def first_block(self, n_layers, vectors=None):
+        """The smallest steered block (`all`: the vector set's first row); not replayable with positions."""
+        check_positions_replayable(self.kind, self.positions)
+        return first_of(rows_or_all(self.vector, self.layer, n_layers, vectors))
+
+    def vllm_unsupported(self):
+        return "add_at_place adds at one place inside a block, not on the residual stream at all positions"
+
 
 @intervention_kind("lora1", impl="mechsteer.interventions.lora1:attach_lora1")
 class Lora1Spec(InterventionBase):
@@ -87,6 +103,16 @@ class Lora1Spec(InterventionBase):
     """Blocks to adapt; `all` = every row the file has."""
     scale: float = 1.0
     """The LoRA scaling (PEFT alpha / r; 1 in the paper)."""
+    command: SkipJsonSchema[str | None] = Field(default=None, exclude=True)
+    """With `train`: the command that writes the adapter, named by the compiler (`bind`); never written in a
+    study, never hashed (the adapter file's content is)."""
+
+    @field_validator("command", mode="before")
+    @classmethod
+    def _not_from_a_study(cls, v):
+        if v is not None:
+            raise ValueError("`command` is filled in by the compiler; remove it from the study")
+        return v
 
     @model_validator(mode="after")
     def _one_source(self):
@@ -115,9 +141,14 @@ class Lora1Spec(InterventionBase):
             path = run_vectors_file(run, self.checkpoint, "", "lora1.safetensors")
         except VectorError:  # no best.json yet: attaching says which command picks it
             path = run / BEST_FILE
-        return out.model_copy(update={"train": train, "path": str(path)})
+        bound = out.model_copy(update={"train": train, "path": str(path)})
+        return bound
 
     def train_command(self) -> str:
+        """The command that writes the adapter of a `train:` lora1 (the compiler names it in `bind`, from the
+        training file, so attaching a missing adapter reads no YAML)."""
+        if self.command is not None:
+            return self.command
         if self.per_block:
             from mechsteer.spec.training import per_block_command
 
@@ -128,8 +159,24 @@ class Lora1Spec(InterventionBase):
             command += "; then evaluate its checkpoints and run `mechsteer select-checkpoints` (best.json)"
         return command
 
+    def vector_refs(self) -> list[str]:
+        return []
+
     def layer_refs(self):
         return [] if self.layer == "all" else [("layer", self.layer)]
+
+    def first_block(self, n_layers, vectors=None):
+        """The smallest adapted block (`all`: block 0, since the file's rows are not known here)."""
+        return 0 if self.layer == "all" else first_of(resolve_layers(self.layer, n_layers))
+
+    def vllm_unsupported(self):
+        return "lora1 is an input-dependent rank-1 update, not a constant bias"
+
+    def file_problems(self, resolve_path):
+        """With `train`, the training file must exist and validate (its output may come later); else `path`."""
+        if self.train is None:
+            return super().file_problems(resolve_path)
+        return [(("train",), msg, hint) for msg, hint in training_file_problems(resolve_path(self.train), self.profile)]
 
     def shape_problems(self, shape: ModelShape) -> list[tuple[tuple, str]]:
         out = super().shape_problems(shape)

@@ -10,6 +10,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from mechsteer.errors import NotReplayable
 from mechsteer.spec.kinds import intervention_kind
 from mechsteer.spec.kinds.interventions import InterventionBase
 from mechsteer.spec.models import ModelSpec
@@ -25,6 +26,26 @@ class PrefixTokenSpec(InterventionBase):
     single_token: bool = True
     """Require the text to be exactly one token of the model's tokenizer (the paper's experiment); false
     allows a longer forced opening."""
+
+    def vector_refs(self) -> list[str]:
+        return []
+
+    def layer_refs(self):
+        return []
+
+    def first_block(self, n_layers, vectors=None):
+        """Never: it changes the prompt, so no recorded pass of the unsteered prompt can be reused."""
+        raise NotReplayable(
+            "prefix_token changes the prompt, so a condition with it cannot reuse the base pass",
+            hint="teacher-force its own sequences with a full forward",
+        )
+
+    def vllm_unsupported(self):
+        return (
+            "prefix_token is a prompt-text suffix, not a bias; lm-eval's gen_prefix could carry it to vLLM, but it "
+            "renders it through the chat template as a partial assistant turn whose token ids are not checked "
+            "against mechsteer's raw suffix, so it stays on hf"
+        )
 
     def bind(self, model: ModelSpec, shape, resolve_path):
         """`token` filled from the model entry's `prefix_token` when it names none (Qwen and Llama want

@@ -1,7 +1,8 @@
 """Readout specs: measurements taken on a (steered) model besides benchmark evaluation.
 
-Readouts record raw per-sample data (`samples.jsonl`) and summary metrics; comparisons across conditions
-(e.g. the shift of the first-token distribution against the baseline) are computed by the report.
+Readouts record raw per-sample data (`samples.jsonl`) and summary metrics. Most compare nothing: the report
+sets conditions side by side. A readout that compares two conditions on the same sequences does it inside its
+own cell, with the compared condition bound into the cell (`token_shift` and its `reference`).
 """
 
 from __future__ import annotations
@@ -10,11 +11,13 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from mechsteer.spec.base import StrictModel
+from mechsteer.spec.base import LIMIT_MAX
+from mechsteer.spec.evaluation import KNOWN_TASKS, PROMPT_TASKS
 from mechsteer.spec.kinds import readout_kind
+from mechsteer.spec.kinds.measurements import MeasurementBase, resolved_limit
 
 
-class PromptSource(StrictModel):
+class PromptSource(MeasurementBase):
     """Prompts for a readout: inline `prompts`, or problems from a task (`mini`, or a benchmark)."""
 
     prompts: list[str] | None = None
@@ -25,7 +28,7 @@ class PromptSource(StrictModel):
     split: Literal["test", "train"] = "test"
     """Split of the task (the bundled `mini` task has both; benchmarks only `test`; `deepscaler` only
     `train`)."""
-    limit: int | None = Field(default=None, gt=0)
+    limit: int | None = Field(default=None, gt=0, le=LIMIT_MAX)
     """Use at most this many problems."""
     shuffle: int | None = None
     """Shuffle the task's problems with this seed before taking `limit` (a numpy `default_rng(seed)`
@@ -45,6 +48,38 @@ class PromptSource(StrictModel):
         if self.shuffle is not None and self.task is None:
             raise ValueError("shuffle orders a task's problems: give `task`")
         return self
+
+    def condition_patterns(self) -> list[str] | None:
+        return self.conditions
+
+    def bound(self, limit, resolve_path):
+        """A task's `limit` resolved (capped by the run's `--limit`) and its data folder absolute; inline
+        prompts cut to the run's `--limit`."""
+        if self.task:
+            data_dir = str(resolve_path(self.data_dir)) if self.data_dir else None
+            return self.model_copy(update={"limit": resolved_limit(self.limit, limit, self.task), "data_dir": data_dir})
+        if limit is not None and self.prompts:
+            return self.model_copy(update={"prompts": self.prompts[:limit]})
+        return self
+
+    def data_source(self) -> tuple[str, str | None] | None:
+        return (self.task, self.data_dir) if self.task else None
+
+    def study_problems(self, conditions, shapes):
+        """A task must be known; only the bundled `mini` task has a train split, and a training set
+        (`deepscaler`) only its train split."""
+        out = []
+        known = KNOWN_TASKS + PROMPT_TASKS
+        if self.task is not None and self.task not in known:
+            out.append((("task",), f"unknown task {self.task!r}", f"known tasks: {', '.join(known)}"))
+        elif self.task in PROMPT_TASKS and self.split != "train":
+            out.append(
+                (("split",), f"{self.task} is a training set: its prompts are the train split", "set split: train")
+            )
+        elif self.task is not None and self.task not in ("mini", *PROMPT_TASKS) and self.split != "test":
+            hint = "use split: test (only the bundled `mini` task has a train split)"
+            out.append((("split",), "benchmarks only have a test split", hint))
+        return out
 
 
 @readout_kind("generate", impl="mechsteer.readouts.generate:run_generate")
@@ -67,6 +102,10 @@ class GenerateReadout(PromptSource):
             raise ValueError("greedy decoding (temperature 0) gives identical samples: set samples: 1")
         return self
 
+    def seeds_to_run(self, seeds: list[int]) -> list[int]:
+        """Every seed when sampling; greedy decoding (temperature 0) is the same under every seed."""
+        return list(seeds) if self.temperature > 0 else list(seeds[:1])
+
 
 @readout_kind("first_token", impl="mechsteer.readouts.first_token:run_first_token")
 class FirstTokenReadout(PromptSource):
@@ -79,3 +118,8 @@ class FirstTokenReadout(PromptSource):
     track: list[str] = Field(default_factory=lambda: ["To"])
     """Strings whose first-token probability is recorded (each must encode to one token)."""
     batch_size: int = Field(default=8, gt=0)
+    """Prompts per forward pass."""
+
+    def seeds_to_run(self, seeds: list[int]) -> list[int]:
+        """The first seed: a next-token distribution involves no sampling."""
+        return list(seeds[:1])

@@ -16,7 +16,9 @@ from pydantic import Field, model_validator
 
 from mechsteer.spec.base import StrictModel
 from mechsteer.spec.kinds import vector_kind
+from mechsteer.spec.kinds.vectors import VectorSourceBase
 from mechsteer.spec.layers import LayerSelection
+from mechsteer.spec.paths import file_content_key
 
 
 class CorrectVsIncorrect(StrictModel):
@@ -42,7 +44,7 @@ class CorrectVsIncorrect(StrictModel):
 
 
 @vector_kind("mean_diff", impl="mechsteer.builders.mean_diff:build_mean_diff")
-class MeanDiffVectors(StrictModel):
+class MeanDiffVectors(VectorSourceBase):
     """Mean activation difference at chosen blocks (the output of block l, where `add` adds row l).
 
     Either two prompt sets (`positive` minus `negative`), or `generations` (correct minus incorrect)."""
@@ -72,9 +74,16 @@ class MeanDiffVectors(StrictModel):
             raise ValueError("`positive` and `negative` must both be non-empty lists of prompts")
         return self
 
+    def depends_on(self) -> dict[str, str]:
+        return {}
+
+    def content_key(self) -> dict:
+        """The spec: the set is computed from it and the model (whose content is in the cell key)."""
+        return self.model_dump(mode="json")
+
 
 @vector_kind("lm_eval_steered", impl="mechsteer.builders.imports:build_lm_eval_steered")
-class LmEvalSteeredVectors(StrictModel):
+class LmEvalSteeredVectors(VectorSourceBase):
     """Import the `.pt` steering file of lm-evaluation-harness's `steered` model.
 
     Each entry `layers.N` with `action: add` becomes row N (lm-eval hooks `model.base_model.layers.N`,
@@ -89,9 +98,15 @@ class LmEvalSteeredVectors(StrictModel):
     layers: LayerSelection | None = None
     """Keep only these rows; null keeps every row in the file."""
 
+    def depends_on(self) -> dict[str, str]:
+        return {}
+
+    def content_key(self) -> dict:
+        return file_content_key(self)
+
 
 @vector_kind("gguf_control", impl="mechsteer.builders.imports:build_gguf_control")
-class GgufControlVectors(StrictModel):
+class GgufControlVectors(VectorSourceBase):
     """Import a llama.cpp / repeng control vector (GGUF with 1-D float tensors `direction.N`, N = block)."""
 
     kind: Literal["gguf_control"] = "gguf_control"
@@ -101,3 +116,9 @@ class GgufControlVectors(StrictModel):
     """Strength multiplier (llama.cpp's `--control-vector-scaled FILE SCALE`)."""
     layers: LayerSelection | None = None
     """Keep only these rows; null keeps every row in the file."""
+
+    def depends_on(self) -> dict[str, str]:
+        return {}
+
+    def content_key(self) -> dict:
+        return file_content_key(self)
