@@ -142,7 +142,7 @@ class Lora1Spec(InterventionBase):
         except VectorError:  # no best.json yet: attaching says which command picks it
             path = run / BEST_FILE
         bound = out.model_copy(update={"train": train, "path": str(path)})
-        return bound
+        return bound.model_copy(update={"command": bound.train_command()})
 
     def train_command(self) -> str:
         """The command that writes the adapter of a `train:` lora1 (the compiler names it in `bind`, from the
