@@ -333,6 +333,17 @@ def test_the_report_lists_the_deviations(tmp_path):
     assert sum(line.startswith("- ") for line in lines) == len(_study("persistence", "paper").spec.deviations)
 
 
+def test_plan_json_deviations_are_a_typed_field(tmp_path):
+    """plan.json's `deviations` is read back as a list of sentences; anything else is refused, located."""
+    from mechsteer.errors import MechsteerError
+    from mechsteer.results import check_summary
+
+    summary = compile_study(_study("persistence", "paper"), output_root=tmp_path).summary()
+    assert check_summary(summary, "plan.json")["deviations"] == _study("persistence", "paper").spec.deviations
+    with pytest.raises(MechsteerError, match="deviations"):
+        check_summary(summary | {"deviations": "one sentence, not a list"}, "plan.json")
+
+
 # ------------------------------------------------------------------------------------------- docs
 
 
