@@ -238,13 +238,14 @@ def persistence_section(res) -> tuple[list[str], dict]:
 
 def transfer_section(res) -> tuple[list[str], dict]:
     acc = Acc(res, "mini")
-    d, p, _ = acc.test("base", "from_math")
+    native = "from_instruct" if "from_instruct" in res.conditions else "from_math"  # older runs named the model `math`
+    d, p, _ = acc.test("base", native)
     dr, pr, _ = acc.test("base", "random_donor")
     lines = [
         "### Transfer (Table 1; `studies/transfer.yaml`)",
         "",
         f"Only the native row exists on the embedded model: unsteered {acc.pct('base')}, own vectors "
-        f"{acc.pct('from_math')} ({_sig(d, p)}), norm-matched random donor {acc.pct('random_donor')} "
+        f"{acc.pct(native)} ({_sig(d, p)}), norm-matched random donor {acc.pct('random_donor')} "
         f"({_sig(dr, pr)}). Cross-model transfer needs a second model of the family (the `paper` profile).",
         "",
     ]

@@ -60,6 +60,8 @@ class PlanSummary(_Loose):
     study: str
     profile: str | None = None
     description: str | None = None
+    deviations: list[str] | None = None
+    """The study's declared departures from the paper (absent in plans written before them)."""
     models: list[str]
     conditions: list[str]
     baseline: str | None = None

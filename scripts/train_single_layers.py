@@ -1,30 +1,28 @@
-"""Train the bundled single-layer steering vectors of the embedded model, one block at a time, resumably.
+"""Train the bundled single-layer steering vectors of the embedded model, one block at a time, and bundle them.
 
     python scripts/train_single_layers.py                       # every sixth block + the last two (7 runs)
-    python scripts/train_single_layers.py --layers 1,2,4        # more blocks later; finished ones are skipped
+    python scripts/train_single_layers.py --layers 3,9          # more blocks later; finished ones are skipped
     python scripts/train_single_layers.py --bundle-only         # rebuild the bundle from finished runs
-    python scripts/train_single_layers.py --train studies/train_paper.yaml --profile single_layer --layers all
+    python scripts/train_single_layers.py --docs-only           # rewrite single_layers.md from single_layers.json
 
-Each block k gets its own RLOO run (by default `studies/train_mini.yaml --profile single`, with
-`setup: {single_layer: k}`) under `<the run's output folder>/layer-KK/` (default
-`outputs/train/train_mini-single/layer-KK/`), the layout a study reads with
-`{kind: trained, train: <file>, profile: <profile>, per_block: [...], checkpoint: best}`. A finished run (its `summary.json` has every step) is skipped; an
-interrupted one resumes from its last checkpoint, bit-for-bit. The model is loaded once for all runs.
+Training is the package's per-block driver, the same as
+`mechsteer train studies/train_mini.yaml --profile single --per-block 0,6,12 --lr-rule norm`
+(`mechsteer/train/per_block.py`): block k gets its own RLOO run with `setup: {single_layer: k}` under
+`<the run's output folder>/layer-KK/` (default `outputs/train/train_mini-single/layer-KK/` next to the repository's
+`studies/`; `--out` moves it), the layout a study reads with
+`{kind: trained, train: <file>, profile: <profile>, per_block: [...], checkpoint: best}`. A finished run (its
+`summary.json` has every step) is skipped; an interrupted one resumes from its last checkpoint, bit-for-bit.
+The learning rate per block follows the profile's `per_block.lr_rule` (`norm` for `single`: lr_k = base_lr x
+r_k / r_ref, r = the median residual norm after block k; why: the per-block driver's docstring); `--lr-rule file`
+uses the file's `rloo.lr` / `rloo.lr_per_layer` instead. Other training files and profiles go through
+`mechsteer train FILE -p PROFILE --per-block LAYERS` directly; this script exists for the bundle.
 
-Learning rate per block. Under Adam every coordinate moves by about lr per step whatever the gradient's size, so
-a vector's norm grows at a rate set by lr alone, while the block's residual stream grows from ~40 (block 0) to
-~700 (last blocks) on this model. A fixed lr would make early vectors huge and late ones negligible relative to
-the stream they perturb. The paper faces the same and sets lr per block by hand (1e-2 early, 0.1 for the last
-blocks of Qwen2.5-Math-7B). Here the rule is explicit: lr_k = base_lr x r_k / r_ref, where r_k is the median norm
-of block k's output over the first 32 training prompts' tokens (BOS excluded) and ref = block 12, whose base_lr
-0.05 a 6-step pilot showed to move the training reward. With `--lr-rule file` the training file's own lr
-(and `rloo.lr_per_layer`, the paper's per-block table in train_paper.yaml) is used instead.
-
-The bundle (`--bundle`, default on): one vector set `mechsteer/data/vectors/smollm2-135m/single_layers.safetensors`
-with a row per trained block, each the run's best checkpoint (held-out greedy lenient accuracy on 32 training-pool
-problems drawn with seed 1, so the test split the studies use stays unseen), and beside it `single_layers.md`
-(settings, per-block compute time, selected checkpoints, curves) and `single_layers.json` (the same as data),
-plus the training-curve plot under docs/img/. Nothing in those files is typed by hand.
+The bundle (`--bundle`, default on for the embedded model): one vector set
+`mechsteer/data/vectors/smollm2-135m/single_layers.safetensors` with a row per trained block, each the run's best
+checkpoint (held-out greedy lenient accuracy on 32 training-pool problems drawn with seed 1, so the test split the
+studies use stays unseen), and beside it `single_layers.md` (settings, per-block compute time, selected
+checkpoints, curves) and `single_layers.json` (the same as data), plus the training-curve plot under docs/img/.
+Nothing in those files is typed by hand.
 """
 
 from __future__ import annotations
@@ -32,10 +30,8 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -47,108 +43,36 @@ BUNDLE_DIR = ROOT / "mechsteer" / "data" / "vectors" / "smollm2-135m"
 PLOT = ROOT / "docs" / "img" / "single_layers_curves.png"
 
 
-def residual_norms(lm, prompt_ids: list[list[int]]) -> list[float]:
-    """Median L2 norm of each block's output over the prompts' tokens (BOS excluded), block by block.
-
-    Read with forward hooks on the blocks, not `output_hidden_states`: transformers reports the last entry after
-    the final norm, which is not the stream the last block's vector is added to."""
-    import torch
-
-    from mechsteer.models.adapters import decoder_output_tensor
-
-    per_layer: list[list[float]] = [[] for _ in range(lm.shape.n_layers)]
-
-    def hook(k):
-        def record(_module, _args, out):
-            per_layer[k].extend(decoder_output_tensor(out)[0, 1:].float().norm(dim=-1).tolist())
-
-        return record
-
-    handles = [blk.register_forward_hook(hook(k)) for k, blk in enumerate(lm.adapter.layers(lm.model))]
-    try:
-        with torch.no_grad():
-            for ids in prompt_ids:
-                lm.model(torch.tensor([ids], device=lm.device))
-    finally:
-        for h in handles:
-            h.remove()
-    return [float(torch.tensor(v).median()) for v in per_layer]
-
-
 def run_dir(out_root: Path, layer: int) -> Path:
     from mechsteer.spec.training import per_block_dir
 
     return per_block_dir(out_root, layer)
 
 
-def finished(folder: Path, steps: int) -> bool:
-    p = folder / "summary.json"
-    return p.is_file() and json.loads(p.read_text()).get("steps") == steps
+def finished(folder: Path, steps: int | None) -> bool:
+    from mechsteer.train import per_block
+
+    return per_block.finished(folder, steps)
+
+
+def loaded_spec(args):
+    """The training file with the command line's lr-rule settings merged into `per_block`."""
+    from mechsteer.spec.training import load_train_spec
+
+    loaded = load_train_spec(args.train, args.profile)
+    update = {k: v for k, v in (("base_lr", args.base_lr), ("ref_layer", args.ref_layer)) if v is not None}
+    if update:
+        loaded.spec = loaded.spec.model_copy(update={"per_block": loaded.spec.per_block.model_copy(update=update)})
+    return loaded
 
 
 def train_all(args, layers: list[int]) -> None:
     import torch
 
-    from mechsteer.models.loading import load_model
-    from mechsteer.spec.training import load_train_spec
-    from mechsteer.train.checkpoint import latest_checkpoint
-    from mechsteer.train.data import encode_prompts
-    from mechsteer.train.trainer import Trainer
+    from mechsteer.train.per_block import train_per_block
 
     torch.set_num_threads(args.threads)
-    loaded = load_train_spec(args.train, args.profile)
-    base = loaded.spec
-    steps = args.steps or base.rloo.steps
-    todo = [k for k in layers if not finished(run_dir(args.out, k), steps)]
-    print(f"{len(layers) - len(todo)} of {len(layers)} blocks already trained; to do: {todo}", flush=True)
-    if not todo:
-        return
-    lm = load_model("policy", base.model, loaded.base_dir)
-    norms_file = args.out / "residual_norms.json"
-    if norms_file.is_file():
-        norms = json.loads(norms_file.read_text())["median_norm"]
-    else:
-        from mechsteer.eval.mini_task import generate_mini
-
-        rows = generate_mini("train", 32, seed=base.seed)
-        ids = encode_prompts(lm, [r["problem"] for r in rows], base.data.template, base.data.prefix_token)
-        norms = residual_norms(lm, ids)
-        args.out.mkdir(parents=True, exist_ok=True)
-        norms_file.write_text(json.dumps({"median_norm": norms, "prompts": 32, "ref_layer": args.ref_layer}, indent=1))
-    for k in todo:
-        if args.lr_rule == "norm":
-            lr = args.base_lr * norms[k] / norms[args.ref_layer]
-        else:
-            per = base.rloo.lr_per_layer or {}
-            lr = per.get(k, per.get(k - lm.shape.n_layers, base.rloo.lr))
-        spec = base.model_copy(
-            update={
-                "name": f"{base.name}-layer-{k:02d}",
-                "setup": base.setup.model_copy(update={"single_layer": k}),
-                "rloo": base.rloo.model_copy(update={"lr": lr, "steps": steps}),
-            }
-        )
-        folder = run_dir(args.out, k)
-        resume = latest_checkpoint(folder / "checkpoints") is not None
-        print(
-            f"== block {k}: lr {lr:.4g} (residual norm {norms[k]:.0f}), {steps} steps"
-            + (" (resuming)" if resume else ""),
-            flush=True,
-        )
-        cpu0 = _cpu_seconds()
-        t0 = time.perf_counter()
-        Trainer(spec, lm=lm, output_dir=folder, base_dir=loaded.base_dir, progress=False).run(resume=resume)
-        timing = {"wall_seconds": time.perf_counter() - t0, "cpu_seconds": _cpu_seconds() - cpu0, "resumed": resume}
-        prev = folder / "compute.json"
-        if resume and prev.is_file():  # add the interrupted part's compute
-            old = json.loads(prev.read_text())
-            timing = {k2: (timing[k2] + old.get(k2, 0.0) if k2 != "resumed" else True) for k2 in timing}
-        prev.write_text(json.dumps(timing, indent=1))
-
-
-def _cpu_seconds() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
+    train_per_block(loaded_spec(args), layers, args.out, lr_rule=args.lr_rule, steps=args.steps, progress=False)
 
 
 def bundle(args, layers: list[int]) -> None:
@@ -157,17 +81,18 @@ def bundle(args, layers: list[int]) -> None:
 
     from mechsteer.atomic import atomic_write_text
     from mechsteer.machine import cpu_model
-    from mechsteer.spec.training import load_train_spec
     from mechsteer.train.metrics import MetricsLog
     from mechsteer.vectors.vector_set import VectorSet, load_vector_set, save_vector_set
 
-    base = load_train_spec(args.train, args.profile).spec
+    base = loaded_spec(args).spec
     steps = args.steps or base.rloo.steps
     done = [k for k in layers if finished(run_dir(args.out, k), steps)]
     missing = [k for k in layers if k not in done]
     if not done:
         sys.exit(f"no finished run under {args.out}; train first")
-    norms = json.loads((args.out / "residual_norms.json").read_text())["median_norm"]
+    from mechsteer.train.per_block import NORMS_FILE
+
+    norms = json.loads((args.out / NORMS_FILE).read_text())["median_norm"]
     rows = None
     records = []
     for k in done:
@@ -214,8 +139,8 @@ def bundle(args, layers: list[int]) -> None:
         "layers": done,
         "missing": missing,
         "steps": steps,
-        "base_lr": args.base_lr,
-        "ref_layer": args.ref_layer,
+        "base_lr": base.per_block.base_lr,
+        "ref_layer": base.per_block.ref_layer,
         "rloo": base.rloo.model_dump(mode="json"),
         "eval": base.eval.model_dump(mode="json") if base.eval else None,
         "reward": base.reward,
@@ -278,11 +203,12 @@ def _markdown(info) -> str:
         [
             "# Bundled single-layer steering vectors (`smollm2-135m/single_layers`)",
             "",
-            "Written by `python scripts/train_single_layers.py` (do not edit by hand). One RLOO run per block with only",
-            "that block's vector trainable (`studies/train_mini.yaml --profile single` with `setup: {single_layer: k}`),",
+            "Written by `python scripts/train_single_layers.py` (do not edit by hand), which trains with the per-block",
+            "driver of `mechsteer train studies/train_mini.yaml --profile single --per-block <blocks> --lr-rule norm`:",
+            "one RLOO run per block with only that block's vector trainable (`setup: {single_layer: k}`),",
             f"{info['steps']} steps of 8 prompts x 8 samples at T=1, at most 64 new tokens, reward `{info['reward']}`,",
             f"model in {info['model_dtype']}. lr_k = {info['base_lr']} x r_k / r_{info['ref_layer']} (r = median residual norm",
-            "after the block; why: see the script's docstring). Each row is the run's best checkpoint by greedy",
+            "after the block; why: mechsteer/train/per_block.py). Each row is the run's best checkpoint by greedy",
             "lenient accuracy on 32 training-pool problems (seed 1; the test split is never seen).",
             "",
             f"Blocks: {info['layers']}" + (f"; not trained yet: {info['missing']}" if info["missing"] else "") + ".",
@@ -317,28 +243,33 @@ def main() -> None:
     ap.add_argument("--train", type=Path, default=TRAIN_FILE, help="training file (default: %(default)s)")
     ap.add_argument("--profile", default=PROFILE, help="its profile (default: %(default)s)")
     ap.add_argument("--layers", default=DEFAULT_LAYERS, help="comma-separated blocks or `all` (default: %(default)s)")
-    ap.add_argument("--lr-rule", choices=["norm", "file"], default="norm", help="per-block lr (see the docstring)")
+    ap.add_argument(
+        "--lr-rule", choices=["norm", "file"], default=None, help="per-block lr (default: the profile's per_block)"
+    )
     ap.add_argument("--steps", type=int, default=None, help="optimizer steps per block (default: the profile's)")
-    ap.add_argument("--base-lr", type=float, default=0.05, help="lr of the reference block")
-    ap.add_argument("--ref-layer", type=int, default=12, help="the reference block of the lr rule")
+    ap.add_argument("--base-lr", type=float, default=None, help="norm rule: lr of the reference block")
+    ap.add_argument("--ref-layer", type=int, default=None, help="norm rule: the reference block")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=None, help="output root (default: the training file's output folder)")
     ap.add_argument("--bundle-only", action="store_true", help="only rebuild the bundle from finished runs")
     ap.add_argument("--no-bundle", action="store_true", help="train only (the bundle is for the embedded model)")
+    ap.add_argument("--docs-only", action="store_true", help="rewrite single_layers.md from single_layers.json")
     args = ap.parse_args()
-    from mechsteer.spec.training import load_train_spec
+    if args.docs_only:
+        from mechsteer.atomic import atomic_write_text
 
-    loaded = load_train_spec(args.train, args.profile)
+        info = json.loads((BUNDLE_DIR / "single_layers.json").read_text())
+        atomic_write_text(BUNDLE_DIR / "single_layers.md", _markdown(info))
+        return
+    loaded = loaded_spec(args)
     args.out = args.out or loaded.output_dir()
-    if args.layers == "all":
-        from mechsteer.spec.models import known_shape
+    from mechsteer.spec.models import known_shape
+    from mechsteer.train.per_block import parse_layers
 
-        shape = known_shape(loaded.spec.model.id)
-        if shape is None:
-            sys.exit(f"--layers all: the depth of {loaded.spec.model.id} is not known here; list the blocks")
-        layers = list(range(shape.n_layers))
-    else:
-        layers = [int(x) for x in args.layers.split(",") if x.strip()]
+    shape = known_shape(loaded.spec.model.id, loaded.base_dir)
+    if shape is None:
+        sys.exit(f"the depth of {loaded.spec.model.id} is not known here; use mechsteer train --per-block")
+    layers = parse_layers(args.layers, shape.n_layers, loaded.spec.model.id)
     if not args.bundle_only:
         train_all(args, layers)
     if not args.no_bundle and loaded.spec.model.id == "smollm2-135m":

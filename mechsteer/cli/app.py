@@ -1,4 +1,5 @@
-"""`mechsteer` commands: validate, schema, plan, run, report (and train, registered from its own module).
+"""`mechsteer` commands: validate, schema, plan, run, report (and train, select-checkpoints: registered from
+cli/train.py).
 
 Each command is thin: parse -> load and validate -> call the library -> render. Heavy imports (torch,
 transformers, lm-eval) happen inside the commands that run models.
@@ -373,10 +374,11 @@ def ls_command(
 
 def _register_optional_commands() -> None:
     try:
-        from mechsteer.cli.train import train_command
+        from mechsteer.cli.train import select_checkpoints_command, train_command
     except ImportError:
         return
     app.command("train")(handle_errors(train_command))
+    app.command("select-checkpoints")(handle_errors(select_checkpoints_command))
 
 
 _register_optional_commands()

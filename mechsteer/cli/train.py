@@ -38,22 +38,55 @@ def train_command(
             help="CPU threads for torch (default: torch's choice; 1 is much faster on a busy machine).",
         ),
     ] = None,
+    per_block: Annotated[
+        Optional[str],
+        typer.Option(
+            "--per-block",
+            help="Train one run per block (the paper's per-layer study) under <output>/layer-KK/: `all` or "
+            "blocks like 3,9,last. The profile's setup must be {single_layer: k} or {lora1: k}. Finished "
+            "blocks are skipped, interrupted ones resumed.",
+        ),
+    ] = None,
+    lr_rule: Annotated[
+        Optional[str],
+        typer.Option(
+            "--lr-rule",
+            help="With --per-block: `file` (rloo.lr_per_layer[k], else rloo.lr) or `norm` (per_block.base_lr "
+            "scaled by the block's residual norm); default: the file's per_block.lr_rule.",
+        ),
+    ] = None,
 ) -> None:
     """Train steering vectors (or a LoRA-1 / full fine-tuning baseline) with RLOO on a frozen model."""
     from rich.console import Console
     from rich.markup import escape
 
+    from mechsteer.errors import MechsteerError
     from mechsteer.spec.training import load_train_spec
 
     console = Console(highlight=False)
     loaded = load_train_spec(file, profile)
     out_dir = output if output is not None else loaded.output_dir()
     spec = loaded.spec
+    if lr_rule is not None and lr_rule not in ("file", "norm"):
+        raise MechsteerError(f"--lr-rule {lr_rule!r}: expected `file` or `norm`")
+    if lr_rule is not None and per_block is None:
+        raise MechsteerError("--lr-rule applies to --per-block runs", hint="add --per-block LAYERS")
+    if per_block is not None:
+        from mechsteer.train.per_block import block_setup
+
+        if resume:
+            raise MechsteerError("--per-block resumes interrupted blocks by itself", hint="drop --resume")
+        block_setup(spec.setup, 0)
     console.print(
         f"[bold]{escape(spec.name)}[/]"
         + escape(
             (f" (profile {profile})" if profile else "")
             + f": {spec.model.id}, setup {_setup_text(spec.setup)}, reward {spec.reward} -> {out_dir}"
+            + (
+                f" (one run per block: {per_block}, lr rule {lr_rule or spec.per_block.lr_rule})"
+                if per_block is not None
+                else ""
+            )
         )
     )
     if validate_only:
@@ -66,6 +99,23 @@ def train_command(
 
     if threads is not None:
         torch.set_num_threads(threads)
+    if per_block is not None:
+        from mechsteer.train.per_block import train_per_block
+
+        runs = train_per_block(
+            loaded,
+            per_block,
+            out_dir,
+            lr_rule=lr_rule,
+            steps=steps,
+            console=console,
+            progress=not quiet,
+            run_eval=not no_eval,
+        )
+        for r in runs:
+            lr = "" if r.status == "skipped" else f" lr {r.lr:.4g}"
+            console.print(f"block {r.layer}: {r.status}{lr} -> {r.folder}")
+        return
     trainer = Trainer(
         loaded, output_dir=out_dir, steps=steps, console=console, progress=not quiet, run_eval=not no_eval
     )
@@ -93,3 +143,43 @@ def train_command(
 
 def _setup_text(setup) -> str:
     return setup if isinstance(setup, str) else str(setup.model_dump(mode="json"))
+
+
+def select_checkpoints_command(
+    output_dir: Annotated[
+        Path,
+        typer.Argument(
+            help="Output folder of a study that evaluated training checkpoints (e.g. outputs/checkpoints-paper).",
+            show_default=False,
+        ),
+    ],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the selection, write nothing.")] = False,
+    metric: Annotated[
+        str,
+        typer.Option(
+            "--metric",
+            help="Evaluation metric averaged over the benchmarks: acc_boxed (the paper's) or acc_lenient "
+            "(for models that never write \\boxed{}, such as the embedded one).",
+        ),
+    ] = "acc_boxed",
+) -> None:
+    """Write best.json into each training run a study evaluated: the checkpoint with the best six-benchmark
+    Average (the paper's selection), read by studies as `checkpoint: best`."""
+    from rich.console import Console
+
+    from mechsteer.errors import MechsteerError
+    from mechsteer.report.checkpoint_selection import select, write_best
+    from mechsteer.results import Results
+
+    console = Console(highlight=False)
+    if metric not in ("acc_boxed", "acc_lenient"):
+        raise MechsteerError(f"--metric {metric!r}: expected acc_boxed or acc_lenient")
+    selection = select(Results.load(output_dir), metric)
+    for e in selection:
+        cands = ", ".join(f"{c['step']}: {100 * c['value']:.1f}" for c in e["candidates"])
+        console.print(f"{e['run']}: step {e['step']} ({100 * e['value']:.1f}%; candidates {cands})")
+    if dry_run:
+        console.print(f"[yellow]dry run[/]: {len(selection)} runs, nothing written")
+        return
+    written = write_best(selection)
+    console.print(f"[green]wrote[/] {len(written)} best.json files ({selection[0]['metric']})")

@@ -192,6 +192,9 @@ class Plan:
     """Every model x condition x measurement x seed, in study order."""
     description: str | None = None
     """The study's description (shown by the report)."""
+    deviations: tuple[str, ...] = ()
+    """Where the study (or its profile) departs from the paper's procedure (`deviations:`), for the report's
+    "Deviations from the paper" section."""
     evaluation: EvaluationSpec | None = None
     """The study's evaluation block (tasks, protocol, seeds, reference) for the paper-shaped tables."""
     sweeps: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -248,6 +251,7 @@ class Plan:
             "study": self.study,
             "profile": self.profile,
             "description": self.description,
+            "deviations": list(self.deviations),
             "models": list(self.models),
             "conditions": list(self.conditions),
             "baseline": self.baseline,
@@ -509,6 +513,7 @@ def compile_study(ls: LoadedStudy, *, limit: int | None = None, output_root: str
         baseline=baseline,
         cells=tuple(cells),
         description=spec.description,
+        deviations=tuple(spec.deviations),
         evaluation=spec.evaluation,
         sweeps=sweeps,
         controls=controls,

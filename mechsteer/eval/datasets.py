@@ -152,6 +152,14 @@ def _normalise_gsm8k(row: Row, index: int) -> Row:
     }
 
 
+def _normalise_deepscaler(row: Row, index: int) -> Row:
+    return {
+        "id": _row_id(row, index, "id"),
+        "problem": _text(_field(row, "problem", "Problem")),
+        "answer": _text(_field(row, "answer", "Answer")),
+    }
+
+
 # ---------------------------------------------------------------------------------------------------------
 # The table
 # ---------------------------------------------------------------------------------------------------------
@@ -168,6 +176,9 @@ class Benchmark:
     folder: str
     normalise: Callable[[Row, int], Row]
     expected_size: int
+    drop_unanswered: bool = False
+    """Drop rows without a problem or answer (a training set, as the authors filtered DeepScaleR) instead of
+    treating one as a format error (a benchmark must be complete)."""
 
     @property
     def local_file(self) -> str:
@@ -205,12 +216,29 @@ BENCHMARKS: dict[str, Benchmark] = {
 }
 
 
+PROMPT_SETS: dict[str, Benchmark] = {
+    "deepscaler": Benchmark(
+        "deepscaler",
+        "agentica-org/deep_scale_r-preview-dataset",
+        (None,),
+        "train",
+        "deepscaler",
+        _normalise_deepscaler,
+        40315,
+        drop_unanswered=True,
+    ),
+}
+"""Training sets whose prompts readouts may analyse (never evaluation tasks): the paper's persistence, logit-lens
+and token-shift analyses used DeepScaleR training prompts. Local copy: `<data_dir>/deepscaler/test.jsonl` (the
+one file name every local copy uses)."""
+
+
 def get_benchmark(name: str) -> Benchmark:
-    """The table entry for `name`; unknown names raise KeyError listing the known ones."""
+    """The table entry for `name` (a benchmark or a prompt set); unknown names raise KeyError listing them."""
     try:
-        return BENCHMARKS[name]
+        return BENCHMARKS[name] if name in BENCHMARKS else PROMPT_SETS[name]
     except KeyError:
-        raise KeyError(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}") from None
+        raise KeyError(f"unknown benchmark {name!r}; known: {', '.join([*BENCHMARKS, *PROMPT_SETS])}") from None
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -319,6 +347,8 @@ def _normalise_rows(bench: Benchmark, raw: Iterable[Row], source: str) -> list[R
     rows = []
     for index, row in enumerate(raw):
         norm = bench.normalise(dict(row), index)
+        if bench.drop_unanswered and (not norm["problem"] or not norm["answer"]):
+            continue
         if not norm["problem"] or not norm["answer"]:
             missing = "problem" if not norm["problem"] else "answer"
             raise DatasetFormatError(

@@ -3,11 +3,18 @@
 For a vector s_l injected after block l, dF_{j,t} = h_j(s_l) - h_j(0) is the shift of the residual stream
 after block j at token t (zero for j < l by causality, exactly s_l at j = l). Per (source l, target j):
   DV[l,j]   = mean_t cos(dF_{j,t}, s_j)                    Diff-Vector (s_j: the vector trained for layer j)
-  DD[l,j]   = mean_t cos(dF_{j,t}, mean_t' dF_{j,t'})      Diff-Diff (consistency within one sample)
+  DD[l,j]   = mean_t cos(dF_{j,t}, mu)                     Diff-Diff, with mu one of (`diff_diff_mean`):
+              `sample`:  mu = mean_t' dF_{j,t'} of the same sample (the authors' code: consistency within
+                         one sample; the column `dd_sample`)
+              `dataset`: mu = E_x[dF_j], the mean over every token of every sample (the paper's Figure 2
+                         caption; the column `dd_dataset`)
   LM[l,j]   = cos(sum_{samples,t} dF_{j,t} / N_tokens, s_j)  layer-mean
   self[l,j] = mean_t cos(dF_{j,t}, s_l)                    self-alignment of the propagating source vector
 "mean_t" averages over a sample's real tokens, then the per-sample values are averaged over samples (as the
-paper does). A cosine with a zero vector is undefined: positions where dF (or the reference) is exactly 0 are
+paper does). Both Diff-Diff variants are always computed (`dd` is the chosen one). The dataset mean is known
+only at the end, so the dataset variant streams sum_samples mean_{t in sample} dF_t / |dF_t| (the unit vectors)
+and takes its dot product with the unit dataset mean when finalizing: mean_t cos(x_t, mu) = (mean_t x_t/|x_t|) .
+mu/|mu|, exactly. A cosine with a zero vector is undefined: positions where dF (or the reference) is exactly 0 are
 left out of the means, and a (l, j) with no such position (all j < l) gives NaN.
 
 `PersistenceAccumulator` streams: the engine calls `update(source, target, dF, mask)` per forward chunk
@@ -22,6 +29,9 @@ import pandas as pd
 import torch
 
 METRICS = ("dv", "dd", "lm", "self_cos")
+DIFF_DIFF_MEANS = ("sample", "dataset")
+EXTRA = ("dd_sample", "dd_dataset")
+"""Both Diff-Diff variants, whatever `dd` is."""
 
 
 def _cos(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
@@ -42,12 +52,18 @@ class PersistenceAccumulator:
     `vectors`: [n_layers, d] stack of the single-layer vectors; row j is s_j for DV/LM at target j and row
     l is s_l for the self-alignment (a row of zeros, e.g. a layer without a trained vector, gives NaN)."""
 
-    def __init__(self, vectors: torch.Tensor):
+    def __init__(self, vectors: torch.Tensor, diff_diff_mean: str = "sample"):
+        if diff_diff_mean not in DIFF_DIFF_MEANS:
+            raise ValueError(f"diff_diff_mean must be one of {DIFF_DIFF_MEANS}, got {diff_diff_mean!r}")
         self.vectors = vectors.detach().double().cpu()
+        self.diff_diff_mean = diff_diff_mean
         self._per_sample: dict[tuple[int, int], dict[str, list[float]]] = {}
         self._sum: dict[tuple[int, int], torch.Tensor] = {}
         self._n_tokens: dict[tuple[int, int], int] = {}
         self._norm_sum: dict[tuple[int, int], float] = {}
+        self._unit_sum: dict[tuple[int, int], torch.Tensor] = {}
+        """Sum over samples of the sample's mean unit shift (tokens with dF = 0 left out)."""
+        self._unit_samples: dict[tuple[int, int], int] = {}
 
     def update(self, source: int, target: int, dF: torch.Tensor, mask: torch.Tensor) -> None:
         """dF [batch, T, d] (steered minus base resid_post of block `target`), mask [batch, T] (real
@@ -65,6 +81,12 @@ class PersistenceAccumulator:
             store["self_cos"].append(_nanmean(_cos(x, s_l.expand_as(x))))
             mu = x.mean(dim=0)
             store["dd"].append(_nanmean(_cos(x, mu.expand_as(x))))
+            norms = x.norm(dim=-1)
+            nz = norms > 0
+            if bool(nz.any()):
+                unit = (x[nz] / norms[nz].unsqueeze(-1)).mean(dim=0)
+                self._unit_sum[key] = self._unit_sum.get(key, torch.zeros_like(unit)) + unit
+                self._unit_samples[key] = self._unit_samples.get(key, 0) + 1
         x = d[m]
         self._sum[key] = self._sum.get(key, torch.zeros(d.shape[-1], dtype=torch.float64)) + x.sum(dim=0)
         self._n_tokens[key] = self._n_tokens.get(key, 0) + x.shape[0]
@@ -75,33 +97,50 @@ class PersistenceAccumulator:
         key = (int(source), int(target))
         return self._sum[key] / self._n_tokens[key]
 
+    def dd_dataset(self, source: int, target: int) -> float:
+        """Diff-Diff against the dataset mean E_x[dF] (see the module docstring); NaN where undefined."""
+        key = (int(source), int(target))
+        if not self._unit_samples.get(key):
+            return float("nan")
+        mean = self.mean_shift(source, target)
+        norm = float(mean.norm())
+        if norm == 0.0:
+            return float("nan")
+        return float((self._unit_sum[key] / self._unit_samples[key]) @ mean) / norm
+
     def finalize(self) -> pd.DataFrame:
-        """Long DataFrame: source, target, dv, dd, lm, self_cos, n_samples, n_tokens, mean_norm (mean
-        ||dF_t||), ordered by (source, target)."""
+        """Long DataFrame: source, target, dv, dd (the `diff_diff_mean` variant), lm, self_cos, dd_sample,
+        dd_dataset, n_samples, n_tokens, mean_norm (mean ||dF_t||), ordered by (source, target)."""
         rows = []
         for key in sorted(self._sum):
             src, tgt = key
             ps = self._per_sample[key]
             mean = self.mean_shift(src, tgt)
             n = self._n_tokens[key]
+            dd = {
+                "sample": _nanmean(torch.tensor(ps["dd"], dtype=torch.float64)),
+                "dataset": self.dd_dataset(src, tgt),
+            }
             rows.append(
                 {
                     "source": src,
                     "target": tgt,
                     "dv": _nanmean(torch.tensor(ps["dv"], dtype=torch.float64)),
-                    "dd": _nanmean(torch.tensor(ps["dd"], dtype=torch.float64)),
+                    "dd": dd[self.diff_diff_mean],
                     "lm": float(_cos(mean, self.vectors[tgt])),
                     "self_cos": _nanmean(torch.tensor(ps["self_cos"], dtype=torch.float64)),
+                    "dd_sample": dd["sample"],
+                    "dd_dataset": dd["dataset"],
                     "n_samples": len(ps["dv"]),
                     "n_tokens": n,
                     "mean_norm": self._norm_sum[key] / n if n else float("nan"),
                 }
             )
-        return pd.DataFrame(rows, columns=["source", "target", *METRICS, "n_samples", "n_tokens", "mean_norm"])
+        return pd.DataFrame(rows, columns=["source", "target", *METRICS, *EXTRA, "n_samples", "n_tokens", "mean_norm"])
 
 
 def matrix(table: pd.DataFrame, metric: str) -> pd.DataFrame:
     """(source x target) matrix of one metric from `finalize()`'s table, for heat-maps."""
-    if metric not in (*METRICS, "mean_norm"):
-        raise ValueError(f"unknown persistence metric {metric!r}; one of {METRICS + ('mean_norm',)}")
+    if metric not in (*METRICS, *EXTRA, "mean_norm"):
+        raise ValueError(f"unknown persistence metric {metric!r}; one of {METRICS + EXTRA + ('mean_norm',)}")
     return table.pivot(index="source", columns="target", values=metric)

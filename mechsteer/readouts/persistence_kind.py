@@ -15,14 +15,14 @@ from mechsteer.atomic import atomic_write_text
 from mechsteer.cell_tables import csv_bytes, md, slug
 from mechsteer.errors import MechsteerError
 from mechsteer.measurement import MeasurementResult, MeasurementTask
-from mechsteer.readouts.persistence import METRICS, PersistenceAccumulator, matrix
+from mechsteer.readouts.persistence import EXTRA, METRICS, PersistenceAccumulator, matrix
 from mechsteer.readouts.plots import heatmap
 from mechsteer.readouts.teacher_forced import (
     added_vector,
     chunks,
     counted_mask,
+    kept_sequences,
     rows_of,
-    sample_sequences,
     shifts,
     single_layer,
 )
@@ -32,9 +32,13 @@ from mechsteer.spec.layers import resolve_layers_or_raise
 KIND = "persistence"
 TITLES = {
     "dv": "Diff-Vector cos(dF_j, s_j)",
-    "dd": "Diff-Diff cos(dF_j,t, mean_t dF_j)",
+    "dd": "Diff-Diff",
     "lm": "layer-mean cos(mean dF_j, s_j)",
     "self_cos": "self cos(dF_j, s_l)",
+}
+DD_TITLES = {
+    "sample": "Diff-Diff cos(dF_j,t, mean_t' dF_j of its sample)",
+    "dataset": "Diff-Diff cos(dF_j,t, E_x[dF_j])",
 }
 
 
@@ -49,13 +53,14 @@ def run(task: MeasurementTask) -> MeasurementResult:
             stack[i] = vs.row(i).float() * float(add.scale)
     sources = rows_of(vs, spec.sources, f"{KIND}.sources")
     targets = resolve_layers_or_raise(spec.targets, n, f"{KIND}.targets", MechsteerError)
-    acc = PersistenceAccumulator(stack)
+    acc = PersistenceAccumulator(stack, spec.diff_diff_mean)
     task.progress(0, len(sources))
-    n_seq = 0
+    n_seq = n_dropped = 0
     for src in sources:
         steer = single_layer(add, src)
-        seqs = sample_sequences(task, steer)
+        seqs, dropped = kept_sequences(task, steer)
         n_seq += len(seqs)
+        n_dropped += dropped
         tj = [j for j in targets if j >= src]
         for ids, mask, _, _, _ in chunks(seqs, spec.batch_size, pad_id(lm.tokenizer), lm.device):
             m = counted_mask(mask).cpu()
@@ -63,17 +68,17 @@ def run(task: MeasurementTask) -> MeasurementResult:
                 acc.update(src, j, dF, m)
         task.progress(1, None)
     table = acc.finalize()
-    metrics: dict[str, float] = {"n_sequences": float(n_seq)}
+    metrics: dict[str, float] = {"n_sequences": float(n_seq), "n_unfinished_dropped": float(n_dropped)}
     diag = table[table["source"] == table["target"]]
     later = table[table["target"] > table["source"]]
-    for m in METRICS:
+    for m in (*METRICS, *EXTRA):
         metrics[f"diag_{m}"] = float(diag[m].mean())
         metrics[f"later_{m}"] = float(later[m].mean()) if len(later) else float("nan")
     return MeasurementResult(
         metrics,
         [],
         files={f"{KIND}/table.csv": csv_bytes(table)},
-        info={"vector": vname, "sources": sources, "targets": targets},
+        info={"vector": vname, "sources": sources, "targets": targets, "diff_diff_mean": spec.diff_diff_mean},
     )
 
 
@@ -85,7 +90,12 @@ def report_section(results, out_dir: Path) -> list[str]:
     keys = ["model", "condition", "seed"]
     short = []
     pngs = []
+    variants = {}  # (model, condition, seed) -> the Diff-Diff mean its cell used
+    for c in results.recorded_cells(KIND):
+        info = results.store.read_record(c["hash"]).get("info") or {}
+        variants[(c["model"], c["condition"], c["seed"])] = info.get("diff_diff_mean", "sample")
     for key, g in t.groupby(keys):
+        variant = variants.get(tuple(key), "sample")
         diag, later = g[g["source"] == g["target"]], g[g["target"] > g["source"]]
         last = g[g["target"] == g["target"].max()]
         short.append(
@@ -94,7 +104,10 @@ def report_section(results, out_dir: Path) -> list[str]:
                 "sources": g["source"].nunique(),
                 "DV at j=l": diag["dv"].mean(),
                 "DV j>l": later["dv"].mean(),
+                "Diff-Diff mean": variant,
                 "DD j>l": later["dd"].mean(),
+                "DD(sample) j>l": later["dd_sample"].mean() if "dd_sample" in g else float("nan"),
+                "DD(dataset) j>l": later["dd_dataset"].mean() if "dd_dataset" in g else float("nan"),
                 "LM j>l": later["lm"].mean(),
                 "self j>l": later["self_cos"].mean(),
                 "self at last block": last["self_cos"].mean(),
@@ -106,7 +119,7 @@ def report_section(results, out_dir: Path) -> list[str]:
             p = heatmap(
                 mat,
                 out_dir / f"persistence_{metric}_{slug(*key)}.png",
-                title=f"{TITLES[metric]}: {key[1]} ({key[0]}, seed {key[2]})",
+                title=f"{DD_TITLES[variant] if metric == 'dd' else TITLES[metric]}: {key[1]} ({key[0]}, seed {key[2]})",
                 markers=[(i, i) for i in mat.index if i in mat.columns],
             )
             pngs.append(f"![{metric}]({p.name})")
@@ -115,7 +128,10 @@ def report_section(results, out_dir: Path) -> list[str]:
         "",
         "dF_j = h_j(add s_l at l) - h_j(base) on sequences sampled under s_l alone, teacher-forced; means over "
         "tokens (each sample's last token excluded) then samples. DV at j = l is 1 when the vector is added as "
-        "is (dF_l = s_l). Blocks before the source are blank (dF = 0 by causality).",
+        "is (dF_l = s_l). Blocks before the source are blank (dF = 0 by causality). Diff-Diff compares each "
+        "token's dF with a mean shift: `sample` = its own sample's mean (the authors' code), `dataset` = E_x[dF] "
+        "over all tokens (the paper's Figure 2 caption); both are in `persistence.csv`, the heat-map shows the "
+        "readout's `diff_diff_mean`.",
         "",
         md(pd.DataFrame(short)),
         "",

@@ -13,7 +13,19 @@ def load_problems(spec) -> list[dict]:
     from mechsteer.eval.datasets import DatasetUnavailableError
     from mechsteer.eval.lm_eval_tasks import load_problems as load_task_problems
 
+    shuffle = getattr(spec, "shuffle", None)
     try:
-        return load_task_problems(spec.task, spec.data_dir, spec.limit, split=spec.split)
+        if shuffle is None:
+            return load_task_problems(spec.task, spec.data_dir, spec.limit, split=spec.split)
+        rows = load_task_problems(spec.task, spec.data_dir, None, split=spec.split)
     except DatasetUnavailableError as e:
         raise MechsteerError(str(e)) from None
+    return shuffled(rows, shuffle)[: spec.limit]
+
+
+def shuffled(rows: list, seed: int) -> list:
+    """`rows` in the order `datasets.Dataset.shuffle(seed=seed)` gives (a numpy `default_rng(seed)`
+    permutation of the row indices), so a readout draws the same subset of a hub dataset as the authors."""
+    import numpy as np
+
+    return [rows[i] for i in np.random.default_rng(seed).permutation(len(rows))]

@@ -184,6 +184,16 @@ def sample_sequences(task, interventions: list, *, only_finished: bool = False) 
     return keep_finished(out) if only_finished else out
 
 
+def kept_sequences(task, interventions: list) -> tuple[list[Sequence], int]:
+    """(the sequences `sample_sequences` returns under the readout's `only_finished`, how many truncated ones
+    it dropped), so a readout can say how many samples it left out."""
+    seqs = sample_sequences(task, interventions)
+    if not getattr(task.spec, "only_finished", False):
+        return seqs, 0
+    kept = keep_finished(seqs)
+    return kept, len(seqs) - len(kept)
+
+
 def chunks(seqs: list[Sequence], batch_size: int, pad_value: int, device) -> Iterator[tuple]:
     """(input_ids, attention_mask, prompt_lengths, sample_ids, seqs) per chunk, right-padded; a sequence's
     sample id is its index in `seqs`."""

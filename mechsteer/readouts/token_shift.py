@@ -79,20 +79,31 @@ def token_shift(
     tokens: Sequence[str],
     *,
     track: dict[str, int] | None = None,
+    categories: dict[str, Sequence[int]] | None = None,
     sample_ids: Sequence | None = None,
     temperature: float = 1.0,
     slice_size: int = 256,
 ) -> pd.DataFrame:
     """One row per analysed position (gen_pos >= 0) of a [b, T, V] pair of logits. Columns: COLUMNS plus
-    `dp[<name>]` per tracked token (name -> token id). `tokens[i]`: token i's text."""
+    `dp[<name>]` per tracked token (name -> token id), and per category (name -> token ids) `mass[<name>]` (the
+    sum of dp over its tokens), `boosted_in[<name>]` and `ref_top_in[<name>]` (whether the most boosted token
+    and the reference's argmax belong to it). `tokens[i]`: token i's text."""
     if ref_logits.shape != other_logits.shape:
         raise ValueError(f"logit shapes differ: {tuple(ref_logits.shape)} vs {tuple(other_logits.shape)}")
     track = dict(track or {})
+    cats = {name: torch.as_tensor(list(ids), dtype=torch.long) for name, ids in (categories or {}).items()}
+    member = {}
+    for name, ids in cats.items():
+        m = torch.zeros(ref_logits.shape[-1], dtype=torch.bool)
+        m[ids] = True
+        member[name] = m
     b = ref_logits.shape[0]
     sample_ids = list(range(b)) if sample_ids is None else list(sample_ids)
     out: dict[str, list] = {c: [] for c in COLUMNS}
     for name in track:
         out[f"dp[{name}]"] = []
+    for name in cats:
+        out[f"mass[{name}]"], out[f"boosted_in[{name}]"], out[f"ref_top_in[{name}]"] = [], [], []
     for r in range(b):
         where = torch.nonzero(gen_pos[r] >= 0).flatten()
         for start in range(0, where.numel(), slice_size):
@@ -121,14 +132,22 @@ def token_shift(
             out["reinforces_top"] += (bi == rt).tolist()
             for name, tid in track.items():
                 out[f"dp[{name}]"] += dp[:, tid].tolist()
+            for name, ids in cats.items():
+                out[f"mass[{name}]"] += dp[:, ids].sum(-1).tolist()
+                out[f"boosted_in[{name}]"] += member[name][bi.cpu()].tolist()
+                out[f"ref_top_in[{name}]"] += member[name][rt.cpu()].tolist()
     return pd.DataFrame(out)
+
+
+PER_POSITION_PREFIXES = ("dp[", "mass[", "boosted_in[", "ref_top_in[")
+"""Columns of tracked tokens and categories, averaged per group and position by `summarize`."""
 
 
 def summarize(table: pd.DataFrame, *, min_count: int = 2, top: int = 10) -> dict[str, pd.DataFrame]:
     """{"by_token": boosted tokens seen >= min_count times, the `top` by mean dp (count, mean/median/max dp,
     share of positions), "by_group": first vs other (n, mean KL, mean boosted dp, mean entropies, share that
     reinforces the top token, mean dp of tracked tokens), "by_position": the same per generated index}."""
-    tracked = [c for c in table.columns if c.startswith("dp[")]
+    tracked = [c for c in table.columns if c.startswith(PER_POSITION_PREFIXES)]
     g = table.groupby("boosted")["boosted_dp"]
     by_token = pd.DataFrame({"count": g.size(), "mean_dp": g.mean(), "median_dp": g.median(), "max_dp": g.max()})
     by_token["share"] = by_token["count"] / max(len(table), 1)

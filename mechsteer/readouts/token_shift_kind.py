@@ -6,6 +6,7 @@ samples with the largest KL are drawn as coloured-token HTML."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -18,7 +19,7 @@ from mechsteer.readouts.plots import line_plot
 from mechsteer.readouts.teacher_forced import (
     chunks,
     final_resid,
-    sample_sequences,
+    kept_sequences,
     token_strings,
 )
 from mechsteer.readouts.token_shift import generated_positions, html_samples, summarize, token_shift
@@ -59,13 +60,23 @@ def tracked_ids(tokenizer, strings: list[str]) -> dict[str, int]:
     return out
 
 
+def category_ids(tokens: list[str], categories: dict[str, str]) -> dict[str, list[int]]:
+    """name -> the ids of the vocabulary tokens whose text the category's regular expression matches in full."""
+    out = {}
+    for name, pattern in categories.items():
+        rx = re.compile(pattern)
+        out[name] = [i for i, t in enumerate(tokens) if t and rx.fullmatch(t)]
+    return out
+
+
 def run(task: MeasurementTask) -> MeasurementResult:
     spec, lm = task.spec, task.lm
     track = tracked_ids(lm.tokenizer, spec.track)
     ref = reference_interventions(task)
     cond = list(task.interventions)
-    seqs = sample_sequences(task, cond if spec.sample_from == "condition" else ref)
+    seqs, n_dropped = kept_sequences(task, cond if spec.sample_from == "condition" else ref)
     tokens = token_strings(lm)
+    cats = category_ids(tokens, spec.categories)
     parts = []
     task.progress(0, len(seqs))
     for ids, mask, plens, sids, _ in chunks(seqs, spec.batch_size, pad_id(lm.tokenizer), lm.device):
@@ -77,8 +88,16 @@ def run(task: MeasurementTask) -> MeasurementResult:
                 ref_logits, cond_logits = (
                     unembed(lm.model, lm.adapter, h[:, s0 : s0 + SLICE]).float().cpu() for h in (h_ref, h_cond)
                 )
-                parts.append(token_shift(ref_logits, cond_logits, g, tokens, track=track, sample_ids=sids))
+                parts.append(
+                    token_shift(ref_logits, cond_logits, g, tokens, track=track, categories=cats, sample_ids=sids)
+                )
         task.progress(len(sids), None)
+    if not parts:
+        raise MechsteerError(
+            f"token_shift: no generated position to analyse ({len(seqs)} sequences kept, {n_dropped} truncated "
+            "ones dropped by only_finished)",
+            hint="raise max_new_tokens or limit, or set only_finished: false",
+        )
     table = pd.concat(parts, ignore_index=True).sort_values(["sample", "pos"], kind="stable", ignore_index=True)
     s = summarize(table, top=spec.top)
     files = {
@@ -96,15 +115,27 @@ def run(task: MeasurementTask) -> MeasurementResult:
             value_name="KL(reference || condition)",
         )
         files[f"{KIND}/samples.html"] = html.encode()
-    metrics = {"n_positions": float(len(table)), "kl": float(table["kl"].mean()) if len(table) else float("nan")}
+    metrics = {
+        "n_positions": float(len(table)),
+        "n_sequences": float(len(seqs)),
+        "n_unfinished_dropped": float(n_dropped),
+        "kl": float(table["kl"].mean()) if len(table) else float("nan"),
+    }
     for _, r in s["by_group"].iterrows():
         metrics[f"{r['group']}/kl"] = float(r["kl"])
         metrics[f"{r['group']}/reinforces_top"] = float(r["reinforces_top"])
         for name in track:
             metrics[f"{r['group']}/dp[{name}]"] = float(r[f"dp[{name}]"])
-    return MeasurementResult(
-        metrics, [], files=files, info={"reference": spec.reference, "sample_from": spec.sample_from, "track": track}
-    )
+        for name in cats:
+            for col in (f"mass[{name}]", f"boosted_in[{name}]", f"ref_top_in[{name}]"):
+                metrics[f"{r['group']}/{col}"] = float(r[col])
+    info = {
+        "reference": spec.reference,
+        "sample_from": spec.sample_from,
+        "track": track,
+        "categories": {name: len(ids) for name, ids in cats.items()},
+    }
+    return MeasurementResult(metrics, [], files=files, info=info)
 
 
 def _top(table: pd.DataFrame, n: int) -> list:
@@ -125,7 +156,10 @@ def report_section(results, out_dir: Path) -> list[str]:
         "",
         "Per generated position of the same teacher-forced sequences: KL(reference || condition) in nats, mean "
         "dp of the most boosted token, entropies, the share of positions where the boosted token is the "
-        "reference's argmax, and dp of tracked tokens; `first` = the first generated token.",
+        "reference's argmax, and dp of tracked tokens; `first` = the first generated token. With token "
+        "categories: `mass[c]` = mean dp summed over category c's tokens, `boosted_in[c]` = share of positions "
+        "whose most boosted token is in c, `ref_top_in[c]` = the same for the reference's top token (the base "
+        "rate to compare with).",
         "",
         md(g.drop(columns=["cell"])),
         "",

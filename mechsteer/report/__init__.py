@@ -1,15 +1,16 @@
 """The study report: tables (CSV + Markdown) and plots from recorded cells only, linked from `report.md`.
 
-Sections, in order: the effects (`report/effects.py`: per measurement with per-problem records, each
-condition against the baseline and its control, a figure per model and headline metric, then a table), the
-results per measurement (rows = conditions, mean ± std over seeds, at most six metric columns per table, so
-every table fits the page), the difference from the unsteered baseline, the paper-shaped benchmark table (when the study has an `evaluation:`), the sweep
-plots (accuracy per layer / per head, relative improvement per pair of layers: `report/sweeps.py`,
-`report/composition.py`), the transfer table (recipient x donor models, `report/transfer.py`), then one
-section per readout kind present whose registration names a report function (`@readout_kind(...,
-report="module:attr")`, called as `fn(results, out_dir) -> list of Markdown lines`). The same lines are
-written as `report.md` and as the self-contained `report.html` (`report/html.py`: images inlined, rows traced
-to their cells).
+Sections, in order: the study's deviations from the paper (`deviations:`), the effects (`report/effects.py`:
+per measurement with per-problem records, each condition against the baseline and its control, a figure per
+model and headline metric, then a table), the results per measurement (rows = conditions, mean ± std over
+seeds, at most six metric columns per table, so every table fits the page), the difference from the unsteered
+baseline, the paper-shaped benchmark table (when the study has an `evaluation:`), the sweep plots (accuracy per
+layer / per head, relative improvement per pair of layers: `report/sweeps.py`, `report/composition.py`), the
+transfer table (recipient x donor models, `report/transfer.py`), the training checkpoints behind every trained
+vector set (`report/provenance.py`), then one section per readout kind present whose registration names a
+report function (`@readout_kind(..., report="module:attr")`, called as `fn(results, out_dir) -> list of
+Markdown lines`). The same lines are written as `report.md` and as the self-contained `report.html`
+(`report/html.py`: images inlined, rows traced to their cells).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from mechsteer.atomic import atomic_write_text
 from mechsteer.report.effects import effects_section
 from mechsteer.report.html import write_html
 from mechsteer.report.paper_table import paper_table_section
+from mechsteer.report.provenance import checkpoints_section, deviations_section
 from mechsteer.report.sweeps import sweep_section
 from mechsteer.report.tables import column_chunks, delta_table, is_rate, per_measurement
 from mechsteer.report.transfer import transfer_section
@@ -43,6 +45,7 @@ def write_report(results) -> Path:
     lines = [title, ""]
     if results.summary.get("description"):
         lines += [results.summary["description"].strip(), ""]
+    lines += deviations_section(results)
     n_done = len({c["hash"] for c in results.recorded()})  # cells without numeric metrics count too
     n_cells = len({c["hash"] for c in results.cells})
     lines += [f"{n_done} of {n_cells} cells recorded. Values are mean ± std over seeds; rates in %.", ""]
@@ -66,6 +69,7 @@ def write_report(results) -> Path:
     lines += paper_table_section(results, out)
     lines += sweep_section(results, out)
     lines += transfer_section(results, out)
+    lines += checkpoints_section(results)
     for kind in sorted({c["kind"] for c in results.recorded()}):
         section = READOUT_KINDS.report(kind) if kind in READOUT_KINDS else None
         if section is not None:

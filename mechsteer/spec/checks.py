@@ -18,6 +18,7 @@ from mechsteer.spec.kinds import INTERVENTION_KINDS
 from mechsteer.spec.layers import selection_problems
 from mechsteer.spec.models import known_shape
 from mechsteer.spec.sweeps import SweepSpec, check_name, placeholders, sample_env, substitute, template_problem
+from mechsteer.spec.vector_origin import single_source_problems
 
 
 def check_study(ls: LoadedStudy, max_cells: int = DEFAULT_MAX_CELLS) -> list[Problem]:
@@ -94,6 +95,7 @@ def check_study(ls: LoadedStudy, max_cells: int = DEFAULT_MAX_CELLS) -> list[Pro
                     hint=f"the {field} is one of the conditions: {', '.join(spec.conditions)}",
                 )
             )
+    out.extend(single_source_problems(ls))  # u_l and persistence read one run per block, not joint rows
     out.extend(_control_problems(ls, names, shapes, expand=not too_big))
     return out
 

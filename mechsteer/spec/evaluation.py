@@ -12,6 +12,10 @@ from mechsteer.spec.templates import PromptTemplate
 KNOWN_TASKS = ("aime24", "aime25", "amc23", "math500", "minerva_math", "olympiadbench", "gsm8k", "mini")
 """Tasks mechsteer ships definitions for. The six paper benchmarks form the paper's Average."""
 
+PROMPT_TASKS = ("deepscaler",)
+"""Prompt sets a readout may draw from besides KNOWN_TASKS: training sets (split `train` only), never
+evaluation tasks. `deepscaler` is the paper's training set (agentica-org/deep_scale_r-preview-dataset)."""
+
 MINI_DEFAULT_N = 64
 """Problems of the bundled `mini` task an evaluation or readout uses when no limit is given."""
 

@@ -113,6 +113,8 @@ class ProfileSpec(StrictModel):
     """Per-readout field overrides."""
     seeds: list[int] | None = None
     backend: Backend | None = None
+    deviations: list[str] | None = None
+    """Replaces the study's `deviations` for this profile (a profile lists every departure that applies to it)."""
 
 
 class StudySpec(StrictModel):
@@ -144,6 +146,10 @@ class StudySpec(StrictModel):
     backend: Backend | None = None
     """Evaluation backend of model entries that name none: `hf` (default: transformers with hooks) or `vllm`
     (all-position `add` conditions compiled into down_proj biases; needs vLLM and a GPU)."""
+    deviations: list[str] = Field(default_factory=list)
+    """Where this study departs from the paper's procedure (a missing published setting, an offline stand-in,
+    a smaller scale), one sentence each; the report lists them under "Deviations from the paper", so a result
+    is never read as the paper's object when it is not."""
     profiles: dict[str, ProfileSpec] = Field(default_factory=dict)
     """Named override sets (`mini`, `paper`, ...) selected with --profile."""
 

@@ -315,6 +315,26 @@ class TrainEvalSpec(StrictModel):
         return self
 
 
+# ----------------------------------------------------------------------------------------- per block
+
+
+class PerBlockSpec(StrictModel):
+    """How `mechsteer train FILE --per-block LAYERS` trains one run per block (the paper's per-layer study:
+    `setup: {single_layer: k}` or `{lora1: k}` for each listed block k, each under `<output>/layer-KK/`)."""
+
+    lr_rule: Literal["file", "norm"] = "file"
+    """Learning rate of block k's run. `file`: this file's `rloo.lr_per_layer[k]`, else `rloo.lr` (the paper's
+    per-layer tables). `norm`: base_lr x r_k / r_ref, r = the median norm of the block's output over the first
+    `norm_prompts` training prompts (Adam moves every coordinate by about lr per step, so a vector's size
+    relative to the stream it perturbs is set by lr / r; the bundled SmolLM2 stack uses this rule)."""
+    base_lr: float = Field(default=0.05, gt=0)
+    """`norm` rule: the learning rate of block `ref_layer`."""
+    ref_layer: int = 12
+    """`norm` rule: the reference block (negative counts from the end)."""
+    norm_prompts: int = Field(default=32, gt=0)
+    """`norm` rule: training prompts whose residual norms set r_k."""
+
+
 # ----------------------------------------------------------------------------------------- root
 
 
@@ -333,6 +353,7 @@ class TrainProfileSpec(StrictModel):
     checkpoint_every: int | None = None
     output: str | None = None
     seed: int | None = None
+    per_block: dict[str, Any] | None = None
 
 
 class TrainSpec(StrictModel):
@@ -365,11 +386,15 @@ class TrainSpec(StrictModel):
     eval: TrainEvalSpec | None = None
     """Held-out evaluation before, during and after training."""
     output: str | None = None
-    """Output folder (relative to the training file); null = outputs/train/<name>[-<profile>] under the
-    working directory."""
+    """Output folder of the run, relative to the training file (or absolute). With `--profile P` and no
+    `output` in that profile, the run goes to `<output>-<P>`, so the profiles of one file never share a folder.
+    null = `outputs/train/<name>[-<profile>]` next to the training file. Never relative to the working
+    directory, so `mechsteer train` and a study that reads the run agree wherever either is started."""
     seed: int = 0
     """Seed of data order, rollouts and LoRA init (every step's randomness derives from it and the step,
     so a resumed run is bit-for-bit the uninterrupted one on CPU)."""
+    per_block: PerBlockSpec = PerBlockSpec()
+    """Learning-rate rule of `mechsteer train FILE --per-block LAYERS` (one run per block)."""
     profiles: dict[str, TrainProfileSpec] = Field(default_factory=dict)
     """Named override sets (`mini`, `paper`, ...) selected with --profile."""
 
@@ -396,14 +421,18 @@ class LoadedTrainSpec(LoadedSpecFile):
     """A validated training file."""
 
     spec: TrainSpec
+    profile_output: bool = False
+    """True when the selected profile sets `output` itself (then it is used as is, without the suffix)."""
 
     def output_dir(self) -> Path:
-        """The run's folder, absolute: `output` (relative to the training file), else
-        `outputs/train/<name>[-<profile>]` under the working directory of this call (a study binds it when
-        it compiles, so its cells never depend on where they run)."""
+        """The run's folder, absolute and independent of the working directory: `output` resolved against the
+        training file's folder (suffixed `-<profile>` unless the profile set `output` itself), else
+        `<training file folder>/outputs/train/<name>[-<profile>]`."""
+        suffix = f"-{self.profile}" if self.profile and not self.profile_output else ""
         if self.spec.output:
-            return self.resolve_path(self.spec.output).absolute()
-        return Path("outputs").absolute() / "train" / (self.spec.name + (f"-{self.profile}" if self.profile else ""))
+            out = self.resolve_path(self.spec.output)
+            return out.parent.resolve() / (out.name + suffix)
+        return self.base_dir.resolve() / "outputs" / "train" / (self.spec.name + suffix)
 
     def total_steps(self, n_prompts: int) -> int:
         """Optimizer steps: `rloo.steps`, or one epoch of `n_prompts` prompts."""
@@ -440,7 +469,8 @@ def load_train_spec(path: str | Path, profile: str | None = None) -> LoadedTrain
     # `setup` is replaced, not merged: {single_layer: 27} merged onto {layers: [...]} would be both.
     merged = apply_profile(raw, profile, fname, positions, what="training file", replace=("setup",)) if profile else raw
     spec = validate_document(TrainSpec, merged, fname, positions, profile)
-    loaded = LoadedTrainSpec(spec=spec, file=file, profile=profile, positions=positions)
+    own = profile is not None and "output" in ((raw.get("profiles") or {}).get(profile) or {})
+    loaded = LoadedTrainSpec(spec=spec, file=file, profile=profile, positions=positions, profile_output=own)
     ProblemList(check_train_spec(loaded)).raise_if_any(SpecError)
     return loaded
 
@@ -520,13 +550,14 @@ def trained_run_dir(spec) -> tuple[Path, str]:
     return out, command
 
 
-def run_vectors_file(out: Path, checkpoint, command: str) -> Path:
-    """The vector file of the run in `out`: final (None), a checkpoint step, or `best` (from best.json)."""
+def run_vectors_file(out: Path, checkpoint, command: str, name: str = "vectors.safetensors") -> Path:
+    """The file `name` (vectors, or `lora1.safetensors`) of the run in `out`: final (None), a checkpoint step,
+    or `best` (from best.json; VectorError naming the fix when there is none)."""
     if checkpoint == "best":
-        return best_checkpoint_dir(out, command) / "vectors.safetensors"
+        return best_checkpoint_dir(out, command) / name
     if checkpoint is not None:
-        return checkpoint_dir(out / "checkpoints", checkpoint) / "vectors.safetensors"
-    return out / "vectors.safetensors"
+        return checkpoint_dir(out / "checkpoints", checkpoint) / name
+    return out / name
 
 
 def trained_vectors_path(spec) -> tuple[Path, str]:
@@ -556,28 +587,35 @@ def finished_vectors_file(out: Path, checkpoint) -> Path | None:
     return f if f.is_file() else None
 
 
-PER_BLOCK_SCRIPT = "scripts/train_single_layers.py"
-"""Trains one single-layer run per block under `<run output>/layer-KK/` (the paper's per-layer study)."""
-
-
 def per_block_dir(out: Path, layer: int) -> Path:
     """The folder of block `layer`'s single-layer run inside a per-block training output."""
     return out / f"layer-{layer:02d}"
 
 
 def per_block_command(spec, layers: list[int]) -> str:
-    """The command that trains the per-block runs a `trained` spec with `per_block` reads."""
-    return (
-        f"python {PER_BLOCK_SCRIPT} --train {spec.train}"
-        + (f" --profile {spec.profile}" if spec.profile else "")
-        + (f" --out {spec.output}" if spec.output else "")
-        + f" --layers {','.join(str(k) for k in layers)}"
-    )
+    """The exact command that trains the per-block runs a `trained` vector spec (or a `lora1` intervention)
+    with `per_block` reads: `mechsteer train FILE --profile P --per-block K,... --lr-rule R`, with the lr
+    rule the training file asks for (so the recorded lr is the one the study expects) and `--output` only
+    where the study reads a folder the run would not choose itself."""
+    head, tail = per_block_command_parts(spec)
+    return f"{head}{','.join(str(k) for k in layers)}{tail}"
+
+
+def per_block_command_parts(spec) -> tuple[str, str]:
+    """`per_block_command` before and after its block list, read from the training file once (the compiler
+    keeps them in the bound run, so naming missing blocks at execution reads no YAML)."""
+    ts = load_train_spec(spec.train, spec.profile)
+    out = Path(spec.output) if getattr(spec, "output", None) else ts.output_dir()
+    head = f"mechsteer train {spec.train}" + (f" --profile {spec.profile}" if spec.profile else "") + " --per-block "
+    tail = f" --lr-rule {ts.spec.per_block.lr_rule}" + (f" --output {out}" if out != ts.output_dir() else "")
+    return head, tail
 
 
 BEST_FILE = "best.json"
-"""Written by a training run with `eval.select`: the selected checkpoint's step, the metric and every
-candidate's value."""
+"""The selected checkpoint of a run: its step, the metric and every candidate's value. Written by a training
+run with `eval.select` (held-out `mini` accuracy during training), or by `mechsteer select-checkpoints` from a
+study that evaluated the run's checkpoints on the benchmarks (the paper's selection: the six-benchmark Average,
+`studies/checkpoints.yaml`)."""
 
 
 def best_checkpoint_dir(out: Path, command: str) -> Path:
@@ -589,9 +627,11 @@ def best_checkpoint_dir(out: Path, command: str) -> Path:
     path = out / BEST_FILE
     if not path.is_file():
         raise VectorError(
-            f"the training run in {out} has no {BEST_FILE}: it picks a best checkpoint only when its training "
-            "file sets `eval.select` (with `eval.every` equal to `checkpoint_every`)",
-            hint=f"set eval.select in the training file and run `{command}`, or name a checkpoint step",
+            f"the training run in {out} has no {BEST_FILE}: a best checkpoint is picked by its training file's "
+            "`eval.select` (held-out mini task), or by `mechsteer select-checkpoints <study output>` after a study "
+            "evaluated its checkpoints (the paper's six-benchmark Average: studies/checkpoints.yaml)",
+            hint=f"run the checkpoint-selection study and `mechsteer select-checkpoints` on its output, set "
+            f"eval.select and run `{command}`, or name a checkpoint step",
         )
     try:
         best = json.loads(path.read_text(encoding="utf-8"))

@@ -67,7 +67,7 @@ def step_seed(seed: int, step: int) -> int:
 def spec_fingerprint(spec: TrainSpec) -> str:
     """Hash of everything that changes the training trajectory (not steps, eval, checkpoints or output)."""
     d = spec.model_dump(mode="json")
-    for k in ("eval", "checkpoint_every", "output", "profiles", "description"):
+    for k in ("eval", "checkpoint_every", "output", "profiles", "description", "per_block"):
         d.pop(k, None)
     d["rloo"].pop("steps", None)
     if d.get("rollouts") == "hf":
@@ -182,9 +182,14 @@ class Trainer:
         n_layers = self.lm.shape.n_layers
         table = {resolve_layer(k, n_layers)[0]: v for k, v in (r.lr_per_layer or {}).items()}
         groups: dict[float, list] = {}
+        self.block_lr: dict[int, float] = {}
+        """The learning rate each trained block actually gets (recorded in the exported metadata)."""
         for name, p in self.trainable.items():
             block = self.params.block_of(name)
-            groups.setdefault(table.get(block, r.lr) if block is not None else r.lr, []).append(p)
+            lr = table.get(block, r.lr) if block is not None else r.lr
+            groups.setdefault(lr, []).append(p)
+            if block is not None:
+                self.block_lr[block] = lr
         return torch.optim.AdamW(
             [{"params": ps, "lr": lr, "base_lr": lr} for lr, ps in groups.items()],
             lr=r.lr,
@@ -357,6 +362,12 @@ class Trainer:
             template=self.spec.data.template,
         )
 
+    def effective_lr(self) -> float:
+        """The learning rate training used: the one every trained block got (`rloo.lr_per_layer` included),
+        else `rloo.lr` (then `lr_per_block` in the metadata lists each block's)."""
+        lrs = set(self.block_lr.values())
+        return lrs.pop() if len(lrs) == 1 else self.spec.rloo.lr
+
     def export_meta(self, step: int, last: dict | None, last_eval: dict | None) -> dict:
         """Metadata written into every exported vector file."""
         meta = {
@@ -367,13 +378,13 @@ class Trainer:
             "model_revision": self.lm.revision or "",
             "setup": self.params.describe(),
             "reward": self.spec.reward,
-            "lr": self.spec.rloo.lr,
+            "lr": self.effective_lr(),
             "group_size": self.spec.rloo.group_size,
             "prompts_per_step": self.spec.rloo.prompts_per_step,
             "dtype": self.spec.model.dtype,
         }
-        if self.spec.rloo.lr_per_layer:
-            meta["lr_per_layer"] = json.dumps(self.spec.rloo.lr_per_layer, sort_keys=True)
+        if len(set(self.block_lr.values())) > 1:
+            meta["lr_per_block"] = json.dumps({str(k): v for k, v in sorted(self.block_lr.items())})
         if last:
             meta.update(
                 reward_mean=f"{last['reward_mean']:.4f}", accuracy=f"{last['accuracy']:.4f}", lr_at_step=last["lr"]

@@ -134,7 +134,8 @@ ray.shutdown()
 
 
 def _study(d: Path) -> Path:
-    """A tiny study whose `trained` set reads a run from the default folder (outputs/train/<name>)."""
+    """A tiny study whose `trained` set reads a run from the default folder (outputs/train/<name> next to the
+    training file)."""
     model = make_tiny_model("llama", vocab_size=VOCAB_SIZE)
     model.save_pretrained(d / "model")
     make_tiny_tokenizer().save_pretrained(d / "model")
@@ -169,10 +170,11 @@ def test_cells_and_trained_runs_resolve_against_the_driver_folder_not_the_worker
     address, env, head_cwd = ray_head
     study = _study(tmp_path / "study")
     driver_cwd = tmp_path / "driver"
+    driver_cwd.mkdir()
     cfg = make_tiny_model("llama", vocab_size=VOCAB_SIZE).config
     rows = torch.randn(cfg.num_hidden_layers, cfg.hidden_size, generator=torch.Generator().manual_seed(1))
-    save_vector_set(
-        VectorSet(rows, list(range(cfg.num_hidden_layers))), driver_cwd / "outputs/train/tr/vectors.safetensors"
+    save_vector_set(  # the run's default folder is next to its training file, whatever the working directory
+        VectorSet(rows, list(range(cfg.num_hidden_layers))), study.parent / "outputs/train/tr/vectors.safetensors"
     )
 
     run = subprocess.run(

@@ -1,7 +1,8 @@
-"""Every path in a compiled plan is absolute, bound against the compiling process's working directory: a worker
-running in another folder (a Ray worker on a cluster) writes the cells and reads a `trained` set's default run
-folder where the driver meant, without reading the training file again. tests/integration/test_ray_cluster_paths.py
-checks the same on a real cluster."""
+"""Every path in a compiled plan is absolute: the output folder bound against the compiling process's working
+directory, a `trained` set's default run folder against its training file's folder (never a working directory),
+so a worker running in another folder (a Ray worker on a cluster) writes the cells and reads the run where the
+driver meant, without reading the training file again. tests/integration/test_ray_cluster_paths.py checks the
+same on a real cluster."""
 
 from __future__ import annotations
 
@@ -53,12 +54,13 @@ def test_a_plan_compiled_from_relative_paths_holds_only_absolute_ones(tmp_path, 
             (f"run.{f}", getattr(run, f, None)) for f in ("output", "file")
         ]:
             assert value is None or Path(value).is_absolute(), (name, field, value)
-    assert plan.vectors["t"].output == str(driver.resolve() / "outputs" / "train" / "tr")  # the default, bound
-    assert plan.vectors["t"].run.file == str(driver.resolve() / "outputs" / "train" / "tr" / "vectors.safetensors")
+    run = (tmp_path / "study").resolve() / "outputs" / "train" / "tr"  # next to the training file, not the cwd
+    assert plan.vectors["t"].output == str(run)  # the default, bound
+    assert plan.vectors["t"].run.file == str(run / "vectors.safetensors")
 
     rows = torch.zeros(30, 576)
     rows[7] = 3.0
-    save_vector_set(VectorSet(rows, [7]), driver / "outputs" / "train" / "tr" / "vectors.safetensors")
+    save_vector_set(VectorSet(rows, [7]), run / "vectors.safetensors")
     monkeypatch.chdir(worker)  # what a Ray worker sees: another working directory
     (tmp_path / "study" / "train.yaml").unlink()  # execution never reads the training file: the plan holds its files
     got = BuildContext(n_layers=30, d_model=576, specs=plan.vectors).get("t")

@@ -39,7 +39,7 @@ def test_cell_timings_count_complete_cells_and_sum_their_recorded_seconds(tmp_pa
 
 def test_training_files_are_not_studies_and_unknown_names_are_errors():
     studies, training = sb.study_files(REPO / "studies")
-    assert {f.name for f in training} == {"train_mini.yaml", "train_paper.yaml"}
+    assert {f.name for f in training} == {"train_mini.yaml", "train_paper.yaml", "train_paper_llama.yaml"}
     assert "quickstart.yaml" in {f.name for f in studies} and not set(studies) & set(training)
     assert [f.stem for f in sb.study_files(REPO / "studies", ["logit_lens", "quickstart"])[0]] == [
         "logit_lens",

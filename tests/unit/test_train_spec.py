@@ -13,7 +13,7 @@ from conftest import REPO
 from mechsteer.errors import SpecError
 from mechsteer.spec.training import SingleLayerSetup, json_schema, load_train_spec, resolve_setup
 
-STUDIES = ["studies/train_mini.yaml", "studies/train_paper.yaml"]
+STUDIES = ["studies/train_mini.yaml", "studies/train_paper.yaml", "studies/train_paper_llama.yaml"]
 
 
 @pytest.mark.parametrize("name", STUDIES)

@@ -125,10 +125,15 @@ def test_per_block_stacks_each_blocks_own_run_and_names_the_missing_ones(tmp_pat
         (run / "best.json").write_text(json.dumps({"step": best_step, "value": value}))
 
     finish(3, 4, 0.5)
+    bound = compiled()
+    (tmp_path / "train.yaml").rename(tmp_path / "train.yaml.away")  # naming the missing blocks reads no YAML
     with pytest.raises(
-        VectorError, match=r"1 of 2 per-block runs .*blocks \[29\].*train_single_layers.py .*--layers 29"
+        VectorError,
+        match=r"1 of 2 per-block runs .*blocks \[29\].*`mechsteer train \S*train.yaml --profile last --per-block 29 "
+        r"--lr-rule file`",
     ):
-        BuildContext(n_layers=30, d_model=576, specs=compiled()).get("stack")
+        BuildContext(n_layers=30, d_model=576, specs=bound).get("stack")
+    (tmp_path / "train.yaml.away").rename(tmp_path / "train.yaml")
     partial = vector_fingerprint(compiled(), "stack")
     finish(29, 2, 0.25)
     vectors = compiled()
@@ -167,3 +172,29 @@ def test_lora1_from_a_training_run_binds_its_output_and_names_the_command_when_m
     )
     with pytest.raises(SpecError, match="not both or neither"):
         load_study(tmp_path / "bad.yaml")
+
+
+def test_a_per_block_lora1_names_its_blocks_run_and_command_without_reading_the_training_file(tmp_path):
+    """`per_block` reads block `layer`'s own run (layer-KK/), and the command that trains it (with the training
+    file's lr rule) is named at compile time: attaching a missing adapter reads no YAML. A study cannot set it."""
+    from mechsteer.engine.plan import compile_study
+    from mechsteer.errors import CompileError
+    from mechsteer.interventions.lora1 import attach_lora1
+
+    (tmp_path / "train.yaml").write_text(textwrap.dedent(TRAIN))
+    study = """
+        name: s
+        models: {m: {id: smollm2-135m}}
+        conditions: {base: [], lora: [{kind: lora1, train: train.yaml, profile: last, per_block: true, layer: 7}]}
+        readouts: {r: {kind: first_token, prompts: [a]}}
+        """
+    (tmp_path / "s.yaml").write_text(textwrap.dedent(study))
+    plan = compile_study(load_study(tmp_path / "s.yaml"), output_root=tmp_path / "out")
+    iv = next(c for c in plan.cells if c.condition == "lora").interventions[0]
+    assert iv.path == str((tmp_path / "runs" / "tr-last" / "layer-07" / "lora1.safetensors").absolute())
+    (tmp_path / "train.yaml").unlink()
+    with pytest.raises(CompileError, match=r"not there.*--profile last --per-block 7 --lr-rule file`"):
+        attach_lora1(iv, None)
+    (tmp_path / "s.yaml").write_text(textwrap.dedent(study).replace("layer: 7}", "layer: 7, command: x}"))
+    with pytest.raises(SpecError, match="filled in by the compiler"):
+        load_study(tmp_path / "s.yaml")

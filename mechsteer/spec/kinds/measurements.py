@@ -70,6 +70,12 @@ class MeasurementBase(StrictModel):
         run on a bias-compiled checkpoint in vLLM). Readouts need hooks and their own passes."""
         return "readouts run on HF"
 
+    def single_source_analysis(self) -> tuple[str, tuple[str, ...]] | None:
+        """(what it measures, the intervention kinds whose vectors are its sources) when its object is
+        independently trained single-layer vectors s_l, so `validate` refuses sources that are rows of a jointly
+        trained set (`mechsteer.spec.vector_origin`); None (the default) when any vector will do."""
+        return None
+
     def study_problems(self, conditions: dict, shapes: dict) -> list[Problem3]:
         """Problems `validate` finds with the whole study in view (`conditions`: name -> interventions or
         sweep; `shapes`: model -> known shape or None), as (sub-path, message, hint). None by default."""

@@ -70,6 +70,9 @@ class _Sampled(PromptSource):
     """Sequences per prompt."""
     batch_size: int = Field(default=4, gt=0)
     """Sequences per generate / teacher-forced forward call (memory: batch x length x vocab logits)."""
+    only_finished: bool = False
+    """Analyse only sequences that ended with a stop token (truncated ones are dropped and counted); the
+    authors' token-shift scripts keep only finished samples."""
 
     @model_validator(mode="after")
     def _greedy_one_sample(self):
@@ -117,6 +120,9 @@ class LogitLensReadout(_Sampled, _VectorRows):
     """Also measure u_l (needs prompts and an `add` intervention in the condition)."""
     sources: LayerSelection = "all"
     """Source layers l of u_l (`all`: every row of the added vector set)."""
+    joint_rows: bool = False
+    """Allow u_l from rows of a jointly trained (all-layer) set. Off by default: the paper's u_l comes from
+    independently trained single-layer vectors (one run per block), and `validate` says so."""
 
     @model_validator(mode="after")
     def _one_source(self):
@@ -125,6 +131,12 @@ class LogitLensReadout(_Sampled, _VectorRows):
         if self.unembedding_bias and self.prompts is None and self.task is None:
             raise ValueError("unembedding_bias needs prompts: give `prompts` or `task`")
         return self
+
+    def single_source_analysis(self):
+        """u_l is about s_l trained alone (Figure 4), unless `joint_rows` asks about joint rows on purpose."""
+        if self.unembedding_bias and not self.joint_rows:
+            return "the effective unembedding bias u_l", ("add",)
+        return None
 
     def study_problems(self, conditions: dict, shapes: dict) -> list[Problem3]:
         out = super().study_problems(conditions, shapes) + _layer_problems(self, ("layers", "sources"), shapes)
@@ -211,6 +223,17 @@ class PersistenceReadout(_Sampled):
     """Source layers (`all`: every row of the set)."""
     targets: LayerSelection = "all"
     """Target blocks j measured (blocks before a source are NaN by causality)."""
+    joint_rows: bool = False
+    """Allow rows of a jointly trained (all-layer) set as sources. Off by default: the paper's persistence is
+    about independently trained single-layer vectors (one run per block), and `validate` says so."""
+    diff_diff_mean: Literal["sample", "dataset"] = "sample"
+    """The mean each token's shift is compared with in Diff-Diff (`dd`): `sample` = its own sample's mean
+    shift (the authors' code), `dataset` = E_x[dF] over every token of every sample (the paper's Figure 2
+    caption). Both are recorded (`dd_sample`, `dd_dataset`); this picks the one shown as Diff-Diff."""
+
+    def single_source_analysis(self):
+        """Persistence is about s_l trained alone (Figure 2), unless `joint_rows` asks about joint rows."""
+        return None if self.joint_rows else ("persistence", ("add",))
 
     def study_problems(self, conditions: dict, shapes: dict) -> list[Problem3]:
         return (
@@ -242,6 +265,23 @@ class TokenShiftReadout(_Sampled):
     """Tokens whose dp is tracked (each must be one token of the model's tokenizer)."""
     top: int = Field(default=10, gt=0)
     """Rows of the by-token summary; samples drawn as HTML = min(top, 5)."""
+    categories: dict[str, str] = Field(default_factory=dict)
+    """Token categories: name -> a regular expression matched in full against each vocabulary token's text
+    (e.g. `process_words: '\\s*(To|Step|First|Let|So)'`). Per position: the dp mass on the category (the sum of
+    dp over its tokens) and whether the most boosted token and the reference's top token belong to it,
+    summarised per first/other group (Figure 6: s_26 up-weights "process words and structure symbols"; the
+    paper names examples, not lists, so the lists are the study's)."""
+
+    @model_validator(mode="after")
+    def _regexes(self):
+        import re
+
+        for name, pattern in self.categories.items():
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                raise ValueError(f"categories.{name}: not a regular expression ({e})") from None
+        return self
 
     def reference_condition(self) -> str | None:
         return self.reference

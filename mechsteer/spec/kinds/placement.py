@@ -7,10 +7,10 @@ Torch implementations: `mechsteer.interventions.place` and `mechsteer.interventi
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from mechsteer.spec.kinds import intervention_kind
 from mechsteer.spec.kinds.interventions import (
@@ -92,30 +92,72 @@ class Lora1Spec(InterventionBase):
     (`<its output>/lora1.safetensors`); a missing run is an error naming the `mechsteer train` command."""
     profile: str | None = None
     """The training file's profile that run used (with `train`)."""
+    per_block: bool = False
+    """With `train`: read the single-block adapter of block `layer` from its own run under
+    `<output>/layer-KK/` (what `mechsteer train FILE -p P --per-block K` writes; the paper's Appendix S trains
+    one rank-1 LoRA per block, each with its own learning rate). `layer` must name one block."""
+    checkpoint: Annotated[int, Field(gt=0)] | Literal["best"] | None = None
+    """With `train`: this checkpoint's adapter (its optimizer step, or `best`: the run's best.json) instead of
+    the final one."""
     layer: LayerSelection = "all"
     """Blocks to adapt; `all` = every row the file has."""
     scale: float = 1.0
     """The LoRA scaling (PEFT alpha / r; 1 in the paper)."""
+    command: SkipJsonSchema[str | None] = Field(default=None, exclude=True)
+    """With `train`: the command that writes the adapter, named by the compiler (`bind`); never written in a
+    study, never hashed (the adapter file's content is)."""
+
+    @field_validator("command", mode="before")
+    @classmethod
+    def _not_from_a_study(cls, v):
+        if v is not None:
+            raise ValueError("`command` is filled in by the compiler; remove it from the study")
+        return v
 
     @model_validator(mode="after")
     def _one_source(self):
         if (self.path is None) == (self.train is None):
             raise ValueError("give the adapter as `path` (a file) or `train` (+ `profile`), not both or neither")
+        if (self.per_block or self.checkpoint is not None) and self.train is None:
+            raise ValueError("per_block and checkpoint read a training run: give `train` (+ `profile`)")
+        if self.per_block and (self.layer == "all" or isinstance(self.layer, list)):
+            raise ValueError("per_block reads one block's own run: give `layer` as one block (e.g. 27 or last)")
         return self
 
     def bind(self, model, shape, resolve_path):
         out = super().bind(model, shape, resolve_path)
         if self.train is None:
             return out
-        from mechsteer.spec.training import load_train_spec
+        from mechsteer.errors import VectorError
+        from mechsteer.spec.training import BEST_FILE, load_train_spec, per_block_dir, run_vectors_file
 
         train = str(resolve_path(self.train))
         run = load_train_spec(train, self.profile).output_dir()
-        return out.model_copy(update={"train": train, "path": str(Path(run).absolute() / "lora1.safetensors")})
+        if self.per_block:
+            if not isinstance(out.layer, int):  # the model's depth is not known before loading it
+                raise ValueError(f"lora1 per_block: block {self.layer!r} of {model.id} cannot be resolved here")
+            run = per_block_dir(run, out.layer)
+        try:
+            path = run_vectors_file(run, self.checkpoint, "", "lora1.safetensors")
+        except VectorError:  # no best.json yet: attaching says which command picks it
+            path = run / BEST_FILE
+        bound = out.model_copy(update={"train": train, "path": str(path)})
+        return bound.model_copy(update={"command": bound.train_command()})
 
     def train_command(self) -> str:
-        """The command that writes the adapter of a `train:` lora1."""
-        return f"mechsteer train {self.train}" + (f" --profile {self.profile}" if self.profile else "")
+        """The command that writes the adapter of a `train:` lora1 (the compiler names it in `bind`, from the
+        training file, so attaching a missing adapter reads no YAML)."""
+        if self.command is not None:
+            return self.command
+        if self.per_block:
+            from mechsteer.spec.training import per_block_command
+
+            command = per_block_command(self, [self.layer])
+        else:
+            command = f"mechsteer train {self.train}" + (f" --profile {self.profile}" if self.profile else "")
+        if self.checkpoint == "best":
+            command += "; then evaluate its checkpoints and run `mechsteer select-checkpoints` (best.json)"
+        return command
 
     def vector_refs(self) -> list[str]:
         return []

@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from mechsteer.spec.base import LIMIT_MAX
-from mechsteer.spec.evaluation import KNOWN_TASKS
+from mechsteer.spec.evaluation import KNOWN_TASKS, PROMPT_TASKS
 from mechsteer.spec.kinds import readout_kind
 from mechsteer.spec.kinds.measurements import MeasurementBase, resolved_limit
 from mechsteer.spec.templates import PromptTemplateOrRaw
@@ -24,11 +24,17 @@ class PromptSource(MeasurementBase):
     prompts: list[str] | None = None
     """Inline user messages."""
     task: str | None = None
-    """Take problems (and gold answers) from this task, e.g. `mini` or `math500`."""
+    """Take problems (and gold answers) from this task, e.g. `mini` or `math500`; `deepscaler` (with
+    `split: train`) is the paper's training set, whose prompts the authors' readouts analysed."""
     split: Literal["test", "train"] = "test"
-    """Split of the task (the bundled `mini` task has both; benchmarks only `test`)."""
+    """Split of the task (the bundled `mini` task has both; benchmarks only `test`; `deepscaler` only
+    `train`)."""
     limit: int | None = Field(default=None, gt=0, le=LIMIT_MAX)
     """Use at most this many problems."""
+    shuffle: int | None = None
+    """Shuffle the task's problems with this seed before taking `limit` (a numpy `default_rng(seed)`
+    permutation, the one `datasets.Dataset.shuffle(seed=...)` draws; the authors' DeepScaleR subsets use seed 0,
+    Figure 6's seed 1); null keeps the file order."""
     data_dir: str | None = None
     """Local benchmark folder (see `evaluation.data_dir`)."""
     template: PromptTemplateOrRaw = "qwen_math"
@@ -41,6 +47,8 @@ class PromptSource(MeasurementBase):
     def _one_source(self):
         if (self.prompts is None) == (self.task is None):
             raise ValueError("give exactly one of `prompts` or `task`")
+        if self.shuffle is not None and self.task is None:
+            raise ValueError("shuffle orders a task's problems: give `task`")
         return self
 
     def condition_patterns(self) -> list[str] | None:
@@ -60,11 +68,17 @@ class PromptSource(MeasurementBase):
         return (self.task, self.data_dir) if self.task else None
 
     def study_problems(self, conditions, shapes):
-        """A task must be known; only the bundled `mini` task has a train split."""
+        """A task must be known; only the bundled `mini` task has a train split, and a training set
+        (`deepscaler`) only its train split."""
         out = []
-        if self.task is not None and self.task not in KNOWN_TASKS:
-            out.append((("task",), f"unknown task {self.task!r}", f"known tasks: {', '.join(KNOWN_TASKS)}"))
-        if self.task is not None and self.task != "mini" and self.split != "test":
+        known = KNOWN_TASKS + PROMPT_TASKS
+        if self.task is not None and self.task not in known:
+            out.append((("task",), f"unknown task {self.task!r}", f"known tasks: {', '.join(known)}"))
+        elif self.task in PROMPT_TASKS and self.split != "train":
+            out.append(
+                (("split",), f"{self.task} is a training set: its prompts are the train split", "set split: train")
+            )
+        elif self.task is not None and self.task not in ("mini", *PROMPT_TASKS) and self.split != "test":
             hint = "use split: test (only the bundled `mini` task has a train split)"
             out.append((("split",), "benchmarks only have a test split", hint))
         return out

@@ -7,7 +7,8 @@ builders (`mechsteer.builders`, named by each registration) build the tensors.
 the kind's own class: the vector sets it is built from (`depends_on`), its content identity for the cell
 hash (`content_key`: which files it covers), binding at compile time (`bind`: paths absolute, a training
 run's files located), the problems `validate` can find before anything loads (`study_problems`), and the file
-whose header tells its shape (`shape_file`).
+whose header tells its shape (`shape_file`), and how its rows were trained (`origin`: jointly, alone, a
+per-block stack, a control), which readouts about single-layer vectors check.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from mechsteer.spec.base import StrictModel
 from mechsteer.spec.kinds import VECTOR_KINDS, vector_kind
 from mechsteer.spec.layers import LayerSelection
 from mechsteer.spec.paths import file_content_key
+from mechsteer.spec.vector_origin import Origin, file_origin
 
 Problem3 = tuple[tuple, str, str | None]
 """(sub-path under the vector set, message, hint)."""
@@ -97,6 +99,12 @@ class VectorSourceBase(StrictModel):
         `validate` can check it against each model; None when the shape is known only once it is built."""
         return None
 
+    def origin(self, resolve_path: Callable[[str], Path], origin_of: Callable[[str], Origin | None]) -> Origin | None:
+        """How this set's rows were trained, as far as validation can tell without building it (`joint`,
+        `single`, `per_block`, `control`; `mechsteer.spec.vector_origin`), `origin_of` answering for the sets
+        it is built from; None (the default) when it cannot tell."""
+        return None
+
 
 VECTOR_KINDS.require_base(VectorSourceBase)
 
@@ -126,6 +134,10 @@ class FileVectors(VectorSourceBase):
 
     def shape_file(self, resolve_path):
         return "path", resolve_path(self.path)
+
+    def origin(self, resolve_path, origin_of):
+        """From the file header's `setup` (what the trainer wrote)."""
+        return file_origin(resolve_path(self.path))
 
 
 @vector_kind("bundled", impl="mechsteer.builders.basic:build_bundled")
@@ -167,6 +179,10 @@ class BundledVectors(VectorSourceBase):
     def shape_file(self, resolve_path):
         return "name", self.file()
 
+    def origin(self, resolve_path, origin_of):
+        """From the bundled file header's `setup`."""
+        return file_origin(self.file())
+
 
 @vector_kind("random", impl="mechsteer.builders.basic:build_random")
 class RandomVectors(VectorSourceBase):
@@ -191,6 +207,9 @@ class RandomVectors(VectorSourceBase):
     def content_key(self) -> dict:
         return self.model_dump(mode="json")
 
+    def origin(self, resolve_path, origin_of):
+        return "control"
+
 
 @vector_kind("zeros", impl="mechsteer.builders.basic:build_zeros")
 class ZeroVectors(VectorSourceBase):
@@ -205,6 +224,9 @@ class ZeroVectors(VectorSourceBase):
 
     def content_key(self) -> dict:
         return self.model_dump(mode="json")
+
+    def origin(self, resolve_path, origin_of):
+        return "control"
 
 
 @vector_kind("scaled", impl="mechsteer.builders.basic:build_scaled")
@@ -223,6 +245,10 @@ class ScaledVectors(VectorSourceBase):
     def content_key(self) -> dict:
         return self.model_dump(mode="json")
 
+    def origin(self, resolve_path, origin_of):
+        """Scaling keeps the rows' origin."""
+        return origin_of(self.of)
+
 
 class TrainedRun(StrictModel):
     """Where a `trained` set's vectors are, as the compiler found them (`TrainedVectors.bind`): execution reads
@@ -237,6 +263,9 @@ class TrainedRun(StrictModel):
     named (`problem`)."""
     blocks: dict[str, str] | None = None
     """With `per_block`: every finished single-layer run's vector file, by run folder (`layer-KK`)."""
+    block_command: tuple[str, str] | None = None
+    """With `per_block`: the command that trains per-block runs, before and after its block list (with the
+    training file's lr rule), so a missing block is named without reading the training file again."""
     problem: tuple[str, str | None] | None = None
     """(message, hint) when the file cannot be named yet (`checkpoint: best` before the run wrote its
     best.json); building the set raises it."""
@@ -251,16 +280,19 @@ class TrainedVectors(VectorSourceBase):
     train: str = Field(min_length=1)
     """The training file (relative to the study file), e.g. `train_paper.yaml`."""
     profile: str | None = None
-    """The training file's profile the run used (its output folder is outputs/train/<name>-<profile>)."""
+    """The training file's profile the run used (its output folder: the file's `output` suffixed `-<profile>`,
+    or outputs/train/<name>-<profile> next to the training file)."""
     checkpoint: Annotated[int, Field(gt=0)] | Literal["best"] | None = None
     """Read this checkpoint's vectors (its optimizer step, e.g. 265) instead of the final ones; `best` = the
-    checkpoint the run selected by its held-out evaluation (`eval.select` in the training file, `best.json`)."""
+    checkpoint in the run's `best.json`: the paper's selection by the six-benchmark Average (`mechsteer
+    select-checkpoints` on a study that evaluated the checkpoints, studies/checkpoints.yaml), or the training
+    file's held-out `eval.select`. The cells record the step actually read."""
     output: str | None = None
     """The run's output folder when `mechsteer train -o` moved it (relative to the study file)."""
     per_block: list[int] | Literal["all"] | None = None
     """Stack single-layer runs, one per block (the paper's per-layer study): row k comes from the run of
-    block k under `<output>/layer-KK/` (its final vectors, or `checkpoint`: a step or `best`), as
-    `scripts/train_single_layers.py --train <file> --profile <profile>` writes them. `all` = every block."""
+    block k under `<output>/layer-KK/` (its final vectors, or `checkpoint`: a step or `best`, per block), as
+    `mechsteer train <file> --profile <profile> --per-block <blocks>` writes them. `all` = every block."""
     layers: LayerSelection | None = None
     """Keep only these rows; null keeps every row."""
     run: SkipJsonSchema[TrainedRun | None] = Field(default=None, exclude=True)
@@ -282,7 +314,13 @@ class TrainedVectors(VectorSourceBase):
         directory differs reads the run the driver planned with), and the run's files located: the vector
         file (a checkpoint's, `best` looked up in best.json) or every finished per-block run. Reads the
         training file; execution then never does."""
-        from mechsteer.spec.training import load_train_spec, per_block_files, run_vectors_file, trained_run_dir
+        from mechsteer.spec.training import (
+            load_train_spec,
+            per_block_command_parts,
+            per_block_files,
+            run_vectors_file,
+            trained_run_dir,
+        )
 
         update = {"train": str(resolve_path(self.train))}
         if self.output is not None:
@@ -294,6 +332,7 @@ class TrainedVectors(VectorSourceBase):
         run = {"output": str(out), "command": command}
         if self.per_block is not None:
             run["blocks"] = {k: str(f) for k, f in per_block_files(bound).items()}
+            run["block_command"] = per_block_command_parts(bound)
         else:
             try:
                 run["file"] = str(run_vectors_file(out, self.checkpoint, command))
@@ -322,6 +361,25 @@ class TrainedVectors(VectorSourceBase):
             fp["files_sha256"] = {k: sha256_file(f) for k, f in (run.blocks or {}).items()}
         fp.pop("train", None), fp.pop("output", None)
         return fp
+
+    def origin(self, resolve_path, origin_of):
+        """`per_block` stacks independent runs; otherwise the training file's setup says (one block or many)."""
+        if self.per_block is not None:
+            return "per_block"
+        from mechsteer.spec.training import LayersSetup, SingleLayerSetup, load_train_spec
+
+        try:
+            setup = load_train_spec(resolve_path(self.train), self.profile).spec.setup
+        except MechsteerError:
+            return None  # the training file's own problem is reported where it is named
+        if setup == "all_layers":
+            return "joint"
+        if isinstance(setup, SingleLayerSetup):
+            return "single"
+        if isinstance(setup, LayersSetup):
+            sel = setup.layers
+            return "joint" if sel == "all" or (isinstance(sel, list) and len(sel) > 1) else "single"
+        return None
 
     def study_problems(self, resolve_path):
         """The training file must exist and validate (its output may not exist yet)."""
