@@ -44,7 +44,7 @@ PLOT = ROOT / "docs" / "img" / "single_layers_curves.png"
 
 
 def run_dir(out_root: Path, layer: int) -> Path:
-    from mechsteer.spec.training import per_block_dir
+    from mechsteer.train.layout import per_block_dir
 
     return per_block_dir(out_root, layer)
 

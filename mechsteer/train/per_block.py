@@ -26,12 +26,8 @@ from pathlib import Path
 
 from mechsteer.errors import MechsteerError
 from mechsteer.spec.layers import LayerResolutionError, resolve_layer
-from mechsteer.spec.training import (
-    LoadedTrainSpec,
-    Lora1Setup,
-    SingleLayerSetup,
-    per_block_dir,
-)
+from mechsteer.spec.training import LoadedTrainSpec, Lora1Setup, SingleLayerSetup
+from mechsteer.train.layout import per_block_dir
 
 NORMS_FILE = "residual_norms.json"
 

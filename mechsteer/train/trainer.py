@@ -33,7 +33,7 @@ from mechsteer.hooks import HookScope
 from mechsteer.sequences import SamplingSettings, sample_rollouts
 from mechsteer.spec.layers import LayerResolutionError, resolve_layer
 from mechsteer.spec.paths import resolve_path
-from mechsteer.spec.training import BEST_FILE, LoadedTrainSpec, TrainSpec, resolve_setup
+from mechsteer.spec.training import LoadedTrainSpec, TrainSpec, resolve_setup
 from mechsteer.train.checkpoint import (
     checkpoint_steps,
     clear_previous_run,
@@ -43,6 +43,7 @@ from mechsteer.train.checkpoint import (
     select_best,
 )
 from mechsteer.train.data import PromptPool, build_pool, encode_prompts
+from mechsteer.train.layout import BEST_FILE
 from mechsteer.train.metrics import MetricsLog, plot_metrics
 from mechsteer.train.params import BlockVectors, FullModel, Lora1, Parameterisation, PlaceVector, build_parameterisation
 from mechsteer.train.rewards import Completion, custom_reward, named_reward

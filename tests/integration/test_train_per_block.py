@@ -15,7 +15,8 @@ from safetensors import safe_open
 from train_helpers import VOCAB, rows, tiny_lm
 
 from mechsteer.errors import MechsteerError
-from mechsteer.spec.training import load_train_spec, per_block_command
+from mechsteer.spec.training import load_train_spec
+from mechsteer.train.layout import per_block_command
 from mechsteer.train.per_block import block_lr, parse_layers, train_per_block
 from mechsteer.vectors.vector_set import load_vector_set
 

@@ -129,7 +129,8 @@ class Lora1Spec(InterventionBase):
         if self.train is None:
             return out
         from mechsteer.errors import VectorError
-        from mechsteer.spec.training import BEST_FILE, load_train_spec, per_block_dir, run_vectors_file
+        from mechsteer.spec.training import load_train_spec
+        from mechsteer.train.layout import BEST_FILE, per_block_dir, run_vectors_file
 
         train = str(resolve_path(self.train))
         run = load_train_spec(train, self.profile).output_dir()
@@ -150,7 +151,7 @@ class Lora1Spec(InterventionBase):
         if self.command is not None:
             return self.command
         if self.per_block:
-            from mechsteer.spec.training import per_block_command
+            from mechsteer.train.layout import per_block_command
 
             command = per_block_command(self, [self.layer])
         else:

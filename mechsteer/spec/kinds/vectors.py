@@ -314,13 +314,8 @@ class TrainedVectors(VectorSourceBase):
         directory differs reads the run the driver planned with), and the run's files located: the vector
         file (a checkpoint's, `best` looked up in best.json) or every finished per-block run. Reads the
         training file; execution then never does."""
-        from mechsteer.spec.training import (
-            load_train_spec,
-            per_block_command_parts,
-            per_block_files,
-            run_vectors_file,
-            trained_run_dir,
-        )
+        from mechsteer.spec.training import load_train_spec
+        from mechsteer.train.layout import per_block_command_parts, per_block_files, run_vectors_file, trained_run_dir
 
         update = {"train": str(resolve_path(self.train))}
         if self.output is not None:
