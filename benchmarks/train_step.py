@@ -333,7 +333,7 @@ def _run_trainer(lm, args, rollouts: str, out_dir: Path) -> dict:
     from mechsteer.hooks import HookScope
     from mechsteer.train.trainer import Trainer
 
-    tr = Trainer(_rollout_spec(args, rollouts), lm=lm, output_dir=out_dir, progress=False, run_eval=False)
+    tr = Trainer(_rollout_spec(args, rollouts), lm=lm, output_dir=out_dir, run_eval=False)
     start = None
     if rollouts == "vllm":  # started here (timed) and kept after the run for the prefill probe
         t0 = time.perf_counter()

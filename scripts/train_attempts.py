@@ -113,7 +113,7 @@ def train(doc: dict, path: Path, out: Path, threads: int, only: list[str] | None
         resume = latest_checkpoint(folder / "checkpoints") is not None
         print(f"== attempt {name}" + (" (resuming)" if resume else ""), flush=True)
         c0, t0 = cpu_seconds(), time.perf_counter()
-        Trainer(spec, lm=lm, output_dir=folder, base_dir=loaded.base_dir, progress=False).run(resume=resume)
+        Trainer(spec, lm=lm, output_dir=folder, base_dir=loaded.base_dir).run(resume=resume)
         timing = {"wall_seconds": time.perf_counter() - t0, "cpu_seconds": cpu_seconds() - c0, "resumed": resume}
         prev = folder / "compute.json"
         if resume and prev.is_file():

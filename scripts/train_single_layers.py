@@ -72,7 +72,7 @@ def train_all(args, layers: list[int]) -> None:
     from mechsteer.train.per_block import train_per_block
 
     torch.set_num_threads(args.threads)
-    train_per_block(loaded_spec(args), layers, args.out, lr_rule=args.lr_rule, steps=args.steps, progress=False)
+    train_per_block(loaded_spec(args), layers, args.out, lr_rule=args.lr_rule, steps=args.steps)
 
 
 def bundle(args, layers: list[int]) -> None:
