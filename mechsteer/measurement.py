@@ -24,7 +24,8 @@ from mechsteer.spec.kinds import MEASUREMENT_KINDS
 @dataclass
 class MeasurementTask:
     lm: LoadedModel
-    ctx: SteeringContext
+    ctx: SteeringContext | None
+    """The condition's steering context (None for a readout that `steers_itself`: it runs unsteered)."""
     spec: Any
     """The typed measurement spec."""
     seed: int

@@ -1,11 +1,12 @@
 """Architecture adapters: explicit tables mapping abstract sites to module paths per model family.
 
-Sites (see design.md): resid_pre, resid_post, ln1, attn.q, attn.k, attn.v, attn.pre_o, attn.out, ln2, mlp.in,
-mlp.out, mlp.down_in, final_norm, unembed. Each maps to (module path with `{layer}`, which side of the module:
-"input" = a forward pre-hook sees it, "output" = a forward hook sees it). Structural paths (the decoder
-stack `base`, its block list `blocks`, each block's MLP output projection `down_proj`) and the block `layout`
-come from the same table, so everything an intervention or readout finds inside a model is one table look-up.
-Layer names are never guessed with regexes: an unknown architecture or site is an error listing what exists.
+Sites (`_PRE_NORM_SITES` below; a family may override some): resid_pre, resid_post, ln1, attn.q, attn.k,
+attn.v, attn.pre_o, attn.out, ln2, mlp.in, mlp.out, mlp.down_in, final_norm, unembed. Each maps to (module
+path with `{layer}`, which side of the module: "input" = a forward pre-hook sees it, "output" = a forward hook
+sees it). Structural paths (the decoder stack `base`, its block list `blocks`, each block's MLP output
+projection `down_proj`) and the block `layout` come from the same table, so everything an intervention or
+readout finds inside a model is one table look-up. Layer names are never guessed with regexes: an unknown
+architecture or site is an error listing what exists.
 """
 
 from __future__ import annotations
