@@ -18,6 +18,9 @@ from rich.progress import (
 
 
 class RichProgress:
+    """The study-run progress display (the executor's progress protocol): one bar for the cells, with ETA, and a
+    spinner for the running cell."""
+
     def __init__(self, total_cells: int, console: Console | None = None):
         console = console or Console(highlight=False)
         self.progress = Progress(
@@ -44,12 +47,14 @@ class RichProgress:
         self.progress.__exit__(*exc)
 
     def start_cell(self, cell, index, total):
+        """Replace the previous cell's spinner by one naming this cell (model, condition, measurement, seed)."""
         if self.inner is not None:
             self.progress.remove_task(self.inner)
         desc = escape(f"{cell.model} · {cell.condition} · {cell.measurement.id} · seed {cell.seed}")  # user text
         self.inner = self.progress.add_task(f"  {desc}", total=None)
 
     def advance(self, n, total=None):
+        """Advance the running cell's bar by `n`, setting its total once it is known."""
         if self.inner is None:
             return
         if total is not None:
@@ -58,12 +63,14 @@ class RichProgress:
             self.progress.advance(self.inner, n)
 
     def end_cell(self, cell, seconds):
+        """Count the cell as done and print a line with its time."""
         self.progress.advance(self.cells, 1)
         self.progress.console.print(
             f"  [green]done[/] {cell.short} {escape(cell.condition)} · {escape(cell.measurement.id)} ({seconds:.1f} s)"
         )
 
     def message(self, text):
+        """Print a dimmed line of the executor's plain text (cache states, model loads)."""
         self.progress.console.print(f"[dim]{escape(text)}[/]")
 
 

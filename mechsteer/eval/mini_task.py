@@ -64,6 +64,7 @@ class Operation:
     phrasings: tuple[str, ...]
 
     def apply(self, a: int, b: int) -> int:
+        """The gold answer of `a <symbol> b`."""
         return _OPERATORS[self.symbol](a, b)
 
 

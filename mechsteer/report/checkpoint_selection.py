@@ -41,6 +41,8 @@ is evaluated with it (the paper's append_to runs)."""
 
 @dataclass(frozen=True)
 class Candidate:
+    """One evaluated checkpoint: the condition that evaluated it and the run folder and step it read."""
+
     model: str
     condition: str
     run: str

@@ -215,6 +215,9 @@ embedded SmolLM2) get no learning signal from `boxed` at all."""
 
 
 class DataBase(StrictModel):
+    """What every data source of a training file shares: the prompt template, a forced opening, and how many problems
+    (and how long) to use."""
+
     template: PromptTemplateOrRaw = "qwen_math"
     """Prompt template (paper section 3.4): qwen_math, r1, qa / qa_fewshot (base models answering on one line;
     `mechsteer.spec.templates`), or raw (the problem text only)."""
