@@ -44,7 +44,7 @@ PLOT = ROOT / "docs" / "img" / "single_layers_curves.png"
 
 
 def run_dir(out_root: Path, layer: int) -> Path:
-    from mechsteer.spec.training import per_block_dir
+    from mechsteer.train.layout import per_block_dir
 
     return per_block_dir(out_root, layer)
 
@@ -69,10 +69,12 @@ def loaded_spec(args):
 def train_all(args, layers: list[int]) -> None:
     import torch
 
+    from mechsteer.progress import RichTrainProgress
     from mechsteer.train.per_block import train_per_block
 
     torch.set_num_threads(args.threads)
-    train_per_block(loaded_spec(args), layers, args.out, lr_rule=args.lr_rule, steps=args.steps, progress=False)
+    show = RichTrainProgress(bar=False)  # one line per step and per block, no bar (the output is often a log)
+    train_per_block(loaded_spec(args), layers, args.out, lr_rule=args.lr_rule, steps=args.steps, progress=show)
 
 
 def bundle(args, layers: list[int]) -> None:

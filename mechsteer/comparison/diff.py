@@ -94,6 +94,7 @@ class DiffResult:
         return render.to_dict(self)
 
     def to_json(self) -> str:
+        """`to_dict()` as indented JSON (`mechsteer diff --json`)."""
         import json
 
         return json.dumps(self.to_dict(), indent=1)

@@ -64,6 +64,8 @@ def rloo_loss(seq_logp: torch.Tensor, advantages: torch.Tensor, n_tokens: int) -
 
 @dataclass
 class LossResult:
+    """The RLOO loss of a batch, how many prompt groups had a non-zero advantage, and whether a backward pass ran."""
+
     loss: float
     groups_with_signal: int
     backward_ran: bool
