@@ -16,6 +16,7 @@ from mechsteer.spec.base import StrictModel
 from mechsteer.spec.kinds import intervention_kind
 from mechsteer.spec.kinds.interventions import InterventionBase, first_of, resolved_selection
 from mechsteer.spec.layers import LayerResolutionError, LayerSelection, resolve_layers
+from mechsteer.spec.layouts import add_site
 from mechsteer.spec.models import ModelShape, known_shape
 
 LayerMap = Literal["same_index", "relative_depth"]
@@ -94,6 +95,11 @@ class TransferSpec(InterventionBase):
     def vllm_unsupported(self):
         return "transfer is only compiled when written as `add`"
 
+    def site(self, layout):
+        """Like `add`: the donor's row on the recipient's residual stream after the block it maps to."""
+        rows = "the donor's row l" if self.layer_map == "same_index" else "the donor's row at the same relative depth"
+        return add_site(layout, rows)
+
     def shape_problems(self, shape: ModelShape) -> list[tuple[tuple, str]]:
         if self.donor is None:
             return []
@@ -156,6 +162,10 @@ class ComposeSpec(InterventionBase):
 
     def vllm_unsupported(self):
         return "compose is only compiled when written as `add` interventions"
+
+    def site(self, layout):
+        """Like `add`, one single-layer vector per part."""
+        return add_site(layout, "each part's row l")
 
     def bind(self, model, shape, resolve_path):
         """Each part's layer resolved to its block index when the model's shape is known."""
