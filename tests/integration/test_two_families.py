@@ -1,0 +1,219 @@
+"""A study that declares two models of different families and depths (a tiny Llama of 4 blocks x 32 and a
+tiny Qwen2 of 7 blocks x 48), each steered with its own vectors through one `per_model` vector set, run end to
+end into ONE folder: one report with both models (their intervention sites, the headline side by side), and
+`mechsteer diff FOLDER --models A B` (CLI and Python) with numbers checked by hand.
+
+The models are built so that their answers are known without running them: every block's o_proj and
+down_proj are zero (a block adds nothing), every token embeds to e = (1, 0, ..., 0), the final norm keeps
+dimension 0 only, and the unembedding has one non-zero entry. So the last hidden state normalises to
+sqrt(d) e_0 and the logits are 0 except `L` for one digit: greedy generation with one new token answers that
+digit on every problem ("7" for small, "6" for deep), and p(digit) at the end of the prompt is
+e^l / (e^l + V - 1) with l = L / sqrt(1 + d eps) (eps: the RMS norm's); L = ln(V - 1) makes it about 1/2,
+L = ln(3 (V - 1)) about 3/4. A vector whose rows
+are (-2, 0, ..., 0) turns dimension 0 negative after any one block, so every steered condition answers
+nothing right.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import make_tiny_model
+from scipy.stats import binomtest
+from tiny_tokenizer import VOCAB_SIZE, make_tiny_tokenizer
+from tolerance import tolerance
+from typer.testing import CliRunner
+
+import mechsteer as ms
+from mechsteer.cli.app import app
+from mechsteer.eval.mini_task import generate_mini
+from mechsteer.vectors.vector_set import VectorSet, load_vector_set, save_vector_set
+
+N_PROBLEMS = 16
+EPS = 1e-6
+"""The tiny models' RMS-norm epsilon (tests/conftest.py)."""
+MODELS = {  # name: (architecture, blocks, width, answered digit, p(digit) at the end of the prompt, eps aside)
+    "small": ("llama", 4, 32, "7", 0.5),
+    "deep": ("qwen2", 7, 48, "6", 0.75),
+}
+
+
+def _forced_model(root: Path, name: str) -> None:
+    arch, n, d, digit, p = MODELS[name]
+    tok = make_tiny_tokenizer()
+    m = make_tiny_model(arch, vocab_size=VOCAB_SIZE, num_hidden_layers=n, hidden_size=d)
+    logit = math.log(p / (1 - p) * (VOCAB_SIZE - 1))  # e^L / (e^L + V - 1) = p
+    with torch.no_grad():
+        for block in m.model.layers:
+            block.self_attn.o_proj.weight.zero_()
+            block.mlp.down_proj.weight.zero_()
+        m.model.embed_tokens.weight.zero_()
+        m.model.embed_tokens.weight[:, 0] = 1.0
+        m.model.norm.weight.zero_()
+        m.model.norm.weight[0] = 1.0
+        m.lm_head.weight.zero_()
+        m.lm_head.weight[tok.convert_tokens_to_ids(digit), 0] = logit / math.sqrt(d)
+    m.save_pretrained(root / name)
+    tok.save_pretrained(root / name)
+    rows = torch.zeros(n, d)
+    rows[:, 0] = -2.0
+    save_vector_set(VectorSet(rows, list(range(n))), root / f"{name}.safetensors")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """The study, run once: (folder, output root)."""
+    root = tmp_path_factory.mktemp("two_families")
+    for name in MODELS:
+        _forced_model(root, name)
+    study = {
+        "name": "two",
+        "models": {m: {"id": m, "dtype": "float32", "device": "cpu"} for m in MODELS},
+        "vectors": {
+            "v_small": {"kind": "file", "path": "small.safetensors"},
+            "v_deep": {"kind": "file", "path": "deep.safetensors"},
+            "v": {"kind": "per_model", "models": {"small": "v_small", "deep": "v_deep"}},
+            "ctl": {"kind": "random", "seed": 5, "norm_like": "v"},
+        },
+        "conditions": {
+            "base": [],
+            "steer": [{"kind": "add", "vector": "v"}],
+            "control": [{"kind": "add", "vector": "ctl"}],
+            "single_{layer}": {
+                "sweep": {"layer": "layers"},
+                "interventions": [{"kind": "add", "vector": "v", "layer": "{layer}"}],
+            },
+        },
+        "evaluation": {
+            "tasks": ["mini"],
+            "protocol": "greedy",
+            "limit": N_PROBLEMS,
+            "max_new_tokens": 1,
+            "batch_size": N_PROBLEMS,
+            "control": "control",
+        },
+        "readouts": {
+            "first": {
+                "kind": "first_token",
+                "task": "mini",
+                "limit": 4,
+                "track": ["7", "6"],
+                "conditions": ["base", "steer"],
+            }
+        },
+    }
+    (root / "two.yaml").write_text(yaml.safe_dump(study, sort_keys=False))
+    result = CliRunner().invoke(app, ["run", str(root / "two.yaml"), "-o", str(root / "out"), "-q", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    return root / "out" / "two", root
+
+
+def _answers() -> list[str]:
+    return [r["answer"] for r in generate_mini("test", N_PROBLEMS)]
+
+
+def _p_digit(name: str) -> tuple[float, float]:
+    """(p(digit) at the end of the prompt computed by hand in float64, its float32 tolerance)."""
+    _, _, d, _, p = MODELS[name]
+    weight = float(torch.tensor(math.log(p / (1 - p) * (VOCAB_SIZE - 1)) / math.sqrt(d), dtype=torch.float32))
+    logit = weight / math.sqrt(1 / d + EPS)  # the final norm of e = (1, 0, ..., 0), dimension 0 kept
+    return math.exp(logit) / (math.exp(logit) + VOCAB_SIZE - 1), tolerance(torch.float32, logit, d)
+
+
+def test_each_model_reads_its_own_vectors_from_one_per_model_set(run):
+    folder, root = run
+    r = ms.load_results(folder)
+    for name, (_, n, d, _, _) in MODELS.items():
+        rec = r.record(model=name, condition="steer", measurement="mini")
+        v = rec["vectors"]["v"]
+        assert v["layers"] == list(range(n)) and v["sha256"] == load_vector_set(root / f"{name}.safetensors").sha256()
+        assert rec["model_provenance"]["d_model"] == d
+        ctl = r.record(model=name, condition="control", measurement="mini")["vectors"]["ctl"]
+        assert ctl["layers"] == list(range(n))  # norm_like followed this model's own set
+        assert all(abs(x - 2.0) < 1e-5 for x in ctl["norms"].values())
+
+
+def test_diff_of_two_models_inside_the_folder_by_hand(run):
+    folder, _ = run
+    d = ms.diff(folder, models=("small", "deep"), n_boot=2000)
+    right = {m: [a == MODELS[m][3] for a in _answers()] for m in MODELS}
+    only_small = sum(s and not g for s, g in zip(right["small"], right["deep"], strict=True))
+    only_deep = sum(g and not s for s, g in zip(right["small"], right["deep"], strict=True))
+    assert only_small and only_deep  # the slice has problems for each digit
+    base = d.paired[(d.paired.condition == "base") & (d.paired.metric == "acc_lenient")].iloc[0]
+    assert base.n_shared == N_PROBLEMS
+    assert base.acc_a == pytest.approx(sum(right["small"]) / N_PROBLEMS)
+    assert base.acc_b == pytest.approx(sum(right["deep"]) / N_PROBLEMS)
+    assert (base.right_only_a, base.right_only_b) == (only_small, only_deep)
+    assert base.p_mcnemar == pytest.approx(binomtest(only_deep, only_small + only_deep, 0.5).pvalue)
+    steer = d.paired[(d.paired.condition == "steer") & (d.paired.metric == "acc_lenient")].iloc[0]
+    assert (steer.acc_a, steer.acc_b, steer.p_mcnemar) == (0.0, 0.0, 1.0)
+    # layer sweeps matched by relative depth: block l of 4 -> round(l * 6 / 3) of 7
+    swept = d.matches[d.matches.condition_a.str.startswith("single_")]
+    assert dict(zip(swept.condition_a, swept.condition_b, strict=True)) == {
+        "single_0": "single_0",
+        "single_1": "single_2",
+        "single_2": "single_4",
+        "single_3": "single_6",
+    }
+    # readout metrics side by side: p(digit) by hand (about 1/2 and 3/4 by construction)
+    side = d.readouts()
+    for name, col, metric in (("small", "a", "p(7)"), ("deep", "b", "p(6)")):
+        want, tol = _p_digit(name)
+        assert side.loc[("small", "base", "first", metric), col] == pytest.approx(want, abs=tol)
+    assert side.loc[("small", "base", "first", "p(7)"), "delta"] < -0.4  # 1/2 -> about 0
+
+
+def test_the_cli_prints_and_writes_the_same_diff(run, tmp_path):
+    folder, _ = run
+    cli = CliRunner()
+    got = cli.invoke(app, ["diff", str(folder), "--models", "small", "deep", "--format", "json", "--n-boot", "500"])
+    assert got.exit_code == 0, got.output
+    data = json.loads(got.output)
+    api = ms.diff(folder, models=("small", "deep"), n_boot=500).to_dict()
+    assert data["models"] == ["small", "deep"] and data["paired"] == api["paired"]
+    assert data["model_ids"]["a"]["small"].endswith("LlamaForCausalLM, 4 blocks")
+    table = cli.invoke(
+        app, ["diff", str(folder), "--models", "small", "deep", "--out", str(tmp_path / "d")], env={"COLUMNS": "240"}
+    )
+    assert table.exit_code == 0, table.output
+    assert "model deep - model small" in table.output and "single_3 -> single_6" in table.output
+    assert (tmp_path / "d" / "diff.md").read_text().startswith("# diff of `two`: model deep - model small")
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--models", "small", "gemma"], "declares no model 'gemma'"),
+        (["--models", "deep", "deep"], "a model compared with itself"),
+        (["OTHER", "--models", "small", "deep"], "two folders were given"),
+        ([], "no models to compare inside it"),
+    ],
+)
+def test_the_cli_refuses_with_one_located_line(run, args, message):
+    folder, root = run
+    args = [str(root / "out") if a == "OTHER" else a for a in args]
+    got = CliRunner().invoke(app, ["diff", str(folder), *args])
+    assert got.exit_code == 1 and message in " ".join(got.output.split()), got.output
+    assert "Traceback" not in got.output
+
+
+def test_one_report_with_both_families(run):
+    folder, _ = run
+    md = (folder / "report" / "report.md").read_text()
+    section = md[md.index("## Models and intervention sites") :]
+    section = section[: section.index("\n## ", 5)]
+    for name, (_, n, d, _, _) in MODELS.items():
+        assert f"| {name}" in section and f"{n} x {d}" in section
+        assert f"- `{name}`, `add` (`steer`, `control`, `single_0`" in section
+    assert "identical to a bias on block l's mlp.down_proj" in section  # pre-norm: add is a down_proj bias
+    right = {m: sum(a == MODELS[m][3] for a in _answers()) for m in MODELS}
+    row = next(line for line in section.splitlines() if line.startswith("| mini") and "| base" in line)
+    assert f"{right['small'] / N_PROBLEMS * 100:.1f} [" in row.split("|")[3]
+    assert f"{right['deep'] / N_PROBLEMS * 100:.1f} [" in row.split("|")[4]
+    assert "--models small deep" in section
