@@ -3,74 +3,38 @@ tiny Qwen2 of 7 blocks x 48), each steered with its own vectors through one `per
 end into ONE folder: one report with both models (their intervention sites, the headline side by side), and
 `mechsteer diff FOLDER --models A B` (CLI and Python) with numbers checked by hand.
 
-The models are built so that their answers are known without running them: every block's o_proj and
-down_proj are zero (a block adds nothing), every token embeds to e = (1, 0, ..., 0), the final norm keeps
-dimension 0 only, and the unembedding has one non-zero entry. So the last hidden state normalises to
-sqrt(d) e_0 and the logits are 0 except `L` for one digit: greedy generation with one new token answers that
-digit on every problem ("7" for small, "6" for deep), and p(digit) at the end of the prompt is
-e^l / (e^l + V - 1) with l = L / sqrt(1 + d eps) (eps: the RMS norm's); L = ln(V - 1) makes it about 1/2,
-L = ln(3 (V - 1)) about 3/4. A vector whose rows
-are (-2, 0, ..., 0) turns dimension 0 negative after any one block, so every steered condition answers
-nothing right.
+The models are `tests/forced_models.py`'s: each answers one digit on every problem ("7" for small, "6" for
+deep) with a known probability at the end of the prompt, and a steered model answers nothing right.
 """
 
 from __future__ import annotations
 
 import json
-import math
-from pathlib import Path
 
 import pytest
-import torch
 import yaml
-from conftest import make_tiny_model
+from forced_models import forced_model, p_digit
 from scipy.stats import binomtest
-from tiny_tokenizer import VOCAB_SIZE, make_tiny_tokenizer
-from tolerance import tolerance
 from typer.testing import CliRunner
 
 import mechsteer as ms
 from mechsteer.cli.app import app
 from mechsteer.eval.mini_task import generate_mini
-from mechsteer.vectors.vector_set import VectorSet, load_vector_set, save_vector_set
+from mechsteer.vectors.vector_set import load_vector_set
 
 N_PROBLEMS = 16
-EPS = 1e-6
-"""The tiny models' RMS-norm epsilon (tests/conftest.py)."""
-MODELS = {  # name: (architecture, blocks, width, answered digit, p(digit) at the end of the prompt, eps aside)
+MODELS = {  # name: (architecture, blocks, width, answered digit, p(digit) at the end of the prompt)
     "small": ("llama", 4, 32, "7", 0.5),
     "deep": ("qwen2", 7, 48, "6", 0.75),
 }
-
-
-def _forced_model(root: Path, name: str) -> None:
-    arch, n, d, digit, p = MODELS[name]
-    tok = make_tiny_tokenizer()
-    m = make_tiny_model(arch, vocab_size=VOCAB_SIZE, num_hidden_layers=n, hidden_size=d)
-    logit = math.log(p / (1 - p) * (VOCAB_SIZE - 1))  # e^L / (e^L + V - 1) = p
-    with torch.no_grad():
-        for block in m.model.layers:
-            block.self_attn.o_proj.weight.zero_()
-            block.mlp.down_proj.weight.zero_()
-        m.model.embed_tokens.weight.zero_()
-        m.model.embed_tokens.weight[:, 0] = 1.0
-        m.model.norm.weight.zero_()
-        m.model.norm.weight[0] = 1.0
-        m.lm_head.weight.zero_()
-        m.lm_head.weight[tok.convert_tokens_to_ids(digit), 0] = logit / math.sqrt(d)
-    m.save_pretrained(root / name)
-    tok.save_pretrained(root / name)
-    rows = torch.zeros(n, d)
-    rows[:, 0] = -2.0
-    save_vector_set(VectorSet(rows, list(range(n))), root / f"{name}.safetensors")
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """The study, run once: (folder, output root)."""
     root = tmp_path_factory.mktemp("two_families")
-    for name in MODELS:
-        _forced_model(root, name)
+    for name, spec in MODELS.items():
+        forced_model(root, name, *spec)
     study = {
         "name": "two",
         "models": {m: {"id": m, "dtype": "float32", "device": "cpu"} for m in MODELS},
@@ -117,14 +81,6 @@ def _answers() -> list[str]:
     return [r["answer"] for r in generate_mini("test", N_PROBLEMS)]
 
 
-def _p_digit(name: str) -> tuple[float, float]:
-    """(p(digit) at the end of the prompt computed by hand in float64, its float32 tolerance)."""
-    _, _, d, _, p = MODELS[name]
-    weight = float(torch.tensor(math.log(p / (1 - p) * (VOCAB_SIZE - 1)) / math.sqrt(d), dtype=torch.float32))
-    logit = weight / math.sqrt(1 / d + EPS)  # the final norm of e = (1, 0, ..., 0), dimension 0 kept
-    return math.exp(logit) / (math.exp(logit) + VOCAB_SIZE - 1), tolerance(torch.float32, logit, d)
-
-
 def test_each_model_reads_its_own_vectors_from_one_per_model_set(run):
     folder, root = run
     r = ms.load_results(folder)
@@ -164,7 +120,7 @@ def test_diff_of_two_models_inside_the_folder_by_hand(run):
     # readout metrics side by side: p(digit) by hand (about 1/2 and 3/4 by construction)
     side = d.readouts()
     for name, col, metric in (("small", "a", "p(7)"), ("deep", "b", "p(6)")):
-        want, tol = _p_digit(name)
+        want, tol = p_digit(MODELS[name][2], MODELS[name][4])
         assert side.loc[("small", "base", "first", metric), col] == pytest.approx(want, abs=tol)
     assert side.loc[("small", "base", "first", "p(7)"), "delta"] < -0.4  # 1/2 -> about 0
 

@@ -249,3 +249,20 @@ def test_a_declared_model_without_recorded_cells_is_named_as_such(tmp_path):
     (folder / "plan.json").write_text(json.dumps(plan))
     with pytest.raises(MechsteerError, match="has no recorded cell of model 'later'"):
         diff(folder, models=("small", "later"))
+
+
+def test_a_sweep_over_an_explicit_block_list_is_matched_by_relative_depth(tmp_path):
+    """single_layer.yaml sweeps blocks [0, 6, ..., 29] of SmolLM2 (30) and its gemma profile the blocks at the
+    same relative depths of Gemma (18): round(l * 17 / 29)."""
+    smol_blocks = [0, 6, 12, 18, 24, 28, 29]
+    gemma_blocks = [relative_layer(b, 30, 18) for b in smol_blocks]
+    assert gemma_blocks == [0, 4, 7, 11, 14, 16, 17]
+    runs = []
+    for name, blocks, depth in (("a", smol_blocks, 30), ("b", gemma_blocks, 18)):
+        spec = {"base": [], "single_{layer}": {"sweep": {"layer": blocks}, "interventions": []}}
+        cells = [eval_cell("m", "base", A_BASE)] + [eval_cell("m", f"single_{b}", A_BASE) for b in blocks]
+        runs.append(write_run(tmp_path / name, study="s", n_layers={"m": depth}, conditions_spec=spec, cells=cells))
+    d = diff(*runs, n_boot=200)
+    pairs = dict(zip(d.matches.condition_a, d.matches.condition_b, strict=True))
+    assert pairs == {"base": "base", **{f"single_{a}": f"single_{b}" for a, b in zip(smol_blocks, gemma_blocks)}}
+    assert not d.unmatched_a and not d.unmatched_b
