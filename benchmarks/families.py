@@ -289,6 +289,7 @@ def same_rows(d1, d2) -> tuple[bool, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the comparison (see the module docstring); 0 when done, 1 when the Gemma vectors are missing."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=1, help="torch threads per run (1 on a busy 2-core machine)")
     ap.add_argument("--output", type=Path, default=REPO / "outputs", help="output root of the runs (-o)")

@@ -23,6 +23,9 @@ from mechsteer.spec.study import InterventionSpec
 def test_the_layout_table_agrees_with_the_adapters():
     for arch in ADAPTERS.names():
         assert ARCHITECTURE_LAYOUTS[arch] == ADAPTERS.get(arch).layout, arch
+        assert ADAPTERS.get(arch).supports_surgery, arch
+        # surgery normalises the attention output exactly where the block does (sandwich blocks only)
+        assert ("attn_out_norm" in ADAPTERS.get(arch).paths) == (ADAPTERS.get(arch).layout == "sandwich"), arch
     assert set(ARCHITECTURE_LAYOUTS) == set(ADAPTERS.names())
     assert set(LAYOUTS) == {a.layout for a in (ADAPTERS.get(n) for n in ADAPTERS.names())}
 

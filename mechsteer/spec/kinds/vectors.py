@@ -405,6 +405,7 @@ class PerModelVectors(VectorSourceBase):
     """Model name (a key of the study's `models:`) -> the name of the vector set this set is on that model."""
 
     def model_sets(self) -> dict[str, str]:
+        """The mapping itself: on each model, this set is the set it names."""
         return dict(self.models)
 
     def depends_on(self) -> dict[str, str]:
