@@ -271,6 +271,25 @@ def add_sites(res) -> dict[str, str]:
     return {r.model: r.site for r in s.itertuples()}
 
 
+READOUT_METRICS = ("acc_lenient", "mean_len", "entropy")
+"""Readout metrics the section shows side by side (with every tracked first-token probability `p(...)`)."""
+
+
+def readouts_table(d) -> list[str]:
+    """The diff's readout metrics side by side (A, B, B - A) for READOUT_METRICS and tracked tokens, as Markdown
+    (the full table is the diff's metrics.csv)."""
+    r = d.metrics[d.metrics.kind != "eval"]
+    r = r[r.metric.isin(READOUT_METRICS) | r.metric.str.startswith("p(")]
+    if r.empty:
+        return []
+    lines = ["| condition | readout | metric | A | B | B - A |", "|---|---|---|---|---|---|"]
+    for row in r.itertuples():
+        lines.append(
+            f"| {row.condition} | {row.measurement} | {row.metric} | {row.a:.3g} | {row.b:.3g} | {row.delta:+.3g} |"
+        )
+    return lines
+
+
 def same_rows(d1, d2) -> tuple[bool, float]:
     """Whether two diffs' paired rows agree (same conditions, counts and p-values; rates to 1e-12), and the
     largest difference of their rates and deltas."""
@@ -354,6 +373,9 @@ def main(argv: list[str] | None = None) -> int:
     sites = {label_a: next(iter(add_sites(res_a).values()), "?"), label_b: next(iter(add_sites(res_b).values()), "?")}
     sentences, facts = agree_and_differ(d, res_a, res_b, (label_a, label_b), sites)
     diff_md = (diff_dir / "diff.md").read_text()
+    table = readouts_table(d)
+    readouts = ["Readout metrics side by side (means over seeds; every metric: the diff's `metrics.csv`):", ""]
+    readouts = [*readouts, *table, ""] if table else []
     paired_table = diff_md.split("## Paired accuracy on shared problems", 1)[-1].split("## Metrics", 1)[0].strip()
     lines = [
         f"## Two model families: {label_a} vs {label_b} (`{_rel(args.study)}`)",
@@ -373,6 +395,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         paired_table,
         "",
+        *readouts,
         f"### Where the two families agree and differ ({facts['metric']}, p < {ALPHA})",
         "",
         "Generated from the numbers above and each run's own effects (each condition against its unsteered model "

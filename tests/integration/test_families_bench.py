@@ -113,6 +113,8 @@ def test_where_the_families_agree_and_differ_is_generated_from_the_numbers(secti
     (sites,) = [x for x in md.splitlines() if x.startswith("- **Where `add` acts**")]
     assert sites.count("identical to a bias on block l's mlp.down_proj") == 2  # both tiny models are pre-norm
     assert "- **First token at the end of the prompt**" in md and "p(7) 0.50 -> 0.00 under `base`" in md
+    (p7,) = [x for x in md.splitlines() if x.startswith("| base | first_token | p(7) |")]
+    assert p7.split("|")[4:7] == [" 0.5 ", " 0.00255 ", " -0.497 "]  # small's 1/2 against deep's (1 - 3/4) / 98
 
 
 def test_missing_gemma_vectors_are_named_up_front(tmp_path, capsys):
