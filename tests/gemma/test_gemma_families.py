@@ -19,6 +19,7 @@ from pydantic import TypeAdapter
 
 import mechsteer as ms
 from mechsteer.interventions import steering
+from mechsteer.spec.layers import DepthRef, resolve_layers
 from mechsteer.spec.study import InterventionSpec
 from mechsteer.vectors import VectorSet
 
@@ -44,8 +45,10 @@ def test_one_folder_with_both_families(tmp_path):
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(study, sort_keys=False))
     res = ms.load_study(tmp_path / "s.yaml").run(output_dir=tmp_path / "out", threads=1)
     rec = {m: res.record(model=m, condition="steered", measurement="mini") for m in ("smol", "gemma")}
-    assert rec["smol"]["vectors"]["v"]["layers"] == [14] and rec["gemma"]["vectors"]["v"]["layers"] == list(range(18))
-    assert rec["gemma"]["interventions"][0]["layer"] == 8  # {depth: 0.5} of 18 blocks
+    for model, n, norm in (("smol", 30, 1.0), ("gemma", 18, 50.0)):  # each model's own set, rows and norms
+        v = rec[model]["vectors"]["v"]
+        assert v["layers"] == list(range(n)) and all(abs(x - norm) < 1e-4 * norm for x in v["norms"].values())
+        assert rec[model]["interventions"][0]["layer"] == resolve_layers(DepthRef(depth=0.5), n)[0]
     md = (res.output_dir / "report" / "report.md").read_text()
     (gemma_add,) = [line for line in md.splitlines() if line.startswith("- `gemma`, `add` (`steered`)")]
     assert "after post_feedforward_layernorm's residual add, so NOT a bias on block l's mlp.down_proj" in gemma_add
