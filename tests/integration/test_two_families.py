@@ -143,19 +143,20 @@ def test_the_cli_prints_and_writes_the_same_diff(run, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "args,message",
+    "args,code,message",
     [
-        (["--models", "small", "gemma"], "declares no model 'gemma'"),
-        (["--models", "deep", "deep"], "a model compared with itself"),
-        (["OTHER", "--models", "small", "deep"], "two folders were given"),
-        ([], "no models to compare inside it"),
+        (["--models", "small", "gemma"], 1, "declares no model 'gemma'"),
+        (["--models", "deep", "deep"], 1, "a model compared with itself"),
+        (["OTHER", "--models", "small", "deep"], 1, "two folders were given"),
+        ([], 1, "no models to compare inside it"),
+        (["--models", "small"], 2, "'--models' requires 2 arguments"),  # one model only: typer's usage error
     ],
 )
-def test_the_cli_refuses_with_one_located_line(run, args, message):
+def test_the_cli_refuses_with_one_located_line(run, args, code, message):
     folder, root = run
     args = [str(root / "out") if a == "OTHER" else a for a in args]
     got = CliRunner().invoke(app, ["diff", str(folder), *args])
-    assert got.exit_code == 1 and message in " ".join(got.output.split()), got.output
+    assert got.exit_code == code and message in " ".join(got.output.split()), got.output
     assert "Traceback" not in got.output
 
 
