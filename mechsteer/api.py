@@ -61,10 +61,12 @@ class Study:
 
     @property
     def name(self) -> str:
+        """The study's `name:` (its output folder is `<output_dir>/<name>[-<profile>]`)."""
         return self.loaded.spec.name
 
     @property
     def profile(self) -> str | None:
+        """The merged profile, or None."""
         return self.loaded.profile
 
     def plan(self, limit: int | None = None, output_dir: str | Path = "outputs") -> Plan:

@@ -124,6 +124,7 @@ def schema(
 
 
 def schemas() -> dict[str, dict]:
+    """The JSON Schemas `mechsteer schema` writes, by file name (study, and training when its module is there)."""
     from mechsteer.spec.study import json_schema
 
     out = {"study.schema.json": json_schema()}
@@ -400,6 +401,7 @@ _register_optional_commands()
 
 
 def main() -> None:
+    """The `mechsteer` console script."""
     app()
 
 

@@ -104,7 +104,7 @@ class DiffResult:
         return render.to_dict(self)
 
     def to_json(self) -> str:
-        """`to_dict()` as indented JSON (diff.json)."""
+        """`to_dict()` as indented JSON (diff.json, `mechsteer diff --format json`)."""
         import json
 
         return json.dumps(self.to_dict(), indent=1)

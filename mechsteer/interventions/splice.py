@@ -56,6 +56,7 @@ class SplicePlan:
     skip_layer: bool = False
 
     def active(self) -> dict[str, torch.Tensor]:
+        """The masks that take anything from the vanilla copy (all-False masks dropped)."""
         return {k: m for k, m in self.vanilla.items() if bool(m.any())}
 
 
@@ -92,6 +93,8 @@ class BlockSplicer:
 
     # ------------------------------------------------------------------ registration
     def attach(self, scope) -> None:
+        """Register the hooks that run the block's vanilla copy beside the steered one and splice the planned parts
+        in."""
         if self.plan.skip_layer:
             scope.forward_hook(self.block, self._add_after)
             return

@@ -84,9 +84,11 @@ class SurgeryBase(InterventionBase):
         return v
 
     def vector_refs(self) -> list[str]:
+        """The vector set whose row (block - 1) supplies s, the steered stream the splice feeds in."""
         return [self.vector]
 
     def layer_refs(self):
+        """The spliced block."""
         return [("layer", self.layer)]
 
     def first_block(self, n_layers, vectors=None):
@@ -94,9 +96,11 @@ class SurgeryBase(InterventionBase):
         return self.block(n_layers)
 
     def vllm_unsupported(self):
+        """Always a reason: a surgery rewires a block, which no down_proj bias can express."""
         return f"circuit surgery ({self.kind}) changes a block's computation, not a bias"
 
     def shape_problems(self, shape: ModelShape) -> list[tuple[tuple, str]]:
+        """The layer range check, and block 0, which has no block before it to take s from."""
         out = super().shape_problems(shape)
         if out:
             return out
@@ -214,6 +218,7 @@ class QKVSpec(AttentionSurgeryBase):
         return self
 
     def vllm_unsupported(self):
+        """Always a reason: it edits queries, keys or values per head."""
         return "circuit surgery (qkv) edits attention internals per head"
 
     def spliced(self, layout):
@@ -228,6 +233,7 @@ class QKVSpec(AttentionSurgeryBase):
         return what + _attention_after(layout, self.patch_path)
 
     def shape_problems(self, shape: ModelShape) -> list[tuple[tuple, str]]:
+        """The block checks, and `heads` against the model's query heads (for q) or KV heads (for k and v)."""
         out = super().shape_problems(shape)
         if "q" in self.proj:
             out += _range_problems("heads", self.heads, shape.n_heads, "query head")
@@ -274,6 +280,7 @@ class HeadSpec(AttentionSurgeryBase):
         return self
 
     def vllm_unsupported(self):
+        """Always a reason: it edits attention per head."""
         return "head splicing edits attention internals per head"
 
     def spliced(self, layout):
@@ -288,6 +295,7 @@ class HeadSpec(AttentionSurgeryBase):
         return what + _attention_after(layout, self.patch_path)
 
     def shape_problems(self, shape: ModelShape) -> list[tuple[tuple, str]]:
+        """The block checks, `heads` against the query heads and `groups` against the KV groups."""
         out = super().shape_problems(shape)
         out += _range_problems("heads", self.heads, shape.n_heads, "query head")
         out += _range_problems("groups", self.groups, shape.n_kv_heads, "KV group")

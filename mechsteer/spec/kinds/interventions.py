@@ -207,9 +207,11 @@ class AddSpec(InterventionBase):
     """Token positions to steer: all (default), prompt, generated, or {first_k_generated: k}."""
 
     def vector_refs(self) -> list[str]:
+        """The added vector set."""
         return [self.vector]
 
     def layer_refs(self):
+        """The steered blocks."""
         return [("layer", self.layer)]
 
     def first_block(self, n_layers, vectors=None):

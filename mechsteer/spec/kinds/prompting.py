@@ -28,9 +28,11 @@ class PrefixTokenSpec(InterventionBase):
     allows a longer forced opening."""
 
     def vector_refs(self) -> list[str]:
+        """None: it changes the prompt, not the activations."""
         return []
 
     def layer_refs(self):
+        """None: it touches no block."""
         return []
 
     def first_block(self, n_layers, vectors=None):
@@ -41,6 +43,7 @@ class PrefixTokenSpec(InterventionBase):
         )
 
     def vllm_unsupported(self):
+        """Always a reason: vLLM's prompt path would not carry mechsteer's exact suffix tokens."""
         return (
             "prefix_token is a prompt-text suffix, not a bias; lm-eval's gen_prefix could carry it to vLLM, but it "
             "renders it through the chat template as a partial assistant turn whose token ids are not checked "

@@ -76,6 +76,7 @@ class MeanDiffVectors(VectorSourceBase):
         return self
 
     def depends_on(self) -> dict[str, str]:
+        """None: it is computed from prompts on the model."""
         return {}
 
     def content_key(self) -> dict:
@@ -100,9 +101,11 @@ class LmEvalSteeredVectors(VectorSourceBase):
     """Keep only these rows; null keeps every row in the file."""
 
     def depends_on(self) -> dict[str, str]:
+        """None: the set is imported from its file."""
         return {}
 
     def content_key(self) -> dict:
+        """The spec with the `.pt` file's sha256 in place of its path."""
         return file_content_key(self)
 
 
@@ -119,7 +122,9 @@ class GgufControlVectors(VectorSourceBase):
     """Keep only these rows; null keeps every row in the file."""
 
     def depends_on(self) -> dict[str, str]:
+        """None: the set is imported from its file."""
         return {}
 
     def content_key(self) -> dict:
+        """The spec with the GGUF file's sha256 in place of its path."""
         return file_content_key(self)

@@ -126,12 +126,15 @@ class FileVectors(VectorSourceBase):
     """Keep only these rows (e.g. `penultimate` of an all-layer set); null keeps every row in the file."""
 
     def depends_on(self) -> dict[str, str]:
+        """None: the set is read from its file."""
         return {}
 
     def content_key(self) -> dict:
+        """The file's sha256 and the kept rows, so editing the file recomputes the cells that read it."""
         return file_content_key(self)
 
     def study_problems(self, resolve_path):
+        """A missing file, found by `validate` before anything runs."""
         path = resolve_path(self.path)
         if path.is_file():
             return []
@@ -139,6 +142,7 @@ class FileVectors(VectorSourceBase):
         return [(("path",), f"vector file not found: {path}", hint)]
 
     def shape_file(self, resolve_path):
+        """The `path` file, whose header gives the set's shape for the layer checks."""
         return "path", resolve_path(self.path)
 
     def origin(self, resolve_path, origin_of):
@@ -162,6 +166,7 @@ class BundledVectors(VectorSourceBase):
         return BUNDLED_VECTOR_DIR / f"{self.name}.safetensors"
 
     def depends_on(self) -> dict[str, str]:
+        """None: the set ships with the package."""
         return {}
 
     def content_key(self) -> dict:
@@ -172,6 +177,7 @@ class BundledVectors(VectorSourceBase):
         return fp
 
     def study_problems(self, resolve_path):
+        """An unknown bundled name, with the names that exist."""
         if self.name in bundled_vector_names():
             return []
         return [
@@ -183,6 +189,7 @@ class BundledVectors(VectorSourceBase):
         ]
 
     def shape_file(self, resolve_path):
+        """The bundled file, whose header gives the set's shape for the layer checks."""
         return "name", self.file()
 
     def origin(self, resolve_path, origin_of):
@@ -208,12 +215,15 @@ class RandomVectors(VectorSourceBase):
     """Rows to fill (ignored with `norm_like`, which copies the other set's rows)."""
 
     def depends_on(self) -> dict[str, str]:
+        """The set whose per-layer norms a `norm_like` control copies, if any."""
         return {"norm_like": self.norm_like} if self.norm_like else {}
 
     def content_key(self) -> dict:
+        """The spec itself (seed, norms, layers): the vectors are a function of it."""
         return self.model_dump(mode="json")
 
     def origin(self, resolve_path, origin_of):
+        """`control`: random directions are a baseline, not a trained object."""
         return "control"
 
 
@@ -226,12 +236,15 @@ class ZeroVectors(VectorSourceBase):
     """Rows to create."""
 
     def depends_on(self) -> dict[str, str]:
+        """None: the set is all zeros."""
         return {}
 
     def content_key(self) -> dict:
+        """The spec itself: zeros of the model's shape need nothing else."""
         return self.model_dump(mode="json")
 
     def origin(self, resolve_path, origin_of):
+        """`control`: a zero set is the do-nothing baseline."""
         return "control"
 
 
@@ -246,9 +259,11 @@ class ScaledVectors(VectorSourceBase):
     """Multiplier."""
 
     def depends_on(self) -> dict[str, str]:
+        """The set it scales (`of`)."""
         return {"of": self.of}
 
     def content_key(self) -> dict:
+        """The spec itself; the scaled set's own identity enters through `depends_on`."""
         return self.model_dump(mode="json")
 
     def origin(self, resolve_path, origin_of):
@@ -313,6 +328,7 @@ class TrainedVectors(VectorSourceBase):
         return v
 
     def depends_on(self) -> dict[str, str]:
+        """None: the set is read from a training run's files."""
         return {}
 
     def bind(self, resolve_path):
@@ -320,13 +336,8 @@ class TrainedVectors(VectorSourceBase):
         directory differs reads the run the driver planned with), and the run's files located: the vector
         file (a checkpoint's, `best` looked up in best.json) or every finished per-block run. Reads the
         training file; execution then never does."""
-        from mechsteer.spec.training import (
-            load_train_spec,
-            per_block_command_parts,
-            per_block_files,
-            run_vectors_file,
-            trained_run_dir,
-        )
+        from mechsteer.spec.training import load_train_spec
+        from mechsteer.train.layout import per_block_command_parts, per_block_files, run_vectors_file, trained_run_dir
 
         update = {"train": str(resolve_path(self.train))}
         if self.output is not None:
