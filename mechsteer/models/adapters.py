@@ -53,12 +53,14 @@ _PRE_NORM_SITES: dict[str, Site] = {
 
 Layout = Literal["pre_norm", "sandwich"]
 """`pre_norm` (Llama, Qwen2): h + Attn(LN1 h), then + MLP(LN2 .), so a vector added after the MLP equals a
-down_proj bias and the block can be spliced. `sandwich` (Gemma3): extra norms after attention and after the
-MLP (post_feedforward_layernorm), so `add` after the block is NOT a down_proj bias and surgery is not
-supported."""
+down_proj bias. `sandwich` (Gemma3): extra norms after attention (post_attention_layernorm) and after the MLP
+(post_feedforward_layernorm), so `add` after the block is NOT a down_proj bias, and block surgery normalises
+the attention output it routes to the MLP input (`paths["attn_out_norm"]`). The same names, torch-free, with
+what each means for an intervention: `mechsteer.spec.layouts`."""
 
 _PRE_NORM_PATHS = {"base": "model", "blocks": "model.layers", "down_proj": "mlp.down_proj"}
-"""Structural paths: the decoder stack, its block list, and the MLP output projection inside a block."""
+"""Structural paths: the decoder stack, its block list, and the MLP output projection inside a block; a
+sandwich-norm block adds `attn_out_norm`, the norm between its attention output and the residual add."""
 
 
 @dataclass(frozen=True)
@@ -75,8 +77,15 @@ class ArchitectureAdapter:
 
     @property
     def supports_surgery(self) -> bool:
-        """Whether block surgery (Skip-Attn, Q/K/V and head splicing) knows this block layout."""
-        return self.layout == "pre_norm"
+        """Whether block surgery (Skip-Attn, Q/K/V and head splicing) knows this block layout: both layouts
+        (a sandwich block names its attention-output norm, `paths["attn_out_norm"]`)."""
+        return self.layout == "pre_norm" or "attn_out_norm" in self.paths
+
+    def attn_out_norm(self, model: nn.Module, layer: int) -> nn.Module | None:
+        """The norm block `layer` applies to its attention output before the residual add (Gemma3's
+        post_attention_layernorm), or None where the output is added as it is (pre-norm blocks)."""
+        path = self.paths.get("attn_out_norm")
+        return self.layer(model, layer).get_submodule(path) if path else None
 
     # -- structure
     def layers(self, model: nn.Module) -> nn.ModuleList:
@@ -167,6 +176,7 @@ for _a in (
             "post_attention_layernorm": "post_attention_layernorm",
             "pre_feedforward_layernorm": "pre_feedforward_layernorm",
         },
+        paths={**_PRE_NORM_PATHS, "attn_out_norm": "post_attention_layernorm"},
         layout="sandwich",
     ),
 ):

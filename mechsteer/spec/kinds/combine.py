@@ -16,6 +16,7 @@ from mechsteer.spec.base import StrictModel
 from mechsteer.spec.kinds import intervention_kind
 from mechsteer.spec.kinds.interventions import InterventionBase, first_of, resolved_selection
 from mechsteer.spec.layers import LayerResolutionError, LayerSelection, resolve_layers
+from mechsteer.spec.layouts import add_site
 from mechsteer.spec.models import ModelShape, known_shape
 
 LayerMap = Literal["same_index", "relative_depth"]
@@ -97,6 +98,11 @@ class TransferSpec(InterventionBase):
         """A reason: the mapped rows only become a bias when the study writes the transfer as `add`."""
         return "transfer is only compiled when written as `add`"
 
+    def site(self, layout):
+        """Like `add`: the donor's row on the recipient's residual stream after the block it maps to."""
+        rows = "the donor's row l" if self.layer_map == "same_index" else "the donor's row at the same relative depth"
+        return add_site(layout, rows)
+
     def shape_problems(self, shape: ModelShape) -> list[tuple[tuple, str]]:
         """A donor whose depth or width cannot map onto this model (checked when the donor's shape is known)."""
         if self.donor is None:
@@ -163,6 +169,10 @@ class ComposeSpec(InterventionBase):
     def vllm_unsupported(self):
         """A reason: a composition only becomes biases when the study writes its parts as `add` interventions."""
         return "compose is only compiled when written as `add` interventions"
+
+    def site(self, layout):
+        """Like `add`, one single-layer vector per part."""
+        return add_site(layout, "each part's row l")
 
     def bind(self, model, shape, resolve_path):
         """Each part's layer resolved to its block index when the model's shape is known."""

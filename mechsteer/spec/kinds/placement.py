@@ -18,6 +18,7 @@ from mechsteer.spec.kinds.interventions import (
     PositionSelector,
     check_positions_replayable,
     first_of,
+    positions_text,
     rows_or_all,
 )
 from mechsteer.spec.kinds.vectors import training_file_problems
@@ -78,6 +79,16 @@ class AddAtPlaceSpec(InterventionBase):
     def vllm_unsupported(self):
         """Always a reason: only a vector after the whole block is a down_proj bias."""
         return "add_at_place adds at one place inside a block, not on the residual stream at all positions"
+
+    def site(self, layout):
+        """The output of one submodule inside block l (the place the vector set's metadata names when unset)."""
+        place = f"`{self.place}`" if self.place else "the submodule its vector set's metadata names"
+        extra = ""
+        if self.place == "mlp" and layout is not None:
+            extra = f"; the MLP output is then {layout.mlp_to_residual}"
+        elif self.place == "self_attn" and layout is not None:
+            extra = f"; the attention output is then {layout.attn_to_residual}"
+        return f"row l added to the output of {place} inside block l{extra}" + positions_text(self.positions)
 
 
 @intervention_kind("lora1", impl="mechsteer.interventions.lora1:attach_lora1")
@@ -181,6 +192,11 @@ class Lora1Spec(InterventionBase):
     def vllm_unsupported(self):
         """Always a reason: the update depends on the input, so it is no constant bias."""
         return "lora1 is an input-dependent rank-1 update, not a constant bias"
+
+    def site(self, layout):
+        """A rank-1 update of block l's mlp.down_proj output, which then reaches the residual per the layout."""
+        how = f"; down_proj's output is {layout.mlp_to_residual}" if layout is not None else ""
+        return f"a rank-1 LoRA on block l's mlp.down_proj (alpha_t * B/||B|| per token){how}"
 
     def file_problems(self, resolve_path):
         """With `train`, the training file must exist and validate (its output may come later); else `path`."""

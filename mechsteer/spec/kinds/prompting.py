@@ -50,6 +50,11 @@ class PrefixTokenSpec(InterventionBase):
             "against mechsteer's raw suffix, so it stays on hf"
         )
 
+    def site(self, layout):
+        """The prompt itself: no module of the model is touched."""
+        token = repr(self.token) if self.token else "the model entry's prefix_token"
+        return f"the prompt: {token} forced right after the generation prompt (no hook on the model)"
+
     def bind(self, model: ModelSpec, shape, resolve_path):
         """`token` filled from the model entry's `prefix_token` when it names none (Qwen and Llama want
         different openings)."""

@@ -105,6 +105,12 @@ class VectorSourceBase(StrictModel):
         it is built from; None (the default) when it cannot tell."""
         return None
 
+    def model_sets(self) -> dict[str, str] | None:
+        """For a set that is another set on each model (`per_model`): model name -> the set it is on that
+        model. None (the default): a set of its own, the same on every model. The compiler, the executor and
+        `validate` read a study's sets per model through `vectors_for_model`, so nothing names the kind."""
+        return None
+
 
 VECTOR_KINDS.require_base(VectorSourceBase)
 
@@ -395,3 +401,37 @@ class TrainedVectors(VectorSourceBase):
     def study_problems(self, resolve_path):
         """The training file must exist and validate (its output may not exist yet)."""
         return [(("train",), msg, hint) for msg, hint in training_file_problems(resolve_path(self.train), self.profile)]
+
+
+@vector_kind("per_model", impl="mechsteer.builders.basic:build_per_model")
+class PerModelVectors(VectorSourceBase):
+    """One name for a different vector set on each model, so one condition (`add trained`) steers every
+    model of a study with its own vectors: `trained: {kind: per_model, models: {smol: smol_vectors, gemma:
+    gemma_vectors}}`. On model `smol` the set `trained` IS `smol_vectors`: its cells are keyed by that set's
+    content alone and read it as if the condition named it, and sets built from `trained` (a `random`
+    control `norm_like: trained`) follow it per model. Every model of the study needs an entry."""
+
+    kind: Literal["per_model"] = "per_model"
+    models: dict[Annotated[str, Field(min_length=1)], Annotated[str, Field(min_length=1)]] = Field(min_length=1)
+    """Model name (a key of the study's `models:`) -> the name of the vector set this set is on that model."""
+
+    def model_sets(self) -> dict[str, str]:
+        """The mapping itself: on each model, this set is the set it names."""
+        return dict(self.models)
+
+    def depends_on(self) -> dict[str, str]:
+        """Every model's set (checked to exist, no cycles); each model's cells depend on its own set only."""
+        return {f"models.{m}": s for m, s in self.models.items()}
+
+    def content_key(self) -> dict:
+        """The mapping; cells never hash it (the compiler replaces the set by each model's own,
+        `vectors_for_model`), so this identifies the spec itself only."""
+        return self.model_dump(mode="json")
+
+    def origin(self, resolve_path, origin_of):
+        """The models' sets' common origin; `joint` as soon as one of them is joint (a readout of single-layer
+        sources must refuse it on that model), else None when they differ."""
+        found = {origin_of(s) for s in self.models.values()}
+        if "joint" in found:
+            return "joint"
+        return found.pop() if len(found) == 1 else None
