@@ -1,12 +1,13 @@
 """The embedded Gemma 3 270M base model on the bundled `mini` task, unsteered, under several prompt templates:
 can it do the task at all, and which template leaves room for steering?
 
-One study built in code (`mechsteer.Study.from_dict`), run once: the model `gemma3-270m` (dtype auto, as the
-`gemma` profiles use it), the unsteered condition only, one greedy `generate` readout per template on the
-same 64 held-out `mini` problems (64 new tokens, batches of 16), all with the newline stop the gemma profiles
-use (`stop: ["\\n"]`, every newline-only token): a base model answers on one line and then invents the next
-question, whose numbers the lenient grader would read as its answer (`tests/gemma/test_gemma_model.py`
-checks that it does so without the stop). Every figure below is read from the run's cells.
+One study built in code (`mechsteer.Study.from_dict`), run once: the model `gemma3-270m` in
+float32, as the `gemma` profiles use it (in bf16, transformers' lm_head over its 262,144-token vocabulary is far
+slower on this CPU), the unsteered condition only, one greedy `generate` readout per template on the same
+64 held-out `mini` problems (64 new tokens, batches of 16), all with the newline stop the gemma profiles use
+(`stop: ["\\n"]`, every newline-only token): a base model answers on one line and then invents the next question,
+whose numbers the lenient grader would read as its answer (`tests/gemma/test_gemma_model.py` checks that it
+does so without the stop). Every figure below is read from the run's cells.
 
 The run resumes: cells already recorded in `--output` are reused (as `mechsteer run` does), so an
 interrupted run on a busy machine continues where it stopped; `--fresh` empties the folder first. Cell times
@@ -39,7 +40,7 @@ def study_doc(limit: int) -> dict:
     return {
         "name": "gemma_templates",
         "description": "Gemma 3 270M (base) on mini, unsteered, per prompt template, with the newline stop.",
-        "models": {"gemma": {"id": "gemma3-270m", "stop": ["\n"]}},
+        "models": {"gemma": {"id": "gemma3-270m", "stop": ["\n"], "dtype": "float32"}},
         "conditions": {"base": []},
         "readouts": {t: {**gen, "template": t} for t in TEMPLATES},
     }
