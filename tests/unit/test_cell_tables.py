@@ -14,8 +14,12 @@ from mechsteer.cell_tables import csv_bytes, read_csv
 def test_tokens_with_carriage_returns_round_trip(tmp_path):
     tokens = ["\r", "a\rb", "\r\n", "\n", 'x,"y', "nan", "1", ""]
     df = pd.DataFrame(
-        {"layer": range(len(tokens)), "normed": [i % 2 == 0 for i in range(len(tokens))], "token": tokens,
-         "value": [0.5 * i for i in range(len(tokens) - 1)] + [math.nan]}
+        {
+            "layer": range(len(tokens)),
+            "normed": [i % 2 == 0 for i in range(len(tokens))],
+            "token": tokens,
+            "value": [0.5 * i for i in range(len(tokens) - 1)] + [math.nan],
+        }
     )
     f = tmp_path / "t.csv"
     f.write_bytes(csv_bytes(df))
