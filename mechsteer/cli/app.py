@@ -224,18 +224,33 @@ def run(
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
     fmt: FormatOpt = "text",
+    rehearse: Annotated[
+        bool,
+        typer.Option(
+            "--rehearse",
+            help="Rehearse the profile before GPU time: random-weight twins of every model (same architecture, "
+            "blocks and heads), stand-in data, vectors and training runs, every condition at full size, into "
+            "<output>-rehearsal/ (docs/rehearsal.md).",
+        ),
+    ] = False,
 ) -> None:
     """Run every cell of a study that is not cached yet, write its report, and print a summary of the effects
     (`--format json`: the same as JSON on stdout; progress and notes then go to stderr or are left out)."""
     import time
 
-    from mechsteer.api import load_study, plan_status, run_plan
+    from mechsteer.api import load_study, plan_status, rehearsal_plan, run_plan
     from mechsteer.cli.output import err_console
 
     _check_format(fmt)
     out = console if fmt == "text" else err_console
     t0 = time.perf_counter()
-    p = load_study(study, profile, data_dir=data_dir, max_cells=max_cells).plan(limit, output_dir)
+    if rehearse:
+        if data_dir is not None:
+            raise typer.BadParameter("--data-dir has no effect with --rehearse (a rehearsal reads stand-in data)")
+        p = rehearsal_plan(study, profile, limit=limit, output_dir=output_dir, max_cells=max_cells)
+        out.print(f"[bold reverse] {escape(p.rehearsal['banner'])} [/]", soft_wrap=True)
+    else:
+        p = load_study(study, profile, data_dir=data_dir, max_cells=max_cells).plan(limit, output_dir)
     status = plan_status(p).drop_duplicates("hash")
     todo = len(status) if force else int((status.state != "fresh").sum())
     if reuse_stale and not force:
@@ -299,13 +314,17 @@ def report(
 ) -> None:
     """Rebuild a study's report from its recorded cells (no model is loaded) and print a summary of the
     effects and the report's paths (`--format json`: as JSON)."""
+    import warnings
+
     from mechsteer.api import load_results, load_study
     from mechsteer.report import write_report
-    from mechsteer.results import Results
+    from mechsteer.results import RehearsalWarning, Results
 
     _check_format(fmt)
     if target.is_dir():
-        results = load_results(target)
+        with warnings.catch_warnings():  # the summary leads with the rehearsal's banner itself
+            warnings.simplefilter("ignore", RehearsalWarning)
+            results = load_results(target)
     else:
         study = load_study(target, profile, data_dir=data_dir, max_cells=max_cells)
         results = Results.from_plan(study.plan(limit, output_dir))

@@ -1,5 +1,6 @@
 """Random-weight twins (mechsteer.models.twin): the model's class, depth and head layout with shrunk widths, the
-stand-in tokenizer with the family's chat template and stop tokens, and samples that end."""
+stand-in tokenizer with the family's chat template and stop tokens, samples that end, and a folder the planner
+refuses outside a rehearsal."""
 
 from __future__ import annotations
 
@@ -94,3 +95,19 @@ def test_a_twin_is_built_once(twins, tmp_path):
     again = twin_dir(mc, twins[mc.model_id].parent)
     assert again == twins[mc.model_id]
     assert len([p for p in again.parent.iterdir() if p.name.startswith("Qwen-Qwen2.5-Math-7B")]) == 1
+
+
+def test_the_planner_refuses_a_twin_outside_a_rehearsal(twins):
+    from mechsteer.engine.plan import compile_study
+    from mechsteer.errors import CompileError
+    from mechsteer.spec.loader import load_study_dict
+
+    doc = {
+        "name": "t",
+        "models": {"m": {"id": str(twins["gemma3-270m"])}},
+        "conditions": {"base": []},
+        "readouts": {"f": {"kind": "first_token", "prompts": ["hi"]}},
+    }
+    with pytest.raises(CompileError, match="rehearsal's random-weight twin") as e:
+        compile_study(load_study_dict(doc))
+    assert "--rehearse" in e.value.problems[0].hint
