@@ -138,18 +138,72 @@ def schemas() -> dict[str, dict]:
 @app.command()
 @handle_errors
 def plan(
-    study: StudyFile,
+    study: Annotated[
+        Optional[Path],
+        typer.Argument(
+            help="Study YAML file (with --estimate --all: the folder of studies, default studies).", show_default=False
+        ),
+    ] = None,
     profile: ProfileOpt = None,
     limit: LimitOpt = None,
     output_dir: OutputOpt = Path("outputs"),
     data_dir: DataDirOpt = None,
     max_cells: MaxCellsOpt = DEFAULT_MAX_CELLS,
+    estimate: Annotated[
+        bool,
+        typer.Option(
+            "--estimate",
+            help="Tokens each cell prefills, generates and teacher-forces, and GPU hours on a stated GPU "
+            "(mechsteer/data/throughput.yaml; docs/rehearsal.md).",
+        ),
+    ] = False,
+    all_paper: Annotated[
+        bool,
+        typer.Option(
+            "--all",
+            help="With --estimate: every paper* profile of every study in the folder and the training runs they "
+            "read, with the total against the goal (8 GPUs x 24 h).",
+        ),
+    ] = False,
+    throughput: Annotated[
+        Optional[Path],
+        typer.Option("--throughput", help="A throughput file whose rows, GPUs and assumptions replace the package's."),
+    ] = None,
+    gpu: Annotated[
+        Optional[str], typer.Option("--gpu", help="GPU kind of the estimate (default: the table's).")
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="text or json (with --estimate).")] = "text",
 ) -> None:
-    """Show the compiled cells (model x condition x measurement x seed), their hashes and cache state."""
+    """Show the compiled cells (model x condition x measurement x seed), their hashes and cache state; with
+    --estimate, the tokens and GPU hours they take."""
     from rich.table import Table
 
     from mechsteer.api import load_study, plan_status
 
+    _check_format(fmt)
+    if not estimate and (all_paper or throughput or gpu or fmt != "text"):
+        raise typer.BadParameter("--all, --throughput, --gpu and --format go with --estimate")
+    if estimate:
+        from mechsteer.cli import estimate as render
+        from mechsteer.engine.estimate import estimate_paper, estimate_plan, load_throughput
+
+        table = load_throughput(throughput)
+        gpu = gpu or table.gpu
+        if all_paper:
+            est = estimate_paper(study or Path("studies"), table, gpu)
+            typer.echo(json.dumps(est, indent=1)) if fmt == "json" else render.render_paper(console, est, table)
+            return
+        if study is None:
+            raise typer.BadParameter("give a study file (or --all)")
+        p = load_study(study, profile, data_dir=data_dir, max_cells=max_cells).plan(limit, output_dir)
+        cells, sources, notes = estimate_plan(p, table, gpu)
+        if fmt == "json":
+            typer.echo(render.plan_json(p, cells, sources, notes, table, gpu))
+        else:
+            render.render_plan(console, p, cells, sources, notes, table, gpu)
+        return
+    if study is None:
+        raise typer.BadParameter("give a study file")
     st = load_study(study, profile, data_dir=data_dir, max_cells=max_cells)
     p = st.plan(limit, output_dir)
     status = plan_status(p)
