@@ -30,7 +30,10 @@ def csv_bytes(df: pd.DataFrame, index: bool = False) -> bytes:
 def read_csv(path: Path, **kw) -> pd.DataFrame:
     """A recorded table back, with token text kept verbatim (no newline translation: a quoted "\r" stays one)
     and empty numeric cells as NaN."""
-    df = pd.read_csv(io.StringIO(Path(path).read_bytes().decode()), keep_default_na=False, **kw)
+    text = Path(path).read_bytes().decode()
+    if not text.strip():  # an empty table (no columns) is written as a bare line end
+        return pd.DataFrame()
+    df = pd.read_csv(io.StringIO(text), keep_default_na=False, **kw)
     for c in df.columns:
         if c in TEXT_COLUMNS or not (pd.api.types.is_object_dtype(df[c]) or pd.api.types.is_string_dtype(df[c])):
             continue

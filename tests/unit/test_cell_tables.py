@@ -28,3 +28,9 @@ def test_tokens_with_carriage_returns_round_trip(tmp_path):
     assert back["normed"].tolist() == df["normed"].tolist() and back["normed"].dtype == bool
     assert back["value"].iloc[:-1].tolist() == df["value"].iloc[:-1].tolist() and math.isnan(back["value"].iloc[-1])
     assert len(back) == len(df)
+
+
+def test_an_empty_table_reads_back_empty(tmp_path):
+    f = tmp_path / "empty.csv"
+    f.write_bytes(csv_bytes(pd.DataFrame()))
+    assert read_csv(f).empty
