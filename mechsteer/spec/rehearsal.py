@@ -48,7 +48,7 @@ class RehearsalCaps:
 
     problems: int = 2
     """Problems (prompts) per measurement."""
-    new_tokens: int = 8
+    new_tokens: int = 4
     """Generated tokens per sample."""
     samples: int = 2
     """Samples per problem."""

@@ -44,10 +44,18 @@ def test_a_paper_profile_is_rehearsed_at_full_sweep_size(tmp_path):
     assert doc["conditions"]["steer_head_{head}"]["sweep"] == {"head": "query_heads"}
     ev = doc["evaluation"]
     assert ev["protocol"] == "paper" and ev["data_dir"] == str(tmp_path / "data")
-    assert (ev["limit"], ev["max_new_tokens"], ev["tasks"], ev["seeds"]) == (2, 8, ["aime24"], [0])
+    caps = RehearsalCaps()
+    assert (ev["limit"], ev["max_new_tokens"], ev["tasks"], ev["seeds"]) == (
+        caps.problems,
+        caps.new_tokens,
+        ["aime24"],
+        [0],
+    )
     assert ev["samples"] == {"aime24": 2}
     fig6 = doc["readouts"]["fig6"]
-    assert (fig6["limit"], fig6["max_new_tokens"], fig6["only_finished"], fig6["task"]) == (2, 8, True, "deepscaler")
+    # a readout of finished samples only gets four times the token cap, so that the twin's samples end
+    assert (fig6["limit"], fig6["max_new_tokens"], fig6["only_finished"]) == (caps.problems, 4 * caps.new_tokens, True)
+    assert fig6["task"] == "deepscaler" and doc["readouts"]["first_token"]["limit"] == caps.problems
     assert fig6["data_dir"] == str(tmp_path / "data") and fig6["reference"] == "skip_attn"
     # trained vectors read stand-in runs: one folder per training file and profile, the blocks they read
     pen = doc["vectors"]["pen"]
@@ -121,6 +129,6 @@ def test_a_rehearsed_document_validates_with_the_rehearsal_fields(tmp_path):
     r = _rehearsal(tmp_path, ls)
     doc = rehearsed_study(ls, r, {"m": "smollm2-135m"})
     assert doc["models"]["m"]["backend"] == "hf" and doc["seeds"] == [0, 1]
-    assert doc["readouts"]["g"]["prompts"] == ["a", "b"] and doc["readouts"]["g"]["max_new_tokens"] == 8
+    assert doc["readouts"]["g"]["prompts"] == ["a", "b"] and doc["readouts"]["g"]["max_new_tokens"] == 4
     again = load_study_dict(doc)
     assert again.spec.evaluation.limit == 2 and again.spec.evaluation.tasks == ["mini"]
