@@ -76,8 +76,10 @@ def _footer(console, sources: dict, notes: list, table, gpu: str) -> None:
         ),
         soft_wrap=True,
     )
-    for what, src in sorted(sources.items()):
-        console.print(escape(f"rates for {what}: {src}"), soft_wrap=True)
+    from mechsteer.engine.estimate import sources_by_text
+
+    for src, used in sources_by_text(sources):
+        console.print(escape(f"rates for {', '.join(used)}: {src}"), soft_wrap=True)
     for what in ("prompt_tokens", "completion_tokens"):
         a = table.assumptions.get(what, {})
         console.print(escape(f"{what}: {a.get('source', '?')}"), soft_wrap=True)

@@ -334,6 +334,14 @@ NUMBERS = [
 """The summed columns of an estimate."""
 
 
+def sources_by_text(sources: dict[str, str]) -> list[tuple[str, list[str]]]:
+    """(rate source, what it was used for) pairs: each source once, with every model and engine it served."""
+    out: dict[str, list[str]] = {}
+    for what, src in sorted(sources.items()):
+        out.setdefault(src, []).append(what)
+    return sorted(out.items(), key=lambda kv: kv[1][0])
+
+
 def group_table(cells):
     """Cells grouped by model and measurement: counts, tokens and hours summed."""
     if cells.empty:
