@@ -13,7 +13,7 @@ from mechsteer.errors import MechsteerError, Problem, SpecError
 from mechsteer.spec.model_configs import model_config
 from mechsteer.spec.rehearsal import SUFFIX, FileStandIn, Rehearsal, RehearsalCaps, RunStandIn, rehearsed_study
 
-STAND_IN_SCALE = 0.25
+STAND_IN_SCALE = 0.1
 """A stand-in vector row's L2 norm against the median norm of the twin's residual stream after its block (channel
 0, the twin's stop channel, left out and left at zero): large enough to change what the twin computes, small
 enough that its samples still end."""

@@ -41,7 +41,7 @@ STOP_PROBABILITY = 0.2
 """Mean probability that a twin ends a sample at each generated token at temperature 1 (calibrated)."""
 LOGIT_SPREAD = 3.0
 """Standard deviation of a twin's other logits (so greedy decoding varies between stopping and writing)."""
-CONSTANT_RATIO = 3.0
+CONSTANT_RATIO = 10.0
 """The constant channel's size against the norm of the rest of the final residual stream: large, so that its share
 after the final norm (which the stop tokens read) barely moves when generated tokens change the rest."""
 TIED_EMBEDDING_SHRINK = 0.2

@@ -53,8 +53,12 @@ def test_a_paper_profile_is_rehearsed_at_full_sweep_size(tmp_path):
     )
     assert ev["samples"] == {"aime24": 2}
     fig6 = doc["readouts"]["fig6"]
-    # a readout of finished samples only gets four times the token cap, so that the twin's samples end
-    assert (fig6["limit"], fig6["max_new_tokens"], fig6["only_finished"]) == (caps.problems, 4 * caps.new_tokens, True)
+    # a readout of finished samples only gets 4x the tokens and 2x the prompts, so that the twin's samples end
+    assert (fig6["limit"], fig6["max_new_tokens"], fig6["only_finished"]) == (
+        2 * caps.problems,
+        4 * caps.new_tokens,
+        True,
+    )
     assert fig6["task"] == "deepscaler" and doc["readouts"]["first_token"]["limit"] == caps.problems
     assert fig6["data_dir"] == str(tmp_path / "data") and fig6["reference"] == "skip_attn"
     # trained vectors read stand-in runs: one folder per training file and profile, the blocks they read

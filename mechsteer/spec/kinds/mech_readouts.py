@@ -88,12 +88,15 @@ class _Sampled(PromptSource):
     """Teacher-forced passes over each sampled sequence (with and without the condition, by default)."""
 
     def rehearsed(self, r):
-        """The prompt source's caps; a readout that keeps only finished samples gets four times the token cap, so
-        that a twin's samples end (each token ends one with probability `mechsteer.models.twin.STOP_PROBABILITY`)
-        and the readout has sequences to analyse."""
+        """The prompt source's caps; a readout that keeps only finished samples gets four times the token cap and
+        twice the prompts, so that twins' samples end (each token ends one with probability
+        `mechsteer.models.twin.STOP_PROBABILITY`) and the readout has sequences to analyse."""
         out = super().rehearsed(r)
         if self.only_finished:
-            out = out.model_copy(update={"max_new_tokens": min(self.max_new_tokens, 4 * r.caps.new_tokens)})
+            more = {"max_new_tokens": min(self.max_new_tokens, 4 * r.caps.new_tokens)}
+            if self.task is not None:
+                more["limit"] = r.caps.cap(self.limit, 2 * r.caps.problems)
+            out = out.model_copy(update=more)
         return out
 
     def work(self, ctx):
