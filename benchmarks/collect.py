@@ -29,6 +29,7 @@ ORDER = [
     "studies",
     "example_report",
     "findings",
+    "families",
 ]
 HEADER = """# Benchmarks
 

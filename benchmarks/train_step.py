@@ -331,9 +331,11 @@ def _prefill_probe(trainer) -> float:
 
 def _run_trainer(lm, args, rollouts: str, out_dir: Path) -> dict:
     from mechsteer.hooks import HookScope
+    from mechsteer.progress import RichTrainProgress
     from mechsteer.train.trainer import Trainer
 
-    tr = Trainer(_rollout_spec(args, rollouts), lm=lm, output_dir=out_dir, progress=False, run_eval=False)
+    show = RichTrainProgress(bar=False)  # the per-step lines, as before the trainer stopped printing itself
+    tr = Trainer(_rollout_spec(args, rollouts), lm=lm, output_dir=out_dir, run_eval=False, progress=show)
     start = None
     if rollouts == "vllm":  # started here (timed) and kept after the run for the prefill probe
         t0 = time.perf_counter()

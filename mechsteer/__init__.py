@@ -40,6 +40,7 @@ __all__ = ["__version__", *_API]
 
 
 def __getattr__(name: str) -> Any:
+    """Import a public name from its module on first use (PEP 562), so importing the package stays cheap."""
     if name in _API:
         value = getattr(importlib.import_module(_API[name]), name)
         globals()[name] = value
@@ -48,4 +49,5 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
+    """The public names, including those not imported yet (for completion in notebooks)."""
     return sorted(__all__)

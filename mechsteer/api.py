@@ -8,6 +8,7 @@ building blocks a researcher uses directly. Every CLI command is a few lines ove
     results.effects(); results.plot()          # each condition vs baseline and control, with CIs; the figure
     ms.load_results("outputs/quickstart")     # a finished run, without its study file
     ms.diff(results_a, results_b)              # paired statistics of two runs (a DiffResult)
+    ms.diff("outputs/quickstart-families", models=("smol", "gemma"))   # two models of one run
     ms.list_outputs("outputs")                 # the run folders: cells recorded / stale / damaged
 
 Errors are raised as `mechsteer.errors.MechsteerError` subclasses carrying the same located problems the CLI
@@ -60,10 +61,12 @@ class Study:
 
     @property
     def name(self) -> str:
+        """The study's `name:` (its output folder is `<output_dir>/<name>[-<profile>]`)."""
         return self.loaded.spec.name
 
     @property
     def profile(self) -> str | None:
+        """The merged profile, or None."""
         return self.loaded.profile
 
     def plan(self, limit: int | None = None, output_dir: str | Path = "outputs") -> Plan:
@@ -259,13 +262,21 @@ def list_outputs(root: str | Path = "outputs") -> pd.DataFrame:
     return _list(root)
 
 
-def diff(a: Results | str | Path, b: Results | str | Path, **options):
-    """Compare two runs of the same study, B - A: conditions matched by name (layer sweeps by relative depth),
-    paired statistics on shared problems (exact McNemar, paired bootstrap 95% CI), readout metrics side by
-    side. Returns a `mechsteer.comparison.DiffResult`; see `mechsteer.comparison.diff` for the options."""
+def diff(
+    a: Results | str | Path,
+    b: Results | str | Path | None = None,
+    *,
+    models: tuple[str, str] | list[str] | None = None,
+    **options,
+):
+    """Compare two runs of the same study, B - A, or with `models=("smol", "gemma")` and one run, model B with
+    model A inside it (a study that declares both): conditions matched by name (layer sweeps by relative
+    depth), paired statistics on shared problems (exact McNemar, paired bootstrap 95% CI), readout metrics
+    side by side. Returns a `mechsteer.comparison.DiffResult`; see `mechsteer.comparison.diff` for the
+    options (`seed`, `n_boot`, `metrics`)."""
     from mechsteer.comparison import diff as _diff
 
-    return _diff(a, b, **options)
+    return _diff(a, b, models=models, **options)
 
 
 def load_model(

@@ -85,12 +85,14 @@ def atomic_path(path: str | Path, suffix: str = ".tmp") -> Iterator[str]:
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write `data` to `path` through a temporary file and a rename, so a reader never sees half a file."""
     with atomic_path(path) as tmp:
         Path(tmp).write_bytes(data)
     return Path(path)
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write `text` as UTF-8 to `path` atomically (see `atomic_write_bytes`)."""
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 

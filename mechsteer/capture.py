@@ -109,6 +109,7 @@ class Capture:
 
 
 def layer_sites(site: str, layers: Iterable[int]) -> list[SiteKey]:
+    """The keys of one site at several layers, for `Capture`."""
     return [(site, int(i)) for i in layers]
 
 
@@ -156,12 +157,14 @@ class LayerMean:
         self.count: dict = {}
 
     def update(self, key, t: torch.Tensor, mask: torch.Tensor) -> None:
+        """Add the real-token rows (`mask` true) of `t` to key's sum and count."""
         m = mask.to(t.device).bool()
         s = t.double()[m].sum(dim=0)
         self.sum[key] = self.sum[key] + s if key in self.sum else s
         self.count[key] = self.count.get(key, 0) + int(m.sum())
 
     def mean(self, key) -> torch.Tensor:
+        """The mean over every row added under `key` so far (float64)."""
         return self.sum[key] / self.count[key]
 
 
@@ -172,9 +175,12 @@ class LastPosition:
         self.rows: dict = {}
 
     def update(self, key, t: torch.Tensor, attention_mask: torch.Tensor) -> None:
+        """Keep each sequence's value at its last real token (`attention_mask` tells where, with left or right
+        padding)."""
         self.rows.setdefault(key, []).append(last_position(t, attention_mask).cpu())
 
     def get(self, key) -> torch.Tensor:
+        """Every kept row of `key`, stacked in the order added."""
         return torch.cat(self.rows[key], dim=0)
 
 

@@ -13,6 +13,8 @@ from mechsteer.sequences import SamplingSettings, Sequence, pad, pad_id, sample
 
 
 def uses_chat_template(lm: LoadedModel) -> bool:
+    """Whether prompts go through the tokenizer's chat template: when it has one, unless the model entry's
+    `chat_template` turns it off."""
     has = bool(getattr(lm.tokenizer, "chat_template", None))
     return has if lm.spec.chat_template is None else (lm.spec.chat_template and has)
 

@@ -55,6 +55,7 @@ class HookScope:
 
     @property
     def n_hooks(self) -> int:
+        """Hooks this scope holds now (the test guard checks none outlive their scope)."""
         return len(self._handles)
 
     def close(self) -> None:

@@ -23,8 +23,12 @@ from mechsteer.spec.kinds import MEASUREMENT_KINDS
 
 @dataclass
 class MeasurementTask:
+    """What a measurement runner gets for one cell: the loaded model, the condition's steering context, its typed
+    spec and seed, the cell's interventions and vector sets, work folders and a progress callback."""
+
     lm: LoadedModel
-    ctx: SteeringContext
+    ctx: SteeringContext | None
+    """The condition's steering context (None for a readout that `steers_itself`: it runs unsteered)."""
     spec: Any
     """The typed measurement spec."""
     seed: int
@@ -53,6 +57,9 @@ class MeasurementTask:
 
 @dataclass
 class MeasurementResult:
+    """What a measurement runner returns for one cell: summary metrics, per-sample records and files, all written
+    into the cell's record."""
+
     metrics: dict[str, float]
     samples: list[dict] = field(default_factory=list)
     files: dict[str, bytes] = field(default_factory=dict)

@@ -44,6 +44,7 @@ class PositionTracker:
         self._masks = {}
 
     def attach(self, scope: HookScope, base_model: torch.nn.Module) -> None:
+        """Hook the decoder stack so every forward updates which positions are prompt and which generated."""
         scope.pre_hook(base_model, self._pre_hook, with_kwargs=True)
 
     def _pre_hook(self, module, args, kwargs):

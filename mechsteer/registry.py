@@ -33,6 +33,8 @@ class Registry(Generic[T]):
         return _do if obj is None else _do(obj)
 
     def get(self, name: str) -> T:
+        """The object registered as `name`, importing a lazy `"module:attr"` target on first use; an unknown name is
+        a KeyError with a close match suggested."""
         if name not in self._items:
             raise KeyError(self.unknown_message(name))
         obj = self._items[name]
@@ -43,6 +45,7 @@ class Registry(Generic[T]):
         return obj  # type: ignore[return-value]
 
     def unknown_message(self, name: str) -> str:
+        """`unknown <what> 'x'; known: ...`, with the closest registered name when one is close."""
         msg = f"unknown {self.what} {name!r}; known: {', '.join(sorted(self._items))}"
         close = difflib.get_close_matches(name, list(self._items), n=1)
         if close:
@@ -50,6 +53,7 @@ class Registry(Generic[T]):
         return msg
 
     def names(self) -> list[str]:
+        """Every registered name, sorted."""
         return sorted(self._items)
 
     def __contains__(self, name: object) -> bool:

@@ -113,6 +113,7 @@ class Paired:
     """None unless both sides hold one 0/1 outcome per problem."""
 
     def as_dict(self) -> dict:
+        """The comparison as a plain dict (a row of `diff`'s tables and JSON)."""
         return asdict(self)
 
 

@@ -97,6 +97,7 @@ def train(doc: dict, path: Path, out: Path, threads: int, only: list[str] | None
     import torch
 
     from mechsteer.models.loading import load_model
+    from mechsteer.progress import RichTrainProgress
     from mechsteer.train.checkpoint import latest_checkpoint
     from mechsteer.train.trainer import Trainer
 
@@ -113,7 +114,8 @@ def train(doc: dict, path: Path, out: Path, threads: int, only: list[str] | None
         resume = latest_checkpoint(folder / "checkpoints") is not None
         print(f"== attempt {name}" + (" (resuming)" if resume else ""), flush=True)
         c0, t0 = cpu_seconds(), time.perf_counter()
-        Trainer(spec, lm=lm, output_dir=folder, base_dir=loaded.base_dir, progress=False).run(resume=resume)
+        show = RichTrainProgress(bar=False)  # one line per step, no bar (the output is often a log)
+        Trainer(spec, lm=lm, output_dir=folder, base_dir=loaded.base_dir, progress=show).run(resume=resume)
         timing = {"wall_seconds": time.perf_counter() - t0, "cpu_seconds": cpu_seconds() - c0, "resumed": resume}
         prev = folder / "compute.json"
         if resume and prev.is_file():

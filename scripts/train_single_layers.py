@@ -1,6 +1,6 @@
 """Train the bundled single-layer steering vectors of the embedded model, one block at a time, and bundle them.
 
-    python scripts/train_single_layers.py                       # every sixth block + the last two (7 runs)
+    python scripts/train_single_layers.py                       # every third block + the last two (12 runs)
     python scripts/train_single_layers.py --layers 3,9          # more blocks later; finished ones are skipped
     python scripts/train_single_layers.py --bundle-only         # rebuild the bundle from finished runs
     python scripts/train_single_layers.py --docs-only           # rewrite single_layers.md from single_layers.json
@@ -38,13 +38,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_FILE = ROOT / "studies" / "train_mini.yaml"
 PROFILE = "single"
-DEFAULT_LAYERS = "0,6,12,18,24,28,29"
+DEFAULT_LAYERS = "0,3,6,9,12,15,18,21,24,27,28,29"
 BUNDLE_DIR = ROOT / "mechsteer" / "data" / "vectors" / "smollm2-135m"
 PLOT = ROOT / "docs" / "img" / "single_layers_curves.png"
 
 
 def run_dir(out_root: Path, layer: int) -> Path:
-    from mechsteer.spec.training import per_block_dir
+    from mechsteer.train.layout import per_block_dir
 
     return per_block_dir(out_root, layer)
 
@@ -69,10 +69,12 @@ def loaded_spec(args):
 def train_all(args, layers: list[int]) -> None:
     import torch
 
+    from mechsteer.progress import RichTrainProgress
     from mechsteer.train.per_block import train_per_block
 
     torch.set_num_threads(args.threads)
-    train_per_block(loaded_spec(args), layers, args.out, lr_rule=args.lr_rule, steps=args.steps, progress=False)
+    show = RichTrainProgress(bar=False)  # one line per step and per block, no bar (the output is often a log)
+    train_per_block(loaded_spec(args), layers, args.out, lr_rule=args.lr_rule, steps=args.steps, progress=show)
 
 
 def bundle(args, layers: list[int]) -> None:
@@ -87,7 +89,8 @@ def bundle(args, layers: list[int]) -> None:
     base = loaded_spec(args).spec
     steps = args.steps or base.rloo.steps
     done = [k for k in layers if finished(run_dir(args.out, k), steps)]
-    missing = [k for k in layers if k not in done]
+    carried = _carried_rows(layers, done, steps) if args.keep_bundled else {}
+    missing = [k for k in layers if k not in done and k not in carried]
     if not done:
         sys.exit(f"no finished run under {args.out}; train first")
     from mechsteer.train.per_block import NORMS_FILE
@@ -124,6 +127,11 @@ def bundle(args, layers: list[int]) -> None:
                 "mean_len": [r["mean_len"] for r in step_recs],
             }
         )
+    for k, (row, record) in carried.items():
+        rows[k] = row
+        records.append(record)
+    records.sort(key=lambda r: r["layer"])
+    done = sorted([*done, *carried])
     meta = {
         "source": "scripts/train_single_layers.py (studies/train_mini.yaml --profile single, one run per block)",
         "setup": "single_layer stack: row k trained alone at block k",
@@ -159,6 +167,34 @@ def bundle(args, layers: list[int]) -> None:
     print(f"bundled {len(done)} blocks -> {BUNDLE_DIR / 'single_layers.safetensors'}; missing: {missing}")
 
 
+def _carried_rows(layers: list[int], done: list[int], steps: int) -> dict:
+    """{block: (row, record)} for the requested blocks that have no finished run under the output folder but
+    are in the current bundle: their vector row and their training record are kept as they are, each record
+    marked with the commit, date and run folder of the sitting that made it (`carried_from`), so a bundle
+    grown over several sittings never presents an old run as new. Only rows trained with the same number of
+    steps are carried."""
+    from mechsteer.vectors.vector_set import load_vector_set
+
+    info_path = BUNDLE_DIR / "single_layers.json"
+    if not info_path.is_file():
+        return {}
+    info = json.loads(info_path.read_text())
+    if int(info["steps"]) != int(steps):
+        sys.exit(f"--keep-bundled: the bundle's rows were trained for {info['steps']} steps, these for {steps}")
+    old = load_vector_set(BUNDLE_DIR / "single_layers.safetensors")
+    out = {}
+    for record in info["records"]:
+        k = record["layer"]
+        if k in layers and k not in done:
+            origin = record.get("carried_from") or {
+                "commit": info["commit"],
+                "date": info["date"],
+                "runs": info["runs"],
+            }
+            out[k] = (old.vectors[k].clone(), {**record, "carried_from": origin})
+    return out
+
+
 def _plot(records, path: Path) -> None:
     import matplotlib
 
@@ -187,8 +223,8 @@ def _plot(records, path: Path) -> None:
 def _markdown(info) -> str:
     rows = [
         "| block | lr | residual norm | best step | held-out acc at best (%) | vector norm | reward first 3 -> last 3 "
-        "| length first -> last | train s | CPU s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| length first -> last | train s | CPU s | sitting |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in info["records"]:
         rew = r["reward"]
@@ -196,7 +232,8 @@ def _markdown(info) -> str:
         rows.append(
             f"| {r['layer']} | {r['lr']:.4f} | {r['residual_norm']:.0f} | {r['best_step']} | {100 * r['best_value']:.1f} "
             f"| {r['norm']:.2f} | {sum(rew[:3]) / 3:+.2f} -> {sum(rew[-3:]) / 3:+.2f} "
-            f"| {r['mean_len'][0]:.0f} -> {r['mean_len'][-1]:.0f} | {r['train_seconds']:.0f} | {cpu} |"
+            f"| {r['mean_len'][0]:.0f} -> {r['mean_len'][-1]:.0f} | {r['train_seconds']:.0f} | {cpu} "
+            f"| {_sitting(r, info)} |"
         )
     total = sum(r["train_seconds"] for r in info["records"])
     return "\n".join(
@@ -223,10 +260,23 @@ def _markdown(info) -> str:
             "",
             "![training curves](../../../../docs/img/single_layers_curves.png)",
             "",
-            f"Per-step records: `{info['runs']}/layer-KK/metrics.jsonl` of the runs that made them.",
+            f"Per-step records: `{info['runs']}/layer-KK/metrics.jsonl` of the runs that made them"
+            + (
+                "; rows of an earlier sitting (`--keep-bundled`) keep their records and their run folder: "
+                + ", ".join(sorted({r["carried_from"]["runs"] for r in info["records"] if r.get("carried_from")}))
+                if any(r.get("carried_from") for r in info["records"])
+                else ""
+            )
+            + ".",
             "",
         ]
     )
+
+
+def _sitting(record: dict, info: dict) -> str:
+    """Commit and date of the training sitting that made a row (a carried row keeps its own)."""
+    origin = record.get("carried_from") or info
+    return f"{origin['commit']}, {origin['date']}"
 
 
 def _commit() -> str:
@@ -253,6 +303,11 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="output root (default: the training file's output folder)")
     ap.add_argument("--bundle-only", action="store_true", help="only rebuild the bundle from finished runs")
     ap.add_argument("--no-bundle", action="store_true", help="train only (the bundle is for the embedded model)")
+    ap.add_argument(
+        "--keep-bundled",
+        action="store_true",
+        help="keep the current bundle's rows (and their records) for requested blocks that have no finished run here",
+    )
     ap.add_argument("--docs-only", action="store_true", help="rewrite single_layers.md from single_layers.json")
     args = ap.parse_args()
     if args.docs_only:

@@ -23,7 +23,7 @@ _MODELS: list[weakref.ref] = []
 
 
 def _tiny_config(arch: str, **over):
-    from transformers import LlamaConfig, Qwen2Config
+    from transformers import Gemma3TextConfig, LlamaConfig, Qwen2Config
 
     common = dict(
         vocab_size=97,
@@ -40,18 +40,33 @@ def _tiny_config(arch: str, **over):
         bos_token_id=1,
         eos_token_id=2,
     )
+    if arch == "gemma3":  # sandwich-norm blocks, q/k norms, a sliding-window layer shorter than the tests' prompts
+        n = over.get("num_hidden_layers", common["num_hidden_layers"])
+        common.update(
+            head_dim=8,
+            query_pre_attn_scalar=8,
+            sliding_window=4,
+            layer_types=[("sliding_attention", "full_attention")[i % 2] for i in range(n)],
+            final_logit_softcapping=None,
+        )
     common.update(over)
-    return LlamaConfig(**common) if arch == "llama" else Qwen2Config(**common)
+    configs = {"llama": LlamaConfig, "qwen2": Qwen2Config, "gemma3": Gemma3TextConfig}
+    return configs[arch](**common)
 
 
 def make_tiny_model(arch: str = "llama", dtype=torch.float32, seed: int = 0, **over):
-    """A tiny random-init causal LM; registered with the hook-leak guard."""
+    """A tiny random-init causal LM (`llama`, `qwen2` or `gemma3`); registered with the hook-leak guard."""
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
     cfg = _tiny_config(arch, **over)
     cfg._attn_implementation = "eager"
     model = AutoModelForCausalLM.from_config(cfg, dtype=dtype).eval()
+    if arch == "gemma3":  # Gemma norms scale by (1 + weight), initialised to 0: give them weights that matter
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "norm" in name:
+                    p.normal_(0.0, 0.3)
     _MODELS.append(weakref.ref(model))
     return model
 

@@ -76,11 +76,14 @@ def write_run(
     evaluation: dict | None = None,
     profile: str | None = None,
     spec_extra: dict | None = None,
+    architectures: dict[str, str] | None = None,
 ) -> Path:
     """`cells`: dicts with model, condition, measurement (`eval:mini`, `readout:gen`), kind, seed, metrics,
     samples; `conditions_spec`: the study's `conditions:` (its sweep templates and the conditions' controls go
-    into plan.json, as `compile_study` puts them); `spec_extra`: more plan.json fields (e.g. `report`).
-    Returns the output folder."""
+    into plan.json, as `compile_study` puts them); `spec_extra`: more plan.json fields (e.g. `report`);
+    `architectures`: model -> the architecture its cells' provenance records. A cell dict's optional
+    `interventions` (dicts, as a condition lists them) is recorded as the run records it. Returns the output
+    folder."""
     store = CellStore(root / "cells")
     rows, conditions, models = [], [], []
     for c in cells:
@@ -106,8 +109,13 @@ def write_run(
             "conditions": [c["condition"]],
             "measurement": c["measurement"],
             "seed": c["seed"],
-            "model_provenance": {"name": c["model"], "n_layers": (n_layers or {}).get(c["model"], 4)},
+            "model_provenance": {
+                "name": c["model"],
+                "n_layers": (n_layers or {}).get(c["model"], 4),
+                **({"architecture": architectures[c["model"]]} if c["model"] in (architectures or {}) else {}),
+            },
             "measurement_spec": {"kind": c["kind"]},
+            **({"interventions": c["interventions"]} if "interventions" in c else {}),
         }
         store.write(h, record, c["metrics"], c.get("samples", []), c.get("files"))
     sweeps = {

@@ -148,6 +148,8 @@ def fingerprint(model_dir: str | Path) -> str:
 
 
 def bias_sha256(bias: torch.Tensor) -> str:
+    """sha256 of a bias stack's shape and float64 values: which biases a compiled checkpoint holds, recorded in its
+    manifest and cache key."""
     t = bias.detach().to(torch.float64).cpu().contiguous()
     return hashlib.sha256(repr(tuple(t.shape)).encode() + t.numpy().tobytes()).hexdigest()
 

@@ -19,10 +19,10 @@ def architecture_problem(architecture: str | None) -> str | None:
 
 
 def vllm_expressible(interventions: list, architecture: str | None = None) -> tuple[bool, str]:
-    """(can a bias-compiled checkpoint run this condition exactly?, why). Only `add` at positions `all` (any
-    layers, any scale, several summed) is a constant down_proj bias; the empty condition is the base model.
-    The reason is the first intervention's own answer (`vllm_unsupported`) when it cannot. `architecture`
-    (the model's, when known): a Gemma model runs nothing there (`architecture_problem`)."""
+    """(can a bias-compiled checkpoint run this condition exactly?, why). Each intervention answers for itself
+    (`vllm_unsupported`: None when it is a constant down_proj bias, today `add` at positions `all`); the
+    reason is the first one's answer when it cannot, and the empty condition is the base model.
+    `architecture` (the model's, when known): a Gemma model runs nothing there (`architecture_problem`)."""
     arch_why = architecture_problem(architecture)
     if arch_why:
         return False, arch_why
@@ -31,5 +31,7 @@ def vllm_expressible(interventions: list, architecture: str | None = None) -> tu
         if why:
             return False, why
     return True, (
-        "no intervention: the base model" if not interventions else "all-position add: compiled into down_proj biases"
+        "no intervention: the base model"
+        if not interventions
+        else "every intervention is a constant bias: compiled into down_proj biases"
     )

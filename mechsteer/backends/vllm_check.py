@@ -17,6 +17,8 @@ NEW_TOKENS = 12
 
 
 def main() -> int:
+    """Run the check described above; 0 when vLLM's greedy tokens match transformers' with the same biases, 1 (with
+    the reason on stderr) otherwise."""
     import torch
 
     from mechsteer.backends.bias_checkpoint import compile_bias_checkpoint

@@ -177,6 +177,8 @@ class BiasSync:
         return out
 
     def mechsteer_set_down_proj_bias(self, layers: list[int], raw: bytes, d_model: int) -> str:
+        """Copy float32 rows (`raw`, one per entry of `layers`) into those blocks' down_proj biases; returns the
+        biases' dtype."""
         import torch
 
         rows = torch.frombuffer(bytearray(raw), dtype=torch.float32).view(len(layers), d_model)
@@ -187,6 +189,7 @@ class BiasSync:
         return str(params[0].dtype).removeprefix("torch.") if params else ""
 
     def mechsteer_get_down_proj_bias(self, layers: list[int]) -> tuple[bytes, int]:
+        """Those blocks' down_proj biases as float32 bytes and d_model: what the engine holds, read back."""
         import torch
 
         params = self._mechsteer_biases(layers)

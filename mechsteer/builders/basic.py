@@ -1,4 +1,4 @@
-"""Builders of the basic vector kinds (`file`, `bundled`, `zeros`, `random`, `scaled`), named by their spec
+"""Builders of the basic vector kinds (`file`, `bundled`, `zeros`, `random`, `scaled`, `per_model`), named by their spec
 classes' registrations in `mechsteer.spec.kinds.vectors`."""
 
 from __future__ import annotations
@@ -61,3 +61,17 @@ def build_scaled(spec, ctx: BuildContext) -> VectorSet:
     """Another set (built first) times `factor`, with its rows and metadata."""
     ref = ctx.get(spec.of)
     return VectorSet(ref.vectors * spec.factor, ref.layers, {**ref.meta, "source": f"scaled({spec.of}, {spec.factor})"})
+
+
+def build_per_model(spec, ctx: BuildContext) -> VectorSet:
+    """The set this per-model set is on the context's model (`ctx.model_name`), built in the same context.
+    The engine never gets here (it hands each model's context the specs `vectors_for_model` resolved); this
+    serves contexts built from a study's raw specs."""
+    target = spec.models.get(ctx.model_name)
+    if target is None:
+        named = f"model {ctx.model_name!r}" if ctx.model_name else "a context that names no model"
+        raise VectorError(
+            f"per-model vector set has no entry for {named} (entries: {', '.join(spec.models)})",
+            hint="add `<model>: <vector set>` under the set's `models:` for every model of the study",
+        )
+    return ctx.get(target)

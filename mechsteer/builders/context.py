@@ -30,6 +30,8 @@ class BuildContext:
     """Vector specs by name, bound (paths absolute)."""
     model_id: str = ""
     """The target model's id (named by shape errors)."""
+    model_name: str = ""
+    """The target model's name in the study (`models:` key): the entry a `per_model` set reads."""
     lm: Any = None
     """The loaded model (`mechsteer.models.loading.LoadedModel`: model, tokenizer, adapter), or a zero-argument
     callable returning it; only builders that compute vectors with the model (`mean_diff`) read it."""

@@ -118,6 +118,8 @@ def _need_lm(ctx: BuildContext, what: str):
 
 
 def build_mean_diff(spec, ctx: BuildContext) -> VectorSet:
+    """Build a `mean_diff` set: the mean block output over `positive` minus `negative` prompts, or over correct
+    minus incorrect sampled completions of `mini` problems (`generations`)."""
     from mechsteer.train.data import encode_prompts
 
     lm = _need_lm(ctx, "mean_diff")

@@ -19,7 +19,7 @@ import torch
 
 from mechsteer.builders.context import BuildContext, subset
 from mechsteer.errors import VectorError
-from mechsteer.spec.training import per_block_dir
+from mechsteer.train.layout import per_block_dir
 from mechsteer.vectors.vector_set import VectorSet, load_vector_set
 
 

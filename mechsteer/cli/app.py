@@ -124,6 +124,7 @@ def schema(
 
 
 def schemas() -> dict[str, dict]:
+    """The JSON Schemas `mechsteer schema` writes, by file name (study, and training when its module is there)."""
     from mechsteer.spec.study import json_schema
 
     out = {"study.schema.json": json_schema()}
@@ -390,7 +391,21 @@ def report(
 @handle_errors
 def diff_command(
     a: Annotated[Path, typer.Argument(help="Output folder of one run.", show_default=False)],
-    b: Annotated[Path, typer.Argument(help="Output folder of another run of the same study.", show_default=False)],
+    b: Annotated[
+        Optional[Path],
+        typer.Argument(
+            help="Output folder of another run of the same study (leave out with --models).", show_default=False
+        ),
+    ] = None,
+    models: Annotated[
+        Optional[tuple[str, str]],
+        typer.Option(
+            "--models",
+            help="Compare two models inside the one folder A (a study that declares both): model B - model A, "
+            "named as the study names them.",
+            show_default=False,
+        ),
+    ] = None,
     fmt: Annotated[str, typer.Option("--format", help="table (rich), markdown, csv or json.")] = "table",
     out: Annotated[
         Optional[Path],
@@ -399,13 +414,14 @@ def diff_command(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the paired bootstrap.")] = 0,
     n_boot: Annotated[int, typer.Option("--n-boot", min=100, help="Bootstrap resamples.")] = 10_000,
 ) -> None:
-    """Compare two runs of the same study, B - A: conditions matched by name (layer sweeps by relative depth),
-    paired statistics on shared problems (exact McNemar, paired bootstrap 95% CI), readout metrics side by side."""
+    """Compare two runs of the same study, B - A (or two models of one run: `diff FOLDER --models A B`):
+    conditions matched by name (layer sweeps by relative depth), paired statistics on shared problems (exact
+    McNemar, paired bootstrap 95% CI), readout metrics side by side."""
     from mechsteer.api import diff
 
     if fmt not in ("table", "markdown", "csv", "json"):
         raise typer.BadParameter(f"--format {fmt!r}: use table, markdown, csv or json")
-    d = diff(a, b, seed=seed, n_boot=n_boot)
+    d = diff(a, b, models=models, seed=seed, n_boot=n_boot)
     if fmt == "json":
         typer.echo(d.to_json())
     elif fmt == "csv":
@@ -458,6 +474,7 @@ _register_optional_commands()
 
 
 def main() -> None:
+    """The `mechsteer` console script."""
     app()
 
 

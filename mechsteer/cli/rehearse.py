@@ -121,7 +121,7 @@ def _select(doc, train_file: Path, run: Path, per_block, caps, data, threads, qu
     from mechsteer.results import RehearsalWarning
     from mechsteer.spec.document import LoadedStudy
     from mechsteer.spec.loader import load_study_dict
-    from mechsteer.spec.training import run_vectors_file
+    from mechsteer.train.layout import run_vectors_file
 
     blocks = sorted(int(p.name.split("-")[1]) for p in run.glob("layer-[0-9]*")) if per_block else None
     study = selection_study(doc, train_file, run, blocks, caps, data)

@@ -122,8 +122,10 @@ def train_command(
 
     import torch
 
+    from mechsteer.progress import RichTrainProgress
     from mechsteer.train.trainer import Trainer
 
+    progress = RichTrainProgress(console, bar=not quiet)
     if threads is not None:
         torch.set_num_threads(threads)
     if per_block is not None:
@@ -135,17 +137,14 @@ def train_command(
             out_dir,
             lr_rule=lr_rule,
             steps=steps,
-            console=console,
-            progress=not quiet,
+            progress=progress,
             run_eval=not no_eval,
         )
         for r in runs:
             lr = "" if r.status == "skipped" else f" lr {r.lr:.4g}"
             console.print(f"block {r.layer}: {r.status}{lr} -> {r.folder}")
         return
-    trainer = Trainer(
-        loaded, output_dir=out_dir, steps=steps, console=console, progress=not quiet, run_eval=not no_eval
-    )
+    trainer = Trainer.from_spec(loaded, output_dir=out_dir, steps=steps, progress=progress, run_eval=not no_eval)
     console.print(
         f"{trainer.params.n_params():,} trainable parameters; {len(trainer.pool)} prompts; "
         f"{trainer.total_steps} steps of {spec.rloo.prompts_per_step} x {spec.rloo.group_size} rollouts; "

@@ -42,11 +42,23 @@ def n_layers(results) -> dict[str, int]:
     return out
 
 
+def explicit_layers(var: str, values) -> bool:
+    """A sweep over an explicit list of block indices (`{layer: [0, 6, 12]}`, a subset of the blocks): the
+    variable is named `layer(s)` or `block(s)` and takes whole numbers."""
+    return (
+        var.rstrip("s") in ("layer", "block")
+        and isinstance(values, list)
+        and bool(values)
+        and all(isinstance(x, int) and not isinstance(x, bool) for x in values)
+    )
+
+
 def layer_templates(results) -> list[tuple[str, re.Pattern, list[str]]]:
-    """(template, regex, layer variables) of the study's sweep conditions that sweep over `layers`."""
+    """(template, regex, layer variables) of the study's sweep conditions that sweep over `layers` (the named
+    range, or an explicit list of blocks: `explicit_layers`)."""
     out = []
     for name, sweep in results.sweeps().items():
-        layer_vars = [v for v, r in sweep.items() if r == "layers"]
+        layer_vars = [v for v, r in sweep.items() if r == "layers" or explicit_layers(v, r)]
         if layer_vars:
             out.append((name, template_regex(name, {v: r"-?\d+" for v in sweep}), layer_vars))
     return out
@@ -99,4 +111,12 @@ def match_models(a, b) -> list[tuple[str, str]]:
     )
 
 
-__all__ = ["layer_templates", "match_conditions", "match_models", "n_layers", "relative_layer", "template_regex"]
+__all__ = [
+    "explicit_layers",
+    "layer_templates",
+    "match_conditions",
+    "match_models",
+    "n_layers",
+    "relative_layer",
+    "template_regex",
+]

@@ -30,14 +30,19 @@ def fmt_ci_pp(lo: float, hi: float) -> str:
     return "-" if pd.isna(lo) or pd.isna(hi) else f"[{lo * 100:+.1f}, {hi * 100:+.1f}]"
 
 
+def pair_names(a: pd.Series, b: pd.Series) -> list[str]:
+    """`x` where A's and B's names agree, else `x -> y` (a model or condition matched across the two)."""
+    return [x if x == y else f"{x} -> {y}" for x, y in zip(a, b, strict=True)]
+
+
 def paired_text(p: pd.DataFrame) -> pd.DataFrame:
     """The paired statistics as shown: rates in %, deltas in signed points."""
     if p.empty:
         return p
-    cond = [c if c == cb else f"{c} -> {cb}" for c, cb in zip(p.condition, p.condition_b, strict=True)]
+    cond = pair_names(p.condition, p.condition_b)
     return pd.DataFrame(
         {
-            "model": p.model,
+            "model": pair_names(p.model, p.model_b),
             "condition": cond,
             "measurement": p.measurement,
             "metric": p.metric,
@@ -60,10 +65,10 @@ def metrics_text(m: pd.DataFrame) -> pd.DataFrame:
     """The metric deltas as shown."""
     if m.empty:
         return m
-    cond = [c if c == cb else f"{c} -> {cb}" for c, cb in zip(m.condition, m.condition_b, strict=True)]
+    cond = pair_names(m.condition, m.condition_b)
     return pd.DataFrame(
         {
-            "model": m.model,
+            "model": pair_names(m.model, m.model_b),
             "condition": cond,
             "measurement": m.measurement,
             "metric": m.metric,
@@ -75,6 +80,8 @@ def metrics_text(m: pd.DataFrame) -> pd.DataFrame:
 
 
 def to_dict(d) -> dict:
+    """A DiffResult as JSON-able data (diff.json): the folders, the compared models, every table as records."""
+
     def records(df):
         return json.loads(df.to_json(orient="records"))
 
@@ -82,6 +89,8 @@ def to_dict(d) -> dict:
         "a": d.a,
         "b": d.b,
         "study": d.study,
+        "models": list(d.models) if d.models else None,
+        "model_ids": d.model_ids,
         "seed": d.seed,
         "n_boot": d.n_boot,
         "matches": records(d.matches),
@@ -92,8 +101,32 @@ def to_dict(d) -> dict:
     }
 
 
+def compared(d) -> str:
+    """What is subtracted from what: `B - A`, or `model B - model A` inside one folder."""
+    return f"model {d.models[1]} - model {d.models[0]}" if d.models else "B - A"
+
+
+def side_lines(d) -> list[str]:
+    """One line per side: its folder (and model, inside one folder) with the models' ids and depths."""
+
+    def models_text(ids: dict[str, str]) -> str:
+        return "; ".join(f"`{m}` = {desc}" for m, desc in ids.items())
+
+    out = []
+    for side, folder in (("a", d.a), ("b", d.b)):
+        ids = d.model_ids.get(side) or {}
+        label = side.upper()
+        if d.models:
+            m = d.models[0 if side == "a" else 1]
+            out.append(f"- {label}: model `{m}` ({ids.get(m, '?')}) of `{folder}`")
+        else:
+            out.append(f"- {label}: `{folder}`" + (f" (models: {models_text(ids)})" if ids else ""))
+    return out
+
+
 def to_markdown(d) -> str:
-    lines = [f"# diff of `{d.study}`: B - A", "", f"- A: `{d.a}`", f"- B: `{d.b}`", ""]
+    """diff.md: what is compared, the paired statistics and the metric deltas as Markdown tables."""
+    lines = [f"# diff of `{d.study}`: {compared(d)}", "", *side_lines(d), ""]
     if not d.paired.empty:
         lines += [
             "## Paired accuracy on shared problems",
@@ -132,13 +165,27 @@ def rich_tables(d) -> list:
     paired = paired_text(d.paired)
     paired = paired.drop(columns=["cells A / B"]) if not paired.empty else paired
     readouts = metrics_text(d.metrics[d.metrics.kind != "eval"])
-    for title, df in (
-        (f"{d.study}: paired accuracy, B - A (pp; 95% bootstrap CI; exact McNemar)", paired),
+    if d.models:  # two models of one folder: the title names them, every row would repeat them
+        paired, readouts = (df.drop(columns=["model"]) if not df.empty else df for df in (paired, readouts))
+    for name, df in (
+        (f"{d.study}: paired accuracy, {compared(d)} (pp; 95% bootstrap CI; exact McNemar)", paired),
         (f"{d.study}: readout metrics, mean over seeds", readouts),
     ):
         if not df.empty:
-            out.append(rich_table(title, df))
+            out.append(rich_table(name, df))
     return out
 
 
-__all__ = ["fmt_ci_pp", "fmt_num", "fmt_p", "fmt_pp", "metrics_text", "paired_text", "rich_table", "rich_tables"]
+__all__ = [
+    "compared",
+    "fmt_ci_pp",
+    "fmt_num",
+    "fmt_p",
+    "fmt_pp",
+    "metrics_text",
+    "pair_names",
+    "paired_text",
+    "rich_table",
+    "rich_tables",
+    "side_lines",
+]

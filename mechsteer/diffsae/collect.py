@@ -113,6 +113,7 @@ class ShardWriter:
         self.shards: list[dict] = []
 
     def add(self, diffs: dict[int, torch.Tensor], rows: list[dict]) -> None:
+        """Buffer the dF rows of some tokens (per layer, with their index rows) and write every full shard."""
         for layer in self.layers:
             self._buf[layer].append(diffs[layer].to(self.dtype))
         self._rows.extend(rows)
@@ -139,6 +140,7 @@ class ShardWriter:
         self.shards.append({"name": name, "n_tokens": n})
 
     def close(self) -> None:
+        """Write the last, partly filled shard."""
         if self._rows:
             self._flush(len(self._rows))
 
@@ -230,6 +232,7 @@ def collect_diffs(
 
 # -------------------------------------------------------------------------------------------- reading
 def read_manifest(folder: str | Path) -> dict:
+    """A collection's `manifest.json` (layers, d_model, shards); a folder without one is an error naming the fix."""
     path = Path(folder) / "manifest.json"
     if not path.is_file():
         raise MechsteerError(
@@ -239,6 +242,7 @@ def read_manifest(folder: str | Path) -> dict:
 
 
 def load_shard(folder: str | Path, name: str, layer: int) -> torch.Tensor:
+    """Layer `layer`'s dF rows of shard `name` as float32 [n_tokens, d_model]."""
     from safetensors import safe_open
 
     with safe_open(str(Path(folder) / f"{name}.safetensors"), framework="pt") as f:
@@ -262,5 +266,6 @@ def load_index(folder: str | Path):
 
 
 def load_sequences(folder: str | Path) -> list[dict]:
+    """Every line of the collection's `sequences.jsonl` (one per sequence: problem, correctness, tokens)."""
     with open(Path(folder) / "sequences.jsonl") as f:
         return [json.loads(line) for line in f]

@@ -40,6 +40,7 @@ class Encoded:
 
 @torch.no_grad()
 def encode_tokens(sae: TopKSAE, x: torch.Tensor, batch_size: int = 4096) -> Encoded:
+    """The SAE's TopK codes of every row of `x`, in batches so a large collection fits in memory."""
     idx, val = [], []
     for chunk in x.float().split(batch_size):
         v, i = sae.pre_acts(chunk).topk(sae.k, dim=-1)
@@ -242,6 +243,8 @@ def logit_lens_table(
 # -------------------------------------------------------------------------------------------- report
 @plain_labels
 def plot_frequencies(df, path: Path, alpha: float, title: str) -> None:
+    """Scatter each feature's firing frequency in correct against incorrect generations, the significant ones (BH q
+    < alpha) in red (`frequencies.png`)."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -22,6 +22,9 @@ from mechsteer.sequences import SamplingSettings
 
 @dataclass(frozen=True)
 class DiffSAEConfig:
+    """Everything a DiffSAE analysis can be tuned by: the SAE's training, how completions are sampled and graded,
+    the collection's shards, and how many features, contexts and logit-lens tokens the report shows."""
+
     sae: SAETrainConfig = field(default_factory=SAETrainConfig)
     template: str = "qwen_math"
     sampling: SamplingSettings | None = None

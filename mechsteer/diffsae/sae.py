@@ -57,23 +57,30 @@ class TopKSAE(nn.Module):
         self.b_dec.copy_(b_dec if b_dec is not None else torch.zeros(self.d_in))
 
     def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
+        """Encoder pre-activations (x - b_dec) W_enc + b_enc."""
         return (x - self.b_dec) @ self.W_enc + self.b_enc
 
     def topk(self, pre: torch.Tensor) -> torch.Tensor:
+        """Keep each row's k largest pre-activations (ReLU'd), zero the rest."""
         vals, idx = pre.topk(self.k, dim=-1)
         return torch.zeros_like(pre).scatter(-1, idx, vals.relu())
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The sparse code of `x`: its TopK pre-activations."""
         return self.topk(self.pre_acts(x))
 
     def decode(self, acts: torch.Tensor) -> torch.Tensor:
+        """The reconstruction acts W_dec + b_dec."""
         return acts @ self.W_dec + self.b_dec
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Reconstruct `x` through its sparse code."""
         return self.decode(self.encode(x))
 
     @torch.no_grad()
     def normalize_decoder(self) -> None:
+        """Scale every decoder row to unit norm (after each step, as SAELens does), so latent size lives in the
+        activations."""
         self.W_dec.div_(self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12))
 
     @torch.no_grad()

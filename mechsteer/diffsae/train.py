@@ -35,6 +35,9 @@ from mechsteer.errors import MechsteerError
 
 @dataclass(frozen=True)
 class SAETrainConfig:
+    """How the DiffSAE's TopK SAE is trained: its width and k, the optimizer, how many tokens, the auxiliary loss
+    for dead latents, and the checkpoint and log cadence."""
+
     width: int = 1024
     """Number of latents (d_sae)."""
     k: int = 16
@@ -64,6 +67,7 @@ class SAETrainConfig:
 
     @property
     def steps(self) -> int:
+        """Optimizer steps: training tokens over the batch size, at least one."""
         return max(1, self.tokens // self.batch_size)
 
 
@@ -76,10 +80,12 @@ class TokenSource:
 
     @property
     def n_tokens(self) -> int:
+        """Rows over all shards."""
         return sum(self.counts)
 
     @classmethod
     def from_tensor(cls, x: torch.Tensor, shard_size: int | None = None) -> TokenSource:
+        """A source over an in-memory tensor, split into shards of `shard_size` rows (tests and small runs)."""
         x = x.float()
         size = shard_size or x.shape[0]
         parts = list(x.split(size))
@@ -87,6 +93,7 @@ class TokenSource:
 
     @classmethod
     def from_collection(cls, folder: str | Path, layer: int) -> TokenSource:
+        """A source over one layer of a dF collection on disk, loading one shard at a time."""
         m = read_manifest(folder)
         if layer not in m["layers"]:
             raise MechsteerError(f"{folder} has no layer {layer}; collected layers: {m['layers']}")
@@ -119,6 +126,7 @@ class BatchStream:
         return self._cached[1]
 
     def next(self) -> torch.Tensor:
+        """The next batch of `batch_size` rows, crossing shard and epoch boundaries as needed."""
         parts, need = [], self.batch_size
         while need > 0:
             data = self._shard()
@@ -133,9 +141,11 @@ class BatchStream:
         return torch.cat(parts) if len(parts) > 1 else parts[0]
 
     def state(self) -> dict:
+        """Where the stream is (epoch, shard, row), saved with a checkpoint."""
         return {"epoch": self.epoch, "pos": self.pos, "offset": self.offset}
 
     def restore(self, state: dict) -> None:
+        """Continue from a saved `state`, so a resumed run sees the batches an uninterrupted one would."""
         self.epoch, self.pos, self.offset = state["epoch"], state["pos"], state["offset"]
 
 
@@ -217,6 +227,8 @@ def _load_ckpt(path: Path, sae: TopKSAE, opt: torch.optim.Optimizer) -> tuple[di
 # -------------------------------------------------------------------------------------------- training
 @dataclass
 class TrainResult:
+    """A trained SAE with its final metrics and the training log."""
+
     sae: TopKSAE
     """The trained SAE in raw input units (the input scale folded in), as saved."""
     metrics: dict

@@ -86,6 +86,7 @@ class SourceTree:
 
     @property
     def package(self) -> str:
+        """The package's import name (the root folder's name)."""
         return self.root.name
 
     def _is_excluded(self, rel: Path) -> bool:
@@ -127,6 +128,8 @@ class SourceTree:
         return hashlib.sha256(dump.encode()).hexdigest(), frozenset(mine)
 
     def digest(self, module: str) -> str:
+        """sha256 of a module's syntax tree without docstrings: it changes when the code does, not when comments or
+        formatting do."""
         return self._parsed(module)[0]
 
     def _with_parents(self, module: str) -> set[str]:

@@ -30,6 +30,7 @@ from mechsteer.engine.code_version import code_digest, code_fingerprint, stale_r
 from mechsteer.engine.plan import BACKENDS, Cell, ModelEntry, Plan
 from mechsteer.engine.provenance import environment
 from mechsteer.engine.store import CellStore
+from mechsteer.spec.model_sets import vectors_for_model
 
 State = Literal["missing", "fresh", "stale", "damaged"]
 """A cell's cache state (see `CellState`)."""
@@ -195,7 +196,12 @@ def run_model_cells(
             progress.message(f"loading model {entry.name} ({entry.spec.id})")
             lm = load_model(entry.name, entry.load_spec(), entry.base_dir)
             bctx = BuildContext(
-                n_layers=lm.shape.n_layers, d_model=lm.shape.d_model, specs=plan.vectors, model_id=lm.spec.id, lm=lm
+                n_layers=lm.shape.n_layers,
+                d_model=lm.shape.d_model,
+                specs=vectors_for_model(plan.vectors, entry.name),  # per-model sets: this model's own
+                model_id=lm.spec.id,
+                model_name=entry.name,
+                lm=lm,
             )
         progress.start_cell(cell, len(summary.executed) + 1, total or len(cells))
         foreign = {r for iv in cell.interventions if not iv.checks_vector_shape for r in iv.vector_refs()}

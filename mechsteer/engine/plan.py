@@ -51,6 +51,7 @@ from mechsteer.spec.kinds.interventions import InterventionBase
 from mechsteer.spec.kinds.measurements import MeasurementBase, resolved_limit
 from mechsteer.spec.kinds.vectors import VectorSourceBase
 from mechsteer.spec.loader import LoadedStudy, canonical_json
+from mechsteer.spec.model_sets import vectors_for_model
 from mechsteer.spec.models import ModelShape, ModelSpec, known_shape
 from mechsteer.spec.paths import file_content_key
 from mechsteer.spec.rehearsal import SUFFIX as REHEARSAL_SUFFIX
@@ -469,6 +470,7 @@ def compile_study(
     controls: dict[str, str] = {}
     for mname, entry in models.items():
         mfp = model_fingerprint(entry)
+        mvectors = vectors_for_model(vectors, mname)  # a per-model set is this model's own set here
         conditions = _conditions_for(ls, mname, entry)
         controls.update((c, ctl) for c, ctl in condition_controls(spec, entry.shape).items() if ctl in conditions)
         bound_all = {c: tuple(iv.bind(entry.spec, entry.shape, resolve) for iv in ivs) for c, ivs in conditions.items()}
@@ -477,7 +479,17 @@ def compile_study(
         for cond, bound in bound_all.items():
             ivs = [file_content_key(iv) for iv in bound]
             vec_names = sorted({ref for iv in bound for ref in iv.vector_refs()})
-            vfp = {n: vector_fingerprint(vectors, n) for n in vec_names}
+            missing = [n for n in vec_names if n in mvectors and mvectors[n].model_sets() is not None]
+            if missing:
+                raise CompileError(
+                    ls.problem(
+                        ("vectors", missing[0], "models"),
+                        f"condition {cond!r} reads per-model vector set {missing[0]!r}, which names no set for "
+                        f"model {mname!r}",
+                        hint=f"add `{mname}: <vector set>` under its `models:`",
+                    )
+                )
+            vfp = {n: vector_fingerprint(mvectors, n) for n in vec_names}
             wants_vllm = (entry.spec.backend or spec.backend or "hf") == "vllm"
             arch = entry.shape.architecture if entry.shape else None
             expressible, why = vllm_expressible(bound, arch) if wants_vllm else (False, None)
@@ -497,13 +509,13 @@ def compile_study(
                     if ref is not None:  # the compared condition's content, not only its name
                         key["reference"] = {
                             "interventions": [file_content_key(iv) for iv in ref],
-                            "vectors": {n: vector_fingerprint(vectors, n) for iv in ref for n in iv.vector_refs()},
+                            "vectors": {n: vector_fingerprint(mvectors, n) for iv in ref for n in iv.vector_refs()},
                         }
                     if on_vllm:
                         key["backend"] = "vllm"  # other kernels, other numbers: never shared with HF cells
                     backend = "vllm" if on_vllm else "hf"
-                    used = _vector_closure(vectors, {r for iv in (*bound, *(ref or ())) for r in iv.vector_refs()})
-                    code = cell_code((*bound, *(ref or ())), meas, [vectors[n] for n in sorted(used)], backend)
+                    used = _vector_closure(mvectors, {r for iv in (*bound, *(ref or ())) for r in iv.vector_refs()})
+                    code = cell_code((*bound, *(ref or ())), meas, [mvectors[n] for n in sorted(used)], backend)
                     cells.append(
                         Cell(
                             mname,

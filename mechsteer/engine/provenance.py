@@ -44,4 +44,5 @@ def git_revision() -> dict[str, object]:
 
 
 def environment() -> dict:
+    """Package versions, git revision and platform, recorded in every cell."""
     return {"packages": package_versions(), "git": git_revision(), "platform": platform.platform()}

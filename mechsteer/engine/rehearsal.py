@@ -182,7 +182,8 @@ def write_params(params, folder: Path, file: str, meta: dict) -> Path:
 
 def _run_setups(stand_in: RunStandIn, n_layers: int):
     """(sub-folder, resolved setup) of every run a stand-in writes: the run itself and its per-block runs."""
-    from mechsteer.spec.training import ResolvedSetup, load_train_spec, per_block_dir, resolve_setup
+    from mechsteer.spec.training import ResolvedSetup, load_train_spec, resolve_setup
+    from mechsteer.train.layout import per_block_dir
 
     spec = load_train_spec(stand_in.train, stand_in.profile).spec
     out = Path(stand_in.folder)
@@ -200,7 +201,7 @@ def write_run(stand_in: RunStandIn, twins: TwinModels, twin_folder: Path) -> Non
     """A stand-in training run in the trainer's layout: the final file, every checkpoint the study reads (and
     the step `best.json` names), for the run itself and each per-block run."""
     from mechsteer.atomic import atomic_write_text
-    from mechsteer.spec.training import BEST_FILE, checkpoint_dir
+    from mechsteer.train.layout import BEST_FILE, checkpoint_dir
     from mechsteer.train.params import build_parameterisation
 
     lm = twins.get(twin_folder)

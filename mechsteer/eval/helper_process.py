@@ -143,6 +143,7 @@ class HelperPool:
             return result
 
     def close(self) -> None:
+        """Kill every idle helper (at interpreter exit); busy ones end with their call."""
         with self._lock:
             idle, self._idle = self._idle, []
         for helper in idle:

@@ -112,6 +112,7 @@ class SteeredHFLM(HFLM):
 
     @property
     def prompt_suffix(self) -> str:
+        """The condition's forced assistant opening (`prefix_token`), or empty."""
         return getattr(self.ctx, "prompt_suffix", "") or ""
 
     def _with_suffix(self, requests) -> None:
@@ -127,10 +128,13 @@ class SteeredHFLM(HFLM):
     # -------------------------------------------------------------------------------------- generation
 
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+        """HFLM's generation on the steered model, after appending the forced opening to every context; lm-eval's
+        own progress bar is off when mechsteer shows progress."""
         self._with_suffix(requests)
         return super().generate_until(requests, disable_tqdm=disable_tqdm or self.on_batch is not None)
 
     def loglikelihood(self, requests, disable_tqdm: bool = False):
+        """HFLM's scoring, with each continuation scored after the forced opening, as a generation would follow it."""
         # The continuation is scored after the forced opening, as a generation would follow it.
         self._with_suffix(requests)
         return super().loglikelihood(requests, disable_tqdm=disable_tqdm)
@@ -138,6 +142,8 @@ class SteeredHFLM(HFLM):
     def tok_batch_encode(
         self, strings, padding_side: str = "left", left_truncate_len: int | None = None, truncation: bool = False
     ):
+        """HFLM's batch encoding, cutting a context only when it alone leaves no room to generate (the generation
+        budget is per row here, not HFLM's fixed one)."""
         # HFLM passes left_truncate_len = max_length - max_gen_toks (a fixed budget for every row). The budget
         # is per row here (see _model_generate), so a context is only cut when it alone would leave no room.
         keep = self.max_length - 1 if left_truncate_len is not None else None

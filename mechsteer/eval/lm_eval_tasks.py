@@ -63,6 +63,7 @@ class TaskSettings:
 
 
 def lm_eval_task_name(task: str) -> str:
+    """lm-eval's name of a mechsteer task (prefixed, so it never collides with lm-eval's own tasks)."""
     return TASK_PREFIX + task
 
 
@@ -186,6 +187,8 @@ LIST_METRICS = (
 
 
 def metric_list() -> list[dict]:
+    """The `metric_list` of every task's lm-eval config: accuracies (means), per-sample lengths (means of lists) and
+    the count of graded samples."""
     out = [{"metric": m, "aggregation": "mean", "higher_is_better": True} for m in MEAN_METRICS]
     out += [{"metric": m, "aggregation": mean_of_lists, "higher_is_better": False} for m in LIST_METRICS]
     out.append({"metric": "graded", "aggregation": count_samples, "higher_is_better": True})

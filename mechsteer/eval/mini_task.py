@@ -12,8 +12,9 @@ Variants (`MINI_VARIANTS`; the default is `arith1`):
   "What is 3 × 4?", "Calculate 3 * 4.", "Compute 3 * 4.").
   Mixing phrasings puts the base model between its weak ("What is a + b?") and strong ("Calculate a + b.")
   phrasings, and makes a steering vector generalise over surface form rather than memorise one string.
-* `add1`, `addmul1`: the single-phrasing tasks of `reference/rl_cpu.md` (for comparison). Their problem sets
-  are small: `add1` keeps 65 test and only 16 train problems, `addmul1` 65 and 80.
+* `add1`, `addmul1`: a single phrasing ("What is a + b?", and "What is a * b?"), kept for comparison with
+  earlier CPU runs. Their problem sets are small: `add1` keeps 65 test and only 16 train problems, `addmul1`
+  65 and 80.
 * `calc1`: "Calculate a + b." / "Calculate a * b." only (the phrasing the model does best on).
 * `add2`: "What is a + b?" with two-digit operands: a hard transfer task (base model near 0%).
 
@@ -23,24 +24,10 @@ side is the smallest prefix holding at least `max(64, a third of all problems)` 
 the rest. The partition never depends on the `seed` argument, so no seed can leak a test problem into
 training. `seed` only picks which problems (test) or which order (train) `generate_mini` returns.
 
-Calibration (`benchmarks/calibrate_mini.py`, results in `benchmarks/calibrate_mini.md`): SmolLM2-135M-Instruct
-(Q4_1 GGUF dequantised, bf16), greedy, 64 new tokens, the `qwen_math` chat prompt, batches of 32 with left
-padding, `generate_mini("test", 64, seed=0, variant=...)`. Lenient = boxed-or-last-number.
-
-| variant          | n  | lenient acc | boxed acc |
-|------------------|----|-------------|-----------|
-| arith1 (default) | 64 | 35.9%       | 0.0%      |
-| add1             | 64 | 18.8%       | 0.0%      |
-| addmul1          | 64 | 18.8%       | 0.0%      |
-| calc1            | 64 | 60.9%       | 0.0%      |
-| add2             | 64 | 4.7%        | 0.0%      |
-
-The model never wrote `\\boxed{}` (has-box rate 0% in every variant), so lenient = last-number accuracy. The
-figures were identical in repeated runs (add1/addmul1/calc1/add2 three times, arith1 twice). A binomial
-standard error at n = 64 is about 6 points. An earlier `arith1` phrasing set ("a + b = ?", "What is a times
-b?" in place of "Compute ...") measured 28.1%; the current set was chosen to sit nearer the middle of the
-20-60% band. The phrasing scan quoted next to `_ADD_PHRASINGS` came from throwaway runs on other random
-samples of the operand pairs and is not reproduced by the script.
+Calibration: `benchmarks/calibrate_mini.py` measures the embedded model's greedy accuracy on every variant and
+writes `benchmarks/results/calibrate_mini.md`. The default `arith1` was chosen to sit near the middle of the
+20-60% band, where steering has room to move accuracy both ways; the model never writes `\\boxed{}`, so its
+lenient accuracy is its last-number accuracy.
 """
 
 from __future__ import annotations
@@ -77,6 +64,7 @@ class Operation:
     phrasings: tuple[str, ...]
 
     def apply(self, a: int, b: int) -> int:
+        """The gold answer of `a <symbol> b`."""
         return _OPERATORS[self.symbol](a, b)
 
 
@@ -89,11 +77,9 @@ class MiniVariant:
     description: str
 
 
-# Four phrasings per operation, chosen from a scan of 15 single-phrasing variants (32-64 greedy problems each;
-# lenient acc): "What is a + b?" 16%, "What is a plus b?" 33%, "Calculate a + b." 59-61%, "Compute a + b." 38%,
-# "What is a * b?" 20%, "Calculate a * b." 50%, "Compute a * b." 47%, "What is a × b?" 31%. Rejected:
-# "a + b = ?" 22%, "What is the sum of a and b?" 16%, "What is a times b?" 16%, "Add a and b." 28%,
-# "Find/Evaluate/Work out a + b." 31-41%, "Find/Evaluate a * b." 44/31%, "Multiply a by b." 44%.
+# Four phrasings per operation, from weak ("What is a + b?") to strong ("Calculate a + b.") for the embedded
+# model, chosen from a scan of single-phrasing variants in throwaway runs (the script above measures the
+# chosen variants, not the scan).
 _ADD_PHRASINGS = ("What is {a} + {b}?", "What is {a} plus {b}?", "Calculate {a} + {b}.", "Compute {a} + {b}.")
 _MUL_PHRASINGS = ("What is {a} * {b}?", "What is {a} × {b}?", "Calculate {a} * {b}.", "Compute {a} * {b}.")
 
@@ -105,11 +91,11 @@ MINI_VARIANTS: dict[str, MiniVariant] = {
             (Operation("+", 1, 9, _ADD_PHRASINGS), Operation("*", 2, 9, _MUL_PHRASINGS)),
             "single-digit + and *, four phrasings each (default)",
         ),
-        MiniVariant("add1", (Operation("+", 1, 9, ("What is {a} + {b}?",)),), "rl_cpu.md add1"),
+        MiniVariant("add1", (Operation("+", 1, 9, ("What is {a} + {b}?",)),), "single-digit +, 'What is a + b?' only"),
         MiniVariant(
             "addmul1",
             (Operation("+", 1, 9, ("What is {a} + {b}?",)), Operation("*", 2, 9, ("What is {a} * {b}?",))),
-            "rl_cpu.md addmul1",
+            "single-digit + and *, 'What is a + b?' / 'What is a * b?' only",
         ),
         MiniVariant(
             "calc1",

@@ -54,6 +54,8 @@ def vector_rows(spec, ctx: SteeringContext):
 
 
 def attach_add(spec, ctx: SteeringContext) -> None:
+    """Add row l of the vector set (times `scale`) to block l's output for every selected block, at the positions
+    the spec selects."""
     vs, layers = vector_rows(spec, ctx)
     selector = selector_value(spec.positions)
     for i in layers:

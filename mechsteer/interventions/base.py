@@ -45,20 +45,25 @@ class SteeringContext:
 
     @property
     def shape(self) -> ModelShape:
+        """The steered model's shape."""
         return self.adapter.shape(self.model)
 
     @property
     def dtype(self) -> torch.dtype:
+        """The model's parameter dtype (vectors are cast to it before they are added)."""
         return next(self.model.parameters()).dtype
 
     @property
     def device(self) -> torch.device:
+        """The model's device (vectors are moved to it before they are added)."""
         return next(self.model.parameters()).device
 
     def layers(self, sel, what: str) -> list[int]:
+        """Resolve a layer selection against the model; out of range is a CompileError naming `what`."""
         return resolve_layers_or_raise(sel, self.shape.n_layers, what, CompileError)
 
     def vector(self, name: str) -> VectorSet:
+        """The built vector set `name`; an unknown name is a CompileError listing the built ones."""
         if name not in self.vectors:
             raise CompileError(f"unknown vector set {name!r}; built: {', '.join(sorted(self.vectors)) or 'none'}")
         return self.vectors[name]

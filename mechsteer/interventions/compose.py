@@ -10,6 +10,8 @@ from mechsteer.interventions.base import SteeringContext
 
 
 def attach_compose(spec, ctx: SteeringContext) -> None:
+    """Add each part's row at its own block (single-layer vectors trained alone, combined), checking that every set
+    has the row it is asked for."""
     for i, part in enumerate(spec.parts):
         vs = ctx.vector(part.vector)
         (layer,) = ctx.layers(part.layer, f"compose.parts[{i}].layer")

@@ -77,6 +77,9 @@ def lora_hook(a: torch.Tensor, b: torch.Tensor, scale: float = 1.0, record: dict
 
 
 def attach_lora1(spec, ctx: SteeringContext) -> None:
+    """Hook each adapted block's down_proj with the rank-1 update from the adapter file, after checking that the
+    file exists and fits the model; each hook records its token-wise magnitudes in `ctx.extras["lora1"]` for the
+    `tokenwise` readout."""
     if getattr(spec, "train", None) and not Path(spec.path).is_file():
         raise CompileError(
             f"the training run's rank-1 LoRA is not there: {spec.path}",

@@ -13,6 +13,8 @@ from mechsteer.interventions.base import SteeringContext
 
 
 def attach_add_at_place(spec, ctx: SteeringContext) -> None:
+    """Add row l to the output of the chosen submodule of block l (the spec's `place`, else the one the vector set
+    records)."""
     vs, layers = vector_rows(spec, ctx)
     place = spec.place or vs.meta.get("place")
     if place is None:

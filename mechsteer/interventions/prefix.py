@@ -42,6 +42,8 @@ def appended_token_ids(tokenizer, text: str) -> list[int]:
 
 
 def attach_prefix_token(spec, ctx: SteeringContext) -> None:
+    """Force the assistant's opening: set the condition's prompt suffix to the token (checked to be one token when
+    `single_token`); no hook, only the prompt changes."""
     if spec.token is None:
         raise CompileError(
             "prefix_token names no token and the model entry has no `prefix_token`",

@@ -15,14 +15,18 @@ carries out a plan with hooks only (all registered through the condition's HookS
 * patch paths: `all` (default) lets the spliced attention output reach the residual and the MLP input.
   `residual` / `mlp` need the fully steered attention output a_s as well (from o_proj of the unspliced
   pre-o output, or from a side pass on h + s with its own cache when Q/K/V are spliced); a forward hook on
-  self_attn and a pre-hook on post_attention_layernorm then give the residual and the MLP input different
-  attention outputs: out = (h+s + a_res) + MLP(LN2(h+s + a_mlp));
+  self_attn and a pre-hook on the MLP's input norm (LN2) then give the residual and the MLP input different
+  attention outputs: out = (h+s + N(a_res)) + MLP(LN2(h+s + N(a_mlp))), where N is the identity on pre-norm
+  blocks and the attention-output norm on sandwich-norm blocks (Gemma3's post_attention_layernorm, which
+  the block itself applies to the residual path);
 * Skip-Layer: no splicing inside; a forward hook adds s to the block's output.
 
 Side passes call the block's own submodules (input_layernorm, self_attn, projections) while a flag makes this
 splicer's own hooks pass through, so other interventions' hooks on those modules still apply and nothing
 recurses. State lives on the splicer instance (one per intervention and condition), never on a class.
-Supported blocks: the pre-norm Llama/Qwen2 layout (residual + attention, then LN2 on the sum).
+Supported blocks: the pre-norm Llama/Qwen2 layout (residual + attention, then LN2 on the sum) and the
+sandwich-norm Gemma3 layout (residual + post_attention_layernorm(attention), then pre_feedforward_layernorm on
+the sum; `tests/unit/test_circuit_surgery.py` checks both against by-hand blocks).
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ class SplicePlan:
     skip_layer: bool = False
 
     def active(self) -> dict[str, torch.Tensor]:
+        """The masks that take anything from the vanilla copy (all-False masks dropped)."""
         return {k: m for k, m in self.vanilla.items() if bool(m.any())}
 
 
@@ -62,8 +67,8 @@ class BlockSplicer:
         ad, model, b = ctx.adapter, ctx.model, plan.layer
         if not ad.supports_surgery:
             raise CompileError(
-                f"block surgery supports the pre-norm block layout (Llama, Qwen2); this model "
-                f"uses the {ad.name!r} adapter with the {ad.layout!r} layout"
+                f"block surgery supports pre-norm (Llama, Qwen2) and sandwich-norm (Gemma3) blocks; this model "
+                f"uses the {ad.name!r} adapter with the {ad.layout!r} layout and no attention-output norm path"
             )
         self.plan = plan
         self.s = s.to(ctx.device, ctx.dtype)
@@ -71,6 +76,7 @@ class BlockSplicer:
         self.ln1 = ad.module_at(model, "ln1", b)[0]
         self.ln2 = ad.module_at(model, "ln2", b)[0]
         self.attn = ad.module_at(model, "attn.out", b)[0]
+        self.attn_norm = ad.attn_out_norm(model, b)  # None on pre-norm blocks
         self.o_proj = ad.module_at(model, "attn.pre_o", b)[0]
         self.proj = {p: ad.module_at(model, f"attn.{p}", b)[0] for p in PROJS}
         hd = ad.head_dim(model)
@@ -87,6 +93,8 @@ class BlockSplicer:
 
     # ------------------------------------------------------------------ registration
     def attach(self, scope) -> None:
+        """Register the hooks that run the block's vanilla copy beside the steered one and splice the planned parts
+        in."""
         if self.plan.skip_layer:
             scope.forward_hook(self.block, self._add_after)
             return
@@ -179,4 +187,7 @@ class BlockSplicer:
     def _ln2_pre(self, module, args):
         if self._side is not None or self._a_mlp is None:
             return None
-        return (self._h_res + self._a_mlp,) + tuple(args[1:])
+        a = self._a_mlp
+        if self.attn_norm is not None:  # sandwich blocks normalise the attention output before the residual add
+            a = self._run_side("attn_norm", lambda: self.attn_norm(a))
+        return (self._h_res + a,) + tuple(args[1:])

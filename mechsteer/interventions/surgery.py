@@ -59,6 +59,7 @@ def _apply(plan: SplicePlan, spec, ctx: SteeringContext, b: int) -> None:
 
 
 def attach_skip_attn(spec, ctx: SteeringContext) -> None:
+    """Splice the block so that its attention (Q, K and V of every head) sees the vanilla stream."""
     b = _check(spec, ctx)
     sh = ctx.shape
     van = {"q": _mask("all", sh.n_heads), "k": _mask("all", sh.n_kv_heads), "v": _mask("all", sh.n_kv_heads)}
@@ -66,11 +67,14 @@ def attach_skip_attn(spec, ctx: SteeringContext) -> None:
 
 
 def attach_skip_layer(spec, ctx: SteeringContext) -> None:
+    """Run the whole block on the vanilla stream and add s after it."""
     b = _check(spec, ctx)
     _apply(SplicePlan(b, skip_layer=True), spec, ctx, b)
 
 
 def attach_qkv(spec, ctx: SteeringContext) -> None:
+    """Splice the selected heads of the named projections: vanilla for `remove_from`, the only steered ones for
+    `steer_only`."""
     b = _check(spec, ctx)
     sh = ctx.shape
     n = {"q": sh.n_heads, "k": sh.n_kv_heads, "v": sh.n_kv_heads}
@@ -85,6 +89,8 @@ def attach_qkv(spec, ctx: SteeringContext) -> None:
 
 
 def attach_head(spec, ctx: SteeringContext) -> None:
+    """Splice the selected heads' (or KV groups') attention outputs before o_proj: vanilla for `remove_from`, the
+    only steered ones for `steer_only`."""
     b = _check(spec, ctx)
     sh = ctx.shape
     sel = _mask(spec.heads or [], sh.n_heads)

@@ -18,6 +18,8 @@ from mechsteer.spec.kinds.combine import depth_map, transfer_problem
 
 
 def attach_transfer(spec, ctx: SteeringContext) -> None:
+    """Add a donor model's rows to the recipient's blocks (same index, or mapped by relative depth), refusing shapes
+    that do not map and two rows landing on one block; records the map in `ctx.extras["transfer"]`."""
     vs = ctx.vector(spec.vector)
     sh = ctx.shape
     donor = spec.donor or vs.meta.get("model") or f"vector set {spec.vector!r}"

@@ -1,11 +1,12 @@
 """Architecture adapters: explicit tables mapping abstract sites to module paths per model family.
 
-Sites (see design.md): resid_pre, resid_post, ln1, attn.q, attn.k, attn.v, attn.pre_o, attn.out, ln2, mlp.in,
-mlp.out, mlp.down_in, final_norm, unembed. Each maps to (module path with `{layer}`, which side of the module:
-"input" = a forward pre-hook sees it, "output" = a forward hook sees it). Structural paths (the decoder
-stack `base`, its block list `blocks`, each block's MLP output projection `down_proj`) and the block `layout`
-come from the same table, so everything an intervention or readout finds inside a model is one table look-up.
-Layer names are never guessed with regexes: an unknown architecture or site is an error listing what exists.
+Sites (`_PRE_NORM_SITES` below; a family may override some): resid_pre, resid_post, ln1, attn.q, attn.k,
+attn.v, attn.pre_o, attn.out, ln2, mlp.in, mlp.out, mlp.down_in, final_norm, unembed. Each maps to (module
+path with `{layer}`, which side of the module: "input" = a forward pre-hook sees it, "output" = a forward hook
+sees it). Structural paths (the decoder stack `base`, its block list `blocks`, each block's MLP output
+projection `down_proj`) and the block `layout` come from the same table, so everything an intervention or
+readout finds inside a model is one table look-up. Layer names are never guessed with regexes: an unknown
+architecture or site is an error listing what exists.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ Side = Literal["input", "output"]
 
 @dataclass(frozen=True)
 class Site:
+    """Where an abstract site lives in a model: a module path (with `{layer}`) and which side of that module holds
+    the activation."""
+
     path: str
     side: Side
 
@@ -49,12 +53,14 @@ _PRE_NORM_SITES: dict[str, Site] = {
 
 Layout = Literal["pre_norm", "sandwich"]
 """`pre_norm` (Llama, Qwen2): h + Attn(LN1 h), then + MLP(LN2 .), so a vector added after the MLP equals a
-down_proj bias and the block can be spliced. `sandwich` (Gemma3): extra norms after attention and after the
-MLP (post_feedforward_layernorm), so `add` after the block is NOT a down_proj bias and surgery is not
-supported."""
+down_proj bias. `sandwich` (Gemma3): extra norms after attention (post_attention_layernorm) and after the MLP
+(post_feedforward_layernorm), so `add` after the block is NOT a down_proj bias, and block surgery normalises
+the attention output it routes to the MLP input (`paths["attn_out_norm"]`). The same names, torch-free, with
+what each means for an intervention: `mechsteer.spec.layouts`."""
 
 _PRE_NORM_PATHS = {"base": "model", "blocks": "model.layers", "down_proj": "mlp.down_proj"}
-"""Structural paths: the decoder stack, its block list, and the MLP output projection inside a block."""
+"""Structural paths: the decoder stack, its block list, and the MLP output projection inside a block; a
+sandwich-norm block adds `attn_out_norm`, the norm between its attention output and the residual add."""
 
 
 @dataclass(frozen=True)
@@ -71,14 +77,23 @@ class ArchitectureAdapter:
 
     @property
     def supports_surgery(self) -> bool:
-        """Whether block surgery (Skip-Attn, Q/K/V and head splicing) knows this block layout."""
-        return self.layout == "pre_norm"
+        """Whether block surgery (Skip-Attn, Q/K/V and head splicing) knows this block layout: both layouts
+        (a sandwich block names its attention-output norm, `paths["attn_out_norm"]`)."""
+        return self.layout == "pre_norm" or "attn_out_norm" in self.paths
+
+    def attn_out_norm(self, model: nn.Module, layer: int) -> nn.Module | None:
+        """The norm block `layer` applies to its attention output before the residual add (Gemma3's
+        post_attention_layernorm), or None where the output is added as it is (pre-norm blocks)."""
+        path = self.paths.get("attn_out_norm")
+        return self.layer(model, layer).get_submodule(path) if path else None
 
     # -- structure
     def layers(self, model: nn.Module) -> nn.ModuleList:
+        """The model's list of decoder blocks."""
         return model.get_submodule(self.paths["blocks"])
 
     def layer(self, model: nn.Module, i: int) -> nn.Module:
+        """Decoder block `i`."""
         return self.layers(model)[i]
 
     def base_model(self, model: nn.Module) -> nn.Module:
@@ -86,6 +101,7 @@ class ArchitectureAdapter:
         return model.get_submodule(self.paths["base"])
 
     def shape(self, model: nn.Module) -> ModelShape:
+        """Depth, width, head counts and architecture name from the model's config."""
         cfg = model.config
         n_heads = cfg.num_attention_heads
         return ModelShape(
@@ -97,11 +113,13 @@ class ArchitectureAdapter:
         )
 
     def head_dim(self, model: nn.Module) -> int:
+        """Width of one attention head (the config's `head_dim`, else d_model / heads)."""
         cfg = model.config
         return getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
 
     # -- sites
     def site(self, name: str) -> Site:
+        """The named site; an unknown name is a CompileError listing the sites this architecture has."""
         if name not in self.sites:
             raise CompileError(
                 f"architecture {self.name!r} has no site {name!r}; sites: {', '.join(sorted(self.sites))}"
@@ -109,6 +127,8 @@ class ArchitectureAdapter:
         return self.sites[name]
 
     def module_at(self, model: nn.Module, site: str, layer: int | None = None) -> tuple[nn.Module, Side]:
+        """The module holding `site` in block `layer` and which side of it to hook; a path missing from the model is
+        a CompileError."""
         s = self.site(site)
         path = s.path.format(layer=layer)
         try:
@@ -117,6 +137,8 @@ class ArchitectureAdapter:
             raise CompileError(f"site {site!r} -> module {path!r} does not exist in {type(model).__name__}") from None
 
     def place_module(self, model: nn.Module, layer: int, place: str) -> nn.Module:
+        """The submodule of block `layer` called `place` (where `add_at_place` adds); an unknown place is a
+        CompileError listing them."""
         if place not in self.places:
             raise CompileError(
                 f"architecture {self.name!r} has no place {place!r}; places: {', '.join(sorted(self.places))}"
@@ -154,6 +176,7 @@ for _a in (
             "post_attention_layernorm": "post_attention_layernorm",
             "pre_feedforward_layernorm": "pre_feedforward_layernorm",
         },
+        paths={**_PRE_NORM_PATHS, "attn_out_norm": "post_attention_layernorm"},
         layout="sandwich",
     ),
 ):
@@ -179,4 +202,6 @@ def decoder_output_tensor(out) -> torch.Tensor:
 
 
 def replace_decoder_output(out, hidden: torch.Tensor):
+    """A decoder block's output with its hidden states replaced (blocks return a tensor or a tuple, depending on the
+    architecture and version)."""
     return (hidden,) + tuple(out[1:]) if isinstance(out, tuple) else hidden

@@ -65,6 +65,7 @@ class GgufSource:
 
 
 def cache_root() -> Path:
+    """Where converted models live: `$MECHSTEER_CACHE`, else `~/.cache/mechsteer`."""
     return Path(os.environ.get("MECHSTEER_CACHE", Path.home() / ".cache" / "mechsteer"))
 
 

@@ -24,6 +24,9 @@ DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch
 
 @dataclass
 class LoadedModel:
+    """A model ready for a study: the torch module with its tokenizer and architecture adapter, its shape, device
+    and dtype, and where it came from (recorded in every cell)."""
+
     name: str
     spec: ModelSpec
     model: torch.nn.Module
@@ -38,6 +41,7 @@ class LoadedModel:
     """Why this dtype (models.dtype.resolve_dtype): the study named it, or what `auto` found on this machine."""
 
     def provenance(self) -> dict:
+        """What a cell records about the model: id, source, revision, the dtype used and why, device and shape."""
         return {
             "name": self.name,
             "id": self.spec.id,
@@ -54,6 +58,7 @@ class LoadedModel:
 
 
 def resolve_device(device: str) -> torch.device:
+    """The torch device for `device` (`auto`: CUDA when available); asking for CUDA without it is a located error."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
@@ -84,6 +89,8 @@ def _locate(spec: ModelSpec, base_dir: Path | None) -> tuple[str, str]:
 
 
 def load_model(name: str, spec: ModelSpec, base_dir: Path | None = None) -> LoadedModel:
+    """Load the model a spec names (embedded, a local folder or a hub id) with its tokenizer at the resolved device
+    and dtype, offline when the hub cannot be reached; a failure is a ModelLoadError that says why."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 

@@ -33,6 +33,8 @@ RECORDED = (
 
 
 def run_diffsae_readout(task: MeasurementTask) -> MeasurementResult:
+    """Run a DiffSAE analysis for the cell (sample, collect dF, train an SAE and rank features per layer) and record
+    its summary metrics and files."""
     from mechsteer.diffsae.run import DiffSAEConfig, run_diffsae
     from mechsteer.diffsae.train import SAETrainConfig
 

@@ -14,6 +14,7 @@ from mechsteer.readouts.prompts import load_problems
 
 
 def tracked_token_ids(tokenizer, strings: list[str]) -> dict[str, int]:
+    """The id of each tracked string; a string that is not exactly one token is a located error."""
     out = {}
     for s in strings:
         ids = tokenizer.encode(s, add_special_tokens=False)
@@ -28,6 +29,8 @@ def tracked_token_ids(tokenizer, strings: list[str]) -> dict[str, int]:
 
 @torch.no_grad()
 def run_first_token(task: MeasurementTask) -> MeasurementResult:
+    """Record the first generated token's distribution at the end of each prompt under the condition: top-k tokens,
+    entropy and the tracked tokens' probabilities."""
     o, lm = task.spec, task.lm
     problems = load_problems(o)
     prompts = render_prompts(lm, [p["problem"] for p in problems], o.template, task.ctx.prompt_suffix)

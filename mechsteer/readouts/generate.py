@@ -22,6 +22,8 @@ def _mean(xs) -> float:
 
 
 def run_generate(task: MeasurementTask) -> MeasurementResult:
+    """Sample completions under the condition and record them, graded (boxed and lenient) when the prompts come from
+    a task."""
     from mechsteer.eval.grading import grade
 
     o = task.spec

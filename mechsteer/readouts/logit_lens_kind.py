@@ -35,6 +35,7 @@ KIND = "logit_lens"
 
 
 def run(task: MeasurementTask) -> MeasurementResult:
+    """Record the logit lens of every analysed vector row and, with `unembedding_bias`, of the effective bias u_l."""
     spec, lm = task.spec, task.lm
     sets = analysed_sets(task)
     w_u, norm = unembedding(lm)
@@ -87,6 +88,7 @@ def effective_bias(task) -> tuple[torch.Tensor, list[int], list[int]]:
 
 
 def report_section(results, out_dir: Path) -> list[str]:
+    """The report's logit-lens section: top and bottom tokens per row, and the u_l cosine heat-maps and tokens."""
     lines: list[str] = []
     t = results.gather(KIND, "tokens.csv")
     if not t.empty:

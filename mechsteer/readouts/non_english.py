@@ -81,6 +81,7 @@ def token_script(token: str) -> str:
 
 
 def is_non_latin(script: str) -> bool:
+    """Whether a script counts as non-Latin (not Latin, not shared marks or digits, not a byte fallback)."""
     return script not in (LATIN, COMMON, BYTE)
 
 

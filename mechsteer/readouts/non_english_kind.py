@@ -20,6 +20,8 @@ KIND = "non_english"
 
 
 def run(task: MeasurementTask) -> MeasurementResult:
+    """Record the fraction of non-Latin-script tokens among each row's top and bottom logit-lens tokens, with the
+    vocabulary's own fraction as the baseline."""
     spec, lm = task.spec, task.lm
     sets = analysed_sets(task)
     if not sets:
@@ -56,6 +58,7 @@ def run(task: MeasurementTask) -> MeasurementResult:
 
 
 def report_section(results, out_dir: Path) -> list[str]:
+    """The report's non-Latin-script section: those fractions per vector set, k and end, against the vocabulary's."""
     t = results.gather(KIND, "scripts.csv")
     if t.empty:
         return []

@@ -43,6 +43,8 @@ DD_TITLES = {
 
 
 def run(task: MeasurementTask) -> MeasurementResult:
+    """Record, per source layer, how far the added vector's effect persists through the later blocks on sequences
+    sampled under it."""
     spec, lm = task.spec, task.lm
     add, vname = added_vector(task, spec.vector)
     vs = task.vectors[vname]
@@ -83,6 +85,7 @@ def run(task: MeasurementTask) -> MeasurementResult:
 
 
 def report_section(results, out_dir: Path) -> list[str]:
+    """The report's persistence section: the per-layer table and its figures."""
     t = results.gather(KIND, "table.csv")
     if t.empty:
         return []

@@ -67,6 +67,7 @@ def kl_divergence(logp_ref: torch.Tensor, logp_other: torch.Tensor) -> torch.Ten
 
 
 def entropy(logp: torch.Tensor) -> torch.Tensor:
+    """Entropy (nats, float64) of each distribution over the last dim; zero-probability terms count 0."""
     lp = logp.double()
     p = lp.exp()
     return -torch.where(p > 0, p * lp, torch.zeros_like(p)).sum(-1)

@@ -70,6 +70,8 @@ def category_ids(tokens: list[str], categories: dict[str, str]) -> dict[str, lis
 
 
 def run(task: MeasurementTask) -> MeasurementResult:
+    """Record how the condition shifts next-token distributions against the reference condition on the same
+    teacher-forced sequences (KL, entropies, argmax changes, tracked tokens)."""
     spec, lm = task.spec, task.lm
     track = tracked_ids(lm.tokenizer, spec.track)
     ref = reference_interventions(task)
@@ -143,6 +145,7 @@ def _top(table: pd.DataFrame, n: int) -> list:
 
 
 def report_section(results, out_dir: Path) -> list[str]:
+    """The report's token-shift section: per-group and per-token tables and the most shifted samples."""
     g = results.gather(KIND, "by_group.csv")
     if g.empty:
         return []

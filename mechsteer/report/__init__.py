@@ -2,7 +2,9 @@
 
 Sections, in order: the study's deviations from the paper (`deviations:`), the effects (`report/effects.py`:
 per measurement with per-problem records, each condition against the baseline and its control, a figure per
-model and headline metric, then a table), the results per measurement (rows = conditions, mean ± std over
+model and headline metric, then a table), the models with the intervention sites each kind of the run uses on
+each model's block layout and, for several models, their headline rates side by side (`report/models.py`),
+the results per measurement (rows = conditions, mean ± std over
 seeds, at most six metric columns per table, so every table fits the page), the difference from the unsteered
 baseline, the paper-shaped benchmark table (when the study has an `evaluation:`), the sweep plots (accuracy per
 layer / per head, relative improvement per pair of layers: `report/sweeps.py`, `report/composition.py`), the
@@ -22,6 +24,7 @@ import pandas as pd
 from mechsteer.atomic import atomic_write_text
 from mechsteer.report.effects import effects_section
 from mechsteer.report.html import write_html
+from mechsteer.report.models import models_section
 from mechsteer.report.paper_table import paper_table_section
 from mechsteer.report.provenance import checkpoints_section, deviations_section, rehearsal_section
 from mechsteer.report.sweeps import sweep_section
@@ -51,6 +54,7 @@ def write_report(results) -> Path:
     n_cells = len({c["hash"] for c in results.cells})
     lines += [f"{n_done} of {n_cells} cells recorded. Values are mean ± std over seeds; rates in %.", ""]
     lines += effects_section(results, out)
+    lines += models_section(results)
     lines += ["## Results", ""]
     if not text.empty:
         atomic_write_text(out / "table.csv", means.to_csv())

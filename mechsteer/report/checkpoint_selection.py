@@ -30,7 +30,7 @@ import pandas as pd
 from mechsteer.atomic import atomic_write_text
 from mechsteer.errors import MechsteerError
 from mechsteer.report.paper_table import per_seed, seed_average
-from mechsteer.spec.training import BEST_FILE
+from mechsteer.train.layout import BEST_FILE
 
 METRIC = "acc_boxed"
 """The paper's metric (last \\boxed{} verified with math-verify); `acc_lenient` for models that never box."""
@@ -41,6 +41,8 @@ is evaluated with it (the paper's append_to runs)."""
 
 @dataclass(frozen=True)
 class Candidate:
+    """One evaluated checkpoint: the condition that evaluated it and the run folder and step it read."""
+
     model: str
     condition: str
     run: str

@@ -102,6 +102,7 @@ def summarise(
 
 
 def format_cell(mean: float, std: float, seeds: float) -> str:
+    """A table cell in percent, `mean ± std` when more than one seed was evaluated; `-` when there is no value."""
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return "-"
     text = f"{mean * 100:.1f}"
@@ -131,6 +132,7 @@ def relative_columns(stats: pd.DataFrame, baseline: str | None, reference: str) 
 
 
 def to_markdown(stats: pd.DataFrame, relative: pd.DataFrame | None = None) -> str:
+    """The table (with the relative columns when given) as Markdown, one row per model and condition."""
     cols = list(dict.fromkeys(c for c, _ in stats.columns))
     rows = []
     for (model, condition), row in stats.iterrows():
@@ -151,6 +153,7 @@ def to_markdown(stats: pd.DataFrame, relative: pd.DataFrame | None = None) -> st
 
 
 def to_csv(stats: pd.DataFrame, relative: pd.DataFrame | None = None) -> str:
+    """The table as CSV: each benchmark's mean, std and seed count as columns, plus the relative columns."""
     flat = stats.copy()
     flat.columns = [c if s == "mean" else f"{c}_{s}" for c, s in stats.columns]
     if relative is not None:

@@ -23,6 +23,7 @@ import pandas as pd
 
 from mechsteer.atomic import atomic_write_text
 from mechsteer.comparison import template_regex
+from mechsteer.comparison.matching import explicit_layers
 from mechsteer.report.composition import pair_figure
 from mechsteer.safe_text import file_stem, markdown_table
 from mechsteer.spec.sweeps import fill
@@ -39,7 +40,7 @@ def sweep_templates(results) -> list[tuple[str, re.Pattern, str, list[str]]]:
     """(template, regex, axis: layers | heads | pairs, swept numeric variables) of the study's sweeps."""
     out = []
     for name, sweep in results.sweeps().items():
-        layers = [v for v, r in sweep.items() if r == "layers" or _explicit_layers(v, r)]
+        layers = [v for v, r in sweep.items() if r == "layers" or explicit_layers(v, r)]
         heads = [v for v, r in sweep.items() if r in ("query_heads", "kv_heads")]
         rx = template_regex(name, {v: r"-?\d+" for v, r in sweep.items() if isinstance(r, str)})
         if len(sweep) == 1 and layers:
@@ -49,16 +50,6 @@ def sweep_templates(results) -> list[tuple[str, re.Pattern, str, list[str]]]:
         elif len(sweep) == 2 and len(layers) == 2:
             out.append((name, rx, "pairs", layers))
     return out or [(t, rx, axis, v) for t, rx, axis, v in FALLBACK]
-
-
-def _explicit_layers(var: str, values) -> bool:
-    """A sweep over an explicit list of block indices (`{layer: [0, 6, 12]}`, a subset of the blocks)."""
-    return (
-        var.rstrip("s") in ("layer", "block")
-        and isinstance(values, list)
-        and bool(values)
-        and all(isinstance(x, int) for x in values)
-    )
 
 
 def _label(template: str, groups: dict, numeric: list[str]) -> str:

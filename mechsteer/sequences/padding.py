@@ -29,6 +29,7 @@ class Prompts:
 
     @property
     def lengths(self) -> torch.Tensor:
+        """Real tokens per prompt (padding excluded)."""
         return self.mask.sum(dim=1)
 
     def positions(self) -> torch.Tensor:

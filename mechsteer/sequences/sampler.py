@@ -104,13 +104,16 @@ class Rollouts:
 
     @property
     def n_tokens(self) -> int:
+        """Generated tokens over all rows (the loss is normalised by it)."""
         return int(self.mask.sum())
 
     @property
     def lengths(self) -> torch.Tensor:
+        """Generated tokens per row, the stop token included."""
         return self.mask.sum(dim=1)
 
     def token_lists(self) -> list[list[int]]:
+        """Each row's generated token ids without padding."""
         return [row[: int(n)].tolist() for row, n in zip(self.tokens, self.lengths)]
 
     def sequences(self, prompt_index: Seq[int] | None = None) -> list[Sequence]:

@@ -46,6 +46,7 @@ class SamplingSettings:
 
     @property
     def greedy(self) -> bool:
+        """True at temperature 0: decode by argmax, no sampling."""
         return self.temperature == 0.0
 
     def replace(self, **changes) -> SamplingSettings:
@@ -86,6 +87,7 @@ class Sequence:
 
     @property
     def prompt_length(self) -> int:
+        """Tokens in the prompt (where the completion starts in the full sequence)."""
         return len(self.prompt_ids)
 
     @property
@@ -107,6 +109,7 @@ class Sequence:
         return tokenizer.decode(list(self.completion_ids[:1])) if self.completion_ids else ""
 
     def to_json(self) -> dict:
+        """The sequence as a JSON object (ids as lists), for the shared `work/sequences/` files."""
         return {
             "prompt_ids": list(self.prompt_ids),
             "generated_ids": list(self.generated_ids),
@@ -117,6 +120,7 @@ class Sequence:
 
     @classmethod
     def from_json(cls, d: dict) -> Sequence:
+        """The sequence `to_json` wrote."""
         return cls(d["prompt_ids"], d["generated_ids"], bool(d["finished"]), int(d["prompt"]), int(d["sample"]))
 
 

@@ -7,6 +7,9 @@ from pydantic import BaseModel, ConfigDict
 
 
 class StrictModel(BaseModel):
+    """The base of every spec model: unknown keys are errors (a typo never passes silently), values are frozen (a
+    compiled plan cannot be edited by accident), and attribute docstrings become the JSON Schema's descriptions."""
+
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 

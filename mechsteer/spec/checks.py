@@ -49,6 +49,7 @@ def check_study(ls: LoadedStudy, max_cells: int = DEFAULT_MAX_CELLS) -> list[Pro
                 out.append(ls.problem(("vectors", name, ref_field), "a vector set cannot refer to itself"))
         for sub, msg, hint in v.study_problems(ls.resolve_path):
             out.append(ls.problem(("vectors", name, *sub), msg, hint=hint))
+    out.extend(_model_set_problems(ls))
     out.extend(_cycles(ls))
 
     out.extend(backend_problems(ls))
@@ -66,9 +67,13 @@ def check_study(ls: LoadedStudy, max_cells: int = DEFAULT_MAX_CELLS) -> list[Pro
 
     out.extend(_file_shape_problems(ls, shapes))
 
+    readers = _models_reading(ls.spec)
     for name, v in spec.vectors.items():
+        # a set is checked against the models that read it (another model's own set in a `per_model` set is
+        # never built for this one), or against every model when none reads it
+        mine = {m: sh for m, sh in shapes.items() if m in readers.get(name, shapes)}
         for fname, sel in v.layer_refs():
-            for mname, _, msg in selection_problems(sel, shapes):
+            for mname, _, msg in selection_problems(sel, mine):
                 out.append(ls.problem(("vectors", name, fname), f"{msg} (model {mname!r})"))
 
     names = [re.sub(r"\{\w+\}", "*", c) if isinstance(cond, SweepSpec) else c for c, cond in spec.conditions.items()]
@@ -172,9 +177,11 @@ def _foreign_shape(kind) -> bool:
     return kind in INTERVENTION_KINDS and not INTERVENTION_KINDS.spec(kind).checks_vector_shape
 
 
-def _vector_refs(spec) -> tuple[set[str], set[str]]:
+def _vector_refs(spec, vectors=None) -> tuple[set[str], set[str]]:
     """(vector sets the conditions read, those read by a kind that takes another model's vectors: their shape
-    is the donor's, checked by that kind). Sweep templates match by pattern (`p_{place}` reads every `p_*`)."""
+    is the donor's, checked by that kind). Sweep templates match by pattern (`p_{place}` reads every `p_*`).
+    `vectors`: the sets as one model reads them (`vectors_for_model`; default: the study's own)."""
+    vectors = spec.vectors if vectors is None else vectors
 
     def walk(node, kind, found, donors):
         if isinstance(node, dict):
@@ -197,45 +204,96 @@ def _vector_refs(spec) -> tuple[set[str], set[str]]:
         walk(ivs, None, found, donors)
 
     def expand(patterns):
-        return {n for n in spec.vectors for p in patterns if fnmatch.fnmatchcase(n, re.sub(r"\{\w+\}", "*", p))}
+        return {n for n in vectors for p in patterns if fnmatch.fnmatchcase(n, re.sub(r"\{\w+\}", "*", p))}
 
     used, donors = expand(found), expand(donors)
     frontier = set(used)
     while frontier:  # a random control `norm_like` a used set makes that set's shape matter too
         nxt = set()
         for name in frontier:
-            for ref in spec.vectors[name].depends_on().values():
-                if ref in spec.vectors and ref not in used:
+            for ref in vectors[name].depends_on().values():
+                if ref in vectors and ref not in used:
                     nxt.add(ref)
         used |= nxt
         frontier = nxt
     return used, donors
 
 
+def _models_reading(spec) -> dict[str, set[str]]:
+    """Vector set -> the models whose conditions read it (directly, through a set built from it, or as the
+    model's own set of a `per_model` set); sets no model reads are left out."""
+    from mechsteer.spec.model_sets import model_set, vectors_for_model
+
+    out: dict[str, set[str]] = {}
+    for mname in spec.models:
+        used, _ = _vector_refs(spec, vectors_for_model(spec.vectors, mname))
+        for name in used:
+            for n in {name, model_set(spec.vectors, name, mname)} - {None}:
+                out.setdefault(n, set()).add(mname)
+    return out
+
+
 def _file_shape_problems(ls: LoadedStudy, shapes: dict) -> list[Problem]:
-    """A vector set whose file tells its shape (`shape_file`: a bundled or file set) must have each known
-    model's shape when the conditions read it (a transfer donor excepted; an unused set is never built)."""
+    """A vector set whose file tells its shape (`shape_file`: a bundled or file set) must have the shape of
+    each known model that reads it (a transfer donor excepted; an unused set is never built; a `per_model`
+    set's entry is read by its own model only)."""
+    from mechsteer.spec.model_sets import model_set, vectors_for_model
+
+    out, seen = [], set()
+    for mname, sh in shapes.items():
+        if sh is None:
+            continue
+        used, donors = _vector_refs(ls.spec, vectors_for_model(ls.spec.vectors, mname))
+        for used_name in sorted(used - donors):
+            name = model_set(ls.spec.vectors, used_name, mname)
+            if name is None or (name, mname) in seen:
+                continue
+            seen.add((name, mname))
+            located = ls.spec.vectors[name].shape_file(ls.resolve_path)
+            if located is None or not located[1].is_file():
+                continue
+            field, path = located
+            vs_shape = file_vector_shape(path)
+            if vs_shape is None or vs_shape == (sh.n_layers, sh.d_model):
+                continue
+            out.append(
+                ls.problem(
+                    ("vectors", name, field),
+                    f"vector set is [{vs_shape[0]} layers x d_model {vs_shape[1]}] but model {mname!r} "
+                    f"({ls.spec.models[mname].id}) is [{sh.n_layers} layers x d_model {sh.d_model}]",
+                    hint="use vectors made for this model (in a profile, override the vector set with the "
+                    "model; in a study of several models, a `per_model` set names each model's own), or "
+                    "`kind: transfer` to apply another model's vectors",
+                )
+            )
+    return out
+
+
+def _model_set_problems(ls: LoadedStudy) -> list[Problem]:
+    """A `per_model` set names only models of the study, and a set for every one of them."""
     out = []
-    used, donors = _vector_refs(ls.spec)
+    models = ls.spec.models
     for name, v in ls.spec.vectors.items():
-        located = v.shape_file(ls.resolve_path)
-        if name not in used or name in donors or located is None or not located[1].is_file():
+        sets = v.model_sets()
+        if sets is None:
             continue
-        field, path = located
-        vs_shape = file_vector_shape(path)
-        if vs_shape is None:
-            continue
-        for mname, sh in shapes.items():
-            if sh is not None and vs_shape != (sh.n_layers, sh.d_model):
+        for m in sets:
+            if m not in models:
                 out.append(
                     ls.problem(
-                        ("vectors", name, field),
-                        f"vector set is [{vs_shape[0]} layers x d_model {vs_shape[1]}] but model {mname!r} "
-                        f"({ls.spec.models[mname].id}) is [{sh.n_layers} layers x d_model {sh.d_model}]",
-                        hint="use vectors made for this model (in a profile, override the vector set with the "
-                        "model), or `kind: transfer` to apply another model's vectors",
+                        ("vectors", name, "models", m),
+                        f"no model named {m!r} in this study",
+                        hint=f"models: {', '.join(models)}",
                     )
                 )
+        for m in [m for m in models if m not in sets]:
+            out.append(
+                ls.problem(
+                    ("vectors", name, "models"),
+                    f"per-model vector set {name!r} names no set for model {m!r} ({models[m].id})",
+                    hint=f"add `{m}: <vector set>` (the set this one is on that model)",
+                )
+            )
     return out
 
 

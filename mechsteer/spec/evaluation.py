@@ -65,11 +65,15 @@ class EvaluationSpec(StrictModel):
         return self
 
     def resolved_seeds(self) -> list[int]:
+        """The seeds to evaluate: `seeds` when given, else three for the `paper` protocol (its sampled tasks vary by
+        seed) and one for `greedy`."""
         if self.seeds is not None:
             return list(self.seeds)
         return [0, 1, 2] if self.protocol == "paper" else [0]
 
     def samples_for(self, task: str) -> int:
+        """Samples per problem for `task`: one under `greedy`; under `paper` the `samples` override, else the paper's
+        avg@32 tasks' 32, else one."""
         if self.protocol == "greedy":
             return 1
         if self.samples and task in self.samples:

@@ -25,7 +25,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import Discriminator, Field, Tag, model_validator
 
-from mechsteer.errors import MechsteerError, Problem, ProblemList, SpecError
+from mechsteer.errors import Problem, ProblemList, SpecError
 from mechsteer.spec.base import LIMIT_MAX, StrictModel
 from mechsteer.spec.layers import LayerResolutionError, LayerSelection, resolve_layer, resolve_layers
 from mechsteer.spec.loader import MAX_SPEC_BYTES, LoadedSpecFile, apply_profile, read_spec_file, validate_document
@@ -215,6 +215,9 @@ embedded SmolLM2) get no learning signal from `boxed` at all."""
 
 
 class DataBase(StrictModel):
+    """What every data source of a training file shares: the prompt template, a forced opening, and how many problems
+    (and how long) to use."""
+
     template: PromptTemplateOrRaw = "qwen_math"
     """Prompt template (paper section 3.4): qwen_math, r1, qa / qa_fewshot (base models answering on one line;
     `mechsteer.spec.templates`), or raw (the problem text only)."""
@@ -529,119 +532,3 @@ def check_train_spec(ls: LoadedTrainSpec) -> list[Problem]:
             )
         )
     return out
-
-
-def checkpoint_dir(root: Path, step: int) -> Path:
-    """The folder of a training run's checkpoint at optimizer step `step` (under `<output>/checkpoints`)."""
-    return root / f"step-{step:06d}"
-
-
-def trained_run_dir(spec) -> tuple[Path, str]:
-    """(the output folder of the run a `trained` spec names, the command that writes it). `spec.train` is
-    absolute (the compiler binds paths)."""
-    ts = load_train_spec(spec.train, spec.profile)
-    out = Path(spec.output) if spec.output else ts.output_dir()
-    moved = out != ts.output_dir()  # the compiler binds `output`; name it only where the run would not go itself
-    command = (
-        f"mechsteer train {spec.train}"
-        + (f" --profile {spec.profile}" if spec.profile else "")
-        + (f" --output {out}" if moved else "")
-    )
-    return out, command
-
-
-def run_vectors_file(out: Path, checkpoint, command: str, name: str = "vectors.safetensors") -> Path:
-    """The file `name` (vectors, or `lora1.safetensors`) of the run in `out`: final (None), a checkpoint step,
-    or `best` (from best.json; VectorError naming the fix when there is none)."""
-    if checkpoint == "best":
-        return best_checkpoint_dir(out, command) / name
-    if checkpoint is not None:
-        return checkpoint_dir(out / "checkpoints", checkpoint) / name
-    return out / name
-
-
-def trained_vectors_path(spec) -> tuple[Path, str]:
-    """(the vector file a `trained` spec names, the command that writes it)."""
-    out, command = trained_run_dir(spec)
-    return run_vectors_file(out, spec.checkpoint, command), command
-
-
-def per_block_files(spec) -> dict[str, Path]:
-    """Every finished per-block run's vector file a `per_block` spec would read, by run folder name (the
-    plan hashes them, so a newly finished block changes the cells that read the stack)."""
-    out, _ = trained_run_dir(spec)
-    found = {}
-    for d in sorted(out.glob("layer-[0-9]*")) if out.is_dir() else []:
-        f = finished_vectors_file(d, spec.checkpoint)
-        if f is not None:
-            found[d.name] = f
-    return found
-
-
-def finished_vectors_file(out: Path, checkpoint) -> Path | None:
-    """The vector file of the run in `out` when it is there (None: not written yet, or no best.json)."""
-    try:
-        f = run_vectors_file(out, checkpoint, "")
-    except MechsteerError:
-        return None
-    return f if f.is_file() else None
-
-
-def per_block_dir(out: Path, layer: int) -> Path:
-    """The folder of block `layer`'s single-layer run inside a per-block training output."""
-    return out / f"layer-{layer:02d}"
-
-
-def per_block_command(spec, layers: list[int]) -> str:
-    """The exact command that trains the per-block runs a `trained` vector spec (or a `lora1` intervention)
-    with `per_block` reads: `mechsteer train FILE --profile P --per-block K,... --lr-rule R`, with the lr
-    rule the training file asks for (so the recorded lr is the one the study expects) and `--output` only
-    where the study reads a folder the run would not choose itself."""
-    head, tail = per_block_command_parts(spec)
-    return f"{head}{','.join(str(k) for k in layers)}{tail}"
-
-
-def per_block_command_parts(spec) -> tuple[str, str]:
-    """`per_block_command` before and after its block list, read from the training file once (the compiler
-    keeps them in the bound run, so naming missing blocks at execution reads no YAML)."""
-    ts = load_train_spec(spec.train, spec.profile)
-    out = Path(spec.output) if getattr(spec, "output", None) else ts.output_dir()
-    head = f"mechsteer train {spec.train}" + (f" --profile {spec.profile}" if spec.profile else "") + " --per-block "
-    tail = f" --lr-rule {ts.spec.per_block.lr_rule}" + (f" --output {out}" if out != ts.output_dir() else "")
-    return head, tail
-
-
-BEST_FILE = "best.json"
-"""The selected checkpoint of a run: its step, the metric and every candidate's value. Written by a training
-run with `eval.select` (held-out `mini` accuracy during training), or by `mechsteer select-checkpoints` from a
-study that evaluated the run's checkpoints on the benchmarks (the paper's selection: the six-benchmark Average,
-`studies/checkpoints.yaml`)."""
-
-
-def best_checkpoint_dir(out: Path, command: str) -> Path:
-    """The checkpoint folder a run's `best.json` selects (VectorError naming the fix when there is none)."""
-    import json
-
-    from mechsteer.errors import VectorError
-
-    path = out / BEST_FILE
-    if not path.is_file():
-        raise VectorError(
-            f"the training run in {out} has no {BEST_FILE}: a best checkpoint is picked by its training file's "
-            "`eval.select` (held-out mini task), or by `mechsteer select-checkpoints <study output>` after a study "
-            "evaluated its checkpoints (the paper's six-benchmark Average: studies/checkpoints.yaml)",
-            hint=f"run the checkpoint-selection study and `mechsteer select-checkpoints` on its output, set "
-            f"eval.select and run `{command}`, or name a checkpoint step",
-        )
-    try:
-        best = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError) as e:  # ValueError covers bad JSON and non-UTF-8 bytes
-        best = e
-    step = best.get("step") if isinstance(best, dict) else None
-    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
-        got = f"unreadable ({best})" if isinstance(best, Exception) else f"step {step!r}"
-        raise VectorError(
-            f"{path}: not a best-checkpoint record ({got}; expected a JSON object with a non-negative integer `step`)",
-            hint=f"run `{command}` again to rewrite it, or name a checkpoint step instead of `best`",
-        )
-    return checkpoint_dir(out / "checkpoints", step)

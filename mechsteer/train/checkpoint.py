@@ -26,7 +26,7 @@ import torch
 
 from mechsteer.atomic import atomic_dir
 from mechsteer.errors import MechsteerError
-from mechsteer.spec.training import BEST_FILE, checkpoint_dir  # noqa: F401 - the layout lives with the training spec
+from mechsteer.train.layout import BEST_FILE, checkpoint_dir
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
 

@@ -21,6 +21,8 @@ from mechsteer.eval.datasets import is_unicode
 
 @dataclass(frozen=True)
 class TrainItem:
+    """One training problem with its gold answer and its encoded prompt."""
+
     id: str
     problem: str
     answer: str

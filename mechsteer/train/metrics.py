@@ -22,14 +22,17 @@ class MetricsLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def reset(self) -> None:
+        """Empty the log (a fresh run)."""
         atomic_write_text(self.path, "")
 
     def append(self, record: dict) -> None:
+        """Append one record as a JSON line, flushed, so a crash loses at most the record being written."""
         with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(record, sort_keys=True) + "\n")
             f.flush()
 
     def records(self) -> list[dict]:
+        """Every record so far."""
         if not self.path.is_file():
             return []
         return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]

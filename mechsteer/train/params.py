@@ -42,6 +42,8 @@ class Parameterisation:
     kind: str = "?"
 
     def named_trainable(self) -> dict[str, nn.Parameter]:
+        """The trainable tensors by stable name: the names key checkpoints and the optimizer's state, so they must not
+        change between runs."""
         raise NotImplementedError
 
     def block_of(self, name: str) -> int | None:
@@ -55,9 +57,11 @@ class Parameterisation:
         """Undo anything beyond hooks (FullModel re-freezes the weights)."""
 
     def n_params(self) -> int:
+        """How many numbers training updates (shown before a run and recorded in `run.json`)."""
         return sum(p.numel() for p in self.named_trainable().values())
 
     def describe(self) -> str:
+        """A short text naming the setup (`all_layers`, `lora1 3,9`, ...), recorded in metadata and shown in plots."""
         return self.kind
 
 
@@ -78,12 +82,15 @@ class BlockVectors(Parameterisation):
         }
 
     def named_trainable(self) -> dict[str, nn.Parameter]:
+        """`layer.<i>` -> block i's vector."""
         return {f"layer.{i}": p for i, p in self.vectors.items()}
 
     def block_of(self, name: str) -> int | None:
+        """The block index in a `layer.<i>` name."""
         return int(name.split(".")[1])
 
     def attach(self, scope: HookScope) -> None:
+        """Add each vector to its block's output through a forward hook (what `add` does at inference)."""
         for i, p in self.vectors.items():
             scope.forward_hook(self.adapter.layer(self.model, i), add_hook(p))
 
@@ -95,6 +102,7 @@ class BlockVectors(Parameterisation):
         return VectorSet(out, self.layers, {k: str(v) for k, v in meta.items()})
 
     def describe(self) -> str:
+        """`all_layers` when every block has a vector, else `layers i,j,...`."""
         if len(self.layers) == self.n_layers:
             return "all_layers"
         return "layers " + ",".join(map(str, self.layers))
@@ -115,12 +123,15 @@ class PlaceVector(Parameterisation):
         self.vector = nn.Parameter(torch.zeros(shape.d_model, dtype=torch.float32, device=dev))
 
     def named_trainable(self) -> dict[str, nn.Parameter]:
+        """`place.<layer>.<place>` -> the one vector."""
         return {f"place.{self.layer}.{self.place}": self.vector}
 
     def block_of(self, name: str) -> int | None:
+        """The block whose submodule the vector follows."""
         return self.layer
 
     def attach(self, scope: HookScope) -> None:
+        """Add the vector to the chosen submodule's output through a forward hook."""
         scope.forward_hook(self.module, add_hook(self.vector))
 
     def to_vector_set(self, **meta: object) -> VectorSet:
@@ -130,6 +141,7 @@ class PlaceVector(Parameterisation):
         return VectorSet(out, [self.layer], {"place": self.place, **{k: str(v) for k, v in meta.items()}})
 
     def describe(self) -> str:
+        """`at_place <layer>.<place>`."""
         return f"at_place {self.layer}.{self.place}"
 
 
@@ -157,6 +169,7 @@ class Lora1(Parameterisation):
             self.B[i] = nn.Parameter(torch.zeros(down.out_features, 1, dtype=torch.float32, device=down.weight.device))
 
     def named_trainable(self) -> dict[str, nn.Parameter]:
+        """`lora_A.<i>` and `lora_B.<i>` of each adapted block (PEFT's names)."""
         out: dict[str, nn.Parameter] = {}
         for i in self.layers:
             out[f"lora_A.{i}"] = self.A[i]
@@ -164,9 +177,11 @@ class Lora1(Parameterisation):
         return out
 
     def block_of(self, name: str) -> int | None:
+        """The block index in a `lora_A.<i>` / `lora_B.<i>` name."""
         return int(name.split(".")[1])
 
     def attach(self, scope: HookScope) -> None:
+        """Add the rank-1 update B (A x) to each adapted block's down_proj output through a forward hook."""
         for i in self.layers:
             scope.forward_hook(self.adapter.down_proj(self.model, i), lora_hook(self.A[i][0], self.B[i][:, 0]))
 
@@ -183,6 +198,7 @@ class Lora1(Parameterisation):
         return {"A": a, "B": b, "layers": torch.tensor(self.layers, dtype=torch.int64)}
 
     def describe(self) -> str:
+        """`lora1 i,j,...` (the adapted blocks)."""
         return "lora1 " + ",".join(map(str, self.layers))
 
 
@@ -197,12 +213,15 @@ class FullModel(Parameterisation):
             p.requires_grad_(True)
 
     def named_trainable(self) -> dict[str, nn.Parameter]:
+        """Every weight of the model, by its module path."""
         return dict(self.model.named_parameters())
 
     def detach(self) -> None:
+        """Freeze the weights again, so the model is left as the trainer found it."""
         freeze(self.model)
 
     def tensors(self) -> dict[str, torch.Tensor]:
+        """Every weight on the CPU, contiguous: what a checkpoint's state file stores for full fine-tuning."""
         return {k: v.detach().cpu().contiguous() for k, v in self.named_trainable().items()}
 
 

@@ -26,12 +26,9 @@ from pathlib import Path
 
 from mechsteer.errors import MechsteerError
 from mechsteer.spec.layers import LayerResolutionError, resolve_layer
-from mechsteer.spec.training import (
-    LoadedTrainSpec,
-    Lora1Setup,
-    SingleLayerSetup,
-    per_block_dir,
-)
+from mechsteer.spec.training import LoadedTrainSpec, Lora1Setup, SingleLayerSetup
+from mechsteer.train.layout import per_block_dir
+from mechsteer.train.progress import TrainProgress
 
 NORMS_FILE = "residual_norms.json"
 
@@ -164,8 +161,7 @@ def train_per_block(
     lm=None,
     lr_rule: str | None = None,
     steps: int | None = None,
-    console=None,
-    progress: bool = True,
+    progress: TrainProgress | None = None,
     run_eval: bool = True,
     rows: list[dict] | None = None,
     eval_rows: list[dict] | None = None,
@@ -175,14 +171,13 @@ def train_per_block(
     indices, or the `--per-block` text: `all`, `3,9`, `last`, resolved against the model's depth).
 
     `lr_rule` overrides the file's `per_block.lr_rule`; `steps` its `rloo.steps`. `lm`, `rows`, `eval_rows` and
-    `reward_fn` are passed to every block's Trainer (tests use tiny models). Writes `compute.json` (wall and CPU
+    `reward_fn` are passed to every block's Trainer (tests use tiny models), and so is `progress`, which also
+    gets a message per block. Loads the model once, unless `lm` is given. Writes `compute.json` (wall and CPU
     seconds, summed over resumed parts) into each block's folder."""
-    from rich.console import Console
-
     from mechsteer.train.checkpoint import latest_checkpoint
-    from mechsteer.train.trainer import Trainer
+    from mechsteer.train.trainer import Trainer, check_rollouts
 
-    console = console or Console(highlight=False)
+    progress = progress or TrainProgress()
     base = loaded.spec
     rule = lr_rule or base.per_block.lr_rule
     block_setup(base.setup, 0)  # the setup must be a single block before anything loads
@@ -198,12 +193,13 @@ def train_per_block(
     want = steps or base.rloo.steps
     todo = [k for k in layers if not finished(per_block_dir(out, k), want)]
     done = [BlockRun(k, float("nan"), per_block_dir(out, k), "skipped") for k in layers if k not in todo]
-    console.print(f"{len(layers) - len(todo)} of {len(layers)} blocks already trained; to do: {todo}")
+    progress.message(f"{len(layers) - len(todo)} of {len(layers)} blocks already trained; to do: {todo}")
     if not todo:
         return done
     if lm is None:
         from mechsteer.models.loading import load_model
 
+        check_rollouts(base)
         lm = load_model("policy", base.model, loaded.base_dir)
     n_layers = lm.shape.n_layers
     bad = [k for k in layers if not 0 <= k < n_layers]
@@ -220,7 +216,7 @@ def train_per_block(
         folder = per_block_dir(out, k)
         resume = latest_checkpoint(folder / "checkpoints") is not None
         why = f" (residual norm {norms[k]:.0f})" if norms is not None else ""
-        console.print(f"== block {k}: lr {lr:.4g} [{rule}]{why}" + (" (resuming)" if resume else ""))
+        progress.message(f"== block {k}: lr {lr:.4g} [{rule}]{why}" + (" (resuming)" if resume else ""))
         cpu0, t0 = _cpu_seconds(), time.perf_counter()
         Trainer(
             spec,
@@ -228,7 +224,6 @@ def train_per_block(
             output_dir=folder,
             base_dir=loaded.base_dir,
             steps=want,
-            console=console,
             progress=progress,
             run_eval=run_eval,
             rows=rows,

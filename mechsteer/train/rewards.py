@@ -13,6 +13,9 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Completion:
+    """One sampled completion as the reward sees it: its text, the gold answer, its token ids and whether a stop
+    token ended it."""
+
     text: str
     answer: str
     token_ids: tuple[int, ...]
@@ -33,6 +36,8 @@ class Graded:
 
 
 def grade_completion(c: Completion, template: str = "qwen_math"):
+    """Grade a completion with the evaluation's grader (`r1` grades `<answer>` tags, the rest \boxed{} or the last
+    number)."""
     from mechsteer.eval.grading import grade
 
     return grade(c.text, c.answer, template="r1" if template == "r1" else "qwen_math")

@@ -50,7 +50,10 @@ def sequence_logprobs(
         logits = torch.cat([first, rest], dim=1)
     else:
         logits = first
-    logp = -F.cross_entropy(logits.float().flatten(0, 1) / temperature, tokens.flatten(), reduction="none")
+    logits = logits.float()
+    if temperature != 1.0:  # x / 1.0 is x exactly; skipping it saves a full-vocabulary copy per token
+        logits = logits / temperature
+    logp = -F.cross_entropy(logits.flatten(0, 1), tokens.flatten(), reduction="none")
     return (logp.view(tokens.shape) * mask.to(logp.dtype)).sum(dim=1)
 
 
@@ -61,6 +64,8 @@ def rloo_loss(seq_logp: torch.Tensor, advantages: torch.Tensor, n_tokens: int) -
 
 @dataclass
 class LossResult:
+    """The RLOO loss of a batch, how many prompt groups had a non-zero advantage, and whether a backward pass ran."""
+
     loss: float
     groups_with_signal: int
     backward_ran: bool

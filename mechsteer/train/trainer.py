@@ -12,6 +12,9 @@ One step:
 
 All randomness of step s derives from (seed, s), and checkpoints hold the exact float32 parameters and the
 AdamW state, so `resume=True` continues bit-for-bit on CPU (tested).
+
+The trainer is handed a loaded model (`Trainer.from_spec` loads the one the spec names) and prints nothing:
+steps, evaluations and messages go to a `train.progress.TrainProgress`, which the CLI renders with rich.
 """
 
 from __future__ import annotations
@@ -25,7 +28,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from rich.markup import escape
 
 from mechsteer.atomic import atomic_write_text, default_mode
 from mechsteer.errors import CompileError, MechsteerError
@@ -33,7 +35,7 @@ from mechsteer.hooks import HookScope
 from mechsteer.sequences import SamplingSettings, sample_rollouts
 from mechsteer.spec.layers import LayerResolutionError, resolve_layer
 from mechsteer.spec.paths import resolve_path
-from mechsteer.spec.training import BEST_FILE, LoadedTrainSpec, TrainSpec, resolve_setup
+from mechsteer.spec.training import LoadedTrainSpec, TrainSpec, resolve_setup
 from mechsteer.train.checkpoint import (
     checkpoint_steps,
     clear_previous_run,
@@ -43,8 +45,10 @@ from mechsteer.train.checkpoint import (
     select_best,
 )
 from mechsteer.train.data import PromptPool, build_pool, encode_prompts
+from mechsteer.train.layout import BEST_FILE
 from mechsteer.train.metrics import MetricsLog, plot_metrics
 from mechsteer.train.params import BlockVectors, FullModel, Lora1, Parameterisation, PlaceVector, build_parameterisation
+from mechsteer.train.progress import TrainProgress
 from mechsteer.train.rewards import Completion, custom_reward, named_reward
 from mechsteer.train.rloo import rloo_advantages, rloo_loss_backward
 from mechsteer.train.rollout import pad_prompts, row_budgets
@@ -77,6 +81,9 @@ def spec_fingerprint(spec: TrainSpec) -> str:
 
 @dataclass
 class TrainResult:
+    """What `Trainer.run` did: where the run is, how far it got, its final file and evaluations, and the
+    metrics records (every record of the run, resumed parts included)."""
+
     output_dir: Path
     steps: int
     final_path: Path | None
@@ -86,27 +93,39 @@ class TrainResult:
     records: list[dict] = field(default_factory=list)
 
 
-class Trainer:
-    """Train the parameterisation a TrainSpec describes.
+def check_rollouts(spec: TrainSpec, rollout_engine=None) -> None:
+    """Refuse `rollouts: vllm` where vLLM cannot run (before a model is loaded), unless an engine is given."""
+    if spec.rollouts == "vllm" and rollout_engine is None:
+        from mechsteer import machine
 
-    `lm` (a `LoadedModel`), `rows` (training problems), `eval_rows` and `reward_fn` (a callable on
-    `Completion`) may be given directly; tests use them with tiny models. With `rollouts: vllm`,
-    `rollout_engine` (a train.vllm_rollouts.RolloutEngine) may be given too; it is then the caller's to close,
-    otherwise the trainer starts one at the first step and closes it at the end of `run`."""
+        problem = machine.vllm_problem()
+        if problem is not None:
+            raise MechsteerError(f"rollouts: vllm: {problem}", hint=machine.VLLM_HINT.replace("backend", "rollouts"))
+
+
+class Trainer:
+    """Train the parameterisation a TrainSpec describes on the loaded model `lm` (a `LoadedModel` of the spec's
+    model; `Trainer.from_spec` loads it). Constructing one loads no model and starts nothing: it lays the
+    trainable parameters out on `lm`, encodes the prompts and builds the optimizer; `run` trains.
+
+    `rows` (training problems), `eval_rows` and `reward_fn` (a callable on `Completion`) replace the spec's
+    data and reward; tests use them with tiny models. `progress` receives steps, evaluations and messages
+    (default: none shown). With `rollouts: vllm`, `rollout_engine` (a train.vllm_rollouts.RolloutEngine) may
+    be given; it is then the caller's to close, otherwise the trainer starts one at the first step and closes
+    it at the end of `run`."""
 
     def __init__(
         self,
         spec: TrainSpec | LoadedTrainSpec,
         *,
-        lm=None,
+        lm,
         output_dir: Path | None = None,
         base_dir: Path | None = None,
         steps: int | None = None,
         reward_fn=None,
         rows: list[dict] | None = None,
         eval_rows: list[dict] | None = None,
-        console=None,
-        progress: bool = True,
+        progress: TrainProgress | None = None,
         run_eval: bool = True,
         rollout_engine=None,
     ):
@@ -122,24 +141,10 @@ class Trainer:
         self.base_dir = Path(base_dir) if base_dir is not None else Path(".")
         self.output_dir = Path(output_dir) if output_dir is not None else Path("outputs") / "train" / spec.name
         self.steps_override = steps
-        self.show_progress = progress
-        from rich.console import Console
-
-        self.console = console or Console(highlight=False)
+        self.progress = progress or TrainProgress()
+        check_rollouts(spec, rollout_engine)
         self.rollout_engine = rollout_engine
         self._owns_rollout_engine = rollout_engine is None
-        if spec.rollouts == "vllm" and rollout_engine is None:
-            from mechsteer import machine
-
-            problem = machine.vllm_problem()
-            if problem is not None:
-                raise MechsteerError(
-                    f"rollouts: vllm: {problem}", hint=machine.VLLM_HINT.replace("backend", "rollouts")
-                )
-        if lm is None:
-            from mechsteer.models.loading import load_model
-
-            lm = load_model("policy", spec.model, self.base_dir)
         self.lm = lm
         self.device = next(lm.model.parameters()).device
         try:
@@ -172,6 +177,19 @@ class Trainer:
 
         self.stop_ids = lm_stop_token_ids(lm)
         self.metrics = MetricsLog(self.output_dir / "metrics.jsonl")
+
+    @classmethod
+    def from_spec(cls, spec: TrainSpec | LoadedTrainSpec, *, base_dir: Path | None = None, **options) -> Trainer:
+        """Load the model `spec` names (after checking that its rollouts can run here) and build the trainer
+        on it; `options` are the constructor's."""
+        from mechsteer.models.loading import load_model
+
+        inner = spec.spec if isinstance(spec, LoadedTrainSpec) else spec
+        check_rollouts(inner, options.get("rollout_engine"))
+        if isinstance(spec, LoadedTrainSpec):
+            base_dir = spec.base_dir
+        lm = load_model("policy", inner.model, Path(base_dir) if base_dir is not None else Path("."))
+        return cls(spec, lm=lm, base_dir=base_dir, **options)
 
     # ------------------------------------------------------------------ set-up helpers
     def _resolve(self, p: str) -> Path:
@@ -312,7 +330,7 @@ class Trainer:
                 self.rollout_engine = VllmRollouts.for_model(self.lm, max_model_len=budget, seed=self.spec.seed)
             except CompileError as e:
                 raise MechsteerError(f"rollouts: vllm: {e}", hint="use rollouts: hf for this model") from None
-            self.console.print(f"vLLM rollout engine started in {self.rollout_engine.start_seconds:.0f} s")
+            self.progress.message(f"vLLM rollout engine started in {self.rollout_engine.start_seconds:.0f} s")
         return self.rollout_engine
 
     def _vllm_sample(self, step: int, items, prompts, max_new) -> tuple:
@@ -416,6 +434,9 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def run(self, resume: bool = False) -> TrainResult:
+        """Train to the last step (from the latest checkpoint when `resume`; a fresh run first clears an earlier
+        run's files), checkpointing and evaluating on the spec's cadence, then write the final parameters,
+        `summary.json`, the curves and (with `eval.select`) `best.json`."""
         spec = self.spec
         ckpt_root = self.output_dir / "checkpoints"
         self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -447,14 +468,13 @@ class Trainer:
                     evals = [r for r in records if r["type"] == "eval"]
                     eval_before = next((r for r in evals if r["step"] == 0), None)
                     last_eval = evals[-1] if evals else None
-                    self.console.print(escape(f"resuming from {ck} (step {start}/{self.total_steps})"))
+                    self.progress.message(f"resuming from {ck} (step {start}/{self.total_steps})")
                 else:
                     removed = clear_previous_run(self.output_dir)
                     if removed:
-                        self.console.print(
+                        self.progress.message(
                             f"fresh run: removed {len(removed)} files and checkpoints of an earlier run in "
-                            f"{self.output_dir} (--resume continues a run instead)",
-                            markup=False,
+                            f"{self.output_dir} (--resume continues a run instead)"
                         )
                     self.metrics.reset()
                     self._write_run_info()
@@ -473,16 +493,14 @@ class Trainer:
         ev = self.evaluate()
         rec = {"type": "eval", "step": step, **ev}
         self.metrics.append(rec)
-        parts = [f"{k} {ev[k]['lenient']:.3f} (boxed {ev[k]['boxed']:.3f})" for k in ("greedy", "sampled") if k in ev]
-        self.console.print(f"[cyan]eval @ step {step}[/]: " + ", ".join(parts) + f" [{ev['seconds']:.0f} s]")
+        self.progress.eval(rec)
         return rec
 
     def _loop(self, start: int, ckpt_root: Path, fp: str, train_seconds: float, last_eval) -> list[dict]:
-        spec, out = self.spec, []
-        progress = self._progress()
+        out: list[dict] = []
         last = None
-        with progress:
-            task = progress.add_task(spec.name, total=self.total_steps, completed=start, stats="")
+        self.progress.start(self.spec.name, self.total_steps, start)
+        try:
             for s in range(start, self.total_steps):
                 rec = self.step(s)
                 train_seconds += rec["t_step"]
@@ -490,14 +508,7 @@ class Trainer:
                 self.metrics.append(rec)
                 out.append(rec)
                 last = rec
-                stats = f"reward {rec['reward_mean']:+.3f} loss {rec['loss']:+.4f} {rec['tokens_per_s']:.0f} tok/s"
-                progress.update(task, advance=1, stats=stats)
-                skipped = " [yellow](all advantages 0: backward skipped)[/]" if rec["backward_skipped"] else ""
-                progress.console.print(
-                    f"step {rec['step']}/{self.total_steps} reward {rec['reward_mean']:+.3f} acc {rec['accuracy']:.3f} "
-                    f"loss {rec['loss']:+.5f} |g| {rec['grad_norm']:.3g} lr {rec['lr']:.2e} len {rec['mean_len']:.1f} "
-                    f"signal {rec['groups_with_signal']}/{rec['groups']} {rec['t_step']:.1f} s{skipped}"
-                )
+                self.progress.step(rec, self.total_steps)
                 done = rec["step"]
                 final = done == self.total_steps
                 ev = self.eval_spec
@@ -513,6 +524,8 @@ class Trainer:
                         last,
                         last_eval if last_eval and last_eval["step"] == done else None,
                     )
+        finally:
+            self.progress.end()
         return out
 
     def _checkpoint(self, root: Path, step: int, fp: str, train_seconds: float, last, last_eval) -> Path:
@@ -525,28 +538,6 @@ class Trainer:
         }
         return save_checkpoint(
             root, step, self.trainable, self.optimizer, info, lambda folder: self.write_params(folder, meta)
-        )
-
-    def _progress(self):
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        return Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[stats]}"),
-            TimeElapsedColumn(),
-            TextColumn("eta"),
-            TimeRemainingColumn(),
-            console=self.console,
-            disable=not self.show_progress,
         )
 
     def _write_run_info(self) -> None:
@@ -572,13 +563,13 @@ class Trainer:
             return None
         best = select_best(evals, set(checkpoint_steps(self.output_dir / "checkpoints")), ev.select)
         if best is None:
-            self.console.print(
-                f"[yellow]eval.select {ev.select}: no checkpoint has an evaluation at its step; no best.json "
-                "(set eval.every to checkpoint_every)[/]"
+            self.progress.warning(
+                f"eval.select {ev.select}: no checkpoint has an evaluation at its step; no best.json "
+                "(set eval.every to checkpoint_every)"
             )
             return None
         atomic_write_text(self.output_dir / BEST_FILE, json.dumps(best, indent=1, sort_keys=True))
-        self.console.print(f"best checkpoint by {ev.select}: step {best['step']} ({best['value']:.3f})")
+        self.progress.message(f"best checkpoint by {ev.select}: step {best['step']} ({best['value']:.3f})")
         return best
 
     def _finish(self, new_records: list[dict], eval_before) -> TrainResult:

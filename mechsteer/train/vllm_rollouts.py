@@ -80,9 +80,12 @@ class RolloutEngine(Protocol):
         temperature: float,
         stop_ids: list[int],
         seed: int,
-    ) -> RolloutSamples: ...
+    ) -> RolloutSamples:
+        """Sample `group_size` completions per prompt with the synced biases (per-prompt budgets, stop ids,
+        temperature and seed as the HF sampler takes them)."""
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Shut the engine down and free its memory."""
 
 
 def rollouts_from_samples(prompts: Prompts, group_size: int, samples: RolloutSamples, pad_id: int) -> Rollouts:
@@ -137,6 +140,7 @@ class VllmRollouts:
         return cls(str(checkpoint), dtype=dtype, max_model_len=max_model_len, n_layers=lm.shape.n_layers, seed=seed)
 
     def sync(self, bias: torch.Tensor) -> float:
+        """Write `bias` into the engine's down_proj biases in place; returns the seconds it took."""
         from mechsteer.backends.vllm_engine import set_down_proj_bias
 
         if bias.shape[0] != self.n_layers:
@@ -202,6 +206,7 @@ class VllmRollouts:
         return RolloutSamples(rows, finished, {"generate": seconds}, lps if logprobs else None)
 
     def close(self) -> None:
+        """Shut the engine down."""
         from mechsteer.backends.vllm_engine import shutdown_engine
 
         shutdown_engine(self.llm)

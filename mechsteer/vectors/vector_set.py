@@ -22,6 +22,10 @@ FORMAT = "mechsteer.vectors/1"
 
 @dataclass
 class VectorSet:
+    """A stack of steering vectors, one row per decoder block: `vectors` float32 [n_layers, d_model] (absent rows
+    zero), `layers` the rows present, `meta` the string metadata of its file (how it was made, training step, lr,
+    ...). Built, saved and loaded through this module; every intervention reads its rows from one."""
+
     vectors: torch.Tensor  # float32 [n_layers, d_model]
     layers: list[int]  # rows present
     meta: dict[str, str] = field(default_factory=dict)
@@ -38,18 +42,22 @@ class VectorSet:
 
     @property
     def n_layers(self) -> int:
+        """Rows of the stack: the depth of the model it was made for."""
         return self.vectors.shape[0]
 
     @property
     def d_model(self) -> int:
+        """Width of each row: the model's hidden size."""
         return self.vectors.shape[1]
 
     def row(self, layer: int) -> torch.Tensor:
+        """Row `layer`; a row the set does not have is a VectorError listing those it has."""
         if layer not in self.layers:
             raise VectorError(f"vector set has no row for layer {layer}; rows present: {_fmt_rows(self.layers)}")
         return self.vectors[layer]
 
     def norms(self) -> dict[int, float]:
+        """L2 norm of each present row."""
         return {i: float(self.vectors[i].norm()) for i in self.layers}
 
     def sha256(self) -> str:
@@ -60,6 +68,8 @@ class VectorSet:
         return h.hexdigest()
 
     def select(self, layers: list[int]) -> VectorSet:
+        """A copy keeping only `layers` (the others zeroed and dropped from `layers`); missing rows are a
+        VectorError."""
         missing = [i for i in layers if i not in self.layers]
         if missing:
             raise VectorError(f"vector set has no rows {missing}; rows present: {_fmt_rows(self.layers)}")
@@ -77,6 +87,7 @@ class VectorSet:
         return save_vector_set(self, path, **meta)
 
     def check_fits(self, n_layers: int, d_model: int, what: str = "model") -> None:
+        """Raise a VectorError naming both shapes when the set was not made for a model of `n_layers` x `d_model`."""
         if (self.n_layers, self.d_model) != (n_layers, d_model):
             raise VectorError(
                 f"vector set shape [{self.n_layers}, {self.d_model}] (layers x d_model) does not fit the {what} "

@@ -87,7 +87,6 @@ def _trainer(out, rollouts: str, engine=None, steps=None, **rloo):
         lm=lm,
         output_dir=out,
         rows=rows(5),
-        progress=False,
         reward_fn=_reward,
         steps=steps,
         rollout_engine=engine,
@@ -203,9 +202,7 @@ def test_rollouts_vllm_refuses_setups_that_are_not_biases(tmp_path, monkeypatch)
     # the trainer refuses it too when given a spec object directly
     monkeypatch.setattr(machine, "vllm_problem", lambda: None)
     lm = tiny_lm(make_tiny_model("llama", vocab_size=VOCAB))
-    tr = Trainer(
-        train_spec(rollouts="vllm", setup={"lora1": "all"}), lm=lm, output_dir=tmp_path, rows=rows(3), progress=False
-    )
+    tr = Trainer(train_spec(rollouts="vllm", setup={"lora1": "all"}), lm=lm, output_dir=tmp_path, rows=rows(3))
     with pytest.raises(MechsteerError, match="rollouts: vllm needs a vector setup"):
         tr._vllm_engine()
 
@@ -216,6 +213,6 @@ def test_rollouts_vllm_without_vllm_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr(machine, "vllm_installed", lambda: False)
     lm = tiny_lm(make_tiny_model("llama", vocab_size=VOCAB))
     with pytest.raises(MechsteerError) as e:
-        Trainer(train_spec(rollouts="vllm"), lm=lm, output_dir=tmp_path, rows=rows(3), progress=False)
+        Trainer(train_spec(rollouts="vllm"), lm=lm, output_dir=tmp_path, rows=rows(3))
     assert str(e.value).startswith("rollouts: vllm: backend vllm cannot run here: the vllm package is not installed")
     assert "\n" not in str(e.value) and "setup_vllm.sh" in str(e.value)

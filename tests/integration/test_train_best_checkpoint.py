@@ -56,7 +56,7 @@ def test_a_run_with_eval_select_writes_best_json_and_a_study_reads_that_checkpoi
     monkeypatch.setattr(Trainer, "evaluate", fake_evaluate)
     out = tmp_path / "runs" / "tr"
     lm = tiny_lm(make_tiny_model("llama", vocab_size=VOCAB))
-    Trainer(spec, lm=lm, output_dir=out, rows=rows(5), eval_rows=rows(2), progress=False).run()
+    Trainer(spec, lm=lm, output_dir=out, rows=rows(5), eval_rows=rows(2)).run()
     assert calls == [0, 2, 4, 6]
     best = json.loads((out / "best.json").read_text())
     assert best["step"] == 4 and best["value"] == 0.75 and best["metric"] == "greedy_lenient"

@@ -15,7 +15,8 @@ from safetensors import safe_open
 from train_helpers import VOCAB, rows, tiny_lm
 
 from mechsteer.errors import MechsteerError
-from mechsteer.spec.training import load_train_spec, per_block_command
+from mechsteer.spec.training import load_train_spec
+from mechsteer.train.layout import per_block_command
 from mechsteer.train.per_block import block_lr, parse_layers, train_per_block
 from mechsteer.vectors.vector_set import load_vector_set
 
@@ -58,13 +59,30 @@ def _meta(path: Path) -> dict:
 
 def _run(loaded, layers, out, **kw):
     lm = tiny_lm(make_tiny_model("llama", vocab_size=VOCAB))
-    return train_per_block(loaded, layers, out, lm=lm, rows=rows(5), reward_fn=_reward, progress=False, **kw)
+    return train_per_block(loaded, layers, out, lm=lm, rows=rows(5), reward_fn=_reward, **kw)
 
 
-def test_one_run_per_block_with_the_files_lr_recorded_and_finished_blocks_skipped(tmp_path):
+def test_one_run_per_block_with_the_files_lr_recorded_and_finished_blocks_skipped(tmp_path, capfd):
+    from mechsteer.train.progress import TrainProgress
+
+    class Messages(TrainProgress):
+        def __init__(self):
+            self.lines = []
+
+        def message(self, text):
+            self.lines.append(text)
+
     loaded = _loaded(tmp_path, "single")
     out = loaded.output_dir()
-    runs = _run(loaded, [0, 1, 3], out)
+    said = Messages()
+    runs = _run(loaded, [0, 1, 3], out, progress=said)
+    assert capfd.readouterr() == ("", "")  # library code prints nothing: the driver's lines go to `progress`
+    assert said.lines[0] == "0 of 3 blocks already trained; to do: [0, 1, 3]"
+    assert [t for t in said.lines if t.startswith("== block")] == [
+        "== block 0: lr 0.05 [file]",
+        "== block 1: lr 0.02 [file]",
+        "== block 3: lr 0.2 [file]",
+    ]
     assert [(r.layer, r.lr, r.status) for r in runs] == [
         (0, 0.05, "trained"),
         (1, 0.02, "trained"),
@@ -89,7 +107,7 @@ def test_lr_recorded_by_a_plain_single_layer_run_is_the_table_value(tmp_path):
 
     loaded = _loaded(tmp_path, "single")  # setup: block 3 = the last block, table: -1 -> 0.2, rloo.lr 0.05
     lm = tiny_lm(make_tiny_model("llama", vocab_size=VOCAB))
-    Trainer(loaded, lm=lm, rows=rows(5), reward_fn=_reward, progress=False).run()
+    Trainer(loaded, lm=lm, rows=rows(5), reward_fn=_reward).run()
     assert float(_meta(loaded.output_dir() / "vectors.safetensors")["lr"]) == 0.2
 
 

@@ -36,7 +36,7 @@ def _spec(**over):
 
 def _trainer(out, steps=None):
     lm = tiny_lm(make_tiny_model("llama", vocab_size=VOCAB))
-    return Trainer(_spec(), lm=lm, output_dir=out, rows=rows(5), progress=False, reward_fn=_reward, steps=steps)
+    return Trainer(_spec(), lm=lm, output_dir=out, rows=rows(5), reward_fn=_reward, steps=steps)
 
 
 def _strip(records):
@@ -97,7 +97,6 @@ def test_resume_refuses_a_different_spec_or_no_checkpoint(tmp_path):
         lm=lm,
         output_dir=tmp_path / "a",
         rows=rows(5),
-        progress=False,
         reward_fn=_reward,
     )
     with pytest.raises(MechsteerError, match="different training spec"):
@@ -115,7 +114,7 @@ def test_a_fresh_run_clears_an_earlier_runs_checkpoints(tmp_path):
     (out / "best.json").write_text('{"step": 4}')  # as an eval.select run would have left it
     (out / "checkpoints" / ".step-000006.tmp").mkdir()  # a crashed writer's leftover
     lm = tiny_lm(make_tiny_model("llama", vocab_size=VOCAB, seed=1))  # another model: other vectors
-    fresh = Trainer(_spec(), lm=lm, output_dir=out, rows=rows(5), progress=False, reward_fn=_reward, steps=2).run()
+    fresh = Trainer(_spec(), lm=lm, output_dir=out, rows=rows(5), reward_fn=_reward, steps=2).run()
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-000002"]
     assert not (out / "best.json").exists()
     mine = load_vector_set(out / "checkpoints" / "step-000002" / "vectors.safetensors")
@@ -134,7 +133,7 @@ def test_trained_vectors_through_add_reproduce_the_trainer_forward(tmp_path, dty
         setup={"layers": [0, 2, 3]},
         rloo={"group_size": 4, "prompts_per_step": 2, "steps": 2, "lr": 0.1, "max_new_tokens": 3},
     )
-    tr = Trainer(spec, lm=lm, output_dir=tmp_path, rows=rows(4), progress=False, reward_fn=_reward)
+    tr = Trainer(spec, lm=lm, output_dir=tmp_path, rows=rows(4), reward_fn=_reward)
     res = tr.run()
     vs = load_vector_set(res.final_path)
     assert vs.layers == [0, 2, 3] and vs.vectors[[0, 2, 3]].norm(dim=1).min() > 0
@@ -163,7 +162,7 @@ def test_lora1_and_at_place_exports_reproduce_the_trainer_forward(tmp_path, setu
         setup={"lora1": [1, 3]} if setup == "lora1" else {"at_place": {"layer": 2, "place": "self_attn"}},
         rloo={"group_size": 4, "prompts_per_step": 2, "steps": 2, "lr": 0.1, "max_new_tokens": 3},
     )
-    tr = Trainer(spec, lm=lm, output_dir=tmp_path, rows=rows(4), progress=False, reward_fn=_reward)
+    tr = Trainer(spec, lm=lm, output_dir=tmp_path, rows=rows(4), reward_fn=_reward)
     res = tr.run()
     ids = torch.tensor([[5, 6, 7, 8, 9, 10], [11, 12, 13, 14, 15, 16]])
     with HookScope("trainer") as scope, torch.no_grad():

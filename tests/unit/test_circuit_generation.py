@@ -1,6 +1,7 @@
-"""Every circuit kind under `generate`: cached and uncached greedy decoding give the same per-step scores
-(float32, within rounding: tests/tolerance.py) on a left-padded batch, a second generate call in the same condition repeats the first
-(side KV caches reset per call), and the padded row matches the same prompt generated alone."""
+"""Every circuit kind under `generate` (tiny Llama, Qwen2 and Gemma3): cached and uncached greedy decoding give
+the same per-step scores (float32, within rounding: tests/tolerance.py) on a left-padded batch, a second
+generate call in the same condition repeats the first (side KV caches reset per call), and the padded row
+matches the same prompt generated alone."""
 
 from __future__ import annotations
 
@@ -87,7 +88,7 @@ def _generate_twice(model, specs, vectors, ids, mask):
     return [torch.stack(o.scores, dim=1) for o in outs]
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "gemma3"])
 def test_cached_equals_uncached_for_every_kind(arch, lora_path):
     model = make_tiny_model(arch)
     gen = torch.Generator().manual_seed(6)
@@ -134,7 +135,7 @@ def test_reused_cache_is_reported():
                 model(input_ids=ids[:, 3:], cache=cache, use_cache=True)
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "gemma3"])
 def test_the_sequence_sampler_equals_generate_for_every_kind(arch, lora_path):
     """`mechsteer.sequences.sample_rollouts` (every copy prefilled, the condition's context told `begin()`)
     gives the raw step logits and tokens of `transformers`' cached greedy `generate` under every kind."""

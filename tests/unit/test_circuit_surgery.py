@@ -1,11 +1,13 @@
 """Block surgery (skip_attn, skip_layer, qkv, head, patch paths) against the by-hand two-copy block of
-`circuit_reference`, on tiny Llama and Qwen2 models with GQA (4 query heads, 2 KV heads, head_dim 8)."""
+`circuit_reference`, on tiny Llama, Qwen2 and Gemma3 models with GQA (4 query heads, 2 KV heads, head_dim 8).
+On Gemma3 the block is sandwich-normed: the by-hand block normalises the attention output before each use
+(post_attention_layernorm), so every patch path is checked there too."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from circuit_reference import Reference, steered_logits, surgery_block
+from circuit_reference import reference_for, steered_logits, surgery_block
 from conftest import make_tiny_model, register_model
 from pydantic import TypeAdapter
 from tolerance import assert_close, logits_tolerance
@@ -21,7 +23,7 @@ def iv(**kw):
     return _IV.validate_python(kw)
 
 
-@pytest.fixture(scope="module", params=["llama", "qwen2"])
+@pytest.fixture(scope="module", params=["llama", "qwen2", "gemma3"])
 def _built(request):
     model = make_tiny_model(request.param)
     ids = torch.randint(3, 97, (2, 7), generator=torch.Generator().manual_seed(1))
@@ -52,7 +54,7 @@ def _check(setup, spec, reference, block: int = 3, name: str = ""):
     assert not _close(model, got, base), f"{name}: the intervention did not change the logits"
     assert not _close(model, got, steered), f"{name}: the splice made no difference to plain steering"
     with torch.no_grad():
-        ref = Reference(model, ids)
+        ref = reference_for(model, ids)
         s = vectors["pen"].row(block - 1)
         want = ref.run({block: lambda r, i, h: reference(r, i, h, s)})
     assert_close(got, want, logits_tolerance(model, got, want), name)
@@ -105,7 +107,7 @@ def test_skip_attn_by_hand(setup):
     """The issue's wording: attention on the vanilla input, the MLP on the steered residual."""
 
     def by_hand(r, i, h, s):
-        a = r.o(i, r.attend(*r.qkv(i, h)))
+        a = r.o(i, r.attend(*r.qkv(i, h), i))
         res = h + s + a
         return res + r.mlp(i, res)
 

@@ -6,10 +6,12 @@ third-party module the package imports declared."""
 from __future__ import annotations
 
 import ast
+import os
 import re
 import subprocess
 import sys
 import tomllib
+from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import packages_distributions
 from pathlib import Path
 
@@ -90,16 +92,30 @@ def test_every_declared_dependency_is_imported_or_a_documented_indirect_requirem
         assert not provides[name] & imported, f"{name} is imported directly: drop its '# indirect:' mark"
 
 
+@pytest.fixture(scope="module")
+def probe_runs() -> dict[str, tuple[tuple[int, str], tuple[int, str]]]:
+    """name -> ((exit code, stderr) of its probe with the package hidden, the same with it), one interpreter per
+    run, as many at once as there are CPUs (each is mostly the import of a large library)."""
+
+    def run(code: str) -> tuple[int, str]:
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+        return r.returncode, r.stderr
+
+    jobs = {}
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        for name, (module, snippet) in INDIRECT_PROBES.items():
+            hidden = f"import sys; sys.modules[{module!r}] = None\n{snippet}"
+            jobs[name] = (pool.submit(run, hidden), pool.submit(run, snippet))
+    return {name: (without.result(), with_it.result()) for name, (without, with_it) in jobs.items()}
+
+
 @pytest.mark.parametrize("name", sorted(INDIRECT_PROBES))
-def test_each_indirect_requirement_is_really_needed(name):
+def test_each_indirect_requirement_is_really_needed(name, probe_runs):
     assert name in _indirect(), f"{name} has a probe but no '# indirect:' line in pyproject.toml"
-    module, snippet = INDIRECT_PROBES[name]
-    hidden = f"import sys; sys.modules[{module!r}] = None\n{snippet}"
-    without = subprocess.run([sys.executable, "-c", hidden], capture_output=True, text=True, cwd=ROOT)
-    assert without.returncode != 0, f"works without {name}: it is not needed for this"
-    assert "ImportError" in without.stderr or "ModuleNotFoundError" in without.stderr, without.stderr[-2000:]
-    with_it = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True, cwd=ROOT)
-    assert with_it.returncode == 0, with_it.stderr[-2000:]
+    (without_rc, without_err), (with_rc, with_err) = probe_runs[name]
+    assert without_rc != 0, f"works without {name}: it is not needed for this"
+    assert "ImportError" in without_err or "ModuleNotFoundError" in without_err, without_err[-2000:]
+    assert with_rc == 0, with_err[-2000:]
 
 
 def test_every_indirect_requirement_has_a_probe():

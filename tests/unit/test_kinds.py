@@ -20,7 +20,7 @@ from safetensors.torch import save_file
 from tiny_tokenizer import VOCAB_SIZE, make_tiny_tokenizer
 from tolerance import tolerance
 
-from mechsteer.errors import NotReplayable
+from mechsteer.errors import NotReplayable, VectorError
 from mechsteer.spec.base import StrictModel
 from mechsteer.spec.kinds import (
     INTERVENTION_KINDS,
@@ -65,6 +65,7 @@ VECTORS = {
     "gguf_control": None,  # tests/integration/test_train_vector_sources.py (GGUF round trip)
     "lm_eval_steered": None,  # tests/integration/test_train_vector_sources.py (.pt round trip)
     "mean_diff": None,  # tests/integration/test_train_vector_sources.py (hand computation on a tiny model)
+    "per_model": lambda p: {"models": {"tiny": "base", "other": "missing_elsewhere"}},
     "random": lambda p: {"seed": 0, "norm": 2.0},
     "scaled": lambda p: {"of": "base", "factor": -2.0},
     "trained": None,  # tests/unit/test_trained_vectors.py (reads a training run's output)
@@ -115,7 +116,7 @@ def test_every_kind_answers_what_the_engine_asks(registry):
             InterventionBase,
             intervention_kind,
             INTERVENTION_KINDS,
-            "first_block, layer_refs, vector_refs, vllm_unsupported",
+            "first_block, layer_refs, site, vector_refs, vllm_unsupported",
         ),
         (VectorSourceBase, vector_kind, VECTOR_KINDS, "content_key, depends_on"),
         (MeasurementBase, readout_kind, READOUT_KINDS, "seeds_to_run"),
@@ -233,8 +234,12 @@ def test_vector_kind_builds_a_fitting_set(kind, tmp_path):
         "base": adapter.validate_python({"kind": "file", "path": str(tmp_path / "v.safetensors")}),
         "x": adapter.validate_python({"kind": kind, **VECTORS[kind](tmp_path)}),
     }
-    vs = BuildContext(n_layers=N, d_model=D, specs=specs).get("x")
+    vs = BuildContext(n_layers=N, d_model=D, specs=specs, model_name="tiny").get("x")
     assert (vs.n_layers, vs.d_model) == (N, D) and vs.layers
+    if kind == "per_model":  # the set named for this context's model, built in the same context
+        assert torch.equal(vs.vectors, base.vectors) and vs.layers == [1, 3]
+        with pytest.raises(VectorError, match="no entry for model 'third'"):
+            BuildContext(n_layers=N, d_model=D, specs=specs, model_name="third").get("x")
     if kind == "scaled":
         torch.testing.assert_close(vs.vectors, base.vectors * -2.0)
     if kind == "zeros":

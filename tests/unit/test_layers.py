@@ -33,7 +33,9 @@ LAYERS: list[tuple[int, tuple[str, ...]]] = [
             "mechsteer.cell_tables",
         ),
     ),
-    (2, ("mechsteer.spec",)),
+    # `train.layout` (where a training run writes what) is torch-free and imports only `spec`: the compiler
+    # locates `trained` runs with it while binding kinds, so it sits with the spec layer.
+    (2, ("mechsteer.spec", "mechsteer.train.layout")),
     (3, ("mechsteer.models", "mechsteer.backends")),
     (
         4,
@@ -193,6 +195,32 @@ def test_no_module_imports_a_higher_layer():
     assert not bad, "upward imports:\n" + "\n".join(bad)
 
 
+HEAVY = ("torch", "transformers", "vllm", "lm_eval")
+"""Libraries the study language must not import: `mechsteer validate` and `plan` run without them (reading a
+safetensors header with `safetensors.safe_open` needs no torch, so it is not one)."""
+
+
+def heavy_imports(path: Path) -> list[tuple[str, int]]:
+    """(heavy library, line) of every import of one in a file, at any level."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module]
+        out += [(n, node.lineno) for n in names if n.split(".")[0] in HEAVY]
+    return out
+
+
+def test_the_study_language_imports_no_heavy_library():
+    bad = [
+        f"{path.relative_to(PACKAGE.parent)}:{line}: {name} imports {lib}"
+        for name, path in sorted(modules().items())
+        if layer_of(name) == 2
+        for lib, line in heavy_imports(path)
+    ]
+    assert not bad, "the spec layer (layer 2) must stay torch-free:\n" + "\n".join(bad)
+
+
 def test_imports_have_no_cycle():
     cycle = find_cycle(import_graph(modules()))
     assert cycle is None, "import cycle (function-level and TYPE_CHECKING imports count): " + " -> ".join(cycle)
@@ -252,6 +280,14 @@ def test_a_cycle_through_function_level_and_type_checking_imports_is_caught(tmp_
     del graph["mechsteer.engine.claims"]
     assert find_cycle(graph) == ["mechsteer.spec.checks", "mechsteer.spec.loader", "mechsteer.spec.checks"]
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
+
+
+def test_a_heavy_import_in_the_spec_layer_is_caught(tmp_path):
+    known = _tree(
+        tmp_path, {"mechsteer.train.layout": "def f():\n    from torch import nn\n", "x": "import torchvision\n"}
+    )
+    assert heavy_imports(known["mechsteer.train.layout"]) == [("torch", 2)]
+    assert heavy_imports(known["x"]) == []
 
 
 def test_a_registration_target_above_its_caller_is_caught(tmp_path):

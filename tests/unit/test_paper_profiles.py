@@ -10,6 +10,7 @@ import textwrap
 
 import pytest
 import yaml
+from bundled_studies import bundled_plan, bundled_study
 from conftest import REPO
 
 from mechsteer.engine.plan import compile_study
@@ -42,7 +43,7 @@ DEFAULT_PART_ELSEWHERE = {"penultimate"}
 
 
 def _study(name, profile=None):
-    return load_study(REPO / "studies" / f"{name}.yaml", profile)
+    return bundled_study(name, profile)
 
 
 def _profiles(name):
@@ -140,7 +141,7 @@ def test_u_l_and_persistence_refuse_rows_of_a_jointly_trained_set(tmp_path, vect
 def test_paper_profiles_read_selected_checkpoints_and_the_selection_study_covers_those_runs():
     for model, train in ((None, "train_paper.yaml"), ("_llama", "train_paper_llama.yaml")):
         ls = _study("checkpoints", "paper" + (model or ""))
-        plan = compile_study(ls, output_root="/nonexistent")
+        plan = bundled_plan("checkpoints", "paper" + (model or ""))
         names = {c.condition for c in plan.cells}
         n_layers = 28 if model is None else 32
         for step in (106, 159, 212, 265, 314):
@@ -161,8 +162,7 @@ def test_paper_profiles_read_selected_checkpoints_and_the_selection_study_covers
     "profile, train, n", [("paper", "train_paper.yaml", 28), ("paper_llama", "train_paper_llama.yaml", 32)]
 )
 def test_appendix_s_uses_one_single_block_adapter_per_block(profile, train, n):
-    ls = _study("tokenwise", profile)
-    plan = compile_study(ls, output_root="/nonexistent")
+    plan = bundled_plan("tokenwise", profile)
     alpha = {c.condition for c in plan.cells if c.measurement.id == "readout:alpha"}
     assert alpha == {f"lora1_block_{k}" for k in range(n)}
     for k in (0, n - 1):
@@ -184,7 +184,7 @@ def test_appendix_s_uses_one_single_block_adapter_per_block(profile, train, n):
 @pytest.mark.parametrize("profile, heads, kv, pen", [("paper", 28, 4, 26), ("paper_llama", 32, 8, 30)])
 def test_penultimate_profile_has_every_panel_of_figure_5_and_figure_6(profile, heads, kv, pen):
     ls = _study("penultimate", profile)
-    plan = compile_study(ls, output_root="/nonexistent")
+    plan = bundled_plan("penultimate", profile)
     conds: dict = {}
     for c in plan.cells:
         conds.setdefault(c.condition, c.interventions)
@@ -248,7 +248,7 @@ def test_llama_has_a_profile_wherever_the_paper_has_a_llama_result(name):
     ls = _study(name, "paper_llama")
     ids = {m.id for m in ls.spec.models.values()}
     assert LLAMA in ids and not any(i.startswith("Qwen/") for i in ids)
-    plan = compile_study(ls, output_root="/nonexistent")
+    plan = bundled_plan(name, "paper_llama")
     used = {n for c in plan.cells for iv in c.interventions for n in iv.vector_refs()}
     trained = [ls.spec.vectors[n] for n in used if ls.spec.vectors[n].kind == "trained"]
     assert trained and all(v.train == "train_paper_llama.yaml" for v in trained), name
@@ -286,14 +286,14 @@ def test_table_1_has_every_family_and_appendix_c_every_place():
     assert families["paper_qwen15"] == {"Qwen/Qwen2.5-1.5B", "Qwen/Qwen2.5-Math-1.5B", "Qwen/Qwen2.5-1.5B-Instruct"}
     assert families["paper_llama"] == {LLAMA, "meta-llama/Llama-3.1-8B"}
     places = set()
-    for c in compile_study(_study("add_place", "paper"), output_root="/nonexistent").cells:
+    for c in bundled_plan("add_place", "paper").cells:
         if c.interventions and not c.condition.startswith("random"):
             (iv,) = c.interventions  # p_<place>, p25_<place>: each trained at its own place
             places.add((iv.layer, iv.place or iv.vector.split("_", 1)[1]))
     for want in [(23, "mlp"), (24, "self_attn"), (25, "input_layernorm"), (25, "mlp"), (27, "self_attn")]:
         assert want in places, want
     assert (27, "post_attention_layernorm") in places
-    llama = compile_study(_study("add_place", "paper_llama"), output_root="/nonexistent")
+    llama = bundled_plan("add_place", "paper_llama")
     assert {c.interventions[0].layer for c in llama.cells if c.interventions} == {31}
     greedy = _study("prefix_token", "paper_greedy").spec.evaluation
     assert greedy.protocol == "greedy" and greedy.tasks == SIX
@@ -305,11 +305,11 @@ def test_table_1_has_every_family_and_appendix_c_every_place():
 
 @pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.stem)
 def test_every_paper_profile_compiles_names_its_hub_models_and_lists_deviations(path):
-    ls = load_study(path)
+    ls = bundled_study(path)
     profiles = [p for p in ls.spec.profiles if p.startswith("paper")]
     for profile in profiles:
-        merged = load_study(path, profile)
-        plan = compile_study(merged, output_root="/nonexistent")
+        merged = bundled_study(path, profile)
+        plan = bundled_plan(path, profile)
         assert plan.cells
         for m in merged.spec.models.values():
             assert "/" in m.id, (profile, m.id)  # a hub id a rehearsal can swap for a twin
@@ -352,14 +352,14 @@ def test_docs_paper_names_existing_studies_profiles_training_runs_and_numbers():
     numbers = yaml.safe_load((REPO / "docs" / "paper_numbers.yaml").read_text())
     for f, profile in re.findall(r"studies/(\w+)\.yaml -p (\w+)", text):
         path = REPO / "studies" / f"{f}.yaml"
-        spec = (load_train_spec if is_training_file(path) else load_study)(path).spec
+        spec = (load_train_spec if is_training_file(path) else bundled_study)(path).spec
         assert profile in spec.profiles, (f, profile)
     known = {
         p
         for t in ("train_paper.yaml", "train_paper_llama.yaml")
         for p in load_train_spec(REPO / "studies" / t).spec.profiles
     }
-    known |= {p for path in STUDIES for p in load_study(path).spec.profiles}
+    known |= {p for path in STUDIES for p in bundled_study(path).spec.profiles}
     for profile in re.findall(r"-p (\w+)(?![\w<])", text):
         assert profile in known, profile
     figures = text.split("## 2.")[1].split("## 3.")[0]

@@ -84,12 +84,18 @@ def _load(out, key):
     return t.set_index(["recipient", "column"])
 
 
-def test_table_1_and_its_row_normalisation_match_the_hand_computed_ones(tmp_path):
-    run = _run(tmp_path / "run")
+@pytest.fixture(scope="module")
+def default_report(tmp_path_factory):
+    """(run folder, report folder) of the LENIENT run, reported once for the tests that only read the report."""
+    run = _run(tmp_path_factory.mktemp("transfer") / "run")
+    return run, write_report(Results.load(run)).parent
+
+
+def test_table_1_and_its_row_normalisation_match_the_hand_computed_ones(default_report):
+    run, out = default_report
     assert transfer_sweeps(Results.load(run)) == [
         ("from_{donor}", {"qwen": "from_qwen", "math": "from_math", "instruct": "from_instruct"}, False)
     ]
-    out = write_report(Results.load(run)).parent
     t = _load(out, "lenient")
     assert list(dict.fromkeys(t.index.get_level_values(0))) == ["qwen", "math", "instruct"]
     for recipient, row in RAW.items():
@@ -177,8 +183,8 @@ def test_no_transfer_section_without_a_donor_sweep(tmp_path):
     assert "Transfer of vectors" not in (out / "report.md").read_text()
 
 
-def test_whole_report_has_the_transfer_section_in_markdown_and_html(tmp_path):
-    out = write_report(Results.load(_run(tmp_path / "run"))).parent
+def test_whole_report_has_the_transfer_section_in_markdown_and_html(default_report):
+    _, out = default_report
     for name in ("transfer_from_donor_lenient.csv", "transfer_from_donor_boxed.csv", "transfer.md"):
         assert (out / name).is_file(), name
     md = (out / "report.md").read_text()

@@ -276,7 +276,7 @@ def test_fuzzed_plan_json_raises_only_located_errors(tmp_path):
 
 # ------------------------------------------------------------------------------------------------ best.json
 def test_fuzzed_best_json_raises_only_vector_errors(tmp_path):
-    from mechsteer.spec.training import best_checkpoint_dir
+    from mechsteer.train.layout import best_checkpoint_dir
 
     rng = random.Random(SEED)
     base = {"step": 8, "metric": "greedy_lenient", "value": 0.5, "candidates": {"4": 0.25, "8": 0.5}}

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from bundled_studies import bundled_study
 
 from mechsteer.spec.layers import DepthRef, LayerResolutionError, resolve_layers
 from mechsteer.spec.loader import deep_merge, load_study
@@ -19,9 +20,9 @@ STUDIES = sorted(p for p in (REPO / "studies").glob("*.yaml") if not p.name.star
 
 @pytest.mark.parametrize("path", STUDIES, ids=[p.name for p in STUDIES])
 def test_bundled_studies_validate_and_round_trip(path):
-    ls = load_study(path)
+    ls = bundled_study(path)
     for p in ls.spec.profiles:
-        load_study(path, p)
+        bundled_study(path, p)
     dumped = ls.spec.model_dump(mode="json")
     again = StudySpec.model_validate(json.loads(json.dumps(dumped)))
     assert again == ls.spec

@@ -4,6 +4,8 @@ the model, limits are sane. Each refusal is one located line, exit 1, no traceba
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from typer.testing import CliRunner
 
@@ -44,8 +46,8 @@ def _invoke(args):
     return r
 
 
-def _validate_in_a_box(path) -> str:
-    """`mechsteer validate PATH` in a subprocess held to 2 GiB of address space and 120 s, so a study that
+def _validate_in_a_box(*paths) -> str:
+    """`mechsteer validate PATH...` in a subprocess held to 2 GiB of address space and 120 s, so a study that
     expands without bound fails this test instead of exhausting the machine; returns its output."""
     import os
     import resource
@@ -58,7 +60,7 @@ def _validate_in_a_box(path) -> str:
     env = {**os.environ, "COLUMNS": "400"}
     try:
         r = subprocess.run(
-            [sys.executable, "-m", "mechsteer.cli.app", "validate", str(path)],
+            [sys.executable, "-m", "mechsteer.cli.app", "validate", *map(str, paths)],
             capture_output=True,
             text=True,
             timeout=120,
@@ -137,29 +139,49 @@ def test_where_over_mixed_types_is_a_located_error(tmp_path):
     assert f"{p}:10:3: conditions.p_{{i}}_{{j}}" in r.output and "different types" in r.output, r.output
 
 
-@pytest.mark.parametrize(
-    "text, fragment, where",
-    [
-        (
-            "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
-            + "".join(f"{c}: &{c} [{', '.join(['*' + p] * 10)}]\n" for p, c in zip("abcdefgh", "bcdefghi"))
-            + "name: *i\n",
-            "more than 100,000 values",
-            ":",
-        ),
-        ("name: &a [*a]\n", "recursive alias", ":1:7"),
-        ("name: &a {k: *a}\n", "recursive alias", ":1:7"),
-        ("name: " + "[" * 2000 + "]" * 2000 + "\n", "nested more than", ""),
-        ("name: " + "[" * 80 + "]" * 80 + "\n", "nested more than 64", ":1:"),
-        ("? [a, b]\n: 1\n", "a key must be a plain value", ":1:3"),
-        ("name: !!python/object:os.system x\n", "cannot read this value", ":1:7"),
-    ],
-    ids=["alias-bomb", "recursive-list", "recursive-map", "deep-composer", "deep", "list-key", "python-tag"],
+UNREADABLE = dict(
+    zip(
+        ["alias-bomb", "recursive-list", "recursive-map", "deep-composer", "deep", "list-key", "python-tag"],
+        [
+            (
+                "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+                + "".join(f"{c}: &{c} [{', '.join(['*' + p] * 10)}]\n" for p, c in zip("abcdefgh", "bcdefghi"))
+                + "name: *i\n",
+                "more than 100,000 values",
+                ":",
+            ),
+            ("name: &a [*a]\n", "recursive alias", ":1:7"),
+            ("name: &a {k: *a}\n", "recursive alias", ":1:7"),
+            ("name: " + "[" * 2000 + "]" * 2000 + "\n", "nested more than", ""),
+            ("name: " + "[" * 80 + "]" * 80 + "\n", "nested more than 64", ":1:"),
+            ("? [a, b]\n: 1\n", "a key must be a plain value", ":1:3"),
+            ("name: !!python/object:os.system x\n", "cannot read this value", ":1:7"),
+        ],
+        strict=True,
+    )
 )
-def test_yaml_that_cannot_be_read_in_bounds_is_a_located_error(tmp_path, text, fragment, where):
-    p = _write(tmp_path, text)
-    out = _validate_in_a_box(p)
-    assert fragment in out and f"{p}{where}" in out, out
+"""YAML that cannot be read within bounds: (text, what the error says, where it points after the file name)."""
+
+
+@pytest.fixture(scope="module")
+def unreadable_output(tmp_path_factory) -> tuple[dict[str, Path], str]:
+    """Every UNREADABLE file (one folder each) and the output of one boxed `mechsteer validate` over all of
+    them: the process's start-up is paid once, not once per case."""
+    root = tmp_path_factory.mktemp("unreadable")
+    paths = {}
+    for name, (text, _, _) in UNREADABLE.items():
+        (root / name).mkdir()
+        paths[name] = _write(root / name, text)
+    return paths, _validate_in_a_box(*paths.values())
+
+
+@pytest.mark.parametrize("case", list(UNREADABLE))
+def test_yaml_that_cannot_be_read_in_bounds_is_a_located_error(unreadable_output, case):
+    paths, out = unreadable_output
+    _, fragment, where = UNREADABLE[case]
+    p = paths[case]
+    mine = [line for line in out.splitlines() if f"{p}{where}" in line]  # this file's own error line
+    assert any(fragment in line for line in mine), out
 
 
 def test_a_spec_file_larger_than_the_limit_is_refused(tmp_path):
@@ -240,6 +262,8 @@ def test_an_expanded_sweep_name_must_fit_too(tmp_path):
 def test_bundled_studies_stay_within_the_default_limit():
     from pathlib import Path
 
+    from bundled_studies import bundled_study
+
     from mechsteer.spec.bounds import DEFAULT_MAX_CELLS, cell_bound
     from mechsteer.spec.models import known_shape
     from mechsteer.spec.training import is_training_file
@@ -249,8 +273,8 @@ def test_bundled_studies_stay_within_the_default_limit():
     for f in sorted(studies.glob("*.yaml")):
         if is_training_file(f):
             continue
-        for profile in [None, *load_study(f).spec.profiles]:
-            ls = load_study(f, profile)
+        for profile in [None, *bundled_study(f).spec.profiles]:
+            ls = bundled_study(f, profile)
             shapes = {m: known_shape(ms.id, ls.base_dir) for m, ms in ls.spec.models.items()}
             largest = max(largest, cell_bound(ls.spec, shapes)[0])
     assert 1000 < largest <= DEFAULT_MAX_CELLS  # the paper-scale profiles are counted, and fit

@@ -127,7 +127,9 @@ def test_fuzzed_studies_fail_only_with_located_errors(tmp_path, study):
     for i in range(CASES):
         mutant = edit_text(text, rng) if i % 4 == 3 else yaml.safe_dump(mutate(doc, rng), sort_keys=False)
         path = tmp_path / f"{i}.yaml"
-        path.write_text(re.sub(r"\b(train_paper(?:_llama)?\.yaml)", lambda m: str(STUDIES / m.group(1)), mutant))
+        path.write_text(
+            re.sub(r"\b(train_paper(?:_llama)?\.yaml|train_mini\.yaml)", lambda m: str(STUDIES / m.group(1)), mutant)
+        )
         try:
             _check(path, tmp_path)
             valid += 1

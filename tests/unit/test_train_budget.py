@@ -51,7 +51,7 @@ def test_trainer_gives_each_prompt_its_own_budget(tmp_path, monkeypatch):
         rloo={"max_new_tokens": None, "prompts_per_step": 2, "steps": 1, "group_size": 2},
         checkpoint_every=100,
     )
-    tr = Trainer(spec, lm=lm, output_dir=tmp_path, rows=data, progress=False, reward_fn=lambda c: 0.0)
+    tr = Trainer(spec, lm=lm, output_dir=tmp_path, rows=data, reward_fn=lambda c: 0.0)
     tr.step(0)
     lengths, budgets = seen[0]
     assert sorted(lengths) != [lengths[0]] * 2  # two different prompt lengths in one batch

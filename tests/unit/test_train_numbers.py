@@ -96,7 +96,6 @@ def test_per_layer_learning_rates_move_each_block_by_its_own_lr(tmp_path):
         lm=lm,
         output_dir=tmp_path,
         rows=rows(6),
-        progress=False,
         reward_fn=lambda c: 1.0 if c.token_ids and c.token_ids[0] % 2 == 0 else -1.0,
     )
     before = {k: v.detach().clone() for k, v in tr.trainable.items()}

@@ -171,7 +171,7 @@ def test_learnable_reward_goes_up(tmp_path):
         rloo={"group_size": 8, "prompts_per_step": 4, "steps": 8, "lr": 0.1, "max_new_tokens": 1}, checkpoint_every=100
     )
     data = rows(8)
-    tr = Trainer(spec, lm=lm, output_dir=tmp_path, rows=data, progress=False, reward_fn=lambda c: 0.0)
+    tr = Trainer(spec, lm=lm, output_dir=tmp_path, rows=data, reward_fn=lambda c: 0.0)
     prompts = [list(it.prompt_ids) for it in tr.pool.items]
     with torch.no_grad():
         p = pad_prompts(prompts, 0)
@@ -209,7 +209,6 @@ def test_every_setup_trains_and_exports(tmp_path, setup):
         lm=lm,
         output_dir=tmp_path,
         rows=rows(4),
-        progress=False,
         reward_fn=lambda c: 1.0 if c.token_ids and c.token_ids[0] % 2 else -1.0,
     ).run()
     changed = [n for n, p in lm.model.named_parameters() if not torch.equal(p, before[n])]

@@ -151,7 +151,6 @@ def _trainer(shared, out, engine, steps):
         spec,
         lm=shared.lm,
         output_dir=out,
-        progress=False,
         run_eval=False,
         rollout_engine=engine,
         steps=steps,

@@ -17,6 +17,7 @@ GQA there are fewer KV heads than query heads; `validate` catches a KV index cou
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -24,6 +25,7 @@ from pydantic import Field, field_validator, model_validator
 from mechsteer.spec.kinds import intervention_kind
 from mechsteer.spec.kinds.interventions import InterventionBase
 from mechsteer.spec.layers import LayerSelection, resolve_layers
+from mechsteer.spec.layouts import BlockLayout
 from mechsteer.spec.models import ModelShape
 
 HeadIndex = Annotated[int, Field(ge=0)]
@@ -82,9 +84,11 @@ class SurgeryBase(InterventionBase):
         return v
 
     def vector_refs(self) -> list[str]:
+        """The vector set whose row (block - 1) supplies s, the steered stream the splice feeds in."""
         return [self.vector]
 
     def layer_refs(self):
+        """The spliced block."""
         return [("layer", self.layer)]
 
     def first_block(self, n_layers, vectors=None):
@@ -92,9 +96,11 @@ class SurgeryBase(InterventionBase):
         return self.block(n_layers)
 
     def vllm_unsupported(self):
+        """Always a reason: a surgery rewires a block, which no down_proj bias can express."""
         return f"circuit surgery ({self.kind}) changes a block's computation, not a bias"
 
     def shape_problems(self, shape: ModelShape) -> list[tuple[tuple, str]]:
+        """The layer range check, and block 0, which has no block before it to take s from."""
         out = super().shape_problems(shape)
         if out:
             return out
@@ -115,6 +121,20 @@ class SurgeryBase(InterventionBase):
         """The spliced block's index for a model with `n_layers` blocks."""
         (b,) = resolve_layers(self.layer, n_layers)
         return b
+
+    def site(self, layout):
+        """Inside the spliced block B, with s = row B-1 of the vector set (the kind's own `spliced`)."""
+        return f"inside block B, s = row B-1 of the vector set at B's input: {self.spliced(layout)}"
+
+    @abstractmethod
+    def spliced(self, layout: BlockLayout | None) -> str:
+        """What this kind takes from the unsteered stream h instead of h + s (the second half of `site`)."""
+
+
+def _attention_after(layout: BlockLayout | None, patch_path: str) -> str:
+    """Where the spliced attention output goes, by patch path and layout."""
+    where = {"all": "", "residual": " (to the residual only)", "mlp": " (to the MLP input only)"}[patch_path]
+    return f"; the attention output is {layout.attn_to_residual}{where}" if layout is not None else where
 
 
 class AttentionSurgeryBase(SurgeryBase):
@@ -137,6 +157,13 @@ class SkipAttnSpec(AttentionSurgeryBase):
 
     kind: Literal["skip_attn"] = "skip_attn"
 
+    def spliced(self, layout):
+        """The whole attention reads h."""
+        return (
+            "the attention reads h (Q, K, V from input_layernorm(h)), the residual stream and the MLP carry h + s"
+            + (_attention_after(layout, self.patch_path))
+        )
+
 
 @intervention_kind("skip_layer", impl="mechsteer.interventions.surgery:attach_skip_layer")
 class SkipLayerSpec(SurgeryBase):
@@ -144,6 +171,10 @@ class SkipLayerSpec(SurgeryBase):
     the block (only the direct path to the final norm and unembedding remains; paper `all_layer`)."""
 
     kind: Literal["skip_layer"] = "skip_layer"
+
+    def spliced(self, layout):
+        """The whole block reads h; s is added to its output."""
+        return "attention and MLP both read h; s is added to block B's output (the residual stream after B)"
 
 
 @intervention_kind("qkv", impl="mechsteer.interventions.surgery:attach_qkv")
@@ -187,9 +218,22 @@ class QKVSpec(AttentionSurgeryBase):
         return self
 
     def vllm_unsupported(self):
+        """Always a reason: it edits queries, keys or values per head."""
         return "circuit surgery (qkv) edits attention internals per head"
 
+    def spliced(self, layout):
+        """The named projections' heads read h (remove_from) or only they read h + s (steer_only)."""
+        counted = "query heads" if "q" in self.proj else "KV heads"
+        heads = f"all {counted}" if self.heads == "all" else f"{counted} {self.heads}"
+        projs = "/".join(f"{p}_proj" for p in self.proj)
+        if self.mode == "remove_from":
+            what = f"{projs} of {heads} read input_layernorm(h), everything else reads h + s"
+        else:
+            what = f"only {projs} of {heads} read input_layernorm(h + s); the rest of the attention reads h"
+        return what + _attention_after(layout, self.patch_path)
+
     def shape_problems(self, shape: ModelShape) -> list[tuple[tuple, str]]:
+        """The block checks, and `heads` against the model's query heads (for q) or KV heads (for k and v)."""
         out = super().shape_problems(shape)
         if "q" in self.proj:
             out += _range_problems("heads", self.heads, shape.n_heads, "query head")
@@ -236,9 +280,22 @@ class HeadSpec(AttentionSurgeryBase):
         return self
 
     def vllm_unsupported(self):
+        """Always a reason: it edits attention per head."""
         return "head splicing edits attention internals per head"
 
+    def spliced(self, layout):
+        """Per query head, the attention output before o_proj from the pass on h or on h + s."""
+        sel = "all query heads" if self.heads == "all" else (f"query heads {self.heads}" if self.heads else "")
+        if self.groups:
+            sel = (sel + " and " if sel else "") + f"KV groups {self.groups}"
+        if self.mode == "remove_from":
+            what = f"the outputs of {sel} (before o_proj) come from an attention pass on h, the rest from h + s"
+        else:
+            what = f"only the outputs of {sel} (before o_proj) come from h + s, the rest from an attention pass on h"
+        return what + _attention_after(layout, self.patch_path)
+
     def shape_problems(self, shape: ModelShape) -> list[tuple[tuple, str]]:
+        """The block checks, `heads` against the query heads and `groups` against the KV groups."""
         out = super().shape_problems(shape)
         out += _range_problems("heads", self.heads, shape.n_heads, "query head")
         out += _range_problems("groups", self.groups, shape.n_kv_heads, "KV group")

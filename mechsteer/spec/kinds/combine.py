@@ -16,6 +16,7 @@ from mechsteer.spec.base import StrictModel
 from mechsteer.spec.kinds import intervention_kind
 from mechsteer.spec.kinds.interventions import InterventionBase, first_of, resolved_selection
 from mechsteer.spec.layers import LayerResolutionError, LayerSelection, resolve_layers
+from mechsteer.spec.layouts import add_site
 from mechsteer.spec.models import ModelShape, known_shape
 
 LayerMap = Literal["same_index", "relative_depth"]
@@ -77,9 +78,11 @@ class TransferSpec(InterventionBase):
     """Multiplier applied to the donor's vectors (the paper uses 1: no rescaling)."""
 
     def vector_refs(self) -> list[str]:
+        """The donor's vector set."""
         return [self.vector]
 
     def layer_refs(self):
+        """None to range-check: the donor-to-recipient layer map is checked in `shape_problems`."""
         return []
 
     def first_block(self, n_layers, vectors=None):
@@ -92,9 +95,16 @@ class TransferSpec(InterventionBase):
         return first_of(list(vs.layers))
 
     def vllm_unsupported(self):
+        """A reason: the mapped rows only become a bias when the study writes the transfer as `add`."""
         return "transfer is only compiled when written as `add`"
 
+    def site(self, layout):
+        """Like `add`: the donor's row on the recipient's residual stream after the block it maps to."""
+        rows = "the donor's row l" if self.layer_map == "same_index" else "the donor's row at the same relative depth"
+        return add_site(layout, rows)
+
     def shape_problems(self, shape: ModelShape) -> list[tuple[tuple, str]]:
+        """A donor whose depth or width cannot map onto this model (checked when the donor's shape is known)."""
         if self.donor is None:
             return []
         d = known_shape(self.donor)
@@ -145,9 +155,11 @@ class ComposeSpec(InterventionBase):
         return self
 
     def vector_refs(self) -> list[str]:
+        """Every part's vector set, once each."""
         return sorted({p.vector for p in self.parts})
 
     def layer_refs(self):
+        """Each part's blocks, located as `parts[i].layer`."""
         return [(f"parts[{i}].layer", p.layer) for i, p in enumerate(self.parts)]
 
     def first_block(self, n_layers, vectors=None):
@@ -155,7 +167,12 @@ class ComposeSpec(InterventionBase):
         return first_of([i for p in self.parts for i in resolve_layers(p.layer, n_layers)])
 
     def vllm_unsupported(self):
+        """A reason: a composition only becomes biases when the study writes its parts as `add` interventions."""
         return "compose is only compiled when written as `add` interventions"
+
+    def site(self, layout):
+        """Like `add`, one single-layer vector per part."""
+        return add_site(layout, "each part's row l")
 
     def bind(self, model, shape, resolve_path):
         """Each part's layer resolved to its block index when the model's shape is known."""
@@ -165,6 +182,7 @@ class ComposeSpec(InterventionBase):
         return self.model_copy(update={"parts": parts})
 
     def shape_problems(self, shape: ModelShape) -> list[tuple[tuple, str]]:
+        """Each part's blocks against the model's depth, located at `parts[i].layer`."""
         out = []
         for i, p in enumerate(self.parts):
             try:

@@ -42,6 +42,7 @@ class EvalTaskSpec(MeasurementBase):
         return list(seeds)
 
     def data_source(self) -> tuple[str, str | None]:
+        """The benchmark and its local data folder: their content is hashed into the cell."""
         return self.task, self.data_dir
 
     def vllm_unsupported(self) -> str | None:

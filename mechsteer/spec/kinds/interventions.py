@@ -9,9 +9,11 @@ own class, so that nothing outside a kind's two files knows its name:
   (`mechsteer.replay`) re-runs from; it raises `NotReplayable` with the reason when replay cannot reproduce it;
 * `vllm_unsupported()`: why a bias-compiled checkpoint (stock vLLM, `backend: vllm`) cannot run it exactly,
   or None when it can;
+* `site(layout)`: where in a block of that layout it acts, in words (the report's "intervention sites" line
+  per model, `mechsteer.spec.layouts`);
 * optionally `shape_problems`, `file_problems` and `bind` (checks and compile-time binding).
 
-The four answers without a default are abstract: a kind class that leaves one out cannot register (the
+The five answers without a default are abstract: a kind class that leaves one out cannot register (the
 registry names the missing method), and `tests/unit/test_kinds.py` checks every registered kind.
 """
 
@@ -28,6 +30,7 @@ from mechsteer.errors import NotReplayable
 from mechsteer.spec.base import StrictModel
 from mechsteer.spec.kinds import INTERVENTION_KINDS, intervention_kind
 from mechsteer.spec.layers import LayerResolutionError, LayerSelection, resolve_layers
+from mechsteer.spec.layouts import BlockLayout, add_site
 from mechsteer.spec.models import ModelShape, ModelSpec
 
 
@@ -87,6 +90,13 @@ class InterventionBase(StrictModel):
     def vllm_unsupported(self) -> str | None:
         """Why a bias-compiled checkpoint (stock vLLM, `backend: vllm`) cannot run this intervention exactly,
         shown by `mechsteer plan`; None when it can (only an all-position `add`, a constant down_proj bias)."""
+
+    @abstractmethod
+    def site(self, layout: BlockLayout | None) -> str:
+        """Where this intervention acts inside a model whose blocks have `layout` (None: an architecture without
+        known layout facts), as one sentence the report lists per model: the stream or module it changes,
+        and what that means on this layout (on a sandwich-norm Gemma3 block, `add` after block l is not a
+        down_proj bias). It describes the kind and its options, not one condition's layer numbers."""
 
     def shape_problems(self, shape: ModelShape) -> list[Problem2]:
         """Problems of this intervention on a model of this shape, as (sub-path, message) pairs.
@@ -172,6 +182,14 @@ def positions_vllm_problem(kind: str, positions) -> str | None:
     )
 
 
+def positions_text(positions) -> str:
+    """` at positions P` for a position selector other than `all` (empty for `all`), for site sentences."""
+    if positions == "all":
+        return ""
+    sel = positions if isinstance(positions, str) else f"first {positions.first_k_generated} generated"
+    return f", at positions {sel} only"
+
+
 def first_of(layers: list[int]) -> int | None:
     """The smallest block of a list (None for none): the usual tail of `first_block`."""
     return min(layers) if layers else None
@@ -203,9 +221,11 @@ class AddSpec(InterventionBase):
     """Token positions to steer: all (default), prompt, generated, or {first_k_generated: k}."""
 
     def vector_refs(self) -> list[str]:
+        """The added vector set."""
         return [self.vector]
 
     def layer_refs(self):
+        """The steered blocks."""
         return [("layer", self.layer)]
 
     def first_block(self, n_layers, vectors=None):
@@ -216,3 +236,7 @@ class AddSpec(InterventionBase):
     def vllm_unsupported(self):
         """None at positions `all` (exactly a down_proj bias on Llama and Qwen2); otherwise why not."""
         return positions_vllm_problem(self.kind, self.positions)
+
+    def site(self, layout):
+        """Row l on the residual stream after block l; on this layout a down_proj bias or not."""
+        return add_site(layout) + positions_text(self.positions)

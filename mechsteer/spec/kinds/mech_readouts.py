@@ -170,6 +170,8 @@ class LogitLensReadout(_Sampled, _VectorRows):
         return None
 
     def study_problems(self, conditions: dict, shapes: dict) -> list[Problem3]:
+        """Layers and sources against the model's depth, and with `unembedding_bias` a condition that adds a vector (u_l
+        is the shift it causes)."""
         out = super().study_problems(conditions, shapes) + _layer_problems(self, ("layers", "sources"), shapes)
         if self.unembedding_bias:
             out += _missing_kind(self, conditions, ("add",), "u_l is the shift caused by its added vector")
@@ -194,9 +196,11 @@ class VectorStatsReadout(_VectorRows):
     """Report the alignment of every two analysed vector sets of the same shape."""
 
     def condition_patterns(self) -> list[str] | None:
+        """The conditions whose vector sets it analyses (`conditions`; None: all)."""
         return self.conditions
 
     def study_problems(self, conditions: dict, shapes: dict) -> list[Problem3]:
+        """`layers` against the model's depth."""
         return _layer_problems(self, ("layers",), shapes)
 
 
@@ -222,6 +226,7 @@ class NonEnglishReadout(_VectorRows):
     """Apply the final norm to each row first."""
 
     def condition_patterns(self) -> list[str] | None:
+        """The conditions whose vector sets it analyses (`conditions`; None: all)."""
         return self.conditions
 
     @model_validator(mode="after")
@@ -231,6 +236,7 @@ class NonEnglishReadout(_VectorRows):
         return self
 
     def study_problems(self, conditions: dict, shapes: dict) -> list[Problem3]:
+        """`layers` against the model's depth."""
         return _layer_problems(self, ("layers",), shapes)
 
 
@@ -271,6 +277,8 @@ class PersistenceReadout(_Sampled):
         return None if self.joint_rows else ("persistence", ("add",))
 
     def study_problems(self, conditions: dict, shapes: dict) -> list[Problem3]:
+        """Sources and targets against the model's depth, and a condition that adds a vector (its rows are the
+        sources)."""
         return (
             super().study_problems(conditions, shapes)
             + _layer_problems(self, ("sources", "targets"), shapes)
@@ -319,9 +327,11 @@ class TokenShiftReadout(_Sampled):
         return self
 
     def reference_condition(self) -> str | None:
+        """The condition it compares with (`reference`; None: the unsteered model)."""
         return self.reference
 
     def study_problems(self, conditions: dict, shapes: dict) -> list[Problem3]:
+        """A `reference` that names no condition of the study."""
         out = super().study_problems(conditions, shapes)
         if self.reference is not None and self.reference not in conditions:
             out.append(
@@ -350,6 +360,7 @@ class TokenwiseReadout(_Sampled):
     """Samples drawn as layer x position heat-maps."""
 
     def study_problems(self, conditions: dict, shapes: dict) -> list[Problem3]:
+        """A condition with a `lora1` intervention: alpha_t is its token-wise magnitude."""
         return super().study_problems(conditions, shapes) + _missing_kind(
             self, conditions, ("lora1",), "alpha_t is lora1's token-wise magnitude"
         )

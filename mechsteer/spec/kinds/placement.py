@@ -19,6 +19,7 @@ from mechsteer.spec.kinds.interventions import (
     PositionSelector,
     check_positions_replayable,
     first_of,
+    positions_text,
     rows_or_all,
 )
 from mechsteer.spec.kinds.vectors import training_file_problems
@@ -64,9 +65,11 @@ class AddAtPlaceSpec(InterventionBase):
     """Token positions to steer: all (default), prompt, generated, or {first_k_generated: k}."""
 
     def vector_refs(self) -> list[str]:
+        """The added vector set."""
         return [self.vector]
 
     def layer_refs(self):
+        """The steered block, unless `all` (then the set's rows decide)."""
         return [] if self.layer == "all" else [("layer", self.layer)]
 
     def first_block(self, n_layers, vectors=None):
@@ -75,7 +78,18 @@ class AddAtPlaceSpec(InterventionBase):
         return first_of(rows_or_all(self.vector, self.layer, n_layers, vectors))
 
     def vllm_unsupported(self):
+        """Always a reason: only a vector after the whole block is a down_proj bias."""
         return "add_at_place adds at one place inside a block, not on the residual stream at all positions"
+
+    def site(self, layout):
+        """The output of one submodule inside block l (the place the vector set's metadata names when unset)."""
+        place = f"`{self.place}`" if self.place else "the submodule its vector set's metadata names"
+        extra = ""
+        if self.place == "mlp" and layout is not None:
+            extra = f"; the MLP output is then {layout.mlp_to_residual}"
+        elif self.place == "self_attn" and layout is not None:
+            extra = f"; the attention output is then {layout.attn_to_residual}"
+        return f"row l added to the output of {place} inside block l{extra}" + positions_text(self.positions)
 
 
 @intervention_kind("lora1", impl="mechsteer.interventions.lora1:attach_lora1")
@@ -128,11 +142,15 @@ class Lora1Spec(InterventionBase):
         return self
 
     def bind(self, model, shape, resolve_path):
+        """Resolve the block and, for a `train:` adapter, locate its file in the training run (the per-block run's with
+        `per_block`, best.json's checkpoint with `best`) and the command that writes it, so attaching reads no training
+        file."""
         out = super().bind(model, shape, resolve_path)
         if self.train is None:
             return out
         from mechsteer.errors import VectorError
-        from mechsteer.spec.training import BEST_FILE, load_train_spec, per_block_dir, run_vectors_file
+        from mechsteer.spec.training import load_train_spec
+        from mechsteer.train.layout import BEST_FILE, per_block_dir, run_vectors_file
 
         train = str(resolve_path(self.train))
         run = Path(resolve_path(self.output)) if self.output else load_train_spec(train, self.profile).output_dir()
@@ -154,7 +172,7 @@ class Lora1Spec(InterventionBase):
         if self.command is not None:
             return self.command
         if self.per_block:
-            from mechsteer.spec.training import per_block_command
+            from mechsteer.train.layout import per_block_command
 
             command = per_block_command(self, [self.layer])
         else:
@@ -168,9 +186,11 @@ class Lora1Spec(InterventionBase):
         return command
 
     def vector_refs(self) -> list[str]:
+        """None: the adapter is a file of its own, not a vector set."""
         return []
 
     def layer_refs(self):
+        """The adapted block, unless `all` (then the adapter's rows decide)."""
         return [] if self.layer == "all" else [("layer", self.layer)]
 
     def first_block(self, n_layers, vectors=None):
@@ -178,7 +198,13 @@ class Lora1Spec(InterventionBase):
         return 0 if self.layer == "all" else first_of(resolve_layers(self.layer, n_layers))
 
     def vllm_unsupported(self):
+        """Always a reason: the update depends on the input, so it is no constant bias."""
         return "lora1 is an input-dependent rank-1 update, not a constant bias"
+
+    def site(self, layout):
+        """A rank-1 update of block l's mlp.down_proj output, which then reaches the residual per the layout."""
+        how = f"; down_proj's output is {layout.mlp_to_residual}" if layout is not None else ""
+        return f"a rank-1 LoRA on block l's mlp.down_proj (alpha_t * B/||B|| per token){how}"
 
     def training_run(self):
         """The training file and profile of a `train:` adapter (with its block when `per_block`)."""
@@ -216,6 +242,7 @@ class Lora1Spec(InterventionBase):
         return [(("train",), msg, hint) for msg, hint in training_file_problems(resolve_path(self.train), self.profile)]
 
     def shape_problems(self, shape: ModelShape) -> list[tuple[tuple, str]]:
+        """The layer range check, and architectures without an `mlp.down_proj` to adapt."""
         out = super().shape_problems(shape)
         if shape.architecture in NO_DOWN_PROJ:
             out.append((("kind",), f"lora1 needs mlp.down_proj, which {shape.architecture} does not have"))

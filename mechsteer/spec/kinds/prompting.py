@@ -28,9 +28,11 @@ class PrefixTokenSpec(InterventionBase):
     allows a longer forced opening."""
 
     def vector_refs(self) -> list[str]:
+        """None: it changes the prompt, not the activations."""
         return []
 
     def layer_refs(self):
+        """None: it touches no block."""
         return []
 
     def first_block(self, n_layers, vectors=None):
@@ -41,11 +43,17 @@ class PrefixTokenSpec(InterventionBase):
         )
 
     def vllm_unsupported(self):
+        """Always a reason: vLLM's prompt path would not carry mechsteer's exact suffix tokens."""
         return (
             "prefix_token is a prompt-text suffix, not a bias; lm-eval's gen_prefix could carry it to vLLM, but it "
             "renders it through the chat template as a partial assistant turn whose token ids are not checked "
             "against mechsteer's raw suffix, so it stays on hf"
         )
+
+    def site(self, layout):
+        """The prompt itself: no module of the model is touched."""
+        token = repr(self.token) if self.token else "the model entry's prefix_token"
+        return f"the prompt: {token} forced right after the generation prompt (no hook on the model)"
 
     def bind(self, model: ModelSpec, shape, resolve_path):
         """`token` filled from the model entry's `prefix_token` when it names none (Qwen and Llama want

@@ -52,6 +52,7 @@ class PromptSource(MeasurementBase):
         return self
 
     def condition_patterns(self) -> list[str] | None:
+        """The readout's `conditions` (None: every condition)."""
         return self.conditions
 
     def bound(self, limit, resolve_path):
@@ -65,6 +66,8 @@ class PromptSource(MeasurementBase):
         return self
 
     def data_source(self) -> tuple[str, str | None] | None:
+        """The task and its data folder when prompts come from a task (their content keys the cell); None for inline
+        prompts."""
         return (self.task, self.data_dir) if self.task else None
 
     def sampled_work(self, ctx, samples: int, max_new_tokens: int | None, batch: int, passes: int = 0):

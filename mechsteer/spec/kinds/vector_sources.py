@@ -77,6 +77,7 @@ class MeanDiffVectors(VectorSourceBase):
         return self
 
     def depends_on(self) -> dict[str, str]:
+        """None: it is computed from prompts on the model."""
         return {}
 
     def content_key(self) -> dict:
@@ -115,9 +116,11 @@ class LmEvalSteeredVectors(VectorSourceBase):
     """Keep only these rows; null keeps every row in the file."""
 
     def depends_on(self) -> dict[str, str]:
+        """None: the set is imported from its file."""
         return {}
 
     def content_key(self) -> dict:
+        """The spec with the `.pt` file's sha256 in place of its path."""
         return file_content_key(self)
 
     def rehearsed(self, r):
@@ -138,9 +141,11 @@ class GgufControlVectors(VectorSourceBase):
     """Keep only these rows; null keeps every row in the file."""
 
     def depends_on(self) -> dict[str, str]:
+        """None: the set is imported from its file."""
         return {}
 
     def content_key(self) -> dict:
+        """The spec with the GGUF file's sha256 in place of its path."""
         return file_content_key(self)
 
     def rehearsed(self, r):

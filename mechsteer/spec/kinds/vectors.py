@@ -105,6 +105,12 @@ class VectorSourceBase(StrictModel):
         it is built from; None (the default) when it cannot tell."""
         return None
 
+    def model_sets(self) -> dict[str, str] | None:
+        """For a set that is another set on each model (`per_model`): model name -> the set it is on that
+        model. None (the default): a set of its own, the same on every model. The compiler, the executor and
+        `validate` read a study's sets per model through `vectors_for_model`, so nothing names the kind."""
+        return None
+
     def training_run(self) -> tuple[str, str | None, list[int] | str | None] | None:
         """(training file, profile, per-block blocks: a list, `all`, or None for the run itself) of the training
         run this set reads, for the estimate of what the study needs trained; None (the default) for a set that
@@ -144,12 +150,15 @@ class FileVectors(VectorSourceBase):
     """Keep only these rows (e.g. `penultimate` of an all-layer set); null keeps every row in the file."""
 
     def depends_on(self) -> dict[str, str]:
+        """None: the set is read from its file."""
         return {}
 
     def content_key(self) -> dict:
+        """The file's sha256 and the kept rows, so editing the file recomputes the cells that read it."""
         return file_content_key(self)
 
     def study_problems(self, resolve_path):
+        """A missing file, found by `validate` before anything runs."""
         path = resolve_path(self.path)
         if path.is_file():
             return []
@@ -157,6 +166,7 @@ class FileVectors(VectorSourceBase):
         return [(("path",), f"vector file not found: {path}", hint)]
 
     def shape_file(self, resolve_path):
+        """The `path` file, whose header gives the set's shape for the layer checks."""
         return "path", resolve_path(self.path)
 
     def origin(self, resolve_path, origin_of):
@@ -184,6 +194,7 @@ class BundledVectors(VectorSourceBase):
         return BUNDLED_VECTOR_DIR / f"{self.name}.safetensors"
 
     def depends_on(self) -> dict[str, str]:
+        """None: the set ships with the package."""
         return {}
 
     def content_key(self) -> dict:
@@ -194,6 +205,7 @@ class BundledVectors(VectorSourceBase):
         return fp
 
     def study_problems(self, resolve_path):
+        """An unknown bundled name, with the names that exist."""
         if self.name in bundled_vector_names():
             return []
         return [
@@ -205,6 +217,7 @@ class BundledVectors(VectorSourceBase):
         ]
 
     def shape_file(self, resolve_path):
+        """The bundled file, whose header gives the set's shape for the layer checks."""
         return "name", self.file()
 
     def origin(self, resolve_path, origin_of):
@@ -234,12 +247,15 @@ class RandomVectors(VectorSourceBase):
     """Rows to fill (ignored with `norm_like`, which copies the other set's rows)."""
 
     def depends_on(self) -> dict[str, str]:
+        """The set whose per-layer norms a `norm_like` control copies, if any."""
         return {"norm_like": self.norm_like} if self.norm_like else {}
 
     def content_key(self) -> dict:
+        """The spec itself (seed, norms, layers): the vectors are a function of it."""
         return self.model_dump(mode="json")
 
     def origin(self, resolve_path, origin_of):
+        """`control`: random directions are a baseline, not a trained object."""
         return "control"
 
 
@@ -252,12 +268,15 @@ class ZeroVectors(VectorSourceBase):
     """Rows to create."""
 
     def depends_on(self) -> dict[str, str]:
+        """None: the set is all zeros."""
         return {}
 
     def content_key(self) -> dict:
+        """The spec itself: zeros of the model's shape need nothing else."""
         return self.model_dump(mode="json")
 
     def origin(self, resolve_path, origin_of):
+        """`control`: a zero set is the do-nothing baseline."""
         return "control"
 
 
@@ -272,9 +291,11 @@ class ScaledVectors(VectorSourceBase):
     """Multiplier."""
 
     def depends_on(self) -> dict[str, str]:
+        """The set it scales (`of`)."""
         return {"of": self.of}
 
     def content_key(self) -> dict:
+        """The spec itself; the scaled set's own identity enters through `depends_on`."""
         return self.model_dump(mode="json")
 
     def origin(self, resolve_path, origin_of):
@@ -339,6 +360,7 @@ class TrainedVectors(VectorSourceBase):
         return v
 
     def depends_on(self) -> dict[str, str]:
+        """None: the set is read from a training run's files."""
         return {}
 
     def bind(self, resolve_path):
@@ -346,13 +368,8 @@ class TrainedVectors(VectorSourceBase):
         directory differs reads the run the driver planned with), and the run's files located: the vector
         file (a checkpoint's, `best` looked up in best.json) or every finished per-block run. Reads the
         training file; execution then never does."""
-        from mechsteer.spec.training import (
-            load_train_spec,
-            per_block_command_parts,
-            per_block_files,
-            run_vectors_file,
-            trained_run_dir,
-        )
+        from mechsteer.spec.training import load_train_spec
+        from mechsteer.train.layout import per_block_command_parts, per_block_files, run_vectors_file, trained_run_dir
 
         update = {"train": str(resolve_path(self.train))}
         if self.output is not None:
@@ -427,3 +444,37 @@ class TrainedVectors(VectorSourceBase):
         blocks = None if self.per_block is None else ("all" if self.per_block == "all" else tuple(self.per_block))
         out = r.run(self.train, self.profile, file="vectors.safetensors", blocks=blocks, checkpoint=self.checkpoint)
         return self.model_copy(update={"train": str(r.resolve(self.train).resolve()), "output": str(out)})
+
+
+@vector_kind("per_model", impl="mechsteer.builders.basic:build_per_model")
+class PerModelVectors(VectorSourceBase):
+    """One name for a different vector set on each model, so one condition (`add trained`) steers every
+    model of a study with its own vectors: `trained: {kind: per_model, models: {smol: smol_vectors, gemma:
+    gemma_vectors}}`. On model `smol` the set `trained` IS `smol_vectors`: its cells are keyed by that set's
+    content alone and read it as if the condition named it, and sets built from `trained` (a `random`
+    control `norm_like: trained`) follow it per model. Every model of the study needs an entry."""
+
+    kind: Literal["per_model"] = "per_model"
+    models: dict[Annotated[str, Field(min_length=1)], Annotated[str, Field(min_length=1)]] = Field(min_length=1)
+    """Model name (a key of the study's `models:`) -> the name of the vector set this set is on that model."""
+
+    def model_sets(self) -> dict[str, str]:
+        """The mapping itself: on each model, this set is the set it names."""
+        return dict(self.models)
+
+    def depends_on(self) -> dict[str, str]:
+        """Every model's set (checked to exist, no cycles); each model's cells depend on its own set only."""
+        return {f"models.{m}": s for m, s in self.models.items()}
+
+    def content_key(self) -> dict:
+        """The mapping; cells never hash it (the compiler replaces the set by each model's own,
+        `vectors_for_model`), so this identifies the spec itself only."""
+        return self.model_dump(mode="json")
+
+    def origin(self, resolve_path, origin_of):
+        """The models' sets' common origin; `joint` as soon as one of them is joint (a readout of single-layer
+        sources must refuse it on that model), else None when they differ."""
+        found = {origin_of(s) for s in self.models.values()}
+        if "joint" in found:
+            return "joint"
+        return found.pop() if len(found) == 1 else None
