@@ -20,9 +20,11 @@ def tokens(n: float) -> str:
 
 
 def hours(h: float) -> str:
-    """GPU hours, to 2 significant digits below 10."""
+    """GPU hours (two decimals below 10 hours; seconds below a minute's worth of hundredths)."""
     if not math.isfinite(h):
         return "?"
+    if h < 0.01:
+        return f"{h * 3600:.0f} s" if h > 0 else "0"
     return f"{h:.2f}" if h < 10 else f"{h:,.0f}"
 
 
