@@ -337,6 +337,35 @@ SECTIONS = [
 ]
 
 
+def previous_sections() -> dict[str, tuple[list[str], str, dict | None]]:
+    """{study: (its section's lines, the command that computed it, its JSON data)} from the current
+    benchmarks/results/findings.md/.json: a section is the text under a `### ...` heading naming
+    `studies/<study>.yaml`, up to the next such heading (a carried note of an earlier merge is dropped)."""
+    import json
+
+    md = REPO / "benchmarks" / "results" / "findings.md"
+    if not md.is_file():
+        return {}
+    text = md.read_text().splitlines()
+    js = REPO / "benchmarks" / "results" / "findings.json"
+    data = json.loads(js.read_text()) if js.is_file() else {}
+    command = next((m.group(1) for line in text if (m := re.match(r"Command: `([^`]*)`", line))), "unknown")
+    out: dict[str, tuple[list[str], str, dict | None]] = {}
+    study, body = None, []
+    for line in [*text, "### end"]:
+        if line.startswith("### "):
+            if study is not None:
+                kept = [b for b in body if not b.startswith("(Carried from an earlier sitting")]
+                prior = next((b for b in body if b.startswith("(Carried from an earlier sitting")), None)
+                cmd = re.search(r"`([^`]*)`", prior).group(1) if prior else command
+                out[study] = (kept, cmd, data.get(study))
+            m = re.search(r"`studies/(\w+)\.yaml`", line)
+            study, body = (m.group(1) if m else None), [line]
+        elif study is not None:
+            body.append(line)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--root", type=Path, action="append", help="studies output root(s); later ones win")
@@ -345,6 +374,12 @@ def main() -> None:
         choices=[name for name, _ in SECTIONS],
         help="compute only this study's section, into its own file benchmarks/results/findings_<study>.md "
         "(a study rerun alone, e.g. `--root outputs --section penultimate` after `mechsteer run studies/penultimate.yaml`)",
+    )
+    ap.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the previous findings.md/.json sections of studies not in these roots (each carried section is "
+        "marked with the command that computed it), so the studies can be rerun in several sittings",
     )
     args = ap.parse_args()
     setup_env()
@@ -360,12 +395,19 @@ def main() -> None:
         "",
     ]
     data = {}
+    previous = previous_sections() if args.merge and not args.section else {}
     if args.section:
         lines[0] = f"## Paper findings on the embedded model: {args.section} (benchmarks/findings.py)"
     for study, fn in SECTIONS:
         if args.section and study != args.section:
             continue
         res = find_study(roots, study)
+        if res is None and args.merge and study in previous:
+            text, command, d = previous[study]
+            lines += [*text, f"(Carried from an earlier sitting: `{command}`; not rerun since.)", ""]
+            if d is not None:
+                data[study] = d
+            continue
         if res is None:
             lines += [f"### {study}", "", "not run in these roots.", ""]
             continue

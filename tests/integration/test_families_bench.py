@@ -118,10 +118,16 @@ def test_where_the_families_agree_and_differ_is_generated_from_the_numbers(secti
 
 
 def test_missing_gemma_vectors_are_named_up_front(tmp_path, capsys):
+    """A study whose Gemma vectors come from a training run (not the bundle) that has not run yet."""
     studies = tmp_path / "studies"
     studies.mkdir()
-    for name in ("quickstart.yaml", "train_mini.yaml"):
-        shutil.copy(REPO / "studies" / name, studies / name)
+    shutil.copy(REPO / "studies" / "train_mini.yaml", studies / "train_mini.yaml")
+    text = (REPO / "studies" / "quickstart.yaml").read_text()
+    bundled = "{kind: bundled, name: gemma3-270m/all_layers}"
+    assert text.count(bundled) == 2
+    (studies / "quickstart.yaml").write_text(
+        text.replace(bundled, "{kind: trained, train: train_mini.yaml, profile: gemma}")
+    )
     missing = fam.missing_vectors(studies / "quickstart.yaml", [None, "gemma", "families"])
     assert [cmd for _, cmd in missing] == [f"mechsteer train {studies / 'train_mini.yaml'} --profile gemma"]
     assert missing[0][0].startswith(str(tmp_path / "outputs" / "train" / "train_mini-gemma"))

@@ -28,10 +28,10 @@ def test_every_gemma_profile_runs_gemma_with_the_newline_stop_and_its_own_vector
     ls = load_study(STUDIES / f"{name}.yaml", "gemma")
     (model,) = ls.spec.models.values()
     assert model.id == "gemma3-270m" and model.stop == ["\n"]
-    steered = {v.train for v in ls.spec.vectors.values() if v.kind == "trained"}
-    assert steered and all(Path(t).name == "train_mini.yaml" for t in steered)
-    assert all(v.profile == "gemma" for v in ls.spec.vectors.values() if v.kind == "trained")
-    assert not [v for v in ls.spec.vectors.values() if v.kind == "bundled"]  # no SmolLM2 set left behind
+    assert model.dtype == "float32"  # bf16 lm_head over 262,144 tokens is pathologically slow on CPUs
+    bundled = {v.name for v in ls.spec.vectors.values() if v.kind == "bundled"}
+    assert bundled == {"gemma3-270m/all_layers"}  # Gemma's own set, no SmolLM2 set left behind
+    assert not [v for v in ls.spec.vectors.values() if v.kind == "trained"]  # runs from a fresh clone
     plan = _plan(name, "gemma", tmp_path)
     assert plan.cells and all(c.interventions is not None for c in plan.cells)
 
@@ -51,7 +51,7 @@ def test_single_layer_sweeps_the_same_relative_depths(tmp_path):
     gemma = [
         int(c[len("single_") :]) for c in _plan("single_layer", "gemma", tmp_path).conditions if c.startswith("single_")
     ]
-    assert gemma == [relative_layer(k, 30, 18) for k in smol] == [0, 4, 7, 11, 14, 16, 17]
+    assert gemma == sorted({relative_layer(k, 30, 18) for k in smol}) == [0, 2, 4, 5, 7, 9, 11, 12, 14, 16, 17]
 
 
 def test_penultimate_expands_over_gemmas_heads(tmp_path):
