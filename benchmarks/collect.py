@@ -1,11 +1,11 @@
 """Build benchmarks/results.md from the sections the benchmark scripts write, and fill README marker blocks.
 
-    python benchmarks/collect.py [--readme README.md] [--check]
+    python benchmarks/collect.py [--readme README.md] [--doc docs/paper.md] [--check]
 
 Every `benchmarks/results/<name>.md` (written by `benchmarks/<name>.py`, or by `scripts/quickstart_table.py`
 for `quickstart`) is concatenated, in a fixed order, under a header saying the file is generated. In the
 README, each block `<!-- results:NAME -->...<!-- /results:NAME -->` is replaced by the body of
-`results/NAME.md` (its first heading dropped). Nothing here computes or types a figure: a figure that is not
+`results/NAME.md` (its first heading dropped), and so in docs/paper.md (`--doc`). Nothing here computes or types a figure: a figure that is not
 in a section file does not appear. `--check` exits 1 when either file would change (for CI).
 """
 
@@ -99,15 +99,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--results-dir", type=Path, default=RESULTS)
     ap.add_argument("--out", type=Path, default=HERE / "results.md")
     ap.add_argument("--readme", type=Path, default=HERE.parent / "README.md")
+    ap.add_argument(
+        "--doc",
+        type=Path,
+        action="append",
+        default=None,
+        help="another Markdown file whose marker blocks are filled (default: docs/paper.md)",
+    )
     ap.add_argument("--check", action="store_true", help="exit 1 if results.md or the README is out of date")
     args = ap.parse_args(argv)
     secs = sections(args.results_dir)
     new = {args.out: results_md(secs)}
-    if args.readme.is_file():
-        text, missing = fill_readme(args.readme.read_text(encoding="utf-8"), secs)
+    for doc in [args.readme, *(args.doc or [HERE.parent / "docs" / "paper.md"])]:
+        if not doc.is_file():
+            continue
+        text, missing = fill_readme(doc.read_text(encoding="utf-8"), secs)
         for name in missing:
-            print(f"warning: README block results:{name} has no benchmarks/results/{name}.md", file=sys.stderr)
-        new[args.readme] = text
+            print(f"warning: {doc.name} block results:{name} has no benchmarks/results/{name}.md", file=sys.stderr)
+        new[doc] = text
     stale = [p for p, t in new.items() if not p.is_file() or p.read_text(encoding="utf-8") != t]
     if args.check:
         for p in stale:

@@ -5,7 +5,9 @@
 #      of the bias-compiled checkpoint vs the hooked `add` (benchmarks/vllm_vs_hf.py);
 #   2. one RLOO step with vLLM rollouts vs HF rollouts (benchmarks/train_step.py --rollouts);
 # and writes benchmarks/results/{vllm_vs_hf_gpu,train_step_rollouts_gpu}.{md,json}, then collects them into
-# benchmarks/results.md. Each stage prints its seconds.
+# benchmarks/results.md; the measured decode rates also go to benchmarks/results/throughput_gpu.yaml
+# (benchmarks/calibrate_throughput.py), calibrated rows for `mechsteer plan --estimate --throughput`. Each stage
+# prints its seconds.
 #
 #   bash benchmarks/gpu_check.sh          # on the GPU machine
 #   bash benchmarks/gpu_check.sh --cpu    # the same two scripts with small settings on the CPU, in .venv-vllm
@@ -23,6 +25,8 @@ if [ "${1:-}" = "--cpu" ]; then
     --batch 4 --stem "${stem}_vllm_vs_hf"
   $PY benchmarks/train_step.py --rollouts --device cpu --dtype float32 --prompts 2 --group 4 --max-new-tokens 16 \
     --steps 2 --stem "${stem}_train_step"
+  $PY benchmarks/calibrate_throughput.py --from "benchmarks/results/${stem}_vllm_vs_hf.json" --gpu cpu \
+    --gpu-name "CPU (dry run)" --out "benchmarks/results/${stem}_throughput.yaml"
   for f in benchmarks/results/${stem}_*; do
     echo "--- $f"
     cat "$f"
@@ -47,6 +51,10 @@ t=$SECONDS
 $PY benchmarks/vllm_vs_hf.py --device cuda --dtype bfloat16 --n 32 --new-tokens 64 --tp-prompts 256 --tp-tokens 128 \
   --batch 64 --stem vllm_vs_hf_gpu
 echo "gpu_check: vllm_vs_hf $((SECONDS - t)) s"
+# its decode rates as calibrated rows of `mechsteer plan --estimate --throughput benchmarks/results/throughput_gpu.yaml`
+gpu_name=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
+gpu_key=$(echo "$gpu_name" | tr '[:upper:]' '[:lower:]' | tr -cs 'a-z0-9' '-' | sed 's/^-//; s/-$//')
+$PY benchmarks/calibrate_throughput.py --gpu "$gpu_key" --gpu-name "$gpu_name"
 
 t=$SECONDS
 $PY benchmarks/train_step.py --rollouts --device cuda --dtype bfloat16 --prompts 32 --group 16 --max-new-tokens 256 \
@@ -54,4 +62,4 @@ $PY benchmarks/train_step.py --rollouts --device cuda --dtype bfloat16 --prompts
 echo "gpu_check: train_step --rollouts $((SECONDS - t)) s"
 
 $PY benchmarks/collect.py
-echo "gpu_check: done in $((SECONDS - t0)) s; results in benchmarks/results/{vllm_vs_hf_gpu,train_step_rollouts_gpu}.md"
+echo "gpu_check: done in $((SECONDS - t0)) s; results in benchmarks/results/{vllm_vs_hf_gpu,train_step_rollouts_gpu}.md, throughput_gpu.yaml"

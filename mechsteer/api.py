@@ -129,6 +129,44 @@ def load_study(
     return Study(_load_study_file(path, profile, data_dir=data_dir, max_cells=max_cells))
 
 
+def rehearsal_plan(
+    path: str | Path,
+    profile: str | None = None,
+    *,
+    limit: int | None = None,
+    output_dir: str | Path = "outputs",
+    max_cells: int = DEFAULT_MAX_CELLS,
+    caps=None,
+) -> Plan:
+    """The plan of a study's rehearsal (`mechsteer run FILE -p PROFILE --rehearse`): every model replaced by a
+    random-weight twin of its architecture and head layout, benchmarks by local stand-in files, vector files and
+    training runs by random stand-ins, every condition and sweep at full size, measurements shrunk
+    (`mechsteer.spec.rehearsal.RehearsalCaps`); its folder is `<output_dir>/<study>[-<profile>]-rehearsal`, and
+    plan.json, the report and every cell key say it is a rehearsal. Builds the twins and stand-ins (torch)."""
+    from mechsteer.engine.rehearsal import rehearsal_plan as _plan
+
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= LIMIT_MAX):
+        raise SpecError(f"limit={limit!r}: give a whole number from 1 to {LIMIT_MAX:,} (or None for no limit)")
+    from mechsteer.errors import ProblemList
+    from mechsteer.spec.checks import backend_problems, check_study
+
+    # `data_dir` placeholders stay (stood in); a rehearsal runs on transformers, so `backend: vllm` need not be
+    # runnable here: every other problem of the study is reported as `validate` reports it
+    loaded = _load_study_file(path, profile, max_cells=max_cells, check_refs=False)
+    skip = {p.format() for p in backend_problems(loaded)}
+    problems = [p for p in check_study(loaded, max_cells=max_cells) if p.format() not in skip]
+    ProblemList(problems).raise_if_any(SpecError)
+    return _plan(loaded, limit=limit, output_root=output_dir, caps=caps, max_cells=max_cells)
+
+
+def rehearse(path: str | Path, profile: str | None = None, **options) -> Results:
+    """Run a study's rehearsal (see `rehearsal_plan`) and write its report; `options` are `rehearsal_plan`'s
+    (limit, output_dir, max_cells, caps) and `run_plan`'s (force, threads, progress, ...)."""
+    plan_keys = ("limit", "output_dir", "max_cells", "caps")
+    plan = rehearsal_plan(path, profile, **{k: options.pop(k) for k in plan_keys if k in options})
+    return run_plan(plan, **options)
+
+
 def plan_status(plan: Plan) -> pd.DataFrame:
     """The cells of a plan with their cache states (see `Study.status`)."""
     states: dict[str, CellState] = cell_states(plan)
@@ -331,6 +369,8 @@ __all__ = [
     "Results",
     "Plan",
     "plan_status",
+    "rehearsal_plan",
+    "rehearse",
     "run_plan",
     "set_threads",
 ]

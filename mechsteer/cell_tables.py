@@ -21,13 +21,19 @@ TEXT_COLUMNS = {"token", "boosted", "suppressed", "ref_top", "other_top", "segme
 
 
 def csv_bytes(df: pd.DataFrame, index: bool = False) -> bytes:
-    """A table as the bytes of a cell file."""
-    return df.to_csv(index=index).encode()
+    """A table as the bytes of a cell file. Rows end in CRLF, so that the csv writer quotes every field holding a
+    carriage return or a line feed: byte-level vocabularies have tokens such as "\r" and "\r\n", and an
+    unquoted "\r" ends a row for every CSV reader."""
+    return df.to_csv(index=index, lineterminator="\r\n").encode()
 
 
 def read_csv(path: Path, **kw) -> pd.DataFrame:
-    """A recorded table back, with token text kept verbatim and empty numeric cells as NaN."""
-    df = pd.read_csv(io.StringIO(Path(path).read_text()), keep_default_na=False, **kw)
+    """A recorded table back, with token text kept verbatim (no newline translation: a quoted "\r" stays one)
+    and empty numeric cells as NaN."""
+    text = Path(path).read_bytes().decode()
+    if not text.strip():  # an empty table (no columns) is written as a bare line end
+        return pd.DataFrame()
+    df = pd.read_csv(io.StringIO(text), keep_default_na=False, **kw)
     for c in df.columns:
         if c in TEXT_COLUMNS or not (pd.api.types.is_object_dtype(df[c]) or pd.api.types.is_string_dtype(df[c])):
             continue

@@ -72,6 +72,8 @@ class PlanSummary(_Loose):
     """Condition -> its control condition (absent in plans written before controls)."""
     report: dict[str, Any] | None = None
     """The study's `report:` settings (absent in plans written before them)."""
+    rehearsal: dict[str, Any] | None = None
+    """A rehearsal's record (`mechsteer run --rehearse`): present only in a rehearsal's folder."""
     cells: list[_CellRow]
 
 
@@ -102,6 +104,10 @@ def check_summary(data, file: str | Path) -> dict:
             for err in e.errors(include_url=False)[:5]
         ]
         raise MechsteerError(problems) from None
+
+
+class RehearsalWarning(UserWarning):
+    """Results read from a rehearsal's folder (random-weight twins, stand-in data): not results of the study."""
 
 
 class Results:
@@ -143,7 +149,12 @@ class Results:
                 f"{f}: plan format {fmt!r} is not one this mechsteer reads ({', '.join(READABLE_FORMATS)})",
                 hint="read it with the mechsteer version that wrote it, or run the study again to rewrite it",
             )
-        return cls(check_summary(summary, f), path)
+        results = cls(check_summary(summary, f), path)
+        if results.rehearsal is not None:
+            import warnings
+
+            warnings.warn(f"{path}: {results.rehearsal.get('banner', 'a rehearsal')}", RehearsalWarning, stacklevel=2)
+        return results
 
     # ------------------------------------------------------------------ facts
     @property
@@ -155,6 +166,12 @@ class Results:
     def profile(self) -> str | None:
         """The profile the run used."""
         return self.summary.get("profile")
+
+    @property
+    def rehearsal(self) -> dict | None:
+        """The rehearsal's record when these cells come from a rehearsal (random-weight twins, stand-in data: not
+        results), else None."""
+        return self.summary.get("rehearsal")
 
     @property
     def conditions(self) -> list[str]:

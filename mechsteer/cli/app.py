@@ -139,18 +139,72 @@ def schemas() -> dict[str, dict]:
 @app.command()
 @handle_errors
 def plan(
-    study: StudyFile,
+    study: Annotated[
+        Optional[Path],
+        typer.Argument(
+            help="Study YAML file (with --estimate --all: the folder of studies, default studies).", show_default=False
+        ),
+    ] = None,
     profile: ProfileOpt = None,
     limit: LimitOpt = None,
     output_dir: OutputOpt = Path("outputs"),
     data_dir: DataDirOpt = None,
     max_cells: MaxCellsOpt = DEFAULT_MAX_CELLS,
+    estimate: Annotated[
+        bool,
+        typer.Option(
+            "--estimate",
+            help="Tokens each cell prefills, generates and teacher-forces, and GPU hours on a stated GPU "
+            "(mechsteer/data/throughput.yaml; docs/rehearsal.md).",
+        ),
+    ] = False,
+    all_paper: Annotated[
+        bool,
+        typer.Option(
+            "--all",
+            help="With --estimate: every paper* profile of every study in the folder and the training runs they "
+            "read, with the total against the goal (8 GPUs x 24 h).",
+        ),
+    ] = False,
+    throughput: Annotated[
+        Optional[Path],
+        typer.Option("--throughput", help="A throughput file whose rows, GPUs and assumptions replace the package's."),
+    ] = None,
+    gpu: Annotated[
+        Optional[str], typer.Option("--gpu", help="GPU kind of the estimate (default: the table's).")
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="text or json (with --estimate).")] = "text",
 ) -> None:
-    """Show the compiled cells (model x condition x measurement x seed), their hashes and cache state."""
+    """Show the compiled cells (model x condition x measurement x seed), their hashes and cache state; with
+    --estimate, the tokens and GPU hours they take."""
     from rich.table import Table
 
     from mechsteer.api import load_study, plan_status
 
+    _check_format(fmt)
+    if not estimate and (all_paper or throughput or gpu or fmt != "text"):
+        raise typer.BadParameter("--all, --throughput, --gpu and --format go with --estimate")
+    if estimate:
+        from mechsteer.cli import estimate as render
+        from mechsteer.engine.estimate import estimate_paper, estimate_plan, load_throughput
+
+        table = load_throughput(throughput)
+        gpu = gpu or table.gpu
+        if all_paper:
+            est = estimate_paper(study or Path("studies"), table, gpu)
+            typer.echo(json.dumps(est, indent=1)) if fmt == "json" else render.render_paper(console, est, table)
+            return
+        if study is None:
+            raise typer.BadParameter("give a study file (or --all)")
+        p = load_study(study, profile, data_dir=data_dir, max_cells=max_cells).plan(limit, output_dir)
+        cells, sources, notes = estimate_plan(p, table, gpu)
+        if fmt == "json":
+            typer.echo(render.plan_json(p, cells, sources, notes, table, gpu))
+        else:
+            render.render_plan(console, p, cells, sources, notes, table, gpu)
+        return
+    if study is None:
+        raise typer.BadParameter("give a study file")
     st = load_study(study, profile, data_dir=data_dir, max_cells=max_cells)
     p = st.plan(limit, output_dir)
     status = plan_status(p)
@@ -225,18 +279,33 @@ def run(
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
     fmt: FormatOpt = "text",
+    rehearse: Annotated[
+        bool,
+        typer.Option(
+            "--rehearse",
+            help="Rehearse the profile before GPU time: random-weight twins of every model (same architecture, "
+            "blocks and heads), stand-in data, vectors and training runs, every condition at full size, into "
+            "<output>-rehearsal/ (docs/rehearsal.md).",
+        ),
+    ] = False,
 ) -> None:
     """Run every cell of a study that is not cached yet, write its report, and print a summary of the effects
     (`--format json`: the same as JSON on stdout; progress and notes then go to stderr or are left out)."""
     import time
 
-    from mechsteer.api import load_study, plan_status, run_plan
+    from mechsteer.api import load_study, plan_status, rehearsal_plan, run_plan
     from mechsteer.cli.output import err_console
 
     _check_format(fmt)
     out = console if fmt == "text" else err_console
     t0 = time.perf_counter()
-    p = load_study(study, profile, data_dir=data_dir, max_cells=max_cells).plan(limit, output_dir)
+    if rehearse:
+        if data_dir is not None:
+            raise typer.BadParameter("--data-dir has no effect with --rehearse (a rehearsal reads stand-in data)")
+        p = rehearsal_plan(study, profile, limit=limit, output_dir=output_dir, max_cells=max_cells)
+        out.print(f"[bold reverse] {escape(p.rehearsal['banner'])} [/]", soft_wrap=True)
+    else:
+        p = load_study(study, profile, data_dir=data_dir, max_cells=max_cells).plan(limit, output_dir)
     status = plan_status(p).drop_duplicates("hash")
     todo = len(status) if force else int((status.state != "fresh").sum())
     if reuse_stale and not force:
@@ -300,13 +369,17 @@ def report(
 ) -> None:
     """Rebuild a study's report from its recorded cells (no model is loaded) and print a summary of the
     effects and the report's paths (`--format json`: as JSON)."""
+    import warnings
+
     from mechsteer.api import load_results, load_study
     from mechsteer.report import write_report
-    from mechsteer.results import Results
+    from mechsteer.results import RehearsalWarning, Results
 
     _check_format(fmt)
     if target.is_dir():
-        results = load_results(target)
+        with warnings.catch_warnings():  # the summary leads with the rehearsal's banner itself
+            warnings.simplefilter("ignore", RehearsalWarning)
+            results = load_results(target)
     else:
         study = load_study(target, profile, data_dir=data_dir, max_cells=max_cells)
         results = Results.from_plan(study.plan(limit, output_dir))

@@ -53,6 +53,8 @@ def summary_json(results, ran: dict | None = None) -> str:
         "baseline": results.baseline,
         "effects": json.loads(eff.to_json(orient="records")) if not eff.empty else [],
     }
+    if results.rehearsal is not None:
+        doc = {"rehearsal": results.rehearsal, **doc}
     return json.dumps(doc, indent=1)
 
 
@@ -231,6 +233,9 @@ def ls_table(df: pd.DataFrame, root, width: int) -> Table:
 def print_summary(results, console, *, ran: str | None = None) -> None:
     """The terminal summary: what ran, the cell count, the effects (or values) table, the report paths."""
     counts = _counts(results)
+    banner = (results.rehearsal or {}).get("banner")
+    if banner:
+        console.print(f"[bold reverse] {escape(banner)} [/]", soft_wrap=True)
     if ran:
         console.print(escape(ran))
     console.print(f"{counts['recorded']} of {counts['total']} cells recorded")
@@ -246,6 +251,8 @@ def print_summary(results, console, *, ran: str | None = None) -> None:
     paths = _paths(results)
     console.print(escape(f"report: {paths['md']}"), soft_wrap=True)
     console.print(escape(f"        {paths['html']}"), soft_wrap=True)
+    if banner:
+        console.print(f"[bold reverse] {escape(banner)} [/]", soft_wrap=True)
 
 
 __all__ = ["effects_summary", "ls_table", "print_summary", "summary_json", "values_summary"]

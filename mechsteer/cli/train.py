@@ -55,6 +55,14 @@ def train_command(
             "scaled by the block's residual norm); default: the file's per_block.lr_rule.",
         ),
     ] = None,
+    rehearse: Annotated[
+        bool,
+        typer.Option(
+            "--rehearse",
+            help="Rehearse before GPU time: a random-weight twin, stand-in prompts, a few steps with checkpoints, "
+            "then the best-checkpoint selection, into <output>-rehearsal/ (docs/rehearsal.md).",
+        ),
+    ] = False,
 ) -> None:
     """Train steering vectors (or a LoRA-1 / full fine-tuning baseline) with RLOO on a frozen model."""
     from rich.console import Console
@@ -64,6 +72,25 @@ def train_command(
     from mechsteer.spec.training import load_train_spec
 
     console = Console(highlight=False)
+    if rehearse:
+        from mechsteer.cli.rehearse import rehearse_training
+
+        if resume or steps is not None or validate_only:
+            raise MechsteerError("--rehearse takes no --resume, --steps or --validate", hint="drop them")
+        again = lambda f, pb, rule: train_command(  # noqa: E731 - the ordinary command on the rehearsed file
+            f, per_block=pb, lr_rule=rule, threads=threads, quiet=quiet, no_eval=no_eval
+        )
+        return rehearse_training(
+            file,
+            profile,
+            output=output,
+            per_block=per_block,
+            lr_rule=lr_rule,
+            threads=threads,
+            quiet=quiet,
+            console=console,
+            train=again,
+        )
     loaded = load_train_spec(file, profile)
     out_dir = output if output is not None else loaded.output_dir()
     spec = loaded.spec

@@ -208,6 +208,13 @@ def diff(
             hint="give a second output folder (diff A B), or two models of this folder (--models A B)",
         )
     rb = _load(b)
+    if (ra.rehearsal is None) != (rb.rehearsal is None):
+        rehearsal, real = (ra, rb) if ra.rehearsal is not None else (rb, ra)
+        raise MechsteerError(
+            f"{rehearsal.output_dir} is a rehearsal (random-weight twins, stand-in data): it is not a result and "
+            f"cannot be compared with the run in {real.output_dir}",
+            hint="diff two runs, or two rehearsals",
+        )
     if ra.study != rb.study:
         raise MechsteerError(
             f"cannot diff runs of different studies: {ra.study!r} ({ra.output_dir}) vs {rb.study!r} ({rb.output_dir})",

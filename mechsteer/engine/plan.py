@@ -43,6 +43,7 @@ from mechsteer.file_hash import sha256_file
 from mechsteer.hub import resolve_commit
 from mechsteer.models.dtype import resolve_dtype
 from mechsteer.models.identity import KEYED_AS, UNRESOLVED, model_identity, model_source
+from mechsteer.models.twin import MARKER as TWIN_MARKER
 from mechsteer.spec.evaluation import EvaluationSpec
 from mechsteer.spec.kinds import INTERVENTION_KINDS, MEASUREMENT_KINDS, VECTOR_KINDS
 from mechsteer.spec.kinds.eval_task import EvalTaskSpec
@@ -53,6 +54,7 @@ from mechsteer.spec.loader import LoadedStudy, canonical_json
 from mechsteer.spec.model_sets import vectors_for_model
 from mechsteer.spec.models import ModelShape, ModelSpec, known_shape
 from mechsteer.spec.paths import file_content_key
+from mechsteer.spec.rehearsal import SUFFIX as REHEARSAL_SUFFIX
 from mechsteer.spec.study import condition_controls, expanded_conditions
 from mechsteer.spec.sweeps import SweepSpec
 
@@ -216,6 +218,9 @@ class Plan:
     """The `--limit` the plan was compiled with (its cells then live in their own folder)."""
     run_id: str = field(default_factory=lambda: secrets.token_hex(8))
     """Names one execution of this plan (forced runs reuse only the shared intermediates they wrote)."""
+    rehearsal: dict | None = None
+    """A rehearsal's record (`mechsteer.spec.rehearsal`: what was stood in, the caps), None for a real run: a
+    rehearsal's folder, plan.json, report and cell keys all say it is one."""
 
     @property
     def cells_dir(self) -> Path:
@@ -264,7 +269,7 @@ class Plan:
             "spec_hash": self.spec_hash,
             "limit": self.limit,
             "cells": [c.row() for c in self.cells],
-        }
+        } | ({"rehearsal": self.rehearsal} if self.rehearsal is not None else {})
 
     def write_summary(self) -> Path:
         """Write `summary()` to `<output_dir>/plan.json` (atomically)."""
@@ -427,17 +432,33 @@ def cell_code(interventions, measurement: Measurement, vector_specs: list, backe
     return code_fingerprint(sorted(modules), vllm=backend == "vllm")
 
 
-def compile_study(ls: LoadedStudy, *, limit: int | None = None, output_root: str | Path = "outputs") -> Plan:
+def compile_study(
+    ls: LoadedStudy, *, limit: int | None = None, output_root: str | Path = "outputs", rehearsal: dict | None = None
+) -> Plan:
     """Compile a validated study into a Plan (see the module docstring): models identified by content,
     vectors bound, sweeps expanded per model, every cell's interventions bound and its key, hash and code
     fingerprint computed. `limit` caps every measurement's problems (its plan gets its own folder,
-    `<output_root>/<study>[-<profile>]/limit-<N>/`). Reads no weights and imports no torch."""
+    `<output_root>/<study>[-<profile>]/limit-<N>/`). `rehearsal` (a rehearsed study's record, from
+    `mechsteer.engine.rehearsal`) puts the plan in `<output_root>/<study>[-<profile>]-rehearsal/` and into
+    every cell key, so no real run ever shares a cell with it; a model folder that is a rehearsal's twin is
+    refused anywhere else. Reads no weights and imports no torch."""
     spec = ls.spec
     resolve = lambda p: ls.resolve_path(p).resolve()  # noqa: E731
     models = {
         name: ModelEntry.of(name, ms, ls.base_dir.resolve(), known_shape(ms.id, ls.base_dir))
         for name, ms in spec.models.items()
     }
+    if rehearsal is None:
+        twins = [name for name, e in models.items() if e.identity.get("files", {}).get(TWIN_MARKER)]
+        if twins:
+            raise CompileError(
+                ls.problem(
+                    ("models", twins[0], "id"),
+                    f"{spec.models[twins[0]].id} is a rehearsal's random-weight twin, not a model: nothing computed "
+                    "with it is a result",
+                    hint="rehearse the study instead (`mechsteer run FILE -p PROFILE --rehearse`)",
+                )
+            )
     notes = [f"model {e.name}: {e.note}" for e in models.values() if e.note]
     vectors = bind_vectors(ls)
     measurements = _measurements(ls, limit, notes)
@@ -483,6 +504,8 @@ def compile_study(ls: LoadedStudy, *, limit: int | None = None, output_root: str
                 ref = bound_all.get(ref_name) if ref_name is not None else None
                 for seed in seeds:
                     key = {"model": mfp, "interventions": ivs, "vectors": vfp, "measurement": mkey, "seed": seed}
+                    if rehearsal is not None:  # never the key of a real run's cell
+                        key["rehearsal"] = rehearsal["format"]
                     if ref is not None:  # the compared condition's content, not only its name
                         key["reference"] = {
                             "interventions": [file_content_key(iv) for iv in ref],
@@ -508,7 +531,7 @@ def compile_study(ls: LoadedStudy, *, limit: int | None = None, output_root: str
                             reference=ref,
                         )
                     )
-    name = spec.name + (f"-{ls.profile}" if ls.profile else "")
+    name = spec.name + (f"-{ls.profile}" if ls.profile else "") + (REHEARSAL_SUFFIX if rehearsal is not None else "")
     output_dir = Path(output_root).resolve() / name  # absolute: Ray workers elsewhere write cells here
     if limit is not None:  # never the full run's folder: its plan.json and report stay the full run's
         output_dir = output_dir / f"limit-{limit}"
@@ -534,4 +557,5 @@ def compile_study(ls: LoadedStudy, *, limit: int | None = None, output_root: str
         spec_hash=ls.spec_hash(),
         notes=tuple(notes),
         limit=limit,
+        rehearsal=rehearsal,
     )

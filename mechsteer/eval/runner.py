@@ -55,16 +55,34 @@ def _quiet_lm_eval() -> Iterator[None]:
     from unittest import mock
 
     import lm_eval.api.task as lm_eval_task
+    import lm_eval.evaluator as lm_eval_evaluator
     from tqdm import tqdm
 
     logger = logging.getLogger("lm_eval")
     level = logger.level
     logger.setLevel(logging.ERROR)
     try:
-        with mock.patch.object(lm_eval_task, "tqdm", partial(tqdm, disable=True)):
+        with (
+            mock.patch.object(lm_eval_task, "tqdm", partial(tqdm, disable=True)),
+            mock.patch.object(lm_eval_evaluator, "add_env_info", _add_env_info_once),
+        ):
             yield
     finally:
         logger.setLevel(level)
+
+
+_ENV_INFO: dict = {}
+
+
+def _add_env_info_once(storage: dict) -> None:
+    """lm-eval's `add_env_info`, computed once per process: lm-eval calls it for every evaluation, and it runs
+    torch's `collect_env` (a dozen subprocesses: pip, nvidia-smi, ...), about 0.7 s per cell here, which a
+    study of thousands of cells paid every time for the same text. The results file keeps the same fields."""
+    if not _ENV_INFO:
+        from lm_eval.loggers.utils import add_env_info
+
+        add_env_info(_ENV_INFO)
+    storage.update(_ENV_INFO)
 
 
 def evaluate_task(model_lm, task_config: dict, *, seed: int, chat: bool, limit: int | None) -> dict:

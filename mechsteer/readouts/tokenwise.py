@@ -28,6 +28,20 @@ def _is_newline(tok: str) -> bool:
     return "\n" in tok or "\u010a" in tok  # "\u010a" = "Ċ", the byte-level BPE spelling of "\n"
 
 
+CHAT_MARKERS = {
+    "<|start_header_id|>": {"start": "<|start_header_id|>", "end": "<|eot_id|>", "header_end": "<|end_header_id|>"},
+    "<start_of_turn>": {"start": "<start_of_turn>", "end": "<end_of_turn>"},
+}
+"""Turn markers of chat templates other than ChatML (the default of `segment_borders`): Llama 3, Gemma."""
+
+
+def chat_markers(tokens: Sequence[str]) -> dict[str, str]:
+    """`segment_borders`' marker arguments for a prompt's tokens: Llama 3's or Gemma's when the prompt holds their
+    turn-start token, else ChatML's (the defaults)."""
+    present = {t.strip(" ") for t in tokens}
+    return next((markers for first, markers in CHAT_MARKERS.items() if first in present), {})
+
+
 def segment_borders(
     tokens: Sequence[str],
     *,

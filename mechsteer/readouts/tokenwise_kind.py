@@ -23,6 +23,7 @@ from mechsteer.readouts.teacher_forced import (
 )
 from mechsteer.readouts.tokenwise import (
     alpha_matrix,
+    chat_markers,
     layer_summary,
     segment_borders,
     segment_labels,
@@ -52,9 +53,8 @@ def run(task: MeasurementTask) -> MeasurementResult:
             segs = []
             for sid, q in zip(sids, part):
                 try:
-                    b = segment_borders(
-                        lm.tokenizer.convert_ids_to_tokens(q.ids[: q.prompt_length]), prompt_length=q.prompt_length
-                    )
+                    toks = lm.tokenizer.convert_ids_to_tokens(q.ids[: q.prompt_length])
+                    b = segment_borders(toks, prompt_length=q.prompt_length, **chat_markers(toks))
                     borders_of[sid] = b
                     segs.append(segment_labels(len(q.ids), b))
                 except ValueError:  # not a chat prompt: prompt vs generation only

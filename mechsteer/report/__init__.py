@@ -26,7 +26,7 @@ from mechsteer.report.effects import effects_section
 from mechsteer.report.html import write_html
 from mechsteer.report.models import models_section
 from mechsteer.report.paper_table import paper_table_section
-from mechsteer.report.provenance import checkpoints_section, deviations_section
+from mechsteer.report.provenance import checkpoints_section, deviations_section, rehearsal_section
 from mechsteer.report.sweeps import sweep_section
 from mechsteer.report.tables import column_chunks, delta_table, is_rate, per_measurement
 from mechsteer.report.transfer import transfer_section
@@ -45,7 +45,8 @@ def write_report(results) -> Path:
     atomic_write_text(out / "results.csv", df.to_csv(index=False))
     means, text = results.wide(), results.wide(text=True)
     title = f"# {results.study}" + (f" (profile {results.profile})" if results.profile else "")
-    lines = [title, ""]
+    lines = [("# REHEARSAL: " + title[2:]) if results.rehearsal else title, ""]
+    lines += rehearsal_section(results)
     if results.summary.get("description"):
         lines += [results.summary["description"].strip(), ""]
     lines += deviations_section(results)

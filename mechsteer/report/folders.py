@@ -22,7 +22,7 @@ from mechsteer.engine.plan import PLAN_FILE
 from mechsteer.engine.store import CellStore
 from mechsteer.errors import MechsteerError
 
-SKIP = {"cells", "work", "report", ".git", "__pycache__"}
+SKIP = {"cells", "work", "report", "stand-ins", ".git", "__pycache__"}
 """Folders inside a run that never hold another run."""
 MAX_DEPTH = 4
 """How deep under the root run folders are looked for (outputs/studies_bench/<time>/<study>/limit-N)."""
@@ -101,7 +101,10 @@ def folder_status(path: str | Path) -> dict:
     store = CellStore(path / "cells")
     hashes = list(dict.fromkeys(c["hash"] for c in summary["cells"]))
     recorded = [h for h in hashes if store.is_done(h)]
-    stale, note = _stale(summary, store, recorded)
+    if summary.get("rehearsal") is not None:  # compiled again, the study is the real one: no cell would match
+        stale, note = None, "REHEARSAL (random-weight twins, stand-in data): not results"
+    else:
+        stale, note = _stale(summary, store, recorded)
     report = path / "report" / "report.html"
     row.update(
         study=summary["study"],

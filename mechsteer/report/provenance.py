@@ -1,6 +1,7 @@
-"""Two report sections that say what a result is: the study's declared deviations from the paper, and the
-vectors each cell read with the training checkpoint(s) behind them (final, a fixed step, or the run's
-selected best; per block for stacks of single-layer runs), read from the recorded cells' vector metadata."""
+"""Report sections that say what a result is: whether it is a rehearsal (and what it stood in), the study's
+declared deviations from the paper, and the vectors each cell read with the training checkpoint(s) behind them
+(final, a fixed step, or the run's selected best; per block for stacks of single-layer runs), read from the
+recorded cells' vector metadata."""
 
 from __future__ import annotations
 
@@ -9,6 +10,19 @@ import json
 import pandas as pd
 
 from mechsteer.safe_text import markdown_table
+
+
+def rehearsal_section(results) -> list[str]:
+    """A rehearsal's banner and what it stood in for what (`mechsteer run --rehearse`); nothing for a run."""
+    rehearsal = results.rehearsal
+    if not rehearsal:
+        return []
+    lines = [f"**{rehearsal.get('banner', 'REHEARSAL')}**", "", "## What the rehearsal stood in", ""]
+    lines += [f"- {note}" for note in rehearsal.get("stand_ins") or []]
+    caps = rehearsal.get("caps") or {}
+    if caps:
+        lines += ["", "Caps: " + ", ".join(f"{k} {v}" for k, v in caps.items() if not isinstance(v, dict)), ""]
+    return lines + [""]
 
 
 def deviations_section(results) -> list[str]:

@@ -264,6 +264,11 @@ def _validation_problems(err: ValidationError, raw: Any, file: str, positions: d
     return problems
 
 
+_PARSED: dict[tuple, tuple[Any, dict]] = {}
+"""Parsed spec files by (path, size, mtime, ctime): a study that names one training file in thirty vector sets
+reads and parses it once (callers get copies: they merge profiles into what they get)."""
+
+
 def read_spec_file(path: str | Path, what: str, keys: str, example: str) -> tuple[dict, dict]:
     """Read a YAML spec file into (data, positions), with clear errors for a missing, unreadable, malformed
     or non-mapping file. `what` names the kind of file, `keys` its main keys, `example` a file to look at."""
@@ -271,10 +276,15 @@ def read_spec_file(path: str | Path, what: str, keys: str, example: str) -> tupl
     if not file.is_file():
         raise SpecError(Problem(f"{what} not found", file=fname, hint=f"check the path; see {example}"))
     try:
-        if file.stat().st_size > MAX_SPEC_BYTES:
+        st = file.stat()
+        if st.st_size > MAX_SPEC_BYTES:
             raise SpecError(
                 Problem(f"the {what} is larger than {MAX_SPEC_BYTES >> 20} MiB", file=fname, hint=f"see {example}")
             )
+        key = (str(file.resolve()), fname, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        if key in _PARSED:
+            raw, positions = _PARSED[key]
+            return copy.deepcopy(raw), dict(positions)
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise SpecError(Problem(f"cannot read {what}: {e}", file=fname)) from None
@@ -282,6 +292,9 @@ def read_spec_file(path: str | Path, what: str, keys: str, example: str) -> tupl
     if not isinstance(raw, dict):
         raise SpecError(Problem(f"a {what} must be a YAML mapping ({keys})", file=fname, line=1, hint=f"see {example}"))
     ProblemList(profile_name_problems(raw, fname, positions)).raise_if_any(SpecError)
+    if len(_PARSED) > 256:
+        _PARSED.clear()
+    _PARSED[key] = (copy.deepcopy(raw), dict(positions))
     return raw, positions
 
 

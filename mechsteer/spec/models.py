@@ -69,21 +69,19 @@ class ModelShape:
     architecture: str
 
 
-KNOWN_SHAPES: dict[str, ModelShape] = {
-    "smollm2-135m": ModelShape(30, 576, 9, 3, "LlamaForCausalLM"),
-    "gemma3-270m": ModelShape(18, 640, 4, 1, "Gemma3ForCausalLM"),
-    "Qwen/Qwen2.5-Math-7B": ModelShape(28, 3584, 28, 4, "Qwen2ForCausalLM"),
-    "Qwen/Qwen2.5-7B": ModelShape(28, 3584, 28, 4, "Qwen2ForCausalLM"),
-    "Qwen/Qwen2.5-7B-Instruct": ModelShape(28, 3584, 28, 4, "Qwen2ForCausalLM"),
-    "Qwen/Qwen2.5-Math-1.5B": ModelShape(28, 1536, 12, 2, "Qwen2ForCausalLM"),
-    "Qwen/Qwen2.5-1.5B": ModelShape(28, 1536, 12, 2, "Qwen2ForCausalLM"),
-    "Qwen/Qwen2.5-1.5B-Instruct": ModelShape(28, 1536, 12, 2, "Qwen2ForCausalLM"),
-    "Qwen/Qwen2.5-14B": ModelShape(48, 5120, 40, 8, "Qwen2ForCausalLM"),
-    "meta-llama/Llama-3.1-8B-Instruct": ModelShape(32, 4096, 32, 8, "LlamaForCausalLM"),
-    "meta-llama/Llama-3.1-8B": ModelShape(32, 4096, 32, 8, "LlamaForCausalLM"),
-}
-"""Public config facts of the paper's models, so `validate` can check layers without network or torch.
-The loader re-checks against the real config."""
+def _known_shapes() -> dict[str, ModelShape]:
+    from mechsteer.spec.model_configs import table
+
+    return {
+        model_id: ModelShape(c.n_layers, c.d_model, c.n_heads, c.n_kv_heads, c.architecture)
+        for model_id, c in table().items()
+    }
+
+
+KNOWN_SHAPES: dict[str, ModelShape] = _known_shapes()
+"""Public config facts of the paper's models (and the embedded ones), from the package's table
+`mechsteer/data/model_configs.yaml`, so `validate` can check layers without network or torch. The loader
+re-checks against the real config."""
 
 
 def shape_from_config_dict(cfg: dict) -> ModelShape | None:

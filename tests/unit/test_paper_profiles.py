@@ -371,7 +371,10 @@ def test_docs_paper_names_existing_studies_profiles_training_runs_and_numbers():
         assert key in numbers["numbers"], key
     for entry in numbers["numbers"].values():
         assert entry["source"] in numbers["sources"]
-    assert "expected GPU hours" in text and "TBD" in text
+    # the expected GPU hours: the generated estimate block (benchmarks/paper_estimate.py), no placeholder left
+    assert "TBD" not in text and "[Expected GPU hours](#expected-gpu-hours)" in text
+    block = text.split("<!-- results:paper_estimate -->")[1].split("<!-- /results:paper_estimate -->")[0]
+    assert "| **total** |" in block and "mechsteer plan --estimate --all" in block
 
 
 def test_paper_numbers_are_never_read_as_results():

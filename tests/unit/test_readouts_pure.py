@@ -335,6 +335,15 @@ def test_segment_borders_on_a_chatml_prompt():
     ]
     got = tw.segment_borders(llama, start="<|start_header_id|>", end="<|eot_id|>", header_end="<|end_header_id|>")
     assert got == {"system_end": 0, "header_end": 4, "problem_end": 6, "prompt_end": 10}
+    # the readout picks the markers from the prompt itself (the Llama profiles' segments were ChatML's: none found)
+    assert tw.segment_borders(llama, **tw.chat_markers(llama)) == got and tw.chat_markers(bpe) == {}
+    gemma = ["<bos>", "<start_of_turn>", "user", "Ċ", "Hi", "<end_of_turn>", "Ċ", "<start_of_turn>", "model", "Ċ"]
+    assert tw.segment_borders(gemma, **tw.chat_markers(gemma)) == {
+        "system_end": 0,
+        "header_end": 4,
+        "problem_end": 5,
+        "prompt_end": 10,
+    }
     with pytest.raises(ValueError, match="no user turn"):
         tw.segment_borders(["a", "b"])
 

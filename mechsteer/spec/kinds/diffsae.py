@@ -86,3 +86,15 @@ class DiffSAEReadout(PromptSource):
     def seeds_to_run(self, seeds: list[int]) -> list[int]:
         """Every seed: the completions are sampled (temperature > 0)."""
         return list(seeds)
+
+    def work(self, ctx):
+        """Completions sampled under the condition, teacher-forced steered and unsteered (the SAE's own training
+        is small next to them)."""
+        return self.sampled_work(ctx, self.samples, self.max_new_tokens, self.batch_size, passes=2)
+
+    def rehearsed(self, r):
+        """The prompt source's caps, and a small SAE (`r.caps.sae`) trained on the few tokens there are."""
+        out = super().rehearsed(r)
+        sae = out.sae.model_copy(update={**r.caps.sae, "aux_k": None, "checkpoint_every": 0})
+        r.note(f"diffsae: SAE width {out.sae.width} -> {sae.width}, k {out.sae.k} -> {sae.k}, {sae.tokens} tokens")
+        return out.model_copy(update={"sae": sae})

@@ -48,3 +48,9 @@ class EvalTaskSpec(MeasurementBase):
     def vllm_unsupported(self) -> str | None:
         """None: a benchmark task runs through lm-eval's `vllm` model with the same prompts and graders."""
         return None
+
+    def work(self, ctx):
+        """`samples` completions of each problem (every one prefilled and sampled)."""
+        from mechsteer.spec.work import sampled
+
+        return sampled(ctx, self.task, "test", self.limit, self.samples, self.max_new_tokens, self.batch_size)

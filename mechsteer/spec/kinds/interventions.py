@@ -119,6 +119,20 @@ class InterventionBase(StrictModel):
             return [(("path",), f"file not found: {resolve_path(path)}", "paths are relative to the study file")]
         return []
 
+    def training_run(self) -> tuple[str, str | None, list[int] | str | None] | None:
+        """(training file, profile, per-block blocks or None) of a training run this intervention reads itself
+        (not through a vector set), for the estimate of what a study needs trained; None (the default) when it
+        reads none."""
+        return None
+
+    @classmethod
+    def rehearsed_raw(cls, raw: dict, r) -> dict:
+        """This intervention as written (a dict, possibly with sweep placeholders such as `"{layer}"`) in a
+        rehearsal (`mechsteer.spec.rehearsal.Rehearsal` `r`): a kind that reads a file or a training run of its
+        own returns the dict that reads its stand-in (asking `r` for it); the default (vectors come from the
+        study's vector sets, stood in there) returns it unchanged."""
+        return raw
+
     def bind(self, model: ModelSpec, shape: ModelShape | None, resolve_path: Callable[[str], Path]):
         """This intervention made self-contained for one model (the compiler calls it per model and cell):
         a `path` made absolute, and layer references (`penultimate`, `-1`, `{depth: 0.5}`) resolved to block

@@ -76,6 +76,19 @@ class MeasurementBase(StrictModel):
         trained set (`mechsteer.spec.vector_origin`); None (the default) when any vector will do."""
         return None
 
+    def work(self, ctx):
+        """The tokens a cell of this measurement processes (`mechsteer.spec.work.Work`: prompts prefilled,
+        tokens generated and teacher-forced, expected and at the cap), from the facts `ctx` knows
+        (`mechsteer.spec.work.WorkContext`), for `mechsteer plan --estimate`; None (the default) when the kind
+        cannot say (the estimate lists it)."""
+        return None
+
+    def rehearsed(self, r):
+        """This measurement in a rehearsal (`mechsteer.spec.rehearsal.Rehearsal` `r`): its problems, tokens and
+        samples cut to `r.caps`, its benchmark data read from `r.data_dir`, anything else it sizes (an SAE)
+        shrunk; the default (nothing to shrink) returns itself."""
+        return self
+
     def study_problems(self, conditions: dict, shapes: dict) -> list[Problem3]:
         """Problems `validate` finds with the whole study in view (`conditions`: name -> interventions or
         sweep; `shapes`: model -> known shape or None), as (sub-path, message, hint). None by default."""

@@ -84,6 +84,25 @@ class _Sampled(PromptSource):
         """Every seed when the sequences are sampled; greedy ones are the same under every seed."""
         return list(seeds) if self.temperature > 0 else list(seeds[:1])
 
+    teacher_passes: ClassVar[int] = 2
+    """Teacher-forced passes over each sampled sequence (with and without the condition, by default)."""
+
+    def rehearsed(self, r):
+        """The prompt source's caps; a readout that keeps only finished samples gets four times the token cap and
+        twice the prompts, so that twins' samples end (each token ends one with probability
+        `mechsteer.models.twin.STOP_PROBABILITY`) and the readout has sequences to analyse."""
+        out = super().rehearsed(r)
+        if self.only_finished:
+            more = {"max_new_tokens": min(self.max_new_tokens, 4 * r.caps.new_tokens)}
+            if self.task is not None:
+                more["limit"] = r.caps.cap(self.limit, 2 * r.caps.problems)
+            out = out.model_copy(update=more)
+        return out
+
+    def work(self, ctx):
+        """The sequences sampled under the condition, then `teacher_passes` teacher-forced passes over them."""
+        return self.sampled_work(ctx, self.samples, self.max_new_tokens, self.batch_size, self.teacher_passes)
+
 
 class _VectorRows(MeasurementBase):
     """Which vector sets of the condition, and which of their rows, a vector readout analyses."""
@@ -96,6 +115,12 @@ class _VectorRows(MeasurementBase):
     def seeds_to_run(self, seeds: list[int]) -> list[int]:
         """The first seed: the vectors' statistics involve no sampling."""
         return list(seeds[:1])
+
+    def work(self, ctx):
+        """None on the GPU: a vector readout reads the vectors and the unembedding, not tokens."""
+        from mechsteer.spec.work import Work
+
+        return Work()
 
 
 @readout_kind(
@@ -131,6 +156,12 @@ class LogitLensReadout(_Sampled, _VectorRows):
         if self.unembedding_bias and self.prompts is None and self.task is None:
             raise ValueError("unembedding_bias needs prompts: give `prompts` or `task`")
         return self
+
+    def work(self, ctx):
+        """The lens reads vector rows only (no tokens); u_l samples and teacher-forces twice per source layer."""
+        from mechsteer.spec.work import Work
+
+        return super().work(ctx).times(ctx.layers(self.sources)) if self.unembedding_bias else Work()
 
     def single_source_analysis(self):
         """u_l is about s_l trained alone (Figure 4), unless `joint_rows` asks about joint rows on purpose."""
@@ -237,6 +268,10 @@ class PersistenceReadout(_Sampled):
     shift (the authors' code), `dataset` = E_x[dF] over every token of every sample (the paper's Figure 2
     caption). Both are recorded (`dd_sample`, `dd_dataset`); this picks the one shown as Diff-Diff."""
 
+    def work(self, ctx):
+        """For each source layer: sequences sampled under s_l, teacher-forced with and without it."""
+        return super().work(ctx).times(ctx.layers(self.sources))
+
     def single_source_analysis(self):
         """Persistence is about s_l trained alone (Figure 2), unless `joint_rows` asks about joint rows."""
         return None if self.joint_rows else ("persistence", ("add",))
@@ -319,6 +354,7 @@ class TokenwiseReadout(_Sampled):
     MLP-output norm; per-layer and per-segment summaries and Pearson r of alpha_t vs cos(m_t, B^)."""
 
     steers_itself: ClassVar[bool] = True
+    teacher_passes: ClassVar[int] = 1
     kind: Literal["tokenwise"] = "tokenwise"
     heatmap_samples: int = Field(default=2, ge=0)
     """Samples drawn as layer x position heat-maps."""

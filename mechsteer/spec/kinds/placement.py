@@ -7,6 +7,7 @@ Torch implementations: `mechsteer.interventions.place` and `mechsteer.interventi
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -106,6 +107,8 @@ class Lora1Spec(InterventionBase):
     (`<its output>/lora1.safetensors`); a missing run is an error naming the `mechsteer train` command."""
     profile: str | None = None
     """The training file's profile that run used (with `train`)."""
+    output: str | None = None
+    """With `train`: the run's output folder when `mechsteer train -o` moved it (relative to the study file)."""
     per_block: bool = False
     """With `train`: read the single-block adapter of block `layer` from its own run under
     `<output>/layer-KK/` (what `mechsteer train FILE -p P --per-block K` writes; the paper's Appendix S trains
@@ -150,7 +153,7 @@ class Lora1Spec(InterventionBase):
         from mechsteer.train.layout import BEST_FILE, per_block_dir, run_vectors_file
 
         train = str(resolve_path(self.train))
-        run = load_train_spec(train, self.profile).output_dir()
+        run = Path(resolve_path(self.output)) if self.output else load_train_spec(train, self.profile).output_dir()
         if self.per_block:
             if not isinstance(out.layer, int):  # the model's depth is not known before loading it
                 raise ValueError(f"lora1 per_block: block {self.layer!r} of {model.id} cannot be resolved here")
@@ -159,7 +162,8 @@ class Lora1Spec(InterventionBase):
             path = run_vectors_file(run, self.checkpoint, "", "lora1.safetensors")
         except VectorError:  # no best.json yet: attaching says which command picks it
             path = run / BEST_FILE
-        bound = out.model_copy(update={"train": train, "path": str(path)})
+        update = {"train": train, "path": str(path)} | ({"output": str(run)} if self.output else {})
+        bound = out.model_copy(update=update)
         return bound.model_copy(update={"command": bound.train_command()})
 
     def train_command(self) -> str:
@@ -172,7 +176,11 @@ class Lora1Spec(InterventionBase):
 
             command = per_block_command(self, [self.layer])
         else:
-            command = f"mechsteer train {self.train}" + (f" --profile {self.profile}" if self.profile else "")
+            command = (
+                f"mechsteer train {self.train}"
+                + (f" --profile {self.profile}" if self.profile else "")
+                + (f" --output {self.output}" if self.output else "")
+            )
         if self.checkpoint == "best":
             command += "; then evaluate its checkpoints and run `mechsteer select-checkpoints` (best.json)"
         return command
@@ -197,6 +205,35 @@ class Lora1Spec(InterventionBase):
         """A rank-1 update of block l's mlp.down_proj output, which then reaches the residual per the layout."""
         how = f"; down_proj's output is {layout.mlp_to_residual}" if layout is not None else ""
         return f"a rank-1 LoRA on block l's mlp.down_proj (alpha_t * B/||B|| per token){how}"
+
+    def training_run(self):
+        """The training file and profile of a `train:` adapter (with its block when `per_block`)."""
+        if self.train is None:
+            return None
+        return self.train, self.profile, ([self.layer] if self.per_block and isinstance(self.layer, int) else None)
+
+    @classmethod
+    def rehearsed_raw(cls, raw, r):
+        """A stand-in adapter: with `train`, a stand-in run (`output`) holding the adapter file, its checkpoint
+        and per-block runs; with `path`, a random adapter of the twin's shape at the file's rows."""
+        if raw.get("train") is not None:
+            layer = raw.get("layer", "all")
+            blocks = None if not raw.get("per_block") else ((layer,) if isinstance(layer, int) else "all")
+            out = r.run(
+                raw["train"],
+                raw.get("profile"),
+                file="lora1.safetensors",
+                blocks=blocks,
+                checkpoint=raw.get("checkpoint"),
+            )
+            return {**raw, "train": str(r.resolve(raw["train"]).resolve()), "output": str(out)}
+        from mechsteer.spec.rehearsal import file_rows
+
+        source = r.resolve(raw["path"])
+        info = file_rows(source)
+        path = r.file(source.stem, file="lora1", rows=info[0] if info else "all")
+        r.note(f"adapter {source.name}: a random rank-1 adapter of the twin's shape ({path.name})")
+        return {**raw, "path": str(path)}
 
     def file_problems(self, resolve_path):
         """With `train`, the training file must exist and validate (its output may come later); else `path`."""

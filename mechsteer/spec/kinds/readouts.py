@@ -70,6 +70,29 @@ class PromptSource(MeasurementBase):
         prompts."""
         return (self.task, self.data_dir) if self.task else None
 
+    def sampled_work(self, ctx, samples: int, max_new_tokens: int | None, batch: int, passes: int = 0):
+        """The work of sampling `samples` completions of each of this readout's prompts, then teacher-forcing
+        each prompt + completion `passes` times."""
+        from mechsteer.spec.work import sampled
+
+        n = len(self.prompts) if self.prompts is not None else None
+        return sampled(ctx, self.task, self.split, self.limit, samples, max_new_tokens, batch, passes=passes, prompts=n)
+
+    def rehearsed(self, r):
+        """At most `r.caps.problems` prompts (a benchmark or prompt set read from the stand-in files), and the
+        generated tokens and samples of a readout that samples capped."""
+        caps, update = r.caps, {}
+        if self.task is not None:
+            update["limit"] = caps.cap(self.limit, caps.problems)
+            if self.task != "mini":
+                update["data_dir"] = str(r.data_dir)
+        if self.prompts is not None:
+            update["prompts"] = self.prompts[: caps.problems]
+        for name, cap in (("max_new_tokens", caps.new_tokens), ("samples", caps.samples)):
+            if name in type(self).model_fields and getattr(self, name) is not None:
+                update[name] = caps.cap(getattr(self, name), cap)
+        return self.model_copy(update=update)
+
     def study_problems(self, conditions, shapes):
         """A task must be known; only the bundled `mini` task has a train split, and a training set
         (`deepscaler`) only its train split."""
@@ -111,6 +134,10 @@ class GenerateReadout(PromptSource):
         """Every seed when sampling; greedy decoding (temperature 0) is the same under every seed."""
         return list(seeds) if self.temperature > 0 else list(seeds[:1])
 
+    def work(self, ctx):
+        """`samples` completions of each prompt."""
+        return self.sampled_work(ctx, self.samples, self.max_new_tokens, self.batch_size)
+
 
 @readout_kind("first_token", impl="mechsteer.readouts.first_token:run_first_token")
 class FirstTokenReadout(PromptSource):
@@ -128,3 +155,9 @@ class FirstTokenReadout(PromptSource):
     def seeds_to_run(self, seeds: list[int]) -> list[int]:
         """The first seed: a next-token distribution involves no sampling."""
         return list(seeds[:1])
+
+    def work(self, ctx):
+        """One forward pass over each prompt."""
+        from mechsteer.spec.work import prompts_only
+
+        return prompts_only(ctx, self.task, self.split, self.limit, len(self.prompts) if self.prompts else None)

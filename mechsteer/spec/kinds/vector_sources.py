@@ -10,13 +10,14 @@ other tools' steering files. Builders live in `mechsteer.builders.imports`.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
 
 from mechsteer.spec.base import StrictModel
 from mechsteer.spec.kinds import vector_kind
-from mechsteer.spec.kinds.vectors import VectorSourceBase
+from mechsteer.spec.kinds.vectors import VectorSourceBase, stand_in_file
 from mechsteer.spec.layers import LayerSelection
 from mechsteer.spec.paths import file_content_key
 from mechsteer.spec.templates import PromptTemplateOrRaw
@@ -83,6 +84,20 @@ class MeanDiffVectors(VectorSourceBase):
         """The spec: the set is computed from it and the model (whose content is in the cell key)."""
         return self.model_dump(mode="json")
 
+    def rehearsed(self, r):
+        """Computed on the twin as written, with the generations contrast shrunk to the rehearsal's caps."""
+        if self.generations is None:
+            return self
+        g, caps = self.generations, r.caps
+        small = g.model_copy(
+            update={
+                "n": caps.cap(g.n, caps.problems),
+                "samples": caps.cap(g.samples, caps.samples),
+                "max_new_tokens": caps.cap(g.max_new_tokens, caps.new_tokens),
+            }
+        )
+        return self.model_copy(update={"generations": small})
+
 
 @vector_kind("lm_eval_steered", impl="mechsteer.builders.imports:build_lm_eval_steered")
 class LmEvalSteeredVectors(VectorSourceBase):
@@ -108,6 +123,10 @@ class LmEvalSteeredVectors(VectorSourceBase):
         """The spec with the `.pt` file's sha256 in place of its path."""
         return file_content_key(self)
 
+    def rehearsed(self, r):
+        """A mechsteer `file` set of random rows of the twin's shape (every row) in place of the imported file."""
+        return stand_in_file(r, Path(self.path).stem, None, self.layers)
+
 
 @vector_kind("gguf_control", impl="mechsteer.builders.imports:build_gguf_control")
 class GgufControlVectors(VectorSourceBase):
@@ -128,3 +147,7 @@ class GgufControlVectors(VectorSourceBase):
     def content_key(self) -> dict:
         """The spec with the GGUF file's sha256 in place of its path."""
         return file_content_key(self)
+
+    def rehearsed(self, r):
+        """A mechsteer `file` set of random rows of the twin's shape (every row) in place of the imported file."""
+        return stand_in_file(r, Path(self.path).stem, None, self.layers)

@@ -111,8 +111,32 @@ class VectorSourceBase(StrictModel):
         `validate` read a study's sets per model through `vectors_for_model`, so nothing names the kind."""
         return None
 
+    def training_run(self) -> tuple[str, str | None, list[int] | str | None] | None:
+        """(training file, profile, per-block blocks: a list, `all`, or None for the run itself) of the training
+        run this set reads, for the estimate of what the study needs trained; None (the default) for a set that
+        reads no training run."""
+        return None
+
+    def rehearsed(self, r) -> VectorSourceBase:
+        """This set in a rehearsal (`mechsteer.spec.rehearsal.Rehearsal` `r`): a set that reads files returns
+        the spec that reads its stand-in (asking `r` for it: `r.file`, `r.run`); one built from its spec and
+        the model (random, zeros, scaled; the default) returns itself."""
+        return self
+
 
 VECTOR_KINDS.require_base(VectorSourceBase)
+
+
+def stand_in_file(r, stem: str, source: Path | None, layers) -> FileVectors:
+    """A `file` set reading a random stand-in of the twin's shape for a set that reads `source` (a mechsteer
+    vector file when it exists: its rows, shape and `setup` are kept; otherwise every row)."""
+    from mechsteer.spec.rehearsal import file_rows
+
+    info = file_rows(source) if source is not None else None
+    rows, shape, setup = info if info is not None else ("all", None, None)
+    path = r.file(stem, file="vectors", rows=rows, setup=setup, shape=shape)
+    r.note(f"vector file {source.name if source else stem}: random rows of the twin's shape ({path.name})")
+    return FileVectors(path=str(path), layers=layers)
 
 
 @vector_kind("file", impl="mechsteer.builders.basic:build_file")
@@ -148,6 +172,10 @@ class FileVectors(VectorSourceBase):
     def origin(self, resolve_path, origin_of):
         """From the file header's `setup` (what the trainer wrote)."""
         return file_origin(resolve_path(self.path))
+
+    def rehearsed(self, r):
+        """Random rows of the twin's shape, at the rows the file has."""
+        return stand_in_file(r, Path(self.path).stem, r.resolve(self.path), self.layers)
 
 
 @vector_kind("bundled", impl="mechsteer.builders.basic:build_bundled")
@@ -195,6 +223,10 @@ class BundledVectors(VectorSourceBase):
     def origin(self, resolve_path, origin_of):
         """From the bundled file header's `setup`."""
         return file_origin(self.file())
+
+    def rehearsed(self, r):
+        """Random rows of the twin's shape, at the rows the bundled file has."""
+        return stand_in_file(r, self.name.replace("/", "-"), self.file(), self.layers)
 
 
 @vector_kind("random", impl="mechsteer.builders.basic:build_random")
@@ -401,6 +433,17 @@ class TrainedVectors(VectorSourceBase):
     def study_problems(self, resolve_path):
         """The training file must exist and validate (its output may not exist yet)."""
         return [(("train",), msg, hint) for msg, hint in training_file_problems(resolve_path(self.train), self.profile)]
+
+    def training_run(self):
+        """This set's training file, profile and per-block blocks."""
+        return self.train, self.profile, self.per_block
+
+    def rehearsed(self, r):
+        """The same set read from a stand-in run (`output`): random parameters written in the trainer's layout,
+        with the checkpoint (or best.json) and the per-block runs this set reads."""
+        blocks = None if self.per_block is None else ("all" if self.per_block == "all" else tuple(self.per_block))
+        out = r.run(self.train, self.profile, file="vectors.safetensors", blocks=blocks, checkpoint=self.checkpoint)
+        return self.model_copy(update={"train": str(r.resolve(self.train).resolve()), "output": str(out)})
 
 
 @vector_kind("per_model", impl="mechsteer.builders.basic:build_per_model")
