@@ -9,7 +9,8 @@ makes with an exact McNemar test on the shared problems (greedy, lenient accurac
 the penultimate-block vector and its circuit on the last block (Figures 5, 20, 21), single-layer vectors
 against their norm-matched random control and the unsteered model (Figure 1), pairs
 against their better single (Figure 13), the block-24 vector at each place inside the block (Appendix C),
-persistence cosines at later blocks (Figure 2), the transfer row (Table 1). Statements are generated from the
+persistence cosines at later blocks (Figure 2), the transfer row (Table 1), the rank-1 LoRA's accuracy and its
+token-wise magnitude per prompt segment (Appendix S). Statements are generated from the
 numbers with a fixed threshold (p < 0.05); "no effect" means no significant difference at this sample size,
 not evidence of absence. Writes benchmarks/results/findings.md/.json; `benchmarks/collect.py` puts the Markdown
 into the README block `<!-- results:findings -->`.
@@ -321,6 +322,57 @@ def penultimate_section(res) -> tuple[list[str], dict]:
     return lines, {"conditions": data, "base": acc.value.get("base"), "gain_kept": kept}
 
 
+def tokenwise_section(res) -> tuple[list[str], dict]:
+    """The rank-1 LoRA's accuracy and its token-wise magnitude per prompt segment (Appendix S)."""
+    import pandas as pd
+
+    acc = Acc(res, "mini")
+    rows, data = [], {}
+    for cond, ref in (("lora1", "base"), ("all_layers", "base"), ("lora1", "all_layers")):
+        if cond not in acc.value or ref not in acc.value:
+            continue
+        d, p, n = acc.test(ref, cond)
+        rows.append(f"| {cond} | {acc.pct(cond)} | {ref} | {acc.pct(ref)} | {_sig(d, p)} |")
+        data[f"{cond}_vs_{ref}"] = {"acc": acc.value[cond], "ref_acc": acc.value[ref], "diff": d, "p": p, "n": n}
+    lines = [
+        "### Token-wise magnitude of a rank-1 LoRA (Appendix S; `studies/tokenwise.yaml`)",
+        "",
+        "Greedy lenient accuracy (%) on the held-out `mini` problems of the bundled rank-1 LoRA on every block's "
+        "down_proj (`lora1`), against the unsteered model and the all-layer steering vector; exact McNemar p.",
+        "",
+        "| condition | accuracy | compared with | its accuracy | difference |",
+        "|---|---|---|---|---|",
+        *rows,
+        "",
+    ]
+    seg_csv = Path(res.output_dir) / "report" / "tokenwise_segments.csv"
+    if seg_csv.is_file():
+        seg = pd.read_csv(seg_csv)
+        by = seg.groupby("segment", sort=False).agg(
+            blocks=("layer", "nunique"), tokens=("n", "max"), alpha=("mean_alpha_norm", "mean")
+        )
+        lines += [
+            "alpha_t divided by the block's mean unadapted MLP-output norm and sign-flipped to a positive mean per "
+            "block (the sign of B is arbitrary), averaged over blocks, per prompt segment of the teacher-forced "
+            "samples:",
+            "",
+            "| segment | blocks | tokens per block | mean normalised alpha_t |",
+            "|---|---|---|---|",
+            *(f"| {s} | {int(r.blocks)} | {int(r.tokens)} | {r.alpha:.3f} |" for s, r in by.iterrows()),
+            "",
+        ]
+        hi, lo = by["alpha"].idxmax(), by["alpha"].idxmin()
+        if by.loc[lo, "alpha"] > 0:
+            lines += [
+                f"- The magnitude is largest on `{hi}` and smallest on `{lo}` tokens "
+                f"({by.loc[hi, 'alpha'] / by.loc[lo, 'alpha']:.1f}x): the adapter's step along its fixed direction "
+                "is chosen per token, not constant.",
+                "",
+            ]
+        data["segments"] = by.round(5).to_dict(orient="index")
+    return lines, data
+
+
 def _numbered_plain(values, prefix: str) -> list[int]:
     """Numbers k of conditions named `<prefix><k>` (no underscore: `v_only_kv0`)."""
     rx = re.compile(rf"^{prefix}(\d+)$")
@@ -334,6 +386,7 @@ SECTIONS = [
     ("add_place", add_place_section),
     ("persistence", persistence_section),
     ("transfer", transfer_section),
+    ("tokenwise", tokenwise_section),
 ]
 
 
