@@ -4,6 +4,8 @@
     python scripts/train_single_layers.py --layers 3,9          # more blocks later; finished ones are skipped
     python scripts/train_single_layers.py --bundle-only         # rebuild the bundle from finished runs
     python scripts/train_single_layers.py --docs-only           # rewrite single_layers.md from single_layers.json
+    python scripts/train_single_layers.py --bundle-only --keep-bundled \
+        --rows-from mechsteer/data/vectors/smollm2-135m/attempts/block24.attempts.json   # a row trained longer
 
 Training is the package's per-block driver, the same as
 `mechsteer train studies/train_mini.yaml --profile single --per-block 0,6,12 --lr-rule norm`
@@ -23,6 +25,11 @@ checkpoint (held-out greedy lenient accuracy on 32 training-pool problems drawn 
 studies use stays unseen), and beside it `single_layers.md` (settings, per-block compute time, selected
 checkpoints, curves) and `single_layers.json` (the same as data), plus the training-curve plot under docs/img/.
 Nothing in those files is typed by hand.
+
+Rows trained longer (`--rows-from`): a block that does not learn in the driver's short budget is trained by an
+attempts series (`scripts/train_attempts.py ATTEMPTS.yaml`, its own lr and steps, its checkpoint selected on more
+problems); `--rows-from <ATTEMPTS>.attempts.json` puts that series' chosen checkpoint into the stack as the block's
+row and links its record from the table.
 """
 
 from __future__ import annotations
@@ -78,65 +85,36 @@ def train_all(args, layers: list[int]) -> None:
 
 
 def bundle(args, layers: list[int]) -> None:
-    """Stack each finished block's best checkpoint into one vector set and write its documentation."""
+    """Stack each block's row into one vector set and write its documentation. A row comes from, in order of
+    precedence: an attempts record named by `--rows-from` (a block trained longer by scripts/train_attempts.py),
+    a finished per-block run under the output folder, or (`--keep-bundled`) the current bundle."""
     import torch
 
     from mechsteer.atomic import atomic_write_text
     from mechsteer.machine import cpu_model
-    from mechsteer.train.metrics import MetricsLog
-    from mechsteer.vectors.vector_set import VectorSet, load_vector_set, save_vector_set
+    from mechsteer.vectors.vector_set import VectorSet, save_vector_set
 
     base = loaded_spec(args).spec
     steps = args.steps or base.rloo.steps
-    done = [k for k in layers if finished(run_dir(args.out, k), steps)]
-    carried = _carried_rows(layers, done, steps) if args.keep_bundled else {}
-    missing = [k for k in layers if k not in done and k not in carried]
-    if not done:
-        sys.exit(f"no finished run under {args.out}; train first")
-    from mechsteer.train.per_block import NORMS_FILE
-
-    norms = json.loads((args.out / NORMS_FILE).read_text())["median_norm"]
-    rows = None
+    from_attempts = _attempt_rows(args.rows_from or [], layers)
+    done = [k for k in layers if k not in from_attempts and finished(run_dir(args.out, k), steps)]
+    carried = _carried_rows(layers, [*done, *from_attempts], steps) if args.keep_bundled else {}
+    sources = {**carried, **{k: _run_row(args.out, k) for k in done}, **from_attempts}
+    missing = [k for k in layers if k not in sources]
+    if not sources:
+        sys.exit(f"no finished run under {args.out} and no --rows-from / --keep-bundled rows; train first")
+    first = next(iter(sources.values()))[0]
+    rows = torch.zeros(args.n_layers, first.numel(), dtype=first.dtype)
     records = []
-    for k in done:
-        folder = run_dir(args.out, k)
-        best = json.loads((folder / "best.json").read_text())
-        vs = load_vector_set(folder / "checkpoints" / f"step-{best['step']:06d}" / "vectors.safetensors")
-        if rows is None:
-            rows = torch.zeros_like(vs.vectors)
-        rows[k] = vs.vectors[k]
-        metrics = MetricsLog(folder / "metrics.jsonl").records()
-        step_recs = [r for r in metrics if r["type"] == "step"]
-        run = json.loads((folder / "run.json").read_text())
-        compute = json.loads((folder / "compute.json").read_text()) if (folder / "compute.json").is_file() else {}
-        records.append(
-            {
-                "layer": k,
-                "lr": run["spec"]["rloo"]["lr"],
-                "residual_norm": norms[k],
-                "best_step": best["step"],
-                "best_value": best["value"],
-                "candidates": best["candidates"],
-                "norm": float(vs.vectors[k].norm()),
-                "train_seconds": step_recs[-1]["train_seconds"],
-                "wall_seconds": compute.get("wall_seconds"),
-                "cpu_seconds": compute.get("cpu_seconds"),
-                "threads": run.get("threads"),
-                "reward": [r["reward_mean"] for r in step_recs],
-                "accuracy": [r["accuracy"] for r in step_recs],
-                "mean_len": [r["mean_len"] for r in step_recs],
-            }
-        )
-    for k, (row, record) in carried.items():
+    for k, (row, record) in sorted(sources.items()):
         rows[k] = row
         records.append(record)
-    records.sort(key=lambda r: r["layer"])
-    done = sorted([*done, *carried])
+    done = sorted(sources)
     meta = {
         "source": "scripts/train_single_layers.py (studies/train_mini.yaml --profile single, one run per block)",
         "setup": "single_layer stack: row k trained alone at block k",
         "model": base.model.id,
-        "steps": str(steps),
+        "steps": json.dumps({r["layer"]: r.get("steps", steps) for r in records}),
         "lrs": json.dumps({r["layer"]: round(r["lr"], 6) for r in records}),
         "best_steps": json.dumps({r["layer"]: r["best_step"] for r in records}),
         "commit": _commit(),
@@ -165,6 +143,110 @@ def bundle(args, layers: list[int]) -> None:
     atomic_write_text(BUNDLE_DIR / "single_layers.json", json.dumps(info, indent=1))
     atomic_write_text(BUNDLE_DIR / "single_layers.md", _markdown(info))
     print(f"bundled {len(done)} blocks -> {BUNDLE_DIR / 'single_layers.safetensors'}; missing: {missing}")
+
+
+def _run_row(out: Path, k: int) -> tuple:
+    """(row k, record) of block k's finished per-block run under `out`: its best checkpoint."""
+    from mechsteer.train.metrics import MetricsLog
+    from mechsteer.train.per_block import NORMS_FILE
+    from mechsteer.vectors.vector_set import load_vector_set
+
+    norms = json.loads((out / NORMS_FILE).read_text())["median_norm"]
+    folder = run_dir(out, k)
+    best = json.loads((folder / "best.json").read_text())
+    vs = load_vector_set(folder / "checkpoints" / f"step-{best['step']:06d}" / "vectors.safetensors")
+    step_recs = [r for r in MetricsLog(folder / "metrics.jsonl").records() if r["type"] == "step"]
+    run = json.loads((folder / "run.json").read_text())
+    compute = json.loads((folder / "compute.json").read_text()) if (folder / "compute.json").is_file() else {}
+    record = {
+        "layer": k,
+        "lr": run["spec"]["rloo"]["lr"],
+        "steps": run["spec"]["rloo"]["steps"],
+        "residual_norm": norms[k],
+        "best_step": best["step"],
+        "best_value": best["value"],
+        "candidates": best["candidates"],
+        "norm": float(vs.vectors[k].norm()),
+        "train_seconds": step_recs[-1]["train_seconds"],
+        "wall_seconds": compute.get("wall_seconds"),
+        "cpu_seconds": compute.get("cpu_seconds"),
+        "threads": run.get("threads"),
+        "reward": [r["reward_mean"] for r in step_recs],
+        "accuracy": [r["accuracy"] for r in step_recs],
+        "mean_len": [r["mean_len"] for r in step_recs],
+    }
+    return vs.vectors[k].clone(), record
+
+
+def _attempt_rows(records: list[Path], layers: list[int]) -> dict:
+    """{block: (row, record)} from attempts records (`<name>.attempts.json`, written by scripts/train_attempts.py):
+    each record's chosen attempt, a single-block run, gives the row of its block: the checkpoint it selected,
+    read from the attempts file's bundled vector (`bundle:`) when it has one, else from the attempt's run folder.
+    The row's record keeps the attempt's own settings (steps, lr), its selection (more problems, a longer budget
+    than a per-block run's) and a pointer to the attempts record, so the stack's table says which rows were
+    trained longer and why."""
+    from mechsteer.vectors.vector_set import load_vector_set
+
+    current = BUNDLE_DIR / "single_layers.json"
+    old_norms = (
+        {r["layer"]: r["residual_norm"] for r in json.loads(current.read_text())["records"]}
+        if current.is_file()
+        else {}
+    )
+    out = {}
+    for path in records:
+        path = path.resolve()
+        if not path.name.endswith(".attempts.json") or not path.is_file():
+            sys.exit(
+                f"--rows-from {path}: not an attempts record (`<name>.attempts.json` of scripts/train_attempts.py)"
+            )
+        info = json.loads(path.read_text())
+        chosen = next((r for r in info["records"] if r["name"] == info["chosen"]), None)
+        if chosen is None:
+            sys.exit(f"--rows-from {path}: no attempt is chosen yet (none finished); run scripts/train_attempts.py")
+        k = chosen["setup"].get("single_layer")
+        if k is None or k not in layers:
+            sys.exit(f"--rows-from {path}: its attempt trains setup {chosen['setup']}, not one of the blocks {layers}")
+        step = chosen["best"]["step"]
+        if info.get("bundle"):
+            src = (path.parent / info["bundle"]).resolve()
+        else:
+            src = ROOT / info["runs"] / chosen["name"] / "checkpoints" / f"step-{step:06d}" / "vectors.safetensors"
+        if not src.is_file():
+            sys.exit(f"--rows-from {path}: the selected checkpoint {src} is missing (its runs are not here)")
+        vs = load_vector_set(src)
+        run_json = ROOT / info["runs"] / chosen["name"] / "run.json"
+        threads = json.loads(run_json.read_text()).get("threads") if run_json.is_file() else None
+        sel = chosen.get("selection") or {}
+        rel = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+        out[k] = (
+            vs.vectors[k].clone(),
+            {
+                "layer": k,
+                "lr": chosen["lr"],
+                "steps": chosen["steps"],
+                "residual_norm": old_norms.get(k),
+                "best_step": step,
+                "best_value": chosen["best"]["value"],
+                "candidates": sel.get("candidates") or chosen["evals"],
+                "selected_on": sel.get("settings"),
+                "norm": float(vs.vectors[k].norm()),
+                "train_seconds": chosen["train_seconds"],
+                "wall_seconds": (chosen.get("compute") or {}).get("wall_seconds"),
+                "cpu_seconds": (chosen.get("compute") or {}).get("cpu_seconds"),
+                "threads": threads,
+                "reward": chosen["reward"],
+                "accuracy": chosen["accuracy"],
+                "mean_len": chosen["mean_len"],
+                # a link relative to the bundle's folder, as single_layers.md shows it
+                "attempts": str(
+                    path.relative_to(BUNDLE_DIR.resolve()) if path.is_relative_to(BUNDLE_DIR.resolve()) else path
+                ).replace(".attempts.json", ".attempts.md"),
+                "carried_from": {"commit": info.get("commit", "-"), "date": info["date"], "runs": info["runs"]},
+            },
+        )
+        print(f"block {k}: row from {rel} (attempt {chosen['name']}, step {step})")
+    return out
 
 
 def _carried_rows(layers: list[int], done: list[int], steps: int) -> dict:
@@ -222,15 +304,18 @@ def _plot(records, path: Path) -> None:
 
 def _markdown(info) -> str:
     rows = [
-        "| block | lr | residual norm | best step | held-out acc at best (%) | vector norm | reward first 3 -> last 3 "
-        "| length first -> last | train s | CPU s | sitting |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| block | lr | steps | residual norm | best step | held-out acc at best (%) | vector norm "
+        "| reward first 3 -> last 3 | length first -> last | train s | CPU s | sitting |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in info["records"]:
         rew = r["reward"]
         cpu = "-" if r["cpu_seconds"] is None else f"{r['cpu_seconds']:.0f}"
+        sel = r.get("selected_on")
+        acc = f"{100 * r['best_value']:.1f}" + (f" ({sel['n']} @ {sel['max_new_tokens']})" if sel else "")
+        rnorm = "-" if r["residual_norm"] is None else f"{r['residual_norm']:.0f}"
         rows.append(
-            f"| {r['layer']} | {r['lr']:.4f} | {r['residual_norm']:.0f} | {r['best_step']} | {100 * r['best_value']:.1f} "
+            f"| {r['layer']} | {r['lr']:.4f} | {r.get('steps', info['steps'])} | {rnorm} | {r['best_step']} | {acc} "
             f"| {r['norm']:.2f} | {sum(rew[:3]) / 3:+.2f} -> {sum(rew[-3:]) / 3:+.2f} "
             f"| {r['mean_len'][0]:.0f} -> {r['mean_len'][-1]:.0f} | {r['train_seconds']:.0f} | {cpu} "
             f"| {_sitting(r, info)} |"
@@ -247,6 +332,18 @@ def _markdown(info) -> str:
             f"model in {info['model_dtype']}. lr_k = {info['base_lr']} x r_k / r_{info['ref_layer']} (r = median residual norm",
             "after the block; why: mechsteer/train/per_block.py). Each row is the run's best checkpoint by greedy",
             "lenient accuracy on 32 training-pool problems (seed 1; the test split is never seen).",
+            *(
+                [
+                    "",
+                    "Rows trained longer: where a block did not learn in the driver's budget, its row comes from an",
+                    "attempts series (`scripts/train_attempts.py`, linked in the sitting column; put into the stack by",
+                    "`--rows-from`) with its own lr and steps (the table's columns); its checkpoint was selected on more",
+                    "training-pool problems at the study budget (shown as `n @ new tokens`). The blocks' budgets",
+                    "therefore differ: compare blocks by their effect in the studies, not by their training cost.",
+                ]
+                if any(r.get("attempts") for r in info["records"])
+                else []
+            ),
             "",
             f"Blocks: {info['layers']}" + (f"; not trained yet: {info['missing']}" if info["missing"] else "") + ".",
             f"Commit {info['commit']}, {info['date']}, {info['machine']}, torch threads per run {info['threads']} "
@@ -276,6 +373,8 @@ def _markdown(info) -> str:
 def _sitting(record: dict, info: dict) -> str:
     """Commit and date of the training sitting that made a row (a carried row keeps its own)."""
     origin = record.get("carried_from") or info
+    if record.get("attempts"):
+        return f"[attempts]({record['attempts']}), {origin['date']}"
     return f"{origin['commit']}, {origin['date']}"
 
 
@@ -308,6 +407,13 @@ def main() -> None:
         action="store_true",
         help="keep the current bundle's rows (and their records) for requested blocks that have no finished run here",
     )
+    ap.add_argument(
+        "--rows-from",
+        type=Path,
+        action="append",
+        help="an attempts record (<name>.attempts.json of scripts/train_attempts.py) whose chosen attempt gives its "
+        "block's row (repeatable; takes precedence over a run under --out and over --keep-bundled)",
+    )
     ap.add_argument("--docs-only", action="store_true", help="rewrite single_layers.md from single_layers.json")
     args = ap.parse_args()
     if args.docs_only:
@@ -325,6 +431,7 @@ def main() -> None:
     if shape is None:
         sys.exit(f"the depth of {loaded.spec.model.id} is not known here; use mechsteer train --per-block")
     layers = parse_layers(args.layers, shape.n_layers, loaded.spec.model.id)
+    args.n_layers = shape.n_layers
     if not args.bundle_only:
         train_all(args, layers)
     if not args.no_bundle and loaded.spec.model.id == "smollm2-135m":

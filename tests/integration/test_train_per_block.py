@@ -221,3 +221,62 @@ def test_the_bundle_script_trains_through_the_package_driver_into_the_same_layou
     monkeypatch.setattr(sys, "argv", argv)
     script.main()
     assert seen["out"] == tmp_path and seen["rule"] == "file"
+
+
+def test_the_bundle_script_takes_a_row_from_an_attempts_record_and_keeps_the_others(monkeypatch, tmp_path):
+    """`--rows-from X.attempts.json --keep-bundled --bundle-only`: the chosen attempt's selected checkpoint becomes
+    its block's row (with the attempt's own steps, lr and selection in the record), the other rows are carried
+    bit for bit, and a record with no chosen attempt is refused with a message naming the file."""
+    import sys
+
+    import torch
+    from script_loader import load_script
+
+    from mechsteer.vectors.vector_set import VectorSet, save_vector_set
+
+    script = load_script("scripts/train_single_layers.py")
+    bundle_dir = tmp_path / "bundle"
+    monkeypatch.setattr(script, "BUNDLE_DIR", bundle_dir)
+    monkeypatch.setattr(script, "PLOT", tmp_path / "curves.png")
+    torch.manual_seed(0)
+    old = torch.zeros(30, 576)
+    old[0], old[28] = torch.randn(576), torch.randn(576)
+    save_vector_set(VectorSet(old, [0, 28]), bundle_dir / "single_layers.safetensors")
+
+    def record(k, lr, steps):
+        return {"layer": k, "lr": lr, "steps": steps, "residual_norm": 10.0 * (k + 1), "best_step": steps,
+                "best_value": 0.5, "candidates": [{"step": steps, "value": 0.5}], "norm": 1.0, "train_seconds": 1.0,
+                "wall_seconds": 1.0, "cpu_seconds": 1.0, "threads": 1, "reward": [-0.5], "accuracy": [0.1],
+                "mean_len": [50.0]}  # fmt: skip
+
+    info = {"steps": 12, "commit": "abc", "date": "2026-12-01", "runs": "outputs/x", "records": [record(0, 0.01, 12),
+            record(28, 0.2, 12)]}  # fmt: skip
+    (bundle_dir / "single_layers.json").write_text(json.dumps(info))
+    trained = torch.zeros(30, 576)
+    trained[28] = torch.randn(576)
+    save_vector_set(VectorSet(trained, [28]), bundle_dir / "penultimate.safetensors")
+    attempts = bundle_dir / "attempts"
+    attempts.mkdir()
+    chosen = {"name": "lr0.1", "setup": {"single_layer": 28}, "lr": 0.1, "steps": 96, "best": {"step": 96,
+              "value": 0.79}, "selection": {"settings": {"n": 128, "max_new_tokens": 208}, "candidates": [{"step":
+              96, "value": 0.79}]}, "evals": [], "train_seconds": 5.0, "compute": {"wall_seconds": 6.0,
+              "cpu_seconds": 4.0}, "reward": [-0.7, -0.3], "accuracy": [0.1, 0.3], "mean_len": [58.0, 48.0]}  # fmt: skip
+    rec = {"bundle": "../penultimate.safetensors", "records": [chosen], "chosen": "lr0.1", "date": "2026-12-04",
+           "runs": "outputs/attempts/penultimate"}  # fmt: skip
+    (attempts / "penultimate.attempts.json").write_text(json.dumps(rec))
+    argv = ["x", "--layers", "0,28", "--bundle-only", "--keep-bundled", "--out", str(tmp_path / "runs")]
+    monkeypatch.setattr(sys, "argv", [*argv, "--rows-from", str(attempts / "penultimate.attempts.json")])
+    script.main()
+    new = load_vector_set(bundle_dir / "single_layers.safetensors")
+    assert new.layers == [0, 28]
+    assert torch.equal(new.vectors[0], old[0]) and torch.equal(new.vectors[28], trained[28])
+    out = json.loads((bundle_dir / "single_layers.json").read_text())
+    row28 = next(r for r in out["records"] if r["layer"] == 28)
+    assert (row28["steps"], row28["lr"], row28["best_value"]) == (96, 0.1, 0.79)
+    assert row28["residual_norm"] == 290.0 and row28["attempts"].endswith("penultimate.attempts.md")
+    md = (bundle_dir / "single_layers.md").read_text()
+    assert "| 28 | 0.1000 | 96 |" in md and "79.0 (128 @ 208)" in md and "Rows trained longer" in md
+    rec["chosen"] = None
+    (attempts / "penultimate.attempts.json").write_text(json.dumps(rec))
+    with pytest.raises(SystemExit, match="no attempt is chosen yet"):
+        script.main()
