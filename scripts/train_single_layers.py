@@ -92,6 +92,7 @@ def bundle(args, layers: list[int]) -> None:
 
     from mechsteer.atomic import atomic_write_text
     from mechsteer.machine import cpu_model
+    from mechsteer.train.per_block import NORMS_FILE
     from mechsteer.vectors.vector_set import VectorSet, save_vector_set
 
     base = loaded_spec(args).spec
@@ -99,7 +100,8 @@ def bundle(args, layers: list[int]) -> None:
     from_attempts = _attempt_rows(args.rows_from or [], layers)
     done = [k for k in layers if k not in from_attempts and finished(run_dir(args.out, k), steps)]
     carried = _carried_rows(layers, [*done, *from_attempts], steps) if args.keep_bundled else {}
-    sources = {**carried, **{k: _run_row(args.out, k) for k in done}, **from_attempts}
+    norms = json.loads((args.out / NORMS_FILE).read_text())["median_norm"] if done else None
+    sources = {**carried, **{k: _run_row(args.out, k, norms) for k in done}, **from_attempts}
     missing = [k for k in layers if k not in sources]
     if not sources:
         sys.exit(f"no finished run under {args.out} and no --rows-from / --keep-bundled rows; train first")
@@ -145,16 +147,16 @@ def bundle(args, layers: list[int]) -> None:
     print(f"bundled {len(done)} blocks -> {BUNDLE_DIR / 'single_layers.safetensors'}; missing: {missing}")
 
 
-def _run_row(out: Path, k: int) -> tuple:
-    """(row k, record) of block k's finished per-block run under `out`: its best checkpoint."""
+def _run_row(out: Path, k: int, norms: list[float]) -> tuple:
+    """(row k, record) of block k's finished per-block run under `out`: its best checkpoint (`norms`: the median
+    residual norm per block, read once by the caller from the driver's norms file)."""
+    from mechsteer.train.layout import checkpoint_dir
     from mechsteer.train.metrics import MetricsLog
-    from mechsteer.train.per_block import NORMS_FILE
     from mechsteer.vectors.vector_set import load_vector_set
 
-    norms = json.loads((out / NORMS_FILE).read_text())["median_norm"]
     folder = run_dir(out, k)
     best = json.loads((folder / "best.json").read_text())
-    vs = load_vector_set(folder / "checkpoints" / f"step-{best['step']:06d}" / "vectors.safetensors")
+    vs = load_vector_set(checkpoint_dir(folder / "checkpoints", best["step"]) / "vectors.safetensors")
     step_recs = [r for r in MetricsLog(folder / "metrics.jsonl").records() if r["type"] == "step"]
     run = json.loads((folder / "run.json").read_text())
     compute = json.loads((folder / "compute.json").read_text()) if (folder / "compute.json").is_file() else {}
@@ -185,6 +187,7 @@ def _attempt_rows(records: list[Path], layers: list[int]) -> dict:
     The row's record keeps the attempt's own settings (steps, lr), its selection (more problems, a longer budget
     than a per-block run's) and a pointer to the attempts record, so the stack's table says which rows were
     trained longer and why."""
+    from mechsteer.train.layout import checkpoint_dir
     from mechsteer.vectors.vector_set import load_vector_set
 
     current = BUNDLE_DIR / "single_layers.json"
@@ -208,14 +211,15 @@ def _attempt_rows(records: list[Path], layers: list[int]) -> dict:
         if k is None or k not in layers:
             sys.exit(f"--rows-from {path}: its attempt trains setup {chosen['setup']}, not one of the blocks {layers}")
         step = chosen["best"]["step"]
+        run_folder = ROOT / info["runs"] / chosen["name"]
         if info.get("bundle"):
             src = (path.parent / info["bundle"]).resolve()
         else:
-            src = ROOT / info["runs"] / chosen["name"] / "checkpoints" / f"step-{step:06d}" / "vectors.safetensors"
+            src = checkpoint_dir(run_folder / "checkpoints", step) / "vectors.safetensors"
         if not src.is_file():
             sys.exit(f"--rows-from {path}: the selected checkpoint {src} is missing (its runs are not here)")
         vs = load_vector_set(src)
-        run_json = ROOT / info["runs"] / chosen["name"] / "run.json"
+        run_json = run_folder / "run.json"
         threads = json.loads(run_json.read_text()).get("threads") if run_json.is_file() else None
         sel = chosen.get("selection") or {}
         rel = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
