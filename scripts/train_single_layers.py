@@ -295,10 +295,17 @@ def _plot(records, path: Path) -> None:
         axes[0].plot(x, r["reward"], color=c, label=f"block {r['layer']}")
         axes[1].plot(x, r["mean_len"], color=c)
         cand = r["candidates"]
-        axes[2].plot([c2["step"] for c2 in cand], [100 * c2["value"] for c2 in cand], "o-", color=c)
+        # rows from an attempts series were selected on more problems at a longer budget: a different
+        # measurement, so they are drawn dashed rather than joined to the 12-step rows' scale silently
+        style = "o--" if r.get("selected_on") else "o-"
+        axes[2].plot([c2["step"] for c2 in cand], [100 * c2["value"] for c2 in cand], style, color=c)
     axes[0].set(title="training reward (T=1 rollouts)", xlabel="step", ylabel="mean reward")
     axes[1].set(title="mean rollout length", xlabel="step", ylabel="tokens")
-    axes[2].set(title="held-out greedy lenient acc. (training pool, seed 1)", xlabel="step", ylabel="%")
+    axes[2].set(
+        title="greedy lenient acc. on the training pool\n(dashed: attempts selection, see the table)",
+        xlabel="step",
+        ylabel="%",
+    )
     axes[0].legend(fontsize=7, ncol=2)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
