@@ -457,7 +457,9 @@ def main() -> None:
         res = find_study(roots, study)
         if res is None and args.merge and study in previous:
             text, command, d = previous[study]
-            lines += [*text, f"(Carried from an earlier sitting: `{command}`; not rerun since.)", ""]
+            while text and not text[-1].strip():  # one blank line before the note, so it is not read as part of a list
+                text = text[:-1]
+            lines += [*text, "", f"(Carried from an earlier sitting: `{command}`; not rerun since.)", ""]
             if d is not None:
                 data[study] = d
             continue
