@@ -8,7 +8,9 @@ that profile (the same deep merge as a profile: `rloo: {lr: 0.05, steps: 48}`); 
 attempt's run was started under when the attempt is renamed (a resumed run must keep its name). Every attempt trains in its
 own folder `<out>/<attempt>/` (default `outputs/attempts/<file stem>/`); a finished attempt (its summary.json
 has every step) is skipped and an interrupted one resumes from its last checkpoint, so the script can be
-stopped and started again across sittings. The model is loaded once.
+stopped and started again across sittings. The model is loaded once. An attempt whose run folder is not here
+(outputs/ does not survive a fresh checkout) but which the earlier record says finished, with the same
+overrides, is kept from that record (marked carried) and not rerun; add attempts to a file and only they train.
 
 Selection. During training each attempt evaluates its checkpoints on a few training-pool problems (`eval:` of the
 training file: 32 problems, 64 new tokens), which is noisy (one standard error is about 9 points). An attempts file
@@ -88,6 +90,26 @@ def finished(folder: Path, steps: int) -> bool:
     return p.is_file() and json.loads(p.read_text()).get("steps") == steps
 
 
+def previous_records(path: Path) -> tuple[dict, dict[str, dict]]:
+    """The record this attempts file wrote before (`<stem>.attempts.json`, or {}) and its attempts by name."""
+    p = path.with_suffix(".attempts.json")
+    prev = json.loads(p.read_text()) if p.is_file() else {}
+    return prev, {r["name"]: r for r in prev.get("records", [])}
+
+
+def carried(attempt: dict, folder: Path, prev: dict[str, dict]) -> dict | None:
+    """The earlier record of an attempt whose run folder is not here (a fresh checkout: outputs/ is not kept),
+    if that record says it finished with the same overrides; None where the attempt has to run here.
+
+    Why: the record is the provenance of a bundled vector; rerunning a finished attempt only because its run
+    folder did not survive a checkout would cost its whole training again, and dropping it would lose it."""
+    r = prev.get(attempt["name"])
+    started_here = (folder / "metrics.jsonl").is_file()
+    if started_here or r is None or not r.get("finished") or r.get("overrides") != attempt.get("overrides", {}):
+        return None
+    return r
+
+
 def cpu_seconds() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
@@ -103,7 +125,15 @@ def train(doc: dict, path: Path, out: Path, threads: int, only: list[str] | None
 
     torch.set_num_threads(threads)
     loaded, specs = attempt_specs(doc, path)
-    todo = [n for n, s in specs.items() if (only is None or n in only) and not finished(out / n, s.rloo.steps)]
+    _, prev = previous_records(path)
+    kept = [a["name"] for a in doc["attempts"] if carried(a, out / a["name"], prev)]
+    todo = [
+        n
+        for n, s in specs.items()
+        if (only is None or n in only) and n not in kept and not finished(out / n, s.rloo.steps)
+    ]
+    if kept:
+        print(f"finished in an earlier sitting (kept from the record, not rerun): {kept}", flush=True)
     print(f"attempts to run: {todo or 'none'}", flush=True)
     lm = None
     for name in todo:
@@ -239,7 +269,13 @@ def report(doc: dict, path: Path, out: Path) -> dict:
     from mechsteer.machine import cpu_model
 
     _, specs = attempt_specs(doc, path)
-    records = [attempt_record(a["name"], a, specs[a["name"]], out / a["name"]) for a in doc["attempts"]]
+    prev_info, prev = previous_records(path)
+    records = []
+    for a in doc["attempts"]:
+        old = carried(a, out / a["name"], prev)
+        if old is not None:  # keep where it was first recorded, through any number of later sittings
+            old = old | {"carried_from": old.get("carried_from") or f"{prev_info.get('runs')}, {prev_info.get('date')}"}
+        records.append(old or attempt_record(a["name"], a, specs[a["name"]], out / a["name"]))
     done = [r for r in records if r["finished"] and r["best"]]
     chosen = max(done, key=lambda r: (r["best"]["value"], -records.index(r)))["name"] if done else None
     info = {
@@ -251,6 +287,7 @@ def report(doc: dict, path: Path, out: Path) -> dict:
         "selection": doc.get("selection"),
         "records": records,
         "chosen": chosen,
+        "previous_chosen": prev_info.get("chosen"),
         "date": datetime.now(UTC).date().isoformat(),
         "machine": f"{platform.machine()}, {cpu_model()}",
         "runs": str(out.relative_to(ROOT)) if out.is_absolute() and out.is_relative_to(ROOT) else str(out),
@@ -284,7 +321,13 @@ def markdown(info: dict) -> str:
             else "none here"
         )
         + "), the candidate checkpoints are re-evaluated and that decides. The chosen attempt has the best "
-        "selected checkpoint.",
+        "selected checkpoint."
+        + (
+            " Attempts marked *carried* finished in an earlier sitting whose run folder is not here; their row "
+            "is the earlier record's."
+            if any(r.get("carried_from") for r in info["records"])
+            else ""
+        ),
         "",
         "| attempt | lr | P x G | steps done | reward first 4 -> last 4 | length first -> last | vector norm at end "
         "| training-time metric by step | re-selection by step | selected step (value) | CPU s | why |",
@@ -300,8 +343,10 @@ def markdown(info: dict) -> str:
         )
         best = f"{r['best']['step']} ({100 * r['best']['value']:.1f}%)" if r["best"] else "-"
         cpu = f"{r['compute']['cpu_seconds']:.0f}" if r["compute"] else "-"
+        carry = f" (*carried*: {r['carried_from']})" if r.get("carried_from") else ""
         lines.append(
-            f"| {r['name']}{' (chosen)' if r['name'] == info['chosen'] else ''} | {r['lr']:g} | "
+            f"| {r['name']}{' (chosen)' if r['name'] == info['chosen'] else ''}"
+            f"{carry} | {r['lr']:g} | "
             f"{r['prompts_per_step']} x {r['group_size']} | {r['steps_done']}/{r['steps']} | "
             f"{f(block_mean(r['reward'], 0, 4))} -> {f(block_mean(r['reward'], max(0, n - 4), n))} | "
             f"{f(block_mean(r['mean_len'], 0, 1), '{:.0f}')} -> {f(block_mean(r['mean_len'], n - 1, n), '{:.0f}')} | "
@@ -344,12 +389,21 @@ def bundle(info: dict, out: Path, path: Path) -> None:
     if not info["chosen"] or not info["bundle"]:
         sys.exit("nothing to bundle: no finished attempt with a best checkpoint, or no `bundle:` in the file")
     rec = next(r for r in info["records"] if r["name"] == info["chosen"])
+    dest = (path.parent / info["bundle"]).resolve()
+    if rec.get("carried_from"):
+        if info.get("previous_chosen") == rec["name"] and dest.is_file():
+            print(f"{dest} already holds the chosen attempt {rec['name']} (bundled in an earlier sitting); unchanged")
+            return
+        sys.exit(
+            f"{path}: the chosen attempt {rec['name']} finished in an earlier sitting ({rec['carried_from']}) and its "
+            f"run folder is not under {out}, so its checkpoint cannot be copied to {dest}: restore the run folder, "
+            "or remove the attempt's entry from the .attempts.json record to train it again"
+        )
     folder = out / rec["name"] / "checkpoints" / f"step-{rec['best']['step']:06d}"
     provenance = {
         "source": f"scripts/train_attempts.py {info['attempts_file']} (attempt {rec['name']}, step {rec['best']['step']})",
         "attempts_record": Path(info["attempts_file"]).with_suffix(".attempts.md").name,
     }
-    dest = (path.parent / info["bundle"]).resolve()
     if (folder / "vectors.safetensors").is_file():
         src = folder / "vectors.safetensors"
         vs = load_vector_set(src)
