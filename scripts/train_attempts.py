@@ -287,7 +287,6 @@ def report(doc: dict, path: Path, out: Path) -> dict:
         "selection": doc.get("selection"),
         "records": records,
         "chosen": chosen,
-        "previous_chosen": prev_info.get("chosen"),
         "date": datetime.now(UTC).date().isoformat(),
         "machine": f"{platform.machine()}, {cpu_model()}",
         "runs": str(out.relative_to(ROOT)) if out.is_absolute() and out.is_relative_to(ROOT) else str(out),
@@ -390,8 +389,17 @@ def bundle(info: dict, out: Path, path: Path) -> None:
         sys.exit("nothing to bundle: no finished attempt with a best checkpoint, or no `bundle:` in the file")
     rec = next(r for r in info["records"] if r["name"] == info["chosen"])
     dest = (path.parent / info["bundle"]).resolve()
+    provenance = {
+        "source": f"scripts/train_attempts.py {info['attempts_file']} (attempt {rec['name']}, step {rec['best']['step']})",
+        "attempts_record": Path(info["attempts_file"]).with_suffix(".attempts.md").name,
+    }
     if rec.get("carried_from"):
-        if info.get("previous_chosen") == rec["name"] and dest.is_file():
+        # the bundled file's own provenance (written below when it was copied) says whether it already holds it
+        held = None
+        if dest.is_file():
+            with safe_open(str(dest), "pt") as f:
+                held = (f.metadata() or {}).get("source")
+        if held == provenance["source"]:
             print(f"{dest} already holds the chosen attempt {rec['name']} (bundled in an earlier sitting); unchanged")
             return
         sys.exit(
@@ -400,10 +408,6 @@ def bundle(info: dict, out: Path, path: Path) -> None:
             "or remove the attempt's entry from the .attempts.json record to train it again"
         )
     folder = out / rec["name"] / "checkpoints" / f"step-{rec['best']['step']:06d}"
-    provenance = {
-        "source": f"scripts/train_attempts.py {info['attempts_file']} (attempt {rec['name']}, step {rec['best']['step']})",
-        "attempts_record": Path(info["attempts_file"]).with_suffix(".attempts.md").name,
-    }
     if (folder / "vectors.safetensors").is_file():
         src = folder / "vectors.safetensors"
         vs = load_vector_set(src)

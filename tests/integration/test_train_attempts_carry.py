@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 import yaml
 from conftest import REPO
+from safetensors.torch import save_file
 from script_loader import load_script
 
 OVER_A = {"setup": {"single_layer": 27}, "rloo": {"lr": 0.09, "steps": 64}}
@@ -63,8 +65,14 @@ def sitting(tmp_path):
         "date": "2026-12-05",
     }
     (tmp_path / "block27.attempts.json").write_text(json.dumps(earlier))
-    (tmp_path / "block27.safetensors").write_bytes(b"the vector bundled in the earlier sitting")
+    _plant_bundle(tmp_path / "block27.safetensors", path, "lr0.09", 32)
     return script, doc, path, tmp_path / "runs"
+
+
+def _plant_bundle(dest, attempts_path, attempt: str, step: int) -> None:
+    """A bundled file whose provenance says which attempt's checkpoint it holds (as `bundle` writes it)."""
+    source = f"scripts/train_attempts.py {attempts_path} (attempt {attempt}, step {step})"
+    save_file({"v": torch.zeros(4)}, str(dest), metadata={"source": source})
 
 
 def test_a_finished_attempt_without_its_run_folder_is_carried_not_rerun_nor_dropped(sitting):
@@ -101,8 +109,15 @@ def test_the_bundle_of_a_carried_chosen_attempt_is_kept_or_refused_by_name(sitti
     script, doc, path, out = sitting
     info = script.report(doc, path, out)
     dest = path.parent / "block27.safetensors"
+    before = dest.read_bytes()
     script.bundle(info, out, path)  # the earlier sitting bundled this very attempt: nothing to copy
-    assert dest.read_bytes() == b"the vector bundled in the earlier sitting"
+    assert dest.read_bytes() == before
+
+    _plant_bundle(dest, path, "lr0.09", 64)  # another checkpoint of it: the chosen one cannot be copied here
+    other = dest.read_bytes()
+    with pytest.raises(SystemExit) as e:
+        script.bundle(info, out, path)
+    assert "lr0.09" in str(e.value) and "earlier sitting" in str(e.value) and dest.read_bytes() == other
 
     dest.unlink()
     with pytest.raises(SystemExit) as e:
